@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, then every test (unit, emulator integration, rendered
+# artifacts checked by shellcheck / nginx -t / docker-compose config).
+# Needs: the emulator venv (created here if missing), shellcheck, nginx, docker-compose, openssl.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+missing=()
+for tool in shellcheck nginx docker-compose openssl; do
+  command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "missing tools: ${missing[*]} (on Debian/Ubuntu: apt-get install shellcheck nginx-light docker-compose openssl; or run .ci/run)" >&2
+  exit 1
+fi
+scripts/emulator.sh install
+export IAC_MOTO_SERVER="$root/.venv/bin/moto_server"
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo test --all-targets

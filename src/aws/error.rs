@@ -1,0 +1,153 @@
+//! The one place that classifies AWS errors.
+
+use std::error::Error as StdError;
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use serde::Serialize;
+
+/// What the engine does about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Rate limited: retry with backoff and jitter (the SDK's standard retry does the first ones).
+    Throttled,
+    /// Already gone: fine when deleting.
+    NotFound,
+    /// Exists already: adopt it.
+    AlreadyExists,
+    /// Still in use by something else: retry the delete within a deadline.
+    DependencyViolation,
+    /// The request was wrong: fail, naming the field.
+    InvalidInput,
+    /// Credentials missing, expired or not allowed.
+    AccessDenied,
+    /// The endpoint could not be reached or did not answer.
+    Unreachable,
+    Other,
+}
+
+/// A failed AWS call, classified.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{op} failed: {message}{}", hint(*.class))]
+pub struct AwsError {
+    /// `ec2:RunInstances`, …
+    pub op: String,
+    pub class: ErrorClass,
+    /// The AWS error code, when the service sent one.
+    pub code: Option<String>,
+    pub message: String,
+}
+
+fn hint(class: ErrorClass) -> &'static str {
+    match class {
+        ErrorClass::AccessDenied => {
+            "\n  help: check the credentials in your environment or profile; AWS Academy session credentials expire every few hours"
+        }
+        ErrorClass::Unreachable => {
+            "\n  help: check --endpoint-url / AWS_ENDPOINT_URL and your network; is the emulator running?"
+        }
+        _ => "",
+    }
+}
+
+/// Classifies an AWS error code.
+pub fn classify_code(code: &str) -> ErrorClass {
+    match code {
+        "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequestsException"
+        | "PriorRequestNotComplete" | "SlowDown" => ErrorClass::Throttled,
+        "DependencyViolation" | "ResourceInUse" | "ResourceInUseException" | "InvalidIPAddress.InUse"
+        | "HostedZoneNotEmpty" => ErrorClass::DependencyViolation,
+        "UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException" | "AuthFailure"
+        | "ExpiredToken" | "ExpiredTokenException" | "InvalidClientTokenId" | "UnrecognizedClientException"
+        | "SignatureDoesNotMatch" => ErrorClass::AccessDenied,
+        c if c.ends_with("NotFound") || c.contains("NotFound.") || c.starts_with("NoSuch") => ErrorClass::NotFound,
+        "ParameterNotFound" | "InvalidGroupId.Malformed" => ErrorClass::NotFound,
+        c if c.contains("Duplicate") || c.contains("AlreadyExists") => ErrorClass::AlreadyExists,
+        c if c.starts_with("Invalid") || c.starts_with("Validation") || c.starts_with("MissingParameter") => {
+            ErrorClass::InvalidInput
+        }
+        _ => ErrorClass::Other,
+    }
+}
+
+impl AwsError {
+    /// Wraps an SDK error with the operation's name.
+    pub fn from_sdk<E, R>(op: &str, err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let (class, code, message) = match &err {
+            SdkError::ServiceError(se) => {
+                let e = se.err();
+                let code = e.code().map(str::to_string);
+                let class = code.as_deref().map(classify_code).unwrap_or(ErrorClass::Other);
+                let msg = e.message().map(str::to_string).unwrap_or_else(|| format!("{}", DisplayErrorContext(&err)));
+                (class, code, msg)
+            }
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+                (ErrorClass::Unreachable, None, format!("{}", DisplayErrorContext(&err)))
+            }
+            _ => (ErrorClass::Other, None, format!("{}", DisplayErrorContext(&err))),
+        };
+        let message = match &code {
+            Some(c) => format!("{c}: {message}"),
+            None => message,
+        };
+        AwsError {
+            op: op.to_string(),
+            class,
+            code,
+            message,
+        }
+    }
+
+    /// An error raised by `iac` itself about cloud state (missing default VPC, …).
+    pub fn state(op: &str, class: ErrorClass, message: impl Into<String>) -> Self {
+        AwsError {
+            op: op.to_string(),
+            class,
+            code: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn is(&self, class: ErrorClass) -> bool {
+        self.class == class
+    }
+}
+
+/// Extension for results: treat "not found" as success (for deletes).
+pub trait IgnoreNotFound<T> {
+    fn ignore_not_found(self) -> Result<Option<T>, AwsError>;
+}
+
+impl<T> IgnoreNotFound<T> for Result<T, AwsError> {
+    fn ignore_not_found(self) -> Result<Option<T>, AwsError> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is(ErrorClass::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify_code("RequestLimitExceeded"), ErrorClass::Throttled);
+        assert_eq!(classify_code("InvalidGroup.NotFound"), ErrorClass::NotFound);
+        assert_eq!(classify_code("InvalidInstanceID.NotFound"), ErrorClass::NotFound);
+        assert_eq!(classify_code("NoSuchHostedZone"), ErrorClass::NotFound);
+        assert_eq!(classify_code("InvalidGroup.Duplicate"), ErrorClass::AlreadyExists);
+        assert_eq!(classify_code("InvalidKeyPair.Duplicate"), ErrorClass::AlreadyExists);
+        assert_eq!(classify_code("DependencyViolation"), ErrorClass::DependencyViolation);
+        assert_eq!(classify_code("InvalidParameterValue"), ErrorClass::InvalidInput);
+        assert_eq!(classify_code("ExpiredToken"), ErrorClass::AccessDenied);
+    }
+}

@@ -1,0 +1,103 @@
+//! AWS access: configuration, one file per service, tags and error classification.
+//!
+//! Providers here do the I/O; tiers never call AWS and the executor never knows about services.
+
+pub mod calls;
+pub mod ec2;
+pub mod error;
+pub mod provider;
+pub mod route53;
+pub mod ssm;
+pub mod tagging;
+pub mod tags;
+
+use std::sync::Arc;
+
+use aws_config::environment::region::EnvironmentVariableRegionProvider;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::ProfileFileRegionProvider;
+use aws_config::{BehaviorVersion, Region};
+
+pub use calls::CallLog;
+pub use error::{AwsError, ErrorClass};
+
+/// How to reach AWS, from flags and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    /// `--region`; the stack file's region wins over the environment but not over the flag.
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    /// `--endpoint-url` (the standard `AWS_ENDPOINT_URL` is honoured by the SDK itself).
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsOptions {
+    /// The endpoint override in effect, from the flag or the standard variable.
+    pub fn endpoint_override(&self) -> Option<String> {
+        self.endpoint_url
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .filter(|s| !s.trim().is_empty())
+    }
+}
+
+/// Clients for every service, sharing one configuration and one call log.
+#[derive(Clone, Debug)]
+pub struct Aws {
+    pub ec2: aws_sdk_ec2::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub route53: aws_sdk_route53::Client,
+    pub tagging: aws_sdk_resourcegroupstagging::Client,
+    pub region: String,
+    /// Set when requests go to an emulator or another non-AWS endpoint: no HTTP probes then,
+    /// since emulated addresses are fake.
+    pub endpoint_override: Option<String>,
+    pub calls: Arc<CallLog>,
+}
+
+impl Aws {
+    /// Loads the standard credential chain with the given overrides. Makes no request.
+    pub async fn connect(opts: &AwsOptions, stack_region: Option<&str>) -> Aws {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        // The region never comes from instance metadata: that would send a request off this
+        // machine, and `iac` runs on laptops and CI far more than on EC2.
+        let region = match opts.region.clone().or_else(|| stack_region.map(str::to_string)) {
+            Some(r) => Region::new(r),
+            None => RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+                .or_else(ProfileFileRegionProvider::new())
+                .or_else(Region::new("us-east-1"))
+                .region()
+                .await
+                .unwrap_or_else(|| Region::new("us-east-1")),
+        };
+        loader = loader.region(region);
+        if let Some(p) = &opts.profile {
+            loader = loader.profile_name(p);
+        }
+        let endpoint_override = opts.endpoint_override();
+        if let Some(url) = &opts.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let sdk = loader.load().await;
+        let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".to_string());
+        let calls = Arc::new(CallLog::default());
+        let interceptor = calls::Counter(calls.clone());
+        Aws {
+            ec2: aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::config::Builder::from(&sdk).interceptor(interceptor.clone()).build(),
+            ),
+            ssm: aws_sdk_ssm::Client::from_conf(
+                aws_sdk_ssm::config::Builder::from(&sdk).interceptor(interceptor.clone()).build(),
+            ),
+            route53: aws_sdk_route53::Client::from_conf(
+                aws_sdk_route53::config::Builder::from(&sdk).interceptor(interceptor.clone()).build(),
+            ),
+            tagging: aws_sdk_resourcegroupstagging::Client::from_conf(
+                aws_sdk_resourcegroupstagging::config::Builder::from(&sdk).interceptor(interceptor).build(),
+            ),
+            region,
+            endpoint_override,
+            calls,
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! The provider: discovers a stack's resources by tag, resolves inputs, and turns plan changes
+//! into executor nodes that call the service modules.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::error::{AwsError, ErrorClass};
+use super::{ec2, route53, ssm, tags, Aws};
+use crate::apply::events::{Event, Reporter};
+use crate::apply::wait::{self, Backoff, Poll, WaitError};
+use crate::apply::{Node, Task};
+use crate::plan::diff::{instance_spec_hash, short_hash};
+use crate::plan::*;
+use crate::stack::validate::IMAGE_ALIASES;
+use crate::stack::Stack;
+use crate::tiers::Inputs;
+
+/// Deadlines for the slow parts.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub instance_running: Duration,
+    pub instance_terminated: Duration,
+    /// How long a delete keeps retrying while something still uses the resource.
+    pub dependency: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            instance_running: Duration::from_secs(600),
+            instance_terminated: Duration::from_secs(600),
+            dependency: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Everything tagged with a stack.
+#[derive(Debug, Default, Clone)]
+pub struct Discovered {
+    pub resources: Vec<Observed>,
+    pub terminated_per_id: BTreeMap<String, u32>,
+    pub terminated_ids: Vec<String>,
+}
+
+/// Finds every resource of `stack` through its tags (no local state).
+pub async fn discover(aws: &Aws, stack: &str) -> Result<Discovered, AwsError> {
+    let (keys, groups, instances, addresses) = tokio::try_join!(
+        ec2::discover_key_pairs(aws, stack),
+        ec2::discover_security_groups(aws, stack),
+        ec2::discover_instances(aws, stack),
+        ec2::discover_addresses(aws, stack),
+    )?;
+    let mut records = Vec::new();
+    for a in &addresses {
+        let Some(tag) = a.tags.get(tags::DNS_RECORD) else { continue };
+        let Some((zone_id, name)) = tag.split_once('/') else { continue };
+        match route53::get_a_record(aws, zone_id, name).await {
+            Ok(Some((values, _))) => records.push(Observed {
+                id: ResourceId::new(crate::tiers::single_vm::DNS),
+                kind: Kind::DnsRecord,
+                physical_id: format!("{zone_id}/{name}"),
+                state: "present".to_string(),
+                details: Details::DnsRecord {
+                    zone_id: zone_id.to_string(),
+                    values,
+                },
+                tags: BTreeMap::new(),
+            }),
+            Ok(None) => {}
+            Err(e) if e.is(ErrorClass::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut resources = keys;
+    resources.extend(groups);
+    resources.extend(instances.live);
+    resources.extend(addresses);
+    resources.extend(records);
+    Ok(Discovered {
+        resources,
+        terminated_per_id: instances.terminated_per_id,
+        terminated_ids: instances.terminated_ids,
+    })
+}
+
+/// Looks up what the desired graph needs from the account. Read-only.
+pub async fn resolve_inputs(aws: &Aws, stack: &Stack, reporter: &dyn Reporter) -> Result<Inputs, AwsError> {
+    let s = &stack.spec;
+    let vpc_id = if s.network.vpc == "default" {
+        ec2::default_vpc(aws).await?
+    } else {
+        if !ec2::vpc_exists(aws, &s.network.vpc).await? {
+            return Err(AwsError::state("ec2:DescribeVpcs", ErrorClass::NotFound, format!("VPC {} does not exist in {}", s.network.vpc, aws.region)));
+        }
+        s.network.vpc.clone()
+    };
+    let subnet_id = match s.network.subnets.first() {
+        Some(id) => Some(id.clone()),
+        None => ec2::subnets(aws, &vpc_id).await?.into_iter().next().map(|(id, _)| id),
+    };
+    let image_id = resolve_image(aws, &s.instance.image, reporter).await?;
+    let root_device = ec2::image_root_device(aws, &image_id).await?;
+    if let Some(kp) = &s.instance.key_pair {
+        if kp.public_key_file.is_none() && !ec2::key_pair_exists(aws, &kp.name).await? {
+            return Err(AwsError::state(
+                "ec2:DescribeKeyPairs",
+                ErrorClass::NotFound,
+                format!("key pair `{}` does not exist in {}; create it, or set `instance.key_pair.public_key_file` to import one", kp.name, aws.region),
+            ));
+        }
+    }
+    let hosted_zone_id = match s.domain.as_ref().and_then(|d| d.hosted_zone.as_ref()) {
+        Some(z) => Some(route53::resolve_zone(aws, z).await?),
+        None => None,
+    };
+    let mut refs: Vec<&str> = s.app.secrets.values().map(|r| r.ssm.as_str()).collect();
+    if let Some(p) = s.database.as_ref().and_then(|d| d.password.as_ref()) {
+        refs.push(&p.ssm);
+    }
+    for name in refs {
+        if !ssm::exists(aws, name).await? {
+            reporter.event(&Event::Warning {
+                message: format!("SSM parameter {name} does not exist yet; the instance reads it at boot, so create it first (aws ssm put-parameter --type SecureString --name {name} ...)"),
+            });
+        }
+    }
+    Ok(Inputs {
+        vpc_id,
+        subnet_id,
+        image_id,
+        root_device,
+        hosted_zone_id,
+    })
+}
+
+/// Alias → AMI through the public SSM parameter. Emulators lack some public parameters; with an
+/// endpoint override only, the newest matching image the endpoint knows is used instead, loudly.
+async fn resolve_image(aws: &Aws, image: &str, reporter: &dyn Reporter) -> Result<String, AwsError> {
+    let Some((alias, param)) = IMAGE_ALIASES.iter().find(|(a, _)| *a == image) else {
+        return Ok(image.to_string());
+    };
+    if let Some(ami) = ssm::get_plain(aws, param).await? {
+        return Ok(ami);
+    }
+    if let Some(endpoint) = &aws.endpoint_override {
+        let (owner, pattern) = if alias.starts_with("ubuntu") { ("099720109477", "*ubuntu*") } else { ("amazon", "al2023-ami-*") };
+        if let Some(ami) = ec2::newest_image(aws, owner, pattern).await? {
+            reporter.event(&Event::Warning {
+                message: format!("{endpoint} does not publish {param}; using its newest {pattern} image {ami} for `{alias}` (emulator only)"),
+            });
+            return Ok(ami);
+        }
+    }
+    Err(AwsError::state("ssm:GetParameter", ErrorClass::NotFound, format!("public parameter {param} (image alias `{alias}`) is not available in {}; give an AMI id instead", aws.region)))
+}
+
+/// Physical facts learnt while applying, read by the nodes that depend on them.
+#[derive(Debug, Default, Clone)]
+pub struct Known {
+    pub physical_id: String,
+    pub public_ip: Option<String>,
+}
+
+/// Builds executor nodes for a plan.
+#[derive(Clone)]
+pub struct Applier {
+    pub aws: Aws,
+    pub stack: String,
+    pub extra_tags: BTreeMap<String, String>,
+    pub reporter: Arc<dyn Reporter>,
+    pub deadlines: Deadlines,
+    pub terminated_per_id: BTreeMap<String, u32>,
+    known: Arc<Mutex<BTreeMap<ResourceId, Known>>>,
+}
+
+fn wait_err(e: WaitError<AwsError>, op: &str) -> AwsError {
+    match e {
+        WaitError::Poll(e) => e,
+        WaitError::Timeout { .. } => AwsError::state(op, ErrorClass::Other, e.to_string()),
+    }
+}
+
+impl Applier {
+    pub fn new(aws: Aws, stack: &Stack, reporter: Arc<dyn Reporter>, discovered: &Discovered) -> Applier {
+        Applier {
+            aws,
+            stack: stack.name().to_string(),
+            extra_tags: stack.spec.tags.clone(),
+            reporter,
+            deadlines: Deadlines::default(),
+            terminated_per_id: discovered.terminated_per_id.clone(),
+            known: Arc::default(),
+        }
+    }
+
+    /// For `down`, which has no stack file.
+    pub fn for_stack(aws: Aws, stack: &str, reporter: Arc<dyn Reporter>) -> Applier {
+        Applier {
+            aws,
+            stack: stack.to_string(),
+            extra_tags: BTreeMap::new(),
+            reporter,
+            deadlines: Deadlines::default(),
+            terminated_per_id: BTreeMap::new(),
+            known: Arc::default(),
+        }
+    }
+
+    fn remember(&self, id: &ResourceId, k: Known) {
+        if let Ok(mut m) = self.known.lock() {
+            m.insert(id.clone(), k);
+        }
+    }
+
+    fn lookup(&self, id: &ResourceId) -> Option<Known> {
+        self.known.lock().ok().and_then(|m| m.get(id).cloned())
+    }
+
+    fn need(&self, id: &ResourceId, op: &str) -> Result<Known, AwsError> {
+        self.lookup(id)
+            .ok_or_else(|| AwsError::state(op, ErrorClass::Other, format!("{id} is not available (did it fail?)")))
+    }
+
+    fn tags_for(&self, id: &ResourceId, kind: Kind) -> BTreeMap<String, String> {
+        tags::identity(&self.stack, id, kind, &self.extra_tags)
+    }
+
+    /// Nodes for the create/update phase and for the delete phase, in that order.
+    pub fn nodes(&self, plan: &Plan) -> (Vec<Node<AwsError>>, Vec<Node<AwsError>>) {
+        for c in &plan.changes {
+            if let (Some(a), false) = (&c.actual, matches!(c.action, Action::Replace { .. } | Action::Delete { .. })) {
+                self.remember(&c.id, known_of(a));
+            }
+        }
+        let mut apply = Vec::new();
+        let mut delete = Vec::new();
+        for c in &plan.changes {
+            match (&c.action, &c.desired, &c.actual) {
+                (Action::Keep, _, _) => {}
+                (Action::Create, Some(d), _) => apply.push(self.node(d, "create", None)),
+                (Action::Update { .. }, Some(d), Some(a)) => apply.push(self.node(d, "update", Some(a.clone()))),
+                (Action::Replace { .. }, Some(d), Some(a)) => {
+                    if d.kind() == Kind::KeyPair {
+                        // Key names are unique: the old key must go before the new one is imported.
+                        apply.push(self.node(d, "replace", Some(a.clone())));
+                    } else {
+                        apply.push(self.node(d, "create", None));
+                        delete.push(self.delete_node(a, "#old"));
+                    }
+                }
+                (Action::Delete { .. }, _, Some(a)) => delete.push(self.delete_node(a, "")),
+                _ => {}
+            }
+        }
+        order_deletes(&mut delete);
+        (apply, delete)
+    }
+
+    fn node(&self, r: &Resource, action: &str, actual: Option<Observed>) -> Node<AwsError> {
+        let this = self.clone();
+        let r2 = r.clone();
+        let action_s = action.to_string();
+        Node {
+            id: r.id.clone(),
+            kind: r.kind(),
+            action: action.to_string(),
+            deps: r.deps.clone(),
+            task: Box::new(move || -> Task<AwsError> { Box::pin(async move { this.apply_one(&r2, &action_s, actual).await }) }),
+        }
+    }
+
+    /// Deletion nodes for everything observed (for `down`), most dependent kinds first.
+    pub fn delete_nodes(&self, observed: &[Observed]) -> Vec<Node<AwsError>> {
+        let mut nodes: Vec<_> = observed.iter().map(|o| self.delete_node(o, "")).collect();
+        order_deletes(&mut nodes);
+        nodes
+    }
+
+    fn delete_node(&self, o: &Observed, suffix: &str) -> Node<AwsError> {
+        let this = self.clone();
+        let o2 = o.clone();
+        Node {
+            // Physical ids keep duplicates of one logical id apart.
+            id: ResourceId::new(format!("{}{suffix} ({})", o.id, o.physical_id)),
+            kind: o.kind,
+            action: "delete".to_string(),
+            deps: Vec::new(),
+            task: Box::new(move || -> Task<AwsError> { Box::pin(async move { this.delete_one(&o2).await.map(|_| Some(o2.physical_id.clone())) }) }),
+        }
+    }
+
+    async fn apply_one(&self, r: &Resource, action: &str, actual: Option<Observed>) -> Result<Option<String>, AwsError> {
+        let aws = &self.aws;
+        let tags_ = self.tags_for(&r.id, r.kind());
+        match (&r.spec, action) {
+            (Spec::KeyPair(s), _) => {
+                if action == "replace" {
+                    ec2::delete_key_pair(aws, &s.key_name).await?;
+                }
+                let mut t = tags_;
+                t.insert(tags::KEY_FINGERPRINT.to_string(), short_hash(s.public_key.trim().as_bytes()));
+                ec2::import_key_pair(aws, &s.key_name, &s.public_key, &t).await.map_err(|e| {
+                    if e.is(ErrorClass::AlreadyExists) {
+                        AwsError::state("ec2:ImportKeyPair", ErrorClass::AlreadyExists, format!("a key pair named `{}` exists and was not imported by this stack; drop `public_key_file` to use it as is, or pick another name", s.key_name))
+                    } else {
+                        e
+                    }
+                })?;
+                self.remember(&r.id, Known { physical_id: s.key_name.clone(), public_ip: None });
+                Ok(Some(s.key_name.clone()))
+            }
+            (Spec::SecurityGroup(s), "create") => {
+                let gid = ec2::create_security_group(aws, &s.group_name, &s.description, &s.vpc_id, &tags_).await.map_err(|e| {
+                    if e.is(ErrorClass::AlreadyExists) {
+                        AwsError::state("ec2:CreateSecurityGroup", ErrorClass::AlreadyExists, format!("a security group named `{}` exists in {} but is not tagged with this stack; delete or rename it", s.group_name, s.vpc_id))
+                    } else {
+                        e
+                    }
+                })?;
+                self.remember(&r.id, Known { physical_id: gid.clone(), public_ip: None });
+                ec2::reconcile_ingress(aws, &gid, &s.ingress, &[], &self.group_ids()).await?;
+                Ok(Some(gid))
+            }
+            (Spec::SecurityGroup(s), _) => {
+                let a = actual.ok_or_else(|| AwsError::state("ec2:SecurityGroup", ErrorClass::Other, "nothing to update"))?;
+                let have = match &a.details {
+                    Details::SecurityGroup { ingress, .. } => ingress.clone(),
+                    _ => Vec::new(),
+                };
+                ec2::reconcile_ingress(aws, &a.physical_id, &s.ingress, &have, &self.group_ids()).await?;
+                Ok(Some(a.physical_id))
+            }
+            (Spec::Instance(s), "create") => {
+                let sg_ids = s
+                    .security_groups
+                    .iter()
+                    .map(|g| self.need(g, "ec2:RunInstances").map(|k| k.physical_id))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let spec_hash = instance_spec_hash(s);
+                let mut t = tags_;
+                t.insert(tags::SPEC_HASH.to_string(), spec_hash.clone());
+                t.insert(tags::USER_DATA_SHA.to_string(), s.user_data_sha.clone());
+                let generation = self.terminated_per_id.get(r.id.as_str()).copied().unwrap_or(0);
+                let token = short_hash(format!("{}/{}/{}/{}", self.stack, r.id, spec_hash, generation).as_bytes());
+                let iid = ec2::run_instance(aws, s, &s.root_device, sg_ids, &t, &token).await?;
+                self.remember(&r.id, Known { physical_id: iid.clone(), public_ip: None });
+                self.wait_instance(&r.id, &iid, "running").await?;
+                Ok(Some(iid))
+            }
+            (Spec::Instance(_), _) => {
+                let a = actual.ok_or_else(|| AwsError::state("ec2:StartInstances", ErrorClass::Other, "nothing to update"))?;
+                ec2::start_instance(aws, &a.physical_id).await?;
+                self.wait_instance(&r.id, &a.physical_id, "running").await?;
+                Ok(Some(a.physical_id))
+            }
+            (Spec::ElasticIp(s), _) => {
+                let instance = self.need(&s.instance, "ec2:AssociateAddress")?;
+                let (alloc, ip) = match actual {
+                    Some(a) => {
+                        let ip = match &a.details {
+                            Details::ElasticIp { public_ip, .. } => public_ip.clone(),
+                            _ => String::new(),
+                        };
+                        (a.physical_id, ip)
+                    }
+                    None => ec2::allocate_address(aws, &tags_).await?,
+                };
+                self.remember(&r.id, Known { physical_id: alloc.clone(), public_ip: Some(ip) });
+                ec2::associate_address(aws, &alloc, &instance.physical_id).await?;
+                Ok(Some(alloc))
+            }
+            (Spec::DnsRecord(s), _) => {
+                let eip = self.need(&s.target, "route53:ChangeResourceRecordSets")?;
+                let ip = eip.public_ip.clone().unwrap_or_default();
+                // Tag the address first: if we die right after the record is written, `down`
+                // still finds the record through it.
+                let mut t = BTreeMap::new();
+                t.insert(tags::DNS_RECORD.to_string(), format!("{}/{}", s.zone_id, s.name));
+                ec2::set_tags(aws, &eip.physical_id, &t).await?;
+                route53::upsert_a(aws, &s.zone_id, &s.name, &ip, s.ttl).await?;
+                Ok(Some(format!("{} A {ip}", s.name)))
+            }
+        }
+    }
+
+    fn group_ids(&self) -> BTreeMap<ResourceId, String> {
+        self.known
+            .lock()
+            .map(|m| m.iter().filter(|(_, k)| k.physical_id.starts_with("sg-")).map(|(id, k)| (id.clone(), k.physical_id.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    async fn wait_instance(&self, id: &ResourceId, iid: &str, want: &str) -> Result<(), AwsError> {
+        let deadline = if want == "running" { self.deadlines.instance_running } else { self.deadlines.instance_terminated };
+        let what = format!("instance {iid} to be {want}");
+        wait::until(id, &what, deadline, Backoff::default(), self.reporter.as_ref(), || async {
+            let state = ec2::instance_state(&self.aws, iid).await?;
+            Ok(match state.as_deref() {
+                Some(s) if s == want => Poll::Ready(()),
+                None if want == "terminated" => Poll::Ready(()),
+                Some("terminated") if want == "running" => {
+                    return Err(AwsError::state("ec2:DescribeInstances", ErrorClass::Other, format!("instance {iid} terminated while starting; check its console output and quotas")))
+                }
+                other => Poll::Pending(other.unwrap_or("unknown").to_string()),
+            })
+        })
+        .await
+        .map_err(|e| wait_err(e, "ec2:DescribeInstances"))
+    }
+
+    /// Deletes one resource; "already gone" is success, "still in use" is retried until the
+    /// dependency deadline.
+    pub async fn delete_one(&self, o: &Observed) -> Result<(), AwsError> {
+        let aws = &self.aws;
+        let res = match (&o.kind, &o.details) {
+            (Kind::DnsRecord, Details::DnsRecord { zone_id, .. }) => {
+                let name = o.physical_id.split_once('/').map(|(_, n)| n).unwrap_or(&o.physical_id);
+                route53::delete_a(aws, zone_id, name).await
+            }
+            (Kind::ElasticIp, Details::ElasticIp { association_id, .. }) => {
+                if let Some(assoc) = association_id {
+                    ignore_gone(ec2::disassociate_address(aws, assoc).await)?;
+                }
+                self.retry_in_use(&o.id, &format!("Elastic IP {}", o.physical_id), || ec2::release_address(aws, &o.physical_id)).await
+            }
+            (Kind::Instance, _) => {
+                ignore_gone(ec2::terminate_instance(aws, &o.physical_id).await)?;
+                self.wait_instance(&o.id, &o.physical_id, "terminated").await
+            }
+            (Kind::SecurityGroup, _) => {
+                self.retry_in_use(&o.id, &format!("security group {} to be free", o.physical_id), || ec2::delete_security_group(aws, &o.physical_id)).await
+            }
+            (Kind::KeyPair, _) => ec2::delete_key_pair(aws, &o.physical_id).await,
+            _ => Ok(()),
+        };
+        ignore_gone(res)
+    }
+
+    async fn retry_in_use<F, Fut>(&self, id: &ResourceId, what: &str, mut op: F) -> Result<(), AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), AwsError>>,
+    {
+        wait::until(id, what, self.deadlines.dependency, Backoff::default(), self.reporter.as_ref(), || {
+            let fut = op();
+            async move {
+                match fut.await {
+                    Ok(()) => Ok(Poll::Ready(())),
+                    Err(e) if e.is(ErrorClass::DependencyViolation) => Ok(Poll::Pending(format!("in use: {}", e.message))),
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .await
+        .map_err(|e| wait_err(e, "delete"))
+    }
+}
+
+fn ignore_gone(r: Result<(), AwsError>) -> Result<(), AwsError> {
+    match r {
+        Err(e) if e.is(ErrorClass::NotFound) => Ok(()),
+        other => other,
+    }
+}
+
+fn known_of(o: &Observed) -> Known {
+    let public_ip = match &o.details {
+        Details::ElasticIp { public_ip, .. } => Some(public_ip.clone()),
+        Details::Instance { public_ip, .. } => public_ip.clone(),
+        _ => None,
+    };
+    Known {
+        physical_id: o.physical_id.clone(),
+        public_ip,
+    }
+}
+
+/// Deletion order: a node waits for every node of a kind created after its own (reverse of
+/// the creation order), so instances go before their security groups, addresses before
+/// instances, records before addresses.
+fn order_deletes(nodes: &mut [Node<AwsError>]) {
+    let by_kind: Vec<(Kind, ResourceId)> = nodes.iter().map(|n| (n.kind, n.id.clone())).collect();
+    for n in nodes.iter_mut() {
+        n.deps = by_kind.iter().filter(|(k, _)| *k > n.kind).map(|(_, id)| id.clone()).collect();
+    }
+}
+
+/// What `status` and `up` print at the end.
+pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let eip = found.iter().find(|o| o.kind == Kind::ElasticIp);
+    let vm = found.iter().find(|o| o.kind == Kind::Instance);
+    if let Some(Details::ElasticIp { public_ip, .. }) = eip.map(|e| &e.details) {
+        out.insert("public_ip".to_string(), public_ip.clone());
+        let url = match &stack.spec.domain {
+            Some(d) => format!("https://{}", d.name),
+            None => format!("http://{public_ip}"),
+        };
+        out.insert("url".to_string(), url);
+        if let (Some(_), Some(_)) = (&stack.spec.instance.key_pair, &stack.spec.network.ssh_from) {
+            let user = if stack.spec.instance.image.starts_with("ubuntu") { "ubuntu" } else { "ec2-user" };
+            out.insert("ssh".to_string(), format!("ssh {user}@{public_ip}"));
+        }
+    }
+    if let Some(vm) = vm {
+        out.insert("instance_id".to_string(), vm.physical_id.clone());
+    }
+    if let Some(d) = &stack.spec.domain {
+        if d.hosted_zone.is_none() {
+            if let Some(Details::ElasticIp { public_ip, .. }) = eip.map(|e| &e.details) {
+                out.insert("dns".to_string(), format!("point {} (A) at {public_ip}", d.name));
+            }
+        }
+    }
+    out
+}

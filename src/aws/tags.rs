@@ -1,0 +1,26 @@
+//! Identity tags: how `iac` finds what it made without any local state.
+
+use std::collections::BTreeMap;
+
+use crate::plan::{Kind, ResourceId};
+
+pub const STACK: &str = "iac:stack";
+pub const ID: &str = "iac:id";
+pub const KIND: &str = "iac:kind";
+pub const MANAGED_BY: &str = "managed-by";
+pub const SPEC_HASH: &str = "iac:spec-hash";
+pub const USER_DATA_SHA: &str = "iac:user-data-sha";
+pub const KEY_FINGERPRINT: &str = "iac:key-fingerprint";
+/// On an Elastic IP: the Route 53 record pointing at it, `<zone id>/<name>` (records have no tags).
+pub const DNS_RECORD: &str = "iac:dns-record";
+
+/// The tags every resource of `stack` carries, plus the user's extra tags.
+pub fn identity(stack: &str, id: &ResourceId, kind: Kind, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut t = extra.clone();
+    t.insert("Name".to_string(), format!("{stack}-{id}"));
+    t.insert(STACK.to_string(), stack.to_string());
+    t.insert(ID.to_string(), id.to_string());
+    t.insert(KIND.to_string(), kind.as_str().to_string());
+    t.insert(MANAGED_BY.to_string(), "iac".to_string());
+    t
+}

@@ -1,0 +1,148 @@
+//! Command-line interface: clap types and one module per command.
+
+mod common;
+mod down;
+pub mod output;
+mod plan;
+mod probe;
+mod render;
+mod status;
+mod up;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::aws::AwsOptions;
+use output::{Format, Printer};
+
+/// Process exit codes (documented in the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Success.
+    Ok = 0,
+    /// A failure while talking to the cloud, or resources left behind.
+    Failure = 1,
+    /// Invalid input or usage: nothing was sent to AWS.
+    Usage = 2,
+    /// `plan --detailed-exitcode`: there are changes.
+    Changes = 3,
+}
+
+/// A usage error found after argument parsing (e.g. missing `--yes` off a terminal).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[derive(Debug, Parser)]
+#[command(name = "iac", version, about = "Provision a containerized web app onto AWS from one YAML stack file", propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// AWS region (overrides the stack file and the environment).
+    #[arg(long, global = true, env = "IAC_REGION")]
+    pub region: Option<String>,
+    /// AWS shared-config profile.
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Send AWS requests to this endpoint (LocalStack, moto). `AWS_ENDPOINT_URL` works too.
+    /// HTTP readiness probes are off while an override is in effect.
+    #[arg(long, global = true)]
+    pub endpoint_url: Option<String>,
+    /// Output format: `text` for people, `json` for NDJSON events and a final outputs object.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+    /// More logging (-v info, -vv debug, -vvv trace), on stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl Global {
+    pub fn aws(&self) -> AwsOptions {
+        AwsOptions {
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a stack file without calling AWS.
+    Validate { file: PathBuf },
+    /// Show what `up` would change.
+    Plan {
+        file: PathBuf,
+        /// Exit 0 when there is nothing to do, 3 when there are changes.
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Create or converge a stack.
+    Up {
+        file: PathBuf,
+        /// Do not ask for confirmation (required when not on a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// How many resource operations may run at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallelism: u16,
+        /// Do not wait for the application to answer over HTTP.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Delete everything tagged with the stack, then check that nothing is left.
+    Down {
+        /// The stack file (or use --stack).
+        #[arg(required_unless_present = "stack")]
+        file: Option<PathBuf>,
+        /// The stack name, when the file is gone.
+        #[arg(long, conflicts_with = "file")]
+        stack: Option<String>,
+        /// Do not ask for confirmation (required when not on a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallelism: u16,
+    },
+    /// Show each resource of the stack, its state and the outputs.
+    Status {
+        #[arg(required_unless_present = "stack")]
+        file: Option<PathBuf>,
+        #[arg(long, conflicts_with = "file")]
+        stack: Option<String>,
+    },
+    /// Print exactly the user-data an instance receives.
+    Render {
+        file: PathBuf,
+        /// Print each file the script writes instead of the script.
+        #[arg(long)]
+        files: bool,
+    },
+    /// Print the JSON Schema of stack files (for editors).
+    Schema,
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let printer = Printer::new(cli.global.output);
+    let g = &cli.global;
+    match &cli.command {
+        Command::Validate { file } => common::validate(&printer, file),
+        Command::Plan { file, detailed_exitcode } => plan::run(&printer, g, file, *detailed_exitcode).await,
+        Command::Up { file, yes, parallelism, no_wait } => up::run(&printer, g, file, *yes, usize::from(*parallelism), *no_wait).await,
+        Command::Down { file, stack, yes, parallelism } => down::run(&printer, g, file.as_deref(), stack.as_deref(), *yes, usize::from(*parallelism)).await,
+        Command::Status { file, stack } => status::run(&printer, g, file.as_deref(), stack.as_deref()).await,
+        Command::Render { file, files } => render::run(&printer, file, *files),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&crate::stack::json_schema())?);
+            Ok(Exit::Ok)
+        }
+    }
+}

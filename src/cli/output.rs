@@ -1,0 +1,163 @@
+//! Everything the user sees: progress bars on a terminal, plain lines otherwise (or with
+//! `CI=true`), NDJSON with `--output json`. indicatif lives only here.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::apply::events::{Event, Reporter};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// How to talk to the user for this run.
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    pub format: Format,
+    /// Progress bars (a terminal on stderr, not CI).
+    pub fancy: bool,
+    pub color: bool,
+}
+
+impl Printer {
+    pub fn new(format: Format) -> Printer {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        let tty = std::io::stderr().is_terminal();
+        Printer {
+            format,
+            fancy: format == Format::Text && tty && !ci,
+            color: tty && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    pub fn json(&self) -> bool {
+        self.format == Format::Json
+    }
+
+    /// A line for people (stdout in text mode; nothing in JSON mode).
+    pub fn line(&self, s: impl AsRef<str>) {
+        if !self.json() {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", s.as_ref());
+        }
+    }
+
+    /// One NDJSON object (JSON mode only).
+    pub fn record<T: Serialize>(&self, value: &T) {
+        if self.json() {
+            if let Ok(s) = serde_json::to_string(value) {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{s}");
+            }
+        }
+    }
+
+    pub fn bold(&self, s: &str) -> String {
+        if self.color {
+            format!("\x1b[1m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+
+    pub fn reporter(&self) -> Box<dyn Reporter> {
+        match (self.format, self.fancy) {
+            (Format::Json, _) => Box::new(JsonReporter),
+            (Format::Text, true) => Box::new(BarReporter::default()),
+            (Format::Text, false) => Box::new(PlainReporter),
+        }
+    }
+
+    /// Prints key/value outputs.
+    pub fn outputs(&self, outputs: &BTreeMap<String, String>) {
+        if self.json() {
+            self.record(&serde_json::json!({ "event": "outputs", "outputs": outputs }));
+        } else if !outputs.is_empty() {
+            self.line(self.bold("Outputs:"));
+            let width = outputs.keys().map(String::len).max().unwrap_or(0);
+            for (k, v) in outputs {
+                self.line(format!("  {k:width$}  {v}"));
+            }
+        }
+    }
+}
+
+fn describe(event: &Event) -> String {
+    match event {
+        Event::Started { id, kind, action } => format!("{id} ({kind}): {action} started"),
+        Event::Waiting { id, what, status, elapsed_s, deadline_s } => {
+            format!("{id}: waiting for {what}: {status} ({}s / {}s)", elapsed_s, deadline_s)
+        }
+        Event::Done { id, action, physical_id, elapsed_ms, .. } => format!(
+            "{id}: {action} done{} ({:.1}s)",
+            physical_id.as_deref().map(|p| format!(": {p}")).unwrap_or_default(),
+            *elapsed_ms as f64 / 1000.0
+        ),
+        Event::Failed { id, action, error, .. } => format!("{id}: {action} FAILED: {error}"),
+        Event::Skipped { id, because, .. } => format!("{id}: skipped because {because} failed"),
+        Event::Info { message } => message.clone(),
+        Event::Warning { message } => format!("warning: {message}"),
+    }
+}
+
+/// Plain lines on stderr, for logs and CI.
+pub struct PlainReporter;
+
+impl Reporter for PlainReporter {
+    fn event(&self, event: &Event) {
+        eprintln!("{}", describe(event));
+    }
+}
+
+/// NDJSON on stdout.
+pub struct JsonReporter;
+
+impl Reporter for JsonReporter {
+    fn event(&self, event: &Event) {
+        if let Ok(s) = serde_json::to_string(event) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{s}");
+        }
+    }
+}
+
+/// A spinner per resource on a terminal.
+#[derive(Default)]
+pub struct BarReporter {
+    multi: MultiProgress,
+    bars: Mutex<BTreeMap<String, ProgressBar>>,
+}
+
+impl Reporter for BarReporter {
+    fn event(&self, event: &Event) {
+        let Ok(mut bars) = self.bars.lock() else { return };
+        let key = match event {
+            Event::Started { id, .. }
+            | Event::Waiting { id, .. }
+            | Event::Done { id, .. }
+            | Event::Failed { id, .. }
+            | Event::Skipped { id, .. } => id.to_string(),
+            Event::Info { .. } | Event::Warning { .. } => {
+                let _ = self.multi.println(describe(event));
+                return;
+            }
+        };
+        let bar = bars.entry(key).or_insert_with(|| {
+            let b = self.multi.add(ProgressBar::new_spinner());
+            b.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        });
+        match event {
+            Event::Done { .. } | Event::Failed { .. } | Event::Skipped { .. } => bar.finish_with_message(describe(event)),
+            _ => bar.set_message(describe(event)),
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! `iac plan`: discover, diff, print. Also the first half of `up`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::common;
+use super::output::Printer;
+use super::{Exit, Global};
+use crate::apply::Reporter;
+use crate::aws::provider::{self, Discovered};
+use crate::aws::Aws;
+use crate::plan::{self, Action, Plan};
+use crate::stack::Stack;
+use crate::tiers;
+
+/// A computed plan and what it took to compute it.
+pub struct Planned {
+    pub stack: Stack,
+    pub aws: Aws,
+    pub discovered: Discovered,
+    pub plan: Plan,
+}
+
+/// Validates the file (before any AWS call), then looks up inputs, discovers and diffs.
+pub async fn compute(g: &Global, file: &Path, reporter: Arc<dyn Reporter>) -> anyhow::Result<Planned> {
+    let stack = common::load(file)?;
+    let aws = Aws::connect(&g.aws(), stack.spec.region.as_deref()).await;
+    let inputs = provider::resolve_inputs(&aws, &stack, reporter.as_ref())
+        .await
+        .with_context(|| format!("looking up the account's VPC, image and zone for stack `{}`", stack.name()))?;
+    let desired = tiers::desired(&stack, &inputs)?;
+    let discovered = provider::discover(&aws, stack.name())
+        .await
+        .with_context(|| format!("discovering the resources tagged iac:stack={}", stack.name()))?;
+    let plan = plan::diff(stack.name(), &desired, &discovered.resources);
+    Ok(Planned {
+        stack,
+        aws,
+        discovered,
+        plan,
+    })
+}
+
+/// Prints a plan for people, or as one JSON record.
+pub fn print(printer: &Printer, plan: &Plan) {
+    if printer.json() {
+        printer.record(&serde_json::json!({"event": "plan", "stack": plan.stack, "changes": plan.changes, "summary": plan.summary()}));
+        return;
+    }
+    printer.line(printer.bold(&format!("Plan for stack `{}`:", plan.stack)));
+    for c in &plan.changes {
+        let physical = c.actual.as_ref().map(|a| format!(" ({})", a.physical_id)).unwrap_or_default();
+        printer.line(format!("  {:>3} {:<15} {}{}", c.action.symbol(), c.kind.as_str(), c.id, physical));
+        match &c.action {
+            Action::Update { reasons } | Action::Replace { reasons } => {
+                for r in reasons {
+                    printer.line(format!("          {r}"));
+                }
+            }
+            Action::Delete { reason } => printer.line(format!("          {reason}")),
+            _ => {}
+        }
+    }
+    printer.line(format!("{}.", plan.summary()));
+}
+
+pub async fn run(printer: &Printer, g: &Global, file: &Path, detailed: bool) -> anyhow::Result<Exit> {
+    let started = std::time::Instant::now();
+    let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
+    let planned = compute(g, file, reporter).await?;
+    print(printer, &planned.plan);
+    common::summary(printer, "plan", &planned.aws, started);
+    Ok(if detailed && planned.plan.summary().has_changes() { Exit::Changes } else { Exit::Ok })
+}

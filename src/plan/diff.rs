@@ -1,0 +1,336 @@
+//! desired × observed → plan. Pure: no I/O, so every rule is unit-tested.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha256};
+
+use super::resource::*;
+use super::{Action, Change, Plan};
+
+/// Short content hash used in tags (`iac:spec-hash`, `iac:key-fingerprint`).
+pub fn short_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hash of the instance settings that cannot change in place. Security groups are compared
+/// separately (their ids are only known once they exist).
+pub fn instance_spec_hash(s: &InstanceSpec) -> String {
+    let key = serde_json::json!({
+        "type": s.instance_type,
+        "image": s.image_id,
+        "key": s.key_name,
+        "subnet": s.subnet_id,
+        "profile": s.instance_profile,
+        "disk": s.disk_gb,
+        "user_data": s.user_data_sha,
+    });
+    short_hash(key.to_string().as_bytes())
+}
+
+/// Computes the plan for `stack`.
+pub fn diff(stack: &str, desired: &[Resource], actual: &[Observed]) -> Plan {
+    let mut by_id: BTreeMap<(Kind, &ResourceId), Vec<&Observed>> = BTreeMap::new();
+    for o in actual {
+        by_id.entry((o.kind, &o.id)).or_default().push(o);
+    }
+    let mut changes: Vec<Change> = Vec::new();
+    let mut extra: Vec<Change> = Vec::new();
+    // Physical ids of resources that stay as they are, for resolving references.
+    let mut kept_physical: BTreeMap<&ResourceId, &Observed> = BTreeMap::new();
+    // Resources that will be new after `up` (created or replaced).
+    let mut renewed: BTreeSet<&ResourceId> = BTreeSet::new();
+
+    for r in desired {
+        let found = by_id.remove(&(r.kind(), &r.id)).unwrap_or_default();
+        let (chosen, duplicates) = choose(r, found);
+        for d in duplicates {
+            extra.push(Change {
+                id: d.id.clone(),
+                kind: d.kind,
+                action: Action::Delete {
+                    reason: format!("duplicate of {} (left by an interrupted run)", r.id),
+                },
+                desired: None,
+                actual: Some(d.clone()),
+            });
+        }
+        let action = match chosen {
+            None => Action::Create,
+            Some(o) => compare(r, o, &kept_physical, &renewed),
+        };
+        match (&action, chosen) {
+            (Action::Create | Action::Replace { .. }, _) => {
+                renewed.insert(&r.id);
+            }
+            (_, Some(o)) => {
+                kept_physical.insert(&r.id, o);
+            }
+            _ => {}
+        }
+        changes.push(Change {
+            id: r.id.clone(),
+            kind: r.kind(),
+            action,
+            desired: Some(r.clone()),
+            actual: chosen.cloned(),
+        });
+    }
+    for (_, rest) in by_id {
+        for o in rest {
+            extra.push(Change {
+                id: o.id.clone(),
+                kind: o.kind,
+                action: Action::Delete {
+                    reason: "no longer in the stack file".to_string(),
+                },
+                desired: None,
+                actual: Some(o.clone()),
+            });
+        }
+    }
+    // Deletions run last, most dependent kinds first.
+    extra.sort_by(|a, b| b.kind.cmp(&a.kind).then(a.id.cmp(&b.id)));
+    changes.extend(extra);
+    Plan {
+        stack: stack.to_string(),
+        changes,
+    }
+}
+
+/// Picks the observed resource to keep among those sharing a logical id; the rest are
+/// duplicates. Prefers one that already matches the spec, then one that is running.
+fn choose<'a>(r: &Resource, mut found: Vec<&'a Observed>) -> (Option<&'a Observed>, Vec<&'a Observed>) {
+    if found.len() <= 1 {
+        return (found.pop(), Vec::new());
+    }
+    let score = |o: &Observed| -> (bool, bool, String) {
+        let matches = match (&r.spec, &o.details) {
+            (Spec::Instance(s), Details::Instance { spec_hash, .. }) => {
+                spec_hash.as_deref() == Some(instance_spec_hash(s).as_str())
+            }
+            _ => true,
+        };
+        (matches, o.state == "running" || o.state == "available", o.physical_id.clone())
+    };
+    found.sort_by_key(|o| std::cmp::Reverse(score(o)));
+    let chosen = found.remove(0);
+    (Some(chosen), found)
+}
+
+fn compare(
+    r: &Resource,
+    o: &Observed,
+    kept: &BTreeMap<&ResourceId, &Observed>,
+    renewed: &BTreeSet<&ResourceId>,
+) -> Action {
+    match (&r.spec, &o.details) {
+        (Spec::KeyPair(s), Details::KeyPair { fingerprint_tag }) => {
+            if fingerprint_tag.as_deref() == Some(short_hash(s.public_key.trim().as_bytes()).as_str()) {
+                Action::Keep
+            } else {
+                Action::Replace {
+                    reasons: vec!["public key changed".to_string()],
+                }
+            }
+        }
+        (Spec::SecurityGroup(s), Details::SecurityGroup { vpc_id, ingress }) => {
+            if &s.vpc_id != vpc_id {
+                return Action::Replace {
+                    reasons: vec![format!("vpc {vpc_id} → {}", s.vpc_id)],
+                };
+            }
+            let want: BTreeSet<_> = s.ingress.iter().map(rule_key).collect();
+            let have: BTreeSet<_> = ingress.iter().map(rule_key).collect();
+            let mut reasons: Vec<String> = Vec::new();
+            for rule in s.ingress.iter().filter(|x| !have.contains(&rule_key(x))) {
+                reasons.push(format!("+ ingress {rule}"));
+            }
+            for rule in ingress.iter().filter(|x| !want.contains(&rule_key(x))) {
+                reasons.push(format!("- ingress {rule}"));
+            }
+            if reasons.is_empty() {
+                Action::Keep
+            } else {
+                Action::Update { reasons }
+            }
+        }
+        (
+            Spec::Instance(s),
+            Details::Instance {
+                instance_type,
+                image_id,
+                key_name,
+                security_group_ids,
+                spec_hash,
+                ..
+            },
+        ) => {
+            let mut reasons = Vec::new();
+            if &s.instance_type != instance_type {
+                reasons.push(format!("type {instance_type} → {}", s.instance_type));
+            }
+            if &s.image_id != image_id {
+                reasons.push(format!("image {image_id} → {}", s.image_id));
+            }
+            if &s.key_name != key_name {
+                reasons.push(format!(
+                    "key pair {} → {}",
+                    key_name.as_deref().unwrap_or("none"),
+                    s.key_name.as_deref().unwrap_or("none")
+                ));
+            }
+            let wanted_groups: Option<BTreeSet<&str>> = s
+                .security_groups
+                .iter()
+                .map(|g| kept.get(g).map(|o| o.physical_id.as_str()))
+                .collect();
+            let have_groups: BTreeSet<&str> = security_group_ids.iter().map(String::as_str).collect();
+            if wanted_groups.as_ref() != Some(&have_groups) {
+                reasons.push("security groups changed".to_string());
+            }
+            if reasons.is_empty() && spec_hash.as_deref() != Some(instance_spec_hash(s).as_str()) {
+                reasons.push("user-data or launch settings changed".to_string());
+            }
+            if !reasons.is_empty() {
+                Action::Replace { reasons }
+            } else if o.state == "stopped" {
+                Action::Update {
+                    reasons: vec!["instance is stopped: start it".to_string()],
+                }
+            } else {
+                Action::Keep
+            }
+        }
+        (Spec::ElasticIp(s), Details::ElasticIp { instance_id, .. }) => {
+            if renewed.contains(&s.instance) {
+                return Action::Update {
+                    reasons: vec![format!("associate with the new {}", s.instance)],
+                };
+            }
+            let want = kept.get(&s.instance).map(|o| o.physical_id.as_str());
+            if want.is_some() && instance_id.as_deref() != want {
+                Action::Update {
+                    reasons: vec![format!(
+                        "associate with {} (now {})",
+                        want.unwrap_or("?"),
+                        instance_id.as_deref().unwrap_or("unassociated")
+                    )],
+                }
+            } else {
+                Action::Keep
+            }
+        }
+        (Spec::DnsRecord(s), Details::DnsRecord { zone_id, values }) => {
+            if &s.zone_id != zone_id {
+                return Action::Replace {
+                    reasons: vec![format!("hosted zone {zone_id} → {}", s.zone_id)],
+                };
+            }
+            let want = match &kept.get(&s.target).map(|o| &o.details) {
+                Some(Details::ElasticIp { public_ip, .. }) => Some(public_ip.clone()),
+                _ => None,
+            };
+            match want {
+                Some(ip) if values == &vec![ip.clone()] => Action::Keep,
+                Some(ip) => Action::Update {
+                    reasons: vec![format!("A {} → {ip}", values.join(","))],
+                },
+                None => Action::Update {
+                    reasons: vec!["point at the new Elastic IP".to_string()],
+                },
+            }
+        }
+        _ => Action::Replace {
+            reasons: vec!["kind changed".to_string()],
+        },
+    }
+}
+
+/// Rules compare without their descriptions (AWS keeps those per range, not per rule).
+fn rule_key(r: &IngressRule) -> (String, u16, u16, Source) {
+    (r.protocol.clone(), r.from_port, r.to_port, r.source.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sg(rules: Vec<IngressRule>) -> Resource {
+        Resource::new(
+            "web-sg",
+            Spec::SecurityGroup(SecurityGroupSpec {
+                group_name: "s-web".into(),
+                description: "d".into(),
+                vpc_id: "vpc-1".into(),
+                ingress: rules,
+            }),
+            &[],
+        )
+    }
+
+    fn rule(port: u16, cidr: &str) -> IngressRule {
+        IngressRule {
+            protocol: "tcp".into(),
+            from_port: port,
+            to_port: port,
+            source: Source::Cidr(cidr.into()),
+            description: String::new(),
+        }
+    }
+
+    fn observed_sg(rules: Vec<IngressRule>) -> Observed {
+        Observed {
+            id: ResourceId::new("web-sg"),
+            kind: Kind::SecurityGroup,
+            physical_id: "sg-1".into(),
+            state: "available".into(),
+            details: Details::SecurityGroup {
+                vpc_id: "vpc-1".into(),
+                ingress: rules,
+            },
+            tags: Default::default(),
+        }
+    }
+
+    #[test]
+    fn missing_resources_are_created() {
+        let plan = diff("s", &[sg(vec![rule(80, "0.0.0.0/0")])], &[]);
+        assert_eq!(plan.changes[0].action, Action::Create);
+        assert_eq!(plan.summary().create, 1);
+    }
+
+    #[test]
+    fn identical_rules_are_kept_and_changed_rules_update_in_place() {
+        let desired = sg(vec![rule(80, "0.0.0.0/0"), rule(22, "1.2.3.4/32")]);
+        let same = diff("s", &[desired.clone()], &[observed_sg(vec![rule(22, "1.2.3.4/32"), rule(80, "0.0.0.0/0")])]);
+        assert_eq!(same.changes[0].action, Action::Keep);
+        let changed = diff("s", &[desired], &[observed_sg(vec![rule(80, "0.0.0.0/0"), rule(22, "0.0.0.0/0")])]);
+        match &changed.changes[0].action {
+            Action::Update { reasons } => {
+                assert!(reasons.contains(&"+ ingress tcp/22 from 1.2.3.4/32".to_string()));
+                assert!(reasons.contains(&"- ingress tcp/22 from 0.0.0.0/0".to_string()));
+            }
+            other => panic!("expected update, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn orphans_and_duplicates_are_deleted() {
+        let mut dup = observed_sg(vec![]);
+        dup.physical_id = "sg-2".into();
+        let mut orphan = observed_sg(vec![]);
+        orphan.id = ResourceId::new("old-sg");
+        orphan.physical_id = "sg-3".into();
+        let plan = diff("s", &[sg(vec![])], &[observed_sg(vec![]), dup, orphan]);
+        let deletes: Vec<_> = plan
+            .changes
+            .iter()
+            .filter(|c| matches!(c.action, Action::Delete { .. }))
+            .filter_map(|c| c.actual.as_ref().map(|a| a.physical_id.clone()))
+            .collect();
+        assert_eq!(deletes.len(), 2);
+        assert!(deletes.contains(&"sg-3".to_string()));
+        assert_eq!(plan.summary().keep, 1);
+    }
+}

@@ -1,0 +1,118 @@
+//! Desired resources, observed resources, and the diff between them.
+//!
+//! Everything here is pure data: a [`Plan`] is computed without side effects, printed by
+//! `iac plan` and executed by `iac up`.
+
+pub mod diff;
+pub mod resource;
+
+pub use diff::diff;
+pub use resource::*;
+
+use serde::Serialize;
+
+/// What `up` will do to one resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    /// Changed in place; the reasons say what differs.
+    Update { reasons: Vec<String> },
+    /// Deleted and created anew (a new one first where possible).
+    Replace { reasons: Vec<String> },
+    Keep,
+    /// Tagged with the stack but no longer wanted (or a duplicate).
+    Delete { reason: String },
+}
+
+impl Action {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update { .. } => "update",
+            Action::Replace { .. } => "replace",
+            Action::Keep => "keep",
+            Action::Delete { .. } => "delete",
+        }
+    }
+
+    pub fn symbol(&self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update { .. } => "~",
+            Action::Replace { .. } => "-/+",
+            Action::Keep => " ",
+            Action::Delete { .. } => "-",
+        }
+    }
+
+    pub fn is_change(&self) -> bool {
+        !matches!(self, Action::Keep)
+    }
+}
+
+/// One line of a plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub id: ResourceId,
+    pub kind: Kind,
+    pub action: Action,
+    /// The wanted state; absent for deletions.
+    #[serde(skip)]
+    pub desired: Option<Resource>,
+    /// What exists now; absent for creations.
+    pub actual: Option<Observed>,
+}
+
+/// The full plan for a stack.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub stack: String,
+    pub changes: Vec<Change>,
+}
+
+/// Counts per action, for summaries and `--detailed-exitcode`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub replace: usize,
+    pub delete: usize,
+    pub keep: usize,
+}
+
+impl Summary {
+    pub fn has_changes(&self) -> bool {
+        self.create + self.update + self.replace + self.delete > 0
+    }
+
+    pub fn is_destructive(&self) -> bool {
+        self.replace + self.delete > 0
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} to create, {} to update, {} to replace, {} to delete, {} unchanged",
+            self.create, self.update, self.replace, self.delete, self.keep
+        )
+    }
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for c in &self.changes {
+            match c.action {
+                Action::Create => s.create += 1,
+                Action::Update { .. } => s.update += 1,
+                Action::Replace { .. } => s.replace += 1,
+                Action::Delete { .. } => s.delete += 1,
+                Action::Keep => s.keep += 1,
+            }
+        }
+        s
+    }
+}

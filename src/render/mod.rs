@@ -1,0 +1,194 @@
+//! Rendering of boot scripts (EC2 user-data) and the files they write.
+//!
+//! Templates are embedded at compile time (`templates/`, `userdata/`) and rendered with minijinja
+//! in strict-undefined mode, each from its own typed context, so a typo in a template is a render
+//! error rather than an empty string in a production script. Secrets are only ever referenced
+//! by SSM parameter name; the instance fetches them at boot.
+
+mod filters;
+mod single_vm;
+
+use std::io::Write;
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub use filters::shell_quote_str;
+pub use single_vm::single_vm;
+
+/// EC2's limit on raw (before base64) user-data bytes.
+pub const USER_DATA_LIMIT: usize = 16 * 1024;
+
+/// Why rendering failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A template failed to render (a bug in iac, or a value a template cannot carry).
+    #[error("rendering template `{name}` failed: {source:#}")]
+    Template {
+        name: String,
+        #[source]
+        source: minijinja::Error,
+    },
+    /// The stack holds a value that cannot be placed safely into the rendered files.
+    #[error("cannot render `{field}`: {message}")]
+    Invalid { field: String, message: String },
+    /// Even gzip-compressed, the user-data exceeds what EC2 accepts.
+    #[error("user-data is {bytes} bytes even gzip-compressed; EC2 accepts at most {limit} bytes (shorten app.environment)")]
+    TooLarge { bytes: usize, limit: usize },
+    /// Compressing the user-data failed.
+    #[error("compressing user-data failed: {0}")]
+    Compress(#[from] std::io::Error),
+}
+
+/// One file the boot script writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedFile {
+    /// Absolute path on the instance.
+    pub path: String,
+    /// Full content, ending with a newline.
+    pub content: String,
+}
+
+/// The rendered user-data of one instance.
+#[derive(Debug, Clone)]
+pub struct UserData {
+    /// Exactly what `iac render` prints: the full bash boot script.
+    pub script: String,
+    /// The individual files the script writes (for tests and `iac render --files`).
+    pub files: Vec<RenderedFile>,
+}
+
+impl UserData {
+    /// The bytes sent to EC2: the script itself when it fits in [`USER_DATA_LIMIT`], else
+    /// gzip-compressed (cloud-init detects and inflates gzip); an error when even that is too big.
+    pub fn payload(&self) -> Result<Vec<u8>, RenderError> {
+        payload_of(self.script.as_bytes())
+    }
+
+    /// sha256 hex of the script, put on the instance as a tag to detect user-data changes.
+    pub fn sha256(&self) -> String {
+        format!("{:x}", Sha256::digest(self.script.as_bytes()))
+    }
+}
+
+fn payload_of(script: &[u8]) -> Result<Vec<u8>, RenderError> {
+    if script.len() <= USER_DATA_LIMIT {
+        return Ok(script.to_vec());
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(script)?;
+    let bytes = gz.finish()?;
+    if bytes.len() > USER_DATA_LIMIT {
+        return Err(RenderError::TooLarge {
+            bytes: bytes.len(),
+            limit: USER_DATA_LIMIT,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Every embedded template, by name. Names keep their real file names so errors point at files.
+const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "userdata/single-vm.sh.j2",
+        include_str!("../../userdata/single-vm.sh.j2"),
+    ),
+    (
+        "templates/compose.yaml.j2",
+        include_str!("../../templates/compose.yaml.j2"),
+    ),
+    (
+        "templates/nginx-site.conf.j2",
+        include_str!("../../templates/nginx-site.conf.j2"),
+    ),
+    (
+        "templates/iac-certbot-renew.service.j2",
+        include_str!("../../templates/iac-certbot-renew.service.j2"),
+    ),
+    (
+        "templates/iac-certbot-renew.timer.j2",
+        include_str!("../../templates/iac-certbot-renew.timer.j2"),
+    ),
+    (
+        "templates/certbot-deploy-hook.sh.j2",
+        include_str!("../../templates/certbot-deploy-hook.sh.j2"),
+    ),
+];
+
+/// The shared template environment: strict undefined, no HTML/JSON auto-escaping (we emit
+/// shell, YAML and nginx syntax and escape explicitly with filters), block tags trimmed so
+/// `{% if %}` lines leave no blank lines behind.
+fn environment() -> Result<Environment<'static>, RenderError> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_keep_trailing_newline(true);
+    env.add_filter("shell_quote", filters::shell_quote);
+    env.add_filter("yaml_str", filters::yaml_str);
+    env.add_filter("compose_str", filters::compose_str);
+    for (name, source) in TEMPLATES {
+        env.add_template(name, source)
+            .map_err(|source| RenderError::Template {
+                name: (*name).to_string(),
+                source,
+            })?;
+    }
+    Ok(env)
+}
+
+/// Renders template `name` with a typed context.
+fn render<C: Serialize>(env: &Environment, name: &str, ctx: &C) -> Result<String, RenderError> {
+    let wrap = |source| RenderError::Template {
+        name: name.to_string(),
+        source,
+    };
+    env.get_template(name).map_err(wrap)?.render(ctx).map_err(wrap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_payload_is_the_script() {
+        assert_eq!(payload_of(b"#!/bin/bash\n").unwrap(), b"#!/bin/bash\n");
+    }
+
+    #[test]
+    fn large_compressible_payload_is_gzip() {
+        let script = "echo hello\n".repeat(4000);
+        let bytes = payload_of(script.as_bytes()).unwrap();
+        assert!(bytes.len() <= USER_DATA_LIMIT);
+        assert_eq!(&bytes[..2], &[0x1f, 0x8b], "gzip magic");
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
+            .unwrap();
+        assert_eq!(out, script);
+    }
+
+    #[test]
+    fn incompressible_payload_is_refused() {
+        // A hash chain is incompressible enough to stay above the limit after gzip.
+        let mut script = String::new();
+        let mut h = Sha256::digest(b"seed");
+        while script.len() < 3 * USER_DATA_LIMIT {
+            script.push_str(&format!("{h:x}"));
+            h = Sha256::digest(h);
+        }
+        match payload_of(script.as_bytes()) {
+            Err(RenderError::TooLarge { bytes, limit }) => {
+                assert!(bytes > limit);
+                assert_eq!(limit, USER_DATA_LIMIT);
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn all_templates_parse() {
+        environment().unwrap();
+    }
+}

@@ -1,0 +1,397 @@
+//! User-data of the single-vm tier: one bash script that installs Docker, nginx and certbot,
+//! fetches secrets from SSM, starts the compose project (app + MySQL) and enables HTTPS.
+//!
+//! Every file the script writes is rendered here first and embedded in the script as a quoted
+//! heredoc, so `iac render --files` shows exactly what lands on disk and tests can validate each
+//! file with its own tool (nginx -t, docker-compose config, shellcheck).
+
+use serde::Serialize;
+
+use super::{environment, render, RenderError, RenderedFile, UserData};
+use crate::stack::{Stack, Tier};
+
+/// Where the compose project lives; the directory name becomes the compose project name.
+const PROJECT_ROOT: &str = "/opt/iac";
+/// Root-only directory for env files holding secrets (mode 700, files 600).
+const ETC_DIR: &str = "/etc/iac";
+const APP_ENV: &str = "/etc/iac/app.env";
+const DB_ENV: &str = "/etc/iac/db.env";
+/// Both nginx variants are staged here; the script copies one of them into `conf.d`.
+const NGINX_HTTP: &str = "/etc/iac/nginx/http.conf";
+const NGINX_HTTPS: &str = "/etc/iac/nginx/https.conf";
+const ACME_ROOT: &str = "/var/www/letsencrypt";
+const RENEW_SERVICE: &str = "/etc/systemd/system/iac-certbot-renew.service";
+const RENEW_TIMER: &str = "/etc/systemd/system/iac-certbot-renew.timer";
+const DEPLOY_HOOK: &str = "/etc/letsencrypt/renewal-hooks/deploy/iac-reload-nginx.sh";
+const LOG_FILE: &str = "/var/log/iac-bootstrap.log";
+/// Compose interpolation variable carrying the URL-encoded database password; the script
+/// writes it to the project's `.env`, so the compose file itself never holds the password.
+const DB_URL_PASSWORD_VAR: &str = "IAC_DB_PASSWORD_URLENC";
+/// Heredoc delimiter for embedded files; checked not to occur as a line in any of them.
+const EOF_MARK: &str = "IAC_FILE_EOF";
+
+#[derive(Serialize)]
+struct KeyValue<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+#[derive(Serialize)]
+struct ComposeDb {
+    image: String,
+    name: String,
+    user: String,
+    env_file: &'static str,
+    url_env: String,
+    url: String,
+}
+
+/// Context of `templates/compose.yaml.j2`.
+#[derive(Serialize)]
+struct ComposeCtx<'a> {
+    stack: &'a str,
+    image: &'a str,
+    port: u16,
+    environment: Vec<KeyValue<'a>>,
+    app_env_file: &'static str,
+    database: Option<ComposeDb>,
+}
+
+#[derive(Serialize)]
+struct TlsCtx {
+    cert: String,
+    key: String,
+}
+
+/// Context of `templates/nginx-site.conf.j2`; `tls: None` renders the HTTP-only variant.
+#[derive(Serialize)]
+struct NginxCtx<'a> {
+    stack: &'a str,
+    server_name: &'a str,
+    port: u16,
+    acme_root: &'static str,
+    tls: Option<TlsCtx>,
+}
+
+/// Context of the certbot renewal unit, timer and deploy hook.
+#[derive(Serialize)]
+struct RenewCtx<'a> {
+    stack: &'a str,
+}
+
+#[derive(Serialize)]
+struct ScriptFile {
+    path: String,
+    mode: &'static str,
+    content: String,
+}
+
+#[derive(Serialize)]
+struct SecretCtx<'a> {
+    env: &'a str,
+    ssm: &'a str,
+}
+
+#[derive(Serialize)]
+struct ScriptDb<'a> {
+    password_ssm: Option<&'a str>,
+    env_file: &'static str,
+    url_var: &'static str,
+}
+
+#[derive(Serialize)]
+struct ScriptDomain<'a> {
+    name: &'a str,
+    email: &'a str,
+    cert: String,
+}
+
+/// Context of `userdata/single-vm.sh.j2`.
+#[derive(Serialize)]
+struct ScriptCtx<'a> {
+    stack: &'a str,
+    region: Option<&'a str>,
+    log_file: &'static str,
+    project_dir: String,
+    etc_dir: &'static str,
+    app_env: &'static str,
+    nginx_http: &'static str,
+    nginx_https: &'static str,
+    acme_root: &'static str,
+    files: Vec<ScriptFile>,
+    eof: &'static str,
+    secrets: Vec<SecretCtx<'a>>,
+    needs_aws: bool,
+    database: Option<ScriptDb<'a>>,
+    domain: Option<ScriptDomain<'a>>,
+    port: u16,
+    health_path: &'a str,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> RenderError {
+    RenderError::Invalid {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Values that end up unquoted in paths, nginx directives or URLs must be plain words. The
+/// stack validator already guarantees this; the check keeps the renderer safe on its own.
+fn require_word(field: &str, value: &str, extra: &str) -> Result<(), RenderError> {
+    let ok = !value.is_empty()
+        && value
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || extra.contains(ch));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("`{value}` holds characters that cannot be placed here safely"),
+        ))
+    }
+}
+
+/// The certificate directory certbot creates for `domain`.
+fn cert_dir(domain: &str) -> String {
+    format!("/etc/letsencrypt/live/{domain}")
+}
+
+/// Renders the user-data of the single-vm tier for `stack`.
+pub fn single_vm(stack: &Stack) -> Result<UserData, RenderError> {
+    let s = &stack.spec;
+    if s.tier != Tier::SingleVm {
+        return Err(invalid(
+            "tier",
+            format!("single-vm user-data asked for a `{}` stack", s.tier.as_str()),
+        ));
+    }
+    require_word("name", &s.name, "-")?;
+    if let Some(d) = &s.domain {
+        require_word("domain.name", &d.name, ".-")?;
+    }
+    if let Some(db) = &s.database {
+        require_word("database.name", &db.name, "_")?;
+        require_word("database.user", &db.user, "_")?;
+        require_word("database.version", &db.version, ".")?;
+        require_word("database.url_env", &db.url_env, "_")?;
+    }
+
+    let env = environment()?;
+    let project_dir = format!("{PROJECT_ROOT}/{}", s.name);
+    let mut files: Vec<(String, &'static str, String)> = Vec::new();
+
+    let compose = ComposeCtx {
+        stack: &s.name,
+        image: &s.app.image,
+        port: s.app.port,
+        environment: s
+            .app
+            .environment
+            .iter()
+            .map(|(key, value)| KeyValue { key, value })
+            .collect(),
+        app_env_file: APP_ENV,
+        database: s.database.as_ref().map(|db| ComposeDb {
+            image: format!("mysql:{}", db.version),
+            name: db.name.clone(),
+            user: db.user.clone(),
+            env_file: DB_ENV,
+            url_env: db.url_env.clone(),
+            // `:?` makes compose refuse to start rather than hand the app an empty password
+            // when `.env` is missing.
+            url: format!(
+                "mysql+pymysql://{}:${{{DB_URL_PASSWORD_VAR}:?run the iac bootstrap to create .env}}@db:3306/{}",
+                db.user, db.name
+            ),
+        }),
+    };
+    files.push((
+        format!("{project_dir}/compose.yaml"),
+        "644",
+        render(&env, "templates/compose.yaml.j2", &compose)?,
+    ));
+
+    let server_name = s.domain.as_ref().map_or("_", |d| d.name.as_str());
+    let nginx = |tls| NginxCtx {
+        stack: &s.name,
+        server_name,
+        port: s.app.port,
+        acme_root: ACME_ROOT,
+        tls,
+    };
+    files.push((
+        NGINX_HTTP.to_string(),
+        "644",
+        render(&env, "templates/nginx-site.conf.j2", &nginx(None))?,
+    ));
+    if let Some(d) = &s.domain {
+        let dir = cert_dir(&d.name);
+        let tls = TlsCtx {
+            cert: format!("{dir}/fullchain.pem"),
+            key: format!("{dir}/privkey.pem"),
+        };
+        files.push((
+            NGINX_HTTPS.to_string(),
+            "644",
+            render(&env, "templates/nginx-site.conf.j2", &nginx(Some(tls)))?,
+        ));
+        let renew = RenewCtx { stack: &s.name };
+        for (path, mode, name) in [
+            (RENEW_SERVICE, "644", "templates/iac-certbot-renew.service.j2"),
+            (RENEW_TIMER, "644", "templates/iac-certbot-renew.timer.j2"),
+            (DEPLOY_HOOK, "755", "templates/certbot-deploy-hook.sh.j2"),
+        ] {
+            files.push((path.to_string(), mode, render(&env, name, &renew)?));
+        }
+    }
+
+    for (path, _, content) in &files {
+        if content.lines().any(|line| line == EOF_MARK) {
+            return Err(invalid(
+                path,
+                format!("a line equal to the heredoc delimiter {EOF_MARK}"),
+            ));
+        }
+    }
+    let files: Vec<ScriptFile> = files
+        .into_iter()
+        .map(|(path, mode, mut content)| {
+            // The heredoc needs the delimiter on its own line.
+            if !content.ends_with('\n') {
+                content.push('\n');
+            }
+            ScriptFile {
+                path,
+                mode,
+                content,
+            }
+        })
+        .collect();
+
+    let secrets: Vec<SecretCtx> = s
+        .app
+        .secrets
+        .iter()
+        .map(|(env, r)| SecretCtx { env, ssm: &r.ssm })
+        .collect();
+    let database = s.database.as_ref().map(|db| ScriptDb {
+        password_ssm: db.password.as_ref().map(|p| p.ssm.as_str()),
+        env_file: DB_ENV,
+        url_var: DB_URL_PASSWORD_VAR,
+    });
+    let needs_aws =
+        !secrets.is_empty() || database.as_ref().is_some_and(|db| db.password_ssm.is_some());
+    let ctx = ScriptCtx {
+        stack: &s.name,
+        region: s.region.as_deref(),
+        log_file: LOG_FILE,
+        project_dir,
+        etc_dir: ETC_DIR,
+        app_env: APP_ENV,
+        nginx_http: NGINX_HTTP,
+        nginx_https: NGINX_HTTPS,
+        acme_root: ACME_ROOT,
+        files,
+        eof: EOF_MARK,
+        secrets,
+        needs_aws,
+        database,
+        domain: s.domain.as_ref().map(|d| ScriptDomain {
+            name: &d.name,
+            email: &d.email,
+            cert: format!("{}/fullchain.pem", cert_dir(&d.name)),
+        }),
+        port: s.app.port,
+        health_path: &s.app.health_path,
+    };
+    let script = render(&env, "userdata/single-vm.sh.j2", &ctx)?;
+    let files = ctx
+        .files
+        .into_iter()
+        .map(|f| RenderedFile {
+            path: f.path,
+            content: f.content,
+        })
+        .collect();
+    Ok(UserData { script, files })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn example() -> Stack {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("stacks/bookstore-vm.yaml");
+        crate::stack::load(&path).unwrap()
+    }
+
+    #[test]
+    fn example_script_snapshot() {
+        let ud = single_vm(&example()).unwrap();
+        insta::assert_snapshot!("bookstore_vm_script", ud.script);
+    }
+
+    #[test]
+    fn example_files_are_listed() {
+        let ud = single_vm(&example()).unwrap();
+        let paths: Vec<&str> = ud.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/opt/iac/bookstore-vm/compose.yaml",
+                NGINX_HTTP,
+                NGINX_HTTPS,
+                RENEW_SERVICE,
+                RENEW_TIMER,
+                DEPLOY_HOOK
+            ]
+        );
+        for f in &ud.files {
+            assert!(ud.script.contains(&f.content), "{} embedded", f.path);
+        }
+    }
+
+    #[test]
+    fn no_domain_means_no_https_files() {
+        let mut stack = example();
+        stack.spec.domain = None;
+        let ud = single_vm(&stack).unwrap();
+        assert_eq!(ud.files.len(), 2);
+        assert!(ud.files[1].content.contains("server_name _;"));
+        assert!(!ud.script.contains("certbot"));
+    }
+
+    #[test]
+    fn other_tiers_are_refused() {
+        let mut stack = example();
+        stack.spec.tier = Tier::Swarm;
+        assert!(matches!(
+            single_vm(&stack),
+            Err(RenderError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn unsafe_domain_is_refused() {
+        let mut stack = example();
+        if let Some(d) = stack.spec.domain.as_mut() {
+            d.name = "x.org; include /etc/passwd".to_string();
+        }
+        assert!(matches!(
+            single_vm(&stack),
+            Err(RenderError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn sha256_is_hex_of_script() {
+        let ud = single_vm(&example()).unwrap();
+        let h = ud.sha256();
+        assert_eq!(h.len(), 64);
+        assert!(h.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(h, single_vm(&example()).unwrap().sha256(), "deterministic");
+    }
+}

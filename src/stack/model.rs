@@ -1,0 +1,247 @@
+//! The stack file as written by the user (format v1).
+//!
+//! Strict serde: every struct denies unknown fields, so a typo is an error, not a silently ignored
+//! key. Defaults live here too; semantic checks live in `validate`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The whole stack file.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StackFile {
+    /// Format version of this file. Only `1` exists.
+    #[serde(default = "default_version")]
+    pub version: u32,
+    /// Stack name: every resource is tagged `iac:stack=<name>`. Lowercase letters, digits and
+    /// hyphens, starting with a letter, at most 32 characters (it prefixes AWS names with limits).
+    pub name: String,
+    /// AWS region. Falls back to `--region`, then `AWS_REGION` / the profile, then `us-east-1`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Deployment tier.
+    pub tier: Tier,
+    /// The containerized application.
+    pub app: App,
+    /// Where the instances live and who may reach them.
+    #[serde(default)]
+    pub network: Network,
+    /// The virtual machine(s).
+    #[serde(default)]
+    pub instance: Instance,
+    /// Public domain name and HTTPS.
+    #[serde(default)]
+    pub domain: Option<Domain>,
+    /// The application's database.
+    #[serde(default)]
+    pub database: Option<Database>,
+    /// Extra tags put on every resource (besides the `iac:*` identity tags).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+fn default_version() -> u32 {
+    1
+}
+
+/// Deployment tier: how the application is laid out on AWS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tier {
+    /// One VM: docker compose (app + MySQL), nginx, certbot, Elastic IP, DNS record.
+    SingleVm,
+    /// Launch template, ALB, Auto Scaling group, Aurora MySQL, EFS.
+    AlbAsg,
+    /// Docker Swarm managers and workers running the app as a replicated service.
+    Swarm,
+    /// Agents on each instance report load to a monitor that scales the pool.
+    CustomScaler,
+    /// HAProxy in front of web VMs and a database VM.
+    LbVms,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::SingleVm => "single-vm",
+            Tier::AlbAsg => "alb-asg",
+            Tier::Swarm => "swarm",
+            Tier::CustomScaler => "custom-scaler",
+            Tier::LbVms => "lb-vms",
+        }
+    }
+}
+
+/// The application container.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    /// Container image, e.g. `ghcr.io/acme/bookstore:1.4.2`.
+    pub image: String,
+    /// Port the container listens on.
+    #[serde(default = "default_app_port")]
+    pub port: u16,
+    /// Path answered with 2xx/3xx when the app is healthy (it should touch the database).
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+    /// Plain environment variables. Never put secrets here: use `secrets`.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// Environment variables whose values are read at boot from SSM Parameter Store
+    /// (SecureString), e.g. `SECRET_KEY: { ssm: /bookstore/secret-key }`.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretRef>,
+}
+
+fn default_app_port() -> u16 {
+    5000
+}
+
+fn default_health_path() -> String {
+    "/".to_string()
+}
+
+/// A reference to a secret held by AWS, never the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// Name of an SSM parameter (usually a SecureString), starting with `/`.
+    pub ssm: String,
+}
+
+/// Networking.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// `default` (the account's default VPC) or a VPC id (`vpc-…`).
+    #[serde(default = "default_vpc")]
+    pub vpc: String,
+    /// Subnet ids. Empty: the default subnets of the VPC.
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    /// CIDR allowed to reach port 22. Absent: port 22 stays closed.
+    #[serde(default)]
+    pub ssh_from: Option<String>,
+}
+
+fn default_vpc() -> String {
+    "default".to_string()
+}
+
+/// The virtual machine.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Instance {
+    /// EC2 instance type.
+    #[serde(default = "default_instance_type", rename = "type")]
+    pub instance_type: String,
+    /// An alias (`ubuntu-24.04`, `ubuntu-22.04`, `amazon-linux-2023`) resolved through AWS's
+    /// public SSM parameters, or an AMI id (`ami-…`).
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// Key pair: an existing name (`vockey` on AWS Academy), or a public key file to import.
+    #[serde(default)]
+    pub key_pair: Option<KeyPair>,
+    /// Root volume size in GiB (encrypted gp3).
+    #[serde(default = "default_disk_gb")]
+    pub disk_gb: u32,
+    /// Existing instance profile name, e.g. `LabInstanceProfile`. Needed to read SSM secrets.
+    #[serde(default)]
+    pub instance_profile: Option<String>,
+}
+
+impl Default for Instance {
+    fn default() -> Self {
+        Instance {
+            instance_type: default_instance_type(),
+            image: default_image(),
+            key_pair: None,
+            disk_gb: default_disk_gb(),
+            instance_profile: None,
+        }
+    }
+}
+
+fn default_instance_type() -> String {
+    "t3.micro".to_string()
+}
+
+fn default_image() -> String {
+    "ubuntu-24.04".to_string()
+}
+
+fn default_disk_gb() -> u32 {
+    20
+}
+
+/// A key pair for SSH.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPair {
+    /// Key pair name. With `public_key_file`, the name `iac` imports the key under.
+    pub name: String,
+    /// Path (relative to the stack file) of an OpenSSH public key to import.
+    #[serde(default)]
+    pub public_key_file: Option<String>,
+}
+
+/// Public DNS name and HTTPS.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Domain {
+    /// Fully qualified domain name, e.g. `books.example.org`.
+    pub name: String,
+    /// Contact email for Let's Encrypt.
+    pub email: String,
+    /// Route 53 hosted zone (id `Z…` or name `example.org`). Absent: point the name at the
+    /// Elastic IP yourself; `status` prints the address.
+    #[serde(default)]
+    pub hosted_zone: Option<String>,
+}
+
+/// The application's database.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// Database engine. `mysql` for the single-vm tier (a container beside the app).
+    #[serde(default = "default_engine")]
+    pub engine: String,
+    /// Engine version, e.g. `8.0`.
+    #[serde(default = "default_engine_version")]
+    pub version: String,
+    /// Database (schema) name.
+    #[serde(default = "default_db_name")]
+    pub name: String,
+    /// Application user.
+    #[serde(default = "default_db_user")]
+    pub user: String,
+    /// SSM parameter holding the password. Absent: a password is generated on the instance and
+    /// never leaves it.
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// Environment variable through which the app receives its database URL.
+    #[serde(default = "default_url_env")]
+    pub url_env: String,
+}
+
+fn default_engine() -> String {
+    "mysql".to_string()
+}
+
+fn default_engine_version() -> String {
+    "8.0".to_string()
+}
+
+fn default_db_name() -> String {
+    "bookstore".to_string()
+}
+
+fn default_db_user() -> String {
+    "bookstore".to_string()
+}
+
+fn default_url_env() -> String {
+    "DATABASE_URL".to_string()
+}

@@ -1,0 +1,37 @@
+//! Tiers declare the resources a stack needs. They never call AWS: what must be looked up first
+//! (VPC, subnets, image, hosted zone) arrives as [`Inputs`].
+
+pub mod single_vm;
+
+use crate::plan::Resource;
+use crate::render::RenderError;
+use crate::stack::{Stack, Tier};
+
+/// Facts about the account that the desired graph depends on, looked up before planning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inputs {
+    pub vpc_id: String,
+    /// The subnet the instance goes into.
+    pub subnet_id: Option<String>,
+    pub image_id: String,
+    /// The image's root device name, for the encrypted root volume mapping.
+    pub root_device: String,
+    /// Route 53 zone id when the stack names a hosted zone.
+    pub hosted_zone_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TierError {
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("tier `{0}` is not available in this version of iac")]
+    NotImplemented(&'static str),
+}
+
+/// The desired resources of a stack, in creation order.
+pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierError> {
+    match stack.spec.tier {
+        Tier::SingleVm => single_vm::desired(stack, inputs),
+        other => Err(TierError::NotImplemented(other.as_str())),
+    }
+}

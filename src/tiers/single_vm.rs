@@ -1,0 +1,117 @@
+//! single-vm: one instance running the app and MySQL with docker compose behind nginx, with an
+//! Elastic IP and an optional Route 53 record.
+//!
+//! Graph: key (optional) ─┐
+//!        web-sg ─────────┴─▶ vm ─▶ eip ─▶ dns (optional)
+
+use crate::plan::*;
+use crate::render;
+use crate::stack::Stack;
+
+use super::{Inputs, TierError};
+
+pub const SG: &str = "web-sg";
+pub const KEY: &str = "key";
+pub const VM: &str = "vm";
+pub const EIP: &str = "eip";
+pub const DNS: &str = "dns";
+
+const ANYWHERE: &str = "0.0.0.0/0";
+
+fn tcp(port: u16, cidr: &str, description: &str) -> IngressRule {
+    IngressRule {
+        protocol: "tcp".to_string(),
+        from_port: port,
+        to_port: port,
+        source: Source::Cidr(cidr.to_string()),
+        description: description.to_string(),
+    }
+}
+
+/// The security group rules: web from anywhere, SSH only from `ssh_from` (closed without it).
+pub fn ingress(stack: &Stack) -> Vec<IngressRule> {
+    let mut rules = vec![tcp(80, ANYWHERE, "http"), tcp(443, ANYWHERE, "https")];
+    if let Some(cidr) = &stack.spec.network.ssh_from {
+        rules.push(tcp(22, cidr, "ssh"));
+    }
+    rules
+}
+
+pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierError> {
+    let name = stack.name();
+    let s = &stack.spec;
+    let mut out = Vec::new();
+    let mut vm_deps = vec![SG];
+
+    let key_name = match &s.instance.key_pair {
+        Some(kp) => {
+            if let Some(file) = &kp.public_key_file {
+                // Validation has read this file already; a race that removed it is reported then.
+                let public_key = std::fs::read_to_string(stack.base_dir().join(file)).unwrap_or_default();
+                out.push(Resource::new(
+                    KEY,
+                    Spec::KeyPair(KeyPairSpec {
+                        key_name: kp.name.clone(),
+                        public_key: public_key.trim().to_string(),
+                    }),
+                    &[],
+                ));
+                vm_deps.push(KEY);
+            }
+            Some(kp.name.clone())
+        }
+        None => None,
+    };
+
+    out.push(Resource::new(
+        SG,
+        Spec::SecurityGroup(SecurityGroupSpec {
+            group_name: format!("{name}-web"),
+            description: format!("iac stack {name}: web server"),
+            vpc_id: inputs.vpc_id.clone(),
+            ingress: ingress(stack),
+        }),
+        &[],
+    ));
+
+    let user_data = render::single_vm(stack)?;
+    let payload = user_data.payload()?;
+    out.push(Resource::new(
+        VM,
+        Spec::Instance(InstanceSpec {
+            instance_type: s.instance.instance_type.clone(),
+            image_id: inputs.image_id.clone(),
+            root_device: inputs.root_device.clone(),
+            key_name,
+            security_groups: vec![ResourceId::new(SG)],
+            subnet_id: inputs.subnet_id.clone(),
+            instance_profile: s.instance.instance_profile.clone(),
+            disk_gb: s.instance.disk_gb,
+            user_data: payload,
+            user_data_sha: user_data.sha256(),
+        }),
+        &vm_deps,
+    ));
+
+    out.push(Resource::new(
+        EIP,
+        Spec::ElasticIp(ElasticIpSpec {
+            instance: ResourceId::new(VM),
+        }),
+        &[VM],
+    ));
+
+    if let (Some(domain), Some(zone_id)) = (&s.domain, &inputs.hosted_zone_id) {
+        out.push(Resource::new(
+            DNS,
+            Spec::DnsRecord(DnsRecordSpec {
+                zone_id: zone_id.clone(),
+                name: domain.name.trim_end_matches('.').to_string(),
+                ttl: 300,
+                target: ResourceId::new(EIP),
+            }),
+            &[EIP],
+        ));
+    }
+    Ok(out)
+}
