@@ -1,0 +1,249 @@
+//! Test harness: a private moto server per test on a free loopback port, the `iac` binary wired
+//! to it, SDK clients to check what exists, and a delaying proxy to slow calls down.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const REGION: &str = "us-east-1";
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The moto server executable: `IAC_MOTO_SERVER`, else the project's `.venv`. Missing is a
+/// failure, never a skip.
+pub fn moto_server() -> PathBuf {
+    let path = std::env::var_os("IAC_MOTO_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/moto_server"));
+    assert!(
+        path.exists(),
+        "the AWS emulator is missing at {}: run `scripts/emulator.sh install` (or `bash .ci/run`)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A running moto server, stopped on drop.
+pub struct Emulator {
+    child: Child,
+    pub port: u16,
+    pub url: String,
+}
+
+impl Emulator {
+    pub fn start() -> Emulator {
+        let server = moto_server();
+        let port = free_port();
+        let child = Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let emu = Emulator { child, port, url };
+        emu.seed();
+        emu
+    }
+
+    /// What an AWS Academy account already has: vockey, LabInstanceProfile, the hosted zone,
+    /// the app's secret.
+    fn seed(&self) {
+        let python = moto_server().with_file_name("python");
+        let out = Command::new(python)
+            .arg(root().join("scripts/seed_emulator.py"))
+            .arg(&self.url)
+            .envs(dummy_env())
+            .output()
+            .expect("run the seed script");
+        assert!(out.status.success(), "seeding failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The `iac` binary aimed at this emulator (through the standard variable, as users do).
+    pub fn iac(&self) -> Command {
+        self.iac_at(&self.url)
+    }
+
+    pub fn iac_at(&self, url: &str) -> Command {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin("iac"));
+        c.current_dir(root()).envs(dummy_env()).env("AWS_ENDPOINT_URL", url).env("CI", "true");
+        c
+    }
+
+    pub async fn config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .endpoint_url(&self.url)
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "test"))
+            .load()
+            .await
+    }
+
+    pub async fn ec2(&self) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.config().await)
+    }
+
+    pub async fn route53(&self) -> aws_sdk_route53::Client {
+        aws_sdk_route53::Client::new(&self.config().await)
+    }
+
+    pub async fn ssm(&self) -> aws_sdk_ssm::Client {
+        aws_sdk_ssm::Client::new(&self.config().await)
+    }
+
+    pub async fn tagging(&self) -> aws_sdk_resourcegroupstagging::Client {
+        aws_sdk_resourcegroupstagging::Client::new(&self.config().await)
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn dummy_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", REGION),
+        ("AWS_DEFAULT_REGION", REGION),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        // Unimplemented calls answer 500, which the SDK retries: fail fast instead.
+        ("AWS_MAX_ATTEMPTS", "2"),
+    ]
+}
+
+/// Output of a finished command, with the NDJSON records parsed.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        self.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    pub fn record(&self, event: &str) -> serde_json::Value {
+        self.records()
+            .into_iter()
+            .rev()
+            .find(|r| r["event"] == event)
+            .unwrap_or_else(|| panic!("no `{event}` record in:\n{}\n{}", self.stdout, self.stderr))
+    }
+}
+
+pub fn run(mut cmd: Command) -> Run {
+    let out = cmd.output().expect("run iac");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+/// Runs and asserts the exit code, showing the output when it differs.
+pub fn run_ok(cmd: Command) -> Run {
+    let r = run(cmd);
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    r
+}
+
+/// A copy of the example stack with `name` and some text replaced, in a temp dir.
+pub struct StackFile {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl StackFile {
+    pub fn example(name: &str, edits: &[(&str, &str)]) -> StackFile {
+        let mut text = std::fs::read_to_string(root().join("stacks/bookstore-vm.yaml")).expect("example stack");
+        text = text.replace("name: bookstore-vm", &format!("name: {name}"));
+        for (from, to) in edits {
+            assert!(text.contains(from), "the example stack has no `{from}`");
+            text = text.replace(from, to);
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).expect("write stack");
+        StackFile { dir, path }
+    }
+
+    pub fn rewrite(&self, edits: &[(&str, &str)]) {
+        let mut text = std::fs::read_to_string(&self.path).expect("read stack");
+        for (from, to) in edits {
+            assert!(text.contains(from), "the stack has no `{from}`");
+            text = text.replace(from, to);
+        }
+        std::fs::write(&self.path, text).expect("write stack");
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A TCP proxy on loopback that waits `delay` before forwarding each chunk a client sends, so
+/// every AWS call takes at least that long (used to interrupt `up` part-way, and to measure
+/// how parallelism hides latency).
+pub struct SlowProxy {
+    pub url: String,
+}
+
+impl SlowProxy {
+    pub fn start(upstream_port: u16, delay: Duration) -> SlowProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)) else { continue };
+                let (c2, s2) = match (client.try_clone(), server.try_clone()) {
+                    (Ok(c), Ok(s)) => (c, s),
+                    _ => continue,
+                };
+                std::thread::spawn(move || pump(client, server, Some(delay)));
+                std::thread::spawn(move || pump(s2, c2, None));
+            }
+        });
+        SlowProxy {
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, delay: Option<Duration>) {
+    let mut buf = [0u8; 16384];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if let Some(d) = delay {
+                    std::thread::sleep(d);
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
