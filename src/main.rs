@@ -15,7 +15,10 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(cli.global.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -36,7 +39,11 @@ fn main() -> ExitCode {
 
 fn exit_code(err: &anyhow::Error) -> Exit {
     let usage = err.chain().any(|e| {
-        e.downcast_ref::<UsageError>().is_some() || matches!(e.downcast_ref::<StackError>(), Some(StackError::Invalid(_)) | Some(StackError::Read { .. }))
+        e.downcast_ref::<UsageError>().is_some()
+            || matches!(
+                e.downcast_ref::<StackError>(),
+                Some(StackError::Invalid(_)) | Some(StackError::Read { .. })
+            )
     });
     if usage {
         Exit::Usage
@@ -46,8 +53,10 @@ fn exit_code(err: &anyhow::Error) -> Exit {
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain()
-        .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn init_tracing(verbose: u8) {
@@ -57,6 +66,11 @@ fn init_tracing(verbose: u8) {
         2 => "iac=debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("IAC_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IAC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }

@@ -107,9 +107,7 @@ fn tool(name: &str, package: &str) -> PathBuf {
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file());
-    found.unwrap_or_else(|| {
-        panic!("{name} not found: run .ci/run or apt-get install {package}")
-    })
+    found.unwrap_or_else(|| panic!("{name} not found: run .ci/run or apt-get install {package}"))
 }
 
 fn check_output(what: &str, out: &Output) {
@@ -242,7 +240,9 @@ fn nginx_https_site_passes_nginx_t() {
     let d = dir.path();
     // A throwaway self-signed certificate stands in for Let's Encrypt's.
     let out = Command::new(tool("openssl", "openssl"))
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
         .args(["-subj", "/CN=books.example.org"])
         .arg("-keyout")
         .arg(d.join("privkey.pem"))
@@ -265,8 +265,9 @@ fn nginx_https_site_passes_nginx_t() {
 // ---------------------------------------------------------------------------------------------
 // 3. docker-compose config
 
-/// Validates a rendered compose file with Debian's docker-compose: env files under /etc/iac/
-/// are moved into `dir`, a `.env` provides the interpolated password. Returns `config` output.
+/// Validates a rendered compose file with Debian's docker-compose (`config -q`): env files
+/// under /etc/iac/ are moved into `dir`, a `.env` provides the interpolated password. Returns
+/// the failing `config -q` run, or else the `config` run whose output shows the result.
 fn compose_config(compose: &str, dir: &Path, dot_env: Option<&str>) -> Output {
     let compose = compose.replace("/etc/iac/", &format!("{}/", dir.display()));
     fs::write(dir.join("compose.yaml"), compose).unwrap();
@@ -279,14 +280,22 @@ fn compose_config(compose: &str, dir: &Path, dot_env: Option<&str>) -> Output {
     if let Some(text) = dot_env {
         fs::write(dir.join(".env"), text).unwrap();
     }
-    Command::new(tool("docker-compose", "docker-compose"))
-        .arg("-f")
-        .arg(dir.join("compose.yaml"))
-        .arg("config")
-        .current_dir(dir)
-        .env_remove("IAC_DB_PASSWORD_URLENC")
-        .output()
-        .unwrap()
+    let run = |quiet: bool| {
+        let mut cmd = Command::new(tool("docker-compose", "docker-compose"));
+        cmd.arg("-f").arg(dir.join("compose.yaml")).arg("config");
+        if quiet {
+            cmd.arg("-q");
+        }
+        cmd.current_dir(dir)
+            .env_remove("IAC_DB_PASSWORD_URLENC")
+            .output()
+            .unwrap()
+    };
+    let quiet = run(true);
+    if !quiet.status.success() {
+        return quiet;
+    }
+    run(false)
 }
 
 #[test]
@@ -296,11 +305,14 @@ fn compose_file_passes_docker_compose_config() {
     assert!(compose.contains("\"127.0.0.1:5000:5000\""));
     assert!(compose.contains("condition: service_healthy"));
     assert!(compose.contains("mysqladmin"));
-    assert!(compose.contains(
-        "\"DATABASE_URL\": \"mysql+pymysql://bookstore:${IAC_DB_PASSWORD_URLENC:?"
-    ));
+    assert!(compose
+        .contains("\"DATABASE_URL\": \"mysql+pymysql://bookstore:${IAC_DB_PASSWORD_URLENC:?"));
     let dir = TempDir::new().unwrap();
-    let out = compose_config(compose, dir.path(), Some("IAC_DB_PASSWORD_URLENC='p%40ss'\n"));
+    let out = compose_config(
+        compose,
+        dir.path(),
+        Some("IAC_DB_PASSWORD_URLENC='p%40ss'\n"),
+    );
     check_output("docker-compose config", &out);
     let config = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -378,7 +390,11 @@ fn example_script_fits_in_user_data() {
     let len = ud.script.len();
     eprintln!("example user-data: {len} bytes (limit {USER_DATA_LIMIT})");
     assert!(len < USER_DATA_LIMIT, "{len} bytes");
-    assert_eq!(ud.payload().unwrap(), ud.script.as_bytes(), "sent uncompressed");
+    assert_eq!(
+        ud.payload().unwrap(),
+        ud.script.as_bytes(),
+        "sent uncompressed"
+    );
     assert_eq!(ud.sha256().len(), 64);
 }
 
@@ -430,11 +446,20 @@ fn rendered_output_holds_secret_names_only() {
     for f in &ud.files {
         all.push_str(&f.content);
     }
-    for name in ["/shop/secret-key", "/shop/signing-salt", "/shop/db-password"] {
+    for name in [
+        "/shop/secret-key",
+        "/shop/signing-salt",
+        "/shop/db-password",
+    ] {
         assert!(ud.script.contains(name), "{name} referenced");
     }
     assert!(!all.contains(planted));
-    for needle in ["AKIA", "ASIA", "aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"] {
+    for needle in [
+        "AKIA",
+        "ASIA",
+        "aws_secret_access_key",
+        "AWS_SECRET_ACCESS_KEY",
+    ] {
         assert!(!all.contains(needle), "{needle} in rendered output");
     }
     for xtrace in ["set -x", "set -o xtrace", "bash -x", "set -vx", "set -xv"] {
@@ -448,9 +473,43 @@ fn rendered_output_holds_secret_names_only() {
 /// Host tools the script (and the stubs) may use; anything else is a stub or missing, so the
 /// script can never touch the real system.
 const HOST_TOOLS: &[&str] = &[
-    "awk", "cat", "chmod", "cmp", "cp", "date", "dirname", "head", "install", "ln", "mkdir",
-    "mv", "od", "rm", "sed", "sha256sum", "sleep", "sort", "tee", "tr", "uname",
+    "awk",
+    "cat",
+    "chmod",
+    "cmp",
+    "cp",
+    "date",
+    "dirname",
+    "head",
+    "install",
+    "ln",
+    "mkdir",
+    "mv",
+    "od",
+    "rm",
+    "sed",
+    "sha256sum",
+    "sleep",
+    "sort",
+    "tee",
+    "tr",
+    "uname",
 ];
+
+/// Copies tests/stubs (except `skip`) into `dst`, executable whatever the checkout did to
+/// the exec bits.
+fn copy_stubs(dst: &Path, skip: &[&str]) {
+    fs::create_dir_all(dst).unwrap();
+    for entry in fs::read_dir(manifest_dir().join("tests/stubs")).unwrap() {
+        let src = entry.unwrap().path();
+        let name = src.file_name().unwrap().to_string_lossy().into_owned();
+        if skip.contains(&name.as_str()) {
+            continue;
+        }
+        fs::copy(&src, dst.join(&name)).unwrap();
+        fs::set_permissions(dst.join(&name), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
 
 struct Sandbox {
     _dir: TempDir,
@@ -472,31 +531,18 @@ impl Sandbox {
         fs::create_dir_all(root.join("etc")).unwrap();
         fs::write(
             root.join("etc/os-release"),
-            format!("NAME=\"Test\"\nID={os_id}\nID_LIKE=\"{}\"\n", if os_id == "amzn" { "fedora" } else { "debian" }),
+            format!(
+                "NAME=\"Test\"\nID={os_id}\nID_LIKE=\"{}\"\n",
+                if os_id == "amzn" { "fedora" } else { "debian" }
+            ),
         )
         .unwrap();
-        // Copied, so the exec bits do not depend on how the repository was checked out.
+        // PATH gets the stubs minus `missing`; "installed" commands are linked from the full
+        // set (STUB_ALL_DIR), which is off PATH.
         let stubs = base.join("stubs");
-        fs::create_dir_all(&stubs).unwrap();
-        for entry in fs::read_dir(manifest_dir().join("tests/stubs")).unwrap() {
-            let src = entry.unwrap().path();
-            let name = src.file_name().unwrap().to_string_lossy().into_owned();
-            if missing.contains(&name.as_str()) {
-                continue;
-            }
-            let dst = stubs.join(&name);
-            fs::copy(&src, &dst).unwrap();
-            fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        // "Installed" commands are linked from the full set (STUB_ALL_DIR), off PATH.
+        copy_stubs(&stubs, missing);
         let all_stubs = base.join("all-stubs");
-        fs::create_dir_all(&all_stubs).unwrap();
-        for entry in fs::read_dir(manifest_dir().join("tests/stubs")).unwrap() {
-            let src = entry.unwrap().path();
-            let dst = all_stubs.join(src.file_name().unwrap());
-            fs::copy(&src, &dst).unwrap();
-            fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        copy_stubs(&all_stubs, &[]);
         let installed = base.join("installed");
         fs::create_dir_all(&installed).unwrap();
         let host = base.join("host");
@@ -575,7 +621,11 @@ impl Sandbox {
 
     fn run_ok(&self, env: &[(&str, &str)]) -> Output {
         let out = self.run(env);
-        assert!(out.status.success(), "bootstrap failed: {}", self.explain(&out));
+        assert!(
+            out.status.success(),
+            "bootstrap failed: {}",
+            self.explain(&out)
+        );
         out
     }
 }
@@ -599,7 +649,10 @@ fn stub_run_example_with_dns_pointing_here() {
     let log = sb.log();
 
     // Secrets: in the root-only env file, nowhere else.
-    assert_eq!(sb.read("/etc/iac/app.env"), format!("SECRET_KEY='{SECRET_VALUE}'\n"));
+    assert_eq!(
+        sb.read("/etc/iac/app.env"),
+        format!("SECRET_KEY='{SECRET_VALUE}'\n")
+    );
     assert_eq!(sb.mode("/etc/iac/app.env"), 0o600);
     assert_eq!(sb.mode("/etc/iac/db.env"), 0o600);
     assert_eq!(sb.mode("/etc/iac"), 0o700);
@@ -635,7 +688,10 @@ fn stub_run_example_with_dns_pointing_here() {
     assert!(calls.contains("docker compose up -d --remove-orphans"));
     assert!(calls.contains(&format!("docker-cwd {}", project.display())));
     assert!(calls.contains("systemctl enable --now docker"));
-    assert!(!ran(&calls, "apt-get"), "everything was installed already:\n{calls}");
+    assert!(
+        !ran(&calls, "apt-get"),
+        "everything was installed already:\n{calls}"
+    );
 
     // HTTPS: certbot with the domain and email, then the HTTPS site and the renewal timer.
     assert!(calls.contains(&format!(
@@ -675,7 +731,11 @@ fn stub_run_twice_keeps_passwords_and_converges() {
     assert!(calls.contains("docker compose up -d"));
     let log = sb.log();
     assert!(log.contains("certificate for books.example.org already present"));
-    assert_eq!(log.matches("iac bootstrap finished").count(), 2, "log appended");
+    assert_eq!(
+        log.matches("iac bootstrap finished").count(),
+        2,
+        "log appended"
+    );
     assert_eq!(
         sb.read("/etc/nginx/conf.d/iac-bookstore-vm.conf"),
         file(&ud, "/etc/iac/nginx/https.conf")
@@ -708,7 +768,10 @@ fn stub_run_with_unresolvable_domain_falls_back_to_http() {
     let sb = Sandbox::new(&ud, "ubuntu", &[]);
     sb.run_ok(&[]);
     let log = sb.log();
-    assert!(log.contains("HTTPS not enabled: books.example.org resolves to nothing"), "{log}");
+    assert!(
+        log.contains("HTTPS not enabled: books.example.org resolves to nothing"),
+        "{log}"
+    );
     assert!(!ran(&sb.calls(), "certbot"));
 }
 
@@ -733,7 +796,11 @@ fn stub_run_fresh_ubuntu_installs_what_is_missing() {
     let sb = Sandbox::new(&ud, "ubuntu", &["docker", "nginx", "certbot", "aws"]);
     sb.run_ok(&[("STUB_DNS_IP", STUB_PUBLIC_IP)]);
     let calls = sb.calls();
-    assert_eq!(calls.matches(" update").count(), 1, "apt-get update once:\n{calls}");
+    assert_eq!(
+        calls.matches(" update").count(),
+        1,
+        "apt-get update once:\n{calls}"
+    );
     for pkg in ["docker.io", "nginx", "certbot"] {
         assert!(
             calls.contains(&format!(
@@ -754,18 +821,36 @@ fn stub_run_fresh_ubuntu_installs_what_is_missing() {
     );
     assert!(!sb.log().contains(SECRET_VALUE));
     assert!(!calls.contains(SECRET_VALUE));
-    assert!(calls.contains("-m o'brien@example.net -d shop.example.net"), "{calls}");
+    assert!(
+        calls.contains("-m o'brien@example.net -d shop.example.net"),
+        "{calls}"
+    );
 }
 
 #[test]
 fn stub_run_fresh_amazon_linux_uses_dnf() {
     let ud = render(&stack_from(&shop_yaml(false, Some(DB_GENERATED))));
     let sb = Sandbox::new(&ud, "amzn", &["docker", "nginx", "aws"]);
-    sb.run_ok(&[]);
+    // Like some RPM builds, this nginx.conf has its own default server, which would clash.
+    let distro_conf = "http {\n  server {\n    listen 80 default_server;\n    listen [::]:80 default_server;\n  }\n}\n";
+    fs::create_dir_all(sb.root.join("etc/nginx")).unwrap();
+    fs::write(sb.root.join("etc/nginx/nginx.conf"), distro_conf).unwrap();
+    sb.run_ok(&[("STUB_COMPOSE_MISSING", "1")]);
+    assert_eq!(
+        sb.read("/etc/nginx/nginx.conf"),
+        distro_conf.replace(" default_server", "")
+    );
     let calls = sb.calls();
     assert!(calls.contains("dnf -q -y install docker"), "{calls}");
     assert!(calls.contains("dnf -q -y install nginx"), "{calls}");
     assert!(calls.contains("dnf -q -y install awscli-2"), "{calls}");
+    // AL2023 has no compose plugin package: it is downloaded and checked against its checksum.
+    let plugin = "/usr/local/lib/docker/cli-plugins/docker-compose";
+    assert_eq!(sb.read(plugin), "stub compose\n");
+    assert_eq!(sb.mode(plugin), 0o755);
+    assert!(calls.contains(
+        "https://github.com/docker/compose/releases/latest/download/docker-compose-linux-"
+    ));
     assert!(!ran(&calls, "apt-get"));
     assert!(!calls.contains("certbot"), "no domain, no certbot at all");
     let log = sb.log();
@@ -777,6 +862,24 @@ fn stub_run_fresh_amazon_linux_uses_dnf() {
 }
 
 #[test]
+fn stub_run_refuses_a_compose_plugin_with_a_bad_checksum() {
+    let ud = render(&example());
+    let sb = Sandbox::new(&ud, "amzn", &[]);
+    let out = sb.run(&[("STUB_COMPOSE_MISSING", "1"), ("STUB_COMPOSE_BAD_SUM", "x")]);
+    assert!(!out.status.success(), "{}", sb.explain(&out));
+    let log = sb.log();
+    assert!(
+        log.contains("docker compose download failed its checksum"),
+        "{log}"
+    );
+    assert!(log.contains("FAILED in step 1/7 packages"), "{log}");
+    assert!(!sb
+        .root
+        .join("usr/local/lib/docker/cli-plugins/docker-compose")
+        .exists());
+}
+
+#[test]
 fn stub_run_fails_loudly_when_a_secret_cannot_be_read() {
     let ud = render(&example());
     let sb = Sandbox::new(&ud, "ubuntu", &[]);
@@ -785,15 +888,8 @@ fn stub_run_fails_loudly_when_a_secret_cannot_be_read() {
     let log = sb.log();
     assert!(log.contains("FAILED in step 3/7 secrets"), "{log}");
     assert!(!sb.calls().contains("docker compose up"));
-    assert!(!sb.root.join("etc/iac/app.env").exists(), "no partial env file");
-}
-
-#[test]
-fn zz_dump() {
-    let d = std::path::Path::new("/tmp/iac-dump");
-    fs::create_dir_all(d).unwrap();
-    fs::write(d.join("example.sh"), render(&example()).script).unwrap();
-    fs::write(d.join("shop-dbref.sh"), render(&stack_from(&shop_yaml(true, Some(DB_WITH_PASSWORD_REF)))).script).unwrap();
-    fs::write(d.join("shop-nodomain.sh"), render(&stack_from(&shop_yaml(false, Some(DB_GENERATED)))).script).unwrap();
-    fs::write(d.join("shop-nodb.sh"), render(&stack_from(&shop_yaml(false, None))).script).unwrap();
+    assert!(
+        !sb.root.join("etc/iac/app.env").exists(),
+        "no partial env file"
+    );
 }

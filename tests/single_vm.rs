@@ -12,36 +12,79 @@ use aws_sdk_ec2::types::Filter;
 use common::*;
 
 fn stack_filter(stack: &str) -> Filter {
-    Filter::builder().name("tag:iac:stack").values(stack).build()
+    Filter::builder()
+        .name("tag:iac:stack")
+        .values(stack)
+        .build()
 }
 
 fn tags(t: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
-    t.iter().map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string())).collect()
+    t.iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }
 
 fn assert_identity(t: &BTreeMap<String, String>, stack: &str, id: &str) {
-    assert_eq!(t.get("iac:stack").map(String::as_str), Some(stack), "tags: {t:?}");
+    assert_eq!(
+        t.get("iac:stack").map(String::as_str),
+        Some(stack),
+        "tags: {t:?}"
+    );
     assert_eq!(t.get("iac:id").map(String::as_str), Some(id), "tags: {t:?}");
-    assert_eq!(t.get("managed-by").map(String::as_str), Some("iac"), "tags: {t:?}");
+    assert_eq!(
+        t.get("managed-by").map(String::as_str),
+        Some("iac"),
+        "tags: {t:?}"
+    );
 }
 
 /// Live (not terminated) instances of a stack.
-async fn live_instances(ec2: &aws_sdk_ec2::Client, stack: &str) -> Vec<aws_sdk_ec2::types::Instance> {
-    let out = ec2.describe_instances().filters(stack_filter(stack)).send().await.expect("describe instances");
+async fn live_instances(
+    ec2: &aws_sdk_ec2::Client,
+    stack: &str,
+) -> Vec<aws_sdk_ec2::types::Instance> {
+    let out = ec2
+        .describe_instances()
+        .filters(stack_filter(stack))
+        .send()
+        .await
+        .expect("describe instances");
     out.reservations()
         .iter()
         .flat_map(|r| r.instances())
-        .filter(|i| !matches!(i.state().and_then(|s| s.name()).map(|n| n.as_str()), Some("terminated" | "shutting-down")))
+        .filter(|i| {
+            !matches!(
+                i.state().and_then(|s| s.name()).map(|n| n.as_str()),
+                Some("terminated" | "shutting-down")
+            )
+        })
         .cloned()
         .collect()
 }
 
 async fn groups(ec2: &aws_sdk_ec2::Client, stack: &str) -> Vec<aws_sdk_ec2::types::SecurityGroup> {
-    ec2.describe_security_groups().filters(stack_filter(stack)).send().await.expect("describe groups").security_groups().to_vec()
+    ec2.describe_security_groups()
+        .filters(stack_filter(stack))
+        .send()
+        .await
+        .expect("describe groups")
+        .security_groups()
+        .to_vec()
 }
 
 async fn addresses(ec2: &aws_sdk_ec2::Client, stack: &str) -> Vec<aws_sdk_ec2::types::Address> {
-    ec2.describe_addresses().filters(stack_filter(stack)).send().await.expect("describe addresses").addresses().to_vec()
+    ec2.describe_addresses()
+        .filters(stack_filter(stack))
+        .send()
+        .await
+        .expect("describe addresses")
+        .addresses()
+        .to_vec()
 }
 
 /// (protocol, from, to, cidr) of every ingress range.
@@ -105,15 +148,38 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
     let vm = &vms[0];
     let vm_id = vm.instance_id().expect("id").to_string();
     assert_identity(&tags(vm.tags()), stack, "vm");
-    assert_eq!(vm.metadata_options().and_then(|m| m.http_tokens()).map(|t| t.as_str()), Some("required"));
+    assert_eq!(
+        vm.metadata_options()
+            .and_then(|m| m.http_tokens())
+            .map(|t| t.as_str()),
+        Some("required")
+    );
     assert_eq!(vm.key_name(), Some("vockey"));
     assert_eq!(vm.instance_type().map(|t| t.as_str()), Some("t3.small"));
-    assert!(vm.iam_instance_profile().and_then(|p| p.arn()).is_some_and(|a| a.ends_with("LabInstanceProfile")));
-    assert_eq!(vm.security_groups().iter().filter_map(|g| g.group_id()).collect::<Vec<_>>(), vec![sg.group_id().expect("sg id")]);
+    assert!(vm
+        .iam_instance_profile()
+        .and_then(|p| p.arn())
+        .is_some_and(|a| a.ends_with("LabInstanceProfile")));
+    assert_eq!(
+        vm.security_groups()
+            .iter()
+            .filter_map(|g| g.group_id())
+            .collect::<Vec<_>>(),
+        vec![sg.group_id().expect("sg id")]
+    );
     assert_eq!(outputs["instance_id"], vm_id.as_str());
-    let vol_ids: Vec<String> = vm.block_device_mappings().iter().filter_map(|b| b.ebs().and_then(|e| e.volume_id()).map(str::to_string)).collect();
+    let vol_ids: Vec<String> = vm
+        .block_device_mappings()
+        .iter()
+        .filter_map(|b| b.ebs().and_then(|e| e.volume_id()).map(str::to_string))
+        .collect();
     assert_eq!(vol_ids.len(), 1);
-    let vols = ec2.describe_volumes().set_volume_ids(Some(vol_ids)).send().await.expect("volumes");
+    let vols = ec2
+        .describe_volumes()
+        .set_volume_ids(Some(vol_ids))
+        .send()
+        .await
+        .expect("volumes");
     let vol = &vols.volumes()[0];
     assert_eq!(vol.encrypted(), Some(true));
     assert_eq!(vol.size(), Some(20));
@@ -127,16 +193,36 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
         .send()
         .await
         .expect("user data");
-    let encoded = ud.user_data().and_then(|v| v.value()).expect("user-data present");
+    let encoded = ud
+        .user_data()
+        .and_then(|v| v.value())
+        .expect("user-data present");
     use base64::Engine;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).expect("base64");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("base64");
     let mut render = emu.iac();
     render.arg("render").arg(file.path());
     let rendered = run_ok(render).stdout;
     assert_eq!(String::from_utf8_lossy(&decoded), rendered);
-    let secret = emu.ssm().await.get_parameter().name("/bookstore/secret-key").with_decryption(true).send().await.expect("secret");
-    let secret = secret.parameter().and_then(|p| p.value()).expect("value").to_string();
-    assert!(!rendered.contains(&secret), "the secret value leaked into the user-data");
+    let secret = emu
+        .ssm()
+        .await
+        .get_parameter()
+        .name("/bookstore/secret-key")
+        .with_decryption(true)
+        .send()
+        .await
+        .expect("secret");
+    let secret = secret
+        .parameter()
+        .and_then(|p| p.value())
+        .expect("value")
+        .to_string();
+    assert!(
+        !rendered.contains(&secret),
+        "the secret value leaked into the user-data"
+    );
     assert!(rendered.contains("/bookstore/secret-key"));
     assert!(!r.stdout.contains(&secret) && !r.stderr.contains(&secret));
 
@@ -150,16 +236,37 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
     assert_eq!(outputs["public_ip"], ip.as_str());
     assert_eq!(outputs["url"], "https://books.example.org");
     let r53 = emu.route53().await;
-    let zone = r53.list_hosted_zones_by_name().dns_name("example.org.").send().await.expect("zones").hosted_zones()[0].id().to_string();
-    let records = r53.list_resource_record_sets().hosted_zone_id(&zone).send().await.expect("records");
-    let a: Vec<_> = records.resource_record_sets().iter().filter(|r| r.name() == "books.example.org." && r.r#type().as_str() == "A").collect();
+    let zone = r53
+        .list_hosted_zones_by_name()
+        .dns_name("example.org.")
+        .send()
+        .await
+        .expect("zones")
+        .hosted_zones()[0]
+        .id()
+        .to_string();
+    let records = r53
+        .list_resource_record_sets()
+        .hosted_zone_id(&zone)
+        .send()
+        .await
+        .expect("records");
+    let a: Vec<_> = records
+        .resource_record_sets()
+        .iter()
+        .filter(|r| r.name() == "books.example.org." && r.r#type().as_str() == "A")
+        .collect();
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].resource_records()[0].value(), ip);
 
     // A second `up` makes no mutating call at all.
     let again = up(&emu, file.path());
     let summary = again.record("summary");
-    assert_eq!(summary["mutating_calls"], serde_json::json!({}), "second up mutated: {summary}");
+    assert_eq!(
+        summary["mutating_calls"],
+        serde_json::json!({}),
+        "second up mutated: {summary}"
+    );
     assert!(summary["api_calls_total"].as_u64().unwrap_or(0) > 0);
 
     // `down` from the stack name alone removes everything, including the record.
@@ -168,8 +275,16 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
     assert!(groups(&ec2, stack).await.is_empty());
     assert!(live_instances(&ec2, stack).await.is_empty());
     assert!(addresses(&ec2, stack).await.is_empty());
-    let records = r53.list_resource_record_sets().hosted_zone_id(&zone).send().await.expect("records");
-    assert!(!records.resource_record_sets().iter().any(|r| r.name() == "books.example.org."));
+    let records = r53
+        .list_resource_record_sets()
+        .hosted_zone_id(&zone)
+        .send()
+        .await
+        .expect("records");
+    assert!(!records
+        .resource_record_sets()
+        .iter()
+        .any(|r| r.name() == "books.example.org."));
     // Deletion ran in reverse dependency order.
     let order: Vec<String> = d
         .records()
@@ -177,7 +292,10 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
         .filter(|e| e["event"] == "done")
         .filter_map(|e| e["kind"].as_str().map(str::to_string))
         .collect();
-    assert_eq!(order, vec!["dns-record", "elastic-ip", "instance", "security-group"]);
+    assert_eq!(
+        order,
+        vec!["dns-record", "elastic-ip", "instance", "security-group"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -185,7 +303,8 @@ async fn plan_is_data_and_detailed_exitcode_says_whether_there_are_changes() {
     let emu = Emulator::start();
     let file = StackFile::example("vm-plan", &[]);
     let mut c = emu.iac();
-    c.args(["-o", "json", "plan", "--detailed-exitcode"]).arg(file.path());
+    c.args(["-o", "json", "plan", "--detailed-exitcode"])
+        .arg(file.path());
     let r = run(c);
     assert_eq!(r.code, 3, "{}", r.stderr);
     let plan = r.record("plan");
@@ -209,32 +328,64 @@ async fn ssh_change_updates_the_group_in_place_and_image_change_replaces_the_vm(
     up(&emu, file.path());
     let ec2 = emu.ec2().await;
     let sg_before = groups(&ec2, stack).await[0].group_id().map(str::to_string);
-    let vm_before = live_instances(&ec2, stack).await[0].instance_id().map(str::to_string);
+    let vm_before = live_instances(&ec2, stack).await[0]
+        .instance_id()
+        .map(str::to_string);
 
     file.rewrite(&[("ssh_from: 203.0.113.0/24", "ssh_from: 198.51.100.7/32")]);
     let mut c = emu.iac();
     c.arg("plan").arg(file.path());
     let p = run_ok(c);
-    assert!(p.stdout.contains("+ ingress tcp/22 from 198.51.100.7/32"), "{}", p.stdout);
-    assert!(p.stdout.contains("- ingress tcp/22 from 203.0.113.0/24"), "{}", p.stdout);
-    assert!(p.stdout.contains("1 to update, 0 to replace"), "{}", p.stdout);
+    assert!(
+        p.stdout.contains("+ ingress tcp/22 from 198.51.100.7/32"),
+        "{}",
+        p.stdout
+    );
+    assert!(
+        p.stdout.contains("- ingress tcp/22 from 203.0.113.0/24"),
+        "{}",
+        p.stdout
+    );
+    assert!(
+        p.stdout.contains("1 to update, 0 to replace"),
+        "{}",
+        p.stdout
+    );
     up(&emu, file.path());
     let sgs = groups(&ec2, stack).await;
     assert_eq!(sgs.len(), 1);
-    assert_eq!(sgs[0].group_id().map(str::to_string), sg_before, "the group was replaced, not updated");
+    assert_eq!(
+        sgs[0].group_id().map(str::to_string),
+        sg_before,
+        "the group was replaced, not updated"
+    );
     assert!(ingress(&sgs[0]).contains(&("tcp".into(), 22, 22, "198.51.100.7/32".into())));
     assert!(!ingress(&sgs[0]).iter().any(|r| r.3 == "203.0.113.0/24"));
-    assert_eq!(live_instances(&ec2, stack).await[0].instance_id().map(str::to_string), vm_before);
+    assert_eq!(
+        live_instances(&ec2, stack).await[0]
+            .instance_id()
+            .map(str::to_string),
+        vm_before
+    );
 
     // A new image changes the user-data: the VM is replaced and the address follows it.
     file.rewrite(&[("bookstore:1.0.0", "bookstore:1.1.0")]);
     let r = up(&emu, file.path());
     assert_eq!(r.record("plan")["summary"]["replace"], 1);
     let vms = live_instances(&ec2, stack).await;
-    assert_eq!(vms.len(), 1, "exactly one live instance after a replacement");
+    assert_eq!(
+        vms.len(),
+        1,
+        "exactly one live instance after a replacement"
+    );
     let vm_after = vms[0].instance_id().map(str::to_string);
     assert_ne!(vm_after, vm_before);
-    assert_eq!(addresses(&ec2, stack).await[0].instance_id().map(str::to_string), vm_after);
+    assert_eq!(
+        addresses(&ec2, stack).await[0]
+            .instance_id()
+            .map(str::to_string),
+        vm_after
+    );
     down(&emu, stack);
 }
 
@@ -248,9 +399,25 @@ async fn removing_the_domain_deletes_the_record() {
     let r = up(&emu, file.path());
     assert_eq!(r.record("plan")["summary"]["delete"], 1);
     let r53 = emu.route53().await;
-    let zone = r53.list_hosted_zones_by_name().dns_name("example.org.").send().await.expect("zones").hosted_zones()[0].id().to_string();
-    let records = r53.list_resource_record_sets().hosted_zone_id(&zone).send().await.expect("records");
-    assert!(!records.resource_record_sets().iter().any(|r| r.name() == "books.example.org."));
+    let zone = r53
+        .list_hosted_zones_by_name()
+        .dns_name("example.org.")
+        .send()
+        .await
+        .expect("zones")
+        .hosted_zones()[0]
+        .id()
+        .to_string();
+    let records = r53
+        .list_resource_record_sets()
+        .hosted_zone_id(&zone)
+        .send()
+        .await
+        .expect("records");
+    assert!(!records
+        .resource_record_sets()
+        .iter()
+        .any(|r| r.name() == "books.example.org."));
     down(&emu, stack);
 }
 
@@ -263,7 +430,11 @@ async fn up_killed_part_way_converges_without_duplicates() {
     // Slow every call down so the kill lands in the middle of the run.
     let proxy = SlowProxy::start(emu.port, Duration::from_millis(150));
     let mut c = emu.iac_at(&proxy.url);
-    c.args(["-o", "json", "up"]).arg(file.path()).arg("--yes").stdout(Stdio::piped()).stderr(Stdio::null());
+    c.args(["-o", "json", "up"])
+        .arg(file.path())
+        .arg("--yes")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     let mut child = c.spawn().expect("spawn iac up");
     let stdout = child.stdout.take().expect("stdout");
     let mut seen = Vec::new();
@@ -276,8 +447,15 @@ async fn up_killed_part_way_converges_without_duplicates() {
     }
     child.kill().expect("SIGKILL");
     let _ = child.wait();
-    assert!(seen.iter().any(|l| l.contains("\"event\":\"done\"") && l.contains("web-sg")), "killed too early: {seen:?}");
-    assert!(!seen.iter().any(|l| l.contains("\"event\":\"outputs\"")), "the run finished before the kill");
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("\"event\":\"done\"") && l.contains("web-sg")),
+        "killed too early: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("\"event\":\"outputs\"")),
+        "the run finished before the kill"
+    );
 
     let ec2 = emu.ec2().await;
     up(&emu, file.path());
@@ -285,7 +463,10 @@ async fn up_killed_part_way_converges_without_duplicates() {
     assert_eq!(live_instances(&ec2, stack).await.len(), 1);
     assert_eq!(addresses(&ec2, stack).await.len(), 1);
     let again = up(&emu, file.path());
-    assert_eq!(again.record("summary")["mutating_calls"], serde_json::json!({}));
+    assert_eq!(
+        again.record("summary")["mutating_calls"],
+        serde_json::json!({})
+    );
     let d = down(&emu, stack);
     assert_eq!(d.record("verified")["remaining"], serde_json::json!([]));
 }
@@ -296,10 +477,14 @@ async fn down_without_yes_off_a_terminal_is_refused() {
     let file = StackFile::example("vm-confirm", &[]);
     up(&emu, file.path());
     let mut c = emu.iac();
-    c.args(["down", "--stack", "vm-confirm"]).stdin(Stdio::null());
+    c.args(["down", "--stack", "vm-confirm"])
+        .stdin(Stdio::null());
     let r = run(c);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("--yes"), "{}", r.stderr);
-    assert_eq!(live_instances(&emu.ec2().await, "vm-confirm").await.len(), 1);
+    assert_eq!(
+        live_instances(&emu.ec2().await, "vm-confirm").await.len(),
+        1
+    );
     down(&emu, "vm-confirm");
 }

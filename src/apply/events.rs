@@ -9,7 +9,11 @@ use crate::plan::{Kind, ResourceId};
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A resource operation began.
-    Started { id: ResourceId, kind: Kind, action: String },
+    Started {
+        id: ResourceId,
+        kind: Kind,
+        action: String,
+    },
     /// A long operation is waiting for something.
     Waiting {
         id: ResourceId,
@@ -25,11 +29,24 @@ pub enum Event {
         physical_id: Option<String>,
         elapsed_ms: u64,
     },
-    Failed { id: ResourceId, kind: Kind, action: String, error: String },
+    Failed {
+        id: ResourceId,
+        kind: Kind,
+        action: String,
+        error: String,
+    },
     /// Not attempted because something it depends on failed.
-    Skipped { id: ResourceId, kind: Kind, because: ResourceId },
-    Info { message: String },
-    Warning { message: String },
+    Skipped {
+        id: ResourceId,
+        kind: Kind,
+        because: ResourceId,
+    },
+    Info {
+        message: String,
+    },
+    Warning {
+        message: String,
+    },
 }
 
 /// Receives events. The CLI implements it with progress bars, plain lines or NDJSON.

@@ -16,6 +16,15 @@ use crate::plan::{Kind, ResourceId};
 /// The work of one node; yields the physical id it produced, if any.
 pub type Task<E> = Pin<Box<dyn Future<Output = Result<Option<String>, E>> + Send>>;
 
+/// What a finished task reports back: (id, kind, action, result, elapsed ms).
+type Finished = (
+    ResourceId,
+    Kind,
+    String,
+    Result<Option<String>, String>,
+    u64,
+);
+
 /// One operation in the graph.
 pub struct Node<E> {
     pub id: ResourceId,
@@ -57,7 +66,12 @@ where
     let mut pending: BTreeMap<ResourceId, Node<E>> = BTreeMap::new();
     let mut order: Vec<ResourceId> = Vec::new();
     for n in nodes {
-        let deps: BTreeSet<ResourceId> = n.deps.iter().filter(|d| ids.contains(*d) && **d != n.id).cloned().collect();
+        let deps: BTreeSet<ResourceId> = n
+            .deps
+            .iter()
+            .filter(|d| ids.contains(*d) && **d != n.id)
+            .cloned()
+            .collect();
         for d in &deps {
             dependents.entry(d.clone()).or_default().push(n.id.clone());
         }
@@ -66,14 +80,20 @@ where
         pending.insert(n.id.clone(), n);
     }
     let mut outcome = Outcome::default();
-    let mut running: JoinSet<(ResourceId, Kind, String, Result<Option<String>, String>, u64)> = JoinSet::new();
+    let mut running: JoinSet<Finished> = JoinSet::new();
     // Ready nodes keep the order in which they were given, so runs are reproducible.
-    let mut ready: Vec<ResourceId> = order.iter().filter(|id| waiting_on[*id].is_empty()).cloned().collect();
+    let mut ready: Vec<ResourceId> = order
+        .iter()
+        .filter(|id| waiting_on[*id].is_empty())
+        .cloned()
+        .collect();
 
     loop {
         while running.len() < parallelism && !ready.is_empty() {
             let id = ready.remove(0);
-            let Some(node) = pending.remove(&id) else { continue };
+            let Some(node) = pending.remove(&id) else {
+                continue;
+            };
             reporter.event(&Event::Started {
                 id: node.id.clone(),
                 kind: node.kind,
@@ -88,7 +108,9 @@ where
             });
             outcome.max_concurrency = outcome.max_concurrency.max(running.len());
         }
-        let Some(joined) = running.join_next().await else { break };
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
         let (id, kind, action, res, elapsed_ms) = match joined {
             Ok(v) => v,
             Err(e) => {
@@ -127,7 +149,14 @@ where
                     action,
                     error: error.clone(),
                 });
-                skip_dependents(&id, &dependents, &mut pending, &mut ready, &mut outcome, reporter.as_ref());
+                skip_dependents(
+                    &id,
+                    &dependents,
+                    &mut pending,
+                    &mut ready,
+                    &mut outcome,
+                    reporter.as_ref(),
+                );
                 outcome.failed.push((id, error));
             }
         }
@@ -180,7 +209,14 @@ mod tests {
 
     type Log = Arc<Mutex<Vec<String>>>;
 
-    fn node(id: &str, deps: &[&str], ms: u64, fail: bool, log: Log, live: Arc<AtomicUsize>) -> Node<String> {
+    fn node(
+        id: &str,
+        deps: &[&str],
+        ms: u64,
+        fail: bool,
+        log: Log,
+        live: Arc<AtomicUsize>,
+    ) -> Node<String> {
         let name = id.to_string();
         Node {
             id: ResourceId::new(id),
@@ -232,7 +268,9 @@ mod tests {
     async fn parallelism_is_bounded() {
         let log: Log = Default::default();
         let live = Arc::new(AtomicUsize::new(0));
-        let nodes = (0..10).map(|i| node(&format!("n{i}"), &[], 100, false, log.clone(), live.clone())).collect();
+        let nodes = (0..10)
+            .map(|i| node(&format!("n{i}"), &[], 100, false, log.clone(), live.clone()))
+            .collect();
         let start = Instant::now();
         let out = run(nodes, 3, Arc::new(Silent)).await;
         assert_eq!(out.max_concurrency, 3);
@@ -253,7 +291,10 @@ mod tests {
         ];
         let out = run(nodes, 8, Arc::new(Silent)).await;
         assert_eq!(out.failed.len(), 1);
-        assert_eq!(out.skipped, vec![ResourceId::new("app"), ResourceId::new("dns")]);
+        assert_eq!(
+            out.skipped,
+            vec![ResourceId::new("app"), ResourceId::new("dns")]
+        );
         assert_eq!(out.done, vec![ResourceId::new("lb")]);
     }
 

@@ -19,7 +19,11 @@ pub enum Poll<T> {
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError<E> {
     #[error("timed out after {waited:?} waiting for {what} (last status: {status})")]
-    Timeout { what: String, waited: Duration, status: String },
+    Timeout {
+        what: String,
+        waited: Duration,
+        status: String,
+    },
     #[error(transparent)]
     Poll(E),
 }
@@ -79,7 +83,9 @@ where
         });
         let remaining = deadline.saturating_sub(waited);
         tokio::time::sleep(delay.min(remaining).max(Duration::from_millis(10))).await;
-        delay = Duration::from_secs_f64((delay.as_secs_f64() * backoff.factor).min(backoff.max.as_secs_f64()));
+        delay = Duration::from_secs_f64(
+            (delay.as_secs_f64() * backoff.factor).min(backoff.max.as_secs_f64()),
+        );
     }
 }
 
@@ -93,10 +99,17 @@ mod tests {
         let rec = Recorder::default();
         let id = ResourceId::new("x");
         let mut polls = 0;
-        let res: Result<(), WaitError<()>> = until(&id, "thing", Duration::from_secs(30), Backoff::default(), &rec, || {
-            polls += 1;
-            async { Ok(Poll::Pending("pending".to_string())) }
-        })
+        let res: Result<(), WaitError<()>> = until(
+            &id,
+            "thing",
+            Duration::from_secs(30),
+            Backoff::default(),
+            &rec,
+            || {
+                polls += 1;
+                async { Ok(Poll::Pending("pending".to_string())) }
+            },
+        )
         .await;
         assert!(matches!(res, Err(WaitError::Timeout { .. })));
         // 1 + 1.5 + 2.25 + 3.4 + 5.1 + 7.6 + 10 = 30.8 s: about 7 polls, not 30.
@@ -107,11 +120,24 @@ mod tests {
     async fn returns_when_ready() {
         let id = ResourceId::new("x");
         let mut n = 0;
-        let v: Result<u32, WaitError<()>> = until(&id, "thing", Duration::from_secs(60), Backoff::default(), &crate::apply::events::Silent, || {
-            n += 1;
-            let ready = n >= 3;
-            async move { Ok(if ready { Poll::Ready(7) } else { Poll::Pending("no".into()) }) }
-        })
+        let v: Result<u32, WaitError<()>> = until(
+            &id,
+            "thing",
+            Duration::from_secs(60),
+            Backoff::default(),
+            &crate::apply::events::Silent,
+            || {
+                n += 1;
+                let ready = n >= 3;
+                async move {
+                    Ok(if ready {
+                        Poll::Ready(7)
+                    } else {
+                        Poll::Pending("no".into())
+                    })
+                }
+            },
+        )
         .await;
         assert_eq!(v.ok(), Some(7));
     }

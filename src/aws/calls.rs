@@ -18,9 +18,30 @@ pub struct CallLog {
 
 /// Operation name prefixes that change something.
 const MUTATING: &[&str] = &[
-    "Create", "Run", "Allocate", "Associate", "Authorize", "Revoke", "Import", "Delete", "Terminate",
-    "Release", "Change", "Put", "Modify", "Disassociate", "Start", "Stop", "Update", "Register",
-    "Deregister", "Attach", "Detach", "Tag", "Untag", "Reboot",
+    "Create",
+    "Run",
+    "Allocate",
+    "Associate",
+    "Authorize",
+    "Revoke",
+    "Import",
+    "Delete",
+    "Terminate",
+    "Release",
+    "Change",
+    "Put",
+    "Modify",
+    "Disassociate",
+    "Start",
+    "Stop",
+    "Update",
+    "Register",
+    "Deregister",
+    "Attach",
+    "Detach",
+    "Tag",
+    "Untag",
+    "Reboot",
 ];
 
 pub fn is_mutating(operation: &str) -> bool {
@@ -44,7 +65,10 @@ impl CallLog {
     }
 
     pub fn mutating(&self) -> BTreeMap<String, u64> {
-        self.snapshot().into_iter().filter(|(k, _)| is_mutating(k)).collect()
+        self.snapshot()
+            .into_iter()
+            .filter(|(k, _)| is_mutating(k))
+            .collect()
     }
 }
 

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
-    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, IpPermission, IpRange,
-    ResourceType, Tag, TagSpecification, UserIdGroupPair, VolumeType,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, IpPermission,
+    IpRange, ResourceType, Tag, TagSpecification, UserIdGroupPair, VolumeType,
 };
 use base64::Engine;
 
@@ -14,32 +14,56 @@ use super::tags;
 use super::Aws;
 use crate::plan::{Details, IngressRule, InstanceSpec, Kind, Observed, ResourceId, Source};
 
-fn err<E, R>(op: &str) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError + '_
+fn err<E, R>(
+    op: &str,
+) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError + '_
 where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     move |e| AwsError::from_sdk(op, e)
 }
 
 fn stack_filter(stack: &str) -> Filter {
-    Filter::builder().name(format!("tag:{}", tags::STACK)).values(stack).build()
+    Filter::builder()
+        .name(format!("tag:{}", tags::STACK))
+        .values(stack)
+        .build()
 }
 
 pub fn tag_spec(rt: ResourceType, t: &BTreeMap<String, String>) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(rt)
-        .set_tags(Some(t.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
+        .set_tags(Some(
+            t.iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
         .build()
 }
 
 fn tag_map(t: &[Tag]) -> BTreeMap<String, String> {
     t.iter()
-        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
         .collect()
 }
 
-fn observed(t: BTreeMap<String, String>, kind: Kind, physical_id: String, state: String, details: Details) -> Option<Observed> {
+fn observed(
+    t: BTreeMap<String, String>,
+    kind: Kind,
+    physical_id: String,
+    state: String,
+    details: Details,
+) -> Option<Observed> {
     let id = ResourceId::new(t.get(tags::ID)?.clone());
     Some(Observed {
         id,
@@ -68,7 +92,10 @@ pub async fn default_vpc(aws: &Aws) -> Result<String, AwsError> {
             AwsError::state(
                 "ec2:DescribeVpcs",
                 ErrorClass::NotFound,
-                format!("no default VPC in {}; set `network.vpc` to a VPC id", aws.region),
+                format!(
+                    "no default VPC in {}; set `network.vpc` to a VPC id",
+                    aws.region
+                ),
             )
         })
 }
@@ -132,13 +159,21 @@ pub async fn image_root_device(aws: &Aws, image_id: &str) -> Result<String, AwsE
         .await
         .map_err(err("ec2:DescribeImages"))?;
     let image = out.images().first().ok_or_else(|| {
-        AwsError::state("ec2:DescribeImages", ErrorClass::NotFound, format!("image {image_id} does not exist in {}", aws.region))
+        AwsError::state(
+            "ec2:DescribeImages",
+            ErrorClass::NotFound,
+            format!("image {image_id} does not exist in {}", aws.region),
+        )
     })?;
     Ok(image.root_device_name().unwrap_or("/dev/xvda").to_string())
 }
 
 /// The newest image of `owner` whose name matches `pattern` (DescribeImages wildcards).
-pub async fn newest_image(aws: &Aws, owner: &str, pattern: &str) -> Result<Option<String>, AwsError> {
+pub async fn newest_image(
+    aws: &Aws,
+    owner: &str,
+    pattern: &str,
+) -> Result<Option<String>, AwsError> {
     let out = aws
         .ec2
         .describe_images()
@@ -150,7 +185,12 @@ pub async fn newest_image(aws: &Aws, owner: &str, pattern: &str) -> Result<Optio
     let mut images: Vec<_> = out
         .images()
         .iter()
-        .filter_map(|i| Some((i.creation_date().unwrap_or_default().to_string(), i.image_id()?.to_string())))
+        .filter_map(|i| {
+            Some((
+                i.creation_date().unwrap_or_default().to_string(),
+                i.image_id()?.to_string(),
+            ))
+        })
         .collect();
     images.sort();
     Ok(images.pop().map(|(_, id)| id))
@@ -171,7 +211,12 @@ pub async fn discover_security_groups(aws: &Aws, stack: &str) -> Result<Vec<Obse
     let groups: Vec<_> = pages.iter().flat_map(|p| p.security_groups()).collect();
     let logical: BTreeMap<String, String> = groups
         .iter()
-        .filter_map(|g| Some((g.group_id()?.to_string(), tag_map(g.tags()).get(tags::ID)?.clone())))
+        .filter_map(|g| {
+            Some((
+                g.group_id()?.to_string(),
+                tag_map(g.tags()).get(tags::ID)?.clone(),
+            ))
+        })
         .collect();
     Ok(groups
         .iter()
@@ -216,14 +261,22 @@ pub async fn discover_security_groups(aws: &Aws, stack: &str) -> Result<Vec<Obse
         .collect())
 }
 
-fn permission(rule: &IngressRule, group_ids: &BTreeMap<ResourceId, String>) -> Result<IpPermission, AwsError> {
+fn permission(
+    rule: &IngressRule,
+    group_ids: &BTreeMap<ResourceId, String>,
+) -> Result<IpPermission, AwsError> {
     let b = IpPermission::builder()
         .ip_protocol(&rule.protocol)
         .from_port(i32::from(rule.from_port))
         .to_port(i32::from(rule.to_port));
     Ok(match &rule.source {
         Source::Cidr(c) => b
-            .ip_ranges(IpRange::builder().cidr_ip(c).description(&rule.description).build())
+            .ip_ranges(
+                IpRange::builder()
+                    .cidr_ip(c)
+                    .description(&rule.description)
+                    .build(),
+            )
             .build(),
         Source::Group(g) => {
             let gid = group_ids.get(g).cloned().unwrap_or_else(|| g.to_string());
@@ -234,8 +287,13 @@ fn permission(rule: &IngressRule, group_ids: &BTreeMap<ResourceId, String>) -> R
                     format!("security group {g} has no id yet"),
                 ));
             }
-            b.user_id_group_pairs(UserIdGroupPair::builder().group_id(gid).description(&rule.description).build())
-                .build()
+            b.user_id_group_pairs(
+                UserIdGroupPair::builder()
+                    .group_id(gid)
+                    .description(&rule.description)
+                    .build(),
+            )
+            .build()
         }
     })
 }
@@ -259,9 +317,13 @@ pub async fn create_security_group(
         .send()
         .await
         .map_err(err("ec2:CreateSecurityGroup"))?;
-    out.group_id()
-        .map(str::to_string)
-        .ok_or_else(|| AwsError::state("ec2:CreateSecurityGroup", ErrorClass::Other, "no group id in the answer"))
+    out.group_id().map(str::to_string).ok_or_else(|| {
+        AwsError::state(
+            "ec2:CreateSecurityGroup",
+            ErrorClass::Other,
+            "no group id in the answer",
+        )
+    })
 }
 
 /// Makes the group's ingress exactly `want`: authorizes what is missing, revokes what is extra.
@@ -273,10 +335,19 @@ pub async fn reconcile_ingress(
     group_ids: &BTreeMap<ResourceId, String>,
 ) -> Result<(), AwsError> {
     let key = |r: &IngressRule| (r.protocol.clone(), r.from_port, r.to_port, r.source.clone());
-    let missing: Vec<_> = want.iter().filter(|w| !have.iter().any(|h| key(h) == key(w))).collect();
-    let extra: Vec<_> = have.iter().filter(|h| !want.iter().any(|w| key(h) == key(w))).collect();
+    let missing: Vec<_> = want
+        .iter()
+        .filter(|w| !have.iter().any(|h| key(h) == key(w)))
+        .collect();
+    let extra: Vec<_> = have
+        .iter()
+        .filter(|h| !want.iter().any(|w| key(h) == key(w)))
+        .collect();
     if !missing.is_empty() {
-        let perms = missing.iter().map(|r| permission(r, group_ids)).collect::<Result<Vec<_>, _>>()?;
+        let perms = missing
+            .iter()
+            .map(|r| permission(r, group_ids))
+            .collect::<Result<Vec<_>, _>>()?;
         match aws
             .ec2
             .authorize_security_group_ingress()
@@ -295,7 +366,10 @@ pub async fn reconcile_ingress(
         }
     }
     if !extra.is_empty() {
-        let perms = extra.iter().map(|r| permission(r, group_ids)).collect::<Result<Vec<_>, _>>()?;
+        let perms = extra
+            .iter()
+            .map(|r| permission(r, group_ids))
+            .collect::<Result<Vec<_>, _>>()?;
         aws.ec2
             .revoke_security_group_ingress()
             .group_id(group_id)
@@ -333,12 +407,23 @@ pub async fn discover_key_pairs(aws: &Aws, stack: &str) -> Result<Vec<Observed>,
         .filter_map(|k| {
             let t = tag_map(k.tags());
             let fingerprint_tag = t.get(tags::KEY_FINGERPRINT).cloned();
-            observed(t, Kind::KeyPair, k.key_name()?.to_string(), "available".to_string(), Details::KeyPair { fingerprint_tag })
+            observed(
+                t,
+                Kind::KeyPair,
+                k.key_name()?.to_string(),
+                "available".to_string(),
+                Details::KeyPair { fingerprint_tag },
+            )
         })
         .collect())
 }
 
-pub async fn import_key_pair(aws: &Aws, name: &str, public_key: &str, tags_: &BTreeMap<String, String>) -> Result<String, AwsError> {
+pub async fn import_key_pair(
+    aws: &Aws,
+    name: &str,
+    public_key: &str,
+    tags_: &BTreeMap<String, String>,
+) -> Result<String, AwsError> {
     aws.ec2
         .import_key_pair()
         .key_name(name)
@@ -382,26 +467,48 @@ pub async fn discover_instances(aws: &Aws, stack: &str) -> Result<InstanceScan, 
         .await
         .map_err(err("ec2:DescribeInstances"))?;
     let mut scan = InstanceScan::default();
-    for i in pages.iter().flat_map(|p| p.reservations()).flat_map(|r| r.instances()) {
+    for i in pages
+        .iter()
+        .flat_map(|p| p.reservations())
+        .flat_map(|r| r.instances())
+    {
         let t = tag_map(i.tags());
-        let state = i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default();
+        let state = i
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default();
         if state == "terminated" || state == "shutting-down" {
             if let Some(id) = t.get(tags::ID) {
                 *scan.terminated_per_id.entry(id.clone()).or_insert(0) += 1;
             }
-            scan.terminated_ids.extend(i.instance_id().map(str::to_string));
+            scan.terminated_ids
+                .extend(i.instance_id().map(str::to_string));
             continue;
         }
         let details = Details::Instance {
-            instance_type: i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+            instance_type: i
+                .instance_type()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
             image_id: i.image_id().unwrap_or_default().to_string(),
             key_name: i.key_name().map(str::to_string),
-            security_group_ids: i.security_groups().iter().filter_map(|g| g.group_id().map(str::to_string)).collect(),
+            security_group_ids: i
+                .security_groups()
+                .iter()
+                .filter_map(|g| g.group_id().map(str::to_string))
+                .collect(),
             spec_hash: t.get(tags::SPEC_HASH).cloned(),
             public_ip: i.public_ip_address().map(str::to_string),
             private_ip: i.private_ip_address().map(str::to_string),
         };
-        if let Some(o) = observed(t, Kind::Instance, i.instance_id().unwrap_or_default().to_string(), state, details) {
+        if let Some(o) = observed(
+            t,
+            Kind::Instance,
+            i.instance_id().unwrap_or_default().to_string(),
+            state,
+            details,
+        ) {
             scan.live.push(o);
         }
     }
@@ -465,7 +572,13 @@ pub async fn run_instance(
         .first()
         .and_then(|i| i.instance_id())
         .map(str::to_string)
-        .ok_or_else(|| AwsError::state("ec2:RunInstances", ErrorClass::Other, "no instance in the answer"))
+        .ok_or_else(|| {
+            AwsError::state(
+                "ec2:RunInstances",
+                ErrorClass::Other,
+                "no instance in the answer",
+            )
+        })
 }
 
 /// The state name of an instance (`pending`, `running`, `terminated`, …).
@@ -482,7 +595,11 @@ pub async fn instance_state(aws: &Aws, instance_id: &str) -> Result<Option<Strin
             .reservations()
             .iter()
             .flat_map(|r| r.instances())
-            .find_map(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()))),
+            .find_map(|i| {
+                i.state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_string())
+            })),
         Err(e) if e.is(ErrorClass::NotFound) => Ok(None),
         Err(e) => Err(e),
     }
@@ -526,14 +643,27 @@ pub async fn discover_addresses(aws: &Aws, stack: &str) -> Result<Vec<Observed>,
                 instance_id: a.instance_id().map(str::to_string),
                 association_id: a.association_id().map(str::to_string),
             };
-            let state = if a.association_id().is_some() { "associated" } else { "allocated" };
-            observed(tag_map(a.tags()), Kind::ElasticIp, a.allocation_id()?.to_string(), state.to_string(), details)
+            let state = if a.association_id().is_some() {
+                "associated"
+            } else {
+                "allocated"
+            };
+            observed(
+                tag_map(a.tags()),
+                Kind::ElasticIp,
+                a.allocation_id()?.to_string(),
+                state.to_string(),
+                details,
+            )
         })
         .collect())
 }
 
 /// Allocates a VPC Elastic IP, tagged at creation. Returns (allocation id, public IP).
-pub async fn allocate_address(aws: &Aws, tags_: &BTreeMap<String, String>) -> Result<(String, String), AwsError> {
+pub async fn allocate_address(
+    aws: &Aws,
+    tags_: &BTreeMap<String, String>,
+) -> Result<(String, String), AwsError> {
     let out = aws
         .ec2
         .allocate_address()
@@ -544,11 +674,19 @@ pub async fn allocate_address(aws: &Aws, tags_: &BTreeMap<String, String>) -> Re
         .map_err(err("ec2:AllocateAddress"))?;
     match (out.allocation_id(), out.public_ip()) {
         (Some(a), Some(ip)) => Ok((a.to_string(), ip.to_string())),
-        _ => Err(AwsError::state("ec2:AllocateAddress", ErrorClass::Other, "no allocation id in the answer")),
+        _ => Err(AwsError::state(
+            "ec2:AllocateAddress",
+            ErrorClass::Other,
+            "no allocation id in the answer",
+        )),
     }
 }
 
-pub async fn associate_address(aws: &Aws, allocation_id: &str, instance_id: &str) -> Result<(), AwsError> {
+pub async fn associate_address(
+    aws: &Aws,
+    allocation_id: &str,
+    instance_id: &str,
+) -> Result<(), AwsError> {
     aws.ec2
         .associate_address()
         .allocation_id(allocation_id)
@@ -581,11 +719,19 @@ pub async fn release_address(aws: &Aws, allocation_id: &str) -> Result<(), AwsEr
 }
 
 /// Adds or overwrites tags on any EC2 resource.
-pub async fn set_tags(aws: &Aws, resource_id: &str, t: &BTreeMap<String, String>) -> Result<(), AwsError> {
+pub async fn set_tags(
+    aws: &Aws,
+    resource_id: &str,
+    t: &BTreeMap<String, String>,
+) -> Result<(), AwsError> {
     aws.ec2
         .create_tags()
         .resources(resource_id)
-        .set_tags(Some(t.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
+        .set_tags(Some(
+            t.iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
         .send()
         .await
         .map(|_| ())
@@ -616,5 +762,11 @@ pub async fn user_data(aws: &Aws, instance_id: &str) -> Result<Vec<u8>, AwsError
     let encoded = out.user_data().and_then(|v| v.value()).unwrap_or_default();
     base64::engine::general_purpose::STANDARD
         .decode(encoded)
-        .map_err(|e| AwsError::state("ec2:DescribeInstanceAttribute", ErrorClass::Other, format!("user-data is not base64: {e}")))
+        .map_err(|e| {
+            AwsError::state(
+                "ec2:DescribeInstanceAttribute",
+                ErrorClass::Other,
+                format!("user-data is not base64: {e}"),
+            )
+        })
 }

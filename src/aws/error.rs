@@ -55,17 +55,35 @@ fn hint(class: ErrorClass) -> &'static str {
 /// Classifies an AWS error code.
 pub fn classify_code(code: &str) -> ErrorClass {
     match code {
-        "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequestsException"
-        | "PriorRequestNotComplete" | "SlowDown" => ErrorClass::Throttled,
-        "DependencyViolation" | "ResourceInUse" | "ResourceInUseException" | "InvalidIPAddress.InUse"
+        "Throttling"
+        | "ThrottlingException"
+        | "RequestLimitExceeded"
+        | "TooManyRequestsException"
+        | "PriorRequestNotComplete"
+        | "SlowDown" => ErrorClass::Throttled,
+        "DependencyViolation"
+        | "ResourceInUse"
+        | "ResourceInUseException"
+        | "InvalidIPAddress.InUse"
         | "HostedZoneNotEmpty" => ErrorClass::DependencyViolation,
-        "UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException" | "AuthFailure"
-        | "ExpiredToken" | "ExpiredTokenException" | "InvalidClientTokenId" | "UnrecognizedClientException"
+        "UnauthorizedOperation"
+        | "AccessDenied"
+        | "AccessDeniedException"
+        | "AuthFailure"
+        | "ExpiredToken"
+        | "ExpiredTokenException"
+        | "InvalidClientTokenId"
+        | "UnrecognizedClientException"
         | "SignatureDoesNotMatch" => ErrorClass::AccessDenied,
-        c if c.ends_with("NotFound") || c.contains("NotFound.") || c.starts_with("NoSuch") => ErrorClass::NotFound,
+        c if c.ends_with("NotFound") || c.contains("NotFound.") || c.starts_with("NoSuch") => {
+            ErrorClass::NotFound
+        }
         "ParameterNotFound" | "InvalidGroupId.Malformed" => ErrorClass::NotFound,
         c if c.contains("Duplicate") || c.contains("AlreadyExists") => ErrorClass::AlreadyExists,
-        c if c.starts_with("Invalid") || c.starts_with("Validation") || c.starts_with("MissingParameter") => {
+        c if c.starts_with("Invalid")
+            || c.starts_with("Validation")
+            || c.starts_with("MissingParameter") =>
+        {
             ErrorClass::InvalidInput
         }
         _ => ErrorClass::Other,
@@ -83,14 +101,26 @@ impl AwsError {
             SdkError::ServiceError(se) => {
                 let e = se.err();
                 let code = e.code().map(str::to_string);
-                let class = code.as_deref().map(classify_code).unwrap_or(ErrorClass::Other);
-                let msg = e.message().map(str::to_string).unwrap_or_else(|| format!("{}", DisplayErrorContext(&err)));
+                let class = code
+                    .as_deref()
+                    .map(classify_code)
+                    .unwrap_or(ErrorClass::Other);
+                let msg = e
+                    .message()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{}", DisplayErrorContext(&err)));
                 (class, code, msg)
             }
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
-                (ErrorClass::Unreachable, None, format!("{}", DisplayErrorContext(&err)))
-            }
-            _ => (ErrorClass::Other, None, format!("{}", DisplayErrorContext(&err))),
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => (
+                ErrorClass::Unreachable,
+                None,
+                format!("{}", DisplayErrorContext(&err)),
+            ),
+            _ => (
+                ErrorClass::Other,
+                None,
+                format!("{}", DisplayErrorContext(&err)),
+            ),
         };
         let message = match &code {
             Some(c) => format!("{c}: {message}"),
@@ -142,12 +172,27 @@ mod tests {
     fn classification() {
         assert_eq!(classify_code("RequestLimitExceeded"), ErrorClass::Throttled);
         assert_eq!(classify_code("InvalidGroup.NotFound"), ErrorClass::NotFound);
-        assert_eq!(classify_code("InvalidInstanceID.NotFound"), ErrorClass::NotFound);
+        assert_eq!(
+            classify_code("InvalidInstanceID.NotFound"),
+            ErrorClass::NotFound
+        );
         assert_eq!(classify_code("NoSuchHostedZone"), ErrorClass::NotFound);
-        assert_eq!(classify_code("InvalidGroup.Duplicate"), ErrorClass::AlreadyExists);
-        assert_eq!(classify_code("InvalidKeyPair.Duplicate"), ErrorClass::AlreadyExists);
-        assert_eq!(classify_code("DependencyViolation"), ErrorClass::DependencyViolation);
-        assert_eq!(classify_code("InvalidParameterValue"), ErrorClass::InvalidInput);
+        assert_eq!(
+            classify_code("InvalidGroup.Duplicate"),
+            ErrorClass::AlreadyExists
+        );
+        assert_eq!(
+            classify_code("InvalidKeyPair.Duplicate"),
+            ErrorClass::AlreadyExists
+        );
+        assert_eq!(
+            classify_code("DependencyViolation"),
+            ErrorClass::DependencyViolation
+        );
+        assert_eq!(
+            classify_code("InvalidParameterValue"),
+            ErrorClass::InvalidInput
+        );
         assert_eq!(classify_code("ExpiredToken"), ErrorClass::AccessDenied);
     }
 }

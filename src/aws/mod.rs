@@ -61,7 +61,11 @@ impl Aws {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         // The region never comes from instance metadata: that would send a request off this
         // machine, and `iac` runs on laptops and CI far more than on EC2.
-        let region = match opts.region.clone().or_else(|| stack_region.map(str::to_string)) {
+        let region = match opts
+            .region
+            .clone()
+            .or_else(|| stack_region.map(str::to_string))
+        {
             Some(r) => Region::new(r),
             None => RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
                 .or_else(ProfileFileRegionProvider::new())
@@ -79,21 +83,32 @@ impl Aws {
             loader = loader.endpoint_url(url);
         }
         let sdk = loader.load().await;
-        let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".to_string());
+        let region = sdk
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "us-east-1".to_string());
         let calls = Arc::new(CallLog::default());
         let interceptor = calls::Counter(calls.clone());
         Aws {
             ec2: aws_sdk_ec2::Client::from_conf(
-                aws_sdk_ec2::config::Builder::from(&sdk).interceptor(interceptor.clone()).build(),
+                aws_sdk_ec2::config::Builder::from(&sdk)
+                    .interceptor(interceptor.clone())
+                    .build(),
             ),
             ssm: aws_sdk_ssm::Client::from_conf(
-                aws_sdk_ssm::config::Builder::from(&sdk).interceptor(interceptor.clone()).build(),
+                aws_sdk_ssm::config::Builder::from(&sdk)
+                    .interceptor(interceptor.clone())
+                    .build(),
             ),
             route53: aws_sdk_route53::Client::from_conf(
-                aws_sdk_route53::config::Builder::from(&sdk).interceptor(interceptor.clone()).build(),
+                aws_sdk_route53::config::Builder::from(&sdk)
+                    .interceptor(interceptor.clone())
+                    .build(),
             ),
             tagging: aws_sdk_resourcegroupstagging::Client::from_conf(
-                aws_sdk_resourcegroupstagging::config::Builder::from(&sdk).interceptor(interceptor).build(),
+                aws_sdk_resourcegroupstagging::config::Builder::from(&sdk)
+                    .interceptor(interceptor)
+                    .build(),
             ),
             region,
             endpoint_override,

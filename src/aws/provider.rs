@@ -53,8 +53,12 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Discovered, AwsError> {
     )?;
     let mut records = Vec::new();
     for a in &addresses {
-        let Some(tag) = a.tags.get(tags::DNS_RECORD) else { continue };
-        let Some((zone_id, name)) = tag.split_once('/') else { continue };
+        let Some(tag) = a.tags.get(tags::DNS_RECORD) else {
+            continue;
+        };
+        let Some((zone_id, name)) = tag.split_once('/') else {
+            continue;
+        };
         match route53::get_a_record(aws, zone_id, name).await {
             Ok(Some((values, _))) => records.push(Observed {
                 id: ResourceId::new(crate::tiers::single_vm::DNS),
@@ -85,19 +89,31 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Discovered, AwsError> {
 }
 
 /// Looks up what the desired graph needs from the account. Read-only.
-pub async fn resolve_inputs(aws: &Aws, stack: &Stack, reporter: &dyn Reporter) -> Result<Inputs, AwsError> {
+pub async fn resolve_inputs(
+    aws: &Aws,
+    stack: &Stack,
+    reporter: &dyn Reporter,
+) -> Result<Inputs, AwsError> {
     let s = &stack.spec;
     let vpc_id = if s.network.vpc == "default" {
         ec2::default_vpc(aws).await?
     } else {
         if !ec2::vpc_exists(aws, &s.network.vpc).await? {
-            return Err(AwsError::state("ec2:DescribeVpcs", ErrorClass::NotFound, format!("VPC {} does not exist in {}", s.network.vpc, aws.region)));
+            return Err(AwsError::state(
+                "ec2:DescribeVpcs",
+                ErrorClass::NotFound,
+                format!("VPC {} does not exist in {}", s.network.vpc, aws.region),
+            ));
         }
         s.network.vpc.clone()
     };
     let subnet_id = match s.network.subnets.first() {
         Some(id) => Some(id.clone()),
-        None => ec2::subnets(aws, &vpc_id).await?.into_iter().next().map(|(id, _)| id),
+        None => ec2::subnets(aws, &vpc_id)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(id, _)| id),
     };
     let image_id = resolve_image(aws, &s.instance.image, reporter).await?;
     let root_device = ec2::image_root_device(aws, &image_id).await?;
@@ -136,7 +152,11 @@ pub async fn resolve_inputs(aws: &Aws, stack: &Stack, reporter: &dyn Reporter) -
 
 /// Alias → AMI through the public SSM parameter. Emulators lack some public parameters; with an
 /// endpoint override only, the newest matching image the endpoint knows is used instead, loudly.
-async fn resolve_image(aws: &Aws, image: &str, reporter: &dyn Reporter) -> Result<String, AwsError> {
+async fn resolve_image(
+    aws: &Aws,
+    image: &str,
+    reporter: &dyn Reporter,
+) -> Result<String, AwsError> {
     let Some((alias, param)) = IMAGE_ALIASES.iter().find(|(a, _)| *a == image) else {
         return Ok(image.to_string());
     };
@@ -144,7 +164,11 @@ async fn resolve_image(aws: &Aws, image: &str, reporter: &dyn Reporter) -> Resul
         return Ok(ami);
     }
     if let Some(endpoint) = &aws.endpoint_override {
-        let (owner, pattern) = if alias.starts_with("ubuntu") { ("099720109477", "*ubuntu*") } else { ("amazon", "al2023-ami-*") };
+        let (owner, pattern) = if alias.starts_with("ubuntu") {
+            ("099720109477", "*ubuntu*")
+        } else {
+            ("amazon", "al2023-ami-*")
+        };
         if let Some(ami) = ec2::newest_image(aws, owner, pattern).await? {
             reporter.event(&Event::Warning {
                 message: format!("{endpoint} does not publish {param}; using its newest {pattern} image {ami} for `{alias}` (emulator only)"),
@@ -182,7 +206,12 @@ fn wait_err(e: WaitError<AwsError>, op: &str) -> AwsError {
 }
 
 impl Applier {
-    pub fn new(aws: Aws, stack: &Stack, reporter: Arc<dyn Reporter>, discovered: &Discovered) -> Applier {
+    pub fn new(
+        aws: Aws,
+        stack: &Stack,
+        reporter: Arc<dyn Reporter>,
+        discovered: &Discovered,
+    ) -> Applier {
         Applier {
             aws,
             stack: stack.name().to_string(),
@@ -218,8 +247,13 @@ impl Applier {
     }
 
     fn need(&self, id: &ResourceId, op: &str) -> Result<Known, AwsError> {
-        self.lookup(id)
-            .ok_or_else(|| AwsError::state(op, ErrorClass::Other, format!("{id} is not available (did it fail?)")))
+        self.lookup(id).ok_or_else(|| {
+            AwsError::state(
+                op,
+                ErrorClass::Other,
+                format!("{id} is not available (did it fail?)"),
+            )
+        })
     }
 
     fn tags_for(&self, id: &ResourceId, kind: Kind) -> BTreeMap<String, String> {
@@ -229,7 +263,10 @@ impl Applier {
     /// Nodes for the create/update phase and for the delete phase, in that order.
     pub fn nodes(&self, plan: &Plan) -> (Vec<Node<AwsError>>, Vec<Node<AwsError>>) {
         for c in &plan.changes {
-            if let (Some(a), false) = (&c.actual, matches!(c.action, Action::Replace { .. } | Action::Delete { .. })) {
+            if let (Some(a), false) = (
+                &c.actual,
+                matches!(c.action, Action::Replace { .. } | Action::Delete { .. }),
+            ) {
                 self.remember(&c.id, known_of(a));
             }
         }
@@ -239,7 +276,9 @@ impl Applier {
             match (&c.action, &c.desired, &c.actual) {
                 (Action::Keep, _, _) => {}
                 (Action::Create, Some(d), _) => apply.push(self.node(d, "create", None)),
-                (Action::Update { .. }, Some(d), Some(a)) => apply.push(self.node(d, "update", Some(a.clone()))),
+                (Action::Update { .. }, Some(d), Some(a)) => {
+                    apply.push(self.node(d, "update", Some(a.clone())))
+                }
                 (Action::Replace { .. }, Some(d), Some(a)) => {
                     if d.kind() == Kind::KeyPair {
                         // Key names are unique: the old key must go before the new one is imported.
@@ -266,7 +305,9 @@ impl Applier {
             kind: r.kind(),
             action: action.to_string(),
             deps: r.deps.clone(),
-            task: Box::new(move || -> Task<AwsError> { Box::pin(async move { this.apply_one(&r2, &action_s, actual).await }) }),
+            task: Box::new(move || -> Task<AwsError> {
+                Box::pin(async move { this.apply_one(&r2, &action_s, actual).await })
+            }),
         }
     }
 
@@ -286,11 +327,22 @@ impl Applier {
             kind: o.kind,
             action: "delete".to_string(),
             deps: Vec::new(),
-            task: Box::new(move || -> Task<AwsError> { Box::pin(async move { this.delete_one(&o2).await.map(|_| Some(o2.physical_id.clone())) }) }),
+            task: Box::new(move || -> Task<AwsError> {
+                Box::pin(async move {
+                    this.delete_one(&o2)
+                        .await
+                        .map(|_| Some(o2.physical_id.clone()))
+                })
+            }),
         }
     }
 
-    async fn apply_one(&self, r: &Resource, action: &str, actual: Option<Observed>) -> Result<Option<String>, AwsError> {
+    async fn apply_one(
+        &self,
+        r: &Resource,
+        action: &str,
+        actual: Option<Observed>,
+    ) -> Result<Option<String>, AwsError> {
         let aws = &self.aws;
         let tags_ = self.tags_for(&r.id, r.kind());
         match (&r.spec, action) {
@@ -299,7 +351,10 @@ impl Applier {
                     ec2::delete_key_pair(aws, &s.key_name).await?;
                 }
                 let mut t = tags_;
-                t.insert(tags::KEY_FINGERPRINT.to_string(), short_hash(s.public_key.trim().as_bytes()));
+                t.insert(
+                    tags::KEY_FINGERPRINT.to_string(),
+                    short_hash(s.public_key.trim().as_bytes()),
+                );
                 ec2::import_key_pair(aws, &s.key_name, &s.public_key, &t).await.map_err(|e| {
                     if e.is(ErrorClass::AlreadyExists) {
                         AwsError::state("ec2:ImportKeyPair", ErrorClass::AlreadyExists, format!("a key pair named `{}` exists and was not imported by this stack; drop `public_key_file` to use it as is, or pick another name", s.key_name))
@@ -307,7 +362,13 @@ impl Applier {
                         e
                     }
                 })?;
-                self.remember(&r.id, Known { physical_id: s.key_name.clone(), public_ip: None });
+                self.remember(
+                    &r.id,
+                    Known {
+                        physical_id: s.key_name.clone(),
+                        public_ip: None,
+                    },
+                );
                 Ok(Some(s.key_name.clone()))
             }
             (Spec::SecurityGroup(s), "create") => {
@@ -318,17 +379,26 @@ impl Applier {
                         e
                     }
                 })?;
-                self.remember(&r.id, Known { physical_id: gid.clone(), public_ip: None });
+                self.remember(
+                    &r.id,
+                    Known {
+                        physical_id: gid.clone(),
+                        public_ip: None,
+                    },
+                );
                 ec2::reconcile_ingress(aws, &gid, &s.ingress, &[], &self.group_ids()).await?;
                 Ok(Some(gid))
             }
             (Spec::SecurityGroup(s), _) => {
-                let a = actual.ok_or_else(|| AwsError::state("ec2:SecurityGroup", ErrorClass::Other, "nothing to update"))?;
+                let a = actual.ok_or_else(|| {
+                    AwsError::state("ec2:SecurityGroup", ErrorClass::Other, "nothing to update")
+                })?;
                 let have = match &a.details {
                     Details::SecurityGroup { ingress, .. } => ingress.clone(),
                     _ => Vec::new(),
                 };
-                ec2::reconcile_ingress(aws, &a.physical_id, &s.ingress, &have, &self.group_ids()).await?;
+                ec2::reconcile_ingress(aws, &a.physical_id, &s.ingress, &have, &self.group_ids())
+                    .await?;
                 Ok(Some(a.physical_id))
             }
             (Spec::Instance(s), "create") => {
@@ -341,15 +411,29 @@ impl Applier {
                 let mut t = tags_;
                 t.insert(tags::SPEC_HASH.to_string(), spec_hash.clone());
                 t.insert(tags::USER_DATA_SHA.to_string(), s.user_data_sha.clone());
-                let generation = self.terminated_per_id.get(r.id.as_str()).copied().unwrap_or(0);
-                let token = short_hash(format!("{}/{}/{}/{}", self.stack, r.id, spec_hash, generation).as_bytes());
+                let generation = self
+                    .terminated_per_id
+                    .get(r.id.as_str())
+                    .copied()
+                    .unwrap_or(0);
+                let token = short_hash(
+                    format!("{}/{}/{}/{}", self.stack, r.id, spec_hash, generation).as_bytes(),
+                );
                 let iid = ec2::run_instance(aws, s, &s.root_device, sg_ids, &t, &token).await?;
-                self.remember(&r.id, Known { physical_id: iid.clone(), public_ip: None });
+                self.remember(
+                    &r.id,
+                    Known {
+                        physical_id: iid.clone(),
+                        public_ip: None,
+                    },
+                );
                 self.wait_instance(&r.id, &iid, "running").await?;
                 Ok(Some(iid))
             }
             (Spec::Instance(_), _) => {
-                let a = actual.ok_or_else(|| AwsError::state("ec2:StartInstances", ErrorClass::Other, "nothing to update"))?;
+                let a = actual.ok_or_else(|| {
+                    AwsError::state("ec2:StartInstances", ErrorClass::Other, "nothing to update")
+                })?;
                 ec2::start_instance(aws, &a.physical_id).await?;
                 self.wait_instance(&r.id, &a.physical_id, "running").await?;
                 Ok(Some(a.physical_id))
@@ -366,7 +450,13 @@ impl Applier {
                     }
                     None => ec2::allocate_address(aws, &tags_).await?,
                 };
-                self.remember(&r.id, Known { physical_id: alloc.clone(), public_ip: Some(ip) });
+                self.remember(
+                    &r.id,
+                    Known {
+                        physical_id: alloc.clone(),
+                        public_ip: Some(ip),
+                    },
+                );
                 ec2::associate_address(aws, &alloc, &instance.physical_id).await?;
                 Ok(Some(alloc))
             }
@@ -376,7 +466,10 @@ impl Applier {
                 // Tag the address first: if we die right after the record is written, `down`
                 // still finds the record through it.
                 let mut t = BTreeMap::new();
-                t.insert(tags::DNS_RECORD.to_string(), format!("{}/{}", s.zone_id, s.name));
+                t.insert(
+                    tags::DNS_RECORD.to_string(),
+                    format!("{}/{}", s.zone_id, s.name),
+                );
                 ec2::set_tags(aws, &eip.physical_id, &t).await?;
                 route53::upsert_a(aws, &s.zone_id, &s.name, &ip, s.ttl).await?;
                 Ok(Some(format!("{} A {ip}", s.name)))
@@ -387,12 +480,21 @@ impl Applier {
     fn group_ids(&self) -> BTreeMap<ResourceId, String> {
         self.known
             .lock()
-            .map(|m| m.iter().filter(|(_, k)| k.physical_id.starts_with("sg-")).map(|(id, k)| (id.clone(), k.physical_id.clone())).collect())
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, k)| k.physical_id.starts_with("sg-"))
+                    .map(|(id, k)| (id.clone(), k.physical_id.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     async fn wait_instance(&self, id: &ResourceId, iid: &str, want: &str) -> Result<(), AwsError> {
-        let deadline = if want == "running" { self.deadlines.instance_running } else { self.deadlines.instance_terminated };
+        let deadline = if want == "running" {
+            self.deadlines.instance_running
+        } else {
+            self.deadlines.instance_terminated
+        };
         let what = format!("instance {iid} to be {want}");
         wait::until(id, &what, deadline, Backoff::default(), self.reporter.as_ref(), || async {
             let state = ec2::instance_state(&self.aws, iid).await?;
@@ -415,21 +517,34 @@ impl Applier {
         let aws = &self.aws;
         let res = match (&o.kind, &o.details) {
             (Kind::DnsRecord, Details::DnsRecord { zone_id, .. }) => {
-                let name = o.physical_id.split_once('/').map(|(_, n)| n).unwrap_or(&o.physical_id);
+                let name = o
+                    .physical_id
+                    .split_once('/')
+                    .map(|(_, n)| n)
+                    .unwrap_or(&o.physical_id);
                 route53::delete_a(aws, zone_id, name).await
             }
             (Kind::ElasticIp, Details::ElasticIp { association_id, .. }) => {
                 if let Some(assoc) = association_id {
                     ignore_gone(ec2::disassociate_address(aws, assoc).await)?;
                 }
-                self.retry_in_use(&o.id, &format!("Elastic IP {}", o.physical_id), || ec2::release_address(aws, &o.physical_id)).await
+                self.retry_in_use(&o.id, &format!("Elastic IP {}", o.physical_id), || {
+                    ec2::release_address(aws, &o.physical_id)
+                })
+                .await
             }
             (Kind::Instance, _) => {
                 ignore_gone(ec2::terminate_instance(aws, &o.physical_id).await)?;
-                self.wait_instance(&o.id, &o.physical_id, "terminated").await
+                self.wait_instance(&o.id, &o.physical_id, "terminated")
+                    .await
             }
             (Kind::SecurityGroup, _) => {
-                self.retry_in_use(&o.id, &format!("security group {} to be free", o.physical_id), || ec2::delete_security_group(aws, &o.physical_id)).await
+                self.retry_in_use(
+                    &o.id,
+                    &format!("security group {} to be free", o.physical_id),
+                    || ec2::delete_security_group(aws, &o.physical_id),
+                )
+                .await
             }
             (Kind::KeyPair, _) => ec2::delete_key_pair(aws, &o.physical_id).await,
             _ => Ok(()),
@@ -437,21 +552,35 @@ impl Applier {
         ignore_gone(res)
     }
 
-    async fn retry_in_use<F, Fut>(&self, id: &ResourceId, what: &str, mut op: F) -> Result<(), AwsError>
+    async fn retry_in_use<F, Fut>(
+        &self,
+        id: &ResourceId,
+        what: &str,
+        mut op: F,
+    ) -> Result<(), AwsError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), AwsError>>,
     {
-        wait::until(id, what, self.deadlines.dependency, Backoff::default(), self.reporter.as_ref(), || {
-            let fut = op();
-            async move {
-                match fut.await {
-                    Ok(()) => Ok(Poll::Ready(())),
-                    Err(e) if e.is(ErrorClass::DependencyViolation) => Ok(Poll::Pending(format!("in use: {}", e.message))),
-                    Err(e) => Err(e),
+        wait::until(
+            id,
+            what,
+            self.deadlines.dependency,
+            Backoff::default(),
+            self.reporter.as_ref(),
+            || {
+                let fut = op();
+                async move {
+                    match fut.await {
+                        Ok(()) => Ok(Poll::Ready(())),
+                        Err(e) if e.is(ErrorClass::DependencyViolation) => {
+                            Ok(Poll::Pending(format!("in use: {}", e.message)))
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
         .map_err(|e| wait_err(e, "delete"))
     }
@@ -482,7 +611,11 @@ fn known_of(o: &Observed) -> Known {
 fn order_deletes(nodes: &mut [Node<AwsError>]) {
     let by_kind: Vec<(Kind, ResourceId)> = nodes.iter().map(|n| (n.kind, n.id.clone())).collect();
     for n in nodes.iter_mut() {
-        n.deps = by_kind.iter().filter(|(k, _)| *k > n.kind).map(|(_, id)| id.clone()).collect();
+        n.deps = by_kind
+            .iter()
+            .filter(|(k, _)| *k > n.kind)
+            .map(|(_, id)| id.clone())
+            .collect();
     }
 }
 
@@ -499,7 +632,11 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
         };
         out.insert("url".to_string(), url);
         if let (Some(_), Some(_)) = (&stack.spec.instance.key_pair, &stack.spec.network.ssh_from) {
-            let user = if stack.spec.instance.image.starts_with("ubuntu") { "ubuntu" } else { "ec2-user" };
+            let user = if stack.spec.instance.image.starts_with("ubuntu") {
+                "ubuntu"
+            } else {
+                "ec2-user"
+            };
             out.insert("ssh".to_string(), format!("ssh {user}@{public_ip}"));
         }
     }
@@ -509,7 +646,10 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
     if let Some(d) = &stack.spec.domain {
         if d.hosted_zone.is_none() {
             if let Some(Details::ElasticIp { public_ip, .. }) = eip.map(|e| &e.details) {
-                out.insert("dns".to_string(), format!("point {} (A) at {public_ip}", d.name));
+                out.insert(
+                    "dns".to_string(),
+                    format!("point {} (A) at {public_ip}", d.name),
+                );
             }
         }
     }

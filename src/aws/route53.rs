@@ -1,7 +1,9 @@
 //! Route 53: the stack's A record. Records cannot be tagged, so the Elastic IP they point at
 //! carries an `iac:dns-record` tag naming them.
 
-use aws_sdk_route53::types::{Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType};
+use aws_sdk_route53::types::{
+    Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+};
 
 use super::error::{AwsError, ErrorClass};
 use super::Aws;
@@ -21,7 +23,10 @@ pub async fn resolve_zone(aws: &Aws, zone: &str) -> Result<String, AwsError> {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("route53:GetHostedZone", e))?;
-        return Ok(out.hosted_zone().map(|z| bare_id(z.id())).unwrap_or_else(|| zone.to_string()));
+        return Ok(out
+            .hosted_zone()
+            .map(|z| bare_id(z.id()))
+            .unwrap_or_else(|| zone.to_string()));
     }
     let out = aws
         .route53
@@ -39,7 +44,9 @@ pub async fn resolve_zone(aws: &Aws, zone: &str) -> Result<String, AwsError> {
             AwsError::state(
                 "route53:ListHostedZonesByName",
                 ErrorClass::NotFound,
-                format!("no public hosted zone named {zone}; create it or remove `domain.hosted_zone`"),
+                format!(
+                    "no public hosted zone named {zone}; create it or remove `domain.hosted_zone`"
+                ),
             )
         })
 }
@@ -49,7 +56,11 @@ fn bare_id(id: &str) -> String {
 }
 
 /// The values of the A record `name`, if it exists.
-pub async fn get_a_record(aws: &Aws, zone_id: &str, name: &str) -> Result<Option<(Vec<String>, i64)>, AwsError> {
+pub async fn get_a_record(
+    aws: &Aws,
+    zone_id: &str,
+    name: &str,
+) -> Result<Option<(Vec<String>, i64)>, AwsError> {
     let out = aws
         .route53
         .list_resource_record_sets()
@@ -66,36 +77,70 @@ pub async fn get_a_record(aws: &Aws, zone_id: &str, name: &str) -> Result<Option
         .find(|r| r.name() == fqdn(name) && r.r#type() == &RrType::A)
         .map(|r| {
             (
-                r.resource_records().iter().map(|v| v.value().to_string()).collect(),
+                r.resource_records()
+                    .iter()
+                    .map(|v| v.value().to_string())
+                    .collect(),
                 r.ttl().unwrap_or(300),
             )
         }))
 }
 
-async fn change(aws: &Aws, zone_id: &str, action: ChangeAction, name: &str, values: &[String], ttl: i64) -> Result<(), AwsError> {
+async fn change(
+    aws: &Aws,
+    zone_id: &str,
+    action: ChangeAction,
+    name: &str,
+    values: &[String],
+    ttl: i64,
+) -> Result<(), AwsError> {
     let records = values
         .iter()
         .map(|v| ResourceRecord::builder().value(v).build())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| AwsError::state("route53:ChangeResourceRecordSets", ErrorClass::InvalidInput, e.to_string()))?;
+        .map_err(|e| {
+            AwsError::state(
+                "route53:ChangeResourceRecordSets",
+                ErrorClass::InvalidInput,
+                e.to_string(),
+            )
+        })?;
     let set = ResourceRecordSet::builder()
         .name(fqdn(name))
         .r#type(RrType::A)
         .ttl(ttl)
         .set_resource_records(Some(records))
         .build()
-        .map_err(|e| AwsError::state("route53:ChangeResourceRecordSets", ErrorClass::InvalidInput, e.to_string()))?;
+        .map_err(|e| {
+            AwsError::state(
+                "route53:ChangeResourceRecordSets",
+                ErrorClass::InvalidInput,
+                e.to_string(),
+            )
+        })?;
     let batch = ChangeBatch::builder()
         .changes(
             Change::builder()
                 .action(action)
                 .resource_record_set(set)
                 .build()
-                .map_err(|e| AwsError::state("route53:ChangeResourceRecordSets", ErrorClass::InvalidInput, e.to_string()))?,
+                .map_err(|e| {
+                    AwsError::state(
+                        "route53:ChangeResourceRecordSets",
+                        ErrorClass::InvalidInput,
+                        e.to_string(),
+                    )
+                })?,
         )
         .comment("managed by iac")
         .build()
-        .map_err(|e| AwsError::state("route53:ChangeResourceRecordSets", ErrorClass::InvalidInput, e.to_string()))?;
+        .map_err(|e| {
+            AwsError::state(
+                "route53:ChangeResourceRecordSets",
+                ErrorClass::InvalidInput,
+                e.to_string(),
+            )
+        })?;
     aws.route53
         .change_resource_record_sets()
         .hosted_zone_id(zone_id)
@@ -107,14 +152,30 @@ async fn change(aws: &Aws, zone_id: &str, action: ChangeAction, name: &str, valu
 }
 
 /// Creates or updates the A record.
-pub async fn upsert_a(aws: &Aws, zone_id: &str, name: &str, ip: &str, ttl: i64) -> Result<(), AwsError> {
-    change(aws, zone_id, ChangeAction::Upsert, name, &[ip.to_string()], ttl).await
+pub async fn upsert_a(
+    aws: &Aws,
+    zone_id: &str,
+    name: &str,
+    ip: &str,
+    ttl: i64,
+) -> Result<(), AwsError> {
+    change(
+        aws,
+        zone_id,
+        ChangeAction::Upsert,
+        name,
+        &[ip.to_string()],
+        ttl,
+    )
+    .await
 }
 
 /// Deletes the A record if it exists (Route 53 wants the exact current values).
 pub async fn delete_a(aws: &Aws, zone_id: &str, name: &str) -> Result<(), AwsError> {
     match get_a_record(aws, zone_id, name).await {
-        Ok(Some((values, ttl))) => change(aws, zone_id, ChangeAction::Delete, name, &values, ttl).await,
+        Ok(Some((values, ttl))) => {
+            change(aws, zone_id, ChangeAction::Delete, name, &values, ttl).await
+        }
         Ok(None) => Ok(()),
         Err(e) if e.is(ErrorClass::NotFound) => Ok(()),
         Err(e) => Err(e),

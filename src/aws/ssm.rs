@@ -5,7 +5,14 @@ use super::Aws;
 
 /// The value of a plain (non-secret) parameter, such as the public AMI parameters.
 pub async fn get_plain(aws: &Aws, name: &str) -> Result<Option<String>, AwsError> {
-    match aws.ssm.get_parameter().name(name).with_decryption(false).send().await {
+    match aws
+        .ssm
+        .get_parameter()
+        .name(name)
+        .with_decryption(false)
+        .send()
+        .await
+    {
         Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(str::to_string)),
         Err(e) => match AwsError::from_sdk("ssm:GetParameter", e) {
             e if e.is(ErrorClass::NotFound) => Ok(None),
@@ -25,7 +32,13 @@ pub async fn exists(aws: &Aws, name: &str) -> Result<bool, AwsError> {
                 .option("Equals")
                 .values(name)
                 .build()
-                .map_err(|e| AwsError::state("ssm:DescribeParameters", ErrorClass::InvalidInput, e.to_string()))?,
+                .map_err(|e| {
+                    AwsError::state(
+                        "ssm:DescribeParameters",
+                        ErrorClass::InvalidInput,
+                        e.to_string(),
+                    )
+                })?,
         )
         .send()
         .await

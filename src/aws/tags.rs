@@ -15,7 +15,12 @@ pub const KEY_FINGERPRINT: &str = "iac:key-fingerprint";
 pub const DNS_RECORD: &str = "iac:dns-record";
 
 /// The tags every resource of `stack` carries, plus the user's extra tags.
-pub fn identity(stack: &str, id: &ResourceId, kind: Kind, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub fn identity(
+    stack: &str,
+    id: &ResourceId,
+    kind: Kind,
+    extra: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let mut t = extra.clone();
     t.insert("Name".to_string(), format!("{stack}-{id}"));
     t.insert(STACK.to_string(), stack.to_string());

@@ -16,7 +16,12 @@ pub fn load(file: &Path) -> anyhow::Result<Stack> {
 
 pub fn validate(printer: &Printer, file: &Path) -> anyhow::Result<Exit> {
     let s = load(file)?;
-    printer.line(format!("{}: valid {} stack `{}`", file.display(), s.spec.tier.as_str(), s.name()));
+    printer.line(format!(
+        "{}: valid {} stack `{}`",
+        file.display(),
+        s.spec.tier.as_str(),
+        s.name()
+    ));
     printer.record(&serde_json::json!({"event": "valid", "file": file, "stack": s.name(), "tier": s.spec.tier.as_str()}));
     Ok(Exit::Ok)
 }
@@ -28,18 +33,29 @@ pub fn confirm(printer: &Printer, question: &str, yes: bool) -> anyhow::Result<b
     }
     let stdin = std::io::stdin();
     if !stdin.is_terminal() || printer.json() {
-        return Err(UsageError(format!("{question}: refusing without --yes when not on a terminal")).into());
+        return Err(UsageError(format!(
+            "{question}: refusing without --yes when not on a terminal"
+        ))
+        .into());
     }
     let mut err = std::io::stderr().lock();
     write!(err, "{question} [y/N] ").context("writing the prompt")?;
     err.flush().ok();
     let mut answer = String::new();
-    stdin.lock().read_line(&mut answer).context("reading the answer")?;
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .context("reading the answer")?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
 /// The final NDJSON record of a command that talked to AWS.
-pub fn summary(printer: &Printer, command: &str, aws: &crate::aws::Aws, started: std::time::Instant) {
+pub fn summary(
+    printer: &Printer,
+    command: &str,
+    aws: &crate::aws::Aws,
+    started: std::time::Instant,
+) {
     let calls = aws.calls.snapshot();
     let mutating = aws.calls.mutating();
     printer.record(&serde_json::json!({

@@ -35,7 +35,12 @@ pub enum Exit {
 pub struct UsageError(pub String);
 
 #[derive(Debug, Parser)]
-#[command(name = "iac", version, about = "Provision a containerized web app onto AWS from one YAML stack file", propagate_version = true)]
+#[command(
+    name = "iac",
+    version,
+    about = "Provision a containerized web app onto AWS from one YAML stack file",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -135,13 +140,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
     let g = &cli.global;
     match &cli.command {
         Command::Validate { file } => common::validate(&printer, file),
-        Command::Plan { file, detailed_exitcode } => plan::run(&printer, g, file, *detailed_exitcode).await,
-        Command::Up { file, yes, parallelism, no_wait } => up::run(&printer, g, file, *yes, usize::from(*parallelism), *no_wait).await,
-        Command::Down { file, stack, yes, parallelism } => down::run(&printer, g, file.as_deref(), stack.as_deref(), *yes, usize::from(*parallelism)).await,
-        Command::Status { file, stack } => status::run(&printer, g, file.as_deref(), stack.as_deref()).await,
+        Command::Plan {
+            file,
+            detailed_exitcode,
+        } => plan::run(&printer, g, file, *detailed_exitcode).await,
+        Command::Up {
+            file,
+            yes,
+            parallelism,
+            no_wait,
+        } => up::run(&printer, g, file, *yes, usize::from(*parallelism), *no_wait).await,
+        Command::Down {
+            file,
+            stack,
+            yes,
+            parallelism,
+        } => {
+            down::run(
+                &printer,
+                g,
+                file.as_deref(),
+                stack.as_deref(),
+                *yes,
+                usize::from(*parallelism),
+            )
+            .await
+        }
+        Command::Status { file, stack } => {
+            status::run(&printer, g, file.as_deref(), stack.as_deref()).await
+        }
         Command::Render { file, files } => render::run(&printer, file, *files),
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&crate::stack::json_schema())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::stack::json_schema())?
+            );
             Ok(Exit::Ok)
         }
     }

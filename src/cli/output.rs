@@ -92,15 +92,35 @@ impl Printer {
 fn describe(event: &Event) -> String {
     match event {
         Event::Started { id, kind, action } => format!("{id} ({kind}): {action} started"),
-        Event::Waiting { id, what, status, elapsed_s, deadline_s } => {
-            format!("{id}: waiting for {what}: {status} ({}s / {}s)", elapsed_s, deadline_s)
+        Event::Waiting {
+            id,
+            what,
+            status,
+            elapsed_s,
+            deadline_s,
+        } => {
+            format!(
+                "{id}: waiting for {what}: {status} ({}s / {}s)",
+                elapsed_s, deadline_s
+            )
         }
-        Event::Done { id, action, physical_id, elapsed_ms, .. } => format!(
+        Event::Done {
+            id,
+            action,
+            physical_id,
+            elapsed_ms,
+            ..
+        } => format!(
             "{id}: {action} done{} ({:.1}s)",
-            physical_id.as_deref().map(|p| format!(": {p}")).unwrap_or_default(),
+            physical_id
+                .as_deref()
+                .map(|p| format!(": {p}"))
+                .unwrap_or_default(),
             *elapsed_ms as f64 / 1000.0
         ),
-        Event::Failed { id, action, error, .. } => format!("{id}: {action} FAILED: {error}"),
+        Event::Failed {
+            id, action, error, ..
+        } => format!("{id}: {action} FAILED: {error}"),
         Event::Skipped { id, because, .. } => format!("{id}: skipped because {because} failed"),
         Event::Info { message } => message.clone(),
         Event::Warning { message } => format!("warning: {message}"),
@@ -137,7 +157,9 @@ pub struct BarReporter {
 
 impl Reporter for BarReporter {
     fn event(&self, event: &Event) {
-        let Ok(mut bars) = self.bars.lock() else { return };
+        let Ok(mut bars) = self.bars.lock() else {
+            return;
+        };
         let key = match event {
             Event::Started { id, .. }
             | Event::Waiting { id, .. }
@@ -151,12 +173,17 @@ impl Reporter for BarReporter {
         };
         let bar = bars.entry(key).or_insert_with(|| {
             let b = self.multi.add(ProgressBar::new_spinner());
-            b.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             b.enable_steady_tick(Duration::from_millis(120));
             b
         });
         match event {
-            Event::Done { .. } | Event::Failed { .. } | Event::Skipped { .. } => bar.finish_with_message(describe(event)),
+            Event::Done { .. } | Event::Failed { .. } | Event::Skipped { .. } => {
+                bar.finish_with_message(describe(event))
+            }
             _ => bar.set_message(describe(event)),
         }
     }

@@ -24,16 +24,30 @@ pub struct Planned {
 }
 
 /// Validates the file (before any AWS call), then looks up inputs, discovers and diffs.
-pub async fn compute(g: &Global, file: &Path, reporter: Arc<dyn Reporter>) -> anyhow::Result<Planned> {
+pub async fn compute(
+    g: &Global,
+    file: &Path,
+    reporter: Arc<dyn Reporter>,
+) -> anyhow::Result<Planned> {
     let stack = common::load(file)?;
     let aws = Aws::connect(&g.aws(), stack.spec.region.as_deref()).await;
     let inputs = provider::resolve_inputs(&aws, &stack, reporter.as_ref())
         .await
-        .with_context(|| format!("looking up the account's VPC, image and zone for stack `{}`", stack.name()))?;
+        .with_context(|| {
+            format!(
+                "looking up the account's VPC, image and zone for stack `{}`",
+                stack.name()
+            )
+        })?;
     let desired = tiers::desired(&stack, &inputs)?;
     let discovered = provider::discover(&aws, stack.name())
         .await
-        .with_context(|| format!("discovering the resources tagged iac:stack={}", stack.name()))?;
+        .with_context(|| {
+            format!(
+                "discovering the resources tagged iac:stack={}",
+                stack.name()
+            )
+        })?;
     let plan = plan::diff(stack.name(), &desired, &discovered.resources);
     Ok(Planned {
         stack,
@@ -51,8 +65,18 @@ pub fn print(printer: &Printer, plan: &Plan) {
     }
     printer.line(printer.bold(&format!("Plan for stack `{}`:", plan.stack)));
     for c in &plan.changes {
-        let physical = c.actual.as_ref().map(|a| format!(" ({})", a.physical_id)).unwrap_or_default();
-        printer.line(format!("  {:>3} {:<15} {}{}", c.action.symbol(), c.kind.as_str(), c.id, physical));
+        let physical = c
+            .actual
+            .as_ref()
+            .map(|a| format!(" ({})", a.physical_id))
+            .unwrap_or_default();
+        printer.line(format!(
+            "  {:>3} {:<15} {}{}",
+            c.action.symbol(),
+            c.kind.as_str(),
+            c.id,
+            physical
+        ));
         match &c.action {
             Action::Update { reasons } | Action::Replace { reasons } => {
                 for r in reasons {
@@ -66,11 +90,20 @@ pub fn print(printer: &Printer, plan: &Plan) {
     printer.line(format!("{}.", plan.summary()));
 }
 
-pub async fn run(printer: &Printer, g: &Global, file: &Path, detailed: bool) -> anyhow::Result<Exit> {
+pub async fn run(
+    printer: &Printer,
+    g: &Global,
+    file: &Path,
+    detailed: bool,
+) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
     let planned = compute(g, file, reporter).await?;
     print(printer, &planned.plan);
     common::summary(printer, "plan", &planned.aws, started);
-    Ok(if detailed && planned.plan.summary().has_changes() { Exit::Changes } else { Exit::Ok })
+    Ok(if detailed && planned.plan.summary().has_changes() {
+        Exit::Changes
+    } else {
+        Exit::Ok
+    })
 }

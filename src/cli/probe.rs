@@ -12,8 +12,11 @@ use crate::plan::ResourceId;
 
 /// The status code of one `GET path` to `ip:port`, or an error.
 async fn get_status(ip: &str, port: u16, host: &str, path: &str) -> std::io::Result<u16> {
-    let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect((ip, port))).await??;
-    let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: iac-probe\r\nConnection: close\r\n\r\n");
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(5), TcpStream::connect((ip, port))).await??;
+    let req = format!(
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: iac-probe\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(req.as_bytes()).await?;
     let mut buf = [0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await??;
@@ -25,17 +28,35 @@ async fn get_status(ip: &str, port: u16, host: &str, path: &str) -> std::io::Res
 }
 
 /// Waits until the app answers 2xx/3xx through nginx on the instance.
-pub async fn http_ready(ip: &str, port: u16, host: Option<&str>, path: &str, deadline: Duration, reporter: &dyn Reporter) -> anyhow::Result<()> {
+pub async fn http_ready(
+    ip: &str,
+    port: u16,
+    host: Option<&str>,
+    path: &str,
+    deadline: Duration,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<()> {
     let host = host.unwrap_or(ip);
     let what = format!("http://{host}{path} to answer");
     let id = ResourceId::new("app");
-    wait::until(&id, &what, deadline, Backoff { first: Duration::from_secs(5), factor: 1.3, max: Duration::from_secs(15) }, reporter, || async {
-        Ok::<_, std::convert::Infallible>(match get_status(ip, port, host, path).await {
-            Ok(code) if (200..400).contains(&code) => Poll::Ready(()),
-            Ok(code) => Poll::Pending(format!("HTTP {code}")),
-            Err(e) => Poll::Pending(e.to_string()),
-        })
-    })
+    wait::until(
+        &id,
+        &what,
+        deadline,
+        Backoff {
+            first: Duration::from_secs(5),
+            factor: 1.3,
+            max: Duration::from_secs(15),
+        },
+        reporter,
+        || async {
+            Ok::<_, std::convert::Infallible>(match get_status(ip, port, host, path).await {
+                Ok(code) if (200..400).contains(&code) => Poll::Ready(()),
+                Ok(code) => Poll::Pending(format!("HTTP {code}")),
+                Err(e) => Poll::Pending(e.to_string()),
+            })
+        },
+    )
     .await
     .map_err(|e| anyhow!("{e}; the instance is up, check /var/log/iac-bootstrap.log on it"))
 }

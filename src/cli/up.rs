@@ -11,7 +11,14 @@ use super::{common, plan, probe, Exit, Global};
 use crate::apply::{self, Event, Reporter};
 use crate::aws::provider::{self, Applier};
 
-pub async fn run(printer: &Printer, g: &Global, file: &Path, yes: bool, parallelism: usize, no_wait: bool) -> anyhow::Result<Exit> {
+pub async fn run(
+    printer: &Printer,
+    g: &Global,
+    file: &Path,
+    yes: bool,
+    parallelism: usize,
+    no_wait: bool,
+) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
     let planned = plan::compute(g, file, reporter.clone()).await?;
@@ -24,7 +31,12 @@ pub async fn run(printer: &Printer, g: &Global, file: &Path, yes: bool, parallel
             printer.line("Nothing done.");
             return Ok(Exit::Ok);
         }
-        let applier = Applier::new(aws.clone(), &planned.stack, reporter.clone(), &planned.discovered);
+        let applier = Applier::new(
+            aws.clone(),
+            &planned.stack,
+            reporter.clone(),
+            &planned.discovered,
+        );
         let (apply_nodes, delete_nodes) = applier.nodes(&planned.plan);
         let outcome = apply::run(apply_nodes, parallelism, reporter.clone()).await;
         if !outcome.ok() {
@@ -38,10 +50,16 @@ pub async fn run(printer: &Printer, g: &Global, file: &Path, yes: bool, parallel
         let outcome = apply::run(delete_nodes, parallelism, reporter.clone()).await;
         if !outcome.ok() {
             common::summary(printer, "up", &aws, started);
-            bail!("{} deletion(s) failed; run `iac up` again to retry", outcome.failed.len());
+            bail!(
+                "{} deletion(s) failed; run `iac up` again to retry",
+                outcome.failed.len()
+            );
         }
     } else {
-        printer.line(format!("No changes: stack `{}` is up to date.", planned.stack.name()));
+        printer.line(format!(
+            "No changes: stack `{}` is up to date.",
+            planned.stack.name()
+        ));
     }
     let found = provider::discover(&aws, planned.stack.name()).await?;
     let outputs = provider::outputs(&planned.stack, &found.resources);
@@ -53,7 +71,15 @@ pub async fn run(printer: &Printer, g: &Global, file: &Path, yes: bool, parallel
             });
         } else {
             let host = planned.stack.spec.domain.as_ref().map(|d| d.name.clone());
-            probe::http_ready(ip, 80, host.as_deref(), &planned.stack.spec.app.health_path, Duration::from_secs(900), reporter.as_ref()).await?;
+            probe::http_ready(
+                ip,
+                80,
+                host.as_deref(),
+                &planned.stack.spec.app.health_path,
+                Duration::from_secs(900),
+                reporter.as_ref(),
+            )
+            .await?;
         }
     }
     printer.outputs(&outputs);

@@ -100,7 +100,10 @@ pub fn diff(stack: &str, desired: &[Resource], actual: &[Observed]) -> Plan {
 
 /// Picks the observed resource to keep among those sharing a logical id; the rest are
 /// duplicates. Prefers one that already matches the spec, then one that is running.
-fn choose<'a>(r: &Resource, mut found: Vec<&'a Observed>) -> (Option<&'a Observed>, Vec<&'a Observed>) {
+fn choose<'a>(
+    r: &Resource,
+    mut found: Vec<&'a Observed>,
+) -> (Option<&'a Observed>, Vec<&'a Observed>) {
     if found.len() <= 1 {
         return (found.pop(), Vec::new());
     }
@@ -111,7 +114,11 @@ fn choose<'a>(r: &Resource, mut found: Vec<&'a Observed>) -> (Option<&'a Observe
             }
             _ => true,
         };
-        (matches, o.state == "running" || o.state == "available", o.physical_id.clone())
+        (
+            matches,
+            o.state == "running" || o.state == "available",
+            o.physical_id.clone(),
+        )
     };
     found.sort_by_key(|o| std::cmp::Reverse(score(o)));
     let chosen = found.remove(0);
@@ -126,7 +133,9 @@ fn compare(
 ) -> Action {
     match (&r.spec, &o.details) {
         (Spec::KeyPair(s), Details::KeyPair { fingerprint_tag }) => {
-            if fingerprint_tag.as_deref() == Some(short_hash(s.public_key.trim().as_bytes()).as_str()) {
+            if fingerprint_tag.as_deref()
+                == Some(short_hash(s.public_key.trim().as_bytes()).as_str())
+            {
                 Action::Keep
             } else {
                 Action::Replace {
@@ -185,7 +194,8 @@ fn compare(
                 .iter()
                 .map(|g| kept.get(g).map(|o| o.physical_id.as_str()))
                 .collect();
-            let have_groups: BTreeSet<&str> = security_group_ids.iter().map(String::as_str).collect();
+            let have_groups: BTreeSet<&str> =
+                security_group_ids.iter().map(String::as_str).collect();
             if wanted_groups.as_ref() != Some(&have_groups) {
                 reasons.push("security groups changed".to_string());
             }
@@ -303,9 +313,23 @@ mod tests {
     #[test]
     fn identical_rules_are_kept_and_changed_rules_update_in_place() {
         let desired = sg(vec![rule(80, "0.0.0.0/0"), rule(22, "1.2.3.4/32")]);
-        let same = diff("s", &[desired.clone()], &[observed_sg(vec![rule(22, "1.2.3.4/32"), rule(80, "0.0.0.0/0")])]);
+        let same = diff(
+            "s",
+            std::slice::from_ref(&desired),
+            &[observed_sg(vec![
+                rule(22, "1.2.3.4/32"),
+                rule(80, "0.0.0.0/0"),
+            ])],
+        );
         assert_eq!(same.changes[0].action, Action::Keep);
-        let changed = diff("s", &[desired], &[observed_sg(vec![rule(80, "0.0.0.0/0"), rule(22, "0.0.0.0/0")])]);
+        let changed = diff(
+            "s",
+            &[desired],
+            &[observed_sg(vec![
+                rule(80, "0.0.0.0/0"),
+                rule(22, "0.0.0.0/0"),
+            ])],
+        );
         match &changed.changes[0].action {
             Action::Update { reasons } => {
                 assert!(reasons.contains(&"+ ingress tcp/22 from 1.2.3.4/32".to_string()));

@@ -17,12 +17,18 @@ use serde::Serialize;
 pub enum Action {
     Create,
     /// Changed in place; the reasons say what differs.
-    Update { reasons: Vec<String> },
+    Update {
+        reasons: Vec<String>,
+    },
     /// Deleted and created anew (a new one first where possible).
-    Replace { reasons: Vec<String> },
+    Replace {
+        reasons: Vec<String>,
+    },
     Keep,
     /// Tagged with the stack but no longer wanted (or a duplicate).
-    Delete { reason: String },
+    Delete {
+        reason: String,
+    },
 }
 
 impl Action {

@@ -54,7 +54,10 @@ fn scalar_text(filter: &str, value: &Value) -> Result<String, Error> {
     }
     Err(Error::new(
         ErrorKind::InvalidOperation,
-        format!("{filter}: expected a string or number, got {}", value.kind()),
+        format!(
+            "{filter}: expected a string or number, got {}",
+            value.kind()
+        ),
     ))
 }
 

@@ -145,7 +145,10 @@ fn render<C: Serialize>(env: &Environment, name: &str, ctx: &C) -> Result<String
         name: name.to_string(),
         source,
     };
-    env.get_template(name).map_err(wrap)?.render(ctx).map_err(wrap)
+    env.get_template(name)
+        .map_err(wrap)?
+        .render(ctx)
+        .map_err(wrap)
 }
 
 #[cfg(test)]

@@ -163,7 +163,10 @@ pub fn single_vm(stack: &Stack) -> Result<UserData, RenderError> {
     if s.tier != Tier::SingleVm {
         return Err(invalid(
             "tier",
-            format!("single-vm user-data asked for a `{}` stack", s.tier.as_str()),
+            format!(
+                "single-vm user-data asked for a `{}` stack",
+                s.tier.as_str()
+            ),
         ));
     }
     require_word("name", &s.name, "-")?;
@@ -175,6 +178,13 @@ pub fn single_vm(stack: &Stack) -> Result<UserData, RenderError> {
         require_word("database.user", &db.user, "_")?;
         require_word("database.version", &db.version, ".")?;
         require_word("database.url_env", &db.url_env, "_")?;
+        // The mysql image refuses to start with MYSQL_USER=root: catch it here, not at boot.
+        if db.user.eq_ignore_ascii_case("root") {
+            return Err(invalid(
+                "database.user",
+                "`root` is MySQL's administrator; the app needs its own user",
+            ));
+        }
     }
 
     let env = environment()?;
@@ -238,7 +248,11 @@ pub fn single_vm(stack: &Stack) -> Result<UserData, RenderError> {
         ));
         let renew = RenewCtx { stack: &s.name };
         for (path, mode, name) in [
-            (RENEW_SERVICE, "644", "templates/iac-certbot-renew.service.j2"),
+            (
+                RENEW_SERVICE,
+                "644",
+                "templates/iac-certbot-renew.service.j2",
+            ),
             (RENEW_TIMER, "644", "templates/iac-certbot-renew.timer.j2"),
             (DEPLOY_HOOK, "755", "templates/certbot-deploy-hook.sh.j2"),
         ] {
@@ -280,8 +294,10 @@ pub fn single_vm(stack: &Stack) -> Result<UserData, RenderError> {
         env_file: DB_ENV,
         url_var: DB_URL_PASSWORD_VAR,
     });
-    let needs_aws =
-        !secrets.is_empty() || database.as_ref().is_some_and(|db| db.password_ssm.is_some());
+    let needs_aws = !secrets.is_empty()
+        || database
+            .as_ref()
+            .is_some_and(|db| db.password_ssm.is_some());
     let ctx = ScriptCtx {
         stack: &s.name,
         region: s.region.as_deref(),

@@ -17,7 +17,8 @@ const CREDENTIAL_KEYS: &[&str] = &[
     "session_token",
 ];
 
-const HINT: &str = "remove it (and rotate it: it may already be in version control); iac reads credentials \
+const HINT: &str =
+    "remove it (and rotate it: it may already be in version control); iac reads credentials \
 only from the standard AWS chain (environment, profile, SSO, instance metadata)";
 
 /// Returns one diagnostic per credential found.
@@ -28,7 +29,11 @@ pub fn scan(file: &Path, map: &SourceMap) -> Vec<Diagnostic> {
             Some("an AWS credential key")
         } else if !s.is_key && contains_access_key_id(&s.value) {
             Some("an AWS access key id")
-        } else if !s.is_key && s.value.to_ascii_lowercase().contains("aws_secret_access_key") {
+        } else if !s.is_key
+            && s.value
+                .to_ascii_lowercase()
+                .contains("aws_secret_access_key")
+        {
             Some("an AWS secret access key")
         } else {
             None

@@ -60,21 +60,24 @@ impl SourceMap {
     }
 
     fn lookup(&self, path: &str, value_first: bool) -> Pos {
+        let (first, second) = if value_first {
+            (&self.values, &self.keys)
+        } else {
+            (&self.keys, &self.values)
+        };
+        if let Some(pos) = first.get(path).or_else(|| second.get(path)) {
+            return *pos;
+        }
+        // An ancestor is pointed at by its key: a block mapping's own start mark sits after its
+        // first key, which would point at an unrelated line.
         let mut p = path.to_string();
-        loop {
-            let (first, second) = if value_first {
-                (&self.values, &self.keys)
-            } else {
-                (&self.keys, &self.values)
-            };
-            if let Some(pos) = first.get(&p).or_else(|| second.get(&p)) {
+        while let Some(up) = parent(&p) {
+            if let Some(pos) = self.keys.get(&up).or_else(|| self.values.get(&up)) {
                 return *pos;
             }
-            match parent(&p) {
-                Some(up) => p = up,
-                None => return Pos::START,
-            }
+            p = up;
         }
+        Pos::START
     }
 
     /// The path of the node whose value starts at `pos`, if any.
@@ -112,14 +115,8 @@ pub fn join(parent: &str, key: &str) -> String {
 }
 
 enum Frame {
-    Map {
-        path: String,
-        key: Option<String>,
-    },
-    Seq {
-        path: String,
-        index: usize,
-    },
+    Map { path: String, key: Option<String> },
+    Seq { path: String, index: usize },
 }
 
 #[derive(Default)]
@@ -141,10 +138,7 @@ impl Walker {
         match self.stack.last() {
             None => Some(String::new()),
             Some(Frame::Map { key: None, .. }) => None,
-            Some(Frame::Map {
-                path,
-                key: Some(k),
-            }) => Some(join(path, k)),
+            Some(Frame::Map { path, key: Some(k) }) => Some(join(path, k)),
             Some(Frame::Seq { path, index }) => Some(format!("{path}[{index}]")),
         }
     }
@@ -217,13 +211,17 @@ mod tests {
 
     #[test]
     fn positions_of_nested_keys_and_items() {
-        let text = "name: a\napp:\n  image: x\n  port: 80\nnetwork:\n  subnets:\n    - s1\n    - s2\n";
+        let text =
+            "name: a\napp:\n  image: x\n  port: 80\nnetwork:\n  subnets:\n    - s1\n    - s2\n";
         let map = SourceMap::build(text);
         assert_eq!(map.key_pos("app.port"), Pos { line: 4, column: 3 });
         assert_eq!(map.value_pos("app.port"), Pos { line: 4, column: 9 });
-        assert_eq!(map.value_pos("network.subnets[1]"), Pos { line: 8, column: 7 });
+        assert_eq!(
+            map.value_pos("network.subnets[1]"),
+            Pos { line: 8, column: 7 }
+        );
         // Unknown paths fall back to their nearest ancestor.
-        assert_eq!(map.value_pos("app.nope"), Pos { line: 3, column: 3 });
+        assert_eq!(map.value_pos("app.nope"), Pos { line: 2, column: 1 });
         assert_eq!(map.path_at(Pos { line: 4, column: 9 }), Some("app.port"));
     }
 

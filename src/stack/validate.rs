@@ -29,7 +29,14 @@ pub const IMAGE_ALIASES: &[(&str, &str)] = &[
 ];
 
 /// Environment variable names that must not carry literal values.
-const SECRET_WORDS: &[&str] = &["PASSWORD", "PASSWD", "SECRET", "TOKEN", "PRIVATE_KEY", "API_KEY"];
+const SECRET_WORDS: &[&str] = &[
+    "PASSWORD",
+    "PASSWD",
+    "SECRET",
+    "TOKEN",
+    "PRIVATE_KEY",
+    "API_KEY",
+];
 
 struct Checker<'a> {
     file: &'a Path,
@@ -71,17 +78,35 @@ pub fn validate(stack: &Stack, map: &SourceMap) -> Vec<Diagnostic> {
         diags: Vec::new(),
     };
     if s.version != 1 {
-        c.err("version", format!("unsupported format version {}", s.version), "1", "this iac reads format v1");
+        c.err(
+            "version",
+            format!("unsupported format version {}", s.version),
+            "1",
+            "this iac reads format v1",
+        );
     }
     check_stack_name(&mut c, &s.name);
     if let Some(region) = &s.region {
         if !is_region(region) {
-            c.err("region", format!("`{region}` is not an AWS region name"), "a region such as `us-east-1`", "AWS Academy accounts use `us-east-1`");
+            c.err(
+                "region",
+                format!("`{region}` is not an AWS region name"),
+                "a region such as `us-east-1`",
+                "AWS Academy accounts use `us-east-1`",
+            );
         }
     }
     if !IMPLEMENTED_TIERS.contains(&s.tier) {
         let names: Vec<_> = IMPLEMENTED_TIERS.iter().map(|t| t.as_str()).collect();
-        c.err("tier", format!("tier `{}` is not available in this version of iac", s.tier.as_str()), &names.join(", "), "see the README for the tiers on the roadmap");
+        c.err(
+            "tier",
+            format!(
+                "tier `{}` is not available in this version of iac",
+                s.tier.as_str()
+            ),
+            &names.join(", "),
+            "see the README for the tiers on the roadmap",
+        );
     }
     check_app(&mut c, s);
     check_network(&mut c, &s.network);
@@ -100,34 +125,72 @@ fn check_stack_name(c: &mut Checker, name: &str) {
     let ok = name.len() <= 32
         && name.starts_with(|ch: char| ch.is_ascii_lowercase())
         && !name.ends_with('-')
-        && name.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-');
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-');
     if !ok {
         let msg = if name.len() > 32 {
-            format!("stack name is {} characters long; the limit is 32", name.len())
+            format!(
+                "stack name is {} characters long; the limit is 32",
+                name.len()
+            )
         } else {
             format!("`{name}` is not a valid stack name")
         };
-        c.err("name", msg, "lowercase letters, digits and hyphens, starting with a letter, at most 32 characters", "the name prefixes AWS resource names, which have length and character limits");
+        c.err(
+            "name",
+            msg,
+            "lowercase letters, digits and hyphens, starting with a letter, at most 32 characters",
+            "the name prefixes AWS resource names, which have length and character limits",
+        );
     }
 }
 
 fn check_app(c: &mut Checker, s: &StackFile) {
     let app = &s.app;
-    if app.image.trim().is_empty() || app.image.chars().any(char::is_whitespace) || app.image.len() > 255 {
-        c.err("app.image", format!("`{}` is not a container image reference", app.image), "an image such as `ghcr.io/acme/bookstore:1.4.2`", "");
+    if app.image.trim().is_empty()
+        || app.image.chars().any(char::is_whitespace)
+        || app.image.len() > 255
+    {
+        c.err(
+            "app.image",
+            format!("`{}` is not a container image reference", app.image),
+            "an image such as `ghcr.io/acme/bookstore:1.4.2`",
+            "",
+        );
     }
     if app.port == 0 {
-        c.err("app.port", "port 0 is not a port", "a port between 1 and 65535", "");
+        c.err(
+            "app.port",
+            "port 0 is not a port",
+            "a port between 1 and 65535",
+            "",
+        );
     } else if s.tier == Tier::SingleVm && matches!(app.port, 22 | 80 | 443) {
-        c.err("app.port", format!("port {} is taken on the VM (ssh or nginx)", app.port), "a port other than 22, 80 and 443", "nginx listens on 80/443 and forwards to the app's port; BookStore uses 5000");
+        c.err(
+            "app.port",
+            format!("port {} is taken on the VM (ssh or nginx)", app.port),
+            "a port other than 22, 80 and 443",
+            "nginx listens on 80/443 and forwards to the app's port; BookStore uses 5000",
+        );
     }
     if !app.health_path.starts_with('/') {
-        c.err("app.health_path", format!("`{}` does not start with `/`", app.health_path), "an absolute path such as `/book/catalog`", "");
+        c.err(
+            "app.health_path",
+            format!("`{}` does not start with `/`", app.health_path),
+            "an absolute path such as `/book/catalog`",
+            "",
+        );
     }
     for (key, value) in &app.environment {
         let path = format!("app.environment.{key}");
         if !is_env_name(key) {
-            c.err_at_key(&path, format!("`{key}` is not a valid environment variable name"), "letters, digits and `_`, not starting with a digit", "");
+            c.err_at_key(
+                &path,
+                format!("`{key}` is not a valid environment variable name"),
+                "letters, digits and `_`, not starting with a digit",
+                "",
+            );
         }
         let upper = key.to_ascii_uppercase();
         if SECRET_WORDS.iter().any(|w| upper.contains(w)) && !value.is_empty() {
@@ -137,10 +200,20 @@ fn check_app(c: &mut Checker, s: &StackFile) {
     for (key, secret) in &app.secrets {
         let path = format!("app.secrets.{key}");
         if !is_env_name(key) {
-            c.err_at_key(&path, format!("`{key}` is not a valid environment variable name"), "letters, digits and `_`, not starting with a digit", "");
+            c.err_at_key(
+                &path,
+                format!("`{key}` is not a valid environment variable name"),
+                "letters, digits and `_`, not starting with a digit",
+                "",
+            );
         }
         if app.environment.contains_key(key) {
-            c.err_at_key(&path, format!("`{key}` is set both in `environment` and in `secrets`"), "each variable in one place", "");
+            c.err_at_key(
+                &path,
+                format!("`{key}` is set both in `environment` and in `secrets`"),
+                "each variable in one place",
+                "",
+            );
         }
         check_ssm_name(c, &format!("{path}.ssm"), &secret.ssm);
     }
@@ -150,19 +223,36 @@ fn check_ssm_name(c: &mut Checker, path: &str, name: &str) {
     let ok = name.starts_with('/')
         && name.len() <= 1011
         && !name.starts_with("/aws/")
-        && name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_.-/".contains(ch));
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "_.-/".contains(ch));
     if !ok {
-        c.err(path, format!("`{name}` is not a usable SSM parameter name"), "a path such as `/bookstore/secret-key` (letters, digits, `_.-/`, not under `/aws/`)", "create it with `aws ssm put-parameter --type SecureString --name ...`");
+        c.err(
+            path,
+            format!("`{name}` is not a usable SSM parameter name"),
+            "a path such as `/bookstore/secret-key` (letters, digits, `_.-/`, not under `/aws/`)",
+            "create it with `aws ssm put-parameter --type SecureString --name ...`",
+        );
     }
 }
 
 fn check_network(c: &mut Checker, n: &Network) {
     if n.vpc != "default" && !is_aws_id(&n.vpc, "vpc-") {
-        c.err("network.vpc", format!("`{}` is neither `default` nor a VPC id", n.vpc), "`default` or an id such as `vpc-0a1b2c3d`", "");
+        c.err(
+            "network.vpc",
+            format!("`{}` is neither `default` nor a VPC id", n.vpc),
+            "`default` or an id such as `vpc-0a1b2c3d`",
+            "",
+        );
     }
     for (i, subnet) in n.subnets.iter().enumerate() {
         if !is_aws_id(subnet, "subnet-") {
-            c.err(&format!("network.subnets[{i}]"), format!("`{subnet}` is not a subnet id"), "an id such as `subnet-0a1b2c3d`", "");
+            c.err(
+                &format!("network.subnets[{i}]"),
+                format!("`{subnet}` is not a subnet id"),
+                "an id such as `subnet-0a1b2c3d`",
+                "",
+            );
         }
     }
     if let Some(cidr) = &n.ssh_from {
@@ -172,7 +262,12 @@ fn check_network(c: &mut Checker, n: &Network) {
             } else {
                 "leave `ssh_from` out to keep port 22 closed".to_string()
             };
-            c.err("network.ssh_from", format!("`{cidr}` is not a CIDR block"), "a CIDR such as `203.0.113.7/32`", &hint);
+            c.err(
+                "network.ssh_from",
+                format!("`{cidr}` is not a CIDR block"),
+                "a CIDR such as `203.0.113.7/32`",
+                &hint,
+            );
         }
     }
 }
@@ -181,102 +276,240 @@ fn check_instance(c: &mut Checker, stack: &Stack) {
     let i = &stack.spec.instance;
     let parts: Vec<&str> = i.instance_type.split('.').collect();
     let type_ok = parts.len() == 2
-        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-'));
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+        });
     if !type_ok {
-        c.err("instance.type", format!("`{}` is not an EC2 instance type", i.instance_type), "a type such as `t3.micro`", "AWS Academy allows t2/t3 micro to medium");
+        c.err(
+            "instance.type",
+            format!("`{}` is not an EC2 instance type", i.instance_type),
+            "a type such as `t3.micro`",
+            "AWS Academy allows t2/t3 micro to medium",
+        );
     }
     let alias_ok = IMAGE_ALIASES.iter().any(|(a, _)| *a == i.image);
     if !alias_ok && !is_aws_id(&i.image, "ami-") {
         let aliases: Vec<_> = IMAGE_ALIASES.iter().map(|(a, _)| *a).collect();
-        let hint = did_you_mean(&i.image, &aliases).map(|s| format!("did you mean `{s}`?")).unwrap_or_default();
-        c.err("instance.image", format!("`{}` is neither a known image alias nor an AMI id", i.image), &format!("one of {} or an id such as `ami-0a1b2c3d`", aliases.join(", ")), &hint);
+        let hint = did_you_mean(&i.image, &aliases)
+            .map(|s| format!("did you mean `{s}`?"))
+            .unwrap_or_default();
+        c.err(
+            "instance.image",
+            format!("`{}` is neither a known image alias nor an AMI id", i.image),
+            &format!(
+                "one of {} or an id such as `ami-0a1b2c3d`",
+                aliases.join(", ")
+            ),
+            &hint,
+        );
     }
     if !(8..=16384).contains(&i.disk_gb) {
-        c.err("instance.disk_gb", format!("{} GiB is outside what gp3 allows for a root volume", i.disk_gb), "a size between 8 and 16384", "the images need at least 8 GiB; 20 leaves room for images and MySQL data");
+        c.err(
+            "instance.disk_gb",
+            format!(
+                "{} GiB is outside what gp3 allows for a root volume",
+                i.disk_gb
+            ),
+            "a size between 8 and 16384",
+            "the images need at least 8 GiB; 20 leaves room for images and MySQL data",
+        );
     }
     if let Some(kp) = &i.key_pair {
         let name_ok = !kp.name.is_empty() && kp.name.len() <= 255 && kp.name.is_ascii();
         if !name_ok {
-            c.err("instance.key_pair.name", format!("`{}` is not a key pair name", kp.name), "1 to 255 ASCII characters", "AWS Academy accounts have `vockey`");
+            c.err(
+                "instance.key_pair.name",
+                format!("`{}` is not a key pair name", kp.name),
+                "1 to 255 ASCII characters",
+                "AWS Academy accounts have `vockey`",
+            );
         }
         if let Some(file) = &kp.public_key_file {
             let full = stack.base_dir().join(file);
             match std::fs::read_to_string(&full) {
                 Ok(text) if is_public_key(&text) => {}
-                Ok(_) => c.err("instance.key_pair.public_key_file", format!("{} is not an OpenSSH public key", full.display()), "a file starting with `ssh-ed25519`, `ssh-rsa` or `ecdsa-sha2-`", "give the `.pub` file, never the private key"),
-                Err(e) => c.err("instance.key_pair.public_key_file", format!("cannot read {}: {e}", full.display()), "a readable public key file, relative to the stack file", ""),
+                Ok(_) => c.err(
+                    "instance.key_pair.public_key_file",
+                    format!("{} is not an OpenSSH public key", full.display()),
+                    "a file starting with `ssh-ed25519`, `ssh-rsa` or `ecdsa-sha2-`",
+                    "give the `.pub` file, never the private key",
+                ),
+                Err(e) => c.err(
+                    "instance.key_pair.public_key_file",
+                    format!("cannot read {}: {e}", full.display()),
+                    "a readable public key file, relative to the stack file",
+                    "",
+                ),
             }
         }
     }
     if let Some(profile) = &i.instance_profile {
-        let ok = !profile.is_empty() && profile.len() <= 128 && profile.chars().all(|ch| ch.is_ascii_alphanumeric() || "+=,.@_-".contains(ch));
+        let ok = !profile.is_empty()
+            && profile.len() <= 128
+            && profile
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "+=,.@_-".contains(ch));
         if !ok {
-            c.err("instance.instance_profile", format!("`{profile}` is not an instance profile name"), "a name such as `LabInstanceProfile`", "");
+            c.err(
+                "instance.instance_profile",
+                format!("`{profile}` is not an instance profile name"),
+                "a name such as `LabInstanceProfile`",
+                "",
+            );
         }
     }
-    if (!stack.spec.app.secrets.is_empty() || stack.spec.database.as_ref().is_some_and(|d| d.password.is_some())) && i.instance_profile.is_none() {
+    if (!stack.spec.app.secrets.is_empty()
+        || stack
+            .spec
+            .database
+            .as_ref()
+            .is_some_and(|d| d.password.is_some()))
+        && i.instance_profile.is_none()
+    {
         c.err("instance", "secrets are read from SSM at boot, but no instance profile is given", "`instance.instance_profile`", "AWS Academy accounts have `LabInstanceProfile`; elsewhere use a profile allowed ssm:GetParameter");
     }
 }
 
 fn check_domain(c: &mut Checker, d: &Domain) {
     if !is_domain(&d.name) {
-        c.err("domain.name", format!("`{}` is not a fully qualified domain name", d.name), "a name such as `books.example.org`", "labels of letters, digits and hyphens, at most 253 characters");
+        c.err(
+            "domain.name",
+            format!("`{}` is not a fully qualified domain name", d.name),
+            "a name such as `books.example.org`",
+            "labels of letters, digits and hyphens, at most 253 characters",
+        );
     }
     let email_ok = match d.email.split_once('@') {
-        Some((local, host)) => !local.is_empty() && !local.contains(char::is_whitespace) && is_domain(host),
+        Some((local, host)) => {
+            !local.is_empty() && !local.contains(char::is_whitespace) && is_domain(host)
+        }
         None => false,
     };
     if !email_ok {
-        c.err("domain.email", format!("`{}` is not an email address", d.email), "an address such as `ops@example.org`", "Let's Encrypt sends expiry warnings there");
+        c.err(
+            "domain.email",
+            format!("`{}` is not an email address", d.email),
+            "an address such as `ops@example.org`",
+            "Let's Encrypt sends expiry warnings there",
+        );
     }
     if let Some(zone) = &d.hosted_zone {
-        let is_id = zone.starts_with('Z') && zone.len() <= 32 && zone.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit());
+        let is_id = zone.starts_with('Z')
+            && zone.len() <= 32
+            && zone
+                .chars()
+                .all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit());
         let zone_name = zone.trim_end_matches('.');
-        let is_parent = is_domain(zone_name) && (d.name == zone_name || d.name.ends_with(&format!(".{zone_name}")));
+        let is_parent = is_domain(zone_name)
+            && (d.name == zone_name || d.name.ends_with(&format!(".{zone_name}")));
         if !is_id && !is_parent {
-            c.err("domain.hosted_zone", format!("`{zone}` is neither a hosted zone id nor a zone that contains `{}`", d.name), "an id such as `Z0123456789ABC` or a parent domain of `domain.name`", "");
+            c.err(
+                "domain.hosted_zone",
+                format!(
+                    "`{zone}` is neither a hosted zone id nor a zone that contains `{}`",
+                    d.name
+                ),
+                "an id such as `Z0123456789ABC` or a parent domain of `domain.name`",
+                "",
+            );
         }
     }
 }
 
 fn check_database(c: &mut Checker, s: &StackFile, db: &Database) {
     if s.tier == Tier::SingleVm && db.engine != "mysql" {
-        let hint = did_you_mean(&db.engine, &["mysql"]).map(|m| format!("did you mean `{m}`?")).unwrap_or_default();
-        c.err("database.engine", format!("engine `{}` is not available in the single-vm tier", db.engine), "`mysql`", &hint);
+        let hint = did_you_mean(&db.engine, &["mysql"])
+            .map(|m| format!("did you mean `{m}`?"))
+            .unwrap_or_default();
+        c.err(
+            "database.engine",
+            format!(
+                "engine `{}` is not available in the single-vm tier",
+                db.engine
+            ),
+            "`mysql`",
+            &hint,
+        );
     }
-    if db.version.is_empty() || !db.version.split('.').all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_digit())) {
-        c.err("database.version", format!("`{}` is not an engine version", db.version), "a version such as `8.0`", "");
+    if db.version.is_empty()
+        || !db
+            .version
+            .split('.')
+            .all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_digit()))
+    {
+        c.err(
+            "database.version",
+            format!("`{}` is not an engine version", db.version),
+            "a version such as `8.0`",
+            "",
+        );
     }
     if !is_sql_identifier(&db.name, 64) {
-        c.err("database.name", format!("`{}` is not a database name", db.name), "letters, digits and `_`, at most 64 characters", "");
+        c.err(
+            "database.name",
+            format!("`{}` is not a database name", db.name),
+            "letters, digits and `_`, at most 64 characters",
+            "",
+        );
     }
     if !is_sql_identifier(&db.user, 32) {
-        c.err("database.user", format!("`{}` is not a MySQL user name", db.user), "letters, digits and `_`, at most 32 characters", "");
+        c.err(
+            "database.user",
+            format!("`{}` is not a MySQL user name", db.user),
+            "letters, digits and `_`, at most 32 characters",
+            "",
+        );
     }
     if let Some(p) = &db.password {
         check_ssm_name(c, "database.password.ssm", &p.ssm);
     }
     if !is_env_name(&db.url_env) {
-        c.err("database.url_env", format!("`{}` is not an environment variable name", db.url_env), "a name such as `DATABASE_URL`", "");
+        c.err(
+            "database.url_env",
+            format!("`{}` is not an environment variable name", db.url_env),
+            "a name such as `DATABASE_URL`",
+            "",
+        );
     }
     if s.app.environment.contains_key(&db.url_env) || s.app.secrets.contains_key(&db.url_env) {
-        c.err("database.url_env", format!("`{}` is also set by the app section", db.url_env), "one source for the database URL", "iac builds the URL from the database section; remove it from the app");
+        c.err(
+            "database.url_env",
+            format!("`{}` is also set by the app section", db.url_env),
+            "one source for the database URL",
+            "iac builds the URL from the database section; remove it from the app",
+        );
     }
 }
 
 fn check_tags(c: &mut Checker, s: &StackFile) {
     if s.tags.len() > 40 {
-        c.err("tags", format!("{} tags; at most 40 can be added", s.tags.len()), "40 tags or fewer", "AWS allows 50 per resource and iac uses some");
+        c.err(
+            "tags",
+            format!("{} tags; at most 40 can be added", s.tags.len()),
+            "40 tags or fewer",
+            "AWS allows 50 per resource and iac uses some",
+        );
     }
     for (k, v) in &s.tags {
         let path = format!("tags.{k}");
         let lower = k.to_ascii_lowercase();
         if k.is_empty() || k.len() > 128 || lower.starts_with("aws:") || lower.starts_with("iac:") {
-            c.err_at_key(&path, format!("tag key `{k}` is not allowed"), "1 to 128 characters, not starting with `aws:` or `iac:`", "");
+            c.err_at_key(
+                &path,
+                format!("tag key `{k}` is not allowed"),
+                "1 to 128 characters, not starting with `aws:` or `iac:`",
+                "",
+            );
         }
         if v.len() > 256 {
-            c.err(&path, "tag value is longer than 256 characters", "at most 256 characters", "");
+            c.err(
+                &path,
+                "tag value is longer than 256 characters",
+                "at most 256 characters",
+                "",
+            );
         }
     }
 }
@@ -312,7 +545,11 @@ pub fn from_serde(file: &Path, map: &SourceMap, err: &yaml_serde::Error) -> Diag
     let mut message = message;
     if let Some((got, choices)) = parse_unknown(&message) {
         let choices_ref: Vec<&str> = choices.iter().map(String::as_str).collect();
-        let kind = if message.starts_with("unknown field") { "key" } else { "value" };
+        let kind = if message.starts_with("unknown field") {
+            "key"
+        } else {
+            "value"
+        };
         if kind == "key" {
             let key_path = super::source::join(&path, &got);
             let pos = map.key_pos(&key_path);
@@ -321,7 +558,14 @@ pub fn from_serde(file: &Path, map: &SourceMap, err: &yaml_serde::Error) -> Diag
             path = key_path;
         }
         message = format!("unknown {kind} `{got}`");
-        expected = Some(format!("one of {}", choices.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")));
+        expected = Some(format!(
+            "one of {}",
+            choices
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
         hint = did_you_mean(&got, &choices_ref).map(|s| format!("did you mean `{s}`?"));
     } else if message.starts_with("invalid type") {
         hint = Some("check the value's type; quote strings that look like numbers".to_string());
@@ -344,7 +588,12 @@ fn parse_unknown(message: &str) -> Option<(String, Vec<String>)> {
     if !message.starts_with("unknown field") && !message.starts_with("unknown variant") {
         return None;
     }
-    let ticked: Vec<String> = message.split('`').skip(1).step_by(2).map(str::to_string).collect();
+    let ticked: Vec<String> = message
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
     let (got, rest) = ticked.split_first()?;
     Some((got.clone(), rest.to_vec()))
 }
@@ -363,17 +612,29 @@ fn is_region(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     (3..=4).contains(&parts.len())
         && parts[0].len() == 2
-        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit()))
-        && parts.last().is_some_and(|p| p.chars().all(|ch| ch.is_ascii_digit()))
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.chars().all(|ch| ch.is_ascii_digit()))
 }
 
 fn is_aws_id(s: &str, prefix: &str) -> bool {
-    s.strip_prefix(prefix)
-        .is_some_and(|hex| (8..=17).contains(&hex.len()) && hex.chars().all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase()))
+    s.strip_prefix(prefix).is_some_and(|hex| {
+        (8..=17).contains(&hex.len())
+            && hex
+                .chars()
+                .all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase())
+    })
 }
 
 fn is_env_name(s: &str) -> bool {
-    !s.is_empty() && !s.starts_with(|ch: char| ch.is_ascii_digit()) && s.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+    !s.is_empty()
+        && !s.starts_with(|ch: char| ch.is_ascii_digit())
+        && s.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
 }
 
 fn is_sql_identifier(s: &str, max: usize) -> bool {
@@ -392,12 +653,15 @@ pub fn is_domain(s: &str) -> bool {
                 && !l.ends_with('-')
                 && l.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
         })
-        && labels.last().is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|ch| ch.is_ascii_alphabetic()))
+        && labels
+            .last()
+            .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|ch| ch.is_ascii_alphabetic()))
 }
 
 fn is_public_key(text: &str) -> bool {
     let t = text.trim_start();
-    (t.starts_with("ssh-ed25519 ") || t.starts_with("ssh-rsa ") || t.starts_with("ecdsa-sha2-")) && !t.contains("PRIVATE KEY")
+    (t.starts_with("ssh-ed25519 ") || t.starts_with("ssh-rsa ") || t.starts_with("ecdsa-sha2-"))
+        && !t.contains("PRIVATE KEY")
 }
 
 #[cfg(test)]

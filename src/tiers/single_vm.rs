@@ -47,7 +47,8 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         Some(kp) => {
             if let Some(file) = &kp.public_key_file {
                 // Validation has read this file already; a race that removed it is reported then.
-                let public_key = std::fs::read_to_string(stack.base_dir().join(file)).unwrap_or_default();
+                let public_key =
+                    std::fs::read_to_string(stack.base_dir().join(file)).unwrap_or_default();
                 out.push(Resource::new(
                     KEY,
                     Spec::KeyPair(KeyPairSpec {

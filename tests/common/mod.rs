@@ -29,7 +29,10 @@ pub fn moto_server() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// A running moto server, stopped on drop.
@@ -52,7 +55,10 @@ impl Emulator {
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto did not start on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "moto did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let emu = Emulator { child, port, url };
@@ -70,7 +76,11 @@ impl Emulator {
             .envs(dummy_env())
             .output()
             .expect("run the seed script");
-        assert!(out.status.success(), "seeding failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "seeding failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The `iac` binary aimed at this emulator (through the standard variable, as users do).
@@ -80,7 +90,10 @@ impl Emulator {
 
     pub fn iac_at(&self, url: &str) -> Command {
         let mut c = Command::new(assert_cmd::cargo::cargo_bin("iac"));
-        c.current_dir(root()).envs(dummy_env()).env("AWS_ENDPOINT_URL", url).env("CI", "true");
+        c.current_dir(root())
+            .envs(dummy_env())
+            .env("AWS_ENDPOINT_URL", url)
+            .env("CI", "true");
         c
     }
 
@@ -88,7 +101,9 @@ impl Emulator {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(REGION))
             .endpoint_url(&self.url)
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "test"))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
             .load()
             .await
     }
@@ -138,7 +153,10 @@ pub struct Run {
 
 impl Run {
     pub fn records(&self) -> Vec<serde_json::Value> {
-        self.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        self.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     pub fn record(&self, event: &str) -> serde_json::Value {
@@ -174,7 +192,8 @@ pub struct StackFile {
 
 impl StackFile {
     pub fn example(name: &str, edits: &[(&str, &str)]) -> StackFile {
-        let mut text = std::fs::read_to_string(root().join("stacks/bookstore-vm.yaml")).expect("example stack");
+        let mut text = std::fs::read_to_string(root().join("stacks/bookstore-vm.yaml"))
+            .expect("example stack");
         text = text.replace("name: bookstore-vm", &format!("name: {name}"));
         for (from, to) in edits {
             assert!(text.contains(from), "the example stack has no `{from}`");
@@ -213,7 +232,9 @@ impl SlowProxy {
         let port = listener.local_addr().expect("addr").port();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)) else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
+                    continue;
+                };
                 let (c2, s2) = match (client.try_clone(), server.try_clone()) {
                     (Ok(c), Ok(s)) => (c, s),
                     _ => continue,
