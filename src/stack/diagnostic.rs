@@ -44,7 +44,7 @@ impl fmt::Display for Diagnostic {
 /// Every way loading a stack can fail.
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
-    #[error("cannot read stack file {path}: {source}")]
+    #[error("cannot read stack file {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -58,7 +58,8 @@ fn render_diagnostics(diags: &[Diagnostic]) -> String {
     let mut out = String::new();
     for (i, d) in diags.iter().enumerate() {
         if i > 0 {
-            out.push('\n');
+            // The first line gets its `error: ` from main, which prints the whole chain once.
+            out.push_str("\nerror: ");
         }
         out.push_str(&d.to_string());
     }

@@ -74,3 +74,35 @@ pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(StackFile);
     serde_json::to_value(schema).unwrap_or(serde_json::Value::Null)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_stack_gets_the_documented_defaults() {
+        let s = parse(
+            Path::new("s.yaml"),
+            "name: min\ntier: single-vm\napp:\n  image: nginx:1.27\n",
+        )
+        .expect("valid");
+        assert_eq!(s.spec.network.vpc, "default");
+        assert_eq!(s.spec.app.port, 5000);
+        assert_eq!(s.spec.instance.instance_type, "t3.micro");
+        assert_eq!(s.spec.instance.image, "ubuntu-24.04");
+        assert_eq!(s.spec.instance.disk_gb, 20);
+    }
+
+    #[test]
+    fn all_semantic_errors_are_reported_together() {
+        let text = "name: Bad_Name\ntier: single-vm\napp:\n  image: x\n  health_path: nope\nnetwork:\n  ssh_from: 1.2.3.4\n";
+        match parse(Path::new("s.yaml"), text) {
+            Err(StackError::Invalid(d)) => {
+                let paths: Vec<_> = d.iter().map(|d| d.path.as_str()).collect();
+                assert_eq!(paths, vec!["name", "app.health_path", "network.ssh_from"]);
+                assert_eq!((d[2].line, d[2].column), (7, 13));
+            }
+            other => panic!("expected errors, got {other:?}"),
+        }
+    }
+}

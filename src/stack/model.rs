@@ -112,7 +112,7 @@ pub struct SecretRef {
 }
 
 /// Networking.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     /// `default` (the account's default VPC) or a VPC id (`vpc-…`).
@@ -124,6 +124,16 @@ pub struct Network {
     /// CIDR allowed to reach port 22. Absent: port 22 stays closed.
     #[serde(default)]
     pub ssh_from: Option<String>,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            vpc: default_vpc(),
+            subnets: Vec::new(),
+            ssh_from: None,
+        }
+    }
 }
 
 fn default_vpc() -> String {

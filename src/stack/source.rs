@@ -163,6 +163,10 @@ impl MarkedEventReceiver for Walker {
                         _ => String::new(),
                     };
                     let path = join(&parent_path, &value);
+                    self.map
+                        .values
+                        .entry(parent_path.clone())
+                        .or_insert(pos(mark));
                     self.map.keys.insert(path.clone(), pos(mark));
                     self.map.scalars.push(Scalar {
                         path,
@@ -175,6 +179,9 @@ impl MarkedEventReceiver for Walker {
                     }
                 }
                 Some(path) => {
+                    if let Some(Frame::Seq { path: seq, .. }) = self.stack.last() {
+                        self.map.values.entry(seq.clone()).or_insert(pos(mark));
+                    }
                     self.map.values.entry(path.clone()).or_insert(pos(mark));
                     self.map.scalars.push(Scalar {
                         path,
@@ -188,7 +195,11 @@ impl MarkedEventReceiver for Walker {
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 // A non-scalar mapping key is not something a stack file has; index it as "?".
                 let path = self.next_value_path().unwrap_or_else(|| "?".to_string());
-                self.map.values.entry(path.clone()).or_insert(pos(mark));
+                // A block collection's own mark sits after its first key; its position is taken
+                // from its first child instead (see `first_child`), except for the document.
+                if path.is_empty() {
+                    self.map.values.entry(path.clone()).or_insert(pos(mark));
+                }
                 if matches!(ev, Event::MappingStart(..)) {
                     self.stack.push(Frame::Map { path, key: None });
                 } else {

@@ -454,7 +454,9 @@ fn check_database(c: &mut Checker, s: &StackFile, db: &Database) {
             "",
         );
     }
-    if !is_sql_identifier(&db.user, 32) {
+    if db.user.eq_ignore_ascii_case("root") {
+        c.err("database.user", "the application must not connect as `root`", "a dedicated user such as `bookstore`", "the MySQL image refuses MYSQL_USER=root; iac keeps the root password on the instance only");
+    } else if !is_sql_identifier(&db.user, 32) {
         c.err(
             "database.user",
             format!("`{}` is not a MySQL user name", db.user),
@@ -531,7 +533,9 @@ pub fn from_serde(file: &Path, map: &SourceMap, err: &yaml_serde::Error) -> Diag
     if let Some(loc) = err.location() {
         line = loc.line();
         column = loc.column();
-        if path.is_empty() || path == "." {
+        let names_its_own_key =
+            message.starts_with("unknown field") || message.starts_with("missing field");
+        if (path.is_empty() || path == ".") && !names_its_own_key {
             if let Some(p) = map.path_at(super::source::Pos { line, column }) {
                 path = p.to_string();
             }
@@ -600,12 +604,22 @@ fn parse_unknown(message: &str) -> Option<(String, Vec<String>)> {
 
 /// The closest candidate, if it is close enough to be a likely typo.
 pub fn did_you_mean<'a>(got: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
+    // One edit (a transposition counts as one) catches short keys such as `vcp` for `vpc`,
+    // which similarity scores rate too low.
+    let close = candidates
         .iter()
-        .map(|c| (strsim::jaro_winkler(got, c), *c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
+        .map(|c| (strsim::damerau_levenshtein(got, c), *c))
+        .filter(|(d, _)| *d <= 1.max(got.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c);
+    close.or_else(|| {
+        candidates
+            .iter()
+            .map(|c| (strsim::jaro_winkler(got, c), *c))
+            .filter(|(score, _)| *score > 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, c)| c)
+    })
 }
 
 fn is_region(s: &str) -> bool {
@@ -691,5 +705,9 @@ mod tests {
     fn suggestions() {
         assert_eq!(did_you_mean("imgae", &["image", "port"]), Some("image"));
         assert_eq!(did_you_mean("zzzz", &["image", "port"]), None);
+        assert_eq!(
+            did_you_mean("vcp", &["vpc", "subnets", "ssh_from"]),
+            Some("vpc")
+        );
     }
 }
