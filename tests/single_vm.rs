@@ -107,6 +107,34 @@ fn ingress(g: &aws_sdk_ec2::types::SecurityGroup) -> Vec<(String, i32, i32, Stri
     v
 }
 
+/// The values of the A record `name` in the seeded example.org zone, if it exists.
+async fn a_record(emu: &Emulator, name: &str) -> Option<Vec<String>> {
+    let r53 = emu.route53().await;
+    let zones = r53
+        .list_hosted_zones_by_name()
+        .dns_name("example.org.")
+        .send()
+        .await
+        .expect("zones");
+    let zone = zones.hosted_zones()[0].id().to_string();
+    let records = r53
+        .list_resource_record_sets()
+        .hosted_zone_id(&zone)
+        .send()
+        .await
+        .expect("records");
+    records
+        .resource_record_sets()
+        .iter()
+        .find(|r| r.name() == name && r.r#type().as_str() == "A")
+        .map(|r| {
+            r.resource_records()
+                .iter()
+                .map(|v| v.value().to_string())
+                .collect()
+        })
+}
+
 fn up(emu: &Emulator, file: &std::path::Path) -> Run {
     let mut c = emu.iac();
     c.args(["-o", "json", "up"]).arg(file).arg("--yes");
@@ -235,29 +263,10 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
     let ip = eip.public_ip().expect("ip").to_string();
     assert_eq!(outputs["public_ip"], ip.as_str());
     assert_eq!(outputs["url"], "https://books.example.org");
-    let r53 = emu.route53().await;
-    let zone = r53
-        .list_hosted_zones_by_name()
-        .dns_name("example.org.")
-        .send()
-        .await
-        .expect("zones")
-        .hosted_zones()[0]
-        .id()
-        .to_string();
-    let records = r53
-        .list_resource_record_sets()
-        .hosted_zone_id(&zone)
-        .send()
-        .await
-        .expect("records");
-    let a: Vec<_> = records
-        .resource_record_sets()
-        .iter()
-        .filter(|r| r.name() == "books.example.org." && r.r#type().as_str() == "A")
-        .collect();
-    assert_eq!(a.len(), 1);
-    assert_eq!(a[0].resource_records()[0].value(), ip);
+    assert_eq!(
+        a_record(&emu, "books.example.org.").await,
+        Some(vec![ip.clone()])
+    );
 
     // A second `up` makes no mutating call at all.
     let again = up(&emu, file.path());
@@ -275,16 +284,7 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
     assert!(groups(&ec2, stack).await.is_empty());
     assert!(live_instances(&ec2, stack).await.is_empty());
     assert!(addresses(&ec2, stack).await.is_empty());
-    let records = r53
-        .list_resource_record_sets()
-        .hosted_zone_id(&zone)
-        .send()
-        .await
-        .expect("records");
-    assert!(!records
-        .resource_record_sets()
-        .iter()
-        .any(|r| r.name() == "books.example.org."));
+    assert_eq!(a_record(&emu, "books.example.org.").await, None);
     // Deletion ran in reverse dependency order.
     let order: Vec<String> = d
         .records()
@@ -398,26 +398,7 @@ async fn removing_the_domain_deletes_the_record() {
     file.rewrite(&[("  hosted_zone: example.org", "")]);
     let r = up(&emu, file.path());
     assert_eq!(r.record("plan")["summary"]["delete"], 1);
-    let r53 = emu.route53().await;
-    let zone = r53
-        .list_hosted_zones_by_name()
-        .dns_name("example.org.")
-        .send()
-        .await
-        .expect("zones")
-        .hosted_zones()[0]
-        .id()
-        .to_string();
-    let records = r53
-        .list_resource_record_sets()
-        .hosted_zone_id(&zone)
-        .send()
-        .await
-        .expect("records");
-    assert!(!records
-        .resource_record_sets()
-        .iter()
-        .any(|r| r.name() == "books.example.org."));
+    assert_eq!(a_record(&emu, "books.example.org.").await, None);
     down(&emu, stack);
 }
 

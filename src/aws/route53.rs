@@ -86,6 +86,15 @@ pub async fn get_a_record(
         }))
 }
 
+/// A request the SDK's builders refused (a required field missing): a bug in the request.
+fn invalid(e: aws_sdk_route53::error::BuildError) -> AwsError {
+    AwsError::state(
+        "route53:ChangeResourceRecordSets",
+        ErrorClass::InvalidInput,
+        e.to_string(),
+    )
+}
+
 async fn change(
     aws: &Aws,
     zone_id: &str,
@@ -98,49 +107,25 @@ async fn change(
         .iter()
         .map(|v| ResourceRecord::builder().value(v).build())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            AwsError::state(
-                "route53:ChangeResourceRecordSets",
-                ErrorClass::InvalidInput,
-                e.to_string(),
-            )
-        })?;
+        .map_err(invalid)?;
     let set = ResourceRecordSet::builder()
         .name(fqdn(name))
         .r#type(RrType::A)
         .ttl(ttl)
         .set_resource_records(Some(records))
         .build()
-        .map_err(|e| {
-            AwsError::state(
-                "route53:ChangeResourceRecordSets",
-                ErrorClass::InvalidInput,
-                e.to_string(),
-            )
-        })?;
+        .map_err(invalid)?;
     let batch = ChangeBatch::builder()
         .changes(
             Change::builder()
                 .action(action)
                 .resource_record_set(set)
                 .build()
-                .map_err(|e| {
-                    AwsError::state(
-                        "route53:ChangeResourceRecordSets",
-                        ErrorClass::InvalidInput,
-                        e.to_string(),
-                    )
-                })?,
+                .map_err(invalid)?,
         )
         .comment("managed by iac")
         .build()
-        .map_err(|e| {
-            AwsError::state(
-                "route53:ChangeResourceRecordSets",
-                ErrorClass::InvalidInput,
-                e.to_string(),
-            )
-        })?;
+        .map_err(invalid)?;
     aws.route53
         .change_resource_record_sets()
         .hosted_zone_id(zone_id)
