@@ -34,12 +34,12 @@ pub async fn run(
     } else {
         printer.line(printer.bold(&format!("Stack `{name}` in {}:", aws.region)));
         printer.line(format!(
-            "  {:<15} {:<8} {:<24} {}",
+            "  {:<15} {:<10} {:<28} {}",
             "KIND", "ID", "AWS ID", "STATE"
         ));
         for o in &found.resources {
             printer.line(format!(
-                "  {:<15} {:<8} {:<24} {}",
+                "  {:<15} {:<10} {:<28} {}",
                 o.kind.as_str(),
                 o.id,
                 o.physical_id,
