@@ -33,6 +33,9 @@ pub struct Node<E> {
     pub action: String,
     /// Nodes that must finish first. Ids not in the graph count as done.
     pub deps: Vec<ResourceId>,
+    /// The dependencies only order the work: this node still runs when one of them failed
+    /// (deletions, where each retries whatever is still in use).
+    pub order_only: bool,
     /// Built only when the node starts, so it can read what its dependencies produced.
     pub task: Box<dyn FnOnce() -> Task<E> + Send>,
 }
@@ -130,14 +133,14 @@ where
                     physical_id,
                     elapsed_ms,
                 });
-                for d in dependents.get(&id).cloned().unwrap_or_default() {
-                    if let Some(w) = waiting_on.get_mut(&d) {
-                        w.remove(&id);
-                        if w.is_empty() && pending.contains_key(&d) {
-                            ready.push(d);
-                        }
-                    }
-                }
+                release(
+                    &id,
+                    &dependents,
+                    &mut waiting_on,
+                    &pending,
+                    &mut ready,
+                    false,
+                );
                 // Keep the original order among ready nodes.
                 ready.sort_by_key(|r| order.iter().position(|o| o == r));
                 outcome.done.push(id);
@@ -149,6 +152,14 @@ where
                     action,
                     error: error.clone(),
                 });
+                release(
+                    &id,
+                    &dependents,
+                    &mut waiting_on,
+                    &pending,
+                    &mut ready,
+                    true,
+                );
                 skip_dependents(
                     &id,
                     &dependents,
@@ -157,6 +168,7 @@ where
                     &mut outcome,
                     reporter.as_ref(),
                 );
+                ready.sort_by_key(|r| order.iter().position(|o| o == r));
                 outcome.failed.push((id, error));
             }
         }
@@ -173,6 +185,32 @@ where
     outcome
 }
 
+/// Marks `done` as finished for its dependents and queues those now free to run. After a
+/// failure (`failed`), only order-only dependents are released; the rest are skipped.
+fn release<E>(
+    done: &ResourceId,
+    dependents: &BTreeMap<ResourceId, Vec<ResourceId>>,
+    waiting_on: &mut BTreeMap<ResourceId, BTreeSet<ResourceId>>,
+    pending: &BTreeMap<ResourceId, Node<E>>,
+    ready: &mut Vec<ResourceId>,
+    failed: bool,
+) {
+    for d in dependents.get(done).cloned().unwrap_or_default() {
+        let Some(node) = pending.get(&d) else {
+            continue;
+        };
+        if failed && !node.order_only {
+            continue;
+        }
+        if let Some(w) = waiting_on.get_mut(&d) {
+            w.remove(done);
+            if w.is_empty() {
+                ready.push(d);
+            }
+        }
+    }
+}
+
 fn skip_dependents<E>(
     failed: &ResourceId,
     dependents: &BTreeMap<ResourceId, Vec<ResourceId>>,
@@ -184,6 +222,9 @@ fn skip_dependents<E>(
     let mut stack = vec![failed.clone()];
     while let Some(cur) = stack.pop() {
         for d in dependents.get(&cur).cloned().unwrap_or_default() {
+            if pending.get(&d).is_some_and(|n| n.order_only) {
+                continue;
+            }
             if let Some(node) = pending.remove(&d) {
                 ready.retain(|r| r != &d);
                 reporter.event(&Event::Skipped {
@@ -223,6 +264,7 @@ mod tests {
             kind: Kind::Instance,
             action: "create".into(),
             deps: deps.iter().map(|d| ResourceId::new(*d)).collect(),
+            order_only: false,
             task: Box::new(move || {
                 Box::pin(async move {
                     live.fetch_add(1, Ordering::SeqCst);
@@ -296,6 +338,20 @@ mod tests {
             vec![ResourceId::new("app"), ResourceId::new("dns")]
         );
         assert_eq!(out.done, vec![ResourceId::new("lb")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn order_only_dependents_run_after_a_failure() {
+        let log: Log = Default::default();
+        let live = Arc::new(AtomicUsize::new(0));
+        let mut later = node("group", &["vm"], 10, false, log.clone(), live.clone());
+        later.order_only = true;
+        let nodes = vec![node("vm", &[], 10, true, log.clone(), live.clone()), later];
+        let out = run(nodes, 2, Arc::new(Silent)).await;
+        assert_eq!(out.failed.len(), 1);
+        assert_eq!(out.done, vec![ResourceId::new("group")]);
+        let log = log.lock().unwrap().clone();
+        assert!(pos(&log, "end vm") < pos(&log, "start group"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -581,30 +581,6 @@ pub async fn run_instance(
         })
 }
 
-/// The state name of an instance (`pending`, `running`, `terminated`, …).
-pub async fn instance_state(aws: &Aws, instance_id: &str) -> Result<Option<String>, AwsError> {
-    let out = aws
-        .ec2
-        .describe_instances()
-        .instance_ids(instance_id)
-        .send()
-        .await
-        .map_err(err("ec2:DescribeInstances"));
-    match out {
-        Ok(o) => Ok(o
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .find_map(|i| {
-                i.state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str().to_string())
-            })),
-        Err(e) if e.is(ErrorClass::NotFound) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 pub async fn start_instance(aws: &Aws, instance_id: &str) -> Result<(), AwsError> {
     aws.ec2
         .start_instances()
@@ -769,4 +745,205 @@ pub async fn user_data(aws: &Aws, instance_id: &str) -> Result<Vec<u8>, AwsError
                 format!("user-data is not base64: {e}"),
             )
         })
+}
+
+/// Subnets by id as (subnet id, availability zone), in the order given.
+pub async fn subnets_by_id(aws: &Aws, ids: &[String]) -> Result<Vec<(String, String)>, AwsError> {
+    let out = aws
+        .ec2
+        .describe_subnets()
+        .set_subnet_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .map_err(err("ec2:DescribeSubnets"))?;
+    let found: BTreeMap<String, String> = out
+        .subnets()
+        .iter()
+        .filter_map(|s| {
+            Some((
+                s.subnet_id()?.to_string(),
+                s.availability_zone().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect();
+    ids.iter()
+        .map(|id| {
+            found
+                .get(id)
+                .map(|az| (id.clone(), az.clone()))
+                .ok_or_else(|| {
+                    AwsError::state(
+                        "ec2:DescribeSubnets",
+                        ErrorClass::NotFound,
+                        format!("subnet {id} does not exist in {}", aws.region),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// State and private IP of an instance; `None` when it does not exist.
+pub async fn instance_state_ip(
+    aws: &Aws,
+    instance_id: &str,
+) -> Result<Option<(String, Option<String>)>, AwsError> {
+    let out = aws
+        .ec2
+        .describe_instances()
+        .instance_ids(instance_id)
+        .send()
+        .await;
+    match out {
+        Ok(o) => Ok(o
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find_map(|i| {
+                let state = i
+                    .state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_string())?;
+                Some((state, i.private_ip_address().map(str::to_string)))
+            })),
+        Err(e) => match AwsError::from_sdk("ec2:DescribeInstances", e) {
+            e if e.is(ErrorClass::NotFound) => Ok(None),
+            e => Err(e),
+        },
+    }
+}
+
+/// Data volumes of the stack (root volumes carry `iac:kind=instance` and are not listed).
+pub async fn discover_volumes(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError> {
+    let pages = aws
+        .ec2
+        .describe_volumes()
+        .filters(stack_filter(stack))
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{}", tags::KIND))
+                .values(Kind::Volume.as_str())
+                .build(),
+        )
+        .into_paginator()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(err("ec2:DescribeVolumes"))?;
+    Ok(pages
+        .iter()
+        .flat_map(|p| p.volumes())
+        .filter_map(|v| {
+            let t = tag_map(v.tags());
+            let state = v
+                .state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default();
+            if state == "deleting" || state == "deleted" {
+                return None;
+            }
+            let details = Details::Volume {
+                availability_zone: v.availability_zone().unwrap_or_default().to_string(),
+                size_gb: v.size().unwrap_or(0) as u32,
+                attached_to: v
+                    .attachments()
+                    .iter()
+                    .find_map(|a| a.instance_id().map(str::to_string)),
+                keep_on_down: t.get(tags::DATA).is_some_and(|d| d == "true"),
+            };
+            observed(t, Kind::Volume, v.volume_id()?.to_string(), state, details)
+        })
+        .collect())
+}
+
+/// Creates an encrypted gp3 volume, tagged at creation.
+pub async fn create_volume(
+    aws: &Aws,
+    az: &str,
+    size_gb: u32,
+    tags_: &BTreeMap<String, String>,
+) -> Result<String, AwsError> {
+    let out = aws
+        .ec2
+        .create_volume()
+        .availability_zone(az)
+        .size(size_gb as i32)
+        .volume_type(VolumeType::Gp3)
+        .encrypted(true)
+        .tag_specifications(tag_spec(ResourceType::Volume, tags_))
+        .send()
+        .await
+        .map_err(err("ec2:CreateVolume"))?;
+    out.volume_id().map(str::to_string).ok_or_else(|| {
+        AwsError::state(
+            "ec2:CreateVolume",
+            ErrorClass::Other,
+            "no volume id in the answer",
+        )
+    })
+}
+
+/// The state of a volume (`creating`, `available`, `in-use`, …) and the instance it is attached to.
+pub async fn volume_state(
+    aws: &Aws,
+    volume_id: &str,
+) -> Result<Option<(String, Option<String>)>, AwsError> {
+    match aws
+        .ec2
+        .describe_volumes()
+        .volume_ids(volume_id)
+        .send()
+        .await
+    {
+        Ok(o) => Ok(o.volumes().first().map(|v| {
+            (
+                v.state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                v.attachments()
+                    .iter()
+                    .find_map(|a| a.instance_id().map(str::to_string)),
+            )
+        })),
+        Err(e) => match AwsError::from_sdk("ec2:DescribeVolumes", e) {
+            e if e.is(ErrorClass::NotFound) => Ok(None),
+            e => Err(e),
+        },
+    }
+}
+
+pub async fn attach_volume(
+    aws: &Aws,
+    volume_id: &str,
+    instance_id: &str,
+    device: &str,
+) -> Result<(), AwsError> {
+    aws.ec2
+        .attach_volume()
+        .volume_id(volume_id)
+        .instance_id(instance_id)
+        .device(device)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("ec2:AttachVolume"))
+}
+
+pub async fn detach_volume(aws: &Aws, volume_id: &str) -> Result<(), AwsError> {
+    aws.ec2
+        .detach_volume()
+        .volume_id(volume_id)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("ec2:DetachVolume"))
+}
+
+pub async fn delete_volume(aws: &Aws, volume_id: &str) -> Result<(), AwsError> {
+    aws.ec2
+        .delete_volume()
+        .volume_id(volume_id)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("ec2:DeleteVolume"))
 }

@@ -45,11 +45,13 @@ pub struct Discovered {
 
 /// Finds every resource of `stack` through its tags (no local state).
 pub async fn discover(aws: &Aws, stack: &str) -> Result<Discovered, AwsError> {
-    let (keys, groups, instances, addresses) = tokio::try_join!(
+    let (keys, groups, instances, addresses, volumes, params) = tokio::try_join!(
         ec2::discover_key_pairs(aws, stack),
         ec2::discover_security_groups(aws, stack),
         ec2::discover_instances(aws, stack),
         ec2::discover_addresses(aws, stack),
+        ec2::discover_volumes(aws, stack),
+        ssm::discover(aws, stack),
     )?;
     let mut records = Vec::new();
     for a in &addresses {
@@ -77,7 +79,9 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Discovered, AwsError> {
         }
     }
     let mut resources = keys;
+    resources.extend(params);
     resources.extend(groups);
+    resources.extend(volumes);
     resources.extend(instances.live);
     resources.extend(addresses);
     resources.extend(records);
@@ -94,56 +98,72 @@ pub async fn resolve_inputs(
     stack: &Stack,
     reporter: &dyn Reporter,
 ) -> Result<Inputs, AwsError> {
+    // Four independent chains of lookups run at the same time: network, image, key pair, zone
+    // and secrets. Each is a handful of sequential reads.
     let s = &stack.spec;
-    let vpc_id = if s.network.vpc == "default" {
-        ec2::default_vpc(aws).await?
-    } else {
-        if !ec2::vpc_exists(aws, &s.network.vpc).await? {
+    let network = async {
+        let vpc_id = if s.network.vpc == "default" {
+            ec2::default_vpc(aws).await?
+        } else if ec2::vpc_exists(aws, &s.network.vpc).await? {
+            s.network.vpc.clone()
+        } else {
             return Err(AwsError::state(
                 "ec2:DescribeVpcs",
                 ErrorClass::NotFound,
                 format!("VPC {} does not exist in {}", s.network.vpc, aws.region),
             ));
-        }
-        s.network.vpc.clone()
+        };
+        let subnets = if s.network.subnets.is_empty() {
+            ec2::subnets(aws, &vpc_id).await?
+        } else {
+            ec2::subnets_by_id(aws, &s.network.subnets).await?
+        };
+        Ok((vpc_id, subnets))
     };
-    let subnet_id = match s.network.subnets.first() {
-        Some(id) => Some(id.clone()),
-        None => ec2::subnets(aws, &vpc_id)
-            .await?
-            .into_iter()
-            .next()
-            .map(|(id, _)| id),
+    let image = async {
+        let image_id = resolve_image(aws, &s.instance.image, reporter).await?;
+        let root_device = ec2::image_root_device(aws, &image_id).await?;
+        Ok((image_id, root_device))
     };
-    let image_id = resolve_image(aws, &s.instance.image, reporter).await?;
-    let root_device = ec2::image_root_device(aws, &image_id).await?;
-    if let Some(kp) = &s.instance.key_pair {
-        if kp.public_key_file.is_none() && !ec2::key_pair_exists(aws, &kp.name).await? {
-            return Err(AwsError::state(
+    let key = async {
+        match &s.instance.key_pair {
+            Some(kp) if kp.public_key_file.is_none() && !ec2::key_pair_exists(aws, &kp.name).await? => Err(AwsError::state(
                 "ec2:DescribeKeyPairs",
                 ErrorClass::NotFound,
                 format!("key pair `{}` does not exist in {}; create it, or set `instance.key_pair.public_key_file` to import one", kp.name, aws.region),
-            ));
+            )),
+            _ => Ok(()),
         }
-    }
-    let hosted_zone_id = match s.domain.as_ref().and_then(|d| d.hosted_zone.as_ref()) {
-        Some(z) => Some(route53::resolve_zone(aws, z).await?),
-        None => None,
     };
-    let mut refs: Vec<&str> = s.app.secrets.values().map(|r| r.ssm.as_str()).collect();
-    if let Some(p) = s.database.as_ref().and_then(|d| d.password.as_ref()) {
-        refs.push(&p.ssm);
-    }
-    for name in refs {
-        if !ssm::exists(aws, name).await? {
-            reporter.event(&Event::Warning {
-                message: format!("SSM parameter {name} does not exist yet; the instance reads it at boot, so create it first (aws ssm put-parameter --type SecureString --name {name} ...)"),
-            });
+    let zone = async {
+        match s.domain.as_ref().and_then(|d| d.hosted_zone.as_ref()) {
+            Some(z) => route53::resolve_zone(aws, z).await.map(Some),
+            None => Ok(None),
         }
-    }
+    };
+    let secrets = async {
+        let mut refs: Vec<&str> = s.app.secrets.values().map(|r| r.ssm.as_str()).collect();
+        refs.extend(
+            s.database
+                .as_ref()
+                .and_then(|d| d.password.as_ref())
+                .map(|p| p.ssm.as_str()),
+        );
+        for name in refs {
+            if !ssm::exists(aws, name).await? {
+                reporter.event(&Event::Warning {
+                    message: format!("SSM parameter {name} does not exist yet; the instance reads it at boot, so create it first (aws ssm put-parameter --type SecureString --name {name} ...)"),
+                });
+            }
+        }
+        Ok(())
+    };
+    let ((vpc_id, subnets), (image_id, root_device), (), hosted_zone_id, ()) =
+        tokio::try_join!(network, image, key, zone, secrets)?;
     Ok(Inputs {
         vpc_id,
-        subnet_id,
+        subnet_id: subnets.first().map(|(id, _)| id.clone()),
+        subnets,
         image_id,
         root_device,
         hosted_zone_id,
@@ -184,6 +204,7 @@ async fn resolve_image(
 pub struct Known {
     pub physical_id: String,
     pub public_ip: Option<String>,
+    pub private_ip: Option<String>,
 }
 
 /// Builds executor nodes for a plan.
@@ -196,6 +217,11 @@ pub struct Applier {
     pub deadlines: Deadlines,
     pub terminated_per_id: BTreeMap<String, u32>,
     known: Arc<Mutex<BTreeMap<ResourceId, Known>>>,
+    /// Resources that existed before this run and stay: only these are notified in place
+    /// (a new instance reads its configuration at boot).
+    preexisting: Arc<Mutex<std::collections::BTreeSet<ResourceId>>>,
+    /// `down --delete-data`: also delete data volumes.
+    pub delete_data: bool,
 }
 
 fn wait_err(e: WaitError<AwsError>, op: &str) -> AwsError {
@@ -220,6 +246,8 @@ impl Applier {
             deadlines: Deadlines::default(),
             terminated_per_id: discovered.terminated_per_id.clone(),
             known: Arc::default(),
+            preexisting: Arc::default(),
+            delete_data: false,
         }
     }
 
@@ -233,6 +261,8 @@ impl Applier {
             deadlines: Deadlines::default(),
             terminated_per_id: BTreeMap::new(),
             known: Arc::default(),
+            preexisting: Arc::default(),
+            delete_data: false,
         }
     }
 
@@ -262,6 +292,14 @@ impl Applier {
 
     /// Nodes for the create/update phase and for the delete phase, in that order.
     pub fn nodes(&self, plan: &Plan) -> (Vec<Node<AwsError>>, Vec<Node<AwsError>>) {
+        if let Ok(mut pre) = self.preexisting.lock() {
+            pre.extend(
+                plan.changes
+                    .iter()
+                    .filter(|c| matches!(c.action, Action::Keep | Action::Update { .. }))
+                    .map(|c| c.id.clone()),
+            );
+        }
         for c in &plan.changes {
             if let (Some(a), false) = (
                 &c.actual,
@@ -305,6 +343,7 @@ impl Applier {
             kind: r.kind(),
             action: action.to_string(),
             deps: r.deps.clone(),
+            order_only: false,
             task: Box::new(move || -> Task<AwsError> {
                 Box::pin(async move { this.apply_one(&r2, &action_s, actual).await })
             }),
@@ -327,6 +366,7 @@ impl Applier {
             kind: o.kind,
             action: "delete".to_string(),
             deps: Vec::new(),
+            order_only: true,
             task: Box::new(move || -> Task<AwsError> {
                 Box::pin(async move {
                     this.delete_one(&o2)
@@ -367,9 +407,104 @@ impl Applier {
                     Known {
                         physical_id: s.key_name.clone(),
                         public_ip: None,
+                        private_ip: None,
                     },
                 );
                 Ok(Some(s.key_name.clone()))
+            }
+            (Spec::SsmParameter(s), _) => {
+                let value = match &s.value {
+                    ParamValue::Generated if action != "create" => return Ok(Some(s.name.clone())),
+                    ParamValue::Generated => ssm::generate_password()?,
+                    ParamValue::Template { text, refs } => {
+                        let mut out = text.clone();
+                        for id in refs {
+                            let ip =
+                                self.need(id, "ssm:PutParameter")?
+                                    .private_ip
+                                    .ok_or_else(|| {
+                                        AwsError::state(
+                                            "ssm:PutParameter",
+                                            ErrorClass::Other,
+                                            format!("{id} has no private IP yet"),
+                                        )
+                                    })?;
+                            out = out.replace(&ip_placeholder(id.as_str()), &ip);
+                        }
+                        out
+                    }
+                };
+                let create_tags = (action == "create")
+                    .then(|| ssm::param_tags(&self.stack, &r.id, &self.extra_tags));
+                ssm::put(aws, &s.name, &value, s.secure, create_tags.as_ref()).await.map_err(|e| {
+                    if e.is(ErrorClass::AlreadyExists) {
+                        AwsError::state("ssm:PutParameter", ErrorClass::AlreadyExists, format!("parameter {} exists but was not found under the stack's path; delete it", s.name))
+                    } else {
+                        e
+                    }
+                })?;
+                self.remember(
+                    &r.id,
+                    Known {
+                        physical_id: s.name.clone(),
+                        public_ip: None,
+                        private_ip: None,
+                    },
+                );
+                if let Some(n) = &s.notify {
+                    let pre = self
+                        .preexisting
+                        .lock()
+                        .map(|p| p.contains(&n.instance))
+                        .unwrap_or(false);
+                    if action != "create" && pre {
+                        let target = self.need(&n.instance, "ssm:SendCommand")?;
+                        let cmd = ssm::run_shell(aws, &target.physical_id, &n.command, &n.comment)
+                            .await?;
+                        self.reporter.event(&Event::Info {
+                            message: format!(
+                                "{}: sent `{}` to {} {} (command {cmd})",
+                                r.id, n.comment, n.instance, target.physical_id
+                            ),
+                        });
+                    }
+                }
+                Ok(Some(s.name.clone()))
+            }
+            (Spec::Volume(s), _) => {
+                let instance = self.need(&s.attach_to, "ec2:AttachVolume")?;
+                let vid = match actual {
+                    Some(a) => {
+                        if let Details::Volume {
+                            attached_to: Some(old),
+                            ..
+                        } = &a.details
+                        {
+                            if old != &instance.physical_id {
+                                ignore_gone(ec2::detach_volume(aws, &a.physical_id).await)?;
+                            }
+                        }
+                        a.physical_id
+                    }
+                    None => {
+                        let mut t = tags_.clone();
+                        if s.keep_on_down {
+                            t.insert(tags::DATA.to_string(), "true".to_string());
+                        }
+                        ec2::create_volume(aws, &s.availability_zone, s.size_gb, &t).await?
+                    }
+                };
+                self.remember(
+                    &r.id,
+                    Known {
+                        physical_id: vid.clone(),
+                        public_ip: None,
+                        private_ip: None,
+                    },
+                );
+                self.wait_volume(&r.id, &vid, "available").await?;
+                ec2::attach_volume(aws, &vid, &instance.physical_id, &s.device).await?;
+                Ok(Some(vid))
             }
             (Spec::SecurityGroup(s), "create") => {
                 let gid = ec2::create_security_group(aws, &s.group_name, &s.description, &s.vpc_id, &tags_).await.map_err(|e| {
@@ -384,6 +519,7 @@ impl Applier {
                     Known {
                         physical_id: gid.clone(),
                         public_ip: None,
+                        private_ip: None,
                     },
                 );
                 ec2::reconcile_ingress(aws, &gid, &s.ingress, &[], &self.group_ids()).await?;
@@ -420,14 +556,15 @@ impl Applier {
                     format!("{}/{}/{}/{}", self.stack, r.id, spec_hash, generation).as_bytes(),
                 );
                 let iid = ec2::run_instance(aws, s, &s.root_device, sg_ids, &t, &token).await?;
+                let private_ip = self.wait_instance(&r.id, &iid, "running").await?;
                 self.remember(
                     &r.id,
                     Known {
                         physical_id: iid.clone(),
                         public_ip: None,
+                        private_ip,
                     },
                 );
-                self.wait_instance(&r.id, &iid, "running").await?;
                 Ok(Some(iid))
             }
             (Spec::Instance(_), _) => {
@@ -455,6 +592,7 @@ impl Applier {
                     Known {
                         physical_id: alloc.clone(),
                         public_ip: Some(ip),
+                        private_ip: None,
                     },
                 );
                 ec2::associate_address(aws, &alloc, &instance.physical_id).await?;
@@ -489,7 +627,13 @@ impl Applier {
             .unwrap_or_default()
     }
 
-    async fn wait_instance(&self, id: &ResourceId, iid: &str, want: &str) -> Result<(), AwsError> {
+    /// Waits for an instance state; returns its private IP once there.
+    async fn wait_instance(
+        &self,
+        id: &ResourceId,
+        iid: &str,
+        want: &str,
+    ) -> Result<Option<String>, AwsError> {
         let deadline = if want == "running" {
             self.deadlines.instance_running
         } else {
@@ -497,10 +641,14 @@ impl Applier {
         };
         let what = format!("instance {iid} to be {want}");
         wait::until(id, &what, deadline, Backoff::default(), self.reporter.as_ref(), || async {
-            let state = ec2::instance_state(&self.aws, iid).await?;
+            let found = ec2::instance_state_ip(&self.aws, iid).await?;
+            let (state, ip) = match found {
+                Some((s, ip)) => (Some(s), ip),
+                None => (None, None),
+            };
             Ok(match state.as_deref() {
-                Some(s) if s == want => Poll::Ready(()),
-                None if want == "terminated" => Poll::Ready(()),
+                Some(s) if s == want => Poll::Ready(ip),
+                None if want == "terminated" => Poll::Ready(None),
                 Some("terminated") if want == "running" => {
                     return Err(AwsError::state("ec2:DescribeInstances", ErrorClass::Other, format!("instance {iid} terminated while starting; check its console output and quotas")))
                 }
@@ -509,6 +657,33 @@ impl Applier {
         })
         .await
         .map_err(|e| wait_err(e, "ec2:DescribeInstances"))
+    }
+
+    /// Waits until a volume is in `want` state (`available` after create or detach).
+    async fn wait_volume(&self, id: &ResourceId, vid: &str, want: &str) -> Result<(), AwsError> {
+        let what = format!("volume {vid} to be {want}");
+        wait::until(
+            id,
+            &what,
+            self.deadlines.dependency,
+            Backoff::default(),
+            self.reporter.as_ref(),
+            || async {
+                Ok(match ec2::volume_state(&self.aws, vid).await? {
+                    Some((state, _)) if state == want => Poll::Ready(()),
+                    Some((state, _)) => Poll::Pending(state),
+                    None => {
+                        return Err(AwsError::state(
+                            "ec2:DescribeVolumes",
+                            ErrorClass::NotFound,
+                            format!("volume {vid} disappeared"),
+                        ))
+                    }
+                })
+            },
+        )
+        .await
+        .map_err(|e| wait_err(e, "ec2:DescribeVolumes"))
     }
 
     /// Deletes one resource; "already gone" is success, "still in use" is retried until the
@@ -537,6 +712,7 @@ impl Applier {
                 ignore_gone(ec2::terminate_instance(aws, &o.physical_id).await)?;
                 self.wait_instance(&o.id, &o.physical_id, "terminated")
                     .await
+                    .map(|_| ())
             }
             (Kind::SecurityGroup, _) => {
                 self.retry_in_use(
@@ -547,6 +723,21 @@ impl Applier {
                 .await
             }
             (Kind::KeyPair, _) => ec2::delete_key_pair(aws, &o.physical_id).await,
+            (Kind::SsmParameter, _) => ssm::delete(aws, &o.physical_id).await,
+            (Kind::Volume, _) => {
+                // Read the attachment now: the instance it was on may have been terminated by
+                // an earlier node of this same run, which detaches it.
+                if let Some((_, Some(_))) = ec2::volume_state(aws, &o.physical_id).await? {
+                    ignore_gone(ec2::detach_volume(aws, &o.physical_id).await)?;
+                    self.wait_volume(&o.id, &o.physical_id, "available").await?;
+                }
+                self.retry_in_use(
+                    &o.id,
+                    &format!("volume {} to be free", o.physical_id),
+                    || ec2::delete_volume(aws, &o.physical_id),
+                )
+                .await
+            }
             _ => Ok(()),
         };
         ignore_gone(res)
@@ -594,14 +785,19 @@ fn ignore_gone(r: Result<(), AwsError>) -> Result<(), AwsError> {
 }
 
 fn known_of(o: &Observed) -> Known {
-    let public_ip = match &o.details {
-        Details::ElasticIp { public_ip, .. } => Some(public_ip.clone()),
-        Details::Instance { public_ip, .. } => public_ip.clone(),
-        _ => None,
+    let (public_ip, private_ip) = match &o.details {
+        Details::ElasticIp { public_ip, .. } => (Some(public_ip.clone()), None),
+        Details::Instance {
+            public_ip,
+            private_ip,
+            ..
+        } => (public_ip.clone(), private_ip.clone()),
+        _ => (None, None),
     };
     Known {
         physical_id: o.physical_id.clone(),
         public_ip,
+        private_ip,
     }
 }
 
@@ -611,6 +807,8 @@ fn known_of(o: &Observed) -> Known {
 fn order_deletes(nodes: &mut [Node<AwsError>]) {
     let by_kind: Vec<(Kind, ResourceId)> = nodes.iter().map(|n| (n.kind, n.id.clone())).collect();
     for n in nodes.iter_mut() {
+        // A failed deletion must not stop the others: each retries what is still in use.
+        n.order_only = true;
         n.deps = by_kind
             .iter()
             .filter(|(k, _)| *k > n.kind)
@@ -622,9 +820,11 @@ fn order_deletes(nodes: &mut [Node<AwsError>]) {
 /// What `status` and `up` print at the end.
 pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let eip = found.iter().find(|o| o.kind == Kind::ElasticIp);
-    let vm = found.iter().find(|o| o.kind == Kind::Instance);
-    if let Some(Details::ElasticIp { public_ip, .. }) = eip.map(|e| &e.details) {
+    let eip = found.iter().find_map(|o| match &o.details {
+        Details::ElasticIp { public_ip, .. } => Some(public_ip.clone()),
+        _ => None,
+    });
+    if let Some(public_ip) = &eip {
         out.insert("public_ip".to_string(), public_ip.clone());
         let url = match &stack.spec.domain {
             Some(d) => format!("https://{}", d.name),
@@ -639,19 +839,42 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
             };
             out.insert("ssh".to_string(), format!("ssh {user}@{public_ip}"));
         }
+        if let Some(d) = stack
+            .spec
+            .domain
+            .as_ref()
+            .filter(|d| d.hosted_zone.is_none())
+        {
+            out.insert(
+                "dns".to_string(),
+                format!("point {} (A) at {public_ip}", d.name),
+            );
+        }
     }
-    if let Some(vm) = vm {
+    let instance = |id: &str| {
+        found
+            .iter()
+            .find(|o| o.kind == Kind::Instance && o.id.as_str() == id)
+    };
+    if let Some(vm) = instance(crate::tiers::single_vm::VM) {
         out.insert("instance_id".to_string(), vm.physical_id.clone());
     }
-    if let Some(d) = &stack.spec.domain {
-        if d.hosted_zone.is_none() {
-            if let Some(Details::ElasticIp { public_ip, .. }) = eip.map(|e| &e.details) {
-                out.insert(
-                    "dns".to_string(),
-                    format!("point {} (A) at {public_ip}", d.name),
-                );
-            }
-        }
+    if let Some(lb) = instance(crate::tiers::lb_vms::LB) {
+        out.insert("balancer_instance_id".to_string(), lb.physical_id.clone());
+    }
+    if let Some(Details::Instance {
+        private_ip: Some(ip),
+        ..
+    }) = instance(crate::tiers::lb_vms::DB).map(|o| &o.details)
+    {
+        out.insert("database_private_ip".to_string(), ip.clone());
+    }
+    let webs = found
+        .iter()
+        .filter(|o| o.kind == Kind::Instance && o.id.as_str().starts_with("web-"))
+        .count();
+    if webs > 0 {
+        out.insert("web_vms".to_string(), webs.to_string());
     }
     out
 }

@@ -1,7 +1,17 @@
-//! SSM Parameter Store: image aliases and secret references.
+//! SSM: image aliases, secret references, the stack's own parameters and Run Command.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ssm::types::{ParameterType, Tag};
 
 use super::error::{AwsError, ErrorClass};
-use super::Aws;
+use super::{tags, Aws};
+use crate::plan::{Details, Kind, Observed, ResourceId};
+
+/// The path under which a stack's parameters live; discovery lists it, `down` empties it.
+pub fn stack_path(stack: &str) -> String {
+    format!("/iac/{stack}/")
+}
 
 /// The value of a plain (non-secret) parameter, such as the public AMI parameters.
 pub async fn get_plain(aws: &Aws, name: &str) -> Result<Option<String>, AwsError> {
@@ -44,4 +54,143 @@ pub async fn exists(aws: &Aws, name: &str) -> Result<bool, AwsError> {
         .await
         .map_err(|e| AwsError::from_sdk("ssm:DescribeParameters", e))?;
     Ok(!out.parameters().is_empty())
+}
+
+/// The stack's parameters (everything under its path, including ones instances wrote, such as
+/// swarm join tokens). SecureString values are not decrypted.
+pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError> {
+    let path = stack_path(stack);
+    let pages = aws
+        .ssm
+        .get_parameters_by_path()
+        .path(&path)
+        .recursive(true)
+        .with_decryption(false)
+        .into_paginator()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(|e| AwsError::from_sdk("ssm:GetParametersByPath", e))?;
+    Ok(pages
+        .iter()
+        .flat_map(|p| p.parameters())
+        .filter_map(|p| {
+            let name = p.name()?.to_string();
+            let secure = p.r#type() == Some(&ParameterType::SecureString);
+            let leaf = name.strip_prefix(&path).unwrap_or(&name).to_string();
+            Some(Observed {
+                id: ResourceId::new(leaf),
+                kind: Kind::SsmParameter,
+                physical_id: name,
+                state: "present".to_string(),
+                details: Details::SsmParameter {
+                    value: if secure {
+                        None
+                    } else {
+                        p.value().map(str::to_string)
+                    },
+                    secure,
+                },
+                tags: BTreeMap::new(),
+            })
+        })
+        .collect())
+}
+
+/// Creates (tagged) or overwrites a parameter. The value is never logged.
+pub async fn put(
+    aws: &Aws,
+    name: &str,
+    value: &str,
+    secure: bool,
+    create_tags: Option<&BTreeMap<String, String>>,
+) -> Result<(), AwsError> {
+    let mut req = aws
+        .ssm
+        .put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(if secure {
+            ParameterType::SecureString
+        } else {
+            ParameterType::String
+        })
+        .description("managed by iac");
+    match create_tags {
+        Some(t) => {
+            let mut tag_list = Vec::new();
+            for (k, v) in t {
+                tag_list.push(Tag::builder().key(k).value(v).build().map_err(|e| {
+                    AwsError::state("ssm:PutParameter", ErrorClass::InvalidInput, e.to_string())
+                })?);
+            }
+            req = req.set_tags(Some(tag_list));
+        }
+        None => req = req.overwrite(true),
+    }
+    req.send()
+        .await
+        .map(|_| ())
+        .map_err(|e| AwsError::from_sdk("ssm:PutParameter", e))
+}
+
+pub async fn delete(aws: &Aws, name: &str) -> Result<(), AwsError> {
+    aws.ssm
+        .delete_parameter()
+        .name(name)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| AwsError::from_sdk("ssm:DeleteParameter", e))
+}
+
+/// Runs a shell script on an instance through SSM Run Command; returns the command id.
+pub async fn run_shell(
+    aws: &Aws,
+    instance_id: &str,
+    script: &str,
+    comment: &str,
+) -> Result<String, AwsError> {
+    let out = aws
+        .ssm
+        .send_command()
+        .instance_ids(instance_id)
+        .document_name("AWS-RunShellScript")
+        .comment(comment.chars().take(100).collect::<String>())
+        .parameters("commands", vec![script.to_string()])
+        .timeout_seconds(600)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("ssm:SendCommand", e))?;
+    Ok(out
+        .command()
+        .and_then(|c| c.command_id())
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// A random password for generated SecureStrings: 32 characters from the OS's random source.
+pub fn generate_password() -> Result<String, AwsError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| {
+            AwsError::state(
+                "ssm:PutParameter",
+                ErrorClass::Other,
+                format!("cannot read /dev/urandom: {e}"),
+            )
+        })?;
+    use base64::Engine;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Tags of a stack parameter: the identity tags (so the tagging API and the console show them).
+pub fn param_tags(
+    stack: &str,
+    id: &ResourceId,
+    extra: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    tags::identity(stack, id, Kind::SsmParameter, extra)
 }

@@ -11,6 +11,8 @@ pub const MANAGED_BY: &str = "managed-by";
 pub const SPEC_HASH: &str = "iac:spec-hash";
 pub const USER_DATA_SHA: &str = "iac:user-data-sha";
 pub const KEY_FINGERPRINT: &str = "iac:key-fingerprint";
+/// On data that `down` keeps unless `--delete-data`.
+pub const DATA: &str = "iac:data";
 /// On an Elastic IP: the Route 53 record pointing at it, `<zone id>/<name>` (records have no tags).
 pub const DNS_RECORD: &str = "iac:dns-record";
 

@@ -10,6 +10,7 @@ use super::{common, Exit, Global};
 use crate::apply::{self, Reporter};
 use crate::aws::provider::{self, Applier};
 use crate::aws::{tagging, Aws};
+use crate::plan::{Details, Observed};
 
 /// The stack name and region from a file (validated) or from `--stack`.
 pub fn target(
@@ -53,6 +54,18 @@ pub async fn leftovers(aws: &Aws, stack: &str) -> anyhow::Result<Vec<String>> {
     Ok(left)
 }
 
+/// Data volumes `down` keeps unless `--delete-data`.
+fn is_kept_data(o: &Observed, delete_data: bool) -> bool {
+    !delete_data
+        && matches!(
+            o.details,
+            Details::Volume {
+                keep_on_down: true,
+                ..
+            }
+        )
+}
+
 pub async fn run(
     printer: &Printer,
     g: &Global,
@@ -60,6 +73,7 @@ pub async fn run(
     stack: Option<&str>,
     yes: bool,
     parallelism: usize,
+    delete_data: bool,
 ) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     let (name, region) = target(file, stack)?;
@@ -68,14 +82,19 @@ pub async fn run(
     let found = provider::discover(&aws, &name)
         .await
         .with_context(|| format!("discovering the resources tagged iac:stack={name}"))?;
-    if found.resources.is_empty() {
+    let (kept, doomed): (Vec<Observed>, Vec<Observed>) = found
+        .resources
+        .iter()
+        .cloned()
+        .partition(|o| is_kept_data(o, delete_data));
+    if doomed.is_empty() {
         printer.line(format!(
-            "Nothing tagged with stack `{name}` in {}.",
+            "Nothing to delete for stack `{name}` in {}.",
             aws.region
         ));
     } else {
         printer.line(printer.bold(&format!("Deleting stack `{name}` in {}:", aws.region)));
-        for o in &found.resources {
+        for o in &doomed {
             printer.line(format!(
                 "    - {:<15} {} ({})",
                 o.kind.as_str(),
@@ -85,31 +104,38 @@ pub async fn run(
         }
         if !common::confirm(
             printer,
-            &format!("Delete these {} resources?", found.resources.len()),
+            &format!("Delete these {} resources?", doomed.len()),
             yes,
         )? {
             printer.line("Nothing done.");
             return Ok(Exit::Ok);
         }
         let applier = Applier::for_stack(aws.clone(), &name, reporter.clone());
-        let outcome = apply::run(
-            applier.delete_nodes(&found.resources),
-            parallelism,
-            reporter.clone(),
-        )
-        .await;
+        let outcome =
+            apply::run(applier.delete_nodes(&doomed), parallelism, reporter.clone()).await;
         if !outcome.ok() {
             tracing::warn!(failed = outcome.failed.len(), "some deletions failed");
         }
     }
-    let left = leftovers(&aws, &name)
+    let kept_ids: Vec<&str> = kept.iter().map(|o| o.physical_id.as_str()).collect();
+    let left: Vec<String> = leftovers(&aws, &name)
         .await
-        .context("verifying that nothing is left")?;
-    printer.record(&serde_json::json!({"event": "verified", "stack": name, "remaining": left}));
+        .context("verifying that nothing is left")?
+        .into_iter()
+        .filter(|l| !kept_ids.iter().any(|k| l.contains(k)))
+        .collect();
+    let kept_list: Vec<String> = kept
+        .iter()
+        .map(|o| format!("{} {} ({})", o.kind, o.id, o.physical_id))
+        .collect();
+    printer.record(&serde_json::json!({"event": "verified", "stack": name, "remaining": left, "kept": kept_list}));
     common::summary(printer, "down", &aws, started);
+    for k in &kept_list {
+        printer.line(format!("Kept {k}: it holds data. A later `iac up` attaches it again; `iac down --delete-data` deletes it."));
+    }
     if left.is_empty() {
         printer.line(format!(
-            "Stack `{name}` is gone: nothing tagged iac:stack={name} remains."
+            "Stack `{name}` is gone: nothing else tagged iac:stack={name} remains."
         ));
         Ok(Exit::Ok)
     } else {

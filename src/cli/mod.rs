@@ -115,6 +115,9 @@ pub enum Command {
         yes: bool,
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallelism: u16,
+        /// Also delete data volumes (kept by default, so a later `up` finds the data again).
+        #[arg(long)]
+        delete_data: bool,
     },
     /// Show each resource of the stack, its state and the outputs.
     Status {
@@ -129,6 +132,9 @@ pub enum Command {
         /// Print each file the script writes instead of the script.
         #[arg(long)]
         files: bool,
+        /// For tiers with several kinds of VM: which one (lb-vms: balancer, web, database).
+        #[arg(long)]
+        role: Option<String>,
     },
     /// Print the JSON Schema of stack files (for editors).
     Schema,
@@ -155,6 +161,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             stack,
             yes,
             parallelism,
+            delete_data,
         } => {
             down::run(
                 &printer,
@@ -163,13 +170,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 stack.as_deref(),
                 *yes,
                 usize::from(*parallelism),
+                *delete_data,
             )
             .await
         }
         Command::Status { file, stack } => {
             status::run(&printer, g, file.as_deref(), stack.as_deref()).await
         }
-        Command::Render { file, files } => render::run(&printer, file, *files),
+        Command::Render { file, files, role } => {
+            render::run(&printer, file, *files, role.as_deref())
+        }
         Command::Schema => {
             println!(
                 "{}",

@@ -3,25 +3,66 @@
 use std::path::Path;
 
 use super::output::Printer;
-use super::{common, Exit};
+use super::{common, Exit, UsageError};
+use crate::render::{self, UserData};
+use crate::stack::{Stack, Tier};
 
-pub fn run(printer: &Printer, file: &Path, files: bool) -> anyhow::Result<Exit> {
+/// The user-data of every role of the stack's tier, by role name.
+pub fn user_data(stack: &Stack) -> anyhow::Result<Vec<(&'static str, UserData)>> {
+    Ok(match stack.spec.tier {
+        Tier::LbVms => vec![
+            ("balancer", render::lb_vms::balancer(stack)?),
+            ("web", render::lb_vms::web(stack)?),
+            ("database", render::lb_vms::database(stack)?),
+        ],
+        _ => vec![("vm", render::single_vm(stack)?)],
+    })
+}
+
+pub fn run(
+    printer: &Printer,
+    file: &Path,
+    files: bool,
+    role: Option<&str>,
+) -> anyhow::Result<Exit> {
     let stack = common::load(file)?;
-    let ud = crate::render::single_vm(&stack)?;
-    if printer.json() {
-        printer.record(&serde_json::json!({
-            "event": "rendered",
-            "bytes": ud.script.len(),
-            "sha256": ud.sha256(),
-            "script": ud.script,
-            "files": ud.files.iter().map(|f| serde_json::json!({"path": f.path, "content": f.content})).collect::<Vec<_>>(),
-        }));
-    } else if files {
-        for f in &ud.files {
-            println!("==> {} <==\n{}", f.path, f.content);
+    let mut all = user_data(&stack)?;
+    if let Some(r) = role {
+        let names: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
+        all.retain(|(n, _)| *n == r);
+        if all.is_empty() {
+            return Err(UsageError(format!(
+                "no role `{r}` in a {} stack; roles: {}",
+                stack.spec.tier.as_str(),
+                names.join(", ")
+            ))
+            .into());
         }
-    } else {
-        print!("{}", ud.script);
+    }
+    let several = all.len() > 1;
+    for (name, ud) in &all {
+        if printer.json() {
+            printer.record(&serde_json::json!({
+                "event": "rendered",
+                "role": name,
+                "bytes": ud.script.len(),
+                "sha256": ud.sha256(),
+                "script": ud.script,
+                "files": ud.files.iter().map(|f| serde_json::json!({"path": f.path, "content": f.content})).collect::<Vec<_>>(),
+            }));
+        } else if files {
+            for f in &ud.files {
+                println!("==> {name}: {} <==\n{}", f.path, f.content);
+            }
+        } else {
+            if several {
+                println!(
+                    "# ==== role: {name} ({} bytes; `--role {name}` prints it alone) ====",
+                    ud.script.len()
+                );
+            }
+            print!("{}", ud.script);
+        }
     }
     Ok(Exit::Ok)
 }

@@ -251,10 +251,84 @@ fn compare(
                 },
             }
         }
+        (Spec::SsmParameter(s), Details::SsmParameter { value, secure }) => {
+            if s.secure != *secure {
+                return Action::Replace {
+                    reasons: vec![format!(
+                        "type {} → {}",
+                        param_type(*secure),
+                        param_type(s.secure)
+                    )],
+                };
+            }
+            match &s.value {
+                ParamValue::Generated => Action::Keep,
+                ParamValue::Template { text, refs } => match resolve_template(text, refs, kept) {
+                    Some(want) if value.as_deref() == Some(want.as_str()) => Action::Keep,
+                    Some(_) => Action::Update {
+                        reasons: vec!["value changed".to_string()],
+                    },
+                    None => Action::Update {
+                        reasons: vec![format!(
+                            "value depends on new {}",
+                            refs.iter()
+                                .filter(|r| !kept.contains_key(r))
+                                .map(|r| r.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )],
+                    },
+                },
+            }
+        }
+        (Spec::Volume(s), Details::Volume { attached_to, .. }) => {
+            if renewed.contains(&s.attach_to) {
+                return Action::Update {
+                    reasons: vec![format!("attach to the new {}", s.attach_to)],
+                };
+            }
+            match kept.get(&s.attach_to) {
+                Some(o) if attached_to.as_deref() != Some(o.physical_id.as_str()) => {
+                    Action::Update {
+                        reasons: vec![format!("attach to {}", o.physical_id)],
+                    }
+                }
+                _ => Action::Keep,
+            }
+        }
         _ => Action::Replace {
             reasons: vec!["kind changed".to_string()],
         },
     }
+}
+
+fn param_type(secure: bool) -> &'static str {
+    if secure {
+        "SecureString"
+    } else {
+        "String"
+    }
+}
+
+/// Fills `iac-ip-of-<id>.invalid` placeholders with the private IPs of instances that stay; `None` when
+/// one of them is new (its address is only known once it runs).
+pub fn resolve_template(
+    text: &str,
+    refs: &[ResourceId],
+    kept: &BTreeMap<&ResourceId, &Observed>,
+) -> Option<String> {
+    let mut out = text.to_string();
+    for r in refs {
+        let ip = match kept.get(r).map(|o| &o.details) {
+            Some(Details::Instance {
+                private_ip: Some(ip),
+                ..
+            }) => ip.clone(),
+            _ => return None,
+        };
+        out = out.replace(&ip_placeholder(r.as_str()), &ip);
+    }
+    Some(out)
 }
 
 /// Rules compare without their descriptions (AWS keeps those per range, not per rule).

@@ -6,6 +6,7 @@
 //! by SSM parameter name; the instance fetches them at boot.
 
 mod filters;
+pub mod lb_vms;
 mod single_vm;
 
 use std::io::Write;
@@ -48,6 +49,81 @@ pub struct RenderedFile {
     pub path: String,
     /// Full content, ending with a newline.
     pub content: String,
+}
+
+/// A file embedded in a boot script as a quoted heredoc (`write_file PATH MODE <<'EOF'`).
+#[derive(Debug, Serialize)]
+pub(crate) struct ScriptFile {
+    pub path: String,
+    pub mode: &'static str,
+    pub content: String,
+}
+
+impl From<ScriptFile> for RenderedFile {
+    fn from(f: ScriptFile) -> Self {
+        RenderedFile {
+            path: f.path,
+            content: f.content,
+        }
+    }
+}
+
+/// Heredoc delimiter for embedded files; checked not to occur as a line in any of them.
+pub(crate) const EOF_MARK: &str = "IAC_FILE_EOF";
+
+/// Turns `(path, mode, content)` into heredoc-ready files: each ends with a newline (the
+/// delimiter needs its own line) and none holds a line equal to [`EOF_MARK`].
+pub(crate) fn script_files(
+    files: Vec<(String, &'static str, String)>,
+) -> Result<Vec<ScriptFile>, RenderError> {
+    files
+        .into_iter()
+        .map(|(path, mode, mut content)| {
+            if content.lines().any(|line| line == EOF_MARK) {
+                return Err(invalid(
+                    &path,
+                    format!("a line equal to the heredoc delimiter {EOF_MARK}"),
+                ));
+            }
+            if !content.ends_with('\n') {
+                content.push('\n');
+            }
+            Ok(ScriptFile {
+                path,
+                mode,
+                content,
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn invalid(field: &str, message: impl Into<String>) -> RenderError {
+    RenderError::Invalid {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Values that end up unquoted in paths, config directives or URLs must be plain words. The
+/// stack validator already guarantees this; the check keeps the renderer safe on its own.
+pub(crate) fn require_word(field: &str, value: &str, extra: &str) -> Result<(), RenderError> {
+    let ok = !value.is_empty()
+        && value
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || extra.contains(ch));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("`{value}` holds characters that cannot be placed here safely"),
+        ))
+    }
+}
+
+/// The certificate directory certbot creates for `domain`.
+pub(crate) fn cert_dir(domain: &str) -> String {
+    format!("/etc/letsencrypt/live/{domain}")
 }
 
 /// The rendered user-data of one instance.

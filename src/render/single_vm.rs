@@ -7,7 +7,10 @@
 
 use serde::Serialize;
 
-use super::{environment, render, RenderError, RenderedFile, UserData};
+use super::{
+    cert_dir, environment, invalid, render, require_word, script_files, RenderError, RenderedFile,
+    ScriptFile, UserData, EOF_MARK,
+};
 use crate::stack::{Stack, Tier};
 
 /// Where the compose project lives; the directory name becomes the compose project name.
@@ -27,8 +30,6 @@ const LOG_FILE: &str = "/var/log/iac-bootstrap.log";
 /// Compose interpolation variable carrying the URL-encoded database password; the script
 /// writes it to the project's `.env`, so the compose file itself never holds the password.
 const DB_URL_PASSWORD_VAR: &str = "IAC_DB_PASSWORD_URLENC";
-/// Heredoc delimiter for embedded files; checked not to occur as a line in any of them.
-const EOF_MARK: &str = "IAC_FILE_EOF";
 
 #[derive(Serialize)]
 struct KeyValue<'a> {
@@ -80,13 +81,6 @@ struct RenewCtx<'a> {
 }
 
 #[derive(Serialize)]
-struct ScriptFile {
-    path: String,
-    mode: &'static str,
-    content: String,
-}
-
-#[derive(Serialize)]
 struct SecretCtx<'a> {
     env: &'a str,
     ssm: &'a str,
@@ -126,35 +120,6 @@ struct ScriptCtx<'a> {
     domain: Option<ScriptDomain<'a>>,
     port: u16,
     health_path: &'a str,
-}
-
-fn invalid(field: &str, message: impl Into<String>) -> RenderError {
-    RenderError::Invalid {
-        field: field.to_string(),
-        message: message.into(),
-    }
-}
-
-/// Values that end up unquoted in paths, nginx directives or URLs must be plain words. The
-/// stack validator already guarantees this; the check keeps the renderer safe on its own.
-fn require_word(field: &str, value: &str, extra: &str) -> Result<(), RenderError> {
-    let ok = !value.is_empty()
-        && value
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || extra.contains(ch));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            format!("`{value}` holds characters that cannot be placed here safely"),
-        ))
-    }
-}
-
-/// The certificate directory certbot creates for `domain`.
-fn cert_dir(domain: &str) -> String {
-    format!("/etc/letsencrypt/live/{domain}")
 }
 
 /// Renders the user-data of the single-vm tier for `stack`.
@@ -260,28 +225,7 @@ pub fn single_vm(stack: &Stack) -> Result<UserData, RenderError> {
         }
     }
 
-    for (path, _, content) in &files {
-        if content.lines().any(|line| line == EOF_MARK) {
-            return Err(invalid(
-                path,
-                format!("a line equal to the heredoc delimiter {EOF_MARK}"),
-            ));
-        }
-    }
-    let files: Vec<ScriptFile> = files
-        .into_iter()
-        .map(|(path, mode, mut content)| {
-            // The heredoc needs the delimiter on its own line.
-            if !content.ends_with('\n') {
-                content.push('\n');
-            }
-            ScriptFile {
-                path,
-                mode,
-                content,
-            }
-        })
-        .collect();
+    let files = script_files(files)?;
 
     let secrets: Vec<SecretCtx> = s
         .app
@@ -322,14 +266,7 @@ pub fn single_vm(stack: &Stack) -> Result<UserData, RenderError> {
         health_path: &s.app.health_path,
     };
     let script = render(&env, "userdata/single-vm.sh.j2", &ctx)?;
-    let files = ctx
-        .files
-        .into_iter()
-        .map(|f| RenderedFile {
-            path: f.path,
-            content: f.content,
-        })
-        .collect();
+    let files = ctx.files.into_iter().map(RenderedFile::from).collect();
     Ok(UserData { script, files })
 }
 

@@ -37,6 +37,12 @@ pub struct StackFile {
     /// The application's database.
     #[serde(default)]
     pub database: Option<Database>,
+    /// lb-vms: the web VMs behind the balancer.
+    #[serde(default)]
+    pub web: Option<WebPool>,
+    /// lb-vms: the HAProxy VM.
+    #[serde(default)]
+    pub balancer: Option<Balancer>,
     /// Extra tags put on every resource (besides the `iac:*` identity tags).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -197,6 +203,27 @@ pub struct KeyPair {
     pub public_key_file: Option<String>,
 }
 
+/// lb-vms: the web VMs.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebPool {
+    /// How many web VMs run the app. Changing it adds or removes VMs and updates the balancer
+    /// in place.
+    pub count: u32,
+    /// Instance type of the web VMs (default: `instance.type`).
+    #[serde(default, rename = "type")]
+    pub instance_type: Option<String>,
+}
+
+/// lb-vms: the HAProxy VM.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Balancer {
+    /// Instance type of the balancer (default: `instance.type`).
+    #[serde(default, rename = "type")]
+    pub instance_type: Option<String>,
+}
+
 /// Public DNS name and HTTPS.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -215,7 +242,8 @@ pub struct Domain {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Database {
-    /// Database engine. `mysql` for the single-vm tier (a container beside the app).
+    /// Database engine: `mysql` (single-vm: a container beside the app), or `mysql` / `mongodb`
+    /// on the lb-vms database VM.
     #[serde(default = "default_engine")]
     pub engine: String,
     /// Engine version, e.g. `8.0`.
@@ -234,6 +262,32 @@ pub struct Database {
     /// Environment variable through which the app receives its database URL.
     #[serde(default = "default_url_env")]
     pub url_env: String,
+    /// lb-vms: size in GiB of the database VM's data volume (kept by `down` unless
+    /// `--delete-data`).
+    #[serde(default = "default_volume_gb")]
+    pub volume_gb: u32,
+    /// lb-vms: instance type of the database VM (default: `instance.type`).
+    #[serde(default, rename = "type")]
+    pub instance_type: Option<String>,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            engine: default_engine(),
+            version: default_engine_version(),
+            name: default_db_name(),
+            user: default_db_user(),
+            password: None,
+            url_env: default_url_env(),
+            volume_gb: default_volume_gb(),
+            instance_type: None,
+        }
+    }
+}
+
+fn default_volume_gb() -> u32 {
+    10
 }
 
 fn default_engine() -> String {

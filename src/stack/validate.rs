@@ -10,7 +10,7 @@ use super::source::SourceMap;
 use super::Stack;
 
 /// Tiers this version can deploy.
-pub const IMPLEMENTED_TIERS: &[Tier] = &[Tier::SingleVm];
+pub const IMPLEMENTED_TIERS: &[Tier] = &[Tier::SingleVm, Tier::LbVms];
 
 /// Image aliases and the public SSM parameters they resolve through.
 pub const IMAGE_ALIASES: &[(&str, &str)] = &[
@@ -117,6 +117,7 @@ pub fn validate(stack: &Stack, map: &SourceMap) -> Vec<Diagnostic> {
     if let Some(db) = &s.database {
         check_database(&mut c, s, db);
     }
+    check_lb_vms(&mut c, s);
     check_tags(&mut c, s);
     c.diags
 }
@@ -274,14 +275,7 @@ fn check_network(c: &mut Checker, n: &Network) {
 
 fn check_instance(c: &mut Checker, stack: &Stack) {
     let i = &stack.spec.instance;
-    let parts: Vec<&str> = i.instance_type.split('.').collect();
-    let type_ok = parts.len() == 2
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
-        });
-    if !type_ok {
+    if !is_instance_type(&i.instance_type) {
         c.err(
             "instance.type",
             format!("`{}` is not an EC2 instance type", i.instance_type),
@@ -372,6 +366,93 @@ fn check_instance(c: &mut Checker, stack: &Stack) {
     }
 }
 
+fn is_instance_type(t: &str) -> bool {
+    let parts: Vec<&str> = t.split('.').collect();
+    parts.len() == 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+        })
+}
+
+fn check_type(c: &mut Checker, path: &str, t: &Option<String>) {
+    if let Some(t) = t {
+        if !is_instance_type(t) {
+            c.err(
+                path,
+                format!("`{t}` is not an EC2 instance type"),
+                "a type such as `t3.micro`",
+                "AWS Academy allows t2/t3 micro to medium",
+            );
+        }
+    }
+}
+
+/// The lb-vms sections, and that they are not used by other tiers.
+fn check_lb_vms(c: &mut Checker, s: &StackFile) {
+    if s.tier != Tier::LbVms {
+        for (key, present) in [("web", s.web.is_some()), ("balancer", s.balancer.is_some())] {
+            if present {
+                c.err_at_key(
+                    key,
+                    format!(
+                        "`{key}` belongs to the lb-vms tier, not `{}`",
+                        s.tier.as_str()
+                    ),
+                    "no such section for this tier",
+                    "remove it, or set `tier: lb-vms`",
+                );
+            }
+        }
+        return;
+    }
+    match &s.web {
+        None => c.err(
+            "tier",
+            "an lb-vms stack needs at least one web VM",
+            "a `web:` section with `count: 2` or more",
+            "add `web: { count: 2 }`",
+        ),
+        Some(w) if w.count == 0 => c.err(
+            "web.count",
+            "no web VM: the balancer would have nothing to send traffic to",
+            "a count of 1 or more",
+            "two or more keep the app up while one is replaced",
+        ),
+        Some(w) if w.count > 20 => c.err(
+            "web.count",
+            format!("{} web VMs is more than iac manages in one stack", w.count),
+            "at most 20",
+            "AWS Academy accounts allow about 9 running instances",
+        ),
+        Some(_) => {}
+    }
+    if let Some(w) = &s.web {
+        check_type(c, "web.type", &w.instance_type);
+    }
+    if let Some(b) = &s.balancer {
+        check_type(c, "balancer.type", &b.instance_type);
+    }
+    if s.instance.instance_profile.is_none() {
+        c.err("instance", "the lb-vms VMs read the database address and password from SSM at boot, but no instance profile is given", "`instance.instance_profile`", "AWS Academy accounts have `LabInstanceProfile`");
+    }
+    if let Some(db) = &s.database {
+        check_type(c, "database.type", &db.instance_type);
+        if db.password.is_some() {
+            c.err("database.password", "the lb-vms tier generates the database password itself", "no `password` key", "iac stores it as an SSM SecureString under /iac/<stack>/db-password; it never appears in files or output");
+        }
+        if !(1..=16384).contains(&db.volume_gb) {
+            c.err(
+                "database.volume_gb",
+                format!("{} GiB is not a valid volume size", db.volume_gb),
+                "a size between 1 and 16384",
+                "",
+            );
+        }
+    }
+}
+
 fn check_domain(c: &mut Checker, d: &Domain) {
     if !is_domain(&d.name) {
         c.err(
@@ -419,17 +500,24 @@ fn check_domain(c: &mut Checker, d: &Domain) {
 }
 
 fn check_database(c: &mut Checker, s: &StackFile, db: &Database) {
-    if s.tier == Tier::SingleVm && db.engine != "mysql" {
-        let hint = did_you_mean(&db.engine, &["mysql"])
+    let engines: &[&str] = if s.tier == Tier::LbVms {
+        &["mysql", "mongodb"]
+    } else {
+        &["mysql"]
+    };
+    if !engines.contains(&db.engine.as_str()) {
+        let hint = did_you_mean(&db.engine, engines)
             .map(|m| format!("did you mean `{m}`?"))
             .unwrap_or_default();
+        let expected: Vec<String> = engines.iter().map(|e| format!("`{e}`")).collect();
         c.err(
             "database.engine",
             format!(
-                "engine `{}` is not available in the single-vm tier",
-                db.engine
+                "engine `{}` is not available in the {} tier",
+                db.engine,
+                s.tier.as_str()
             ),
-            "`mysql`",
+            &expected.join(" or "),
             &hint,
         );
     }

@@ -1,6 +1,7 @@
 //! Tiers declare the resources a stack needs. They never call AWS: what must be looked up first
 //! (VPC, subnets, image, hosted zone) arrives as [`Inputs`].
 
+pub mod lb_vms;
 pub mod single_vm;
 
 use crate::plan::Resource;
@@ -11,8 +12,10 @@ use crate::stack::{Stack, Tier};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inputs {
     pub vpc_id: String,
-    /// The subnet the instance goes into.
+    /// The subnet a single instance goes into (the first of `subnets`).
     pub subnet_id: Option<String>,
+    /// Every usable subnet with its availability zone; instances of a pool are spread over them.
+    pub subnets: Vec<(String, String)>,
     pub image_id: String,
     /// The image's root device name, for the encrypted root volume mapping.
     pub root_device: String,
@@ -32,6 +35,7 @@ pub enum TierError {
 pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierError> {
     match stack.spec.tier {
         Tier::SingleVm => single_vm::desired(stack, inputs),
+        Tier::LbVms => lb_vms::desired(stack, inputs),
         other => Err(TierError::NotImplemented(other.as_str())),
     }
 }

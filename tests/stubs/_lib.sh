@@ -11,16 +11,27 @@ record "$@"
 # (a PATH entry), so a script that checks before installing finds the command afterwards.
 # $STUB_ALL_DIR holds every stub even when the PATH copy leaves some out on purpose.
 stub_install() {
-  local arg cmd from=${STUB_ALL_DIR:-${BASH_SOURCE[0]%/*}}
+  local arg cmd cmds from=${STUB_ALL_DIR:-${BASH_SOURCE[0]%/*}}
   for arg in "$@"; do
     case $arg in
-      docker.io | docker) cmd=docker ;;
-      nginx | certbot) cmd=$arg ;;
-      awscli | awscli-2 | aws-cli) cmd=aws ;;
+      docker.io | docker) cmds=docker ;;
+      nginx | certbot | haproxy) cmds=$arg ;;
+      awscli | awscli-2 | aws-cli) cmds=aws ;;
+      mysql-server | mariadb105-server) cmds="mysqld mysql mysqladmin" ;;
+      mongodb-org) cmds="mongod mongosh" ;;
       *) continue ;;
     esac
     [ -n "${STUB_INSTALL_DIR:-}" ] || continue
     ln -sf "$from/_lib.sh" "$STUB_INSTALL_DIR/_lib.sh"
-    ln -sf "$from/$cmd" "$STUB_INSTALL_DIR/$cmd"
+    for cmd in $cmds; do ln -sf "$from/$cmd" "$STUB_INSTALL_DIR/$cmd"; done
   done
 }
+# A directory where stubs keep state between calls (formatted disks, mounts, containers),
+# beside the call log.
+stub_state() {
+  local dir=${STUB_LOG%/*}/stub-state
+  mkdir -p "$dir"
+  printf '%s' "$dir"
+}
+# A file name for a path: /dev/nvme1n1 -> _dev_nvme1n1.
+stub_key() { printf '%s' "${1//\//_}"; }

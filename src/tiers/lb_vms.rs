@@ -1,0 +1,294 @@
+//! lb-vms: an HAProxy VM (Elastic IP) in front of N web VMs, and a database VM with its own
+//! data volume. Runtime facts travel through SSM parameters under `/iac/<stack>/`:
+//!
+//! ```text
+//! db-password (generated) ─┬─▶ db ─▶ data (volume, attached)
+//!                          │     └─▶ db-host ─┐
+//! lb-sg ─▶ web-sg ─▶ db-sg │                  ├─▶ web-1..N ─▶ haproxy.cfg ─▶ lb ─▶ eip ─▶ dns
+//! ```
+//! The balancer reads its configuration from `haproxy.cfg` at boot; when the web VMs change,
+//! the parameter is rewritten and the balancer reloads through SSM Run Command, so it is never
+//! replaced for a scaling change.
+
+use crate::plan::*;
+use crate::render::{self, lb_vms as r};
+use crate::stack::{Database, Stack};
+
+use super::{Inputs, TierError};
+
+pub const LB_SG: &str = "lb-sg";
+pub const WEB_SG: &str = "web-sg";
+pub const DB_SG: &str = "db-sg";
+pub const DB: &str = "db";
+pub const DATA: &str = "data";
+pub const LB: &str = "lb";
+pub const EIP: &str = "eip";
+pub const DNS: &str = "dns";
+
+const ANYWHERE: &str = "0.0.0.0/0";
+
+/// The database section with its defaults when the file has none.
+pub fn database(stack: &Stack) -> Database {
+    stack.spec.database.clone().unwrap_or_default()
+}
+
+/// Logical id of the n-th web VM (1-based).
+pub fn web_id(n: u32) -> String {
+    format!("web-{n}")
+}
+
+fn rule(port: u16, source: Source, description: &str) -> IngressRule {
+    IngressRule {
+        protocol: "tcp".to_string(),
+        from_port: port,
+        to_port: port,
+        source,
+        description: description.to_string(),
+    }
+}
+
+fn with_ssh(stack: &Stack, mut rules: Vec<IngressRule>) -> Vec<IngressRule> {
+    if let Some(cidr) = &stack.spec.network.ssh_from {
+        rules.push(rule(22, Source::Cidr(cidr.clone()), "ssh"));
+    }
+    rules
+}
+
+fn group(
+    stack: &Stack,
+    inputs: &Inputs,
+    id: &str,
+    role: &str,
+    rules: Vec<IngressRule>,
+    deps: &[&str],
+) -> Resource {
+    Resource::new(
+        id,
+        Spec::SecurityGroup(SecurityGroupSpec {
+            group_name: format!("{}-{role}", stack.name()),
+            description: format!("iac stack {}: {role}", stack.name()),
+            vpc_id: inputs.vpc_id.clone(),
+            ingress: with_ssh(stack, rules),
+        }),
+        deps,
+    )
+}
+
+fn instance(
+    stack: &Stack,
+    inputs: &Inputs,
+    instance_type: Option<&String>,
+    sg: &str,
+    subnet: Option<String>,
+    ud: &render::UserData,
+) -> Result<InstanceSpec, TierError> {
+    let s = &stack.spec;
+    Ok(InstanceSpec {
+        instance_type: instance_type
+            .cloned()
+            .unwrap_or_else(|| s.instance.instance_type.clone()),
+        image_id: inputs.image_id.clone(),
+        root_device: inputs.root_device.clone(),
+        key_name: s.instance.key_pair.as_ref().map(|k| k.name.clone()),
+        security_groups: vec![ResourceId::new(sg)],
+        subnet_id: subnet,
+        instance_profile: s.instance.instance_profile.clone(),
+        disk_gb: s.instance.disk_gb,
+        user_data: ud.payload()?,
+        user_data_sha: ud.sha256(),
+    })
+}
+
+fn param(
+    stack: &Stack,
+    leaf: &str,
+    secure: bool,
+    value: ParamValue,
+    notify: Option<Notify>,
+    deps: &[&str],
+) -> Resource {
+    Resource::new(
+        leaf,
+        Spec::SsmParameter(SsmParameterSpec {
+            name: r::param_name(stack.name(), leaf),
+            secure,
+            value,
+            notify,
+        }),
+        deps,
+    )
+}
+
+pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierError> {
+    let s = &stack.spec;
+    let db = database(stack);
+    let count = s.web.as_ref().map(|w| w.count).unwrap_or(0);
+    let subnet = |n: usize| {
+        inputs
+            .subnets
+            .get(n % inputs.subnets.len().max(1))
+            .map(|(id, _)| id.clone())
+    };
+    let mut out = Vec::new();
+
+    out.push(group(
+        stack,
+        inputs,
+        LB_SG,
+        "balancer",
+        vec![
+            rule(80, Source::Cidr(ANYWHERE.into()), "http"),
+            rule(443, Source::Cidr(ANYWHERE.into()), "https"),
+        ],
+        &[],
+    ));
+    out.push(group(
+        stack,
+        inputs,
+        WEB_SG,
+        "web",
+        vec![rule(
+            s.app.port,
+            Source::Group(ResourceId::new(LB_SG)),
+            "app from the balancer",
+        )],
+        &[LB_SG],
+    ));
+    out.push(group(
+        stack,
+        inputs,
+        DB_SG,
+        "database",
+        vec![rule(
+            r::database_port(stack).unwrap_or(r::MYSQL_PORT),
+            Source::Group(ResourceId::new(WEB_SG)),
+            "database from the web VMs",
+        )],
+        &[WEB_SG],
+    ));
+
+    out.push(param(
+        stack,
+        r::DB_PASSWORD_PARAM,
+        true,
+        ParamValue::Generated,
+        None,
+        &[],
+    ));
+    let db_ud = r::database(stack)?;
+    out.push(Resource::new(
+        DB,
+        Spec::Instance(instance(
+            stack,
+            inputs,
+            db.instance_type.as_ref(),
+            DB_SG,
+            subnet(0),
+            &db_ud,
+        )?),
+        &[DB_SG, r::DB_PASSWORD_PARAM],
+    ));
+    out.push(Resource::new(
+        DATA,
+        Spec::Volume(VolumeSpec {
+            size_gb: db.volume_gb,
+            availability_zone: inputs
+                .subnets
+                .first()
+                .map(|(_, az)| az.clone())
+                .unwrap_or_default(),
+            attach_to: ResourceId::new(DB),
+            device: r::DATA_DEVICE.to_string(),
+            keep_on_down: true,
+        }),
+        &[DB],
+    ));
+    out.push(param(
+        stack,
+        r::DB_HOST_PARAM,
+        false,
+        ParamValue::Template {
+            text: ip_placeholder(DB),
+            refs: vec![ResourceId::new(DB)],
+        },
+        None,
+        &[DB],
+    ));
+
+    let web_ud = r::web(stack)?;
+    let mut web_ids = Vec::new();
+    for n in 1..=count {
+        let id = web_id(n);
+        out.push(Resource::new(
+            &id,
+            Spec::Instance(instance(
+                stack,
+                inputs,
+                s.web.as_ref().and_then(|w| w.instance_type.as_ref()),
+                WEB_SG,
+                subnet(n as usize - 1),
+                &web_ud,
+            )?),
+            &[WEB_SG, r::DB_HOST_PARAM, r::DB_PASSWORD_PARAM],
+        ));
+        web_ids.push(id);
+    }
+
+    let backends: Vec<r::Backend> = web_ids
+        .iter()
+        .map(|id| r::Backend {
+            name: id.clone(),
+            address: ip_placeholder(id),
+        })
+        .collect();
+    let web_refs: Vec<&str> = web_ids.iter().map(String::as_str).collect();
+    out.push(param(
+        stack,
+        r::HAPROXY_PARAM,
+        false,
+        ParamValue::Template {
+            text: r::haproxy_config(stack, &backends)?,
+            refs: web_ids.iter().map(ResourceId::new).collect(),
+        },
+        Some(Notify {
+            instance: ResourceId::new(LB),
+            command: r::balancer_reload_command(stack),
+            comment: "iac: reload haproxy with the new backend list".to_string(),
+        }),
+        &web_refs,
+    ));
+
+    let lb_ud = r::balancer(stack)?;
+    out.push(Resource::new(
+        LB,
+        Spec::Instance(instance(
+            stack,
+            inputs,
+            s.balancer.as_ref().and_then(|b| b.instance_type.as_ref()),
+            LB_SG,
+            subnet(0),
+            &lb_ud,
+        )?),
+        &[LB_SG, r::HAPROXY_PARAM],
+    ));
+    out.push(Resource::new(
+        EIP,
+        Spec::ElasticIp(ElasticIpSpec {
+            instance: ResourceId::new(LB),
+        }),
+        &[LB],
+    ));
+    if let (Some(domain), Some(zone_id)) = (&s.domain, &inputs.hosted_zone_id) {
+        out.push(Resource::new(
+            DNS,
+            Spec::DnsRecord(DnsRecordSpec {
+                zone_id: zone_id.clone(),
+                name: domain.name.trim_end_matches('.').to_string(),
+                ttl: 300,
+                target: ResourceId::new(EIP),
+            }),
+            &[EIP],
+        ));
+    }
+    Ok(out)
+}

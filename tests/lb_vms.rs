@@ -1,0 +1,437 @@
+//! The lb-vms tier end to end against the emulator: resources and rules, the balancer's
+//! configuration in SSM, scaling the web VMs in place, and `down` keeping the data volume.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::Filter;
+use common::*;
+
+fn stack_filter(stack: &str) -> Filter {
+    Filter::builder()
+        .name("tag:iac:stack")
+        .values(stack)
+        .build()
+}
+
+fn tag(t: &[aws_sdk_ec2::types::Tag], key: &str) -> Option<String> {
+    t.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+        .map(str::to_string)
+}
+
+/// Live instances by logical id.
+async fn instances(
+    ec2: &aws_sdk_ec2::Client,
+    stack: &str,
+) -> BTreeMap<String, aws_sdk_ec2::types::Instance> {
+    let out = ec2
+        .describe_instances()
+        .filters(stack_filter(stack))
+        .send()
+        .await
+        .expect("describe instances");
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| {
+            !matches!(
+                i.state().and_then(|s| s.name()).map(|n| n.as_str()),
+                Some("terminated" | "shutting-down")
+            )
+        })
+        .map(|i| (tag(i.tags(), "iac:id").expect("iac:id tag"), i.clone()))
+        .collect()
+}
+
+/// Security groups by logical id, with their rules as (port, source) where the source is a CIDR
+/// or the logical id of another group.
+async fn rules(ec2: &aws_sdk_ec2::Client, stack: &str) -> BTreeMap<String, Vec<(i32, String)>> {
+    let groups = ec2
+        .describe_security_groups()
+        .filters(stack_filter(stack))
+        .send()
+        .await
+        .expect("groups");
+    let ids: BTreeMap<String, String> = groups
+        .security_groups()
+        .iter()
+        .map(|g| {
+            (
+                g.group_id().unwrap_or_default().to_string(),
+                tag(g.tags(), "iac:id").unwrap_or_default(),
+            )
+        })
+        .collect();
+    groups
+        .security_groups()
+        .iter()
+        .map(|g| {
+            let mut v: Vec<(i32, String)> = Vec::new();
+            for p in g.ip_permissions() {
+                assert_eq!(p.ip_protocol(), Some("tcp"));
+                assert_eq!(p.from_port(), p.to_port());
+                let port = p.from_port().unwrap_or(-1);
+                v.extend(
+                    p.ip_ranges()
+                        .iter()
+                        .map(|r| (port, r.cidr_ip().unwrap_or_default().to_string())),
+                );
+                v.extend(p.user_id_group_pairs().iter().map(|u| {
+                    (
+                        port,
+                        format!("group:{}", ids[u.group_id().unwrap_or_default()]),
+                    )
+                }));
+            }
+            v.sort();
+            (tag(g.tags(), "iac:id").unwrap_or_default(), v)
+        })
+        .collect()
+}
+
+async fn param(emu: &Emulator, name: &str) -> Option<(String, String)> {
+    let out = emu
+        .ssm()
+        .await
+        .get_parameter()
+        .name(name)
+        .send()
+        .await
+        .ok()?;
+    let p = out.parameter()?;
+    Some((
+        p.r#type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+        p.value().unwrap_or_default().to_string(),
+    ))
+}
+
+/// Run Command invocations as (instance id, document, commands).
+async fn commands(emu: &Emulator) -> Vec<(String, String, String)> {
+    let out = emu
+        .ssm()
+        .await
+        .list_commands()
+        .send()
+        .await
+        .expect("list commands");
+    out.commands()
+        .iter()
+        .map(|c| {
+            (
+                c.instance_ids().join(","),
+                c.document_name().unwrap_or_default().to_string(),
+                c.parameters()
+                    .and_then(|p| p.get("commands"))
+                    .map(|v| v.join("\n"))
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn up(emu: &Emulator, file: &std::path::Path) -> Run {
+    let mut c = emu.iac();
+    c.args(["-o", "json", "up"]).arg(file).arg("--yes");
+    run_ok(c)
+}
+
+fn lb_stack(name: &str) -> StackFile {
+    let text =
+        std::fs::read_to_string(root().join("stacks/bookstore-lb-vms.yaml")).expect("example");
+    let text = text.replace("name: bookstore-lb", &format!("name: {name}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(format!("{name}.yaml"));
+    std::fs::write(&path, text).expect("write");
+    StackFile { dir, path }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lb_vms_up_scale_and_down() {
+    let emu = Emulator::start();
+    let stack = "lb-full";
+    let file = lb_stack(stack);
+    let r = up(&emu, file.path());
+    let ec2 = emu.ec2().await;
+
+    // Four VMs: database, two web, balancer.
+    let vms = instances(&ec2, stack).await;
+    assert_eq!(
+        vms.keys().cloned().collect::<Vec<_>>(),
+        vec!["db", "lb", "web-1", "web-2"]
+    );
+    for vm in vms.values() {
+        assert_eq!(
+            vm.metadata_options()
+                .and_then(|m| m.http_tokens())
+                .map(|t| t.as_str()),
+            Some("required")
+        );
+        assert!(vm
+            .iam_instance_profile()
+            .and_then(|p| p.arn())
+            .is_some_and(|a| a.ends_with("LabInstanceProfile")));
+    }
+
+    // Rules exactly as listed: web from anywhere to the balancer only, the app port only from
+    // the balancer, MySQL only from the web VMs, SSH only from ssh_from.
+    let ssh = (22, "203.0.113.0/24".to_string());
+    let want: BTreeMap<String, Vec<(i32, String)>> = [
+        (
+            "lb-sg".to_string(),
+            vec![
+                ssh.clone(),
+                (80, "0.0.0.0/0".into()),
+                (443, "0.0.0.0/0".into()),
+            ],
+        ),
+        (
+            "web-sg".to_string(),
+            vec![ssh.clone(), (5000, "group:lb-sg".into())],
+        ),
+        (
+            "db-sg".to_string(),
+            vec![ssh.clone(), (3306, "group:web-sg".into())],
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(rules(&ec2, stack).await, want);
+    let group_of = |id: &str| {
+        vms[id]
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_name())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(group_of("lb"), vec![format!("{stack}-balancer")]);
+    assert_eq!(group_of("web-1"), vec![format!("{stack}-web")]);
+    assert_eq!(group_of("db"), vec![format!("{stack}-database")]);
+
+    // The data volume: encrypted, tagged as data, attached to the database VM.
+    let vols = ec2
+        .describe_volumes()
+        .filters(stack_filter(stack))
+        .filters(
+            Filter::builder()
+                .name("tag:iac:kind")
+                .values("volume")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("volumes");
+    assert_eq!(vols.volumes().len(), 1);
+    let vol = &vols.volumes()[0];
+    let vol_id = vol.volume_id().expect("volume id").to_string();
+    assert_eq!(vol.encrypted(), Some(true));
+    assert_eq!(vol.size(), Some(10));
+    assert_eq!(tag(vol.tags(), "iac:data").as_deref(), Some("true"));
+    assert_eq!(vol.attachments()[0].instance_id(), vms["db"].instance_id());
+
+    // The Elastic IP is on the balancer.
+    let eips = ec2
+        .describe_addresses()
+        .filters(stack_filter(stack))
+        .send()
+        .await
+        .expect("addresses");
+    assert_eq!(eips.addresses().len(), 1);
+    assert_eq!(eips.addresses()[0].instance_id(), vms["lb"].instance_id());
+    assert_eq!(r.record("outputs")["outputs"]["web_vms"], "2");
+
+    // Runtime facts in SSM: the password a SecureString, the database address, the HAProxy
+    // configuration naming every web VM, and no password anywhere in the user-data or output.
+    let (kind, _) = param(&emu, &format!("/iac/{stack}/db-password"))
+        .await
+        .expect("password parameter");
+    assert_eq!(kind, "SecureString");
+    let db_ip = vms["db"].private_ip_address().expect("db ip").to_string();
+    assert_eq!(
+        param(&emu, &format!("/iac/{stack}/db-host"))
+            .await
+            .map(|p| p.1),
+        Some(db_ip)
+    );
+    let (_, cfg) = param(&emu, &format!("/iac/{stack}/haproxy.cfg"))
+        .await
+        .expect("haproxy.cfg");
+    for id in ["web-1", "web-2"] {
+        let ip = vms[id].private_ip_address().expect("web ip");
+        assert!(
+            cfg.contains(&format!("{ip}:5000")),
+            "{id} ({ip}) missing from:\n{cfg}"
+        );
+    }
+    assert!(
+        !cfg.contains("iac-ip-of-"),
+        "unresolved placeholder in:\n{cfg}"
+    );
+    // What the balancer will load is valid for HAProxy itself.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg_path = dir.path().join("haproxy.cfg");
+    std::fs::write(&cfg_path, &cfg).expect("write cfg");
+    let haproxy = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let haproxy = haproxy.expect("haproxy not found: run .ci/run or apt-get install haproxy");
+    let check = std::process::Command::new(haproxy)
+        .args(["-c", "-f"])
+        .arg(&cfg_path)
+        .output()
+        .expect("run haproxy -c");
+    assert!(
+        check.status.success(),
+        "haproxy -c failed:\n{}\n{cfg}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let password = emu
+        .ssm()
+        .await
+        .get_parameter()
+        .name(format!("/iac/{stack}/db-password"))
+        .with_decryption(true)
+        .send()
+        .await
+        .expect("password")
+        .parameter()
+        .and_then(|p| p.value())
+        .expect("value")
+        .to_string();
+    assert!(password.len() >= 24);
+    assert!(!r.stdout.contains(&password) && !r.stderr.contains(&password));
+    let mut render = emu.iac();
+    render.arg("render").arg(file.path());
+    assert!(!run_ok(render).stdout.contains(&password));
+    assert!(
+        commands(&emu).await.is_empty(),
+        "a new balancer reads its configuration at boot"
+    );
+
+    // A second `up` changes nothing.
+    let again = up(&emu, file.path());
+    assert_eq!(
+        again.record("summary")["mutating_calls"],
+        serde_json::json!({})
+    );
+
+    // 2 → 3 web VMs: one more VM, the configuration rewritten, HAProxy reloaded in place.
+    let lb_id = vms["lb"].instance_id().map(str::to_string);
+    file.rewrite(&[("count: 2", "count: 3")]);
+    let scaled = up(&emu, file.path());
+    let vms3 = instances(&ec2, stack).await;
+    assert_eq!(vms3.len(), 5);
+    assert_eq!(
+        vms3["lb"].instance_id().map(str::to_string),
+        lb_id,
+        "the balancer was replaced"
+    );
+    assert_eq!(vms3["web-1"].instance_id(), vms["web-1"].instance_id());
+    let (_, cfg3) = param(&emu, &format!("/iac/{stack}/haproxy.cfg"))
+        .await
+        .expect("haproxy.cfg");
+    let ip3 = vms3["web-3"].private_ip_address().expect("web-3 ip");
+    assert!(
+        cfg3.contains(&format!("{ip3}:5000")),
+        "web-3 missing from:\n{cfg3}"
+    );
+    let cmds = commands(&emu).await;
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    // moto 5.2.5 lists every instance of the account as a target of a command sent to one
+    // instance id (it matches an empty target filter against all), so the target iac chose is
+    // read from iac's own report, and the emulator's record only has to include it.
+    let lb_id_str = lb_id.clone().expect("lb id");
+    assert!(cmds[0].0.split(',').any(|i| i == lb_id_str), "{cmds:?}");
+    assert_eq!(cmds[0].1, "AWS-RunShellScript");
+    assert!(cmds[0].2.contains("haproxy"), "{}", cmds[0].2);
+    let sent: Vec<String> = scaled
+        .records()
+        .iter()
+        .filter(|e| {
+            e["event"] == "info" && e["message"].as_str().is_some_and(|m| m.contains("sent"))
+        })
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].contains(&format!("to lb {lb_id_str}")), "{sent:?}");
+
+    // 3 → 2: web-3 goes, the configuration no longer names it, the balancer stays.
+    file.rewrite(&[("count: 3", "count: 2")]);
+    up(&emu, file.path());
+    let vms2 = instances(&ec2, stack).await;
+    assert_eq!(
+        vms2.keys().cloned().collect::<Vec<_>>(),
+        vec!["db", "lb", "web-1", "web-2"]
+    );
+    assert_eq!(vms2["lb"].instance_id().map(str::to_string), lb_id);
+    let (_, cfg2) = param(&emu, &format!("/iac/{stack}/haproxy.cfg"))
+        .await
+        .expect("haproxy.cfg");
+    assert!(
+        !cfg2.contains(&format!("{ip3}:")),
+        "web-3 still in:\n{cfg2}"
+    );
+    assert_eq!(commands(&emu).await.len(), 2);
+
+    // `down` keeps the data volume and nothing else; `up` finds the data again.
+    let mut d = emu.iac();
+    d.args(["-o", "json", "down", "--stack", stack, "--yes"]);
+    let d = run_ok(d);
+    assert_eq!(d.record("verified")["remaining"], serde_json::json!([]));
+    assert_eq!(
+        d.record("verified")["kept"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert!(instances(&ec2, stack).await.is_empty());
+    assert!(param(&emu, &format!("/iac/{stack}/db-host"))
+        .await
+        .is_none());
+    let vol_state = ec2
+        .describe_volumes()
+        .volume_ids(&vol_id)
+        .send()
+        .await
+        .expect("volume kept");
+    assert_eq!(
+        vol_state.volumes()[0].state().map(|s| s.as_str()),
+        Some("available")
+    );
+
+    up(&emu, file.path());
+    let vms_again = instances(&ec2, stack).await;
+    let vol_again = ec2
+        .describe_volumes()
+        .volume_ids(&vol_id)
+        .send()
+        .await
+        .expect("volume");
+    assert_eq!(
+        vol_again.volumes()[0].attachments()[0].instance_id(),
+        vms_again["db"].instance_id()
+    );
+
+    // `down --delete-data` leaves nothing at all.
+    let mut d = emu.iac();
+    d.args([
+        "-o",
+        "json",
+        "down",
+        "--stack",
+        stack,
+        "--yes",
+        "--delete-data",
+    ]);
+    let d = run_ok(d);
+    assert_eq!(d.record("verified")["remaining"], serde_json::json!([]));
+    assert_eq!(d.record("verified")["kept"], serde_json::json!([]));
+    let gone = ec2.describe_volumes().volume_ids(&vol_id).send().await;
+    assert!(
+        gone.map(|v| v.volumes().is_empty()).unwrap_or(true),
+        "the data volume survived --delete-data"
+    );
+}
