@@ -43,6 +43,9 @@ pub struct StackFile {
     /// lb-vms: the HAProxy VM.
     #[serde(default)]
     pub balancer: Option<Balancer>,
+    /// swarm: the cluster and the service.
+    #[serde(default)]
+    pub swarm: Option<Swarm>,
     /// Extra tags put on every resource (besides the `iac:*` identity tags).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -222,6 +225,90 @@ pub struct Balancer {
     /// Instance type of the balancer (default: `instance.type`).
     #[serde(default, rename = "type")]
     pub instance_type: Option<String>,
+}
+
+/// swarm: Docker Swarm managers and workers, and the app as a replicated service.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Swarm {
+    /// Managers: 1, 3 or 5 (an odd number keeps a Raft quorum).
+    #[serde(default = "default_managers")]
+    pub managers: u32,
+    /// Workers that run the service's tasks.
+    #[serde(default = "default_workers")]
+    pub workers: u32,
+    #[serde(default)]
+    pub manager_type: Option<String>,
+    #[serde(default)]
+    pub worker_type: Option<String>,
+    /// Tasks of the service.
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Where tasks run: `workers` (default), `managers` or `any`.
+    #[serde(default)]
+    pub placement: Placement,
+    /// Port published on every node by the routing mesh. With a domain, nginx on the managers
+    /// takes 80/443 and forwards to it, so it must then be another port.
+    #[serde(default = "default_published_port")]
+    pub published_port: u16,
+    /// Rolling update policy.
+    #[serde(default)]
+    pub update: UpdatePolicy,
+}
+
+/// Where the service's tasks may run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    #[default]
+    Workers,
+    Managers,
+    Any,
+}
+
+/// How a new image or replica count rolls out.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePolicy {
+    /// Tasks updated at a time.
+    #[serde(default = "default_update_parallelism")]
+    pub parallelism: u32,
+    /// Seconds between batches.
+    #[serde(default = "default_update_delay")]
+    pub delay_s: u32,
+}
+
+impl Default for UpdatePolicy {
+    fn default() -> Self {
+        UpdatePolicy {
+            parallelism: default_update_parallelism(),
+            delay_s: default_update_delay(),
+        }
+    }
+}
+
+fn default_managers() -> u32 {
+    1
+}
+
+fn default_workers() -> u32 {
+    2
+}
+
+fn default_replicas() -> u32 {
+    2
+}
+
+fn default_published_port() -> u16 {
+    80
+}
+
+fn default_update_parallelism() -> u32 {
+    1
+}
+
+fn default_update_delay() -> u32 {
+    10
 }
 
 /// Public DNS name and HTTPS.

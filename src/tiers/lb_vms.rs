@@ -129,52 +129,52 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             .get(n % inputs.subnets.len().max(1))
             .map(|(id, _)| id.clone())
     };
-    let mut out = Vec::new();
-
-    out.push(group(
-        stack,
-        inputs,
-        LB_SG,
-        "balancer",
-        vec![
-            rule(80, Source::Cidr(ANYWHERE.into()), "http"),
-            rule(443, Source::Cidr(ANYWHERE.into()), "https"),
-        ],
-        &[],
-    ));
-    out.push(group(
-        stack,
-        inputs,
-        WEB_SG,
-        "web",
-        vec![rule(
-            s.app.port,
-            Source::Group(ResourceId::new(LB_SG)),
-            "app from the balancer",
-        )],
-        &[LB_SG],
-    ));
-    out.push(group(
-        stack,
-        inputs,
-        DB_SG,
-        "database",
-        vec![rule(
-            r::database_port(stack).unwrap_or(r::MYSQL_PORT),
-            Source::Group(ResourceId::new(WEB_SG)),
-            "database from the web VMs",
-        )],
-        &[WEB_SG],
-    ));
-
-    out.push(param(
-        stack,
-        r::DB_PASSWORD_PARAM,
-        true,
-        ParamValue::Generated,
-        None,
-        &[],
-    ));
+    // Security groups, least privilege, then the generated database password.
+    let mut out = vec![
+        group(
+            stack,
+            inputs,
+            LB_SG,
+            "balancer",
+            vec![
+                rule(80, Source::Cidr(ANYWHERE.into()), "http"),
+                rule(443, Source::Cidr(ANYWHERE.into()), "https"),
+            ],
+            &[],
+        ),
+        group(
+            stack,
+            inputs,
+            WEB_SG,
+            "web",
+            vec![rule(
+                s.app.port,
+                Source::Group(ResourceId::new(LB_SG)),
+                "app from the balancer",
+            )],
+            &[LB_SG],
+        ),
+        group(
+            stack,
+            inputs,
+            DB_SG,
+            "database",
+            vec![rule(
+                r::database_port(stack).unwrap_or(r::MYSQL_PORT),
+                Source::Group(ResourceId::new(WEB_SG)),
+                "database from the web VMs",
+            )],
+            &[WEB_SG],
+        ),
+        param(
+            stack,
+            r::DB_PASSWORD_PARAM,
+            true,
+            ParamValue::Generated,
+            None,
+            &[],
+        ),
+    ];
     let db_ud = r::database(stack)?;
     out.push(Resource::new(
         DB,
