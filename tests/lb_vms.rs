@@ -358,7 +358,7 @@ async fn lb_vms_up_scale_and_down() {
         .filter_map(|e| e["message"].as_str().map(str::to_string))
         .collect();
     assert_eq!(sent.len(), 1, "{sent:?}");
-    assert!(sent[0].contains(&format!("to lb {lb_id_str}")), "{sent:?}");
+    assert!(sent[0].contains(&format!("to {lb_id_str} ")), "{sent:?}");
 
     // 3 → 2: web-3 goes, the configuration no longer names it, the balancer stays.
     file.rewrite(&[("count: 3", "count: 2")]);

@@ -222,6 +222,8 @@ pub struct Applier {
     preexisting: Arc<Mutex<std::collections::BTreeSet<ResourceId>>>,
     /// `down --delete-data`: also delete data volumes.
     pub delete_data: bool,
+    /// Swarm: nodes are drained through the leader before they are terminated.
+    pub drain: Option<crate::tiers::Drain>,
 }
 
 fn wait_err(e: WaitError<AwsError>, op: &str) -> AwsError {
@@ -248,6 +250,7 @@ impl Applier {
             known: Arc::default(),
             preexisting: Arc::default(),
             delete_data: false,
+            drain: None,
         }
     }
 
@@ -263,6 +266,7 @@ impl Applier {
             known: Arc::default(),
             preexisting: Arc::default(),
             delete_data: false,
+            drain: None,
         }
     }
 
@@ -415,6 +419,7 @@ impl Applier {
             (Spec::SsmParameter(s), _) => {
                 let value = match &s.value {
                     ParamValue::Generated if action != "create" => return Ok(Some(s.name.clone())),
+                    ParamValue::WrittenByInstances => return Ok(None),
                     ParamValue::Generated => ssm::generate_password()?,
                     ParamValue::Template { text, refs } => {
                         let mut out = text.clone();
@@ -459,14 +464,8 @@ impl Applier {
                         .unwrap_or(false);
                     if action != "create" && pre {
                         let target = self.need(&n.instance, "ssm:SendCommand")?;
-                        let cmd = ssm::run_shell(aws, &target.physical_id, &n.command, &n.comment)
+                        self.run_and_wait(&r.id, &target.physical_id, &n.command, &n.comment)
                             .await?;
-                        self.reporter.event(&Event::Info {
-                            message: format!(
-                                "{}: sent `{}` to {} {} (command {cmd})",
-                                r.id, n.comment, n.instance, target.physical_id
-                            ),
-                        });
                     }
                 }
                 Ok(Some(s.name.clone()))
@@ -659,6 +658,43 @@ impl Applier {
         .map_err(|e| wait_err(e, "ec2:DescribeInstances"))
     }
 
+    /// Sends a shell script through Run Command and waits for it to succeed; returns its output.
+    pub async fn run_and_wait(
+        &self,
+        id: &ResourceId,
+        instance_id: &str,
+        script: &str,
+        comment: &str,
+    ) -> Result<String, AwsError> {
+        let cmd = ssm::run_shell(&self.aws, instance_id, script, comment).await?;
+        self.reporter.event(&Event::Info {
+            message: format!("{id}: sent `{comment}` to {instance_id} (command {cmd})"),
+        });
+        let what = format!("command {cmd} on {instance_id}");
+        wait::until(
+            id,
+            &what,
+            self.deadlines.dependency,
+            Backoff::default(),
+            self.reporter.as_ref(),
+            || async {
+                Ok(match ssm::invocation(&self.aws, &cmd, instance_id).await? {
+                    ssm::Invocation::Succeeded(out) => Poll::Ready(out),
+                    ssm::Invocation::Running(s) => Poll::Pending(s),
+                    ssm::Invocation::Failed(e) => {
+                        return Err(AwsError::state(
+                            "ssm:SendCommand",
+                            ErrorClass::Other,
+                            format!("`{comment}` failed on {instance_id}: {e}"),
+                        ))
+                    }
+                })
+            },
+        )
+        .await
+        .map_err(|e| wait_err(e, "ssm:GetCommandInvocation"))
+    }
+
     /// Waits until a volume is in `want` state (`available` after create or detach).
     async fn wait_volume(&self, id: &ResourceId, vid: &str, want: &str) -> Result<(), AwsError> {
         let what = format!("volume {vid} to be {want}");
@@ -708,7 +744,32 @@ impl Applier {
                 })
                 .await
             }
-            (Kind::Instance, _) => {
+            (Kind::Instance, details) => {
+                if let (
+                    Some(d),
+                    Details::Instance {
+                        private_ip: Some(ip),
+                        ..
+                    },
+                ) = (&self.drain, details)
+                {
+                    let leader_stays = o.id != d.leader
+                        && self
+                            .preexisting
+                            .lock()
+                            .map(|p| p.contains(&d.leader))
+                            .unwrap_or(false);
+                    if leader_stays {
+                        let leader = self.need(&d.leader, "ssm:SendCommand")?;
+                        self.run_and_wait(
+                            &o.id,
+                            &leader.physical_id,
+                            &(d.command)(ip),
+                            &format!("iac: drain and remove {} before terminating it", o.id),
+                        )
+                        .await?;
+                    }
+                }
                 ignore_gone(ec2::terminate_instance(aws, &o.physical_id).await)?;
                 self.wait_instance(&o.id, &o.physical_id, "terminated")
                     .await
@@ -826,9 +887,15 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
     });
     if let Some(public_ip) = &eip {
         out.insert("public_ip".to_string(), public_ip.clone());
+        let port = match (&stack.spec.tier, &stack.spec.swarm) {
+            (crate::stack::Tier::Swarm, Some(sw)) if sw.published_port != 80 => {
+                format!(":{}", sw.published_port)
+            }
+            _ => String::new(),
+        };
         let url = match &stack.spec.domain {
             Some(d) => format!("https://{}", d.name),
-            None => format!("http://{public_ip}"),
+            None => format!("http://{public_ip}{port}"),
         };
         out.insert("url".to_string(), url);
         if let (Some(_), Some(_)) = (&stack.spec.instance.key_pair, &stack.spec.network.ssh_from) {
@@ -869,12 +936,18 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
     {
         out.insert("database_private_ip".to_string(), ip.clone());
     }
-    let webs = found
-        .iter()
-        .filter(|o| o.kind == Kind::Instance && o.id.as_str().starts_with("web-"))
-        .count();
-    if webs > 0 {
-        out.insert("web_vms".to_string(), webs.to_string());
+    for (prefix, key) in [
+        ("web-", "web_vms"),
+        ("manager-", "swarm_managers"),
+        ("worker-", "swarm_workers"),
+    ] {
+        let n = found
+            .iter()
+            .filter(|o| o.kind == Kind::Instance && o.id.as_str().starts_with(prefix))
+            .count();
+        if n > 0 {
+            out.insert(key.to_string(), n.to_string());
+        }
     }
     out
 }

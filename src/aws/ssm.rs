@@ -194,3 +194,52 @@ pub fn param_tags(
 ) -> BTreeMap<String, String> {
     tags::identity(stack, id, Kind::SsmParameter, extra)
 }
+
+/// Where a Run Command invocation stands.
+pub enum Invocation {
+    Running(String),
+    Succeeded(String),
+    Failed(String),
+}
+
+/// The status of a command on one instance (stdout on success, stderr on failure).
+pub async fn invocation(
+    aws: &Aws,
+    command_id: &str,
+    instance_id: &str,
+) -> Result<Invocation, AwsError> {
+    let out = match aws
+        .ssm
+        .get_command_invocation()
+        .command_id(command_id)
+        .instance_id(instance_id)
+        .send()
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            let e = AwsError::from_sdk("ssm:GetCommandInvocation", e);
+            // Right after SendCommand the invocation may not be visible yet.
+            if e.code.as_deref() == Some("InvocationDoesNotExist") {
+                return Ok(Invocation::Running("not started".to_string()));
+            }
+            return Err(e);
+        }
+    };
+    let status = out
+        .status()
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default();
+    Ok(match status.as_str() {
+        "Success" => Invocation::Succeeded(
+            out.standard_output_content()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        "Failed" | "Cancelled" | "TimedOut" | "Cancelling" => Invocation::Failed(format!(
+            "{status}: {}",
+            out.standard_error_content().unwrap_or_default().trim()
+        )),
+        other => Invocation::Running(other.to_string()),
+    })
+}

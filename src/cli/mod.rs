@@ -132,7 +132,8 @@ pub enum Command {
         /// Print each file the script writes instead of the script.
         #[arg(long)]
         files: bool,
-        /// For tiers with several kinds of VM: which one (lb-vms: balancer, web, database).
+        /// For tiers with several kinds of VM: which one (lb-vms: balancer, web, database;
+        /// swarm: manager-1, manager, worker).
         #[arg(long)]
         role: Option<String>,
     },

@@ -64,7 +64,12 @@ pub fn print(printer: &Printer, plan: &Plan) {
         return;
     }
     printer.line(printer.bold(&format!("Plan for stack `{}`:", plan.stack)));
-    for c in &plan.changes {
+    // Parameters the instances write themselves are not shown until they exist.
+    for c in plan
+        .changes
+        .iter()
+        .filter(|c| c.action.is_change() || c.actual.is_some())
+    {
         let physical = c
             .actual
             .as_ref()

@@ -15,6 +15,14 @@ pub fn user_data(stack: &Stack) -> anyhow::Result<Vec<(&'static str, UserData)>>
             ("web", render::lb_vms::web(stack)?),
             ("database", render::lb_vms::database(stack)?),
         ],
+        Tier::Swarm => {
+            let mut roles = vec![("manager-1", render::swarm::manager(stack, 1)?)];
+            if stack.spec.swarm.as_ref().is_some_and(|s| s.managers > 1) {
+                roles.push(("manager", render::swarm::manager(stack, 2)?));
+            }
+            roles.push(("worker", render::swarm::worker(stack)?));
+            roles
+        }
         _ => vec![("vm", render::single_vm(stack)?)],
     })
 }

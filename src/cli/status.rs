@@ -6,7 +6,13 @@ use anyhow::Context;
 
 use super::output::Printer;
 use super::{common, down, Exit, Global};
+use std::sync::Arc;
+
+use crate::apply::Reporter;
+use crate::aws::provider::Applier;
 use crate::aws::{provider, Aws};
+use crate::plan::{Kind, Observed};
+use crate::stack::{Stack, Tier};
 
 pub async fn run(
     printer: &Printer,
@@ -20,8 +26,9 @@ pub async fn run(
     let found = provider::discover(&aws, &name)
         .await
         .with_context(|| format!("discovering the resources tagged iac:stack={name}"))?;
-    let outputs = match file {
-        Some(f) => provider::outputs(&common::load(f)?, &found.resources),
+    let loaded = file.map(common::load).transpose()?;
+    let outputs = match &loaded {
+        Some(stack) => provider::outputs(stack, &found.resources),
         None => Default::default(),
     };
     if printer.json() {
@@ -48,6 +55,34 @@ pub async fn run(
         }
     }
     printer.outputs(&outputs);
+    if let Some(stack) = loaded.as_ref().filter(|s| s.spec.tier == Tier::Swarm) {
+        swarm_report(printer, &aws, stack, &found.resources).await;
+    }
     common::summary(printer, "status", &aws, started);
     Ok(Exit::Ok)
+}
+
+/// Nodes and service replicas as the swarm leader reports them, through SSM Run Command (the
+/// same channel updates use; no SSH). A failure here is reported, not fatal.
+async fn swarm_report(printer: &Printer, aws: &Aws, stack: &Stack, found: &[Observed]) {
+    let Some(leader) = found
+        .iter()
+        .find(|o| o.kind == Kind::Instance && o.id.as_str() == crate::tiers::swarm::LEADER)
+    else {
+        return;
+    };
+    let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
+    let applier = Applier::for_stack(aws.clone(), stack.name(), reporter);
+    let script = crate::render::swarm::status_command(stack);
+    match applier.run_and_wait(&leader.id, &leader.physical_id, &script, "iac: swarm status").await {
+        Ok(out) if printer.json() => printer.record(&serde_json::json!({"event": "swarm_status", "leader": leader.physical_id, "output": out})),
+        Ok(out) if out.trim().is_empty() => printer.line(format!("Swarm (from {}): no report yet", leader.physical_id)),
+        Ok(out) => {
+            printer.line(printer.bold(&format!("Swarm (from {}):", leader.physical_id)));
+            for l in out.lines() {
+                printer.line(format!("  {l}"));
+            }
+        }
+        Err(e) => printer.line(format!("Swarm: the leader did not report: {e}")),
+    }
 }

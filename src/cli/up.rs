@@ -31,12 +31,13 @@ pub async fn run(
             printer.line("Nothing done.");
             return Ok(Exit::Ok);
         }
-        let applier = Applier::new(
+        let mut applier = Applier::new(
             aws.clone(),
             &planned.stack,
             reporter.clone(),
             &planned.discovered,
         );
+        applier.drain = crate::tiers::drain(&planned.stack);
         let (apply_nodes, delete_nodes) = applier.nodes(&planned.plan);
         let outcome = apply::run(apply_nodes, parallelism, reporter.clone()).await;
         if !outcome.ok() {

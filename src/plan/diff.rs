@@ -56,6 +56,7 @@ pub fn diff(stack: &str, desired: &[Resource], actual: &[Observed]) -> Plan {
             });
         }
         let action = match chosen {
+            None if is_written_by_instances(r) => Action::Keep,
             None => Action::Create,
             Some(o) => compare(r, o, &kept_physical, &renewed),
         };
@@ -262,7 +263,7 @@ fn compare(
                 };
             }
             match &s.value {
-                ParamValue::Generated => Action::Keep,
+                ParamValue::Generated | ParamValue::WrittenByInstances => Action::Keep,
                 ParamValue::Template { text, refs } => match resolve_template(text, refs, kept) {
                     Some(want) if value.as_deref() == Some(want.as_str()) => Action::Keep,
                     Some(_) => Action::Update {
@@ -300,6 +301,10 @@ fn compare(
             reasons: vec!["kind changed".to_string()],
         },
     }
+}
+
+fn is_written_by_instances(r: &Resource) -> bool {
+    matches!(&r.spec, Spec::SsmParameter(p) if p.value == ParamValue::WrittenByInstances)
 }
 
 fn param_type(secure: bool) -> &'static str {

@@ -40,10 +40,8 @@ pub const ACME_PORT: u16 = 8888;
 /// Installed on the balancer; the same text as [`balancer_reload_command`].
 pub const REFRESH_SCRIPT: &str = "/usr/local/sbin/iac-haproxy-refresh";
 
-/// The SSM parameter `leaf` of stack `stack`: `/iac/<stack>/<leaf>`.
-pub fn param_name(stack: &str, leaf: &str) -> String {
-    format!("/iac/{stack}/{leaf}")
-}
+/// The SSM parameter `leaf` of stack `stack`: `/iac/<stack>/<leaf>` (shared with the swarm tier).
+pub use super::param_name;
 
 /// The database engine's port, when the stack has a database.
 pub fn database_port(stack: &Stack) -> Option<u16> {

@@ -8,12 +8,15 @@
 mod filters;
 pub mod lb_vms;
 mod single_vm;
+pub mod swarm;
 
 use std::io::Write;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use crate::stack::Domain;
 
 pub use filters::shell_quote_str;
 pub use single_vm::single_vm;
@@ -124,6 +127,104 @@ pub(crate) fn require_word(field: &str, value: &str, extra: &str) -> Result<(), 
 /// The certificate directory certbot creates for `domain`.
 pub(crate) fn cert_dir(domain: &str) -> String {
     format!("/etc/letsencrypt/live/{domain}")
+}
+
+/// The SSM parameter `leaf` of stack `stack`: `/iac/<stack>/<leaf>`. Runtime facts of the
+/// multi-VM tiers travel through these.
+pub fn param_name(stack: &str, leaf: &str) -> String {
+    format!("/iac/{stack}/{leaf}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// nginx in front of the app, with Let's Encrypt (single-vm; the swarm tier's managers)
+
+/// Both nginx variants are staged here; the boot script copies one of them into `conf.d`.
+pub(crate) const NGINX_HTTP: &str = "/etc/iac/nginx/http.conf";
+pub(crate) const NGINX_HTTPS: &str = "/etc/iac/nginx/https.conf";
+/// certbot's webroot, served by nginx under `/.well-known/acme-challenge/`.
+pub(crate) const ACME_ROOT: &str = "/var/www/letsencrypt";
+pub(crate) const CERTBOT_RENEW_SERVICE: &str = "/etc/systemd/system/iac-certbot-renew.service";
+pub(crate) const CERTBOT_RENEW_TIMER: &str = "/etc/systemd/system/iac-certbot-renew.timer";
+pub(crate) const NGINX_DEPLOY_HOOK: &str =
+    "/etc/letsencrypt/renewal-hooks/deploy/iac-reload-nginx.sh";
+
+#[derive(Serialize)]
+struct TlsCtx {
+    cert: String,
+    key: String,
+}
+
+/// Context of `templates/nginx-site.conf.j2`; `tls: None` renders the HTTP-only variant.
+#[derive(Serialize)]
+struct NginxCtx<'a> {
+    stack: &'a str,
+    server_name: &'a str,
+    port: u16,
+    acme_root: &'static str,
+    tls: Option<TlsCtx>,
+}
+
+/// Context of the certbot renewal unit, timer and deploy hook.
+#[derive(Serialize)]
+struct RenewCtx<'a> {
+    stack: &'a str,
+}
+
+/// The files of an nginx site proxying to `127.0.0.1:<port>`, as `(path, mode, content)`: the
+/// HTTP variant ([`NGINX_HTTP`]); with a domain also the HTTPS variant ([`NGINX_HTTPS`]), the
+/// certbot renewal service and timer and the deploy hook that reloads nginx.
+pub(crate) fn nginx_files(
+    env: &Environment,
+    stack: &str,
+    port: u16,
+    domain: Option<&Domain>,
+) -> Result<Vec<(String, &'static str, String)>, RenderError> {
+    let server_name = domain.map_or("_", |d| d.name.as_str());
+    let nginx = |tls| NginxCtx {
+        stack,
+        server_name,
+        port,
+        acme_root: ACME_ROOT,
+        tls,
+    };
+    let mut files = vec![(
+        NGINX_HTTP.to_string(),
+        "644",
+        render(env, "templates/nginx-site.conf.j2", &nginx(None))?,
+    )];
+    if let Some(d) = domain {
+        let dir = cert_dir(&d.name);
+        let tls = TlsCtx {
+            cert: format!("{dir}/fullchain.pem"),
+            key: format!("{dir}/privkey.pem"),
+        };
+        files.push((
+            NGINX_HTTPS.to_string(),
+            "644",
+            render(env, "templates/nginx-site.conf.j2", &nginx(Some(tls)))?,
+        ));
+        let renew = RenewCtx { stack };
+        for (path, mode, name) in [
+            (
+                CERTBOT_RENEW_SERVICE,
+                "644",
+                "templates/iac-certbot-renew.service.j2",
+            ),
+            (
+                CERTBOT_RENEW_TIMER,
+                "644",
+                "templates/iac-certbot-renew.timer.j2",
+            ),
+            (
+                NGINX_DEPLOY_HOOK,
+                "755",
+                "templates/certbot-deploy-hook.sh.j2",
+            ),
+        ] {
+            files.push((path.to_string(), mode, render(env, name, &renew)?));
+        }
+    }
+    Ok(files)
 }
 
 /// The rendered user-data of one instance.

@@ -8,8 +8,13 @@
 use serde::Serialize;
 
 use super::{
-    cert_dir, environment, invalid, render, require_word, script_files, RenderError, RenderedFile,
-    ScriptFile, UserData, EOF_MARK,
+    cert_dir, environment, invalid, nginx_files, render, require_word, script_files, RenderError,
+    RenderedFile, ScriptFile, UserData, ACME_ROOT, EOF_MARK, NGINX_HTTP, NGINX_HTTPS,
+};
+#[cfg(test)]
+use super::{
+    CERTBOT_RENEW_SERVICE as RENEW_SERVICE, CERTBOT_RENEW_TIMER as RENEW_TIMER,
+    NGINX_DEPLOY_HOOK as DEPLOY_HOOK,
 };
 use crate::stack::{Stack, Tier};
 
@@ -19,13 +24,6 @@ const PROJECT_ROOT: &str = "/opt/iac";
 const ETC_DIR: &str = "/etc/iac";
 const APP_ENV: &str = "/etc/iac/app.env";
 const DB_ENV: &str = "/etc/iac/db.env";
-/// Both nginx variants are staged here; the script copies one of them into `conf.d`.
-const NGINX_HTTP: &str = "/etc/iac/nginx/http.conf";
-const NGINX_HTTPS: &str = "/etc/iac/nginx/https.conf";
-const ACME_ROOT: &str = "/var/www/letsencrypt";
-const RENEW_SERVICE: &str = "/etc/systemd/system/iac-certbot-renew.service";
-const RENEW_TIMER: &str = "/etc/systemd/system/iac-certbot-renew.timer";
-const DEPLOY_HOOK: &str = "/etc/letsencrypt/renewal-hooks/deploy/iac-reload-nginx.sh";
 const LOG_FILE: &str = "/var/log/iac-bootstrap.log";
 /// Compose interpolation variable carrying the URL-encoded database password; the script
 /// writes it to the project's `.env`, so the compose file itself never holds the password.
@@ -56,28 +54,6 @@ struct ComposeCtx<'a> {
     environment: Vec<KeyValue<'a>>,
     app_env_file: &'static str,
     database: Option<ComposeDb>,
-}
-
-#[derive(Serialize)]
-struct TlsCtx {
-    cert: String,
-    key: String,
-}
-
-/// Context of `templates/nginx-site.conf.j2`; `tls: None` renders the HTTP-only variant.
-#[derive(Serialize)]
-struct NginxCtx<'a> {
-    stack: &'a str,
-    server_name: &'a str,
-    port: u16,
-    acme_root: &'static str,
-    tls: Option<TlsCtx>,
-}
-
-/// Context of the certbot renewal unit, timer and deploy hook.
-#[derive(Serialize)]
-struct RenewCtx<'a> {
-    stack: &'a str,
 }
 
 #[derive(Serialize)]
@@ -187,43 +163,7 @@ pub fn single_vm(stack: &Stack) -> Result<UserData, RenderError> {
         render(&env, "templates/compose.yaml.j2", &compose)?,
     ));
 
-    let server_name = s.domain.as_ref().map_or("_", |d| d.name.as_str());
-    let nginx = |tls| NginxCtx {
-        stack: &s.name,
-        server_name,
-        port: s.app.port,
-        acme_root: ACME_ROOT,
-        tls,
-    };
-    files.push((
-        NGINX_HTTP.to_string(),
-        "644",
-        render(&env, "templates/nginx-site.conf.j2", &nginx(None))?,
-    ));
-    if let Some(d) = &s.domain {
-        let dir = cert_dir(&d.name);
-        let tls = TlsCtx {
-            cert: format!("{dir}/fullchain.pem"),
-            key: format!("{dir}/privkey.pem"),
-        };
-        files.push((
-            NGINX_HTTPS.to_string(),
-            "644",
-            render(&env, "templates/nginx-site.conf.j2", &nginx(Some(tls)))?,
-        ));
-        let renew = RenewCtx { stack: &s.name };
-        for (path, mode, name) in [
-            (
-                RENEW_SERVICE,
-                "644",
-                "templates/iac-certbot-renew.service.j2",
-            ),
-            (RENEW_TIMER, "644", "templates/iac-certbot-renew.timer.j2"),
-            (DEPLOY_HOOK, "755", "templates/certbot-deploy-hook.sh.j2"),
-        ] {
-            files.push((path.to_string(), mode, render(&env, name, &renew)?));
-        }
-    }
+    files.extend(nginx_files(&env, &s.name, s.app.port, s.domain.as_ref())?);
 
     let files = script_files(files)?;
 

@@ -256,6 +256,21 @@ pub struct Swarm {
     pub update: UpdatePolicy,
 }
 
+impl Default for Swarm {
+    fn default() -> Self {
+        Swarm {
+            managers: default_managers(),
+            workers: default_workers(),
+            manager_type: None,
+            worker_type: None,
+            replicas: default_replicas(),
+            placement: Placement::default(),
+            published_port: default_published_port(),
+            update: UpdatePolicy::default(),
+        }
+    }
+}
+
 /// Where the service's tasks may run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]

@@ -10,7 +10,7 @@ use super::source::SourceMap;
 use super::Stack;
 
 /// Tiers this version can deploy.
-pub const IMPLEMENTED_TIERS: &[Tier] = &[Tier::SingleVm, Tier::LbVms];
+pub const IMPLEMENTED_TIERS: &[Tier] = &[Tier::SingleVm, Tier::LbVms, Tier::Swarm];
 
 /// Image aliases and the public SSM parameters they resolve through.
 pub const IMAGE_ALIASES: &[(&str, &str)] = &[
@@ -118,6 +118,7 @@ pub fn validate(stack: &Stack, map: &SourceMap) -> Vec<Diagnostic> {
         check_database(&mut c, s, db);
     }
     check_lb_vms(&mut c, s);
+    check_swarm(&mut c, s);
     check_tags(&mut c, s);
     c.diags
 }
@@ -453,6 +454,119 @@ fn check_lb_vms(c: &mut Checker, s: &StackFile) {
     }
 }
 
+/// The swarm section, and that it is not used by other tiers.
+fn check_swarm(c: &mut Checker, s: &StackFile) {
+    if s.tier != Tier::Swarm {
+        if s.swarm.is_some() {
+            c.err_at_key(
+                "swarm",
+                format!(
+                    "`swarm` belongs to the swarm tier, not `{}`",
+                    s.tier.as_str()
+                ),
+                "no such section for this tier",
+                "remove it, or set `tier: swarm`",
+            );
+        }
+        return;
+    }
+    let sw = s.swarm.clone().unwrap_or_default();
+    if sw.managers == 0 {
+        c.err(
+            "swarm.managers",
+            "no manager: a swarm needs at least one",
+            "1, 3 or 5",
+            "one manager is enough for a class project; three survive the loss of one",
+        );
+    } else if sw.managers % 2 == 0 {
+        c.err(
+            "swarm.managers",
+            format!(
+                "{} managers cannot keep a quorum better than {}",
+                sw.managers,
+                sw.managers - 1
+            ),
+            "an odd number: 1, 3 or 5",
+            "Raft needs a majority; an even count adds a failure point without adding tolerance",
+        );
+    } else if sw.managers > 7 {
+        c.err(
+            "swarm.managers",
+            format!("{} managers is more than Docker recommends", sw.managers),
+            "at most 7",
+            "",
+        );
+    }
+    if sw.workers > 20 {
+        c.err(
+            "swarm.workers",
+            format!(
+                "{} workers is more than iac manages in one stack",
+                sw.workers
+            ),
+            "at most 20",
+            "AWS Academy accounts allow about 9 running instances",
+        );
+    }
+    if sw.placement == Placement::Workers && sw.workers == 0 && sw.replicas > 0 {
+        c.err(
+            "swarm.placement",
+            "replicas are placed on workers, but there are none",
+            "`workers` of 1 or more, or `placement: managers` / `any`",
+            "",
+        );
+    }
+    if let Some((_, _, what)) = crate::tiers::swarm::SWARM_PORTS
+        .iter()
+        .find(|(_, p, _)| *p == sw.published_port)
+    {
+        c.err(
+            "swarm.published_port",
+            format!(
+                "port {} is used by Docker Swarm itself ({what})",
+                sw.published_port
+            ),
+            "a port other than 2377, 7946 and 4789",
+            "80 or 8080 are usual",
+        );
+    } else if s.domain.is_some() && matches!(sw.published_port, 80 | 443) {
+        c.err(
+            "swarm.published_port",
+            format!(
+                "with a domain, nginx on the managers listens on {}",
+                sw.published_port
+            ),
+            "a port other than 80 and 443, such as 8080",
+            "nginx terminates HTTPS and forwards to the published port",
+        );
+    } else if sw.published_port == 22 || sw.published_port == 0 {
+        c.err(
+            "swarm.published_port",
+            format!("port {} cannot be published", sw.published_port),
+            "a port such as 80 or 8080",
+            "",
+        );
+    }
+    if sw.update.parallelism == 0 {
+        c.err(
+            "swarm.update.parallelism",
+            "an update parallelism of 0 would update every task at once",
+            "1 or more",
+            "",
+        );
+    }
+    check_type(c, "swarm.manager_type", &sw.manager_type);
+    check_type(c, "swarm.worker_type", &sw.worker_type);
+    if s.instance.instance_profile.is_none() {
+        c.err(
+            "instance",
+            "swarm nodes exchange their join tokens through SSM, but no instance profile is given",
+            "`instance.instance_profile`",
+            "AWS Academy accounts have `LabInstanceProfile`",
+        );
+    }
+}
+
 fn check_domain(c: &mut Checker, d: &Domain) {
     if !is_domain(&d.name) {
         c.err(
@@ -659,6 +773,8 @@ pub fn from_serde(file: &Path, map: &SourceMap, err: &yaml_serde::Error) -> Diag
                 .join(", ")
         ));
         hint = did_you_mean(&got, &choices_ref).map(|s| format!("did you mean `{s}`?"));
+    } else if message.starts_with("invalid type: integer `-") && message.contains("expected u") {
+        hint = Some("this value cannot be negative".to_string());
     } else if message.starts_with("invalid type") {
         hint = Some("check the value's type; quote strings that look like numbers".to_string());
     } else if message.starts_with("missing field") {

@@ -3,6 +3,7 @@
 
 pub mod lb_vms;
 pub mod single_vm;
+pub mod swarm;
 
 use crate::plan::Resource;
 use crate::render::RenderError;
@@ -23,6 +24,24 @@ pub struct Inputs {
     pub hosted_zone_id: Option<String>,
 }
 
+/// Builds the command, sent to the leader, that drains and removes the node with a private IP.
+pub type DrainCommand = std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// Nodes of a cluster are drained through its leader before they are terminated (swarm).
+#[derive(Clone)]
+pub struct Drain {
+    pub leader: crate::plan::ResourceId,
+    pub command: DrainCommand,
+}
+
+/// The drain hook of a stack's tier, if it has one.
+pub fn drain(stack: &Stack) -> Option<Drain> {
+    match stack.spec.tier {
+        Tier::Swarm => Some(swarm::drain(stack)),
+        _ => None,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TierError {
     #[error(transparent)]
@@ -36,6 +55,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
     match stack.spec.tier {
         Tier::SingleVm => single_vm::desired(stack, inputs),
         Tier::LbVms => lb_vms::desired(stack, inputs),
+        Tier::Swarm => swarm::desired(stack, inputs),
         other => Err(TierError::NotImplemented(other.as_str())),
     }
 }

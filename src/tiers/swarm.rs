@@ -1,0 +1,249 @@
+//! swarm: managers and workers that form a Docker Swarm by themselves, and the app as a
+//! replicated service behind the routing mesh.
+//!
+//! ```text
+//! swarm-sg ─┬─▶ manager-1 (initialises, publishes join tokens to SSM) ─▶ eip ─▶ dns
+//! service ──┘   manager-2.., worker-1..N (wait for the tokens, then join)
+//! ```
+//! The service's spec lives in the `service` parameter: a change to the image or the replica
+//! count rewrites it and the leader applies it in place (SSM Run Command, rolling update).
+//! Nodes removed by a smaller count are drained and removed from the swarm through the leader
+//! before they are terminated.
+
+use std::sync::Arc;
+
+use crate::plan::*;
+use crate::render::{self, swarm as r};
+use crate::stack::Stack;
+
+use super::{Drain, Inputs, TierError};
+
+pub const SG: &str = "swarm-sg";
+pub const LEADER: &str = "manager-1";
+pub const EIP: &str = "eip";
+pub const DNS: &str = "dns";
+
+/// Ports Swarm itself uses: (protocol, port, what).
+pub const SWARM_PORTS: &[(&str, u16, &str)] = &[
+    ("tcp", 2377, "swarm management"),
+    ("tcp", 7946, "swarm gossip"),
+    ("udp", 7946, "swarm gossip"),
+    ("udp", 4789, "overlay network (VXLAN)"),
+];
+
+const ANYWHERE: &str = "0.0.0.0/0";
+
+pub fn manager_id(n: u32) -> String {
+    format!("manager-{n}")
+}
+
+pub fn worker_id(n: u32) -> String {
+    format!("worker-{n}")
+}
+
+fn rule(protocol: &str, port: u16, source: Source, description: &str) -> IngressRule {
+    IngressRule {
+        protocol: protocol.to_string(),
+        from_port: port,
+        to_port: port,
+        source,
+        description: description.to_string(),
+    }
+}
+
+/// The cluster's one security group: swarm traffic only from itself, the app from anywhere.
+pub fn ingress(stack: &Stack) -> Vec<IngressRule> {
+    let s = &stack.spec;
+    let mut rules: Vec<IngressRule> = SWARM_PORTS
+        .iter()
+        .map(|(proto, port, what)| rule(proto, *port, Source::Group(ResourceId::new(SG)), what))
+        .collect();
+    if s.domain.is_some() {
+        rules.push(rule(
+            "tcp",
+            80,
+            Source::Cidr(ANYWHERE.into()),
+            "http (nginx on the managers)",
+        ));
+        rules.push(rule(
+            "tcp",
+            443,
+            Source::Cidr(ANYWHERE.into()),
+            "https (nginx on the managers)",
+        ));
+    } else {
+        let port = s.swarm.as_ref().map(|w| w.published_port).unwrap_or(80);
+        rules.push(rule(
+            "tcp",
+            port,
+            Source::Cidr(ANYWHERE.into()),
+            "the app through the routing mesh",
+        ));
+    }
+    if let Some(cidr) = &s.network.ssh_from {
+        rules.push(rule("tcp", 22, Source::Cidr(cidr.clone()), "ssh"));
+    }
+    rules
+}
+
+/// Drain through the leader before terminating a node.
+pub fn drain(stack: &Stack) -> Drain {
+    let stack = stack.clone();
+    Drain {
+        leader: ResourceId::new(LEADER),
+        command: Arc::new(move |ip: &str| r::drain_command(&stack, ip)),
+    }
+}
+
+fn node(
+    stack: &Stack,
+    inputs: &Inputs,
+    instance_type: Option<&String>,
+    subnet: Option<String>,
+    ud: &render::UserData,
+) -> Result<InstanceSpec, TierError> {
+    let s = &stack.spec;
+    Ok(InstanceSpec {
+        instance_type: instance_type
+            .cloned()
+            .unwrap_or_else(|| s.instance.instance_type.clone()),
+        image_id: inputs.image_id.clone(),
+        root_device: inputs.root_device.clone(),
+        key_name: s.instance.key_pair.as_ref().map(|k| k.name.clone()),
+        security_groups: vec![ResourceId::new(SG)],
+        subnet_id: subnet,
+        instance_profile: s.instance.instance_profile.clone(),
+        disk_gb: s.instance.disk_gb,
+        user_data: ud.payload()?,
+        user_data_sha: ud.sha256(),
+    })
+}
+
+fn param(
+    stack: &Stack,
+    leaf: &str,
+    secure: bool,
+    value: ParamValue,
+    notify: Option<Notify>,
+    deps: &[&str],
+) -> Resource {
+    Resource::new(
+        leaf,
+        Spec::SsmParameter(SsmParameterSpec {
+            name: r::param_name(stack.name(), leaf),
+            secure,
+            value,
+            notify,
+        }),
+        deps,
+    )
+}
+
+pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierError> {
+    let s = &stack.spec;
+    let sw = s.swarm.clone().unwrap_or_default();
+    let subnet = |n: usize| {
+        inputs
+            .subnets
+            .get(n % inputs.subnets.len().max(1))
+            .map(|(id, _)| id.clone())
+    };
+    let mut out = vec![
+        Resource::new(
+            SG,
+            Spec::SecurityGroup(SecurityGroupSpec {
+                group_name: format!("{}-swarm", stack.name()),
+                description: format!("iac stack {}: swarm nodes", stack.name()),
+                vpc_id: inputs.vpc_id.clone(),
+                ingress: ingress(stack),
+            }),
+            &[],
+        ),
+        param(
+            stack,
+            r::SERVICE_PARAM,
+            false,
+            ParamValue::Template {
+                text: r::service_spec(stack)?,
+                refs: Vec::new(),
+            },
+            Some(Notify {
+                instance: ResourceId::new(LEADER),
+                command: r::service_apply_command(stack),
+                comment: "iac: apply the service spec (rolling update)".to_string(),
+            }),
+            &[],
+        ),
+    ];
+    // Written by manager-1 at boot; listed so they are the stack's (and `down` removes them).
+    for (leaf, secure) in [
+        (r::MANAGER_TOKEN_PARAM, true),
+        (r::WORKER_TOKEN_PARAM, true),
+        (r::LEADER_ADDR_PARAM, false),
+    ] {
+        out.push(param(
+            stack,
+            leaf,
+            secure,
+            ParamValue::WrittenByInstances,
+            None,
+            &[],
+        ));
+    }
+    for n in 1..=sw.managers {
+        let id = manager_id(n);
+        let ud = r::manager(stack, n)?;
+        // The first manager reads the service spec at boot; the others only need the group.
+        let deps: &[&str] = if n == 1 {
+            &[SG, r::SERVICE_PARAM]
+        } else {
+            &[SG]
+        };
+        out.push(Resource::new(
+            &id,
+            Spec::Instance(node(
+                stack,
+                inputs,
+                sw.manager_type.as_ref(),
+                subnet(n as usize - 1),
+                &ud,
+            )?),
+            deps,
+        ));
+    }
+    let worker_ud = r::worker(stack)?;
+    for n in 1..=sw.workers {
+        let id = worker_id(n);
+        out.push(Resource::new(
+            &id,
+            Spec::Instance(node(
+                stack,
+                inputs,
+                sw.worker_type.as_ref(),
+                subnet(n as usize - 1),
+                &worker_ud,
+            )?),
+            &[SG],
+        ));
+    }
+    out.push(Resource::new(
+        EIP,
+        Spec::ElasticIp(ElasticIpSpec {
+            instance: ResourceId::new(LEADER),
+        }),
+        &[LEADER],
+    ));
+    if let (Some(domain), Some(zone_id)) = (&s.domain, &inputs.hosted_zone_id) {
+        out.push(Resource::new(
+            DNS,
+            Spec::DnsRecord(DnsRecordSpec {
+                zone_id: zone_id.clone(),
+                name: domain.name.trim_end_matches('.').to_string(),
+                ttl: 300,
+                target: ResourceId::new(EIP),
+            }),
+            &[EIP],
+        ));
+    }
+    Ok(out)
+}
