@@ -184,11 +184,21 @@ fn run_commands_pass_shellcheck() {
 
 #[test]
 fn scripts_fit_in_user_data() {
-    for (role, ud) in all_scripts(&shop(true)) {
-        let len = ud.script.len();
-        eprintln!("shop-domain {role}: {len} bytes");
-        assert!(len < USER_DATA_LIMIT, "{role}: {len} bytes");
-        assert_eq!(ud.payload().unwrap(), ud.script.as_bytes());
+    // Without a domain every script goes as it is; with one, manager-1 carries nginx, certbot
+    // and the service script and goes gzip-compressed (cloud-init inflates it).
+    for (variant, stack) in [("example", example()), ("shop-domain", shop(true))] {
+        for (role, ud) in all_scripts(&stack) {
+            let len = ud.script.len();
+            let payload = ud.payload().expect("fits in user-data");
+            eprintln!(
+                "{variant} {role}: {len} bytes, payload {} bytes",
+                payload.len()
+            );
+            assert!(payload.len() <= USER_DATA_LIMIT);
+            if variant == "example" {
+                assert_eq!(payload, ud.script.as_bytes(), "{role}: {len} bytes");
+            }
+        }
     }
     for (name, cmd) in commands(&shop(true)) {
         eprintln!("{name} command: {} bytes", cmd.len());
@@ -256,8 +266,9 @@ const HOST_TOOLS: &[&str] = &[
     "mkdir", "mv", "rm", "sed", "sleep", "sort", "tail", "tee", "timeout", "touch", "tr", "uname",
 ];
 
-/// Copies tests/stubs into `dst`, executable, with the swarm stubs as `docker` and `aws`.
-fn copy_stubs(dst: &Path) {
+/// Copies tests/stubs into `dst`, executable, with the swarm stubs as `docker` and `aws`;
+/// the ones named in `missing` are left out.
+fn copy_stubs(dst: &Path, missing: &[&str]) {
     fs::create_dir_all(dst).unwrap();
     for entry in fs::read_dir(manifest_dir().join("tests/stubs")).unwrap() {
         let src = entry.unwrap().path();
@@ -268,6 +279,9 @@ fn copy_stubs(dst: &Path) {
             "swarm-aws" => "aws".to_string(),
             _ => name,
         };
+        if missing.contains(&name.as_str()) {
+            continue;
+        }
         fs::copy(&src, dst.join(&name)).unwrap();
         fs::set_permissions(dst.join(&name), fs::Permissions::from_mode(0o755)).unwrap();
     }
@@ -278,6 +292,8 @@ struct Sandbox {
     base: PathBuf,
     root: PathBuf,
     path: String,
+    installed: PathBuf,
+    all_stubs: PathBuf,
     stub_log: PathBuf,
     ssm_dir: PathBuf,
     script: PathBuf,
@@ -286,17 +302,28 @@ struct Sandbox {
 impl Sandbox {
     /// A fake Ubuntu root; `text` is the script to run.
     fn new(text: &str) -> Sandbox {
+        Sandbox::on("ubuntu", text, &[])
+    }
+
+    /// A fake root with an os-release of `os_id` (`ubuntu` or `amzn`); the stubs named in
+    /// `missing` appear only once the script installs their package.
+    fn on(os_id: &str, text: &str, missing: &[&str]) -> Sandbox {
         let dir = TempDir::new().unwrap();
         let base = dir.path().to_path_buf();
         let root = base.join("root");
         fs::create_dir_all(root.join("etc")).unwrap();
+        let like = if os_id == "amzn" { "fedora" } else { "debian" };
         fs::write(
             root.join("etc/os-release"),
-            "NAME=\"Test\"\nID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=noble\n",
+            format!("NAME=\"Test\"\nID={os_id}\nID_LIKE=\"{like}\"\n"),
         )
         .unwrap();
         let stubs = base.join("stubs");
-        copy_stubs(&stubs);
+        copy_stubs(&stubs, missing);
+        let all_stubs = base.join("all-stubs");
+        copy_stubs(&all_stubs, &[]);
+        let installed = base.join("installed");
+        fs::create_dir_all(&installed).unwrap();
         let host = base.join("host");
         fs::create_dir_all(&host).unwrap();
         for t in HOST_TOOLS {
@@ -307,7 +334,14 @@ impl Sandbox {
         let ssm_dir = base.join("ssm");
         fs::create_dir_all(&ssm_dir).unwrap();
         Sandbox {
-            path: format!("{}:{}", stubs.display(), host.display()),
+            path: format!(
+                "{}:{}:{}",
+                installed.display(),
+                stubs.display(),
+                host.display()
+            ),
+            installed,
+            all_stubs,
             root,
             stub_log: base.join("calls.log"),
             ssm_dir,
@@ -356,6 +390,8 @@ impl Sandbox {
             .env("IAC_DNS_POLL_SECONDS", "1")
             .env("IAC_DRAIN_POLL_SECONDS", "0")
             .env("STUB_LOG", &self.stub_log)
+            .env("STUB_INSTALL_DIR", &self.installed)
+            .env("STUB_ALL_DIR", &self.all_stubs)
             .env("STUB_SSM_DIR", &self.ssm_dir)
             .env("STUB_PRIVATE_IP", STUB_PRIVATE_IP);
         for (k, v) in env {
@@ -644,6 +680,21 @@ fn worker_waits_for_the_leader_then_joins_once() {
         assert!(!calls.contains("docker swarm join"), "{calls}");
         assert!(sb.log().contains("in the swarm already: not joining again"));
     }
+}
+
+#[test]
+fn worker_on_amazon_linux_installs_docker_and_the_aws_cli() {
+    let ud = worker(&shop(false)).unwrap();
+    let sb = Sandbox::on("amzn", &ud.script, &["docker", "aws"]);
+    joinable(&sb, "shop");
+    sb.run_ok(&[]);
+    let calls = sb.calls();
+    assert!(calls.contains("dnf -q -y install docker\n"), "{calls}");
+    assert!(calls.contains("dnf -q -y install awscli-2\n"), "{calls}");
+    assert!(!calls.contains("apt-get"), "{calls}");
+    assert_eq!(count_calls(&calls, "docker swarm join"), 1, "{calls}");
+    // No region in the stack: from IMDS.
+    assert!(calls.contains("/latest/meta-data/placement/region"));
 }
 
 #[test]

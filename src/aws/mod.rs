@@ -2,10 +2,14 @@
 //!
 //! Providers here do the I/O; tiers never call AWS and the executor never knows about services.
 
+pub mod autoscaling;
 pub mod calls;
 pub mod ec2;
+pub mod efs;
+pub mod elbv2;
 pub mod error;
 pub mod provider;
+pub mod rds;
 pub mod route53;
 pub mod ssm;
 pub mod tagging;
@@ -48,6 +52,10 @@ pub struct Aws {
     pub ssm: aws_sdk_ssm::Client,
     pub route53: aws_sdk_route53::Client,
     pub tagging: aws_sdk_resourcegroupstagging::Client,
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    pub rds: aws_sdk_rds::Client,
+    pub efs: aws_sdk_efs::Client,
     pub region: String,
     /// Set when requests go to an emulator or another non-AWS endpoint: no HTTP probes then,
     /// since emulated addresses are fake.
@@ -107,6 +115,26 @@ impl Aws {
             ),
             tagging: aws_sdk_resourcegroupstagging::Client::from_conf(
                 aws_sdk_resourcegroupstagging::config::Builder::from(&sdk)
+                    .interceptor(interceptor.clone())
+                    .build(),
+            ),
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::from_conf(
+                aws_sdk_elasticloadbalancingv2::config::Builder::from(&sdk)
+                    .interceptor(interceptor.clone())
+                    .build(),
+            ),
+            autoscaling: aws_sdk_autoscaling::Client::from_conf(
+                aws_sdk_autoscaling::config::Builder::from(&sdk)
+                    .interceptor(interceptor.clone())
+                    .build(),
+            ),
+            rds: aws_sdk_rds::Client::from_conf(
+                aws_sdk_rds::config::Builder::from(&sdk)
+                    .interceptor(interceptor.clone())
+                    .build(),
+            ),
+            efs: aws_sdk_efs::Client::from_conf(
+                aws_sdk_efs::config::Builder::from(&sdk)
                     .interceptor(interceptor)
                     .build(),
             ),

@@ -611,6 +611,7 @@ impl Applier {
                 route53::upsert_a(aws, &s.zone_id, &s.name, &ip, s.ttl).await?;
                 Ok(Some(format!("{} A {ip}", s.name)))
             }
+            (other, _) => self.apply_alb(r, other, action, actual, tags_).await,
         }
     }
 
@@ -950,4 +951,22 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+impl Applier {
+    /// The alb-asg tier's kinds (load balancing, auto scaling, Aurora, EFS).
+    async fn apply_alb(
+        &self,
+        r: &Resource,
+        spec: &Spec,
+        _action: &str,
+        _actual: Option<Observed>,
+        _tags: BTreeMap<String, String>,
+    ) -> Result<Option<String>, AwsError> {
+        Err(AwsError::state(
+            "apply",
+            ErrorClass::Other,
+            format!("{} ({}) is not supported yet", r.id, spec.kind()),
+        ))
+    }
 }

@@ -3,9 +3,11 @@
 //! Everything here is pure data: a [`Plan`] is computed without side effects, printed by
 //! `iac plan` and executed by `iac up`.
 
+pub mod alb;
 pub mod diff;
 pub mod resource;
 
+pub use alb::*;
 pub use diff::diff;
 pub use resource::*;
 

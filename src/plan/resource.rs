@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::alb::*;
+
 /// The logical id of a resource within its stack (`web-sg`, `instance`, …), stored in the
 /// `iac:id` tag. Stable across runs: it is how `up` finds what it made before.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -35,19 +37,41 @@ pub enum Kind {
     KeyPair,
     SsmParameter,
     SecurityGroup,
+    DbSubnetGroup,
+    FileSystem,
+    MountTarget,
+    DbCluster,
+    DbInstance,
     Volume,
     Instance,
+    TargetGroup,
+    LoadBalancer,
+    Listener,
+    LaunchTemplate,
+    AutoScalingGroup,
+    ScalingPolicy,
     ElasticIp,
     DnsRecord,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 18] = [
         Kind::KeyPair,
         Kind::SsmParameter,
         Kind::SecurityGroup,
+        Kind::DbSubnetGroup,
+        Kind::FileSystem,
+        Kind::MountTarget,
+        Kind::DbCluster,
+        Kind::DbInstance,
         Kind::Volume,
         Kind::Instance,
+        Kind::TargetGroup,
+        Kind::LoadBalancer,
+        Kind::Listener,
+        Kind::LaunchTemplate,
+        Kind::AutoScalingGroup,
+        Kind::ScalingPolicy,
         Kind::ElasticIp,
         Kind::DnsRecord,
     ];
@@ -58,6 +82,17 @@ impl Kind {
             Kind::SsmParameter => "ssm-parameter",
             Kind::SecurityGroup => "security-group",
             Kind::Volume => "volume",
+            Kind::DbSubnetGroup => "db-subnet-group",
+            Kind::FileSystem => "file-system",
+            Kind::MountTarget => "mount-target",
+            Kind::DbCluster => "db-cluster",
+            Kind::DbInstance => "db-instance",
+            Kind::TargetGroup => "target-group",
+            Kind::LoadBalancer => "load-balancer",
+            Kind::Listener => "listener",
+            Kind::LaunchTemplate => "launch-template",
+            Kind::AutoScalingGroup => "auto-scaling-group",
+            Kind::ScalingPolicy => "scaling-policy",
             Kind::Instance => "instance",
             Kind::ElasticIp => "elastic-ip",
             Kind::DnsRecord => "dns-record",
@@ -212,6 +247,17 @@ pub enum Spec {
     KeyPair(KeyPairSpec),
     SsmParameter(SsmParameterSpec),
     Volume(VolumeSpec),
+    DbSubnetGroup(DbSubnetGroupSpec),
+    DbCluster(DbClusterSpec),
+    DbInstance(DbInstanceSpec),
+    FileSystem(FileSystemSpec),
+    MountTarget(MountTargetSpec),
+    TargetGroup(TargetGroupSpec),
+    LoadBalancer(LoadBalancerSpec),
+    Listener(ListenerSpec),
+    LaunchTemplate(LaunchTemplateSpec),
+    AutoScalingGroup(AutoScalingGroupSpec),
+    ScalingPolicy(ScalingPolicySpec),
     SecurityGroup(SecurityGroupSpec),
     Instance(InstanceSpec),
     ElasticIp(ElasticIpSpec),
@@ -224,6 +270,17 @@ impl Spec {
             Spec::KeyPair(_) => Kind::KeyPair,
             Spec::SsmParameter(_) => Kind::SsmParameter,
             Spec::Volume(_) => Kind::Volume,
+            Spec::DbSubnetGroup(_) => Kind::DbSubnetGroup,
+            Spec::DbCluster(_) => Kind::DbCluster,
+            Spec::DbInstance(_) => Kind::DbInstance,
+            Spec::FileSystem(_) => Kind::FileSystem,
+            Spec::MountTarget(_) => Kind::MountTarget,
+            Spec::TargetGroup(_) => Kind::TargetGroup,
+            Spec::LoadBalancer(_) => Kind::LoadBalancer,
+            Spec::Listener(_) => Kind::Listener,
+            Spec::LaunchTemplate(_) => Kind::LaunchTemplate,
+            Spec::AutoScalingGroup(_) => Kind::AutoScalingGroup,
+            Spec::ScalingPolicy(_) => Kind::ScalingPolicy,
             Spec::SecurityGroup(_) => Kind::SecurityGroup,
             Spec::Instance(_) => Kind::Instance,
             Spec::ElasticIp(_) => Kind::ElasticIp,
@@ -312,5 +369,75 @@ pub enum Details {
     DnsRecord {
         zone_id: String,
         values: Vec<String>,
+    },
+    DbSubnetGroup {
+        subnet_ids: Vec<String>,
+    },
+    DbCluster {
+        /// Writer endpoint.
+        endpoint: Option<String>,
+        /// The Secrets Manager secret RDS keeps the master password in.
+        secret_arn: Option<String>,
+        engine_version: String,
+        backup_retention_days: i32,
+        encrypted: bool,
+    },
+    DbInstance {
+        instance_class: String,
+        cluster: Option<String>,
+    },
+    FileSystem {
+        encrypted: bool,
+        keep_on_down: bool,
+    },
+    MountTarget {
+        file_system_id: String,
+        subnet_id: String,
+    },
+    TargetGroup {
+        port: u16,
+        health_path: String,
+        healthy_threshold: i32,
+        unhealthy_threshold: i32,
+        interval_s: i32,
+        timeout_s: i32,
+        matcher: String,
+        deregistration_delay_s: Option<u32>,
+    },
+    LoadBalancer {
+        dns_name: String,
+        scheme: String,
+        subnet_ids: Vec<String>,
+        security_group_ids: Vec<String>,
+    },
+    Listener {
+        load_balancer_arn: String,
+        port: u16,
+        /// `forward:<target group arn>` or `redirect:https`.
+        action: String,
+        certificate_arn: Option<String>,
+    },
+    LaunchTemplate {
+        /// `iac:spec-hash` of the latest version's content.
+        spec_hash: Option<String>,
+        latest_version: i64,
+        default_version: i64,
+    },
+    AutoScalingGroup {
+        min: u32,
+        max: u32,
+        desired: u32,
+        /// The launch template version the group uses (`$Latest`, `$Default` or a number).
+        launch_template_version: String,
+        target_group_arns: Vec<String>,
+        health_check_type: String,
+        health_check_grace_s: u32,
+        scale_in_protection: bool,
+        instances: u32,
+    },
+    ScalingPolicy {
+        group: String,
+        cpu_target: Option<String>,
+        warmup_s: Option<i32>,
     },
 }

@@ -1,0 +1,1 @@
+//! efs (being written).

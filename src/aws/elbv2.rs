@@ -1,0 +1,1 @@
+//! elbv2 (being written).
