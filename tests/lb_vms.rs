@@ -381,7 +381,12 @@ async fn lb_vms_up_scale_and_down() {
     // `down` keeps the data volume and nothing else; `up` finds the data again.
     let mut d = emu.iac();
     d.args(["-o", "json", "down", "--stack", stack, "--yes"]);
-    let d = run_ok(d);
+    let d = run(d);
+    assert_eq!(
+        d.code, 4,
+        "exit 4 says data was kept:\n{}\n{}",
+        d.stdout, d.stderr
+    );
     assert_eq!(d.record("verified")["remaining"], serde_json::json!([]));
     assert_eq!(
         d.record("verified")["kept"].as_array().map(Vec::len),

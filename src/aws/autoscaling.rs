@@ -1,1 +1,501 @@
-//! autoscaling (being written).
+//! EC2 Auto Scaling: groups launched from a launch template, instance refreshes and
+//! target-tracking CPU policies.
+//!
+//! A group's physical id is its name. Scaling policies have no tags: they belong to their group,
+//! and the CPU policy is recognised by its name, `<group name>-cpu` ([`cpu_policy_name`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_autoscaling::types::{
+    Filter, LaunchTemplateSpecification, MetricType, PredefinedMetricSpecification,
+    RefreshPreferences, RefreshStrategy, ScaleInProtectedInstances, Tag,
+    TargetTrackingConfiguration,
+};
+
+use super::error::{AwsError, ErrorClass};
+use super::tags;
+use super::Aws;
+use crate::plan::{AutoScalingGroupSpec, Details, Kind, Observed, ResourceId, ScalingPolicySpec};
+
+/// The logical id of a group's CPU target-tracking policy.
+pub const CPU_POLICY_ID: &str = "cpu-policy";
+
+/// How long [`start_instance_refresh`] waits for a cancelled refresh to let go of the group.
+const REFRESH_CANCEL_DEADLINE: Duration = Duration::from_secs(600);
+
+/// The name of a group's CPU policy.
+pub fn cpu_policy_name(group: &str) -> String {
+    format!("{group}-cpu")
+}
+
+/// Wraps an SDK error. Auto Scaling reports a missing group or policy as `ValidationError`
+/// ("AutoScalingGroup name not found - …"): that is classified as not found here.
+fn err<E, R>(
+    op: &str,
+) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError + '_
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    move |e| {
+        let e = AwsError::from_sdk(op, e);
+        if e.code.as_deref() == Some("ValidationError")
+            && e.message.to_ascii_lowercase().contains("not found")
+        {
+            AwsError {
+                class: ErrorClass::NotFound,
+                ..e
+            }
+        } else {
+            e
+        }
+    }
+}
+
+/// Group tags: all propagate to the instances the group launches except `iac:id` and
+/// `iac:kind`, since those instances are not resources of the stack by themselves.
+fn group_tags(group: &str, t: &BTreeMap<String, String>) -> Vec<Tag> {
+    t.iter()
+        .map(|(k, v)| {
+            Tag::builder()
+                .resource_id(group)
+                .resource_type("auto-scaling-group")
+                .key(k)
+                .value(v)
+                .propagate_at_launch(k != tags::ID && k != tags::KIND)
+                .build()
+        })
+        .collect()
+}
+
+/// Auto Scaling groups tagged `iac:stack=<stack>` (logical id from their `iac:id` tag) and
+/// their CPU policies (logical id [`CPU_POLICY_ID`]).
+///
+/// A group being deleted (`Status: Delete in progress`) is reported with state `deleting`, others
+/// with `active`. A policy's `tags` are its group's, with `iac:id` and `iac:kind` set to the
+/// policy's (policies cannot carry tags). Policies with other names are not the stack's and are
+/// not reported.
+pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError> {
+    let groups: Vec<_> = aws
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{}", tags::STACK))
+                .values(stack)
+                .build(),
+        )
+        .into_paginator()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(err("autoscaling:DescribeAutoScalingGroups"))?
+        .into_iter()
+        .flat_map(|p| p.auto_scaling_groups().to_vec())
+        .collect();
+    let mut out = Vec::new();
+    for g in &groups {
+        let Some(name) = g.auto_scaling_group_name() else {
+            continue;
+        };
+        let t: BTreeMap<String, String> = g
+            .tags()
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                ))
+            })
+            .collect();
+        // The filter already holds, but an emulator or a later tag change may disagree.
+        if t.get(tags::STACK).map(String::as_str) != Some(stack) {
+            continue;
+        }
+        let Some(id) = t.get(tags::ID).cloned() else {
+            continue;
+        };
+        let state = if g.status().is_some_and(|s| s.starts_with("Delete")) {
+            "deleting"
+        } else {
+            "active"
+        };
+        out.push(Observed {
+            id: ResourceId::new(id),
+            kind: Kind::AutoScalingGroup,
+            physical_id: name.to_string(),
+            state: state.to_string(),
+            details: Details::AutoScalingGroup {
+                min: g.min_size().unwrap_or(0).max(0) as u32,
+                max: g.max_size().unwrap_or(0).max(0) as u32,
+                desired: g.desired_capacity().unwrap_or(0).max(0) as u32,
+                launch_template_version: g
+                    .launch_template()
+                    .and_then(|l| l.version())
+                    .unwrap_or("$Default")
+                    .to_string(),
+                target_group_arns: g.target_group_arns().to_vec(),
+                health_check_type: g.health_check_type().unwrap_or_default().to_string(),
+                health_check_grace_s: g.health_check_grace_period().unwrap_or(0).max(0) as u32,
+                scale_in_protection: g.new_instances_protected_from_scale_in().unwrap_or(false),
+                instances: g.instances().len() as u32,
+            },
+            tags: t.clone(),
+        });
+        let policy_name = cpu_policy_name(name);
+        for p in policies(aws, name).await? {
+            if p.policy_name() != Some(policy_name.as_str()) {
+                continue;
+            }
+            let mut pt = t.clone();
+            pt.insert(tags::ID.to_string(), CPU_POLICY_ID.to_string());
+            pt.insert(
+                tags::KIND.to_string(),
+                Kind::ScalingPolicy.as_str().to_string(),
+            );
+            out.push(Observed {
+                id: ResourceId::new(CPU_POLICY_ID),
+                kind: Kind::ScalingPolicy,
+                physical_id: p.policy_arn().unwrap_or(&policy_name).to_string(),
+                state: if p.enabled() == Some(false) {
+                    "disabled"
+                } else {
+                    "active"
+                }
+                .to_string(),
+                details: Details::ScalingPolicy {
+                    group: name.to_string(),
+                    cpu_target: p
+                        .target_tracking_configuration()
+                        .and_then(|c| c.target_value())
+                        .map(|v| format!("{v}")),
+                    warmup_s: p.estimated_instance_warmup(),
+                },
+                tags: pt,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// All scaling policies of a group (DescribePolicies, following NextToken).
+async fn policies(
+    aws: &Aws,
+    group: &str,
+) -> Result<Vec<aws_sdk_autoscaling::types::ScalingPolicy>, AwsError> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let resp = aws
+            .autoscaling
+            .describe_policies()
+            .auto_scaling_group_name(group)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(err("autoscaling:DescribePolicies"))?;
+        out.extend(resp.scaling_policies().iter().cloned());
+        match resp.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => return Ok(out),
+        }
+    }
+}
+
+fn launch_template(id: &str, version: &str) -> LaunchTemplateSpecification {
+    LaunchTemplateSpecification::builder()
+        .launch_template_id(id)
+        .version(version)
+        .build()
+}
+
+/// Creates the group from launch template `launch_template_id` at `version` (a number as a
+/// string) across the spec's subnets, attached to the target groups, with ELB health checks;
+/// tagged at creation (see [`group_tags`] for what propagates to instances).
+pub async fn create_group(
+    aws: &Aws,
+    s: &AutoScalingGroupSpec,
+    launch_template_id: &str,
+    version: &str,
+    target_group_arns: Vec<String>,
+    tags_: &BTreeMap<String, String>,
+) -> Result<(), AwsError> {
+    aws.autoscaling
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(&s.name)
+        .launch_template(launch_template(launch_template_id, version))
+        .min_size(s.min as i32)
+        .max_size(s.max as i32)
+        .desired_capacity(s.desired as i32)
+        .vpc_zone_identifier(s.subnet_ids.join(","))
+        .set_target_group_arns(Some(target_group_arns))
+        .health_check_type("ELB")
+        .health_check_grace_period(s.health_check_grace_s as i32)
+        .new_instances_protected_from_scale_in(s.scale_in_protection)
+        .default_instance_warmup(s.warmup_s as i32)
+        .set_tags(Some(group_tags(&s.name, tags_)))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("autoscaling:CreateAutoScalingGroup"))
+}
+
+/// Brings the group's sizes, launch template version, health check grace, scale-in protection
+/// and default warm-up to the spec. Instances already running keep their version until an
+/// instance refresh replaces them. (Target groups cannot change through this call.)
+pub async fn update_group(
+    aws: &Aws,
+    s: &AutoScalingGroupSpec,
+    launch_template_id: &str,
+    version: &str,
+) -> Result<(), AwsError> {
+    aws.autoscaling
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(&s.name)
+        .launch_template(launch_template(launch_template_id, version))
+        .min_size(s.min as i32)
+        .max_size(s.max as i32)
+        .desired_capacity(s.desired as i32)
+        .health_check_type("ELB")
+        .health_check_grace_period(s.health_check_grace_s as i32)
+        .new_instances_protected_from_scale_in(s.scale_in_protection)
+        .default_instance_warmup(s.warmup_s as i32)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("autoscaling:UpdateAutoScalingGroup"))
+}
+
+/// Starts a rolling replacement of the group's instances (after a new launch template version),
+/// keeping `min_healthy_percent` of the capacity in service, each new instance counted after
+/// `warmup_s`. Instances already on the group's configuration are skipped (SkipMatching), and
+/// scale-in protected instances are replaced too (otherwise the refresh would wait for them).
+/// Returns the refresh id.
+///
+/// If a refresh is already in progress, it is **cancelled and a new one started**: the running
+/// one may be rolling to an older version, and SkipMatching makes the new one skip whatever the
+/// old one already replaced. Cancelling takes a while, so the start is retried with backoff for
+/// up to ten minutes.
+pub async fn start_instance_refresh(
+    aws: &Aws,
+    group: &str,
+    min_healthy_percent: u32,
+    warmup_s: u32,
+) -> Result<String, AwsError> {
+    const OP: &str = "autoscaling:StartInstanceRefresh";
+    let deadline = tokio::time::Instant::now() + REFRESH_CANCEL_DEADLINE;
+    let mut delay = Duration::from_secs(2);
+    let mut cancelled = false;
+    loop {
+        let res = aws
+            .autoscaling
+            .start_instance_refresh()
+            .auto_scaling_group_name(group)
+            .strategy(RefreshStrategy::Rolling)
+            .preferences(
+                RefreshPreferences::builder()
+                    .min_healthy_percentage(min_healthy_percent as i32)
+                    .instance_warmup(warmup_s as i32)
+                    .skip_matching(true)
+                    .scale_in_protected_instances(ScaleInProtectedInstances::Refresh)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(err(OP));
+        match res {
+            Ok(o) => {
+                return o.instance_refresh_id().map(str::to_string).ok_or_else(|| {
+                    AwsError::state(OP, ErrorClass::Other, "no refresh id in the answer")
+                })
+            }
+            Err(e) if e.code.as_deref() == Some("InstanceRefreshInProgress") => {
+                if !cancelled {
+                    cancel_instance_refresh(aws, group).await?;
+                    cancelled = true;
+                }
+                if tokio::time::Instant::now() + delay > deadline {
+                    return Err(AwsError::state(
+                        OP,
+                        ErrorClass::DependencyViolation,
+                        format!(
+                            "the instance refresh of {group} in progress was cancelled but is \
+                             still running after {} s",
+                            REFRESH_CANCEL_DEADLINE.as_secs()
+                        ),
+                    ));
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(15));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Cancels the group's refresh in progress; fine when there is none.
+async fn cancel_instance_refresh(aws: &Aws, group: &str) -> Result<(), AwsError> {
+    match aws
+        .autoscaling
+        .cancel_instance_refresh()
+        .auto_scaling_group_name(group)
+        .send()
+        .await
+        .map_err(err("autoscaling:CancelInstanceRefresh"))
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.is(ErrorClass::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The group's latest instance refresh as (status, percentage complete), for `status`;
+/// `None` when it never had one.
+pub async fn latest_refresh(aws: &Aws, group: &str) -> Result<Option<(String, i32)>, AwsError> {
+    let out = aws
+        .autoscaling
+        .describe_instance_refreshes()
+        .auto_scaling_group_name(group)
+        .max_records(1)
+        .send()
+        .await
+        .map_err(err("autoscaling:DescribeInstanceRefreshes"))?;
+    Ok(out.instance_refreshes().first().map(|r| {
+        (
+            r.status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            r.percentage_complete().unwrap_or(0),
+        )
+    }))
+}
+
+/// The group's most recent scaling activities as (status code, description), newest first,
+/// at most `n`.
+pub async fn activities(
+    aws: &Aws,
+    group: &str,
+    n: usize,
+) -> Result<Vec<(String, String)>, AwsError> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let out = aws
+        .autoscaling
+        .describe_scaling_activities()
+        .auto_scaling_group_name(group)
+        .max_records(n.min(100) as i32)
+        .send()
+        .await
+        .map_err(err("autoscaling:DescribeScalingActivities"))?;
+    Ok(out
+        .activities()
+        .iter()
+        .take(n)
+        .map(|a| {
+            (
+                a.status_code()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                a.description().unwrap_or_default().to_string(),
+            )
+        })
+        .collect())
+}
+
+/// Deletes the group with ForceDelete, which terminates its instances. The group lingers
+/// (`Delete in progress`) until they are gone: wait with [`group_exists`].
+pub async fn delete_group(aws: &Aws, group: &str) -> Result<(), AwsError> {
+    aws.autoscaling
+        .delete_auto_scaling_group()
+        .auto_scaling_group_name(group)
+        .force_delete(true)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("autoscaling:DeleteAutoScalingGroup"))
+}
+
+/// Whether the group exists (a group being deleted still does).
+pub async fn group_exists(aws: &Aws, group: &str) -> Result<bool, AwsError> {
+    match aws
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(group)
+        .send()
+        .await
+        .map_err(err("autoscaling:DescribeAutoScalingGroups"))
+    {
+        Ok(o) => Ok(o
+            .auto_scaling_groups()
+            .iter()
+            .any(|g| g.auto_scaling_group_name() == Some(group))),
+        Err(e) if e.is(ErrorClass::NotFound) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates or updates (the same call) the group's target-tracking policy on average CPU.
+/// Returns the policy ARN (read back with DescribePolicies when the answer lacks it).
+pub async fn put_cpu_policy(
+    aws: &Aws,
+    s: &ScalingPolicySpec,
+    group: &str,
+) -> Result<String, AwsError> {
+    const OP: &str = "autoscaling:PutScalingPolicy";
+    let out = aws
+        .autoscaling
+        .put_scaling_policy()
+        .auto_scaling_group_name(group)
+        .policy_name(&s.name)
+        .policy_type("TargetTrackingScaling")
+        .estimated_instance_warmup(s.warmup_s as i32)
+        .target_tracking_configuration(
+            TargetTrackingConfiguration::builder()
+                .predefined_metric_specification(
+                    PredefinedMetricSpecification::builder()
+                        .predefined_metric_type(MetricType::AsgAverageCpuUtilization)
+                        .build(),
+                )
+                .target_value(s.cpu_target)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(err(OP))?;
+    if let Some(arn) = out.policy_arn().filter(|a| !a.is_empty()) {
+        return Ok(arn.to_string());
+    }
+    // Some endpoints (moto 5.2.5) answer without the ARN: read it back.
+    let described = aws
+        .autoscaling
+        .describe_policies()
+        .auto_scaling_group_name(group)
+        .policy_names(&s.name)
+        .send()
+        .await
+        .map_err(err("autoscaling:DescribePolicies"))?;
+    described
+        .scaling_policies()
+        .iter()
+        .find(|p| p.policy_name() == Some(s.name.as_str()))
+        .and_then(|p| p.policy_arn())
+        .map(str::to_string)
+        .ok_or_else(|| AwsError::state(OP, ErrorClass::Other, "no policy ARN in the answer"))
+}
+
+pub async fn delete_policy(aws: &Aws, group: &str, policy_name: &str) -> Result<(), AwsError> {
+    aws.autoscaling
+        .delete_policy()
+        .auto_scaling_group_name(group)
+        .policy_name(policy_name)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("autoscaling:DeletePolicy"))
+}

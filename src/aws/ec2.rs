@@ -12,7 +12,9 @@ use base64::Engine;
 use super::error::{AwsError, ErrorClass};
 use super::tags;
 use super::Aws;
-use crate::plan::{Details, IngressRule, InstanceSpec, Kind, Observed, ResourceId, Source};
+use crate::plan::{
+    Details, IngressRule, InstanceSpec, Kind, LaunchTemplateSpec, Observed, ResourceId, Source,
+};
 
 fn err<E, R>(
     op: &str,
@@ -946,4 +948,157 @@ pub async fn delete_volume(aws: &Aws, volume_id: &str) -> Result<(), AwsError> {
         .await
         .map(|_| ())
         .map_err(err("ec2:DeleteVolume"))
+}
+
+fn launch_template_data(
+    s: &LaunchTemplateSpec,
+    security_group_ids: Vec<String>,
+) -> aws_sdk_ec2::types::RequestLaunchTemplateData {
+    use aws_sdk_ec2::types::{
+        LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
+        LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
+        LaunchTemplateInstanceMetadataOptionsRequest, RequestLaunchTemplateData,
+    };
+    let mut d = RequestLaunchTemplateData::builder()
+        .image_id(&s.image_id)
+        .instance_type(InstanceType::from(s.instance_type.as_str()))
+        .set_security_group_ids(Some(security_group_ids))
+        .user_data(base64::engine::general_purpose::STANDARD.encode(&s.user_data))
+        .metadata_options(
+            LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                .http_tokens(LaunchTemplateHttpTokensState::Required)
+                .http_put_response_hop_limit(2)
+                .build(),
+        )
+        .block_device_mappings(
+            LaunchTemplateBlockDeviceMappingRequest::builder()
+                .device_name(&s.root_device)
+                .ebs(
+                    LaunchTemplateEbsBlockDeviceRequest::builder()
+                        .volume_size(s.disk_gb as i32)
+                        .volume_type(VolumeType::Gp3)
+                        .encrypted(true)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build(),
+        );
+    if let Some(k) = &s.key_name {
+        d = d.key_name(k);
+    }
+    if let Some(p) = &s.instance_profile {
+        d = d.iam_instance_profile(
+            LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                .name(p)
+                .build(),
+        );
+    }
+    d.build()
+}
+
+/// Launch templates tagged with the stack; `iac:spec-hash` says what their latest version holds.
+pub async fn discover_launch_templates(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError> {
+    let pages = aws
+        .ec2
+        .describe_launch_templates()
+        .filters(stack_filter(stack))
+        .into_paginator()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(err("ec2:DescribeLaunchTemplates"))?;
+    Ok(pages
+        .iter()
+        .flat_map(|p| p.launch_templates())
+        .filter_map(|lt| {
+            let t = tag_map(lt.tags());
+            let details = Details::LaunchTemplate {
+                spec_hash: t.get(tags::SPEC_HASH).cloned(),
+                latest_version: lt.latest_version_number().unwrap_or(0),
+                default_version: lt.default_version_number().unwrap_or(0),
+            };
+            observed(
+                t,
+                Kind::LaunchTemplate,
+                lt.launch_template_id()?.to_string(),
+                "available".to_string(),
+                details,
+            )
+        })
+        .collect())
+}
+
+/// Creates a launch template (version 1), tagged at creation. Returns its id.
+pub async fn create_launch_template(
+    aws: &Aws,
+    s: &LaunchTemplateSpec,
+    security_group_ids: Vec<String>,
+    tags_: &BTreeMap<String, String>,
+) -> Result<String, AwsError> {
+    let out = aws
+        .ec2
+        .create_launch_template()
+        .launch_template_name(&s.name)
+        .version_description("iac")
+        .launch_template_data(launch_template_data(s, security_group_ids))
+        .tag_specifications(tag_spec(ResourceType::LaunchTemplate, tags_))
+        .send()
+        .await
+        .map_err(err("ec2:CreateLaunchTemplate"))?;
+    out.launch_template()
+        .and_then(|lt| lt.launch_template_id())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            AwsError::state(
+                "ec2:CreateLaunchTemplate",
+                ErrorClass::Other,
+                "no launch template id in the answer",
+            )
+        })
+}
+
+/// Adds a version and makes it the default. Returns the new version number.
+pub async fn new_launch_template_version(
+    aws: &Aws,
+    id: &str,
+    s: &LaunchTemplateSpec,
+    security_group_ids: Vec<String>,
+) -> Result<i64, AwsError> {
+    let out = aws
+        .ec2
+        .create_launch_template_version()
+        .launch_template_id(id)
+        .version_description("iac")
+        .launch_template_data(launch_template_data(s, security_group_ids))
+        .send()
+        .await
+        .map_err(err("ec2:CreateLaunchTemplateVersion"))?;
+    let version = out
+        .launch_template_version()
+        .and_then(|v| v.version_number())
+        .ok_or_else(|| {
+            AwsError::state(
+                "ec2:CreateLaunchTemplateVersion",
+                ErrorClass::Other,
+                "no version number in the answer",
+            )
+        })?;
+    aws.ec2
+        .modify_launch_template()
+        .launch_template_id(id)
+        .default_version(version.to_string())
+        .send()
+        .await
+        .map_err(err("ec2:ModifyLaunchTemplate"))?;
+    Ok(version)
+}
+
+pub async fn delete_launch_template(aws: &Aws, id: &str) -> Result<(), AwsError> {
+    aws.ec2
+        .delete_launch_template()
+        .launch_template_id(id)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("ec2:DeleteLaunchTemplate"))
 }

@@ -1,1 +1,313 @@
-//! efs (being written).
+//! EFS: encrypted file systems and their mount targets.
+//!
+//! Physical ids: the file system id (`fs-…`) and the mount target id (`fsmt-…`). Mount targets
+//! cannot be tagged; they are found through their file system, and their logical id is
+//! `mount-<subnet id>`.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_efs::types::{LifeCycleState, PerformanceMode, Tag, ThroughputMode};
+
+use super::error::{classify_code, AwsError, ErrorClass};
+use super::tags;
+use super::Aws;
+use crate::plan::{Details, FileSystemSpec, Kind, Observed, ResourceId};
+
+/// Reclassifies EFS codes the shared classifier does not know: a file system that still has
+/// mount targets is "in use" (retry the delete). `MountTargetConflict` (another mount target
+/// in the same AZ, or a subnet of another VPC) is a wrong request once `create_mount_target`
+/// has ruled out its own earlier mount target in the same subnet.
+fn efs_class(mut e: AwsError) -> AwsError {
+    if let Some(code) = e.code.as_deref() {
+        e.class = match code {
+            "FileSystemInUse" => ErrorClass::DependencyViolation,
+            "MountTargetConflict" => ErrorClass::InvalidInput,
+            c => classify_code(c),
+        };
+    }
+    e
+}
+
+fn err<E, R>(
+    op: &str,
+) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError + '_
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    move |e| efs_class(AwsError::from_sdk(op, e))
+}
+
+fn tag_map(t: &[Tag]) -> BTreeMap<String, String> {
+    t.iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect()
+}
+
+fn gone(state: &LifeCycleState) -> bool {
+    matches!(state, LifeCycleState::Deleting | LifeCycleState::Deleted)
+}
+
+/// The logical id of the mount target of a stack's file system in `subnet_id`.
+pub fn mount_target_logical_id(subnet_id: &str) -> String {
+    format!("mount-{subnet_id}")
+}
+
+/// Mount targets of one file system, as described (paginated).
+async fn mount_targets(
+    aws: &Aws,
+    fs_id: &str,
+) -> Result<Vec<aws_sdk_efs::types::MountTargetDescription>, AwsError> {
+    let pages = aws
+        .efs
+        .describe_mount_targets()
+        .file_system_id(fs_id)
+        .into_paginator()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(err("efs:DescribeMountTargets"))?;
+    Ok(pages
+        .into_iter()
+        .flat_map(|p| p.mount_targets.unwrap_or_default())
+        .collect())
+}
+
+/// File systems tagged `iac:stack=<stack>` (logical id from `iac:id`) and their mount targets
+/// (logical id `mount-<subnet id>`, no tags). Deleted and deleting ones are not listed.
+pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError> {
+    let pages = aws
+        .efs
+        .describe_file_systems()
+        .into_paginator()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(err("efs:DescribeFileSystems"))?;
+    let mut found = Vec::new();
+    for fs in pages.iter().flat_map(|p| p.file_systems()) {
+        let t = tag_map(fs.tags());
+        if t.get(tags::STACK).map(String::as_str) != Some(stack) || gone(fs.life_cycle_state()) {
+            continue;
+        }
+        let Some(id) = t.get(tags::ID).cloned() else {
+            continue;
+        };
+        let fs_id = fs.file_system_id().to_string();
+        let targets = match mount_targets(aws, &fs_id).await {
+            Ok(m) => m,
+            // Deleted between the two calls.
+            Err(e) if e.is(ErrorClass::NotFound) => continue,
+            Err(e) => return Err(e),
+        };
+        let keep_on_down = t.get(tags::DATA).is_some_and(|d| d == "true");
+        found.push(Observed {
+            id: ResourceId::new(id),
+            kind: Kind::FileSystem,
+            physical_id: fs_id.clone(),
+            state: fs.life_cycle_state().as_str().to_string(),
+            details: Details::FileSystem {
+                encrypted: fs.encrypted().unwrap_or(false),
+                keep_on_down,
+            },
+            tags: t,
+        });
+        for m in targets.iter().filter(|m| !gone(m.life_cycle_state())) {
+            found.push(Observed {
+                id: ResourceId::new(mount_target_logical_id(m.subnet_id())),
+                kind: Kind::MountTarget,
+                physical_id: m.mount_target_id().to_string(),
+                state: m.life_cycle_state().as_str().to_string(),
+                details: Details::MountTarget {
+                    file_system_id: fs_id.clone(),
+                    subnet_id: m.subnet_id().to_string(),
+                },
+                tags: BTreeMap::new(),
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// The id of the file system created with `creation_token`, if any.
+async fn file_system_by_token(aws: &Aws, creation_token: &str) -> Result<Option<String>, AwsError> {
+    let out = aws
+        .efs
+        .describe_file_systems()
+        .creation_token(creation_token)
+        .send()
+        .await
+        .map_err(err("efs:DescribeFileSystems"))?;
+    Ok(out
+        .file_systems()
+        .first()
+        .map(|f| f.file_system_id().to_string()))
+}
+
+/// Creates an encrypted, general-purpose, elastic-throughput file system, tagged at creation
+/// (plus `iac:data=true` when `keep_on_down`). Idempotent through the creation token: when a
+/// file system with that token exists already, its id is returned.
+pub async fn create_file_system(
+    aws: &Aws,
+    s: &FileSystemSpec,
+    tags_: &BTreeMap<String, String>,
+) -> Result<String, AwsError> {
+    let mut t = tags_.clone();
+    if s.keep_on_down {
+        t.insert(tags::DATA.to_string(), "true".to_string());
+    }
+    let tag_list = t
+        .iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            AwsError::state(
+                "efs:CreateFileSystem",
+                ErrorClass::InvalidInput,
+                e.to_string(),
+            )
+        })?;
+    let out = aws
+        .efs
+        .create_file_system()
+        .creation_token(&s.creation_token)
+        .encrypted(true)
+        .performance_mode(PerformanceMode::GeneralPurpose)
+        .throughput_mode(ThroughputMode::Elastic)
+        .set_tags(Some(tag_list))
+        .send()
+        .await;
+    match out {
+        Ok(o) => Ok(o.file_system_id().to_string()),
+        Err(e) => {
+            let e = AwsError::from_sdk("efs:CreateFileSystem", e);
+            if e.code.as_deref() != Some("FileSystemAlreadyExists") {
+                return Err(efs_class(e));
+            }
+            match file_system_by_token(aws, &s.creation_token).await? {
+                Some(id) => Ok(id),
+                None => Err(efs_class(e)),
+            }
+        }
+    }
+}
+
+/// The LifeCycleState of a file system; `None` when it does not exist.
+pub async fn file_system_state(aws: &Aws, id: &str) -> Result<Option<String>, AwsError> {
+    match aws
+        .efs
+        .describe_file_systems()
+        .file_system_id(id)
+        .send()
+        .await
+        .map_err(err("efs:DescribeFileSystems"))
+    {
+        Ok(o) => Ok(o
+            .file_systems()
+            .first()
+            .map(|f| f.life_cycle_state().as_str().to_string())),
+        Err(e) if e.is(ErrorClass::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes a file system (its mount targets must be gone: `FileSystemInUse` is classified as
+/// a dependency violation, to retry).
+pub async fn delete_file_system(aws: &Aws, id: &str) -> Result<(), AwsError> {
+    aws.efs
+        .delete_file_system()
+        .file_system_id(id)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("efs:DeleteFileSystem"))
+}
+
+/// Creates a mount target of `fs_id` in `subnet_id`. Idempotent: when the file system already
+/// has a mount target in that subnet, its id is returned.
+pub async fn create_mount_target(
+    aws: &Aws,
+    fs_id: &str,
+    subnet_id: &str,
+    security_group_ids: Vec<String>,
+) -> Result<String, AwsError> {
+    let out = aws
+        .efs
+        .create_mount_target()
+        .file_system_id(fs_id)
+        .subnet_id(subnet_id)
+        .set_security_groups(Some(security_group_ids))
+        .send()
+        .await
+        .map_err(err("efs:CreateMountTarget"));
+    match out {
+        Ok(o) => Ok(o.mount_target_id().to_string()),
+        Err(e) if e.code.as_deref() == Some("MountTargetConflict") => {
+            let existing = mount_targets(aws, fs_id)
+                .await?
+                .into_iter()
+                .find(|m| m.subnet_id() == subnet_id && !gone(m.life_cycle_state()));
+            match existing {
+                Some(m) => Ok(m.mount_target_id().to_string()),
+                None => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The LifeCycleState of a mount target; `None` when it does not exist.
+pub async fn mount_target_state(aws: &Aws, id: &str) -> Result<Option<String>, AwsError> {
+    match aws
+        .efs
+        .describe_mount_targets()
+        .mount_target_id(id)
+        .send()
+        .await
+        .map_err(err("efs:DescribeMountTargets"))
+    {
+        Ok(o) => Ok(o
+            .mount_targets()
+            .first()
+            .map(|m| m.life_cycle_state().as_str().to_string())),
+        Err(e) if e.is(ErrorClass::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn delete_mount_target(aws: &Aws, id: &str) -> Result<(), AwsError> {
+    aws.efs
+        .delete_mount_target()
+        .mount_target_id(id)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("efs:DeleteMountTarget"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_code(code: &str) -> AwsError {
+        efs_class(AwsError {
+            op: "efs:Test".to_string(),
+            class: ErrorClass::Other,
+            code: Some(code.to_string()),
+            message: String::new(),
+        })
+    }
+
+    #[test]
+    fn efs_codes() {
+        assert!(with_code("FileSystemNotFound").is(ErrorClass::NotFound));
+        assert!(with_code("MountTargetNotFound").is(ErrorClass::NotFound));
+        assert!(with_code("FileSystemInUse").is(ErrorClass::DependencyViolation));
+        assert!(with_code("FileSystemAlreadyExists").is(ErrorClass::AlreadyExists));
+        assert!(with_code("MountTargetConflict").is(ErrorClass::InvalidInput));
+    }
+}

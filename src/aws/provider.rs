@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::error::{AwsError, ErrorClass};
-use super::{ec2, route53, ssm, tags, Aws};
+use super::{autoscaling, ec2, efs, elbv2, rds, route53, ssm, tags, Aws};
 use crate::apply::events::{Event, Reporter};
 use crate::apply::wait::{self, Backoff, Poll, WaitError};
 use crate::apply::{Node, Task};
@@ -53,6 +53,13 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Discovered, AwsError> {
         ec2::discover_volumes(aws, stack),
         ssm::discover(aws, stack),
     )?;
+    let (templates, balancing, groups_as, databases, files) = tokio::try_join!(
+        ec2::discover_launch_templates(aws, stack),
+        elbv2::discover(aws, stack),
+        autoscaling::discover(aws, stack),
+        rds::discover(aws, stack),
+        efs::discover(aws, stack),
+    )?;
     let mut records = Vec::new();
     for a in &addresses {
         let Some(tag) = a.tags.get(tags::DNS_RECORD) else {
@@ -82,6 +89,11 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Discovered, AwsError> {
     resources.extend(params);
     resources.extend(groups);
     resources.extend(volumes);
+    resources.extend(templates);
+    resources.extend(balancing);
+    resources.extend(groups_as);
+    resources.extend(databases);
+    resources.extend(files);
     resources.extend(instances.live);
     resources.extend(addresses);
     resources.extend(records);
@@ -205,6 +217,8 @@ pub struct Known {
     pub physical_id: String,
     pub public_ip: Option<String>,
     pub private_ip: Option<String>,
+    /// What templates can refer to (see `plan::attrs_of`).
+    pub attrs: BTreeMap<String, String>,
 }
 
 /// Builds executor nodes for a plan.
@@ -224,6 +238,10 @@ pub struct Applier {
     pub delete_data: bool,
     /// Swarm: nodes are drained through the leader before they are terminated.
     pub drain: Option<crate::tiers::Drain>,
+    /// `down --skip-final-snapshot`: delete Aurora clusters without a final snapshot.
+    pub skip_final_snapshot: bool,
+    /// Launch templates that get a new version in this run (their groups refresh).
+    lt_updated: Arc<Mutex<std::collections::BTreeSet<ResourceId>>>,
 }
 
 fn wait_err(e: WaitError<AwsError>, op: &str) -> AwsError {
@@ -251,6 +269,8 @@ impl Applier {
             preexisting: Arc::default(),
             delete_data: false,
             drain: None,
+            skip_final_snapshot: false,
+            lt_updated: Arc::default(),
         }
     }
 
@@ -267,10 +287,20 @@ impl Applier {
             preexisting: Arc::default(),
             delete_data: false,
             drain: None,
+            skip_final_snapshot: false,
+            lt_updated: Arc::default(),
         }
     }
 
-    fn remember(&self, id: &ResourceId, k: Known) {
+    fn remember(&self, id: &ResourceId, mut k: Known) {
+        k.attrs
+            .entry("id".to_string())
+            .or_insert_with(|| k.physical_id.clone());
+        if let Some(ip) = &k.private_ip {
+            k.attrs
+                .entry("ip".to_string())
+                .or_insert_with(|| ip.clone());
+        }
         if let Ok(mut m) = self.known.lock() {
             m.insert(id.clone(), k);
         }
@@ -296,6 +326,16 @@ impl Applier {
 
     /// Nodes for the create/update phase and for the delete phase, in that order.
     pub fn nodes(&self, plan: &Plan) -> (Vec<Node<AwsError>>, Vec<Node<AwsError>>) {
+        if let Ok(mut u) = self.lt_updated.lock() {
+            u.extend(
+                plan.changes
+                    .iter()
+                    .filter(|c| {
+                        c.kind == Kind::LaunchTemplate && matches!(c.action, Action::Update { .. })
+                    })
+                    .map(|c| c.id.clone()),
+            );
+        }
         if let Ok(mut pre) = self.preexisting.lock() {
             pre.extend(
                 plan.changes
@@ -412,6 +452,7 @@ impl Applier {
                         physical_id: s.key_name.clone(),
                         public_ip: None,
                         private_ip: None,
+                        ..Default::default()
                     },
                 );
                 Ok(Some(s.key_name.clone()))
@@ -422,21 +463,17 @@ impl Applier {
                     ParamValue::WrittenByInstances => return Ok(None),
                     ParamValue::Generated => ssm::generate_password()?,
                     ParamValue::Template { text, refs } => {
-                        let mut out = text.clone();
-                        for id in refs {
-                            let ip =
-                                self.need(id, "ssm:PutParameter")?
-                                    .private_ip
-                                    .ok_or_else(|| {
-                                        AwsError::state(
-                                            "ssm:PutParameter",
-                                            ErrorClass::Other,
-                                            format!("{id} has no private IP yet"),
-                                        )
-                                    })?;
-                            out = out.replace(&ip_placeholder(id.as_str()), &ip);
-                        }
-                        out
+                        fill_template(text, refs, &|id| self.lookup(id).map(|k| k.attrs))
+                            .ok_or_else(|| {
+                                AwsError::state(
+                                    "ssm:PutParameter",
+                                    ErrorClass::Other,
+                                    format!(
+                                        "{}: a resource it refers to is not available yet",
+                                        r.id
+                                    ),
+                                )
+                            })?
                     }
                 };
                 let create_tags = (action == "create")
@@ -454,6 +491,7 @@ impl Applier {
                         physical_id: s.name.clone(),
                         public_ip: None,
                         private_ip: None,
+                        ..Default::default()
                     },
                 );
                 if let Some(n) = &s.notify {
@@ -499,6 +537,7 @@ impl Applier {
                         physical_id: vid.clone(),
                         public_ip: None,
                         private_ip: None,
+                        ..Default::default()
                     },
                 );
                 self.wait_volume(&r.id, &vid, "available").await?;
@@ -519,6 +558,7 @@ impl Applier {
                         physical_id: gid.clone(),
                         public_ip: None,
                         private_ip: None,
+                        ..Default::default()
                     },
                 );
                 ec2::reconcile_ingress(aws, &gid, &s.ingress, &[], &self.group_ids()).await?;
@@ -562,6 +602,7 @@ impl Applier {
                         physical_id: iid.clone(),
                         public_ip: None,
                         private_ip,
+                        ..Default::default()
                     },
                 );
                 Ok(Some(iid))
@@ -592,6 +633,7 @@ impl Applier {
                         physical_id: alloc.clone(),
                         public_ip: Some(ip),
                         private_ip: None,
+                        ..Default::default()
                     },
                 );
                 ec2::associate_address(aws, &alloc, &instance.physical_id).await?;
@@ -786,6 +828,20 @@ impl Applier {
             }
             (Kind::KeyPair, _) => ec2::delete_key_pair(aws, &o.physical_id).await,
             (Kind::SsmParameter, _) => ssm::delete(aws, &o.physical_id).await,
+            (
+                Kind::ScalingPolicy
+                | Kind::AutoScalingGroup
+                | Kind::LaunchTemplate
+                | Kind::Listener
+                | Kind::LoadBalancer
+                | Kind::TargetGroup
+                | Kind::DbInstance
+                | Kind::DbCluster
+                | Kind::DbSubnetGroup
+                | Kind::MountTarget
+                | Kind::FileSystem,
+                _,
+            ) => self.delete_alb(o).await,
             (Kind::Volume, _) => {
                 // Read the attachment now: the instance it was on may have been terminated by
                 // an earlier node of this same run, which detaches it.
@@ -860,6 +916,7 @@ fn known_of(o: &Observed) -> Known {
         physical_id: o.physical_id.clone(),
         public_ip,
         private_ip,
+        attrs: attrs_of(o),
     }
 }
 
@@ -937,6 +994,41 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
     {
         out.insert("database_private_ip".to_string(), ip.clone());
     }
+    for o in found {
+        match &o.details {
+            Details::LoadBalancer { dns_name, .. }
+                if stack.spec.tier == crate::stack::Tier::AlbAsg =>
+            {
+                let https = stack
+                    .spec
+                    .load_balancer
+                    .as_ref()
+                    .is_some_and(|l| l.certificate_arn.is_some());
+                out.insert(
+                    "url".to_string(),
+                    format!("{}://{dns_name}", if https { "https" } else { "http" }),
+                );
+                out.insert("load_balancer_dns".to_string(), dns_name.clone());
+            }
+            Details::DbCluster {
+                endpoint: Some(e), ..
+            } => {
+                out.insert("database_endpoint".to_string(), e.clone());
+            }
+            Details::FileSystem { .. } => {
+                out.insert("file_system_id".to_string(), o.physical_id.clone());
+            }
+            Details::AutoScalingGroup {
+                instances, desired, ..
+            } => {
+                out.insert(
+                    "group_instances".to_string(),
+                    format!("{instances} (desired {desired})"),
+                );
+            }
+            _ => {}
+        }
+    }
     for (prefix, key) in [
         ("web-", "web_vms"),
         ("manager-", "swarm_managers"),
@@ -954,19 +1046,400 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
 }
 
 impl Applier {
+    fn ids(&self, refs: &[ResourceId], op: &str) -> Result<Vec<String>, AwsError> {
+        refs.iter()
+            .map(|g| self.need(g, op).map(|k| k.physical_id))
+            .collect()
+    }
+
+    /// Polls `state` until it answers `want` (or `None` for "gone"), within `deadline`.
+    async fn wait_state<F, Fut>(
+        &self,
+        id: &ResourceId,
+        what: &str,
+        deadline: Duration,
+        want: Option<&str>,
+        mut state: F,
+    ) -> Result<(), AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<String>, AwsError>>,
+    {
+        wait::until(
+            id,
+            what,
+            deadline,
+            Backoff::default(),
+            self.reporter.as_ref(),
+            || {
+                let fut = state();
+                async move {
+                    let now = fut.await?;
+                    Ok(match (now.as_deref(), want) {
+                        (None, None) => Poll::Ready(()),
+                        (Some(s), Some(w)) if s == w => Poll::Ready(()),
+                        (Some(s), _) if s.contains("fail") || s == "error" => {
+                            return Err(AwsError::state(
+                                "wait",
+                                ErrorClass::Other,
+                                format!("{what}: state {s}"),
+                            ))
+                        }
+                        (s, _) => Poll::Pending(s.unwrap_or("gone").to_string()),
+                    })
+                }
+            },
+        )
+        .await
+        .map_err(|e| wait_err(e, "wait"))
+    }
+
     /// The alb-asg tier's kinds (load balancing, auto scaling, Aurora, EFS).
     async fn apply_alb(
         &self,
         r: &Resource,
         spec: &Spec,
-        _action: &str,
-        _actual: Option<Observed>,
-        _tags: BTreeMap<String, String>,
+        action: &str,
+        actual: Option<Observed>,
+        t: BTreeMap<String, String>,
     ) -> Result<Option<String>, AwsError> {
-        Err(AwsError::state(
-            "apply",
-            ErrorClass::Other,
-            format!("{} ({}) is not supported yet", r.id, spec.kind()),
-        ))
+        let aws = &self.aws;
+        let create = actual.is_none() || action == "create";
+        let physical = actual.as_ref().map(|a| a.physical_id.clone());
+        let long = Duration::from_secs(40 * 60);
+        let known = |physical_id: String, attrs: &[(&str, Option<String>)]| Known {
+            physical_id,
+            attrs: attrs
+                .iter()
+                .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+                .collect(),
+            ..Default::default()
+        };
+        let out = match spec {
+            Spec::DbSubnetGroup(s) => {
+                if create {
+                    rds::create_subnet_group(aws, s, &t).await?;
+                } else {
+                    rds::update_subnet_group(aws, s).await?;
+                }
+                s.name.clone()
+            }
+            Spec::DbCluster(s) => {
+                let sgs = self.ids(&s.security_groups, "rds:CreateDBCluster")?;
+                if create {
+                    let subnet_group = self
+                        .need(&s.subnet_group, "rds:CreateDBCluster")?
+                        .physical_id;
+                    rds::create_cluster(aws, s, &subnet_group, sgs, &t).await?;
+                } else {
+                    rds::modify_cluster(aws, s, sgs).await?;
+                }
+                let what = format!("Aurora cluster {} to be available", s.identifier);
+                self.wait_state(&r.id, &what, long, Some("available"), || async {
+                    Ok(rds::cluster_state(aws, &s.identifier).await?.map(|x| x.0))
+                })
+                .await?;
+                let (endpoint, secret) = match rds::cluster_state(aws, &s.identifier).await? {
+                    Some((_, e, sec)) => (e, sec),
+                    None => (None, None),
+                };
+                self.remember(
+                    &r.id,
+                    known(
+                        s.identifier.clone(),
+                        &[("endpoint", endpoint), ("secret", secret)],
+                    ),
+                );
+                return Ok(Some(s.identifier.clone()));
+            }
+            Spec::DbInstance(s) => {
+                if create {
+                    let cluster = self.need(&s.cluster, "rds:CreateDBInstance")?.physical_id;
+                    rds::create_instance(aws, s, &cluster, &t).await?;
+                    let what = format!("Aurora instance {} to be available", s.identifier);
+                    self.wait_state(&r.id, &what, long, Some("available"), || {
+                        rds::instance_state(aws, &s.identifier)
+                    })
+                    .await?;
+                }
+                s.identifier.clone()
+            }
+            Spec::FileSystem(s) => {
+                let id = match physical {
+                    Some(p) => p,
+                    None => {
+                        let mut t = t.clone();
+                        if s.keep_on_down {
+                            t.insert(tags::DATA.to_string(), "true".to_string());
+                        }
+                        efs::create_file_system(aws, s, &t).await?
+                    }
+                };
+                let what = format!("file system {id} to be available");
+                self.wait_state(
+                    &r.id,
+                    &what,
+                    Duration::from_secs(600),
+                    Some("available"),
+                    || efs::file_system_state(aws, &id),
+                )
+                .await?;
+                id
+            }
+            Spec::MountTarget(s) => match physical {
+                Some(p) => p,
+                None => {
+                    let fs = self
+                        .need(&s.file_system, "efs:CreateMountTarget")?
+                        .physical_id;
+                    let sgs = self.ids(&s.security_groups, "efs:CreateMountTarget")?;
+                    let id = efs::create_mount_target(aws, &fs, &s.subnet_id, sgs).await?;
+                    let what = format!("mount target {id} in {} to be available", s.subnet_id);
+                    self.wait_state(
+                        &r.id,
+                        &what,
+                        Duration::from_secs(600),
+                        Some("available"),
+                        || efs::mount_target_state(aws, &id),
+                    )
+                    .await?;
+                    id
+                }
+            },
+            Spec::TargetGroup(s) => match physical {
+                Some(arn) if !create => {
+                    elbv2::update_target_group(aws, &arn, s).await?;
+                    arn
+                }
+                _ => elbv2::create_target_group(aws, s, &t).await?,
+            },
+            Spec::LoadBalancer(s) => {
+                let sgs = self.ids(&s.security_groups, "elbv2:CreateLoadBalancer")?;
+                let (arn, dns) = match (&actual, create) {
+                    (Some(a), false) => {
+                        elbv2::set_load_balancer_security_groups(aws, &a.physical_id, sgs).await?;
+                        let dns = match &a.details {
+                            Details::LoadBalancer { dns_name, .. } => dns_name.clone(),
+                            _ => String::new(),
+                        };
+                        (a.physical_id.clone(), dns)
+                    }
+                    _ => elbv2::create_load_balancer(aws, s, sgs, &t).await?,
+                };
+                let what = format!("load balancer {} to be active", s.name);
+                self.wait_state(
+                    &r.id,
+                    &what,
+                    Duration::from_secs(900),
+                    Some("active"),
+                    || elbv2::load_balancer_state(aws, &arn),
+                )
+                .await?;
+                self.remember(&r.id, known(arn.clone(), &[("dns", Some(dns))]));
+                return Ok(Some(arn));
+            }
+            Spec::Listener(s) => {
+                let tg = match &s.action {
+                    ListenerAction::Forward(tg) => {
+                        Some(self.need(tg, "elbv2:CreateListener")?.physical_id)
+                    }
+                    ListenerAction::RedirectHttps => None,
+                };
+                match physical {
+                    Some(arn) if !create => {
+                        elbv2::modify_listener(aws, &arn, s, tg.as_deref()).await?;
+                        arn
+                    }
+                    _ => {
+                        let lb = self
+                            .need(&s.load_balancer, "elbv2:CreateListener")?
+                            .physical_id;
+                        elbv2::create_listener(aws, &lb, s, tg.as_deref(), &t).await?
+                    }
+                }
+            }
+            Spec::LaunchTemplate(s) => {
+                let sgs = self.ids(&s.security_groups, "ec2:CreateLaunchTemplate")?;
+                let hash = crate::tiers::alb_asg::launch_template_hash(s);
+                match physical {
+                    Some(id) if !create => {
+                        let v = ec2::new_launch_template_version(aws, &id, s, sgs).await?;
+                        let mut tag = BTreeMap::new();
+                        tag.insert(tags::SPEC_HASH.to_string(), hash);
+                        ec2::set_tags(aws, &id, &tag).await?;
+                        self.reporter.event(&Event::Info {
+                            message: format!(
+                                "{}: launch template {id} version {v} is the new default",
+                                r.id
+                            ),
+                        });
+                        id
+                    }
+                    _ => {
+                        let mut t = t.clone();
+                        t.insert(tags::SPEC_HASH.to_string(), hash);
+                        ec2::create_launch_template(aws, s, sgs, &t).await?
+                    }
+                }
+            }
+            Spec::AutoScalingGroup(s) => {
+                let lt = self
+                    .need(&s.launch_template, "autoscaling:CreateAutoScalingGroup")?
+                    .physical_id;
+                if create {
+                    let tgs = self.ids(&s.target_groups, "autoscaling:CreateAutoScalingGroup")?;
+                    autoscaling::create_group(aws, s, &lt, "$Default", tgs, &t).await?;
+                } else {
+                    autoscaling::update_group(aws, s, &lt, "$Default").await?;
+                    let refresh = self
+                        .preexisting
+                        .lock()
+                        .map(|p| !p.contains(&s.launch_template))
+                        .unwrap_or(false)
+                        || self
+                            .lt_updated
+                            .lock()
+                            .map(|u| u.contains(&s.launch_template))
+                            .unwrap_or(false);
+                    if refresh {
+                        let id = autoscaling::start_instance_refresh(
+                            aws,
+                            &s.name,
+                            s.min_healthy_percent,
+                            s.warmup_s,
+                        )
+                        .await?;
+                        self.reporter.event(&Event::Info {
+                            message: format!("{}: rolling instance refresh {id} started (min healthy {}%); `iac status` shows its progress", r.id, s.min_healthy_percent),
+                        });
+                    }
+                }
+                s.name.clone()
+            }
+            Spec::ScalingPolicy(s) => {
+                let group = self
+                    .need(&s.group, "autoscaling:PutScalingPolicy")?
+                    .physical_id;
+                autoscaling::put_cpu_policy(aws, s, &group).await?;
+                s.name.clone()
+            }
+            other => {
+                return Err(AwsError::state(
+                    "apply",
+                    ErrorClass::Other,
+                    format!("{} ({}) has no provider", r.id, other.kind()),
+                ))
+            }
+        };
+        self.remember(&r.id, known(out.clone(), &[]));
+        Ok(Some(out))
     }
+
+    /// Deletes one alb-asg resource and waits until it is gone.
+    async fn delete_alb(&self, o: &Observed) -> Result<(), AwsError> {
+        let aws = &self.aws;
+        let id = &o.physical_id;
+        let long = Duration::from_secs(40 * 60);
+        match (&o.kind, &o.details) {
+            (Kind::ScalingPolicy, Details::ScalingPolicy { group, .. }) => {
+                let name = if id.starts_with("arn:") {
+                    format!("{group}-cpu")
+                } else {
+                    id.clone()
+                };
+                autoscaling::delete_policy(aws, group, &name).await
+            }
+            (Kind::AutoScalingGroup, _) => {
+                autoscaling::delete_group(aws, id).await?;
+                let what = format!("Auto Scaling group {id} and its instances to be gone");
+                self.wait_state(&o.id, &what, Duration::from_secs(1200), None, || async {
+                    Ok(if autoscaling::group_exists(aws, id).await? {
+                        Some("deleting".to_string())
+                    } else {
+                        None
+                    })
+                })
+                .await
+            }
+            (Kind::LaunchTemplate, _) => ec2::delete_launch_template(aws, id).await,
+            (Kind::Listener, _) => elbv2::delete_listener(aws, id).await,
+            (Kind::LoadBalancer, _) => {
+                elbv2::delete_load_balancer(aws, id).await?;
+                self.wait_state(
+                    &o.id,
+                    &format!("load balancer {id} to be gone"),
+                    Duration::from_secs(900),
+                    None,
+                    || elbv2::load_balancer_state(aws, id),
+                )
+                .await
+            }
+            (Kind::TargetGroup, _) => {
+                self.retry_in_use(&o.id, &format!("target group {id} to be free"), || {
+                    elbv2::delete_target_group(aws, id)
+                })
+                .await
+            }
+            (Kind::DbInstance, _) => {
+                rds::delete_instance(aws, id).await?;
+                self.wait_state(
+                    &o.id,
+                    &format!("Aurora instance {id} to be deleted"),
+                    long,
+                    None,
+                    || rds::instance_state(aws, id),
+                )
+                .await
+            }
+            (Kind::DbCluster, _) => {
+                let snapshot =
+                    (!self.skip_final_snapshot).then(|| format!("{id}-final-{}", unix_now()));
+                rds::delete_cluster(aws, id, snapshot.as_deref()).await?;
+                if let Some(snap) = &snapshot {
+                    self.reporter.event(&Event::Info {
+                        message: format!("{}: final snapshot {snap} kept (restore it with the RDS console or CLI)", o.id),
+                    });
+                }
+                self.wait_state(
+                    &o.id,
+                    &format!("Aurora cluster {id} to be deleted"),
+                    long,
+                    None,
+                    || async { Ok(rds::cluster_state(aws, id).await?.map(|x| x.0)) },
+                )
+                .await
+            }
+            (Kind::DbSubnetGroup, _) => {
+                self.retry_in_use(&o.id, &format!("DB subnet group {id} to be free"), || {
+                    rds::delete_subnet_group(aws, id)
+                })
+                .await
+            }
+            (Kind::MountTarget, _) => {
+                efs::delete_mount_target(aws, id).await?;
+                self.wait_state(
+                    &o.id,
+                    &format!("mount target {id} to be deleted"),
+                    Duration::from_secs(600),
+                    None,
+                    || efs::mount_target_state(aws, id),
+                )
+                .await
+            }
+            (Kind::FileSystem, _) => {
+                self.retry_in_use(&o.id, &format!("file system {id} to be free"), || {
+                    efs::delete_file_system(aws, id)
+                })
+                .await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -1,1 +1,471 @@
-//! rds (being written).
+//! RDS: DB subnet groups, Aurora MySQL clusters and their instances.
+//!
+//! Physical ids are names: the subnet group name, the cluster identifier, the instance
+//! identifier (RDS stores all three in lower case).
+
+use std::collections::BTreeMap;
+
+use aws_sdk_rds::types::Tag;
+
+use super::error::{classify_code, AwsError, ErrorClass};
+use super::tags;
+use super::Aws;
+use crate::plan::{
+    DbClusterSpec, DbInstanceSpec, DbSubnetGroupSpec, Details, Kind, Observed, ResourceId,
+};
+
+/// Reclassifies RDS codes that the shared classifier reads wrongly: `…NotFoundFault` is
+/// "not found", and `Invalid…StateFault` means "busy: retry", not "bad request".
+fn rds_class(mut e: AwsError) -> AwsError {
+    if let Some(code) = e.code.as_deref() {
+        let class = match code {
+            c if c.ends_with("NotFoundFault") => ErrorClass::NotFound,
+            "InvalidDBClusterStateFault"
+            | "InvalidDBInstanceState"
+            | "InvalidDBInstanceStateFault"
+            | "InvalidDBSubnetGroupStateFault" => ErrorClass::DependencyViolation,
+            c => classify_code(c),
+        };
+        e.class = class;
+    }
+    e
+}
+
+fn err<E, R>(
+    op: &str,
+) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError + '_
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    move |e| rds_class(AwsError::from_sdk(op, e))
+}
+
+fn to_tags(t: &BTreeMap<String, String>) -> Vec<Tag> {
+    t.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn tag_map(t: &[Tag]) -> BTreeMap<String, String> {
+    t.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// An `Observed` when the tags belong to `stack` and carry a logical id.
+fn observed(
+    stack: &str,
+    t: BTreeMap<String, String>,
+    kind: Kind,
+    physical_id: String,
+    state: String,
+    details: Details,
+) -> Option<Observed> {
+    if t.get(tags::STACK).map(String::as_str) != Some(stack) {
+        return None;
+    }
+    let id = ResourceId::new(t.get(tags::ID)?.clone());
+    Some(Observed {
+        id,
+        kind,
+        physical_id,
+        state,
+        details,
+        tags: t,
+    })
+}
+
+async fn list_tags(aws: &Aws, arn: &str) -> Result<BTreeMap<String, String>, AwsError> {
+    let out = aws
+        .rds
+        .list_tags_for_resource()
+        .resource_name(arn)
+        .send()
+        .await
+        .map_err(err("rds:ListTagsForResource"))?;
+    Ok(tag_map(out.tag_list()))
+}
+
+/// DB subnet groups, Aurora clusters and DB instances tagged `iac:stack=<stack>`.
+///
+/// Clusters and instances carry their tags in the describe output; subnet groups do not, so
+/// each subnet group costs one ListTagsForResource. Clusters and instances being deleted are
+/// not listed.
+pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError> {
+    let mut found = Vec::new();
+
+    let groups = aws
+        .rds
+        .describe_db_subnet_groups()
+        .into_paginator()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(err("rds:DescribeDBSubnetGroups"))?;
+    for g in groups.iter().flat_map(|p| p.db_subnet_groups()) {
+        let (Some(name), Some(arn)) = (g.db_subnet_group_name(), g.db_subnet_group_arn()) else {
+            continue;
+        };
+        let t = match list_tags(aws, arn).await {
+            Ok(t) => t,
+            // Deleted between the two calls.
+            Err(e) if e.is(ErrorClass::NotFound) => continue,
+            Err(e) => return Err(e),
+        };
+        let mut subnet_ids: Vec<String> = g
+            .subnets()
+            .iter()
+            .filter_map(|s| s.subnet_identifier().map(str::to_string))
+            .collect();
+        subnet_ids.sort();
+        found.extend(observed(
+            stack,
+            t,
+            Kind::DbSubnetGroup,
+            name.to_string(),
+            g.subnet_group_status().unwrap_or("Complete").to_string(),
+            Details::DbSubnetGroup { subnet_ids },
+        ));
+    }
+
+    let clusters = aws
+        .rds
+        .describe_db_clusters()
+        .into_paginator()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(err("rds:DescribeDBClusters"))?;
+    for c in clusters.iter().flat_map(|p| p.db_clusters()) {
+        let Some(id) = c.db_cluster_identifier() else {
+            continue;
+        };
+        let state = c.status().unwrap_or_default().to_string();
+        if state == "deleting" {
+            continue;
+        }
+        let details = Details::DbCluster {
+            endpoint: c.endpoint().map(str::to_string),
+            secret_arn: c
+                .master_user_secret()
+                .and_then(|s| s.secret_arn())
+                .map(str::to_string),
+            engine_version: c.engine_version().unwrap_or_default().to_string(),
+            backup_retention_days: c.backup_retention_period().unwrap_or(0),
+            encrypted: c.storage_encrypted().unwrap_or(false),
+        };
+        found.extend(observed(
+            stack,
+            tag_map(c.tag_list()),
+            Kind::DbCluster,
+            id.to_string(),
+            state,
+            details,
+        ));
+    }
+
+    let instances = aws
+        .rds
+        .describe_db_instances()
+        .into_paginator()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(err("rds:DescribeDBInstances"))?;
+    for i in instances.iter().flat_map(|p| p.db_instances()) {
+        let Some(id) = i.db_instance_identifier() else {
+            continue;
+        };
+        let state = i.db_instance_status().unwrap_or_default().to_string();
+        if state == "deleting" {
+            continue;
+        }
+        let details = Details::DbInstance {
+            instance_class: i.db_instance_class().unwrap_or_default().to_string(),
+            cluster: i.db_cluster_identifier().map(str::to_string),
+        };
+        found.extend(observed(
+            stack,
+            tag_map(i.tag_list()),
+            Kind::DbInstance,
+            id.to_string(),
+            state,
+            details,
+        ));
+    }
+    Ok(found)
+}
+
+/// Creates a DB subnet group, tagged at creation. Returns its name as RDS stores it.
+pub async fn create_subnet_group(
+    aws: &Aws,
+    s: &DbSubnetGroupSpec,
+    tags_: &BTreeMap<String, String>,
+) -> Result<String, AwsError> {
+    let out = aws
+        .rds
+        .create_db_subnet_group()
+        .db_subnet_group_name(&s.name)
+        .db_subnet_group_description(&s.description)
+        .set_subnet_ids(Some(s.subnet_ids.clone()))
+        .set_tags(Some(to_tags(tags_)))
+        .send()
+        .await
+        .map_err(err("rds:CreateDBSubnetGroup"))?;
+    Ok(out
+        .db_subnet_group()
+        .and_then(|g| g.db_subnet_group_name())
+        .unwrap_or(&s.name)
+        .to_string())
+}
+
+/// Sets the subnets and description of a subnet group.
+pub async fn update_subnet_group(aws: &Aws, s: &DbSubnetGroupSpec) -> Result<(), AwsError> {
+    aws.rds
+        .modify_db_subnet_group()
+        .db_subnet_group_name(&s.name)
+        .db_subnet_group_description(&s.description)
+        .set_subnet_ids(Some(s.subnet_ids.clone()))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("rds:ModifyDBSubnetGroup"))
+}
+
+pub async fn delete_subnet_group(aws: &Aws, name: &str) -> Result<(), AwsError> {
+    aws.rds
+        .delete_db_subnet_group()
+        .db_subnet_group_name(name)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("rds:DeleteDBSubnetGroup"))
+}
+
+/// Creates an Aurora cluster: storage encrypted, master password managed by RDS in Secrets
+/// Manager (never seen by `iac`), tags copied to snapshots, no deletion protection, tagged at
+/// creation. Returns (writer endpoint, secret ARN); on real AWS either may still be missing
+/// right after creation.
+pub async fn create_cluster(
+    aws: &Aws,
+    s: &DbClusterSpec,
+    subnet_group: &str,
+    security_group_ids: Vec<String>,
+    tags_: &BTreeMap<String, String>,
+) -> Result<(Option<String>, Option<String>), AwsError> {
+    let out = aws
+        .rds
+        .create_db_cluster()
+        .db_cluster_identifier(&s.identifier)
+        .engine(&s.engine)
+        .engine_version(&s.engine_version)
+        .database_name(&s.database_name)
+        .master_username(&s.master_username)
+        .manage_master_user_password(true)
+        .storage_encrypted(true)
+        .db_subnet_group_name(subnet_group)
+        .set_vpc_security_group_ids(Some(security_group_ids))
+        .backup_retention_period(s.backup_retention_days)
+        .port(i32::from(s.port))
+        .copy_tags_to_snapshot(true)
+        .deletion_protection(false)
+        .set_tags(Some(to_tags(tags_)))
+        .send()
+        .await
+        .map_err(err("rds:CreateDBCluster"))?;
+    let c = out.db_cluster();
+    Ok((
+        c.and_then(|c| c.endpoint()).map(str::to_string),
+        c.and_then(|c| c.master_user_secret())
+            .and_then(|m| m.secret_arn())
+            .map(str::to_string),
+    ))
+}
+
+/// (status, writer endpoint, secret ARN) of a cluster; `None` when it does not exist.
+pub async fn cluster_state(
+    aws: &Aws,
+    id: &str,
+) -> Result<Option<(String, Option<String>, Option<String>)>, AwsError> {
+    match aws
+        .rds
+        .describe_db_clusters()
+        .db_cluster_identifier(id)
+        .send()
+        .await
+        .map_err(err("rds:DescribeDBClusters"))
+    {
+        Ok(o) => Ok(o.db_clusters().first().map(|c| {
+            (
+                c.status().unwrap_or_default().to_string(),
+                c.endpoint().map(str::to_string),
+                c.master_user_secret()
+                    .and_then(|m| m.secret_arn())
+                    .map(str::to_string),
+            )
+        })),
+        Err(e) if e.is(ErrorClass::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// In-place changes, applied immediately: backup retention and security groups.
+pub async fn modify_cluster(
+    aws: &Aws,
+    s: &DbClusterSpec,
+    security_group_ids: Vec<String>,
+) -> Result<(), AwsError> {
+    aws.rds
+        .modify_db_cluster()
+        .db_cluster_identifier(&s.identifier)
+        .backup_retention_period(s.backup_retention_days)
+        .set_vpc_security_group_ids(Some(security_group_ids))
+        .apply_immediately(true)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("rds:ModifyDBCluster"))
+}
+
+/// Deletes a cluster (its instances must be gone). `final_snapshot`: `Some(id)` takes a final
+/// cluster snapshot with that identifier; `None` skips it.
+pub async fn delete_cluster(
+    aws: &Aws,
+    id: &str,
+    final_snapshot: Option<&str>,
+) -> Result<(), AwsError> {
+    let req = aws.rds.delete_db_cluster().db_cluster_identifier(id);
+    let req = match final_snapshot {
+        Some(snap) => req
+            .skip_final_snapshot(false)
+            .final_db_snapshot_identifier(snap),
+        None => req.skip_final_snapshot(true),
+    };
+    req.send()
+        .await
+        .map(|_| ())
+        .map_err(err("rds:DeleteDBCluster"))
+}
+
+/// Creates a DB instance in a cluster (it inherits the cluster's subnet group, security groups
+/// and storage encryption), never publicly accessible, tagged at creation.
+pub async fn create_instance(
+    aws: &Aws,
+    s: &DbInstanceSpec,
+    cluster_id: &str,
+    tags_: &BTreeMap<String, String>,
+) -> Result<(), AwsError> {
+    aws.rds
+        .create_db_instance()
+        .db_instance_identifier(&s.identifier)
+        .db_instance_class(&s.instance_class)
+        .engine(&s.engine)
+        .db_cluster_identifier(cluster_id)
+        .publicly_accessible(false)
+        .set_tags(Some(to_tags(tags_)))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("rds:CreateDBInstance"))
+}
+
+/// The status of a DB instance; `None` when it does not exist.
+pub async fn instance_state(aws: &Aws, id: &str) -> Result<Option<String>, AwsError> {
+    match aws
+        .rds
+        .describe_db_instances()
+        .db_instance_identifier(id)
+        .send()
+        .await
+        .map_err(err("rds:DescribeDBInstances"))
+    {
+        Ok(o) => Ok(o
+            .db_instances()
+            .first()
+            .map(|i| i.db_instance_status().unwrap_or_default().to_string())),
+        Err(e) if e.is(ErrorClass::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes a cluster member. Aurora instances take no final snapshot of their own (the data is
+/// the cluster's), so no snapshot parameter is sent; automated backups are kept.
+pub async fn delete_instance(aws: &Aws, id: &str) -> Result<(), AwsError> {
+    aws.rds
+        .delete_db_instance()
+        .db_instance_identifier(id)
+        .delete_automated_backups(false)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("rds:DeleteDBInstance"))
+}
+
+/// Identifiers of the cluster snapshots (manual and automated) whose identifier starts with
+/// `prefix`, sorted.
+pub async fn cluster_snapshots(aws: &Aws, prefix: &str) -> Result<Vec<String>, AwsError> {
+    let pages = aws
+        .rds
+        .describe_db_cluster_snapshots()
+        .into_paginator()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(err("rds:DescribeDBClusterSnapshots"))?;
+    let mut out: Vec<String> = pages
+        .iter()
+        .flat_map(|p| p.db_cluster_snapshots())
+        .filter_map(|s| s.db_cluster_snapshot_identifier())
+        .filter(|id| id.starts_with(prefix))
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_code(code: &str) -> AwsError {
+        rds_class(AwsError {
+            op: "rds:Test".to_string(),
+            class: ErrorClass::Other,
+            code: Some(code.to_string()),
+            message: String::new(),
+        })
+    }
+
+    #[test]
+    fn rds_codes() {
+        for c in [
+            "DBClusterNotFoundFault",
+            "DBSubnetGroupNotFoundFault",
+            "DBClusterSnapshotNotFoundFault",
+            "DBInstanceNotFound",
+        ] {
+            assert!(with_code(c).is(ErrorClass::NotFound), "{c}");
+        }
+        for c in [
+            "InvalidDBClusterStateFault",
+            "InvalidDBInstanceState",
+            "InvalidDBSubnetGroupStateFault",
+        ] {
+            assert!(with_code(c).is(ErrorClass::DependencyViolation), "{c}");
+        }
+        assert!(with_code("DBClusterAlreadyExistsFault").is(ErrorClass::AlreadyExists));
+        assert!(with_code("DBSubnetGroupAlreadyExists").is(ErrorClass::AlreadyExists));
+        assert!(with_code("InvalidParameterValue").is(ErrorClass::InvalidInput));
+    }
+}

@@ -62,6 +62,9 @@ fn is_kept_data(o: &Observed, delete_data: bool) -> bool {
             Details::Volume {
                 keep_on_down: true,
                 ..
+            } | Details::FileSystem {
+                keep_on_down: true,
+                ..
             }
         )
 }
@@ -74,6 +77,7 @@ pub async fn run(
     yes: bool,
     parallelism: usize,
     delete_data: bool,
+    skip_final_snapshot: bool,
 ) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     let (name, region) = target(file, stack)?;
@@ -110,7 +114,8 @@ pub async fn run(
             printer.line("Nothing done.");
             return Ok(Exit::Ok);
         }
-        let applier = Applier::for_stack(aws.clone(), &name, reporter.clone());
+        let mut applier = Applier::for_stack(aws.clone(), &name, reporter.clone());
+        applier.skip_final_snapshot = skip_final_snapshot;
         let outcome =
             apply::run(applier.delete_nodes(&doomed), parallelism, reporter.clone()).await;
         if !outcome.ok() {
@@ -118,22 +123,41 @@ pub async fn run(
         }
     }
     let kept_ids: Vec<&str> = kept.iter().map(|o| o.physical_id.as_str()).collect();
-    let left: Vec<String> = leftovers(&aws, &name)
+    // Aurora snapshots are data kept on purpose (the final one), or the cluster's automated
+    // backups, which AWS expires by itself.
+    let (snapshots, others): (Vec<String>, Vec<String>) = leftovers(&aws, &name)
         .await
         .context("verifying that nothing is left")?
         .into_iter()
+        .partition(|l| l.contains(":cluster-snapshot:"));
+    let final_snapshots: Vec<String> = snapshots
+        .into_iter()
+        .filter(|s| !s.contains(":cluster-snapshot:rds:"))
+        .collect();
+    let left: Vec<String> = others
+        .into_iter()
         .filter(|l| !kept_ids.iter().any(|k| l.contains(k)))
         .collect();
-    let kept_list: Vec<String> = kept
+    let mut kept_list: Vec<String> = kept
         .iter()
         .map(|o| format!("{} {} ({})", o.kind, o.id, o.physical_id))
         .collect();
+    kept_list.extend(final_snapshots.iter().map(|s| format!("snapshot {s}")));
     printer.record(&serde_json::json!({"event": "verified", "stack": name, "remaining": left, "kept": kept_list}));
     common::summary(printer, "down", &aws, started);
     for k in &kept_list {
-        printer.line(format!("Kept {k}: it holds data. A later `iac up` attaches it again; `iac down --delete-data` deletes it."));
+        if k.starts_with("snapshot ") {
+            printer.line(format!("Kept {k}: the final Aurora snapshot; restore it or delete it yourself (`--skip-final-snapshot` takes none)."));
+        } else {
+            printer.line(format!("Kept {k}: it holds data. A later `iac up` uses it again; `iac down --delete-data` deletes it."));
+        }
     }
-    if left.is_empty() {
+    if left.is_empty() && !kept_list.is_empty() {
+        printer.line(format!(
+            "Stack `{name}` is gone except its data (exit code 4)."
+        ));
+        Ok(Exit::DataKept)
+    } else if left.is_empty() {
         printer.line(format!(
             "Stack `{name}` is gone: nothing else tagged iac:stack={name} remains."
         ));

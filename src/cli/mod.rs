@@ -27,6 +27,9 @@ pub enum Exit {
     Usage = 2,
     /// `plan --detailed-exitcode`: there are changes.
     Changes = 3,
+    /// `down`: everything was deleted except data kept on purpose (volumes, file systems);
+    /// `--delete-data` deletes them too.
+    DataKept = 4,
 }
 
 /// A usage error found after argument parsing (e.g. missing `--yes` off a terminal).
@@ -115,9 +118,13 @@ pub enum Command {
         yes: bool,
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallelism: u16,
-        /// Also delete data volumes (kept by default, so a later `up` finds the data again).
+        /// Also delete data: volumes and file systems (kept by default, so a later `up` finds
+        /// the data again).
         #[arg(long)]
         delete_data: bool,
+        /// Delete Aurora clusters without taking a final snapshot first.
+        #[arg(long)]
+        skip_final_snapshot: bool,
     },
     /// Show each resource of the stack, its state and the outputs.
     Status {
@@ -163,6 +170,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             yes,
             parallelism,
             delete_data,
+            skip_final_snapshot,
         } => {
             down::run(
                 &printer,
@@ -172,6 +180,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 *yes,
                 usize::from(*parallelism),
                 *delete_data,
+                *skip_final_snapshot,
             )
             .await
         }

@@ -58,6 +58,9 @@ pub async fn run(
     if let Some(stack) = loaded.as_ref().filter(|s| s.spec.tier == Tier::Swarm) {
         swarm_report(printer, &aws, stack, &found.resources).await;
     }
+    if loaded.as_ref().is_some_and(|s| s.spec.tier == Tier::AlbAsg) {
+        group_report(printer, &aws, &found.resources).await?;
+    }
     common::summary(printer, "status", &aws, started);
     Ok(Exit::Ok)
 }
@@ -85,4 +88,45 @@ async fn swarm_report(printer: &Printer, aws: &Aws, stack: &Stack, found: &[Obse
         }
         Err(e) => printer.line(format!("Swarm: the leader did not report: {e}")),
     }
+}
+
+/// Target health, the group's instance refresh and its recent activities.
+async fn group_report(printer: &Printer, aws: &Aws, found: &[Observed]) -> anyhow::Result<()> {
+    use crate::aws::{autoscaling, elbv2};
+    let mut report = serde_json::Map::new();
+    if let Some(tg) = found.iter().find(|o| o.kind == Kind::TargetGroup) {
+        let health = elbv2::target_health(aws, &tg.physical_id).await?;
+        printer.line(printer.bold("Targets:"));
+        for (id, state, reason) in &health {
+            printer.line(format!("  {id:<22} {state:<10} {reason}"));
+        }
+        report.insert("targets".into(), serde_json::json!(health));
+    }
+    if let Some(g) = found.iter().find(|o| o.kind == Kind::AutoScalingGroup) {
+        // Best effort: a report that cannot be read does not hide the rest of the status.
+        match autoscaling::latest_refresh(aws, &g.physical_id).await {
+            Ok(Some((status, pct))) => {
+                printer.line(format!("Instance refresh: {status} ({pct}% complete)"));
+                report.insert(
+                    "refresh".into(),
+                    serde_json::json!({"status": status, "percent": pct}),
+                );
+            }
+            Ok(None) => {}
+            Err(e) => printer.line(format!("Instance refresh: unknown ({})", e.message)),
+        }
+        match autoscaling::activities(aws, &g.physical_id, 5).await {
+            Ok(acts) => {
+                printer.line(printer.bold("Recent group activities:"));
+                for (status, what) in &acts {
+                    printer.line(format!("  {status:<12} {what}"));
+                }
+                report.insert("activities".into(), serde_json::json!(acts));
+            }
+            Err(e) => printer.line(format!("Group activities: unknown ({})", e.message)),
+        }
+    }
+    report.insert("event".into(), "group_status".into());
+    printer.record(&serde_json::Value::Object(report));
+    Ok(())
 }

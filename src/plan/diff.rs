@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
+use super::alb::ListenerAction;
 use super::resource::*;
 use super::{Action, Change, Plan};
 
@@ -40,6 +41,8 @@ pub fn diff(stack: &str, desired: &[Resource], actual: &[Observed]) -> Plan {
     let mut kept_physical: BTreeMap<&ResourceId, &Observed> = BTreeMap::new();
     // Resources that will be new after `up` (created or replaced).
     let mut renewed: BTreeSet<&ResourceId> = BTreeSet::new();
+    // Resources changed in place (a new launch template version, …).
+    let mut updated: BTreeSet<&ResourceId> = BTreeSet::new();
 
     for r in desired {
         let found = by_id.remove(&(r.kind(), &r.id)).unwrap_or_default();
@@ -58,8 +61,14 @@ pub fn diff(stack: &str, desired: &[Resource], actual: &[Observed]) -> Plan {
         let action = match chosen {
             None if is_written_by_instances(r) => Action::Keep,
             None => Action::Create,
-            Some(o) => compare(r, o, &kept_physical, &renewed),
+            Some(o) => match compare_alb(r, o, &kept_physical, &renewed, &updated) {
+                Some(a) => a,
+                None => compare(r, o, &kept_physical, &renewed),
+            },
         };
+        if matches!(action, Action::Update { .. }) {
+            updated.insert(&r.id);
+        }
         match (&action, chosen) {
             (Action::Create | Action::Replace { .. }, _) => {
                 renewed.insert(&r.id);
@@ -303,6 +312,223 @@ fn compare(
     }
 }
 
+fn update_if(reasons: Vec<String>) -> Action {
+    if reasons.is_empty() {
+        Action::Keep
+    } else {
+        Action::Update { reasons }
+    }
+}
+
+fn differs<T: PartialEq + std::fmt::Debug>(
+    reasons: &mut Vec<String>,
+    what: &str,
+    have: T,
+    want: T,
+) {
+    if have != want {
+        reasons.push(format!("{what} {have:?} → {want:?}"));
+    }
+}
+
+/// The alb-asg kinds. `None` for every other kind.
+fn compare_alb(
+    r: &Resource,
+    o: &Observed,
+    kept: &BTreeMap<&ResourceId, &Observed>,
+    renewed: &BTreeSet<&ResourceId>,
+    updated: &BTreeSet<&ResourceId>,
+) -> Option<Action> {
+    let physical = |id: &ResourceId| kept.get(id).map(|o| o.physical_id.clone());
+    Some(match (&r.spec, &o.details) {
+        (Spec::DbSubnetGroup(s), Details::DbSubnetGroup { subnet_ids }) => {
+            let want: BTreeSet<&String> = s.subnet_ids.iter().collect();
+            let have: BTreeSet<&String> = subnet_ids.iter().collect();
+            update_if(if want == have {
+                vec![]
+            } else {
+                vec!["subnets changed".to_string()]
+            })
+        }
+        (
+            Spec::DbCluster(s),
+            Details::DbCluster {
+                backup_retention_days,
+                ..
+            },
+        ) => {
+            let mut reasons = Vec::new();
+            differs(
+                &mut reasons,
+                "backup retention (days)",
+                *backup_retention_days,
+                s.backup_retention_days,
+            );
+            update_if(reasons)
+        }
+        (Spec::DbInstance(_), Details::DbInstance { .. })
+        | (Spec::FileSystem(_), Details::FileSystem { .. })
+        | (Spec::MountTarget(_), Details::MountTarget { .. }) => Action::Keep,
+        (
+            Spec::TargetGroup(s),
+            Details::TargetGroup {
+                health_path,
+                healthy_threshold,
+                unhealthy_threshold,
+                interval_s,
+                timeout_s,
+                matcher,
+                deregistration_delay_s,
+                ..
+            },
+        ) => {
+            let mut reasons = Vec::new();
+            differs(
+                &mut reasons,
+                "health path",
+                health_path.as_str(),
+                s.health_path.as_str(),
+            );
+            differs(
+                &mut reasons,
+                "healthy threshold",
+                *healthy_threshold,
+                s.healthy_threshold,
+            );
+            differs(
+                &mut reasons,
+                "unhealthy threshold",
+                *unhealthy_threshold,
+                s.unhealthy_threshold,
+            );
+            differs(&mut reasons, "interval (s)", *interval_s, s.interval_s);
+            differs(&mut reasons, "timeout (s)", *timeout_s, s.timeout_s);
+            differs(
+                &mut reasons,
+                "matcher",
+                matcher.as_str(),
+                s.matcher.as_str(),
+            );
+            differs(
+                &mut reasons,
+                "deregistration delay (s)",
+                *deregistration_delay_s,
+                Some(s.deregistration_delay_s),
+            );
+            update_if(reasons)
+        }
+        (
+            Spec::LoadBalancer(s),
+            Details::LoadBalancer {
+                security_group_ids, ..
+            },
+        ) => {
+            let want: Option<BTreeSet<String>> = s.security_groups.iter().map(physical).collect();
+            let have: BTreeSet<String> = security_group_ids.iter().cloned().collect();
+            update_if(if want.as_ref() == Some(&have) {
+                vec![]
+            } else {
+                vec!["security groups changed".to_string()]
+            })
+        }
+        (
+            Spec::Listener(s),
+            Details::Listener {
+                action,
+                certificate_arn,
+                ..
+            },
+        ) => {
+            let want = match &s.action {
+                ListenerAction::RedirectHttps => Some("redirect:https".to_string()),
+                ListenerAction::Forward(tg) if renewed.contains(tg) => None,
+                ListenerAction::Forward(tg) => physical(tg).map(|arn| format!("forward:{arn}")),
+            };
+            let mut reasons = Vec::new();
+            if want.as_deref() != Some(action.as_str()) {
+                reasons.push(format!(
+                    "action {action} → {}",
+                    want.unwrap_or_else(|| "forward to the new target group".to_string())
+                ));
+            }
+            differs(
+                &mut reasons,
+                "certificate",
+                certificate_arn.as_deref(),
+                s.certificate_arn.as_deref(),
+            );
+            update_if(reasons)
+        }
+        (Spec::LaunchTemplate(s), Details::LaunchTemplate { spec_hash, .. }) => {
+            let want = crate::tiers::alb_asg::launch_template_hash(s);
+            update_if(if spec_hash.as_deref() == Some(want.as_str()) {
+                vec![]
+            } else {
+                vec!["image, type, user-data or settings changed: new template version, then a rolling instance refresh".to_string()]
+            })
+        }
+        (
+            Spec::AutoScalingGroup(s),
+            Details::AutoScalingGroup {
+                min,
+                max,
+                desired,
+                health_check_grace_s,
+                scale_in_protection,
+                ..
+            },
+        ) => {
+            let mut reasons = Vec::new();
+            differs(&mut reasons, "min", *min, s.min);
+            differs(&mut reasons, "max", *max, s.max);
+            differs(&mut reasons, "desired", *desired, s.desired);
+            differs(
+                &mut reasons,
+                "health check grace (s)",
+                *health_check_grace_s,
+                s.health_check_grace_s,
+            );
+            differs(
+                &mut reasons,
+                "scale-in protection",
+                *scale_in_protection,
+                s.scale_in_protection,
+            );
+            if updated.contains(&s.launch_template) || renewed.contains(&s.launch_template) {
+                reasons.push(format!(
+                    "instance refresh (min healthy {}%)",
+                    s.min_healthy_percent
+                ));
+            }
+            update_if(reasons)
+        }
+        (
+            Spec::ScalingPolicy(s),
+            Details::ScalingPolicy {
+                cpu_target,
+                warmup_s,
+                ..
+            },
+        ) => {
+            let mut reasons = Vec::new();
+            differs(
+                &mut reasons,
+                "CPU target",
+                cpu_target.clone(),
+                Some(format!("{}", s.cpu_target)),
+            );
+            differs(
+                &mut reasons,
+                "warm-up (s)",
+                *warmup_s,
+                Some(s.warmup_s as i32),
+            );
+            update_if(reasons)
+        }
+        _ => return None,
+    })
+}
+
 fn is_written_by_instances(r: &Resource) -> bool {
     matches!(&r.spec, Spec::SsmParameter(p) if p.value == ParamValue::WrittenByInstances)
 }
@@ -315,25 +541,14 @@ fn param_type(secure: bool) -> &'static str {
     }
 }
 
-/// Fills `iac-ip-of-<id>.invalid` placeholders with the private IPs of instances that stay; `None` when
-/// one of them is new (its address is only known once it runs).
+/// Fills placeholders with the attributes of resources that stay; `None` when one of them is
+/// new (its attributes are only known once it exists).
 pub fn resolve_template(
     text: &str,
     refs: &[ResourceId],
     kept: &BTreeMap<&ResourceId, &Observed>,
 ) -> Option<String> {
-    let mut out = text.to_string();
-    for r in refs {
-        let ip = match kept.get(r).map(|o| &o.details) {
-            Some(Details::Instance {
-                private_ip: Some(ip),
-                ..
-            }) => ip.clone(),
-            _ => return None,
-        };
-        out = out.replace(&ip_placeholder(r.as_str()), &ip);
-    }
-    Some(out)
+    fill_template(text, refs, &|r| kept.get(r).map(|o| attrs_of(o)))
 }
 
 /// Rules compare without their descriptions (AWS keeps those per range, not per rule).

@@ -204,10 +204,63 @@ pub enum ParamValue {
     WrittenByInstances,
 }
 
-/// The placeholder for an instance's private IP in a [`ParamValue::Template`]: a name under the
-/// reserved `.invalid` domain, so it passes renderers' address checks and can never be real.
+/// The placeholder for an attribute of another resource in a [`ParamValue::Template`]: a name
+/// under the reserved `.invalid` domain, so it passes renderers' address checks and can never be
+/// real. Attributes: `ip` (an instance's private IP), `endpoint` and `secret` (a database
+/// cluster's writer endpoint and secret ARN), `id` (the physical id).
+pub fn ref_placeholder(id: &str, attr: &str) -> String {
+    format!("iac-{attr}-of-{id}.invalid")
+}
+
+/// The placeholder for an instance's private IP.
 pub fn ip_placeholder(id: &str) -> String {
-    format!("iac-ip-of-{id}.invalid")
+    ref_placeholder(id, "ip")
+}
+
+/// The attributes of an observed resource that templates can refer to.
+pub fn attrs_of(o: &Observed) -> BTreeMap<String, String> {
+    let mut a = BTreeMap::new();
+    a.insert("id".to_string(), o.physical_id.clone());
+    match &o.details {
+        Details::Instance {
+            private_ip: Some(ip),
+            ..
+        } => {
+            a.insert("ip".to_string(), ip.clone());
+        }
+        Details::DbCluster {
+            endpoint,
+            secret_arn,
+            ..
+        } => {
+            a.extend(endpoint.clone().map(|e| ("endpoint".to_string(), e)));
+            a.extend(secret_arn.clone().map(|s| ("secret".to_string(), s)));
+        }
+        Details::LoadBalancer { dns_name, .. } => {
+            a.insert("dns".to_string(), dns_name.clone());
+        }
+        _ => {}
+    }
+    a
+}
+
+/// Fills the placeholders of `refs` in `text`; `None` when one is still unknown.
+pub fn fill_template(
+    text: &str,
+    refs: &[ResourceId],
+    attrs: &dyn Fn(&ResourceId) -> Option<BTreeMap<String, String>>,
+) -> Option<String> {
+    let mut out = text.to_string();
+    for r in refs {
+        let a = attrs(r)?;
+        for (k, v) in &a {
+            out = out.replace(&ref_placeholder(r.as_str(), k), v);
+        }
+        if out.contains(&format!("-of-{}.invalid", r.as_str())) {
+            return None;
+        }
+    }
+    Some(out)
 }
 
 /// A command sent through SSM Run Command after a parameter changes, so a running instance picks

@@ -5,6 +5,7 @@
 //! error rather than an empty string in a production script. Secrets are only ever referenced
 //! by SSM parameter name; the instance fetches them at boot.
 
+pub mod alb_asg;
 mod filters;
 pub mod lb_vms;
 mod single_vm;

@@ -46,6 +46,15 @@ pub struct StackFile {
     /// swarm: the cluster and the service.
     #[serde(default)]
     pub swarm: Option<Swarm>,
+    /// alb-asg: the Auto Scaling group and its target-tracking policy.
+    #[serde(default)]
+    pub scaling: Option<Scaling>,
+    /// alb-asg: the application load balancer.
+    #[serde(default)]
+    pub load_balancer: Option<LoadBalancerConf>,
+    /// alb-asg: the EFS file system mounted on every instance.
+    #[serde(default)]
+    pub shared_storage: Option<SharedStorage>,
     /// Extra tags put on every resource (besides the `iac:*` identity tags).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -326,6 +335,138 @@ fn default_update_delay() -> u32 {
     10
 }
 
+/// alb-asg: group sizes, target tracking and rollouts.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scaling {
+    #[serde(default = "default_min")]
+    pub min: u32,
+    #[serde(default = "default_max")]
+    pub max: u32,
+    #[serde(default = "default_min")]
+    pub desired: u32,
+    /// Target average CPU in percent, in (0, 100].
+    #[serde(default = "default_cpu_target")]
+    pub cpu_target: f64,
+    /// Seconds a new instance's metrics are ignored, and the refresh's warm-up.
+    #[serde(default = "default_warmup")]
+    pub warmup_s: u32,
+    /// Seconds before the load balancer's health checks count for a new instance.
+    #[serde(default = "default_grace")]
+    pub health_check_grace_s: u32,
+    /// New instances are protected from scale-in.
+    #[serde(default)]
+    pub scale_in_protection: bool,
+    /// During an instance refresh, the share of capacity kept in service.
+    #[serde(default = "default_min_healthy")]
+    pub min_healthy_percent: u32,
+}
+
+impl Default for Scaling {
+    fn default() -> Self {
+        Scaling {
+            min: default_min(),
+            max: default_max(),
+            desired: default_min(),
+            cpu_target: default_cpu_target(),
+            warmup_s: default_warmup(),
+            health_check_grace_s: default_grace(),
+            scale_in_protection: false,
+            min_healthy_percent: default_min_healthy(),
+        }
+    }
+}
+
+fn default_min() -> u32 {
+    2
+}
+
+fn default_max() -> u32 {
+    6
+}
+
+fn default_cpu_target() -> f64 {
+    50.0
+}
+
+fn default_warmup() -> u32 {
+    120
+}
+
+fn default_grace() -> u32 {
+    300
+}
+
+fn default_min_healthy() -> u32 {
+    90
+}
+
+/// alb-asg: the load balancer, its listeners and the target group's health checks.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadBalancerConf {
+    /// ACM certificate ARN: adds an HTTPS listener and makes port 80 redirect to it.
+    #[serde(default)]
+    pub certificate_arn: Option<String>,
+    #[serde(default = "default_healthy")]
+    pub healthy_threshold: u32,
+    #[serde(default = "default_unhealthy")]
+    pub unhealthy_threshold: u32,
+    #[serde(default = "default_interval")]
+    pub interval_s: u32,
+    #[serde(default = "default_timeout")]
+    pub timeout_s: u32,
+    /// Seconds a target drains before it is deregistered.
+    #[serde(default = "default_dereg")]
+    pub deregistration_delay_s: u32,
+}
+
+impl Default for LoadBalancerConf {
+    fn default() -> Self {
+        LoadBalancerConf {
+            certificate_arn: None,
+            healthy_threshold: default_healthy(),
+            unhealthy_threshold: default_unhealthy(),
+            interval_s: default_interval(),
+            timeout_s: default_timeout(),
+            deregistration_delay_s: default_dereg(),
+        }
+    }
+}
+
+fn default_healthy() -> u32 {
+    2
+}
+
+fn default_unhealthy() -> u32 {
+    3
+}
+
+fn default_interval() -> u32 {
+    15
+}
+
+fn default_timeout() -> u32 {
+    5
+}
+
+fn default_dereg() -> u32 {
+    30
+}
+
+/// alb-asg: shared storage on EFS.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SharedStorage {
+    /// Where every instance mounts the file system (also mounted into the container).
+    #[serde(default = "default_mount_path")]
+    pub mount_path: String,
+}
+
+fn default_mount_path() -> String {
+    "/mnt/shared".to_string()
+}
+
 /// Public DNS name and HTTPS.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -371,6 +512,27 @@ pub struct Database {
     /// lb-vms: instance type of the database VM (default: `instance.type`).
     #[serde(default, rename = "type")]
     pub instance_type: Option<String>,
+    /// alb-asg: Aurora instance class, e.g. `db.t3.medium`.
+    #[serde(default = "default_instance_class")]
+    pub instance_class: String,
+    /// alb-asg: Aurora instances in the cluster (the first is the writer).
+    #[serde(default = "default_db_instances")]
+    pub instances: u32,
+    /// alb-asg: days of automated backups.
+    #[serde(default = "default_backup_days")]
+    pub backup_retention_days: u32,
+}
+
+fn default_instance_class() -> String {
+    "db.t3.medium".to_string()
+}
+
+fn default_db_instances() -> u32 {
+    1
+}
+
+fn default_backup_days() -> u32 {
+    7
 }
 
 impl Default for Database {
@@ -384,6 +546,9 @@ impl Default for Database {
             url_env: default_url_env(),
             volume_gb: default_volume_gb(),
             instance_type: None,
+            instance_class: default_instance_class(),
+            instances: default_db_instances(),
+            backup_retention_days: default_backup_days(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Tiers declare the resources a stack needs. They never call AWS: what must be looked up first
 //! (VPC, subnets, image, hosted zone) arrives as [`Inputs`].
 
+pub mod alb_asg;
 pub mod lb_vms;
 pub mod single_vm;
 pub mod swarm;
@@ -56,6 +57,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         Tier::SingleVm => single_vm::desired(stack, inputs),
         Tier::LbVms => lb_vms::desired(stack, inputs),
         Tier::Swarm => swarm::desired(stack, inputs),
+        Tier::AlbAsg => alb_asg::desired(stack, inputs),
         other => Err(TierError::NotImplemented(other.as_str())),
     }
 }

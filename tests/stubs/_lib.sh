@@ -19,6 +19,8 @@ stub_install() {
       awscli | awscli-2 | aws-cli) cmds=aws ;;
       mysql-server | mariadb105-server) cmds="mysqld mysql mysqladmin" ;;
       mongodb-org) cmds="mongod mongosh" ;;
+      amazon-efs-utils) cmds=mount.efs ;;
+      nfs-common) cmds=mount.nfs4 ;;
       *) continue ;;
     esac
     [ -n "${STUB_INSTALL_DIR:-}" ] || continue

@@ -1,0 +1,547 @@
+//! The alb-asg tier end to end against the emulator: every resource and its settings, rules
+//! checked one by one, idempotency, in-place scaling changes, rollouts through a new launch
+//! template version and an instance refresh, and `down` that keeps data unless told otherwise.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+
+fn asg_stack(name: &str) -> StackFile {
+    let text = std::fs::read_to_string(root().join("stacks/bookstore-asg.yaml")).expect("example");
+    let text = text.replace("name: bookstore-asg", &format!("name: {name}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(format!("{name}.yaml"));
+    std::fs::write(&path, text).expect("write");
+    StackFile { dir, path }
+}
+
+fn up(emu: &Emulator, file: &std::path::Path) -> Run {
+    let mut c = emu.iac();
+    c.args(["-o", "json", "up"]).arg(file).arg("--yes");
+    run_ok(c)
+}
+
+fn ec2_filter(stack: &str) -> aws_sdk_ec2::types::Filter {
+    aws_sdk_ec2::types::Filter::builder()
+        .name("tag:iac:stack")
+        .values(stack)
+        .build()
+}
+
+/// Rules of every group of the stack, by group name suffix, as (port, source) where the source
+/// is a CIDR or `group:<suffix>`.
+async fn rules(ec2: &aws_sdk_ec2::Client, stack: &str) -> BTreeMap<String, Vec<(i32, String)>> {
+    let groups = ec2
+        .describe_security_groups()
+        .filters(ec2_filter(stack))
+        .send()
+        .await
+        .expect("groups");
+    let names: BTreeMap<String, String> = groups
+        .security_groups()
+        .iter()
+        .map(|g| {
+            (
+                g.group_id().unwrap_or_default().to_string(),
+                g.group_name()
+                    .unwrap_or_default()
+                    .trim_start_matches(&format!("{stack}-"))
+                    .to_string(),
+            )
+        })
+        .collect();
+    groups
+        .security_groups()
+        .iter()
+        .map(|g| {
+            let mut v = Vec::new();
+            for p in g.ip_permissions() {
+                let port = p.from_port().unwrap_or(-1);
+                assert_eq!(p.from_port(), p.to_port());
+                v.extend(
+                    p.ip_ranges()
+                        .iter()
+                        .map(|r| (port, r.cidr_ip().unwrap_or_default().to_string())),
+                );
+                v.extend(p.user_id_group_pairs().iter().map(|u| {
+                    (
+                        port,
+                        format!("group:{}", names[u.group_id().unwrap_or_default()]),
+                    )
+                }));
+            }
+            v.sort();
+            (names[g.group_id().unwrap_or_default()].clone(), v)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alb_asg_up_change_rollout_and_down() {
+    let emu = Emulator::start();
+    let stack = "asg-full";
+    let file = asg_stack(stack);
+    let r = up(&emu, file.path());
+    let cfg = emu.config().await;
+    let ec2 = aws_sdk_ec2::Client::new(&cfg);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&cfg);
+    let asg = aws_sdk_autoscaling::Client::new(&cfg);
+    let rds = aws_sdk_rds::Client::new(&cfg);
+    let efs = aws_sdk_efs::Client::new(&cfg);
+    let ssm = aws_sdk_ssm::Client::new(&cfg);
+
+    // Independent branches ran side by side: database, file system and load balancer work
+    // overlapped (a later branch started before an earlier one finished).
+    let events = r.records();
+    let first = |ev: &str, id: &str| {
+        events
+            .iter()
+            .position(|e| e["event"] == ev && e["id"] == id)
+            .unwrap_or_else(|| panic!("no {ev} for {id}"))
+    };
+    assert!(
+        first("started", "alb") < first("done", "db"),
+        "the load balancer waited for the database"
+    );
+    assert!(
+        first("started", "efs") < first("done", "db"),
+        "the file system waited for the database"
+    );
+
+    // Security groups, least privilege: 0.0.0.0/0 only on the load balancer.
+    let want: BTreeMap<String, Vec<(i32, String)>> = [
+        (
+            "alb".to_string(),
+            vec![(80, "0.0.0.0/0".into()), (443, "0.0.0.0/0".into())],
+        ),
+        (
+            "web".to_string(),
+            vec![(22, "203.0.113.0/24".into()), (5000, "group:alb".into())],
+        ),
+        ("db".to_string(), vec![(3306, "group:web".into())]),
+        ("efs".to_string(), vec![(2049, "group:web".into())]),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(rules(&ec2, stack).await, want);
+
+    // Launch template: IMDSv2, encrypted root volume, the web group, no secret in the user-data.
+    let lts = ec2
+        .describe_launch_templates()
+        .filters(ec2_filter(stack))
+        .send()
+        .await
+        .expect("templates");
+    assert_eq!(lts.launch_templates().len(), 1);
+    let lt_id = lts.launch_templates()[0]
+        .launch_template_id()
+        .expect("lt id")
+        .to_string();
+    let versions = ec2
+        .describe_launch_template_versions()
+        .launch_template_id(&lt_id)
+        .send()
+        .await
+        .expect("versions");
+    assert_eq!(versions.launch_template_versions().len(), 1);
+    let data = versions.launch_template_versions()[0]
+        .launch_template_data()
+        .expect("data");
+    assert_eq!(
+        data.metadata_options()
+            .and_then(|m| m.http_tokens())
+            .map(|t| t.as_str()),
+        Some("required")
+    );
+    let ebs = data.block_device_mappings()[0].ebs().expect("ebs");
+    assert_eq!(ebs.encrypted(), Some(true));
+    assert_eq!(
+        data.iam_instance_profile().and_then(|p| p.name()),
+        Some("LabInstanceProfile")
+    );
+    use base64::Engine;
+    let ud = base64::engine::general_purpose::STANDARD
+        .decode(data.user_data().unwrap_or_default())
+        .expect("base64");
+    let ud = String::from_utf8_lossy(&ud).to_string();
+    assert!(
+        ud.contains("db-secret-arn") && ud.contains("efs-id"),
+        "the user-data reads its facts from SSM"
+    );
+    assert!(
+        !ud.to_ascii_lowercase().contains("password="),
+        "no password in the user-data"
+    );
+
+    // Target group, load balancer, listener.
+    let tgs = elb
+        .describe_target_groups()
+        .names(format!("{stack}-tg"))
+        .send()
+        .await
+        .expect("tg");
+    let tg = &tgs.target_groups()[0];
+    let tg_arn = tg.target_group_arn().expect("arn").to_string();
+    assert_eq!(tg.port(), Some(5000));
+    assert_eq!(tg.health_check_path(), Some("/book/catalog"));
+    assert_eq!(tg.healthy_threshold_count(), Some(2));
+    assert_eq!(tg.unhealthy_threshold_count(), Some(3));
+    let attrs = elb
+        .describe_target_group_attributes()
+        .target_group_arn(&tg_arn)
+        .send()
+        .await
+        .expect("attrs");
+    let dereg = attrs
+        .attributes()
+        .iter()
+        .find(|a| a.key() == Some("deregistration_delay.timeout_seconds"))
+        .and_then(|a| a.value());
+    assert_eq!(dereg, Some("30"));
+    let lbs = elb
+        .describe_load_balancers()
+        .names(format!("{stack}-alb"))
+        .send()
+        .await
+        .expect("alb");
+    let lb = &lbs.load_balancers()[0];
+    assert_eq!(lb.scheme().map(|s| s.as_str()), Some("internet-facing"));
+    let zones: std::collections::BTreeSet<_> = lb
+        .availability_zones()
+        .iter()
+        .filter_map(|z| z.zone_name())
+        .collect();
+    assert!(zones.len() >= 2, "the load balancer spans {zones:?}");
+    let listeners = elb
+        .describe_listeners()
+        .load_balancer_arn(lb.load_balancer_arn().unwrap_or_default())
+        .send()
+        .await
+        .expect("listeners");
+    assert_eq!(listeners.listeners().len(), 1);
+    assert_eq!(listeners.listeners()[0].port(), Some(80));
+    assert_eq!(
+        listeners.listeners()[0].default_actions()[0].target_group_arn(),
+        Some(tg_arn.as_str())
+    );
+
+    // The group and its policy.
+    let groups = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(format!("{stack}-asg"))
+        .send()
+        .await
+        .expect("asg");
+    let g = &groups.auto_scaling_groups()[0];
+    assert_eq!(
+        (g.min_size(), g.max_size(), g.desired_capacity()),
+        (Some(2), Some(6), Some(2))
+    );
+    assert_eq!(g.target_group_arns(), [tg_arn.clone()]);
+    assert_eq!(g.health_check_type(), Some("ELB"));
+    assert_eq!(g.health_check_grace_period(), Some(300));
+    assert_eq!(
+        g.launch_template().and_then(|l| l.launch_template_id()),
+        Some(lt_id.as_str())
+    );
+    assert!(g
+        .vpc_zone_identifier()
+        .is_some_and(|z| z.split(',').count() >= 2));
+    let propagated: Vec<_> = g
+        .tags()
+        .iter()
+        .filter(|t| t.propagate_at_launch() == Some(true))
+        .filter_map(|t| t.key())
+        .collect();
+    assert!(
+        propagated.contains(&"iac:stack") && !propagated.contains(&"iac:id"),
+        "{propagated:?}"
+    );
+    let policies = asg
+        .describe_policies()
+        .auto_scaling_group_name(format!("{stack}-asg"))
+        .send()
+        .await
+        .expect("policies");
+    assert_eq!(policies.scaling_policies().len(), 1);
+    let p = &policies.scaling_policies()[0];
+    assert_eq!(p.policy_type(), Some("TargetTrackingScaling"));
+    assert_eq!(
+        p.target_tracking_configuration()
+            .and_then(|t| t.target_value()),
+        Some(50.0)
+    );
+    assert_eq!(p.estimated_instance_warmup(), Some(120));
+
+    // Aurora: encrypted, backups, password managed by RDS; the endpoint handed to the app.
+    let clusters = rds
+        .describe_db_clusters()
+        .db_cluster_identifier(format!("{stack}-db"))
+        .send()
+        .await
+        .expect("cluster");
+    let c = &clusters.db_clusters()[0];
+    assert_eq!(c.storage_encrypted(), Some(true));
+    assert_eq!(c.backup_retention_period(), Some(7));
+    assert_eq!(c.engine(), Some("aurora-mysql"));
+    assert!(
+        c.master_user_secret()
+            .and_then(|s| s.secret_arn())
+            .is_some(),
+        "the password is managed by RDS"
+    );
+    let endpoint = c.endpoint().expect("endpoint").to_string();
+    let param = |name: String| {
+        let ssm = ssm.clone();
+        async move {
+            ssm.get_parameter()
+                .name(name)
+                .send()
+                .await
+                .ok()
+                .and_then(|o| o.parameter().and_then(|p| p.value()).map(str::to_string))
+        }
+    };
+    assert_eq!(
+        param(format!("/iac/{stack}/db-endpoint")).await,
+        Some(endpoint.clone())
+    );
+    let insts = rds.describe_db_instances().send().await.expect("instances");
+    let mine: Vec<_> = insts
+        .db_instances()
+        .iter()
+        .filter(|i| i.db_cluster_identifier() == Some(&format!("{stack}-db")))
+        .collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].db_instance_class(), Some("db.t3.medium"));
+    assert_eq!(
+        r.record("outputs")["outputs"]["database_endpoint"],
+        endpoint.as_str()
+    );
+    assert!(!r.stdout.contains("MasterUserPassword"));
+
+    // EFS: encrypted, a mount target in every subnet of the group.
+    let fss = efs
+        .describe_file_systems()
+        .creation_token(format!("iac-{stack}-efs"))
+        .send()
+        .await
+        .expect("efs");
+    assert_eq!(fss.file_systems().len(), 1);
+    let fs = &fss.file_systems()[0];
+    assert_eq!(fs.encrypted(), Some(true));
+    let fs_id = fs.file_system_id().to_string();
+    assert_eq!(
+        param(format!("/iac/{stack}/efs-id")).await,
+        Some(fs_id.clone())
+    );
+    let mts = efs
+        .describe_mount_targets()
+        .file_system_id(&fs_id)
+        .send()
+        .await
+        .expect("mount targets");
+    let mt_subnets: std::collections::BTreeSet<String> = mts
+        .mount_targets()
+        .iter()
+        .map(|m| m.subnet_id().to_string())
+        .collect();
+    let group_subnets: std::collections::BTreeSet<String> = g
+        .vpc_zone_identifier()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    assert_eq!(mt_subnets, group_subnets);
+
+    // A second `up`: no mutating call.
+    let again = up(&emu, file.path());
+    assert_eq!(
+        again.record("summary")["mutating_calls"],
+        serde_json::json!({})
+    );
+
+    // Sizes and the CPU target change in place: no new template version, no refresh.
+    file.rewrite(&[
+        ("desired: 2", "desired: 3"),
+        ("cpu_target: 50", "cpu_target: 60"),
+    ]);
+    let r = up(&emu, file.path());
+    let summary = &r.record("plan")["summary"];
+    assert_eq!(
+        (
+            summary["update"].as_u64(),
+            summary["replace"].as_u64(),
+            summary["create"].as_u64()
+        ),
+        (Some(2), Some(0), Some(0)),
+        "{summary}"
+    );
+    let mutating = r.record("summary")["mutating_calls"].clone();
+    assert!(
+        mutating.get("ec2:CreateLaunchTemplateVersion").is_none()
+            && mutating.get("autoscaling:StartInstanceRefresh").is_none(),
+        "{mutating}"
+    );
+    let groups = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(format!("{stack}-asg"))
+        .send()
+        .await
+        .expect("asg");
+    assert_eq!(groups.auto_scaling_groups()[0].desired_capacity(), Some(3));
+    let policies = asg
+        .describe_policies()
+        .auto_scaling_group_name(format!("{stack}-asg"))
+        .send()
+        .await
+        .expect("policies");
+    assert_eq!(policies.scaling_policies().len(), 1);
+    assert_eq!(
+        policies.scaling_policies()[0]
+            .target_tracking_configuration()
+            .and_then(|t| t.target_value()),
+        Some(60.0)
+    );
+
+    // A new image: a new template version (the default) and a rolling instance refresh.
+    file.rewrite(&[("bookstore:1.0.0", "bookstore:1.1.0")]);
+    let r = up(&emu, file.path());
+    let mutating = r.record("summary")["mutating_calls"].clone();
+    assert_eq!(mutating["ec2:CreateLaunchTemplateVersion"], 1, "{mutating}");
+    assert_eq!(
+        mutating["autoscaling:StartInstanceRefresh"], 1,
+        "{mutating}"
+    );
+    assert!(
+        mutating.get("ec2:CreateLaunchTemplate").is_none()
+            && mutating.get("autoscaling:CreateAutoScalingGroup").is_none(),
+        "{mutating}"
+    );
+    let lt = ec2
+        .describe_launch_templates()
+        .launch_template_ids(&lt_id)
+        .send()
+        .await
+        .expect("lt");
+    assert_eq!(lt.launch_templates()[0].default_version_number(), Some(2));
+    let v2 = ec2
+        .describe_launch_template_versions()
+        .launch_template_id(&lt_id)
+        .versions("2")
+        .send()
+        .await
+        .expect("v2");
+    let ud2 = v2.launch_template_versions()[0]
+        .launch_template_data()
+        .and_then(|d| d.user_data())
+        .unwrap_or_default()
+        .to_string();
+    let ud2 = String::from_utf8_lossy(
+        &base64::engine::general_purpose::STANDARD
+            .decode(ud2)
+            .expect("b64"),
+    )
+    .to_string();
+    assert!(ud2.contains("bookstore:1.1.0"));
+
+    // `down`: a final snapshot and the file system are kept (exit 4); nothing else is left.
+    let mut d = emu.iac();
+    d.args(["-o", "json", "down", "--stack", stack, "--yes"]);
+    let d = run(d);
+    assert_eq!(d.code, 4, "{}\n{}", d.stdout, d.stderr);
+    let verified = d.record("verified");
+    assert_eq!(verified["remaining"], serde_json::json!([]));
+    let kept = verified["kept"].as_array().cloned().unwrap_or_default();
+    assert!(
+        kept.iter()
+            .any(|k| k.as_str().is_some_and(|k| k.contains(&fs_id))),
+        "{kept:?}"
+    );
+    assert!(
+        kept.iter()
+            .any(|k| k.as_str().is_some_and(|k| k.contains("final"))),
+        "{kept:?}"
+    );
+    let snaps = rds
+        .describe_db_cluster_snapshots()
+        .db_cluster_identifier(format!("{stack}-db"))
+        .send()
+        .await
+        .expect("snapshots");
+    assert!(snaps.db_cluster_snapshots().iter().any(|s| s
+        .db_cluster_snapshot_identifier()
+        .is_some_and(|i| i.contains("final"))));
+    assert!(rds
+        .describe_db_clusters()
+        .db_cluster_identifier(format!("{stack}-db"))
+        .send()
+        .await
+        .map(|c| c.db_clusters().is_empty())
+        .unwrap_or(true));
+    assert!(asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(format!("{stack}-asg"))
+        .send()
+        .await
+        .expect("asg")
+        .auto_scaling_groups()
+        .is_empty());
+    assert_eq!(
+        efs.describe_file_systems()
+            .file_system_id(&fs_id)
+            .send()
+            .await
+            .expect("efs kept")
+            .file_systems()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn down_with_skip_final_snapshot_and_delete_data_leaves_nothing() {
+    let emu = Emulator::start();
+    let stack = "asg-gone";
+    let file = asg_stack(stack);
+    up(&emu, file.path());
+    let mut d = emu.iac();
+    d.args([
+        "-o",
+        "json",
+        "down",
+        "--stack",
+        stack,
+        "--yes",
+        "--skip-final-snapshot",
+        "--delete-data",
+    ]);
+    let d = run_ok(d);
+    let verified = d.record("verified");
+    assert_eq!(verified["remaining"], serde_json::json!([]));
+    assert_eq!(verified["kept"], serde_json::json!([]));
+    let cfg = emu.config().await;
+    let rds = aws_sdk_rds::Client::new(&cfg);
+    let snaps = rds
+        .describe_db_cluster_snapshots()
+        .snapshot_type("manual")
+        .send()
+        .await
+        .expect("snapshots");
+    assert!(
+        snaps.db_cluster_snapshots().is_empty(),
+        "{:?}",
+        snaps.db_cluster_snapshots()
+    );
+    let efs = aws_sdk_efs::Client::new(&cfg);
+    assert!(efs
+        .describe_file_systems()
+        .creation_token(format!("iac-{stack}-efs"))
+        .send()
+        .await
+        .expect("efs")
+        .file_systems()
+        .is_empty());
+}
