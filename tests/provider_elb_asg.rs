@@ -857,10 +857,10 @@ async fn load_balancing_and_auto_scaling_against_the_emulator() {
             "{id} is {state}"
         );
     }
-    assert!(elbv2::target_health(&aws, &tg)
+    let health = elbv2::target_health(&aws, &tg)
         .await
-        .expect("target health")
-        .is_empty());
+        .expect("target health");
+    assert!(health.is_empty(), "{health:?}");
 
     elbv2::delete_listener(&aws, &http)
         .await

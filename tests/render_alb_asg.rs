@@ -26,6 +26,9 @@ const DB_SECRET_ARN: &str =
 const DB_SECRET: &str = r#"{"username":"admin","password":"p@ss w0rd!"}"#;
 const DB_PASSWORD: &str = "p@ss w0rd!";
 const DB_PASSWORD_URLENC: &str = "p%40ss%20w0rd%21";
+/// The same from jq before 1.7, whose `@uri` leaves `!*'()` as they are (equally valid in the
+/// userinfo of a URL).
+const DB_PASSWORD_URLENC_OLD_JQ: &str = "p%40ss%20w0rd!";
 const APP_SECRET: &str = "app-s3cr3t-value";
 const APP_ENV: &str = "/etc/iac/app.env";
 const FINISHED: &str = "iac bootstrap finished";
@@ -676,13 +679,19 @@ fn assert_secret_only_in_env_file(sb: &Sandbox, outs: &[Output]) {
     let env_file = sb.full(APP_ENV);
     let env = sb.read(APP_ENV);
     assert!(
-        env.contains(&format!("admin:{DB_PASSWORD_URLENC}@")),
+        env.contains(&format!("admin:{DB_PASSWORD_URLENC}@"))
+            || env.contains(&format!("admin:{DB_PASSWORD_URLENC_OLD_JQ}@")),
         "{env}"
     );
     assert_eq!(sb.mode(APP_ENV), 0o600);
     let calls = sb.calls();
     let log = sb.log();
-    for secret in [DB_PASSWORD, DB_PASSWORD_URLENC, APP_SECRET] {
+    for secret in [
+        DB_PASSWORD,
+        DB_PASSWORD_URLENC,
+        DB_PASSWORD_URLENC_OLD_JQ,
+        APP_SECRET,
+    ] {
         assert!(!calls.contains(secret), "{secret} in an argv:\n{calls}");
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
         for out in outs {

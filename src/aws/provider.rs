@@ -23,6 +23,8 @@ pub struct Deadlines {
     pub instance_terminated: Duration,
     /// How long a delete keeps retrying while something still uses the resource.
     pub dependency: Duration,
+    /// How long a Run Command may take (a rolling service update waits for its rollout).
+    pub command: Duration,
 }
 
 impl Default for Deadlines {
@@ -31,6 +33,7 @@ impl Default for Deadlines {
             instance_running: Duration::from_secs(600),
             instance_terminated: Duration::from_secs(600),
             dependency: Duration::from_secs(300),
+            command: Duration::from_secs(1800),
         }
     }
 }
@@ -717,7 +720,7 @@ impl Applier {
         wait::until(
             id,
             &what,
-            self.deadlines.dependency,
+            self.deadlines.command,
             Backoff::default(),
             self.reporter.as_ref(),
             || async {

@@ -158,7 +158,7 @@ pub async fn run_shell(
         .document_name("AWS-RunShellScript")
         .comment(comment.chars().take(100).collect::<String>())
         .parameters("commands", vec![script.to_string()])
-        .timeout_seconds(600)
+        .timeout_seconds(1800)
         .send()
         .await
         .map_err(|e| AwsError::from_sdk("ssm:SendCommand", e))?;

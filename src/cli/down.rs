@@ -69,16 +69,28 @@ fn is_kept_data(o: &Observed, delete_data: bool) -> bool {
         )
 }
 
+/// What `down` may do.
+#[derive(Debug, Clone, Copy)]
+pub struct DownOptions {
+    pub yes: bool,
+    pub parallelism: usize,
+    pub delete_data: bool,
+    pub skip_final_snapshot: bool,
+}
+
 pub async fn run(
     printer: &Printer,
     g: &Global,
     file: Option<&Path>,
     stack: Option<&str>,
-    yes: bool,
-    parallelism: usize,
-    delete_data: bool,
-    skip_final_snapshot: bool,
+    opts: DownOptions,
 ) -> anyhow::Result<Exit> {
+    let DownOptions {
+        yes,
+        parallelism,
+        delete_data,
+        skip_final_snapshot,
+    } = opts;
     let started = std::time::Instant::now();
     let (name, region) = target(file, stack)?;
     let aws = Aws::connect(&g.aws(), region.as_deref()).await;

@@ -172,17 +172,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             delete_data,
             skip_final_snapshot,
         } => {
-            down::run(
-                &printer,
-                g,
-                file.as_deref(),
-                stack.as_deref(),
-                *yes,
-                usize::from(*parallelism),
-                *delete_data,
-                *skip_final_snapshot,
-            )
-            .await
+            let opts = down::DownOptions {
+                yes: *yes,
+                parallelism: usize::from(*parallelism),
+                delete_data: *delete_data,
+                skip_final_snapshot: *skip_final_snapshot,
+            };
+            down::run(&printer, g, file.as_deref(), stack.as_deref(), opts).await
         }
         Command::Status { file, stack } => {
             status::run(&printer, g, file.as_deref(), stack.as_deref()).await
