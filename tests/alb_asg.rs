@@ -239,7 +239,7 @@ async fn alb_asg_up_change_rollout_and_down() {
         (g.min_size(), g.max_size(), g.desired_capacity()),
         (Some(2), Some(6), Some(2))
     );
-    assert_eq!(g.target_group_arns(), [tg_arn.clone()]);
+    assert_eq!(g.target_group_arns(), std::slice::from_ref(&tg_arn));
     assert_eq!(g.health_check_type(), Some("ELB"));
     assert_eq!(g.health_check_grace_period(), Some(300));
     assert_eq!(

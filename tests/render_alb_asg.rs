@@ -109,8 +109,13 @@ fn shop(o: Opts) -> Stack {
     }
 }
 
+/// The example stack shipped in stacks/.
+fn example() -> Stack {
+    iac::stack::load(&manifest_dir().join("stacks/bookstore-asg.yaml")).expect("example loads")
+}
+
 fn variants() -> Vec<(String, Stack)> {
-    let mut out = Vec::new();
+    let mut out = vec![("example".to_string(), example())];
     for region in [false, true] {
         for settings in [false, true] {
             for mount in [None, Some("/srv/shop-media")] {
@@ -597,6 +602,40 @@ fn ubuntu_without_efs_utils_mounts_over_nfs() {
 }
 
 #[test]
+fn example_boots_on_ubuntu() {
+    let stack = example();
+    let sb = Sandbox::new(&stack, "ubuntu", Json::Python);
+    sb.param("/bookstore/secret-key", APP_SECRET);
+    for leaf in [EFS_ID_PARAM, DB_ENDPOINT_PARAM, DB_SECRET_PARAM] {
+        let from = sb
+            .ssm_dir
+            .join(param_name("shop", leaf).trim_start_matches('/'));
+        sb.param(
+            &param_name("bookstore-asg", leaf),
+            &fs::read_to_string(from).unwrap(),
+        );
+    }
+    let first = sb.run_ok(&[]);
+    assert_eq!(fstab_lines(&sb.fstab(), "/mnt/shared"), [NFS_LINE]);
+    assert_eq!(
+        sb.read(APP_ENV),
+        format!(
+            "FLASK_ENV=production\nSECRET_KEY={APP_SECRET}\n\
+             DATABASE_URL=mysql+pymysql://admin:{DB_PASSWORD_URLENC}@{DB_ENDPOINT}:3306/bookstore\n"
+        )
+    );
+    let calls = sb.calls();
+    let runs: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("docker run "))
+        .collect();
+    assert_eq!(runs.len(), 1);
+    assert!(runs[0].contains(" -p 5000:5000 "));
+    assert_secret_only_in_env_file(&sb, &[first]);
+    assert!(last_line(&sb.log()).contains(FINISHED));
+}
+
+#[test]
 fn ubuntu_with_efs_utils_available_uses_it() {
     let stack = shop(Opts {
         region: true,
@@ -771,7 +810,10 @@ fn unreadable_or_malformed_secret_fails_without_an_env_file() {
         (
             [
                 ("STUB_SECRET_FAIL", "0"),
-                ("STUB_SECRET_STRING", r#"{"password":"p@ss w0rd!"}"#),
+                (
+                    "STUB_SECRET_STRING",
+                    r#"{"username":null,"password":"p@ss w0rd!"}"#,
+                ),
             ],
             "the database secret is not JSON with a username and a password",
         ),
@@ -783,19 +825,21 @@ fn unreadable_or_malformed_secret_fails_without_an_env_file() {
             "the database secret is not JSON with a username and a password",
         ),
     ] {
-        let sb = Sandbox::new(&shop(FULL), "amzn", Json::Python);
-        let out = sb.run(&env);
-        assert!(!out.status.success(), "must fail: {}", sb.explain(&out));
-        let log = sb.log();
-        assert!(log.contains(message), "{log}");
-        assert!(
-            last_line(&log).contains("FAILED in step 4/6 settings and secrets"),
-            "{log}"
-        );
-        assert!(!sb.full(APP_ENV).exists());
-        assert!(!sb.full("/etc/iac/app.env.tmp").exists());
-        assert!(!sb.calls().contains("docker run"));
-        assert!(!log.contains(DB_PASSWORD));
+        for json in [Json::Python, Json::Jq] {
+            let sb = Sandbox::new(&shop(FULL), "amzn", json);
+            let out = sb.run(&env);
+            assert!(!out.status.success(), "must fail: {}", sb.explain(&out));
+            let log = sb.log();
+            assert!(log.contains(message), "{log}");
+            assert!(
+                last_line(&log).contains("FAILED in step 4/6 settings and secrets"),
+                "{log}"
+            );
+            assert!(!sb.full(APP_ENV).exists());
+            assert!(!sb.full("/etc/iac/app.env.tmp").exists());
+            assert!(!sb.calls().contains("docker run"));
+            assert!(!log.contains(DB_PASSWORD));
+        }
     }
 }
 

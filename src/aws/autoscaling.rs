@@ -271,16 +271,18 @@ pub async fn update_group(
         .map_err(err("autoscaling:UpdateAutoScalingGroup"))
 }
 
-/// Starts a rolling replacement of the group's instances (after a new launch template version),
-/// keeping `min_healthy_percent` of the capacity in service, each new instance counted after
-/// `warmup_s`. Instances already on the group's configuration are skipped (SkipMatching), and
-/// scale-in protected instances are replaced too (otherwise the refresh would wait for them).
-/// Returns the refresh id.
+/// Starts a rolling replacement of all the group's instances (after a new launch template
+/// version), keeping `min_healthy_percent` of the capacity in service, each new instance counted
+/// after `warmup_s`. Scale-in protected instances are replaced too (otherwise the refresh would
+/// wait an hour for them and fail). SkipMatching is off on purpose: with the group on `$Default`
+/// or `$Latest` its saved configuration does not change when a new version becomes the default,
+/// so skip matching could count the old instances as matching and replace nothing. Returns the
+/// refresh id.
 ///
 /// If a refresh is already in progress, it is **cancelled and a new one started**: the running
-/// one may be rolling to an older version, and SkipMatching makes the new one skip whatever the
-/// old one already replaced. Cancelling takes a while, so the start is retried with backoff for
-/// up to ten minutes.
+/// one may be rolling to an older version. Cancelling takes a while (AWS finishes the
+/// replacements under way), so the start is retried with backoff (2 s doubling to 15 s) for up
+/// to ten minutes, then fails as `DependencyViolation`.
 pub async fn start_instance_refresh(
     aws: &Aws,
     group: &str,
@@ -301,7 +303,7 @@ pub async fn start_instance_refresh(
                 RefreshPreferences::builder()
                     .min_healthy_percentage(min_healthy_percent as i32)
                     .instance_warmup(warmup_s as i32)
-                    .skip_matching(true)
+                    .skip_matching(false)
                     .scale_in_protected_instances(ScaleInProtectedInstances::Refresh)
                     .build(),
             )

@@ -9,26 +9,12 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine;
 
-use super::error::{AwsError, ErrorClass};
+use super::error::{sdk as err, AwsError, ErrorClass};
 use super::tags;
 use super::Aws;
 use crate::plan::{
     Details, IngressRule, InstanceSpec, Kind, LaunchTemplateSpec, Observed, ResourceId, Source,
 };
-
-fn err<E, R>(
-    op: &str,
-) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError + '_
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
-        + std::error::Error
-        + Send
-        + Sync
-        + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    move |e| AwsError::from_sdk(op, e)
-}
 
 fn stack_filter(stack: &str) -> Filter {
     Filter::builder()

@@ -8,39 +8,10 @@ use std::collections::BTreeMap;
 
 use aws_sdk_efs::types::{LifeCycleState, PerformanceMode, Tag, ThroughputMode};
 
-use super::error::{classify_code, AwsError, ErrorClass};
+use super::error::{sdk as err, AwsError, ErrorClass};
 use super::tags;
 use super::Aws;
 use crate::plan::{Details, FileSystemSpec, Kind, Observed, ResourceId};
-
-/// Reclassifies EFS codes the shared classifier does not know: a file system that still has
-/// mount targets is "in use" (retry the delete). `MountTargetConflict` (another mount target
-/// in the same AZ, or a subnet of another VPC) is a wrong request once `create_mount_target`
-/// has ruled out its own earlier mount target in the same subnet.
-fn efs_class(mut e: AwsError) -> AwsError {
-    if let Some(code) = e.code.as_deref() {
-        e.class = match code {
-            "FileSystemInUse" => ErrorClass::DependencyViolation,
-            "MountTargetConflict" => ErrorClass::InvalidInput,
-            c => classify_code(c),
-        };
-    }
-    e
-}
-
-fn err<E, R>(
-    op: &str,
-) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError + '_
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
-        + std::error::Error
-        + Send
-        + Sync
-        + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    move |e| efs_class(AwsError::from_sdk(op, e))
-}
 
 fn tag_map(t: &[Tag]) -> BTreeMap<String, String> {
     t.iter()
@@ -186,11 +157,11 @@ pub async fn create_file_system(
         Err(e) => {
             let e = AwsError::from_sdk("efs:CreateFileSystem", e);
             if e.code.as_deref() != Some("FileSystemAlreadyExists") {
-                return Err(efs_class(e));
+                return Err(e);
             }
             match file_system_by_token(aws, &s.creation_token).await? {
                 Some(id) => Ok(id),
-                None => Err(efs_class(e)),
+                None => Err(e),
             }
         }
     }
@@ -293,8 +264,17 @@ pub async fn delete_mount_target(aws: &Aws, id: &str) -> Result<(), AwsError> {
 mod tests {
     use super::*;
 
+    fn classified(mut e: AwsError) -> AwsError {
+        e.class = e
+            .code
+            .as_deref()
+            .map(super::super::error::classify_code)
+            .unwrap_or(e.class);
+        e
+    }
+
     fn with_code(code: &str) -> AwsError {
-        efs_class(AwsError {
+        classified(AwsError {
             op: "efs:Test".to_string(),
             class: ErrorClass::Other,
             code: Some(code.to_string()),

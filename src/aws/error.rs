@@ -65,7 +65,13 @@ pub fn classify_code(code: &str) -> ErrorClass {
         | "ResourceInUse"
         | "ResourceInUseException"
         | "InvalidIPAddress.InUse"
-        | "HostedZoneNotEmpty" => ErrorClass::DependencyViolation,
+        | "HostedZoneNotEmpty"
+        | "FileSystemInUse"
+        | "VolumeInUse"
+        | "InvalidDBClusterStateFault"
+        | "InvalidDBInstanceState"
+        | "InvalidDBInstanceStateFault"
+        | "InvalidDBSubnetGroupStateFault" => ErrorClass::DependencyViolation,
         "UnauthorizedOperation"
         | "AccessDenied"
         | "AccessDeniedException"
@@ -75,14 +81,19 @@ pub fn classify_code(code: &str) -> ErrorClass {
         | "InvalidClientTokenId"
         | "UnrecognizedClientException"
         | "SignatureDoesNotMatch" => ErrorClass::AccessDenied,
-        c if c.ends_with("NotFound") || c.contains("NotFound.") || c.starts_with("NoSuch") => {
+        c if c.ends_with("NotFound")
+            || c.ends_with("NotFoundFault")
+            || c.contains("NotFound.")
+            || c.starts_with("NoSuch") =>
+        {
             ErrorClass::NotFound
         }
         "ParameterNotFound" | "InvalidGroupId.Malformed" => ErrorClass::NotFound,
         c if c.contains("Duplicate") || c.contains("AlreadyExists") => ErrorClass::AlreadyExists,
         c if c.starts_with("Invalid")
             || c.starts_with("Validation")
-            || c.starts_with("MissingParameter") =>
+            || c.starts_with("MissingParameter")
+            || c == "MountTargetConflict" =>
         {
             ErrorClass::InvalidInput
         }
@@ -149,6 +160,15 @@ impl AwsError {
     }
 }
 
+/// `map_err(sdk("ec2:RunInstances"))`: wraps an SDK error with the operation's name.
+pub fn sdk<E, R>(op: &str) -> impl FnOnce(SdkError<E, R>) -> AwsError + '_
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    move |e| AwsError::from_sdk(op, e)
+}
+
 /// Extension for results: treat "not found" as success (for deletes).
 pub trait IgnoreNotFound<T> {
     fn ignore_not_found(self) -> Result<Option<T>, AwsError>;
@@ -194,5 +214,17 @@ mod tests {
             ErrorClass::InvalidInput
         );
         assert_eq!(classify_code("ExpiredToken"), ErrorClass::AccessDenied);
+        assert_eq!(
+            classify_code("DBClusterNotFoundFault"),
+            ErrorClass::NotFound
+        );
+        assert_eq!(
+            classify_code("InvalidDBClusterStateFault"),
+            ErrorClass::DependencyViolation
+        );
+        assert_eq!(
+            classify_code("FileSystemInUse"),
+            ErrorClass::DependencyViolation
+        );
     }
 }

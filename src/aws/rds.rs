@@ -7,43 +7,12 @@ use std::collections::BTreeMap;
 
 use aws_sdk_rds::types::Tag;
 
-use super::error::{classify_code, AwsError, ErrorClass};
+use super::error::{sdk as err, AwsError, ErrorClass};
 use super::tags;
 use super::Aws;
 use crate::plan::{
     DbClusterSpec, DbInstanceSpec, DbSubnetGroupSpec, Details, Kind, Observed, ResourceId,
 };
-
-/// Reclassifies RDS codes that the shared classifier reads wrongly: `…NotFoundFault` is
-/// "not found", and `Invalid…StateFault` means "busy: retry", not "bad request".
-fn rds_class(mut e: AwsError) -> AwsError {
-    if let Some(code) = e.code.as_deref() {
-        let class = match code {
-            c if c.ends_with("NotFoundFault") => ErrorClass::NotFound,
-            "InvalidDBClusterStateFault"
-            | "InvalidDBInstanceState"
-            | "InvalidDBInstanceStateFault"
-            | "InvalidDBSubnetGroupStateFault" => ErrorClass::DependencyViolation,
-            c => classify_code(c),
-        };
-        e.class = class;
-    }
-    e
-}
-
-fn err<E, R>(
-    op: &str,
-) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError + '_
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
-        + std::error::Error
-        + Send
-        + Sync
-        + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    move |e| rds_class(AwsError::from_sdk(op, e))
-}
 
 fn to_tags(t: &BTreeMap<String, String>) -> Vec<Tag> {
     t.iter()
@@ -438,8 +407,17 @@ pub async fn cluster_snapshots(aws: &Aws, prefix: &str) -> Result<Vec<String>, A
 mod tests {
     use super::*;
 
+    fn classified(mut e: AwsError) -> AwsError {
+        e.class = e
+            .code
+            .as_deref()
+            .map(super::super::error::classify_code)
+            .unwrap_or(e.class);
+        e
+    }
+
     fn with_code(code: &str) -> AwsError {
-        rds_class(AwsError {
+        classified(AwsError {
             op: "rds:Test".to_string(),
             class: ErrorClass::Other,
             code: Some(code.to_string()),
