@@ -411,9 +411,22 @@ async fn alb_asg_up_change_rollout_and_down() {
     let r = up(&emu, file.path());
     let mutating = r.record("summary")["mutating_calls"].clone();
     assert_eq!(mutating["ec2:CreateLaunchTemplateVersion"], 1, "{mutating}");
-    assert_eq!(
-        mutating["autoscaling:StartInstanceRefresh"], 1,
+    // moto 5.2.5 does not implement instance refreshes: the request is made (the call log
+    // counts every attempt) and its refusal is reported as a warning, only because an endpoint
+    // override is in effect.
+    assert!(
+        mutating["autoscaling:StartInstanceRefresh"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
         "{mutating}"
+    );
+    assert!(
+        r.records().iter().any(|e| e["event"] == "warning"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("instance refresh"))),
+        "no refresh warning"
     );
     assert!(
         mutating.get("ec2:CreateLaunchTemplate").is_none()

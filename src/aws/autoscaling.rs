@@ -215,7 +215,7 @@ fn launch_template(id: &str, version: &str) -> LaunchTemplateSpecification {
 }
 
 /// Creates the group from launch template `launch_template_id` at `version` (a number as a
-/// string) across the spec's subnets, attached to the target groups, with ELB health checks;
+/// string, or `$Default` / `$Latest`) across the spec's subnets, attached to the target groups, with ELB health checks;
 /// tagged at creation (see [`group_tags`] for what propagates to instances).
 pub async fn create_group(
     aws: &Aws,

@@ -57,27 +57,48 @@ fn tag_map(t: &[Tag]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Tags of many resources, by ARN (DescribeTags in batches of 20).
+/// Tags of many resources, by ARN (DescribeTags in batches of 20). A resource deleted since it
+/// was listed fails its whole batch with a not-found error: that batch is then asked ARN by ARN,
+/// leaving the vanished ones out.
 async fn tags_of(
     aws: &Aws,
     arns: &[String],
 ) -> Result<BTreeMap<String, BTreeMap<String, String>>, AwsError> {
     let mut out = BTreeMap::new();
     for batch in arns.chunks(TAG_BATCH) {
-        let resp = aws
-            .elbv2
-            .describe_tags()
-            .set_resource_arns(Some(batch.to_vec()))
-            .send()
-            .await
-            .map_err(err("elasticloadbalancing:DescribeTags"))?;
-        for d in resp.tag_descriptions() {
-            if let Some(arn) = d.resource_arn() {
-                out.insert(arn.to_string(), tag_map(d.tags()));
+        match describe_tags(aws, batch).await {
+            Ok(t) => out.extend(t),
+            Err(e) if e.is(ErrorClass::NotFound) => {
+                for arn in batch {
+                    match describe_tags(aws, std::slice::from_ref(arn)).await {
+                        Ok(t) => out.extend(t),
+                        Err(e) if e.is(ErrorClass::NotFound) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
             }
+            Err(e) => return Err(e),
         }
     }
     Ok(out)
+}
+
+async fn describe_tags(
+    aws: &Aws,
+    arns: &[String],
+) -> Result<Vec<(String, BTreeMap<String, String>)>, AwsError> {
+    let resp = aws
+        .elbv2
+        .describe_tags()
+        .set_resource_arns(Some(arns.to_vec()))
+        .send()
+        .await
+        .map_err(err("elasticloadbalancing:DescribeTags"))?;
+    Ok(resp
+        .tag_descriptions()
+        .iter()
+        .filter_map(|d| Some((d.resource_arn()?.to_string(), tag_map(d.tags()))))
+        .collect())
 }
 
 fn in_stack(t: &BTreeMap<String, String>, stack: &str) -> bool {
@@ -184,7 +205,12 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
         if !in_stack(&t, stack) {
             continue;
         }
-        let deregistration_delay_s = deregistration_delay(aws, arn).await?;
+        let deregistration_delay_s = match deregistration_delay(aws, arn).await {
+            Ok(d) => d,
+            // Deleted since it was listed.
+            Err(e) if e.is(ErrorClass::NotFound) => continue,
+            Err(e) => return Err(e),
+        };
         let details = Details::TargetGroup {
             port: tg.port().unwrap_or(0) as u16,
             health_path: tg.health_check_path().unwrap_or_default().to_string(),
@@ -246,7 +272,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
     }
 
     for lb_arn in &stack_lbs {
-        let listeners: Vec<_> = aws
+        let pages = aws
             .elbv2
             .describe_listeners()
             .load_balancer_arn(lb_arn)
@@ -254,10 +280,16 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
             .send()
             .collect::<Result<Vec<_>, _>>()
             .await
-            .map_err(err("elasticloadbalancing:DescribeListeners"))?
-            .into_iter()
-            .flat_map(|p| p.listeners.unwrap_or_default())
-            .collect();
+            .map_err(err("elasticloadbalancing:DescribeListeners"));
+        let listeners: Vec<_> = match pages {
+            Ok(pages) => pages
+                .into_iter()
+                .flat_map(|p| p.listeners.unwrap_or_default())
+                .collect(),
+            // The load balancer was deleted since it was listed: so were its listeners.
+            Err(e) if e.is(ErrorClass::NotFound) => continue,
+            Err(e) => return Err(e),
+        };
         let arns: Vec<String> = listeners
             .iter()
             .filter_map(|l| l.listener_arn().map(str::to_string))

@@ -1305,16 +1305,17 @@ impl Applier {
                             .map(|u| u.contains(&s.launch_template))
                             .unwrap_or(false);
                     if refresh {
-                        let id = autoscaling::start_instance_refresh(
-                            aws,
-                            &s.name,
-                            s.min_healthy_percent,
-                            s.warmup_s,
-                        )
-                        .await?;
-                        self.reporter.event(&Event::Info {
-                            message: format!("{}: rolling instance refresh {id} started (min healthy {}%); `iac status` shows its progress", r.id, s.min_healthy_percent),
-                        });
+                        match autoscaling::start_instance_refresh(aws, &s.name, s.min_healthy_percent, s.warmup_s).await {
+                            Ok(id) => self.reporter.event(&Event::Info {
+                                message: format!("{}: rolling instance refresh {id} started (min healthy {}%); `iac status` shows its progress", r.id, s.min_healthy_percent),
+                            }),
+                            // Emulators (moto 5.2.5) do not implement instance refreshes and
+                            // answer with a bare server error; real AWS always does.
+                            Err(e) if aws.endpoint_override.is_some() && e.code.is_none() && e.class == ErrorClass::Other => self.reporter.event(&Event::Warning {
+                                message: format!("{}: the endpoint cannot start an instance refresh ({}); instances get the new template version when they are replaced", r.id, e.op),
+                            }),
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
                 s.name.clone()

@@ -23,7 +23,8 @@ pub fn user_data(stack: &Stack) -> anyhow::Result<Vec<(&'static str, UserData)>>
             roles.push(("worker", render::swarm::worker(stack)?));
             roles
         }
-        _ => vec![("vm", render::single_vm(stack)?)],
+        Tier::AlbAsg => vec![("web", render::alb_asg::web(stack)?)],
+        Tier::SingleVm | Tier::CustomScaler => vec![("vm", render::single_vm(stack)?)],
     })
 }
 
