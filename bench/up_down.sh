@@ -19,6 +19,7 @@ iac="${CARGO_TARGET_DIR:-$root/target}/$profile/iac"
 url="$(scripts/emulator.sh start)"
 trap 'scripts/emulator.sh stop; [ -n "${proxy_pid:-}" ] && kill "$proxy_pid" 2>/dev/null || true' EXIT
 scripts/emulator.sh seed "$url" >/dev/null
+tmp="$(mktemp -d)"
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true CI=true
 endpoint="$url"
 if [ "$delay" -gt 0 ]; then
@@ -39,9 +40,13 @@ printf "stack=%s runs=%d added_latency_ms=%d\n" "$stack" "$runs" "$delay"
 printf "%-12s %-6s %10s %10s %10s\n" parallelism phase median_ms calls mutating
 for par in $pars; do
   for phase in up down; do : > "/tmp/iac-bench-$phase"; done
-  for _ in $(seq 1 "$runs"); do
-    "$iac" -o json up "$stack" --yes --parallelism "$par" | summary >> /tmp/iac-bench-up
-    "$iac" -o json down "$stack" --yes --parallelism "$par" | summary >> /tmp/iac-bench-down
+  for i in $(seq 1 "$runs"); do
+    # A fresh stack name per run: the emulator names a new Aurora cluster's automated snapshot
+    # after the minute, so re-creating the same cluster within a minute collides.
+    run_stack="$tmp/run-$par-$i.yaml"
+    sed -E "s/^name: (.*)$/name: \1-$par-$i/" "$stack" > "$run_stack"
+    "$iac" -o json up "$run_stack" --yes --parallelism "$par" | summary >> /tmp/iac-bench-up
+    "$iac" -o json down "$run_stack" --yes --delete-data --skip-final-snapshot --parallelism "$par" | summary >> /tmp/iac-bench-down
   done
   for phase in up down; do
     .venv/bin/python - "$par" "$phase" "/tmp/iac-bench-$phase" <<'PY'
