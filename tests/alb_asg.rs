@@ -558,3 +558,60 @@ async fn down_with_skip_final_snapshot_and_delete_data_leaves_nothing() {
         .file_systems()
         .is_empty());
 }
+
+/// The scaling policy owns the live capacity: an `up` with no change to the stack's desired
+/// count leaves a scaled-out group alone, while a change of the stack's value is applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_does_not_undo_what_the_scaling_policy_did() {
+    let emu = Emulator::start();
+    let stack = "asg-policy";
+    let file = asg_stack(stack);
+    up(&emu, file.path());
+    let asg = aws_sdk_autoscaling::Client::new(&emu.config().await);
+    let group = format!("{stack}-asg");
+    // What target tracking does under load.
+    asg.set_desired_capacity()
+        .auto_scaling_group_name(&group)
+        .desired_capacity(5)
+        .send()
+        .await
+        .expect("scale out");
+    let r = up(&emu, file.path());
+    assert_eq!(r.record("summary")["mutating_calls"], serde_json::json!({}));
+    let desired = |g: aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput| g.auto_scaling_groups()[0].desired_capacity();
+    assert_eq!(
+        desired(
+            asg.describe_auto_scaling_groups()
+                .auto_scaling_group_names(&group)
+                .send()
+                .await
+                .expect("asg")
+        ),
+        Some(5)
+    );
+    // Raising max alone keeps the policy's capacity; a new desired count in the file is applied.
+    file.rewrite(&[("max: 6", "max: 7")]);
+    up(&emu, file.path());
+    assert_eq!(
+        desired(
+            asg.describe_auto_scaling_groups()
+                .auto_scaling_group_names(&group)
+                .send()
+                .await
+                .expect("asg")
+        ),
+        Some(5)
+    );
+    file.rewrite(&[("desired: 2", "desired: 3")]);
+    up(&emu, file.path());
+    assert_eq!(
+        desired(
+            asg.describe_auto_scaling_groups()
+                .auto_scaling_group_names(&group)
+                .send()
+                .await
+                .expect("asg")
+        ),
+        Some(3)
+    );
+}

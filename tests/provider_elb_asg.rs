@@ -693,7 +693,7 @@ async fn load_balancing_and_auto_scaling_against_the_emulator() {
     asg.max = 8;
     asg.desired = 3;
     asg.health_check_grace_s = 200;
-    autoscaling::update_group(&aws, &asg, &lt, "2")
+    autoscaling::update_group(&aws, &asg, &lt, "2", Some(asg.desired))
         .await
         .expect("update group");
     let g = describe_group(&aws, &asg.name).await;
@@ -718,13 +718,15 @@ async fn load_balancing_and_auto_scaling_against_the_emulator() {
     // Scale-in protection for new instances, then back (the emulator does not terminate
     // protected instances when the group is deleted, unlike ForceDelete on AWS).
     asg.scale_in_protection = true;
-    autoscaling::update_group(&aws, &asg, &lt, "2")
+    // Without a desired capacity the group keeps the one it has (the policy's).
+    autoscaling::update_group(&aws, &asg, &lt, "2", None)
         .await
         .expect("update group");
     let g = describe_group(&aws, &asg.name).await;
     assert_eq!(g.new_instances_protected_from_scale_in(), Some(true));
     asg.scale_in_protection = false;
-    autoscaling::update_group(&aws, &asg, &lt, "2")
+    // Without a desired capacity the group keeps the one it has (the policy's).
+    autoscaling::update_group(&aws, &asg, &lt, "2", None)
         .await
         .expect("update group");
     let g = describe_group(&aws, &asg.name).await;
@@ -743,6 +745,7 @@ async fn load_balancing_and_auto_scaling_against_the_emulator() {
         },
         &lt,
         "2",
+        None,
     )
     .await
     .expect_err("updating a missing group");

@@ -13,7 +13,7 @@ use aws_sdk_autoscaling::types::{
     TargetTrackingConfiguration,
 };
 
-use super::error::{AwsError, ErrorClass};
+use super::error::{sdk as err, AwsError, ErrorClass};
 use super::tags;
 use super::Aws;
 use crate::plan::{AutoScalingGroupSpec, Details, Kind, Observed, ResourceId, ScalingPolicySpec};
@@ -29,34 +29,6 @@ pub fn cpu_policy_name(group: &str) -> String {
     format!("{group}-cpu")
 }
 
-/// Wraps an SDK error. Auto Scaling reports a missing group or policy as `ValidationError`
-/// ("AutoScalingGroup name not found - …"): that is classified as not found here.
-fn err<E, R>(
-    op: &str,
-) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError + '_
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
-        + std::error::Error
-        + Send
-        + Sync
-        + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    move |e| {
-        let e = AwsError::from_sdk(op, e);
-        if e.code.as_deref() == Some("ValidationError")
-            && e.message.to_ascii_lowercase().contains("not found")
-        {
-            AwsError {
-                class: ErrorClass::NotFound,
-                ..e
-            }
-        } else {
-            e
-        }
-    }
-}
-
 /// Group tags: all propagate to the instances the group launches except `iac:id` and
 /// `iac:kind`, since those instances are not resources of the stack by themselves.
 fn group_tags(group: &str, t: &BTreeMap<String, String>) -> Vec<Tag> {
@@ -67,7 +39,7 @@ fn group_tags(group: &str, t: &BTreeMap<String, String>) -> Vec<Tag> {
                 .resource_type("auto-scaling-group")
                 .key(k)
                 .value(v)
-                .propagate_at_launch(k != tags::ID && k != tags::KIND)
+                .propagate_at_launch(k != tags::ID && k != tags::KIND && k != tags::DESIRED)
                 .build()
         })
         .collect()
@@ -253,6 +225,7 @@ pub async fn update_group(
     s: &AutoScalingGroupSpec,
     launch_template_id: &str,
     version: &str,
+    desired: Option<u32>,
 ) -> Result<(), AwsError> {
     aws.autoscaling
         .update_auto_scaling_group()
@@ -260,7 +233,7 @@ pub async fn update_group(
         .launch_template(launch_template(launch_template_id, version))
         .min_size(s.min as i32)
         .max_size(s.max as i32)
-        .desired_capacity(s.desired as i32)
+        .set_desired_capacity(desired.map(|d| d as i32))
         .health_check_type("ELB")
         .health_check_grace_period(s.health_check_grace_s as i32)
         .new_instances_protected_from_scale_in(s.scale_in_protection)
@@ -500,4 +473,23 @@ pub async fn delete_policy(aws: &Aws, group: &str, policy_name: &str) -> Result<
         .await
         .map(|_| ())
         .map_err(err("autoscaling:DeletePolicy"))
+}
+
+/// Sets one tag on a group, not propagated to its instances.
+pub async fn set_group_tag(aws: &Aws, group: &str, key: &str, value: &str) -> Result<(), AwsError> {
+    aws.autoscaling
+        .create_or_update_tags()
+        .tags(
+            Tag::builder()
+                .resource_id(group)
+                .resource_type("auto-scaling-group")
+                .key(key)
+                .value(value)
+                .propagate_at_launch(false)
+                .build(),
+        )
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("autoscaling:CreateOrUpdateTags"))
 }

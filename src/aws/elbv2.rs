@@ -11,7 +11,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
     RedirectActionStatusCodeEnum, Tag, TargetGroupAttribute, TargetTypeEnum,
 };
 
-use super::error::{AwsError, ErrorClass};
+use super::error::{sdk as err, AwsError, ErrorClass};
 use super::tags;
 use super::Aws;
 use crate::plan::{
@@ -25,20 +25,6 @@ pub const SSL_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
 const DEREGISTRATION_DELAY: &str = "deregistration_delay.timeout_seconds";
 /// DescribeTags accepts at most 20 ARNs per call.
 const TAG_BATCH: usize = 20;
-
-fn err<E, R>(
-    op: &str,
-) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError + '_
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
-        + std::error::Error
-        + Send
-        + Sync
-        + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    move |e| AwsError::from_sdk(op, e)
-}
 
 fn elb_tags(t: &BTreeMap<String, String>) -> Vec<Tag> {
     t.iter()

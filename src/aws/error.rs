@@ -112,10 +112,18 @@ impl AwsError {
             SdkError::ServiceError(se) => {
                 let e = se.err();
                 let code = e.code().map(str::to_string);
-                let class = code
+                let mut class = code
                     .as_deref()
                     .map(classify_code)
                     .unwrap_or(ErrorClass::Other);
+                // Auto Scaling reports a missing group or policy as a validation error
+                // ("AutoScalingGroup name not found - …").
+                if code.as_deref() == Some("ValidationError")
+                    && e.message()
+                        .is_some_and(|m| m.to_ascii_lowercase().contains("not found"))
+                {
+                    class = ErrorClass::NotFound;
+                }
                 let msg = e
                     .message()
                     .map(str::to_string)

@@ -1291,9 +1291,27 @@ impl Applier {
                     .physical_id;
                 if create {
                     let tgs = self.ids(&s.target_groups, "autoscaling:CreateAutoScalingGroup")?;
+                    let mut t = t.clone();
+                    t.insert(tags::DESIRED.to_string(), s.desired.to_string());
                     autoscaling::create_group(aws, s, &lt, "$Default", tgs, &t).await?;
                 } else {
-                    autoscaling::update_group(aws, s, &lt, "$Default").await?;
+                    // Only a change of the stack's desired capacity is applied: the live value
+                    // belongs to the scaling policy between runs.
+                    let applied = actual
+                        .as_ref()
+                        .and_then(|a| a.tags.get(tags::DESIRED))
+                        .and_then(|d| d.parse::<u32>().ok());
+                    let desired = (applied != Some(s.desired)).then_some(s.desired);
+                    autoscaling::update_group(aws, s, &lt, "$Default", desired).await?;
+                    if desired.is_some() {
+                        autoscaling::set_group_tag(
+                            aws,
+                            &s.name,
+                            tags::DESIRED,
+                            &s.desired.to_string(),
+                        )
+                        .await?;
+                    }
                     let refresh = self
                         .preexisting
                         .lock()

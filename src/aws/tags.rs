@@ -11,6 +11,9 @@ pub const MANAGED_BY: &str = "managed-by";
 pub const SPEC_HASH: &str = "iac:spec-hash";
 pub const USER_DATA_SHA: &str = "iac:user-data-sha";
 pub const KEY_FINGERPRINT: &str = "iac:key-fingerprint";
+/// On an Auto Scaling group: the desired capacity `iac` last applied. The live value moves with
+/// the scaling policy; only a change of the stack's own value is applied again.
+pub const DESIRED: &str = "iac:desired";
 /// On data that `down` keeps unless `--delete-data`.
 pub const DATA: &str = "iac:data";
 /// On an Elastic IP: the Route 53 record pointing at it, `<zone id>/<name>` (records have no tags).

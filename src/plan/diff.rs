@@ -481,7 +481,15 @@ fn compare_alb(
             let mut reasons = Vec::new();
             differs(&mut reasons, "min", *min, s.min);
             differs(&mut reasons, "max", *max, s.max);
-            differs(&mut reasons, "desired", *desired, s.desired);
+            // The scaling policy moves the live capacity; compare against what iac last applied.
+            match o
+                .tags
+                .get(crate::aws::tags::DESIRED)
+                .and_then(|d| d.parse::<u32>().ok())
+            {
+                Some(applied) => differs(&mut reasons, "desired", applied, s.desired),
+                None => differs(&mut reasons, "desired", *desired, s.desired),
+            }
             differs(
                 &mut reasons,
                 "health check grace (s)",
