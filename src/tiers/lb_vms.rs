@@ -11,7 +11,7 @@
 //! replaced for a scaling change.
 
 use crate::plan::*;
-use crate::render::{self, lb_vms as r};
+use crate::render::lb_vms as r;
 use crate::stack::{Database, Stack};
 
 use super::{Inputs, TierError};
@@ -74,51 +74,6 @@ fn group(
     )
 }
 
-fn instance(
-    stack: &Stack,
-    inputs: &Inputs,
-    instance_type: Option<&String>,
-    sg: &str,
-    subnet: Option<String>,
-    ud: &render::UserData,
-) -> Result<InstanceSpec, TierError> {
-    let s = &stack.spec;
-    Ok(InstanceSpec {
-        instance_type: instance_type
-            .cloned()
-            .unwrap_or_else(|| s.instance.instance_type.clone()),
-        image_id: inputs.image_id.clone(),
-        root_device: inputs.root_device.clone(),
-        key_name: s.instance.key_pair.as_ref().map(|k| k.name.clone()),
-        security_groups: vec![ResourceId::new(sg)],
-        subnet_id: subnet,
-        instance_profile: s.instance.instance_profile.clone(),
-        disk_gb: s.instance.disk_gb,
-        user_data: ud.payload()?,
-        user_data_sha: ud.sha256(),
-    })
-}
-
-fn param(
-    stack: &Stack,
-    leaf: &str,
-    secure: bool,
-    value: ParamValue,
-    notify: Option<Notify>,
-    deps: &[&str],
-) -> Resource {
-    Resource::new(
-        leaf,
-        Spec::SsmParameter(SsmParameterSpec {
-            name: r::param_name(stack.name(), leaf),
-            secure,
-            value,
-            notify,
-        }),
-        deps,
-    )
-}
-
 pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierError> {
     let s = &stack.spec;
     let db = database(stack);
@@ -166,7 +121,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             )],
             &[WEB_SG],
         ),
-        param(
+        super::stack_param(
             stack,
             r::DB_PASSWORD_PARAM,
             true,
@@ -178,7 +133,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
     let db_ud = r::database(stack)?;
     out.push(Resource::new(
         DB,
-        Spec::Instance(instance(
+        Spec::Instance(super::instance_spec(
             stack,
             inputs,
             db.instance_type.as_ref(),
@@ -203,7 +158,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         }),
         &[DB],
     ));
-    out.push(param(
+    out.push(super::stack_param(
         stack,
         r::DB_HOST_PARAM,
         false,
@@ -221,7 +176,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         let id = web_id(n);
         out.push(Resource::new(
             &id,
-            Spec::Instance(instance(
+            Spec::Instance(super::instance_spec(
                 stack,
                 inputs,
                 s.web.as_ref().and_then(|w| w.instance_type.as_ref()),
@@ -242,7 +197,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         })
         .collect();
     let web_refs: Vec<&str> = web_ids.iter().map(String::as_str).collect();
-    out.push(param(
+    out.push(super::stack_param(
         stack,
         r::HAPROXY_PARAM,
         false,
@@ -261,7 +216,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
     let lb_ud = r::balancer(stack)?;
     out.push(Resource::new(
         LB,
-        Spec::Instance(instance(
+        Spec::Instance(super::instance_spec(
             stack,
             inputs,
             s.balancer.as_ref().and_then(|b| b.instance_type.as_ref()),
@@ -278,17 +233,6 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         }),
         &[LB],
     ));
-    if let (Some(domain), Some(zone_id)) = (&s.domain, &inputs.hosted_zone_id) {
-        out.push(Resource::new(
-            DNS,
-            Spec::DnsRecord(DnsRecordSpec {
-                zone_id: zone_id.clone(),
-                name: domain.name.trim_end_matches('.').to_string(),
-                ttl: 300,
-                target: ResourceId::new(EIP),
-            }),
-            &[EIP],
-        ));
-    }
+    out.extend(super::dns_record(stack, inputs, DNS, EIP));
     Ok(out)
 }

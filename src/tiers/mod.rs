@@ -25,6 +25,70 @@ pub struct Inputs {
     pub hosted_zone_id: Option<String>,
 }
 
+/// An instance of the stack with the shared `instance` settings, an optional per-role type, one
+/// security group and the given user-data.
+pub(crate) fn instance_spec(
+    stack: &Stack,
+    inputs: &Inputs,
+    instance_type: Option<&String>,
+    security_group: &str,
+    subnet: Option<String>,
+    ud: &crate::render::UserData,
+) -> Result<crate::plan::InstanceSpec, TierError> {
+    let s = &stack.spec;
+    Ok(crate::plan::InstanceSpec {
+        instance_type: instance_type
+            .cloned()
+            .unwrap_or_else(|| s.instance.instance_type.clone()),
+        image_id: inputs.image_id.clone(),
+        root_device: inputs.root_device.clone(),
+        key_name: s.instance.key_pair.as_ref().map(|k| k.name.clone()),
+        security_groups: vec![crate::plan::ResourceId::new(security_group)],
+        subnet_id: subnet,
+        instance_profile: s.instance.instance_profile.clone(),
+        disk_gb: s.instance.disk_gb,
+        user_data: ud.payload()?,
+        user_data_sha: ud.sha256(),
+    })
+}
+
+/// A parameter under the stack's SSM path.
+pub(crate) fn stack_param(
+    stack: &Stack,
+    leaf: &str,
+    secure: bool,
+    value: crate::plan::ParamValue,
+    notify: Option<crate::plan::Notify>,
+    deps: &[&str],
+) -> Resource {
+    Resource::new(
+        leaf,
+        crate::plan::Spec::SsmParameter(crate::plan::SsmParameterSpec {
+            name: crate::render::param_name(stack.name(), leaf),
+            secure,
+            value,
+            notify,
+        }),
+        deps,
+    )
+}
+
+/// The optional Route 53 A record pointing the stack's domain at its Elastic IP `eip`.
+pub(crate) fn dns_record(stack: &Stack, inputs: &Inputs, id: &str, eip: &str) -> Option<Resource> {
+    let domain = stack.spec.domain.as_ref()?;
+    let zone_id = inputs.hosted_zone_id.as_ref()?;
+    Some(Resource::new(
+        id,
+        crate::plan::Spec::DnsRecord(crate::plan::DnsRecordSpec {
+            zone_id: zone_id.clone(),
+            name: domain.name.trim_end_matches('.').to_string(),
+            ttl: 300,
+            target: crate::plan::ResourceId::new(eip),
+        }),
+        &[eip],
+    ))
+}
+
 /// Builds the command, sent to the leader, that drains and removes the node with a private IP.
 pub type DrainCommand = std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>;
 

@@ -102,17 +102,6 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         &[VM],
     ));
 
-    if let (Some(domain), Some(zone_id)) = (&s.domain, &inputs.hosted_zone_id) {
-        out.push(Resource::new(
-            DNS,
-            Spec::DnsRecord(DnsRecordSpec {
-                zone_id: zone_id.clone(),
-                name: domain.name.trim_end_matches('.').to_string(),
-                ttl: 300,
-                target: ResourceId::new(EIP),
-            }),
-            &[EIP],
-        ));
-    }
+    out.extend(super::dns_record(stack, inputs, DNS, EIP));
     Ok(out)
 }

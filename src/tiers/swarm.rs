@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use crate::plan::*;
-use crate::render::{self, swarm as r};
+use crate::render::swarm as r;
 use crate::stack::Stack;
 
 use super::{Drain, Inputs, TierError};
@@ -95,50 +95,6 @@ pub fn drain(stack: &Stack) -> Drain {
     }
 }
 
-fn node(
-    stack: &Stack,
-    inputs: &Inputs,
-    instance_type: Option<&String>,
-    subnet: Option<String>,
-    ud: &render::UserData,
-) -> Result<InstanceSpec, TierError> {
-    let s = &stack.spec;
-    Ok(InstanceSpec {
-        instance_type: instance_type
-            .cloned()
-            .unwrap_or_else(|| s.instance.instance_type.clone()),
-        image_id: inputs.image_id.clone(),
-        root_device: inputs.root_device.clone(),
-        key_name: s.instance.key_pair.as_ref().map(|k| k.name.clone()),
-        security_groups: vec![ResourceId::new(SG)],
-        subnet_id: subnet,
-        instance_profile: s.instance.instance_profile.clone(),
-        disk_gb: s.instance.disk_gb,
-        user_data: ud.payload()?,
-        user_data_sha: ud.sha256(),
-    })
-}
-
-fn param(
-    stack: &Stack,
-    leaf: &str,
-    secure: bool,
-    value: ParamValue,
-    notify: Option<Notify>,
-    deps: &[&str],
-) -> Resource {
-    Resource::new(
-        leaf,
-        Spec::SsmParameter(SsmParameterSpec {
-            name: r::param_name(stack.name(), leaf),
-            secure,
-            value,
-            notify,
-        }),
-        deps,
-    )
-}
-
 pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierError> {
     let s = &stack.spec;
     let sw = s.swarm.clone().unwrap_or_default();
@@ -159,7 +115,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             }),
             &[],
         ),
-        param(
+        super::stack_param(
             stack,
             r::SERVICE_PARAM,
             false,
@@ -181,7 +137,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         (r::WORKER_TOKEN_PARAM, true),
         (r::LEADER_ADDR_PARAM, false),
     ] {
-        out.push(param(
+        out.push(super::stack_param(
             stack,
             leaf,
             secure,
@@ -201,10 +157,11 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         };
         out.push(Resource::new(
             &id,
-            Spec::Instance(node(
+            Spec::Instance(super::instance_spec(
                 stack,
                 inputs,
                 sw.manager_type.as_ref(),
+                SG,
                 subnet(n as usize - 1),
                 &ud,
             )?),
@@ -216,10 +173,11 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         let id = worker_id(n);
         out.push(Resource::new(
             &id,
-            Spec::Instance(node(
+            Spec::Instance(super::instance_spec(
                 stack,
                 inputs,
                 sw.worker_type.as_ref(),
+                SG,
                 subnet(n as usize - 1),
                 &worker_ud,
             )?),
@@ -233,17 +191,6 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         }),
         &[LEADER],
     ));
-    if let (Some(domain), Some(zone_id)) = (&s.domain, &inputs.hosted_zone_id) {
-        out.push(Resource::new(
-            DNS,
-            Spec::DnsRecord(DnsRecordSpec {
-                zone_id: zone_id.clone(),
-                name: domain.name.trim_end_matches('.').to_string(),
-                ttl: 300,
-                target: ResourceId::new(EIP),
-            }),
-            &[EIP],
-        ));
-    }
+    out.extend(super::dns_record(stack, inputs, DNS, EIP));
     Ok(out)
 }
