@@ -318,3 +318,143 @@ async fn swarm_up_update_scale_in_and_down() {
     // `down` drains nothing: the whole cluster goes.
     assert!(sent(&d).is_empty());
 }
+
+/// Where the account allows it, `instance_profile: create` gives the nodes a role of their own:
+/// Run Command, the stack's parameters (read and write, for the join tokens) and nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn swarm_with_an_instance_profile_iac_creates() {
+    let emu = Emulator::start();
+    let stack = "sw-role";
+    let file = swarm_stack(stack);
+    file.rewrite(&[(
+        "instance_profile: LabInstanceProfile",
+        "instance_profile: create",
+    )]);
+    up(&emu, file.path());
+    let iam = aws_sdk_iam::Client::new(&emu.config().await);
+    let name = format!("{stack}-instances");
+    // moto ignores PathPrefix, so the path is checked here.
+    let profiles = iam
+        .list_instance_profiles()
+        .path_prefix(format!("/iac/{stack}/"))
+        .send()
+        .await
+        .expect("profiles");
+    let mine: Vec<_> = profiles
+        .instance_profiles()
+        .iter()
+        .filter(|p| p.path() == format!("/iac/{stack}/"))
+        .collect();
+    assert_eq!(mine.len(), 1);
+    let profile = mine[0];
+    assert_eq!(profile.instance_profile_name(), name);
+    assert_eq!(
+        profile
+            .roles()
+            .iter()
+            .map(|r| r.role_name())
+            .collect::<Vec<_>>(),
+        vec![name.as_str()]
+    );
+    let attached = iam
+        .list_attached_role_policies()
+        .role_name(&name)
+        .send()
+        .await
+        .expect("attached");
+    let arns: Vec<_> = attached
+        .attached_policies()
+        .iter()
+        .filter_map(|p| p.policy_arn())
+        .collect();
+    assert_eq!(
+        arns,
+        vec!["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+    );
+    let inline = iam
+        .get_role_policy()
+        .role_name(&name)
+        .policy_name("iac-stack-access")
+        .send()
+        .await
+        .expect("inline policy");
+    let doc = urlencoding_decode(inline.policy_document());
+    assert!(doc.contains(&format!("parameter/iac/{stack}/*")), "{doc}");
+    assert!(doc.contains("parameter/bookstore/secret-key"), "{doc}");
+    assert!(
+        !doc.contains("\"*\"") || !doc.contains("\"Action\":\"*\""),
+        "{doc}"
+    );
+    let ec2 = emu.ec2().await;
+    for vm in instances(&ec2, stack).await.values() {
+        let arn = vm
+            .iam_instance_profile()
+            .and_then(|p| p.arn())
+            .unwrap_or_default();
+        assert!(arn.ends_with(&format!("/{name}")), "{arn}");
+    }
+    let again = up(&emu, file.path());
+    assert_eq!(
+        again.record("summary")["mutating_calls"],
+        serde_json::json!({})
+    );
+    let mut d = emu.iac();
+    d.args(["-o", "json", "down", "--stack", stack, "--yes"]);
+    let d = run_ok(d);
+    assert_eq!(d.record("verified")["remaining"], serde_json::json!([]));
+    assert!(
+        iam.get_role().role_name(&name).send().await.is_err(),
+        "the role survived down"
+    );
+    assert!(
+        iam.get_instance_profile()
+            .instance_profile_name("LabInstanceProfile")
+            .send()
+            .await
+            .is_ok(),
+        "down touched a profile that is not the stack's"
+    );
+    assert!(
+        iam.get_instance_profile()
+            .instance_profile_name(&name)
+            .send()
+            .await
+            .is_err(),
+        "the profile survived down"
+    );
+}
+
+/// IAM returns policy documents URL-encoded.
+fn urlencoding_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}

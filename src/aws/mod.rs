@@ -8,6 +8,7 @@ pub mod ec2;
 pub mod efs;
 pub mod elbv2;
 pub mod error;
+pub mod iam;
 pub mod provider;
 pub mod rds;
 pub mod route53;
@@ -56,6 +57,7 @@ pub struct Aws {
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub rds: aws_sdk_rds::Client,
     pub efs: aws_sdk_efs::Client,
+    pub iam: aws_sdk_iam::Client,
     pub region: String,
     /// Set when requests go to an emulator or another non-AWS endpoint: no HTTP probes then,
     /// since emulated addresses are fake.
@@ -135,6 +137,11 @@ impl Aws {
             ),
             efs: aws_sdk_efs::Client::from_conf(
                 aws_sdk_efs::config::Builder::from(&sdk)
+                    .interceptor(interceptor.clone())
+                    .build(),
+            ),
+            iam: aws_sdk_iam::Client::from_conf(
+                aws_sdk_iam::config::Builder::from(&sdk)
                     .interceptor(interceptor)
                     .build(),
             ),

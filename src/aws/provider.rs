@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::error::{AwsError, ErrorClass};
-use super::{autoscaling, ec2, efs, elbv2, rds, route53, ssm, tags, Aws};
+use super::{autoscaling, ec2, efs, elbv2, iam, rds, route53, ssm, tags, Aws};
 use crate::apply::events::{Event, Reporter};
 use crate::apply::wait::{self, Backoff, Poll, WaitError};
 use crate::apply::{Node, Task};
@@ -56,7 +56,8 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Discovered, AwsError> {
         ec2::discover_volumes(aws, stack),
         ssm::discover(aws, stack),
     )?;
-    let (templates, balancing, groups_as, databases, files) = tokio::try_join!(
+    let (profiles, templates, balancing, groups_as, databases, files) = tokio::try_join!(
+        iam::discover(aws, stack),
         ec2::discover_launch_templates(aws, stack),
         elbv2::discover(aws, stack),
         autoscaling::discover(aws, stack),
@@ -92,6 +93,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Discovered, AwsError> {
     resources.extend(params);
     resources.extend(groups);
     resources.extend(volumes);
+    resources.extend(profiles);
     resources.extend(templates);
     resources.extend(balancing);
     resources.extend(groups_as);
@@ -597,7 +599,37 @@ impl Applier {
                 let token = short_hash(
                     format!("{}/{}/{}/{}", self.stack, r.id, spec_hash, generation).as_bytes(),
                 );
-                let iid = ec2::run_instance(aws, s, &s.root_device, sg_ids, &t, &token).await?;
+                // A profile created a moment ago takes a few seconds to be usable by EC2
+                // (IAM is eventually consistent): retry that one refusal within a deadline.
+                let what = format!(
+                    "instance profile {} to be usable by EC2",
+                    s.instance_profile.as_deref().unwrap_or("-")
+                );
+                let iid = wait::until(
+                    &r.id,
+                    &what,
+                    Duration::from_secs(120),
+                    Backoff::default(),
+                    self.reporter.as_ref(),
+                    || async {
+                        match ec2::run_instance(aws, s, &s.root_device, sg_ids.clone(), &t, &token)
+                            .await
+                        {
+                            Ok(iid) => Ok(Poll::Ready(iid)),
+                            Err(e)
+                                if e.is(ErrorClass::InvalidInput)
+                                    && e.message
+                                        .to_ascii_lowercase()
+                                        .contains("instance profile") =>
+                            {
+                                Ok(Poll::Pending(e.message))
+                            }
+                            Err(e) => Err(e),
+                        }
+                    },
+                )
+                .await
+                .map_err(|e| wait_err(e, "ec2:RunInstances"))?;
                 let private_ip = self.wait_instance(&r.id, &iid, "running").await?;
                 self.remember(
                     &r.id,
@@ -831,6 +863,9 @@ impl Applier {
             }
             (Kind::KeyPair, _) => ec2::delete_key_pair(aws, &o.physical_id).await,
             (Kind::SsmParameter, _) => ssm::delete(aws, &o.physical_id).await,
+            (Kind::InstanceProfile, Details::InstanceProfile { role, .. }) => {
+                iam::delete(aws, &o.physical_id, role.as_deref()).await
+            }
             (
                 Kind::ScalingPolicy
                 | Kind::AutoScalingGroup
@@ -1119,6 +1154,18 @@ impl Applier {
             ..Default::default()
         };
         let out = match spec {
+            Spec::InstanceProfile(s) => {
+                let hash = short_hash(serde_json::to_string(s).unwrap_or_default().as_bytes());
+                if create {
+                    let mut t = t.clone();
+                    t.insert(tags::SPEC_HASH.to_string(), hash);
+                    iam::create(aws, s, &t).await?;
+                } else {
+                    iam::put_policies(aws, s).await?;
+                    iam::tag_role(aws, &s.name, tags::SPEC_HASH, &hash).await?;
+                }
+                s.name.clone()
+            }
             Spec::DbSubnetGroup(s) => {
                 if create {
                     rds::create_subnet_group(aws, s, &t).await?;

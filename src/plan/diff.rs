@@ -366,6 +366,14 @@ fn compare_alb(
             );
             update_if(reasons)
         }
+        (Spec::InstanceProfile(s), Details::InstanceProfile { policy_hash, .. }) => {
+            let want = short_hash(serde_json::to_string(s).unwrap_or_default().as_bytes());
+            update_if(if policy_hash.as_deref() == Some(want.as_str()) {
+                vec![]
+            } else {
+                vec!["role policies changed".to_string()]
+            })
+        }
         (Spec::DbInstance(_), Details::DbInstance { .. })
         | (Spec::FileSystem(_), Details::FileSystem { .. })
         | (Spec::MountTarget(_), Details::MountTarget { .. }) => Action::Keep,

@@ -35,6 +35,7 @@ impl fmt::Display for ResourceId {
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     KeyPair,
+    InstanceProfile,
     SsmParameter,
     SecurityGroup,
     DbSubnetGroup,
@@ -55,8 +56,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 19] = [
         Kind::KeyPair,
+        Kind::InstanceProfile,
         Kind::SsmParameter,
         Kind::SecurityGroup,
         Kind::DbSubnetGroup,
@@ -79,6 +81,7 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::KeyPair => "key-pair",
+            Kind::InstanceProfile => "instance-profile",
             Kind::SsmParameter => "ssm-parameter",
             Kind::SecurityGroup => "security-group",
             Kind::Volume => "volume",
@@ -293,11 +296,25 @@ pub struct VolumeSpec {
     pub keep_on_down: bool,
 }
 
+/// An IAM role and instance profile of the same name, created when the stack asks for
+/// `instance_profile: create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceProfileSpec {
+    pub name: String,
+    /// `/iac/<stack>/`: how the profile is found again (IAM lists by path).
+    pub path: String,
+    /// AWS managed policies attached to the role.
+    pub managed_policies: Vec<String>,
+    /// The role's inline policy document (JSON).
+    pub inline_policy: String,
+}
+
 /// What a resource should be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Spec {
     KeyPair(KeyPairSpec),
+    InstanceProfile(InstanceProfileSpec),
     SsmParameter(SsmParameterSpec),
     Volume(VolumeSpec),
     DbSubnetGroup(DbSubnetGroupSpec),
@@ -321,6 +338,7 @@ impl Spec {
     pub fn kind(&self) -> Kind {
         match self {
             Spec::KeyPair(_) => Kind::KeyPair,
+            Spec::InstanceProfile(_) => Kind::InstanceProfile,
             Spec::SsmParameter(_) => Kind::SsmParameter,
             Spec::Volume(_) => Kind::Volume,
             Spec::DbSubnetGroup(_) => Kind::DbSubnetGroup,
@@ -387,6 +405,11 @@ pub struct Observed {
 pub enum Details {
     KeyPair {
         fingerprint_tag: Option<String>,
+    },
+    InstanceProfile {
+        role: Option<String>,
+        /// `iac:spec-hash` on the role: its policies as last applied.
+        policy_hash: Option<String>,
     },
     SsmParameter {
         /// The value, for plain String parameters; never read for SecureStrings.

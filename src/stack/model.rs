@@ -175,7 +175,9 @@ pub struct Instance {
     /// Root volume size in GiB (encrypted gp3).
     #[serde(default = "default_disk_gb")]
     pub disk_gb: u32,
-    /// Existing instance profile name, e.g. `LabInstanceProfile`. Needed to read SSM secrets.
+    /// Existing instance profile name, e.g. `LabInstanceProfile`, or `create`: `iac` then
+    /// creates a role and profile limited to the stack's SSM parameters, Run Command and the
+    /// database secret (not possible on AWS Academy, which forbids creating IAM roles).
     #[serde(default)]
     pub instance_profile: Option<String>,
 }

@@ -278,7 +278,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             root_device: inputs.root_device.clone(),
             instance_type: s.instance.instance_type.clone(),
             key_name: s.instance.key_pair.as_ref().map(|k| k.name.clone()),
-            instance_profile: s.instance.instance_profile.clone(),
+            instance_profile: super::profile_name(stack),
             security_groups: vec![ResourceId::new(WEB_SG)],
             disk_gb: s.instance.disk_gb,
             user_data: ud.payload()?,

@@ -45,7 +45,7 @@ pub(crate) fn instance_spec(
         key_name: s.instance.key_pair.as_ref().map(|k| k.name.clone()),
         security_groups: vec![crate::plan::ResourceId::new(security_group)],
         subnet_id: subnet,
-        instance_profile: s.instance.instance_profile.clone(),
+        instance_profile: profile_name(stack),
         disk_gb: s.instance.disk_gb,
         user_data: ud.payload()?,
         user_data_sha: ud.sha256(),
@@ -115,8 +115,91 @@ pub enum TierError {
     NotImplemented(&'static str),
 }
 
+/// Logical id of the instance profile `iac` creates for `instance_profile: create`.
+pub const PROFILE: &str = "profile";
+
+/// The instance profile the stack's instances use: the one named in the file, or the one `iac`
+/// creates (`<stack>-instances`).
+pub fn profile_name(stack: &Stack) -> Option<String> {
+    match stack.spec.instance.instance_profile.as_deref() {
+        Some("create") => Some(format!("{}-instances", stack.name())),
+        other => other.map(str::to_string),
+    }
+}
+
+/// The role and profile for `instance_profile: create`: Run Command (the AWS managed policy for
+/// SSM), the stack's own parameters (read and write: swarm nodes publish their join tokens), the
+/// app's secret parameters, and secrets RDS manages.
+fn profile_resource(stack: &Stack) -> Option<Resource> {
+    if stack.spec.instance.instance_profile.as_deref() != Some("create") {
+        return None;
+    }
+    let name = profile_name(stack)?;
+    let mut params = vec![format!("arn:aws:ssm:*:*:parameter/iac/{}/*", stack.name())];
+    params.extend(
+        stack
+            .spec
+            .app
+            .secrets
+            .values()
+            .map(|r| format!("arn:aws:ssm:*:*:parameter{}", r.ssm)),
+    );
+    params.extend(
+        stack
+            .spec
+            .database
+            .iter()
+            .filter_map(|d| d.password.as_ref())
+            .map(|r| format!("arn:aws:ssm:*:*:parameter{}", r.ssm)),
+    );
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:PutParameter"],
+                "Resource": params,
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["secretsmanager:GetSecretValue"],
+                "Resource": "arn:aws:secretsmanager:*:*:secret:rds!*",
+            },
+        ],
+    });
+    Some(Resource::new(
+        PROFILE,
+        crate::plan::Spec::InstanceProfile(crate::plan::InstanceProfileSpec {
+            name,
+            path: format!("/iac/{}/", stack.name()),
+            managed_policies: vec![
+                "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore".to_string()
+            ],
+            inline_policy: policy.to_string(),
+        }),
+        &[],
+    ))
+}
+
 /// The desired resources of a stack, in creation order.
 pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierError> {
+    let mut out = tier_desired(stack, inputs)?;
+    if let Some(profile) = profile_resource(stack) {
+        // Everything that launches instances waits for the profile.
+        for r in &mut out {
+            if matches!(
+                r.spec,
+                crate::plan::Spec::Instance(_) | crate::plan::Spec::LaunchTemplate(_)
+            ) {
+                r.deps.push(crate::plan::ResourceId::new(PROFILE));
+            }
+        }
+        out.insert(0, profile);
+    }
+    Ok(out)
+}
+
+fn tier_desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierError> {
     match stack.spec.tier {
         Tier::SingleVm => single_vm::desired(stack, inputs),
         Tier::LbVms => lb_vms::desired(stack, inputs),

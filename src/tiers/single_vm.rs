@@ -86,7 +86,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             key_name,
             security_groups: vec![ResourceId::new(SG)],
             subnet_id: inputs.subnet_id.clone(),
-            instance_profile: s.instance.instance_profile.clone(),
+            instance_profile: super::profile_name(stack),
             disk_gb: s.instance.disk_gb,
             user_data: payload,
             user_data_sha: user_data.sha256(),
