@@ -469,3 +469,32 @@ async fn down_without_yes_off_a_terminal_is_refused() {
     );
     down(&emu, "vm-confirm");
 }
+
+/// Injected faults (every third connection answered 503 and closed) do not break `up` or
+/// `down`: the SDK's retries and the engine ride them out, and the result is the same stack.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_and_down_ride_out_injected_faults() {
+    let emu = Emulator::start();
+    let stack = "vm-faults";
+    let file = StackFile::example(stack, &[]);
+    let proxy = FlakyProxy::start(emu.port, 3);
+    let mut c = emu.iac_at(&proxy.url);
+    c.args(["-o", "json", "up"])
+        .arg(file.path())
+        .arg("--yes")
+        .env("AWS_MAX_ATTEMPTS", "6");
+    run_ok(c);
+    assert!(
+        proxy.refused.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "no fault was injected"
+    );
+    let ec2 = emu.ec2().await;
+    assert_eq!(groups(&ec2, stack).await.len(), 1);
+    assert_eq!(live_instances(&ec2, stack).await.len(), 1);
+    assert_eq!(addresses(&ec2, stack).await.len(), 1);
+    let mut d = emu.iac_at(&proxy.url);
+    d.args(["-o", "json", "down", "--stack", stack, "--yes"])
+        .env("AWS_MAX_ATTEMPTS", "6");
+    let d = run_ok(d);
+    assert_eq!(d.record("verified")["remaining"], serde_json::json!([]));
+}

@@ -251,6 +251,48 @@ impl SlowProxy {
     }
 }
 
+/// A TCP proxy on loopback that answers every `nth` connection's request with HTTP 503 and
+/// closes it, passing the others through: injected faults the engine must ride out.
+pub struct FlakyProxy {
+    pub url: String,
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FlakyProxy {
+    pub fn start(upstream_port: u16, nth: usize) -> FlakyProxy {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let refused = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = refused.clone();
+        std::thread::spawn(move || {
+            for (n, client) in listener.incoming().flatten().enumerate() {
+                if n % nth == nth - 1 {
+                    let mut client = client;
+                    let mut buf = [0u8; 16384];
+                    let _ = client.read(&mut buf);
+                    let _ = client.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
+                    continue;
+                };
+                let (c2, s2) = match (client.try_clone(), server.try_clone()) {
+                    (Ok(c), Ok(s)) => (c, s),
+                    _ => continue,
+                };
+                std::thread::spawn(move || pump(client, server, None));
+                std::thread::spawn(move || pump(s2, c2, None));
+            }
+        });
+        FlakyProxy {
+            url: format!("http://127.0.0.1:{port}"),
+            refused,
+        }
+    }
+}
+
 fn pump(mut from: TcpStream, mut to: TcpStream, delay: Option<Duration>) {
     let mut buf = [0u8; 16384];
     loop {
