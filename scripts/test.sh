@@ -18,5 +18,5 @@ scripts/emulator.sh install
 export IAC_MOTO_SERVER="$root/.venv/bin/moto_server"
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --quiet -- -D warnings
-cargo test --all-targets
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace --all-targets
