@@ -1,0 +1,115 @@
+//! What `up` and `status` print at the end: URLs, addresses, ids.
+
+use std::collections::BTreeMap;
+
+use crate::plan::*;
+use crate::stack::Stack;
+
+/// What `status` and `up` print at the end.
+pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let eip = found.iter().find_map(|o| match &o.details {
+        Details::ElasticIp { public_ip, .. } => Some(public_ip.clone()),
+        _ => None,
+    });
+    if let Some(public_ip) = &eip {
+        out.insert("public_ip".to_string(), public_ip.clone());
+        let port = match (&stack.spec.tier, &stack.spec.swarm) {
+            (crate::stack::Tier::Swarm, Some(sw)) if sw.published_port != 80 => {
+                format!(":{}", sw.published_port)
+            }
+            _ => String::new(),
+        };
+        let url = match &stack.spec.domain {
+            Some(d) => format!("https://{}", d.name),
+            None => format!("http://{public_ip}{port}"),
+        };
+        out.insert("url".to_string(), url);
+        if let (Some(_), Some(_)) = (&stack.spec.instance.key_pair, &stack.spec.network.ssh_from) {
+            let user = if stack.spec.instance.image.starts_with("ubuntu") {
+                "ubuntu"
+            } else {
+                "ec2-user"
+            };
+            out.insert("ssh".to_string(), format!("ssh {user}@{public_ip}"));
+        }
+        if let Some(d) = stack
+            .spec
+            .domain
+            .as_ref()
+            .filter(|d| d.hosted_zone.is_none())
+        {
+            out.insert(
+                "dns".to_string(),
+                format!("point {} (A) at {public_ip}", d.name),
+            );
+        }
+    }
+    let instance = |id: &str| {
+        found
+            .iter()
+            .find(|o| o.kind == Kind::Instance && o.id.as_str() == id)
+    };
+    if let Some(vm) = instance(crate::tiers::single_vm::VM) {
+        out.insert("instance_id".to_string(), vm.physical_id.clone());
+    }
+    if let Some(lb) = instance(crate::tiers::lb_vms::LB) {
+        out.insert("balancer_instance_id".to_string(), lb.physical_id.clone());
+    }
+    if let Some(Details::Instance {
+        private_ip: Some(ip),
+        ..
+    }) = instance(crate::tiers::lb_vms::DB).map(|o| &o.details)
+    {
+        out.insert("database_private_ip".to_string(), ip.clone());
+    }
+    for o in found {
+        match &o.details {
+            Details::LoadBalancer { dns_name, .. }
+                if stack.spec.tier == crate::stack::Tier::AlbAsg =>
+            {
+                let https = stack
+                    .spec
+                    .load_balancer
+                    .as_ref()
+                    .is_some_and(|l| l.certificate_arn.is_some());
+                out.insert(
+                    "url".to_string(),
+                    format!("{}://{dns_name}", if https { "https" } else { "http" }),
+                );
+                out.insert("load_balancer_dns".to_string(), dns_name.clone());
+            }
+            Details::DbCluster {
+                endpoint: Some(e), ..
+            } => {
+                out.insert("database_endpoint".to_string(), e.clone());
+            }
+            Details::FileSystem { .. } => {
+                out.insert("file_system_id".to_string(), o.physical_id.clone());
+            }
+            Details::AutoScalingGroup {
+                instances, desired, ..
+            } => {
+                out.insert(
+                    "group_instances".to_string(),
+                    format!("{instances} (desired {desired})"),
+                );
+            }
+            _ => {}
+        }
+    }
+    for (prefix, key) in [
+        ("web-", "web_vms"),
+        ("manager-", "swarm_managers"),
+        ("worker-", "swarm_workers"),
+    ] {
+        let n = found
+            .iter()
+            .filter(|o| o.kind == Kind::Instance && o.id.as_str().starts_with(prefix))
+            .count();
+        if n > 0 {
+            out.insert(key.to_string(), n.to_string());
+        }
+    }
+    out
+}
