@@ -9,5 +9,6 @@ pub mod aws;
 pub mod cli;
 pub mod plan;
 pub mod render;
+pub mod scaler;
 pub mod stack;
 pub mod tiers;

@@ -1,0 +1,187 @@
+//! The local admin endpoint: a deliberately tiny HTTP/1.1 server (one request per connection)
+//! on a loopback address, so the agent needs no HTTP framework.
+//!
+//! - `POST /metric` with `{"cpu": 85.5}` or `cpu=85.5`: override the reported CPU.
+//! - `DELETE /metric`: clear the override.
+//! - `POST /unregister`: deregister and exit.
+//! - `GET /status`: JSON with the member id, last load and connection state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::{Shared, Stop};
+
+/// Requests larger than this are refused: nothing legitimate comes close.
+const MAX_REQUEST: usize = 16 * 1024;
+
+/// Serves the admin endpoint until the process exits.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    // A stuck client must not hold a task forever.
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), handle(stream, shared)).await;
+                });
+            }
+            Err(e) => {
+                crate::log!("admin: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
+    let (status, body) = match read_request(&mut stream).await {
+        Ok((method, path, body)) => route(&method, &path, &body, &shared),
+        Err(msg) => (400, json_error(msg)),
+    };
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Error",
+    };
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn read_request(stream: &mut TcpStream) -> Result<(String, String, String), &'static str> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let header_end = loop {
+        if let Some(pos) = find(&buf, b"\r\n\r\n") {
+            break pos;
+        }
+        if buf.len() > MAX_REQUEST {
+            return Err("request too large");
+        }
+        let n = stream.read(&mut chunk).await.map_err(|_| "read failed")?;
+        if n == 0 {
+            return Err("incomplete request");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = std::str::from_utf8(&buf[..header_end]).map_err(|_| "headers are not UTF-8")?;
+    let mut lines = head.split("\r\n");
+    let mut request_line = lines.next().unwrap_or("").split_whitespace();
+    let method = request_line.next().ok_or("no method")?.to_string();
+    let path = request_line.next().ok_or("no path")?.to_string();
+    let mut content_length = 0usize;
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                content_length = value.trim().parse().map_err(|_| "bad content-length")?;
+            }
+        }
+    }
+    if content_length > MAX_REQUEST {
+        return Err("body too large");
+    }
+    let mut body = buf[header_end + 4..].to_vec();
+    while body.len() < content_length {
+        let n = stream.read(&mut chunk).await.map_err(|_| "read failed")?;
+        if n == 0 {
+            return Err("incomplete body");
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(content_length);
+    let body = String::from_utf8(body).map_err(|_| "body is not UTF-8")?;
+    Ok((method, path, body))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn route(method: &str, path: &str, body: &str, shared: &Shared) -> (u16, String) {
+    let path = path.split('?').next().unwrap_or(path);
+    match (method, path) {
+        ("POST" | "PUT", "/metric") => match parse_cpu(body) {
+            Some(cpu) => {
+                shared.set_override(Some(cpu));
+                crate::log!("admin: cpu override set to {cpu}");
+                (200, format!("{{\"override\":{cpu}}}"))
+            }
+            None => (
+                400,
+                json_error("expected {\"cpu\": N} or cpu=N with N in [0, 100]"),
+            ),
+        },
+        ("DELETE", "/metric") => {
+            shared.set_override(None);
+            crate::log!("admin: cpu override cleared");
+            (200, "{\"override\":null}".to_string())
+        }
+        ("POST", "/unregister") => {
+            shared.request_stop(Stop::Admin);
+            (200, "{\"unregistering\":true}".to_string())
+        }
+        ("GET", "/status") => (200, shared.status_json()),
+        (_, "/metric" | "/unregister" | "/status") => (405, json_error("method not allowed")),
+        _ => (404, json_error("not found")),
+    }
+}
+
+fn json_error(msg: &str) -> String {
+    format!("{{\"error\":{}}}", crate::json_string(msg))
+}
+
+/// Accepts `{"cpu": 85.5}` (any whitespace) or a form body `cpu=85.5`; the value must be a
+/// finite percentage.
+pub fn parse_cpu(body: &str) -> Option<f64> {
+    let body = body.trim();
+    let number = if let Some(inner) = body.strip_prefix('{').and_then(|b| b.strip_suffix('}')) {
+        // A single-key object is all we accept, so a split on the first ':' suffices.
+        let (key, value) = inner.split_once(':')?;
+        if key.trim() != "\"cpu\"" {
+            return None;
+        }
+        value.trim()
+    } else {
+        body.split('&')
+            .find_map(|kv| kv.split_once('=').filter(|(k, _)| k.trim() == "cpu"))?
+            .1
+            .trim()
+    };
+    let v: f64 = number.parse().ok()?;
+    (v.is_finite() && (0.0..=100.0).contains(&v)).then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cpu;
+
+    #[test]
+    fn metric_bodies() {
+        assert_eq!(parse_cpu("{\"cpu\": 85.5}"), Some(85.5));
+        assert_eq!(parse_cpu(" {\"cpu\":0} \n"), Some(0.0));
+        assert_eq!(parse_cpu("cpu=85.5"), Some(85.5));
+        assert_eq!(parse_cpu("x=1&cpu=100"), Some(100.0));
+        for bad in [
+            "",
+            "{}",
+            "{\"mem\": 5}",
+            "{\"cpu\": \"x\"}",
+            "cpu=101",
+            "cpu=-1",
+            "cpu=NaN",
+            "85",
+        ] {
+            assert_eq!(parse_cpu(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Members of the pool as the monitor sees them, and their health derived from registration
+//! and heartbeat times alone (no clock is read here).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::config::PolicyConfig;
+
+/// A member's state in the membership table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Health {
+    /// Launched, not yet registered: counts towards capacity, reports no load.
+    Booting,
+    Healthy,
+    /// One heartbeat overdue: still counts and serves, but its load is stale and ignored.
+    Suspect,
+    Dead,
+}
+
+/// One instance as the monitor sees it. Times are monotonic offsets from monitor start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub id: String,
+    /// Health as last recorded by the monitor; `Dead` here (e.g. deregistered) is final, anything
+    /// else is recomputed from the timestamps by [`health_at`].
+    pub health: Health,
+    pub launched_at: Duration,
+    pub registered_at: Option<Duration>,
+    pub last_heartbeat: Option<Duration>,
+    /// Last reported CPU %.
+    pub load: Option<f64>,
+    /// Recent samples (time, CPU %), bounded by the caller; used when `load` predates warm-up end.
+    pub samples: VecDeque<(Duration, f64)>,
+}
+
+/// A member's health at `now`: booting until registered (dead if not registered within
+/// `boot_deadline`), suspect once a heartbeat is overdue, dead after `dead_after` without one.
+pub fn health_at(now: Duration, m: &Member, cfg: &PolicyConfig) -> Health {
+    if m.health == Health::Dead {
+        return Health::Dead;
+    }
+    let Some(registered) = m.registered_at else {
+        return if now.saturating_sub(m.launched_at) > cfg.boot_deadline {
+            Health::Dead
+        } else {
+            Health::Booting
+        };
+    };
+    // Registration is itself a sign of life, so it stands in for a heartbeat until the first one.
+    let last = m.last_heartbeat.map_or(registered, |h| h.max(registered));
+    let silent = now.saturating_sub(last);
+    if silent > cfg.dead_after {
+        Health::Dead
+    } else if silent > cfg.heartbeat {
+        Health::Suspect
+    } else {
+        Health::Healthy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scaler::config::Mode;
+
+    fn s(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    fn cfg(mode: Mode) -> PolicyConfig {
+        PolicyConfig {
+            min: 1,
+            max: 10,
+            mode,
+            cooldown_out: s(60),
+            cooldown_in: s(120),
+            warmup: s(30),
+            heartbeat: s(5),
+            dead_after: s(15),
+            boot_deadline: s(300),
+        }
+    }
+
+    fn thresholds() -> Mode {
+        Mode::Thresholds {
+            high: 70.0,
+            low: 20.0,
+            out_samples: 2,
+            in_samples: 3,
+            step_out: 2,
+            step_in: 1,
+        }
+    }
+
+    /// A member registered at t=0 that heartbeats at `now` with `load`.
+    fn healthy(id: &str, now: Duration, load: f64) -> Member {
+        Member {
+            id: id.into(),
+            health: Health::Healthy,
+            launched_at: s(0),
+            registered_at: Some(s(0)),
+            last_heartbeat: Some(now),
+            load: Some(load),
+            samples: VecDeque::new(),
+        }
+    }
+
+    #[test]
+    fn health_follows_registration_and_heartbeats() {
+        let c = cfg(thresholds());
+        let mut m = healthy("a", s(100), 50.0);
+        m.registered_at = None;
+        m.last_heartbeat = None;
+        assert_eq!(health_at(s(300), &m, &c), Health::Booting);
+        assert_eq!(health_at(s(301), &m, &c), Health::Dead);
+        m.registered_at = Some(s(10));
+        m.last_heartbeat = Some(s(100));
+        assert_eq!(health_at(s(105), &m, &c), Health::Healthy);
+        assert_eq!(health_at(s(106), &m, &c), Health::Suspect);
+        assert_eq!(health_at(s(115), &m, &c), Health::Suspect);
+        assert_eq!(health_at(s(116), &m, &c), Health::Dead);
+        m.health = Health::Dead;
+        assert_eq!(health_at(s(100), &m, &c), Health::Dead);
+    }
+}
