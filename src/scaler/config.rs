@@ -137,35 +137,7 @@ pub fn validate(cfg: &PolicyConfig) -> Result<(), Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn s(secs: u64) -> Duration {
-        Duration::from_secs(secs)
-    }
-
-    fn cfg(mode: Mode) -> PolicyConfig {
-        PolicyConfig {
-            min: 1,
-            max: 10,
-            mode,
-            cooldown_out: s(60),
-            cooldown_in: s(120),
-            warmup: s(30),
-            heartbeat: s(5),
-            dead_after: s(15),
-            boot_deadline: s(300),
-        }
-    }
-
-    fn thresholds() -> Mode {
-        Mode::Thresholds {
-            high: 70.0,
-            low: 20.0,
-            out_samples: 2,
-            in_samples: 3,
-            step_out: 2,
-            step_in: 1,
-        }
-    }
+    use crate::scaler::fixtures::*;
 
     #[test]
     fn validate_names_each_field() {

@@ -373,48 +373,7 @@ fn pick_victims(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn s(secs: u64) -> Duration {
-        Duration::from_secs(secs)
-    }
-
-    fn cfg(mode: Mode) -> PolicyConfig {
-        PolicyConfig {
-            min: 1,
-            max: 10,
-            mode,
-            cooldown_out: s(60),
-            cooldown_in: s(120),
-            warmup: s(30),
-            heartbeat: s(5),
-            dead_after: s(15),
-            boot_deadline: s(300),
-        }
-    }
-
-    fn thresholds() -> Mode {
-        Mode::Thresholds {
-            high: 70.0,
-            low: 20.0,
-            out_samples: 2,
-            in_samples: 3,
-            step_out: 2,
-            step_in: 1,
-        }
-    }
-
-    /// A member registered at t=0 that heartbeats at `now` with `load`.
-    fn healthy(id: &str, now: Duration, load: f64) -> Member {
-        Member {
-            id: id.into(),
-            health: Health::Healthy,
-            launched_at: s(0),
-            registered_at: Some(s(0)),
-            last_heartbeat: Some(now),
-            load: Some(load),
-            samples: VecDeque::new(),
-        }
-    }
+    use crate::scaler::fixtures::*;
 
     #[test]
     fn thresholds_need_consecutive_samples_and_respect_cooldown() {
