@@ -5,7 +5,9 @@
 //! the clock, the network and the fleet.
 
 pub mod config;
+pub mod fleet;
 pub mod health;
+pub mod monitor;
 pub mod plot;
 pub mod policy;
 pub mod simulate;
