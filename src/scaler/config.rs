@@ -53,6 +53,40 @@ pub struct PolicyConfig {
     pub boot_deadline: Duration,
 }
 
+impl PolicyConfig {
+    /// The policy a stack file's `scaler` section describes (validated by [`validate`]).
+    pub fn from_stack(s: &crate::stack::model::ScalerConf) -> PolicyConfig {
+        use crate::stack::model::ScalerMode;
+        let secs = |v: u32| Duration::from_secs(u64::from(v));
+        let millis = |v: u32| Duration::from_millis(u64::from(v));
+        PolicyConfig {
+            min: s.min,
+            max: s.max,
+            mode: match s.mode {
+                ScalerMode::Thresholds => Mode::Thresholds {
+                    high: s.high,
+                    low: s.low,
+                    out_samples: s.out_samples,
+                    in_samples: s.in_samples,
+                    step_out: s.step_out,
+                    step_in: s.step_in,
+                },
+                ScalerMode::TargetTracking => Mode::TargetTracking {
+                    target: s.target,
+                    tolerance: s.tolerance,
+                    scale_in_window: secs(s.scale_in_window_s),
+                },
+            },
+            cooldown_out: secs(s.cooldown_out_s),
+            cooldown_in: secs(s.cooldown_in_s),
+            warmup: secs(s.warmup_s),
+            heartbeat: millis(s.heartbeat_ms),
+            dead_after: millis(s.dead_after_ms),
+            boot_deadline: secs(s.boot_deadline_s),
+        }
+    }
+}
+
 /// Checks the configuration; every problem is reported with its field path.
 pub fn validate(cfg: &PolicyConfig) -> Result<(), Vec<(String, String)>> {
     let mut errors = Vec::new();
@@ -68,21 +102,21 @@ pub fn validate(cfg: &PolicyConfig) -> Result<(), Vec<(String, String)>> {
     }
     if cfg.heartbeat < Duration::from_millis(100) {
         err(
-            "heartbeat",
+            "heartbeat_ms",
             format!("must be at least 100ms (got {:?})", cfg.heartbeat),
         );
     }
     if cfg.dead_after < cfg.heartbeat.saturating_mul(2) {
         err(
-            "dead_after",
+            "dead_after_ms",
             format!(
-                "must be at least twice scaler.heartbeat ({:?} < 2 × {:?})",
+                "must be at least twice scaler.heartbeat_ms ({:?} < 2 × {:?})",
                 cfg.dead_after, cfg.heartbeat
             ),
         );
     }
     if cfg.boot_deadline.is_zero() {
-        err("boot_deadline", "must be greater than zero".into());
+        err("boot_deadline_s", "must be greater than zero".into());
     }
     let percent = |v: f64| v.is_finite() && v > 0.0 && v <= 100.0;
     match &cfg.mode {
@@ -158,8 +192,8 @@ mod tests {
             fields,
             [
                 "scaler.min",
-                "scaler.heartbeat",
-                "scaler.dead_after",
+                "scaler.heartbeat_ms",
+                "scaler.dead_after_ms",
                 "scaler.low",
                 "scaler.out_samples"
             ]

@@ -55,6 +55,9 @@ pub struct StackFile {
     /// alb-asg: the EFS file system mounted on every instance.
     #[serde(default)]
     pub shared_storage: Option<SharedStorage>,
+    /// custom-scaler: the monitor, its scaling policy and the agents.
+    #[serde(default)]
+    pub scaler: Option<ScalerConf>,
     /// Extra tags put on every resource (besides the `iac:*` identity tags).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -577,4 +580,252 @@ fn default_db_user() -> String {
 
 fn default_url_env() -> String {
     "DATABASE_URL".to_string()
+}
+
+/// custom-scaler: the monitor's policy, where it listens and how agents are installed.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScalerConf {
+    /// Fewest instances in the pool (held on every path, including manual removal).
+    #[serde(default = "default_scaler_min")]
+    pub min: u32,
+    /// Most instances in the pool (held on every path, including replacement of dead ones).
+    #[serde(default = "default_scaler_max")]
+    pub max: u32,
+    /// `thresholds` (step scaling between `low` and `high`) or `target-tracking` (keep the
+    /// average load near `target`).
+    #[serde(default)]
+    pub mode: ScalerMode,
+    /// thresholds: average CPU % above which the pool grows.
+    #[serde(default = "default_scaler_high")]
+    pub high: f64,
+    /// thresholds: average CPU % below which the pool shrinks; must be below `high`.
+    #[serde(default = "default_scaler_low")]
+    pub low: f64,
+    /// thresholds: consecutive high samples before a scale-out.
+    #[serde(default = "default_out_samples")]
+    pub out_samples: u32,
+    /// thresholds: consecutive low samples before a scale-in.
+    #[serde(default = "default_in_samples")]
+    pub in_samples: u32,
+    /// thresholds: instances added per scale-out.
+    #[serde(default = "default_step")]
+    pub step_out: u32,
+    /// thresholds: instances removed per scale-in.
+    #[serde(default = "default_step")]
+    pub step_in: u32,
+    /// target-tracking: the average CPU % to keep.
+    #[serde(default = "default_scaler_target")]
+    pub target: f64,
+    /// target-tracking: relative dead band (0.1 = no action within ±10 % of the target).
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+    /// target-tracking: scale-in keeps the largest size wanted within this many seconds.
+    #[serde(default = "default_scale_in_window")]
+    pub scale_in_window_s: u32,
+    /// Seconds after a scale-out before the next scale-out or any scale-in.
+    #[serde(default = "default_cooldown_out")]
+    pub cooldown_out_s: u32,
+    /// Seconds after a scale-in before the next scale-in.
+    #[serde(default = "default_cooldown_in")]
+    pub cooldown_in_s: u32,
+    /// Seconds a newly registered instance's load is ignored.
+    #[serde(default = "default_scaler_warmup")]
+    pub warmup_s: u32,
+    /// Milliseconds between heartbeats (at least 100).
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u32,
+    /// Milliseconds without a heartbeat after which an instance is dead and replaced (at least
+    /// two heartbeat intervals).
+    #[serde(default = "default_dead_after_ms")]
+    pub dead_after_ms: u32,
+    /// Seconds a launched instance has to register before it counts as a failed boot.
+    #[serde(default = "default_boot_deadline")]
+    pub boot_deadline_s: u32,
+    /// Seconds a draining instance has to acknowledge before it is terminated anyway.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout_s: u32,
+    /// Where instances come from: `ec2` (launched from the stack's launch template) or `local`
+    /// (agent processes on this machine, for demos and tests).
+    #[serde(default)]
+    pub fleet: FleetKind,
+    /// The monitor: its gRPC port and admin endpoint.
+    #[serde(default)]
+    pub monitor: MonitorConf,
+    /// How the agent binary reaches the instances.
+    #[serde(default)]
+    pub agent: Option<AgentConf>,
+}
+
+impl Default for ScalerConf {
+    fn default() -> Self {
+        ScalerConf {
+            min: default_scaler_min(),
+            max: default_scaler_max(),
+            mode: ScalerMode::default(),
+            high: default_scaler_high(),
+            low: default_scaler_low(),
+            out_samples: default_out_samples(),
+            in_samples: default_in_samples(),
+            step_out: default_step(),
+            step_in: default_step(),
+            target: default_scaler_target(),
+            tolerance: default_tolerance(),
+            scale_in_window_s: default_scale_in_window(),
+            cooldown_out_s: default_cooldown_out(),
+            cooldown_in_s: default_cooldown_in(),
+            warmup_s: default_scaler_warmup(),
+            heartbeat_ms: default_heartbeat_ms(),
+            dead_after_ms: default_dead_after_ms(),
+            boot_deadline_s: default_boot_deadline(),
+            drain_timeout_s: default_drain_timeout(),
+            fleet: FleetKind::default(),
+            monitor: MonitorConf::default(),
+            agent: None,
+        }
+    }
+}
+
+/// How load turns into a pool size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScalerMode {
+    #[default]
+    Thresholds,
+    TargetTracking,
+}
+
+/// Where the monitor's instances come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FleetKind {
+    #[default]
+    Ec2,
+    Local,
+}
+
+impl FleetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FleetKind::Ec2 => "ec2",
+            FleetKind::Local => "local",
+        }
+    }
+}
+
+/// The monitor process.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConf {
+    /// Port of the gRPC endpoint the agents connect to.
+    #[serde(default = "default_monitor_port")]
+    pub port: u16,
+    /// `host:port` the agents dial. Absent: `iac up` creates a monitor VM and the agents dial
+    /// its private address. With the ec2 fleet it must be reachable from the instances (not a
+    /// loopback address).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Loopback `host:port` of the admin API (`iac scale status|add|remove`, Prometheus metrics).
+    #[serde(default = "default_monitor_admin")]
+    pub admin: String,
+    /// Instance type of the monitor VM (default: `instance.type`).
+    #[serde(default, rename = "type")]
+    pub instance_type: Option<String>,
+    /// The `iac` binary the monitor VM runs, fetched at boot and checked against its SHA-256.
+    #[serde(default)]
+    pub binary: Option<Download>,
+}
+
+impl Default for MonitorConf {
+    fn default() -> Self {
+        MonitorConf {
+            port: default_monitor_port(),
+            address: None,
+            admin: default_monitor_admin(),
+            instance_type: None,
+            binary: None,
+        }
+    }
+}
+
+/// The agent installed on every pool instance.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConf {
+    /// The `iac-agent` binary, fetched at boot and checked against its SHA-256.
+    pub binary: Download,
+    /// Loopback port of the agent's admin endpoint on each instance.
+    #[serde(default = "default_agent_admin_port")]
+    pub admin_port: u16,
+}
+
+/// A file fetched at boot: HTTPS URL and the SHA-256 it must have.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Download {
+    /// `https://` URL of the file.
+    pub url: String,
+    /// Lowercase hex SHA-256 of the file (64 characters); the instance refuses anything else.
+    pub sha256: String,
+}
+
+fn default_scaler_min() -> u32 {
+    1
+}
+fn default_scaler_max() -> u32 {
+    4
+}
+fn default_scaler_high() -> f64 {
+    70.0
+}
+fn default_scaler_low() -> f64 {
+    20.0
+}
+fn default_out_samples() -> u32 {
+    2
+}
+fn default_in_samples() -> u32 {
+    5
+}
+fn default_step() -> u32 {
+    1
+}
+fn default_scaler_target() -> f64 {
+    50.0
+}
+fn default_tolerance() -> f64 {
+    0.1
+}
+fn default_scale_in_window() -> u32 {
+    300
+}
+fn default_cooldown_out() -> u32 {
+    60
+}
+fn default_cooldown_in() -> u32 {
+    180
+}
+fn default_scaler_warmup() -> u32 {
+    60
+}
+fn default_heartbeat_ms() -> u32 {
+    1000
+}
+fn default_dead_after_ms() -> u32 {
+    5000
+}
+fn default_boot_deadline() -> u32 {
+    300
+}
+fn default_drain_timeout() -> u32 {
+    30
+}
+fn default_monitor_port() -> u16 {
+    7700
+}
+fn default_monitor_admin() -> String {
+    "127.0.0.1:7701".to_string()
+}
+fn default_agent_admin_port() -> u16 {
+    7702
 }
