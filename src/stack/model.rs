@@ -770,16 +770,16 @@ pub struct Download {
 }
 
 fn default_scaler_min() -> u32 {
-    1
+    2
 }
 fn default_scaler_max() -> u32 {
-    4
+    5
 }
 fn default_scaler_high() -> f64 {
-    70.0
+    75.0
 }
 fn default_scaler_low() -> f64 {
-    20.0
+    15.0
 }
 fn default_out_samples() -> u32 {
     2
