@@ -1,66 +1,41 @@
-//! The custom scaler's decision core, with no I/O: [`policy`] turns the membership table
-//! ([`health`]) and the configuration ([`config`]) into a decision, and [`simulate`] replays a
-//! load trace ([`trace`]) in virtual time to compare that policy with two baselines, rendering
-//! timelines through [`plot`]. The gRPC monitor and the agents call into these modules; they add
-//! the clock, the network and the fleet.
+//! The custom scaler. Its core (policy, simulation, monitor, admin API, local fleet) is the
+//! `iac-scaler` crate, which has no AWS SDK; this module adds what needs the stack file or AWS:
+//! the policy read from a stack's `scaler` section and the `ec2` fleet.
 
-pub mod config;
-pub mod fleet;
-pub mod health;
-pub mod monitor;
-pub mod plot;
-pub mod policy;
-pub mod simulate;
-pub mod trace;
+pub use iac_scaler::{config, fleet, health, monitor, plot, policy, simulate, trace};
 
-/// Builders shared by the scaler's unit tests.
-#[cfg(test)]
-pub(crate) mod fixtures {
-    use std::collections::VecDeque;
-    use std::time::Duration;
+use std::time::Duration;
 
-    use super::config::{Mode, PolicyConfig};
-    use super::health::{Health, Member};
+use crate::stack::model::{ScalerConf, ScalerMode};
+use config::{Mode, PolicyConfig};
 
-    pub fn s(secs: u64) -> Duration {
-        Duration::from_secs(secs)
-    }
-
-    pub fn cfg(mode: Mode) -> PolicyConfig {
-        PolicyConfig {
-            min: 1,
-            max: 10,
-            mode,
-            cooldown_out: s(60),
-            cooldown_in: s(120),
-            warmup: s(30),
-            heartbeat: s(5),
-            dead_after: s(15),
-            boot_deadline: s(300),
-        }
-    }
-
-    pub fn thresholds() -> Mode {
-        Mode::Thresholds {
-            high: 70.0,
-            low: 20.0,
-            out_samples: 2,
-            in_samples: 3,
-            step_out: 2,
-            step_in: 1,
-        }
-    }
-
-    /// A member registered at t=0 that heartbeats at `now` with `load`.
-    pub fn healthy(id: &str, now: Duration, load: f64) -> Member {
-        Member {
-            id: id.into(),
-            health: Health::Healthy,
-            launched_at: s(0),
-            registered_at: Some(s(0)),
-            last_heartbeat: Some(now),
-            load: Some(load),
-            samples: VecDeque::new(),
-        }
+/// The policy a stack file's `scaler` section describes (check it with [`config::validate`]).
+pub fn policy_from_stack(s: &ScalerConf) -> PolicyConfig {
+    let secs = |v: u32| Duration::from_secs(u64::from(v));
+    let millis = |v: u32| Duration::from_millis(u64::from(v));
+    PolicyConfig {
+        min: s.min,
+        max: s.max,
+        mode: match s.mode {
+            ScalerMode::Thresholds => Mode::Thresholds {
+                high: s.high,
+                low: s.low,
+                out_samples: s.out_samples,
+                in_samples: s.in_samples,
+                step_out: s.step_out,
+                step_in: s.step_in,
+            },
+            ScalerMode::TargetTracking => Mode::TargetTracking {
+                target: s.target,
+                tolerance: s.tolerance,
+                scale_in_window: secs(s.scale_in_window_s),
+            },
+        },
+        cooldown_out: secs(s.cooldown_out_s),
+        cooldown_in: secs(s.cooldown_in_s),
+        warmup: secs(s.warmup_s),
+        heartbeat: millis(s.heartbeat_ms),
+        dead_after: millis(s.dead_after_ms),
+        boot_deadline: secs(s.boot_deadline_s),
     }
 }

@@ -373,7 +373,7 @@ fn pick_victims(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scaler::fixtures::*;
+    use crate::fixtures::*;
 
     #[test]
     fn thresholds_need_consecutive_samples_and_respect_cooldown() {

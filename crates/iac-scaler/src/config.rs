@@ -53,40 +53,6 @@ pub struct PolicyConfig {
     pub boot_deadline: Duration,
 }
 
-impl PolicyConfig {
-    /// The policy a stack file's `scaler` section describes (validated by [`validate`]).
-    pub fn from_stack(s: &crate::stack::model::ScalerConf) -> PolicyConfig {
-        use crate::stack::model::ScalerMode;
-        let secs = |v: u32| Duration::from_secs(u64::from(v));
-        let millis = |v: u32| Duration::from_millis(u64::from(v));
-        PolicyConfig {
-            min: s.min,
-            max: s.max,
-            mode: match s.mode {
-                ScalerMode::Thresholds => Mode::Thresholds {
-                    high: s.high,
-                    low: s.low,
-                    out_samples: s.out_samples,
-                    in_samples: s.in_samples,
-                    step_out: s.step_out,
-                    step_in: s.step_in,
-                },
-                ScalerMode::TargetTracking => Mode::TargetTracking {
-                    target: s.target,
-                    tolerance: s.tolerance,
-                    scale_in_window: secs(s.scale_in_window_s),
-                },
-            },
-            cooldown_out: secs(s.cooldown_out_s),
-            cooldown_in: secs(s.cooldown_in_s),
-            warmup: secs(s.warmup_s),
-            heartbeat: millis(s.heartbeat_ms),
-            dead_after: millis(s.dead_after_ms),
-            boot_deadline: secs(s.boot_deadline_s),
-        }
-    }
-}
-
 /// Checks the configuration; every problem is reported with its field path.
 pub fn validate(cfg: &PolicyConfig) -> Result<(), Vec<(String, String)>> {
     let mut errors = Vec::new();
@@ -171,7 +137,7 @@ pub fn validate(cfg: &PolicyConfig) -> Result<(), Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scaler::fixtures::*;
+    use crate::fixtures::*;
 
     #[test]
     fn validate_names_each_field() {

@@ -61,7 +61,7 @@ pub fn health_at(now: Duration, m: &Member, cfg: &PolicyConfig) -> Health {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scaler::fixtures::*;
+    use crate::fixtures::*;
 
     #[test]
     fn health_follows_registration_and_heartbeats() {
