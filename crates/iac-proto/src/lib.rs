@@ -91,7 +91,7 @@ pub fn token_interceptor(token: &str) -> Result<TokenInterceptor, InvalidToken> 
 
 /// Compares in time independent of where the inputs differ, so the token cannot be guessed byte
 /// by byte from response times. (The length still shows; tokens have a fixed length.)
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
         let x = a.get(i).copied().unwrap_or(0);

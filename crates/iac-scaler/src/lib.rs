@@ -5,6 +5,7 @@
 //! here: the crate builds in seconds, so the monitor can be benchmarked in release mode cheaply;
 //! the `ec2` fleet lives in `iac`.
 
+pub mod admin;
 pub mod config;
 pub mod fleet;
 pub mod health;
@@ -12,6 +13,7 @@ pub mod monitor;
 pub mod plot;
 pub mod policy;
 pub mod simulate;
+pub mod stats;
 pub mod trace;
 
 /// Builders shared by the scaler's unit tests.

@@ -6,6 +6,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use super::stats::StatsSnapshot;
+use super::stats::{add, Stats};
+
 use iac_proto::{
     check_token, AckDrainReply, AckDrainRequest, DeregisterReply, DeregisterRequest, Directive,
     HeartbeatReply, HeartbeatRequest, Monitor, RegisterReply, RegisterRequest,
@@ -16,10 +19,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::fleet::Fleet;
-use super::policy::{decide, Decision, Health, Member, PolicyConfig, PolicyState};
+use super::policy::{decide, health_at, Decision, Health, Member, PolicyConfig, PolicyState};
 
 /// Samples kept per member (the policy looks at recent ones only).
 const SAMPLES: usize = 32;
+/// Timeline rows kept in memory (about a day at one decision per second); older ones are dropped.
+const TIMELINE_ROWS: usize = 100_000;
 
 /// One member of the pool.
 struct Entry {
@@ -29,6 +34,8 @@ struct Entry {
     /// Drain asked at this time; terminated once acknowledged or after the drain deadline.
     drain_since: Option<Duration>,
     drained: bool,
+    /// Highest heartbeat sequence number seen since the last registration.
+    last_seq: u64,
 }
 
 /// A line of the timeline: every decision with the load and pool size it was taken on.
@@ -47,7 +54,21 @@ pub struct Pool {
     pub timeline: Vec<TimelineRow>,
 }
 
-/// What the gRPC handlers and the control loop share.
+impl Pool {
+    fn record(&mut self, row: TimelineRow) {
+        if self.timeline.len() >= TIMELINE_ROWS {
+            self.timeline.drain(..TIMELINE_ROWS / 10);
+        }
+        self.timeline.push(row);
+    }
+
+    /// Members that count towards capacity: every one not being drained.
+    fn active(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values().filter(|e| e.drain_since.is_none())
+    }
+}
+
+/// What the gRPC handlers, the admin API and the control loop share.
 pub struct Shared {
     pub policy: PolicyConfig,
     token: String,
@@ -55,12 +76,39 @@ pub struct Shared {
     pub drain_deadline: Duration,
     started: Instant,
     pool: Mutex<Pool>,
+    stats: Stats,
+    /// Serialises everything that calls the fleet (control loop, manual add), so that the
+    /// maximum holds even when a manual add races a scale-out.
+    fleet_ops: tokio::sync::Mutex<()>,
+}
+
+/// A manual action refused, or failed.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum AdminError {
+    #[error("the pool is at its maximum of {0}")]
+    AtMax(u32),
+    #[error("the pool is at its minimum of {0}")]
+    AtMin(u32),
+    #[error("no member `{0}` in the pool")]
+    NotFound(String),
+    #[error("`{0}` is already being drained")]
+    Draining(String),
+    #[error("the fleet failed: {0}")]
+    Fleet(String),
+    #[error("monitor state poisoned")]
+    Poisoned,
 }
 
 impl Shared {
+    /// A monitor that gives draining members ten heartbeat intervals to acknowledge.
     pub fn new(policy: PolicyConfig, token: &str) -> Arc<Shared> {
+        let drain = policy.heartbeat * 10;
+        Shared::with_drain_deadline(policy, token, drain)
+    }
+
+    pub fn with_drain_deadline(policy: PolicyConfig, token: &str, drain: Duration) -> Arc<Shared> {
         Arc::new(Shared {
-            drain_deadline: policy.heartbeat * 10,
+            drain_deadline: drain,
             policy,
             token: token.to_string(),
             started: Instant::now(),
@@ -69,11 +117,69 @@ impl Shared {
                 state: PolicyState::new(),
                 timeline: Vec::new(),
             }),
+            stats: Stats::default(),
+            fleet_ops: tokio::sync::Mutex::new(()),
         })
     }
 
     fn now(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// Whether `presented` is the token (constant time; an empty configured token matches nothing).
+    pub fn token_matches(&self, presented: &str) -> bool {
+        !self.token.is_empty()
+            && iac_proto::constant_time_eq(presented.as_bytes(), self.token.as_bytes())
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    pub(crate) fn count_refused(&self) {
+        add(&self.stats.refused, 1);
+    }
+
+    /// The monitor's metrics in the Prometheus text format: the counters, the handling-latency
+    /// histogram, and gauges of the pool by health.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        self.stats.prometheus(&mut out);
+        let now = self.now();
+        let mut by_health: BTreeMap<&str, u32> =
+            ["booting", "healthy", "suspect", "dead", "draining"]
+                .into_iter()
+                .map(|h| (h, 0))
+                .collect();
+        let mut loads = Vec::new();
+        if let Ok(p) = self.pool.lock() {
+            for e in p.entries.values() {
+                let h = if e.drain_since.is_some() {
+                    "draining"
+                } else {
+                    health_name(health_at(now, &e.member, &self.policy))
+                };
+                *by_health.entry(h).or_default() += 1;
+                loads.extend(e.member.load.filter(|_| e.drain_since.is_none()));
+            }
+        }
+        out.push_str("# HELP iac_monitor_members Members of the pool by state.\n# TYPE iac_monitor_members gauge\n");
+        for (h, n) in &by_health {
+            out.push_str(&format!("iac_monitor_members{{state=\"{h}\"}} {n}\n"));
+        }
+        let avg = if loads.is_empty() {
+            0.0
+        } else {
+            loads.iter().sum::<f64>() / loads.len() as f64
+        };
+        out.push_str(&format!(
+            "# HELP iac_monitor_average_load Average CPU % last reported by active members.\n# TYPE iac_monitor_average_load gauge\niac_monitor_average_load {avg}\n"
+        ));
+        out.push_str(&format!(
+            "# HELP iac_monitor_pool_bounds The pool's configured bounds.\n# TYPE iac_monitor_pool_bounds gauge\niac_monitor_pool_bounds{{bound=\"min\"}} {}\niac_monitor_pool_bounds{{bound=\"max\"}} {}\n",
+            self.policy.min, self.policy.max
+        ));
+        out
     }
 
     fn with_pool<T>(&self, f: impl FnOnce(&mut Pool) -> T) -> Result<T, Status> {
@@ -83,14 +189,109 @@ impl Shared {
             .map_err(|_| Status::internal("monitor state poisoned"))
     }
 
-    /// Members as the policy sees them: id, health, load, in id order.
+    /// Members as the policy sees them now (health derived from their deadlines), in id order.
     pub fn members(&self) -> Vec<Member> {
+        self.member_views().into_iter().map(|v| v.member).collect()
+    }
+
+    /// Members with their health now and whether they are being drained, in id order.
+    pub fn member_views(&self) -> Vec<MemberView> {
+        let now = self.now();
         self.pool
             .lock()
-            .map(|p| p.entries.values().map(|e| e.member.clone()).collect())
+            .map(|p| {
+                p.entries
+                    .values()
+                    .map(|e| {
+                        let mut member = e.member.clone();
+                        member.health = health_at(now, &member, &self.policy);
+                        MemberView {
+                            member,
+                            draining: e.drain_since.is_some(),
+                        }
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
+    /// Seconds since the monitor started (the clock of members' times and the timeline).
+    pub fn uptime(&self) -> Duration {
+        self.now()
+    }
+
+    /// Launches one member by hand. Refused at the maximum, like every other path.
+    pub async fn add_member(&self, fleet: &dyn Fleet) -> Result<String, AdminError> {
+        let _ops = self.fleet_ops.lock().await;
+        let pool = self
+            .pool
+            .lock()
+            .map(|p| p.active().count())
+            .map_err(|_| AdminError::Poisoned)?;
+        if pool as u64 >= u64::from(self.policy.max) {
+            return Err(AdminError::AtMax(self.policy.max));
+        }
+        let now = self.now();
+        let ids = fleet.launch(1).await.map_err(|e| {
+            add(&self.stats.fleet_errors, 1);
+            AdminError::Fleet(e.to_string())
+        })?;
+        add(&self.stats.launches, ids.len() as u64);
+        let mut p = self.pool.lock().map_err(|_| AdminError::Poisoned)?;
+        for id in &ids {
+            p.entries.insert(id.clone(), booting(id, now));
+        }
+        let size = p.active().count() as u32;
+        p.record(TimelineRow {
+            t: now,
+            avg_load: None,
+            pool: size,
+            decision: format!("manual add: {}", ids.join(", ")),
+        });
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| AdminError::Fleet("the fleet launched nothing".into()))
+    }
+
+    /// Removes one member by hand: it is drained, then terminated by the control loop. Refused at
+    /// the minimum, like every other path.
+    pub async fn remove_member(&self, id: &str) -> Result<(), AdminError> {
+        let _ops = self.fleet_ops.lock().await;
+        let now = self.now();
+        let tx = {
+            let mut p = self.pool.lock().map_err(|_| AdminError::Poisoned)?;
+            let pool = p.active().count() as u32;
+            let e = p
+                .entries
+                .get(id)
+                .ok_or_else(|| AdminError::NotFound(id.to_string()))?;
+            if e.drain_since.is_some() {
+                return Err(AdminError::Draining(id.to_string()));
+            }
+            if pool <= self.policy.min {
+                return Err(AdminError::AtMin(self.policy.min));
+            }
+            let e = p
+                .entries
+                .get_mut(id)
+                .ok_or_else(|| AdminError::NotFound(id.to_string()))?;
+            e.drain_since = Some(now);
+            let tx = e.replies.clone();
+            p.record(TimelineRow {
+                t: now,
+                avg_load: None,
+                pool: pool - 1,
+                decision: format!("manual remove: {id}"),
+            });
+            tx
+        };
+        if let Some(tx) = tx {
+            send_directive(id, &tx, Directive::Drain).await;
+        }
+        Ok(())
+    }
+
+    /// Every decision so far (the oldest are dropped past 100,000 rows).
     pub fn timeline(&self) -> Vec<TimelineRow> {
         self.pool
             .lock()
@@ -112,6 +313,36 @@ impl Shared {
     }
 }
 
+/// A member as the admin API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberView {
+    pub member: Member,
+    pub draining: bool,
+}
+
+pub fn health_name(h: Health) -> &'static str {
+    match h {
+        Health::Booting => "booting",
+        Health::Healthy => "healthy",
+        Health::Suspect => "suspect",
+        Health::Dead => "dead",
+    }
+}
+
+async fn send_directive(
+    id: &str,
+    tx: &mpsc::Sender<Result<HeartbeatReply, Status>>,
+    directive: Directive,
+) {
+    let reply = HeartbeatReply {
+        directive: directive as i32,
+        heartbeat_interval_ms: 0,
+    };
+    if tx.send(Ok(reply)).await.is_err() {
+        tracing::warn!(member = %id, ?directive, "directive not delivered: the stream is closed");
+    }
+}
+
 fn booting(id: &str, now: Duration) -> Entry {
     Entry {
         member: Member {
@@ -126,7 +357,15 @@ fn booting(id: &str, now: Duration) -> Entry {
         replies: None,
         drain_since: None,
         drained: false,
+        last_seq: 0,
     }
+}
+
+/// What a heartbeat did to the pool.
+enum Beat {
+    Counted,
+    Stale,
+    Unknown,
 }
 
 /// The gRPC side.
@@ -137,8 +376,10 @@ pub struct MonitorService {
 impl MonitorService {
     /// A malformed or unauthenticated call is refused and logged; the pool is not touched.
     fn auth<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        check_token(req, &self.shared.token)
-            .inspect_err(|e| tracing::warn!(error = %e, "refused an RPC"))
+        check_token(req, &self.shared.token).inspect_err(|e| {
+            self.shared.count_refused();
+            tracing::warn!(error = %e, "refused an RPC");
+        })
     }
 }
 
@@ -150,7 +391,12 @@ impl Monitor for MonitorService {
     ) -> Result<Response<RegisterReply>, Status> {
         self.auth(&req)?;
         let r = req.into_inner();
-        if r.instance_id.is_empty() || r.instance_id.len() > 128 {
+        if r.instance_id.is_empty()
+            || r.instance_id.len() > 128
+            || !r.instance_id.chars().all(|c| c.is_ascii_graphic())
+        {
+            self.shared.count_refused();
+            tracing::warn!("refused a registration with a malformed instance id");
             return Err(Status::invalid_argument(
                 "instance_id must be 1 to 128 characters",
             ));
@@ -164,7 +410,11 @@ impl Monitor for MonitorService {
             e.member.health = Health::Healthy;
             e.member.registered_at.get_or_insert(now);
             e.member.last_heartbeat = Some(now);
+            // A new registration starts a new heartbeat stream and sequence.
+            e.replies = None;
+            e.last_seq = 0;
         })?;
+        add(&self.shared.stats.registrations, 1);
         tracing::info!(instance = %r.instance_id, address = %r.address, "registered");
         Ok(Response::new(RegisterReply {
             member_id: r.instance_id,
@@ -185,15 +435,21 @@ impl Monitor for MonitorService {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             while let Ok(Some(hb)) = inbound.message().await {
+                let received = std::time::Instant::now();
                 let now = shared.now();
-                let known = shared
+                let outcome = shared
                     .with_pool(|p| match p.entries.get_mut(&hb.member_id) {
+                        Some(e) if hb.seq <= e.last_seq => Beat::Stale,
                         Some(e) => {
-                            e.replies.get_or_insert_with(|| tx.clone());
+                            if !e.replies.as_ref().is_some_and(|r| r.same_channel(&tx)) {
+                                e.replies = Some(tx.clone());
+                            }
+                            e.last_seq = hb.seq;
                             e.member.last_heartbeat = Some(now);
                             if hb.cpu_percent.is_finite()
                                 && (0.0..=100.0).contains(&hb.cpu_percent)
                                 && !hb.draining
+                                && e.drain_since.is_none()
                             {
                                 e.member.load = Some(hb.cpu_percent);
                                 e.member.samples.push_back((now, hb.cpu_percent));
@@ -201,20 +457,25 @@ impl Monitor for MonitorService {
                                     e.member.samples.pop_front();
                                 }
                             }
-                            true
+                            Beat::Counted
                         }
-                        None => false,
+                        None => Beat::Unknown,
                     })
-                    .unwrap_or(false);
-                if !known {
-                    // Stale: the member was removed (terminated or deregistered). Tell it to go.
-                    let _ = tx
-                        .send(Ok(HeartbeatReply {
-                            directive: Directive::Deregister as i32,
-                            heartbeat_interval_ms: 0,
-                        }))
-                        .await;
-                    break;
+                    .unwrap_or(Beat::Unknown);
+                match outcome {
+                    Beat::Counted => shared.stats.heartbeat_handled(received.elapsed()),
+                    Beat::Stale => {
+                        // Out of order (a replayed or delayed message): ignored, pool untouched.
+                        add(&shared.stats.stale, 1);
+                        tracing::debug!(member = %hb.member_id, seq = hb.seq, "stale heartbeat ignored");
+                    }
+                    Beat::Unknown => {
+                        // The member was removed (terminated or deregistered), or the monitor
+                        // restarted: tell the agent to go through registration again or leave.
+                        add(&shared.stats.stale, 1);
+                        send_directive(&hb.member_id, &tx, Directive::Deregister).await;
+                        break;
+                    }
                 }
             }
         });
@@ -234,6 +495,8 @@ impl Monitor for MonitorService {
                 e.drained = true;
             }
         })?;
+        add(&self.shared.stats.deregistrations, 1);
+        tracing::info!(member = %r.member_id, reason = %r.reason, "deregistered");
         Ok(Response::new(DeregisterReply {}))
     }
 
@@ -254,6 +517,7 @@ impl Monitor for MonitorService {
 
 /// One turn of the control loop: decide, act through the fleet, finish drains.
 pub async fn tick(shared: &Shared, fleet: &dyn Fleet) -> Decision {
+    let _ops = shared.fleet_ops.lock().await;
     let now = shared.now();
     let (decision, to_drain) = {
         let Ok(mut p) = shared.pool.lock() else {
@@ -261,21 +525,16 @@ pub async fn tick(shared: &Shared, fleet: &dyn Fleet) -> Decision {
                 reason: "monitor state poisoned".into(),
             };
         };
-        let members: Vec<Member> = p
-            .entries
-            .values()
-            .filter(|e| e.drain_since.is_none())
-            .map(|e| e.member.clone())
-            .collect();
+        let members: Vec<Member> = p.active().map(|e| e.member.clone()).collect();
         let Pool { state, .. } = &mut *p;
         let decision = decide(now, &members, &shared.policy, state);
         let loads: Vec<f64> = members.iter().filter_map(|m| m.load).collect();
         let avg_load = (!loads.is_empty()).then(|| loads.iter().sum::<f64>() / loads.len() as f64);
-        p.timeline.push(TimelineRow {
+        p.record(TimelineRow {
             t: now,
             avg_load,
             pool: members.len() as u32,
-            decision: format!("{decision:?}"),
+            decision: describe(&decision),
         });
         let mut to_drain = Vec::new();
         if let Decision::ScaleIn { victims, .. } = &decision {
@@ -289,21 +548,15 @@ pub async fn tick(shared: &Shared, fleet: &dyn Fleet) -> Decision {
         (decision, to_drain)
     };
     for (id, tx) in to_drain {
-        if tx
-            .send(Ok(HeartbeatReply {
-                directive: Directive::Drain as i32,
-                heartbeat_interval_ms: 0,
-            }))
-            .await
-            .is_err()
-        {
-            tracing::warn!(member = %id, "drain directive not delivered");
-        }
+        send_directive(&id, &tx, Directive::Drain).await;
     }
     match &decision {
-        Decision::ScaleOut { count, .. } => launch(shared, fleet, *count, now).await,
-        Decision::Replace { dead, .. } => {
-            terminate(shared, fleet, dead).await;
+        Decision::ScaleOut { count, .. } => {
+            launch(shared, fleet, *count, now).await;
+        }
+        // Terminate first, so the instance count never exceeds the maximum (nor the account's
+        // quota); if terminating fails the dead stay counted and are retried.
+        Decision::Replace { dead, .. } if terminate(shared, fleet, dead).await => {
             launch(shared, fleet, dead.len() as u32, now).await;
         }
         _ => {}
@@ -330,29 +583,54 @@ pub async fn tick(shared: &Shared, fleet: &dyn Fleet) -> Decision {
     decision
 }
 
-async fn launch(shared: &Shared, fleet: &dyn Fleet, count: u32, now: Duration) {
+/// A decision as one timeline cell: the action and its reason.
+fn describe(d: &Decision) -> String {
+    match d {
+        Decision::Hold { reason } => format!("hold: {reason}"),
+        Decision::ScaleOut { count, reason } => format!("scale out +{count}: {reason}"),
+        Decision::ScaleIn { victims, reason } => {
+            format!("scale in {}: {reason}", victims.join(" "))
+        }
+        Decision::Replace { dead, reason } => format!("replace {}: {reason}", dead.join(" ")),
+    }
+}
+
+/// Launches `count` members; false when the fleet failed (the next tick decides again).
+async fn launch(shared: &Shared, fleet: &dyn Fleet, count: u32, now: Duration) -> bool {
     match fleet.launch(count).await {
         Ok(ids) => {
+            add(&shared.stats.launches, ids.len() as u64);
+            tracing::info!(instances = ?ids, "launched");
             if let Ok(mut p) = shared.pool.lock() {
                 for id in ids {
                     p.entries.insert(id.clone(), booting(&id, now));
                 }
             }
+            true
         }
-        Err(e) => tracing::error!(error = %e, "launch failed"),
+        Err(e) => {
+            add(&shared.stats.fleet_errors, 1);
+            tracing::error!(error = %e, "launch failed");
+            false
+        }
     }
 }
 
-async fn terminate(shared: &Shared, fleet: &dyn Fleet, ids: &[String]) {
+/// Terminates members; false when the fleet failed (they stay in the pool and are retried).
+async fn terminate(shared: &Shared, fleet: &dyn Fleet, ids: &[String]) -> bool {
     if let Err(e) = fleet.terminate(ids).await {
+        add(&shared.stats.fleet_errors, 1);
         tracing::error!(error = %e, "terminate failed");
-        return;
+        return false;
     }
+    add(&shared.stats.terminations, ids.len() as u64);
+    tracing::info!(instances = ?ids, "terminated");
     if let Ok(mut p) = shared.pool.lock() {
         for id in ids {
             p.entries.remove(id);
         }
     }
+    true
 }
 
 /// Runs the control loop until `shutdown` resolves.
@@ -370,11 +648,80 @@ pub async fn run(
             _ = every.tick() => {
                 let d = tick(&shared, fleet.as_ref()).await;
                 if !matches!(d, Decision::Hold { .. }) {
-                    tracing::info!(decision = ?d, "scaling decision");
+                    tracing::info!(decision = %describe(&d), "scaling decision");
                 }
             }
         }
     }
+}
+
+/// Failure to start the monitor.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("cannot list the fleet's instances, so the pool cannot be rebuilt without risking launching twice: {0}")]
+    List(String),
+    #[error("the admin endpoint must listen on a loopback address, not {0}")]
+    AdminNotLoopback(std::net::SocketAddr),
+    #[error("cannot read the listening address: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Rebuilds the pool from what the fleet runs, then serves gRPC (and the admin API, when given a
+/// loopback listener) and runs the control loop until `shutdown` resolves.
+pub async fn serve(
+    shared: Arc<Shared>,
+    fleet: Arc<dyn Fleet>,
+    grpc: tokio::net::TcpListener,
+    admin: Option<tokio::net::TcpListener>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), MonitorError> {
+    if let Some(a) = &admin {
+        let addr = a.local_addr()?;
+        if !addr.ip().is_loopback() {
+            return Err(MonitorError::AdminNotLoopback(addr));
+        }
+    }
+    let running = fleet
+        .list()
+        .await
+        .map_err(|e| MonitorError::List(e.to_string()))?;
+    if !running.is_empty() {
+        tracing::info!(instances = ?running, "adopted the fleet's running instances");
+    }
+    shared.adopt(&running);
+    let svc = MonitorService {
+        shared: shared.clone(),
+    };
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(iac_proto::MonitorServer::new(svc))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc)),
+    );
+    let admin_task =
+        admin.map(|l| tokio::spawn(super::admin::serve(l, shared.clone(), fleet.clone())));
+    run(shared, fleet, shutdown).await;
+    // Open heartbeat streams would hold a graceful shutdown forever: stop at once, the agents
+    // reconnect to the next monitor.
+    server.abort();
+    if let Some(t) = admin_task {
+        t.abort();
+    }
+    Ok(())
+}
+
+/// The timeline as a simulation report, for the SVG plot.
+pub fn timeline_report(rows: &[TimelineRow]) -> super::simulate::SimReport {
+    let mut report = super::simulate::SimReport::default();
+    for r in rows {
+        report
+            .timeline
+            .push((r.t, r.avg_load.unwrap_or(0.0), r.pool));
+        if !r.decision.starts_with("hold") {
+            report.decisions.push((r.t, r.decision.clone()));
+        }
+        report.max_instances = report.max_instances.max(r.pool);
+    }
+    report
 }
 
 /// The timeline as CSV: `seconds,avg_load,pool,decision`.
@@ -386,7 +733,7 @@ pub fn timeline_csv(rows: &[TimelineRow]) -> String {
             "{:.3},{load},{},\"{}\"\n",
             r.t.as_secs_f64(),
             r.pool,
-            r.decision.replace('"', "'")
+            r.decision.replace('"', "'").replace(['\n', '\r'], " ")
         ));
     }
     out
