@@ -546,6 +546,65 @@ fn example_stack_is_valid() {
 }
 
 #[test]
+fn custom_scaler_example_is_valid() {
+    let r = run(&["validate", "stacks/custom-scaler.yaml"]);
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    assert!(
+        r.stdout
+            .contains("valid custom-scaler stack `bookstore-scaler`"),
+        "{}",
+        r.describe()
+    );
+}
+
+/// Every policy problem of a `scaler` section is reported at once, each at its own key.
+#[test]
+fn scaler_policy_errors_are_reported_together() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let file = dir.path().join("pool.yaml");
+    let sha = "ab".repeat(32);
+    let yaml = [
+        "name: pool",
+        "tier: custom-scaler",
+        "app:",
+        "  image: nginx:1",
+        "instance:",
+        "  instance_profile: LabInstanceProfile",
+        "scaler:",
+        "  min: 9",
+        "  max: 3",
+        "  high: 10",
+        "  low: 20",
+        "  heartbeat_ms: 20",
+        "  monitor:",
+        "    address: 0.0.0.0:7700",
+        "  agent:",
+        &format!("    binary: {{ url: https://example.org/a, sha256: {sha} }}"),
+        "",
+    ]
+    .join("\n");
+    std::fs::write(&file, yaml).expect("write the stack");
+    let path = file.to_string_lossy().into_owned();
+    let r = run(&["validate", &path]);
+    assert_eq!(r.code, Some(2), "{}", r.describe());
+    for (at, what) in [
+        ("8:8", "scaler.min"),
+        ("11:8", "scaler.low"),
+        ("12:17", "scaler.heartbeat_ms"),
+        ("14:14", "scaler.monitor.address"),
+    ] {
+        let head = format!("error: {path}:{at}: {what}: ");
+        assert!(r.stderr.contains(&head), "no `{head}`\n{}", r.describe());
+    }
+    assert!(
+        r.stderr
+            .contains("4 errors in the stack file; nothing was sent to AWS"),
+        "{}",
+        r.describe()
+    );
+}
+
+#[test]
 fn every_valid_fixture_is_valid() {
     let files = yaml_files(VALID_DIR);
     assert!(

@@ -24,7 +24,20 @@ pub fn user_data(stack: &Stack) -> anyhow::Result<Vec<(&'static str, UserData)>>
             roles
         }
         Tier::AlbAsg => vec![("web", render::alb_asg::web(stack)?)],
-        Tier::SingleVm | Tier::CustomScaler => vec![("vm", render::single_vm(stack)?)],
+        Tier::SingleVm => vec![("vm", render::single_vm(stack)?)],
+        Tier::CustomScaler => {
+            // The monitor VM exists only when the stack does not name a monitor of its own.
+            let mut roles = vec![("agent", render::custom_scaler::agent(stack)?)];
+            if stack
+                .spec
+                .scaler
+                .as_ref()
+                .is_some_and(|s| s.monitor.address.is_none())
+            {
+                roles.push(("monitor", render::custom_scaler::monitor(stack)?));
+            }
+            roles
+        }
     })
 }
 

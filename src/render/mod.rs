@@ -6,6 +6,7 @@
 //! by SSM parameter name; the instance fetches them at boot.
 
 pub mod alb_asg;
+pub mod custom_scaler;
 mod filters;
 pub mod lb_vms;
 mod single_vm;

@@ -2,6 +2,7 @@
 //! (VPC, subnets, image, hosted zone) arrives as [`Inputs`].
 
 pub mod alb_asg;
+pub mod custom_scaler;
 pub mod lb_vms;
 pub mod single_vm;
 pub mod swarm;
@@ -113,6 +114,9 @@ pub enum TierError {
     Render(#[from] RenderError),
     #[error("tier `{0}` is not available in this version of iac")]
     NotImplemented(&'static str),
+    /// The stack is valid but describes nothing `iac up` deploys.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Logical id of the instance profile `iac` creates for `instance_profile: create`.
@@ -152,20 +156,41 @@ fn profile_resource(stack: &Stack) -> Option<Resource> {
             .filter_map(|d| d.password.as_ref())
             .map(|r| format!("arn:aws:ssm:*:*:parameter{}", r.ssm)),
     );
+    let mut statements = vec![
+        serde_json::json!({
+            "Effect": "Allow",
+            "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:PutParameter"],
+            "Resource": params,
+        }),
+        serde_json::json!({
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": "arn:aws:secretsmanager:*:*:secret:rds!*",
+        }),
+    ];
+    if stack.spec.tier == Tier::CustomScaler {
+        // The monitor VM launches and terminates the pool from the launch template, passing
+        // this same role to the instances it launches.
+        statements.push(serde_json::json!({
+            "Effect": "Allow",
+            "Action": ["ec2:RunInstances", "ec2:CreateTags", "ec2:DescribeInstances", "ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions"],
+            "Resource": "*",
+        }));
+        statements.push(serde_json::json!({
+            "Effect": "Allow",
+            "Action": ["ec2:TerminateInstances"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"ec2:ResourceTag/iac:stack": stack.name()}},
+        }));
+        statements.push(serde_json::json!({
+            "Effect": "Allow",
+            "Action": ["iam:PassRole"],
+            "Resource": format!("arn:aws:iam::*:role/iac/{}/*", stack.name()),
+        }));
+    }
     let policy = serde_json::json!({
         "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:PutParameter"],
-                "Resource": params,
-            },
-            {
-                "Effect": "Allow",
-                "Action": ["secretsmanager:GetSecretValue"],
-                "Resource": "arn:aws:secretsmanager:*:*:secret:rds!*",
-            },
-        ],
+        "Statement": statements,
     });
     Some(Resource::new(
         PROFILE,
@@ -205,6 +230,6 @@ fn tier_desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErr
         Tier::LbVms => lb_vms::desired(stack, inputs),
         Tier::Swarm => swarm::desired(stack, inputs),
         Tier::AlbAsg => alb_asg::desired(stack, inputs),
-        other => Err(TierError::NotImplemented(other.as_str())),
+        Tier::CustomScaler => custom_scaler::desired(stack, inputs),
     }
 }

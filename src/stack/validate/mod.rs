@@ -10,7 +10,13 @@ use super::source::SourceMap;
 use super::Stack;
 
 /// Tiers this version can deploy.
-pub const IMPLEMENTED_TIERS: &[Tier] = &[Tier::SingleVm, Tier::AlbAsg, Tier::LbVms, Tier::Swarm];
+pub const IMPLEMENTED_TIERS: &[Tier] = &[
+    Tier::SingleVm,
+    Tier::AlbAsg,
+    Tier::LbVms,
+    Tier::Swarm,
+    Tier::CustomScaler,
+];
 
 /// Image aliases and the public SSM parameters they resolve through.
 pub const IMAGE_ALIASES: &[(&str, &str)] = &[
@@ -38,8 +44,10 @@ const SECRET_WORDS: &[&str] = &[
     "API_KEY",
 ];
 
+mod scaler;
 mod tiers;
 
+use scaler::check_custom_scaler;
 use tiers::{check_alb_asg, check_lb_vms, check_swarm, is_aurora_version};
 
 struct Checker<'a> {
@@ -118,12 +126,13 @@ pub fn validate(stack: &Stack, map: &SourceMap) -> Vec<Diagnostic> {
     if let Some(d) = &s.domain {
         check_domain(&mut c, d);
     }
-    if let Some(db) = &s.database {
+    if let Some(db) = s.database.as_ref().filter(|_| s.tier != Tier::CustomScaler) {
         check_database(&mut c, s, db);
     }
     check_lb_vms(&mut c, s);
     check_swarm(&mut c, s);
     check_alb_asg(&mut c, s);
+    check_custom_scaler(&mut c, s);
     check_tags(&mut c, s);
     c.diags
 }

@@ -1,0 +1,377 @@
+//! custom-scaler: a pool of app instances that a monitor of our own scales (not AWS Auto
+//! Scaling). `iac up` creates what the pool needs, and the monitor VM unless the stack names a
+//! monitor it runs itself; it never launches pool instances: the monitor does, with RunInstances
+//! from the launch template, tagged [`pool_tags`].
+//!
+//! ```text
+//! agents-sg ─▶ monitor-sg (monitor port from agents-sg only) ─┐
+//! scaler-token (generated SecureString) ──────────────────────┼─▶ monitor ─▶ monitor-address ─┐
+//! stack-file (the stack as the monitor reads it) ─────────────┘                               │
+//! agents-sg, scaler-token ────────────────────────────────────────────────────────────────────┴─▶ agent-lt
+//! ```
+//! With `scaler.monitor.address` there is no monitor VM nor its group, and `monitor-address`
+//! holds the given address. Pool instances carry no `iac:id`, so `up` and `plan` never adopt or
+//! delete them; `down` terminates them (after the monitor, before the launch template) and
+//! `status` lists them.
+
+use std::collections::BTreeMap;
+
+use crate::plan::*;
+use crate::render::custom_scaler as r;
+use crate::render::RenderError;
+use crate::stack::{FleetKind, Stack, StackFile};
+
+use super::{Inputs, TierError};
+
+pub const AGENTS_SG: &str = "agents-sg";
+pub const MONITOR_SG: &str = "monitor-sg";
+pub const MONITOR: &str = "monitor";
+pub const LT: &str = "agent-lt";
+/// The logical id under which discovery reports the pool's instances (they have no `iac:id`).
+pub const POOL: &str = "pool";
+
+/// Tag naming an instance's role in the stack; the monitor sets it to [`AGENT_ROLE`].
+pub const ROLE_TAG: &str = "iac:role";
+pub const AGENT_ROLE: &str = "agent";
+/// Tag marking the instances the monitor launched: [`SCALER_TAG`]=[`POOL_VALUE`].
+pub const SCALER_TAG: &str = "iac:scaler";
+pub const POOL_VALUE: &str = "pool";
+
+/// What a standard SSM String parameter holds; the stored stack file must fit.
+pub const STACK_FILE_LIMIT: usize = 4096;
+
+const ANYWHERE: &str = "0.0.0.0/0";
+
+/// The launch template the monitor launches pool instances from.
+pub fn launch_template_name(stack: &str) -> String {
+    format!("{stack}-agent")
+}
+
+/// The tags the monitor gives every instance it launches (instance and volume, at creation):
+/// the stack's extra tags, `Name`, `iac:stack`, `iac:role=agent`, `iac:scaler=pool` and
+/// `managed-by=iac`, but no `iac:id`: they are the monitor's, not resources of the stack graph.
+pub fn pool_tags(stack: &str, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut t = extra.clone();
+    t.insert("Name".to_string(), format!("{stack}-agent"));
+    t.insert(crate::aws::tags::STACK.to_string(), stack.to_string());
+    t.insert(ROLE_TAG.to_string(), AGENT_ROLE.to_string());
+    t.insert(SCALER_TAG.to_string(), POOL_VALUE.to_string());
+    t.insert(crate::aws::tags::MANAGED_BY.to_string(), "iac".to_string());
+    t
+}
+
+/// Whether a set of tags marks a pool instance.
+pub fn is_pool(tags: &BTreeMap<String, String>) -> bool {
+    tags.get(SCALER_TAG).map(String::as_str) == Some(POOL_VALUE)
+        && !tags.contains_key(crate::aws::tags::ID)
+}
+
+fn strip_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(strip_nulls);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+/// The stack file as the monitor VM reads it (`/iac/<stack>/stack-file`): the parsed file with
+/// its defaults, comments and unset keys dropped, and without `public_key_file` (a path on this
+/// machine). It loads and validates like the original.
+pub fn monitor_stack_file(s: &StackFile) -> Result<String, RenderError> {
+    let mut copy = s.clone();
+    if let Some(kp) = copy.instance.key_pair.as_mut() {
+        kp.public_key_file = None;
+    }
+    let fail =
+        |e: String| crate::render::invalid("scaler", format!("cannot store the stack file: {e}"));
+    let mut v = serde_json::to_value(&copy).map_err(|e| fail(e.to_string()))?;
+    strip_nulls(&mut v);
+    let body = yaml_serde::to_string(&v).map_err(|e| fail(e.to_string()))?;
+    Ok(format!(
+        "# Stack `{}` as `iac up` stored it for the monitor: edit the original and run `iac up`.\n{body}",
+        s.name
+    ))
+}
+
+fn rule(port: u16, source: Source, description: &str) -> IngressRule {
+    IngressRule {
+        protocol: "tcp".to_string(),
+        from_port: port,
+        to_port: port,
+        source,
+        description: description.to_string(),
+    }
+}
+
+fn group(
+    stack: &Stack,
+    inputs: &Inputs,
+    id: &str,
+    role: &str,
+    mut ingress: Vec<IngressRule>,
+    deps: &[&str],
+) -> Resource {
+    if let Some(cidr) = &stack.spec.network.ssh_from {
+        ingress.push(rule(22, Source::Cidr(cidr.clone()), "ssh"));
+    }
+    Resource::new(
+        id,
+        Spec::SecurityGroup(SecurityGroupSpec {
+            group_name: format!("{}-{role}", stack.name()),
+            description: format!("iac stack {}: {role}", stack.name()),
+            vpc_id: inputs.vpc_id.clone(),
+            ingress,
+        }),
+        deps,
+    )
+}
+
+fn plain(text: String, refs: &[&str]) -> ParamValue {
+    ParamValue::Template {
+        text,
+        refs: refs.iter().map(|r| ResourceId::new(*r)).collect(),
+    }
+}
+
+pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierError> {
+    let s = &stack.spec;
+    let sc = s.scaler.clone().unwrap_or_default();
+    if sc.fleet == FleetKind::Local {
+        return Err(TierError::Unsupported(
+            "`scaler.fleet: local` runs the agents on this machine: start them with `iac scale --custom-monitor <file>`; `iac up` creates nothing on AWS for it".to_string(),
+        ));
+    }
+    let managed_monitor = sc.monitor.address.is_none();
+    // The pool has no load balancer in front of it: the app's port is open to the world.
+    let mut out = vec![
+        group(
+            stack,
+            inputs,
+            AGENTS_SG,
+            "agents",
+            vec![rule(
+                s.app.port,
+                Source::Cidr(ANYWHERE.into()),
+                "app (no load balancer in front)",
+            )],
+            &[],
+        ),
+        super::stack_param(
+            stack,
+            r::TOKEN_PARAM,
+            true,
+            ParamValue::Generated,
+            None,
+            &[],
+        ),
+    ];
+    if managed_monitor {
+        out.push(group(
+            stack,
+            inputs,
+            MONITOR_SG,
+            "monitor",
+            vec![rule(
+                sc.monitor.port,
+                Source::Group(ResourceId::new(AGENTS_SG)),
+                "gRPC from the agents",
+            )],
+            &[AGENTS_SG],
+        ));
+        out.push(super::stack_param(
+            stack,
+            r::STACK_FILE_PARAM,
+            false,
+            plain(monitor_stack_file(s)?, &[]),
+            Some(Notify {
+                instance: ResourceId::new(MONITOR),
+                command: r::monitor_refresh_command(stack)?,
+                comment: "iac: install the new stack file and restart the monitor".to_string(),
+            }),
+            &[],
+        ));
+        let ud = r::monitor(stack)?;
+        out.push(Resource::new(
+            MONITOR,
+            Spec::Instance(super::instance_spec(
+                stack,
+                inputs,
+                sc.monitor.instance_type.as_ref(),
+                MONITOR_SG,
+                inputs.subnet_id.clone(),
+                &ud,
+            )?),
+            &[MONITOR_SG, r::TOKEN_PARAM, r::STACK_FILE_PARAM],
+        ));
+        out.push(super::stack_param(
+            stack,
+            r::MONITOR_ADDRESS_PARAM,
+            false,
+            plain(
+                format!("{}:{}", ip_placeholder(MONITOR), sc.monitor.port),
+                &[MONITOR],
+            ),
+            None,
+            &[MONITOR],
+        ));
+    } else {
+        let address = sc.monitor.address.clone().unwrap_or_default();
+        out.push(super::stack_param(
+            stack,
+            r::MONITOR_ADDRESS_PARAM,
+            false,
+            plain(address, &[]),
+            None,
+            &[],
+        ));
+    }
+    let ud = r::agent(stack)?;
+    out.push(Resource::new(
+        LT,
+        Spec::LaunchTemplate(LaunchTemplateSpec {
+            name: launch_template_name(stack.name()),
+            image_id: inputs.image_id.clone(),
+            root_device: inputs.root_device.clone(),
+            instance_type: s.instance.instance_type.clone(),
+            key_name: s.instance.key_pair.as_ref().map(|k| k.name.clone()),
+            instance_profile: super::profile_name(stack),
+            security_groups: vec![ResourceId::new(AGENTS_SG)],
+            disk_gb: s.instance.disk_gb,
+            user_data: ud.payload()?,
+            user_data_sha: ud.sha256(),
+        }),
+        // The monitor launches from the template as soon as it exists: everything an agent
+        // reads at boot is there first.
+        &[AGENTS_SG, r::TOKEN_PARAM, r::MONITOR_ADDRESS_PARAM],
+    ));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn stack(monitor: &str) -> Stack {
+        let yaml = format!(
+            "name: pool\ntier: custom-scaler\napp:\n  image: nginx:1\n  port: 8080\n\
+             network:\n  ssh_from: 203.0.113.0/24\n\
+             instance:\n  instance_profile: LabInstanceProfile\n  key_pair: {{ name: vockey }}\n\
+             scaler:\n  max: 4\n  agent:\n    binary: {{ url: https://example.org/iac-agent, sha256: {SHA} }}\n\
+             {monitor}"
+        );
+        crate::stack::parse(std::path::Path::new("pool.yaml"), &yaml).expect("valid")
+    }
+
+    fn inputs() -> Inputs {
+        Inputs {
+            vpc_id: "vpc-1".into(),
+            subnet_id: Some("subnet-1".into()),
+            subnets: vec![("subnet-1".into(), "us-east-1a".into())],
+            image_id: "ami-1".into(),
+            root_device: "/dev/sda1".into(),
+            hosted_zone_id: None,
+        }
+    }
+
+    fn find<'a>(rs: &'a [Resource], id: &str) -> &'a Resource {
+        rs.iter().find(|r| r.id.as_str() == id).expect(id)
+    }
+
+    #[test]
+    fn managed_monitor_graph() {
+        let s = stack(&format!(
+            "  monitor:\n    binary: {{ url: https://example.org/iac, sha256: {SHA} }}\n"
+        ));
+        let rs = desired(&s, &inputs()).unwrap();
+        let ids: Vec<&str> = rs.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                AGENTS_SG,
+                "scaler-token",
+                MONITOR_SG,
+                "stack-file",
+                MONITOR,
+                "monitor-address",
+                LT
+            ]
+        );
+        let Spec::SecurityGroup(m) = &find(&rs, MONITOR_SG).spec else {
+            panic!("group")
+        };
+        assert_eq!(
+            m.ingress[0].source,
+            Source::Group(ResourceId::new(AGENTS_SG))
+        );
+        assert_eq!(m.ingress[0].from_port, 7700);
+        assert!(m
+            .ingress
+            .iter()
+            .all(|r| r.source != Source::Cidr(ANYWHERE.into())));
+        let Spec::SsmParameter(addr) = &find(&rs, "monitor-address").spec else {
+            panic!("param")
+        };
+        assert_eq!(
+            addr.value,
+            ParamValue::Template {
+                text: "iac-ip-of-monitor.invalid:7700".into(),
+                refs: vec![ResourceId::new(MONITOR)]
+            }
+        );
+        let Spec::SsmParameter(token) = &find(&rs, "scaler-token").spec else {
+            panic!("param")
+        };
+        assert!(token.secure);
+        assert_eq!(token.name, "/iac/pool/scaler-token");
+        let Spec::LaunchTemplate(lt) = &find(&rs, LT).spec else {
+            panic!("lt")
+        };
+        assert_eq!(lt.name, "pool-agent");
+        assert_eq!(lt.key_name.as_deref(), Some("vockey"));
+        assert_eq!(lt.instance_profile.as_deref(), Some("LabInstanceProfile"));
+        // The stored stack file loads and validates as it is.
+        let Spec::SsmParameter(file) = &find(&rs, "stack-file").spec else {
+            panic!("param")
+        };
+        let ParamValue::Template { text, .. } = &file.value else {
+            panic!("text")
+        };
+        let again = crate::stack::parse(std::path::Path::new("/etc/iac/stack.yaml"), text)
+            .expect("the stored stack file is valid");
+        assert_eq!(again.spec.scaler.map(|s| s.max), Some(4));
+        assert!(!text.contains("null"));
+    }
+
+    #[test]
+    fn given_monitor_address() {
+        let s = stack("  monitor:\n    address: 10.0.9.9:7700\n");
+        let rs = desired(&s, &inputs()).unwrap();
+        let ids: Vec<&str> = rs.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, [AGENTS_SG, "scaler-token", "monitor-address", LT]);
+        let Spec::SsmParameter(addr) = &find(&rs, "monitor-address").spec else {
+            panic!("param")
+        };
+        assert_eq!(
+            addr.value,
+            ParamValue::Template {
+                text: "10.0.9.9:7700".into(),
+                refs: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn pool_tags_mark_pool_instances_only() {
+        let t = pool_tags("pool", &BTreeMap::new());
+        assert!(is_pool(&t));
+        assert_eq!(t.get("iac:role").map(String::as_str), Some("agent"));
+        let mut with_id = t.clone();
+        with_id.insert("iac:id".into(), "monitor".into());
+        assert!(!is_pool(&with_id));
+    }
+}
