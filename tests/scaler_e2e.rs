@@ -1,6 +1,7 @@
 //! The monitor with the local fleet: real `iac-agent` processes talking gRPC over loopback.
 //! A load step set through the agents' `/metric` scales out within two heartbeat intervals, a
-//! killed agent is replaced, a call without the token is refused.
+//! killed agent is replaced, a call without the token is refused, a restarted monitor adopts the
+//! running pool and launches nothing, and the admin API holds the pool's bounds.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -8,9 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iac::scaler::fleet::{Fleet, LocalFleet};
-use iac::scaler::monitor::{run, MonitorService, Shared};
-use iac::scaler::policy::{Mode, PolicyConfig};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use iac::scaler::fleet::{Fleet, FleetError, LocalFleet};
+use iac::scaler::monitor::{run, serve, MonitorService, Shared};
+use iac::scaler::policy::{Health, Mode, PolicyConfig};
 use iac_proto::{MonitorServer, RegisterRequest};
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -176,8 +179,250 @@ async fn local_fleet_scales_out_on_load_and_replaces_a_killed_agent() {
 
     // Every decision is on the timeline.
     let csv = iac::scaler::monitor::timeline_csv(&shared.timeline());
-    assert!(csv.lines().count() > 5 && csv.contains("ScaleOut"), "{csv}");
+    assert!(
+        csv.contains("scale out +1: ") && csv.contains("\"replace local-"),
+        "{csv}"
+    );
 
     let _ = stop_tx.send(());
     let _ = runner.await;
+}
+
+/// Wraps a fleet and counts the instances it launched (the fleet outlives monitors, like EC2).
+struct Counting {
+    inner: LocalFleet,
+    launched: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Fleet for Counting {
+    async fn launch(&self, count: u32) -> Result<Vec<String>, FleetError> {
+        let ids = self.inner.launch(count).await?;
+        self.launched.fetch_add(ids.len() as u32, Ordering::SeqCst);
+        Ok(ids)
+    }
+    async fn terminate(&self, ids: &[String]) -> Result<(), FleetError> {
+        self.inner.terminate(ids).await
+    }
+    async fn list(&self) -> Result<Vec<String>, FleetError> {
+        self.inner.list().await
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A monitor on its own runtime: shutting that runtime down drops every task and connection at
+/// once, which is what a crashed or restarted monitor looks like to the agents.
+fn start_monitor(
+    policy: PolicyConfig,
+    grpc_port: u16,
+    admin_port: Option<u16>,
+    fleet: Arc<dyn Fleet>,
+) -> (tokio::runtime::Runtime, Arc<Shared>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let shared = Shared::new(policy, TOKEN);
+    let s = shared.clone();
+    rt.spawn(async move {
+        let grpc = tokio::net::TcpListener::bind(("127.0.0.1", grpc_port))
+            .await
+            .expect("bind grpc");
+        let admin = match admin_port {
+            Some(p) => Some(
+                tokio::net::TcpListener::bind(("127.0.0.1", p))
+                    .await
+                    .expect("bind admin"),
+            ),
+            None => None,
+        };
+        serve(s, fleet, grpc, admin, std::future::pending())
+            .await
+            .expect("monitor");
+    });
+    (rt, shared)
+}
+
+fn wait_sync(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn live(shared: &Shared) -> usize {
+    shared
+        .members()
+        .iter()
+        .filter(|m| m.health == Health::Healthy && m.load.is_some())
+        .count()
+}
+
+fn quiet_policy(min: u32, max: u32) -> PolicyConfig {
+    PolicyConfig {
+        min,
+        max,
+        // Load never crosses these, so only bounds and deaths move the pool.
+        mode: Mode::Thresholds {
+            high: 99.0,
+            low: 1.0,
+            out_samples: 1,
+            in_samples: 1,
+            step_out: 1,
+            step_in: 1,
+        },
+        ..policy()
+    }
+}
+
+#[test]
+fn a_restarted_monitor_adopts_the_running_pool_and_launches_nothing() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let fleet = Arc::new(Counting {
+        inner: LocalFleet::new(
+            agent_bin(),
+            &url,
+            TOKEN,
+            vec![
+                "--simulate".into(),
+                "steady:10".into(),
+                "--backoff-initial-ms".into(),
+                "50".into(),
+                "--backoff-max-ms".into(),
+                "200".into(),
+            ],
+        ),
+        launched: AtomicU32::new(0),
+    });
+    let (first, shared) = start_monitor(quiet_policy(2, 4), port, None, fleet.clone());
+    wait_sync("the first monitor's pool", Duration::from_secs(15), || {
+        live(&shared) == 2
+    });
+    assert_eq!(fleet.launched.load(Ordering::SeqCst), 2);
+
+    // The monitor dies; its pool is only in the fleet now.
+    first.shutdown_background();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let (second, shared) = start_monitor(quiet_policy(2, 4), port, None, fleet.clone());
+    // At once: both instances adopted (booting, so they count), before any agent reconnected.
+    wait_sync("the adopted pool", Duration::from_secs(2), || {
+        shared.members().len() == 2
+    });
+    wait_sync(
+        "the agents' re-registration",
+        Duration::from_secs(10),
+        || live(&shared) == 2,
+    );
+    // Several decision periods later, still nothing launched twice.
+    std::thread::sleep(policy().heartbeat * 5);
+    assert_eq!(
+        fleet.launched.load(Ordering::SeqCst),
+        2,
+        "the restarted monitor launched again: {:?}",
+        shared.timeline()
+    );
+    let mut ids: Vec<String> = shared.members().into_iter().map(|m| m.id).collect();
+    ids.sort();
+    assert_eq!(ids, ["local-1", "local-2"]);
+    second.shutdown_background();
+}
+
+fn admin(port: u16, token: &str, method: &str, path: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(iac::scaler::admin::request(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        token,
+        method,
+        path,
+    ))
+    .expect("admin call")
+}
+
+#[test]
+fn the_admin_api_needs_the_token_and_holds_min_and_max() {
+    let port = free_port();
+    let admin_port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let fleet = Arc::new(LocalFleet::new(
+        agent_bin(),
+        &url,
+        TOKEN,
+        vec!["--simulate".into(), "steady:10".into()],
+    ));
+    let (rt, shared) = start_monitor(quiet_policy(2, 3), port, Some(admin_port), fleet.clone());
+    wait_sync("the pool at min", Duration::from_secs(15), || {
+        live(&shared) == 2
+    });
+
+    let (code, body) = admin(admin_port, "wrong-token-0123456789", "GET", "/members");
+    assert_eq!(code, 401, "{body}");
+    assert_eq!(shared.stats().refused, 1);
+
+    let (code, body) = admin(admin_port, TOKEN, "GET", "/members");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["pool"], 2);
+    assert_eq!(v["members"][0]["state"], "healthy");
+
+    // Add one: allowed up to max, then refused.
+    let (code, body) = admin(admin_port, TOKEN, "POST", "/members");
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(fleet.admin_ports().len(), 3);
+    let (code, body) = admin(admin_port, TOKEN, "POST", "/members");
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("maximum of 3"), "{body}");
+    assert_eq!(fleet.admin_ports().len(), 3);
+
+    // Remove one: drained, then terminated; at min, refused.
+    let (code, body) = admin(admin_port, TOKEN, "DELETE", "/members/local-1");
+    assert_eq!(code, 202, "{body}");
+    wait_sync(
+        "local-1 drained and terminated",
+        Duration::from_secs(5),
+        || !fleet.admin_ports().contains_key("local-1"),
+    );
+    wait_sync(
+        "the added agent to register",
+        Duration::from_secs(10),
+        || live(&shared) == 2 && shared.members().len() == 2,
+    );
+    let (code, body) = admin(admin_port, TOKEN, "DELETE", "/members/local-2");
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("minimum of 2"), "{body}");
+    let (code, _) = admin(admin_port, TOKEN, "DELETE", "/members/i-nope");
+    assert_eq!(code, 404);
+
+    let (code, metrics) = admin(admin_port, TOKEN, "GET", "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("iac_monitor_members{state=\"healthy\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("iac_monitor_launches_total 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("iac_monitor_terminations_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("iac_monitor_heartbeat_handle_seconds_count"));
+    assert!(shared.stats().heartbeats > 0);
+    rt.shutdown_background();
 }

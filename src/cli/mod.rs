@@ -6,6 +6,7 @@ pub mod output;
 mod plan;
 mod probe;
 mod render;
+mod scale;
 mod status;
 mod up;
 
@@ -144,6 +145,9 @@ pub enum Command {
         #[arg(long)]
         role: Option<String>,
     },
+    /// The custom scaler: run its monitor (`--custom-monitor STACK_FILE`), show or change a running
+    /// monitor's pool (`status`, `add`, `remove`), or replay a load trace (`simulate`).
+    Scale(Box<scale::ScaleArgs>),
     /// Print the JSON Schema of stack files (for editors).
     Schema,
 }
@@ -186,6 +190,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Render { file, files, role } => {
             render::run(&printer, file, *files, role.as_deref())
         }
+        Command::Scale(args) => scale::run(&printer, g, args).await,
         Command::Schema => {
             println!(
                 "{}",

@@ -2,7 +2,9 @@
 //! `iac-scaler` crate, which has no AWS SDK; this module adds what needs the stack file or AWS:
 //! the policy read from a stack's `scaler` section and the `ec2` fleet.
 
-pub use iac_scaler::{config, fleet, health, monitor, plot, policy, simulate, trace};
+pub mod ec2;
+
+pub use iac_scaler::{admin, config, fleet, health, monitor, plot, policy, simulate, stats, trace};
 
 use std::time::Duration;
 
