@@ -441,6 +441,10 @@ pub struct InstanceScan {
     /// replacement is never answered with the dead instance of an earlier request.
     pub terminated_per_id: BTreeMap<String, u32>,
     pub terminated_ids: Vec<String>,
+    /// Live instances tagged with the stack but without `iac:id`: launched by something of the
+    /// stack rather than by `iac up` (an Auto Scaling group, the custom scaler's monitor). Their
+    /// `id` is empty; the caller decides what they are.
+    pub untracked: Vec<Observed>,
 }
 
 /// Instances tagged with the stack.
@@ -490,14 +494,19 @@ pub async fn discover_instances(aws: &Aws, stack: &str) -> Result<InstanceScan, 
             public_ip: i.public_ip_address().map(str::to_string),
             private_ip: i.private_ip_address().map(str::to_string),
         };
-        if let Some(o) = observed(
-            t,
-            Kind::Instance,
-            i.instance_id().unwrap_or_default().to_string(),
-            state,
-            details,
-        ) {
-            scan.live.push(o);
+        let physical_id = i.instance_id().unwrap_or_default().to_string();
+        if t.contains_key(tags::ID) {
+            scan.live
+                .extend(observed(t, Kind::Instance, physical_id, state, details));
+        } else {
+            scan.untracked.push(Observed {
+                id: ResourceId::new(""),
+                kind: Kind::Instance,
+                physical_id,
+                state,
+                details,
+                tags: t,
+            });
         }
     }
     Ok(scan)

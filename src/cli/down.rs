@@ -10,7 +10,7 @@ use super::{common, Exit, Global};
 use crate::apply::{self, Reporter};
 use crate::aws::provider::{self, Applier};
 use crate::aws::{tagging, Aws};
-use crate::plan::{Details, Observed};
+use crate::plan::{Details, Kind, Observed};
 
 /// The stack name and region from a file (validated) or from `--stack`.
 pub fn target(
@@ -98,11 +98,14 @@ pub async fn run(
     let found = provider::discover(&aws, &name)
         .await
         .with_context(|| format!("discovering the resources tagged iac:stack={name}"))?;
-    let (kept, doomed): (Vec<Observed>, Vec<Observed>) = found
+    let (kept, mut doomed): (Vec<Observed>, Vec<Observed>) = found
         .resources
         .iter()
         .cloned()
         .partition(|o| is_kept_data(o, delete_data));
+    // custom-scaler: the instances the monitor launched go too (after the monitor, before the
+    // launch template: see the provider's delete order).
+    doomed.extend(found.pool.iter().cloned());
     if doomed.is_empty() {
         printer.line(format!(
             "Nothing to delete for stack `{name}` in {}.",
@@ -132,6 +135,21 @@ pub async fn run(
             apply::run(applier.delete_nodes(&doomed), parallelism, reporter.clone()).await;
         if !outcome.ok() {
             tracing::warn!(failed = outcome.failed.len(), "some deletions failed");
+        }
+        // A monitor still running elsewhere (`scaler.monitor.address`) may have launched more
+        // while the template existed: terminate those too.
+        if !found.pool.is_empty() || doomed.iter().any(|o| o.kind == Kind::LaunchTemplate) {
+            let late = provider::discover(&aws, &name)
+                .await
+                .with_context(|| format!("looking for instances launched during `down` of {name}"))?
+                .pool;
+            if !late.is_empty() {
+                printer.line(format!(
+                    "    {} instance(s) launched by the monitor during `down`; terminating them",
+                    late.len()
+                ));
+                apply::run(applier.delete_nodes(&late), parallelism, reporter.clone()).await;
+            }
         }
     }
     let kept_ids: Vec<&str> = kept.iter().map(|o| o.physical_id.as_str()).collect();

@@ -32,8 +32,8 @@ pub async fn run(
         None => Default::default(),
     };
     if printer.json() {
-        printer.record(&serde_json::json!({"event": "status", "stack": name, "region": aws.region, "resources": found.resources}));
-    } else if found.resources.is_empty() {
+        printer.record(&serde_json::json!({"event": "status", "stack": name, "region": aws.region, "resources": found.resources, "pool": found.pool}));
+    } else if found.resources.is_empty() && found.pool.is_empty() {
         printer.line(format!(
             "Stack `{name}` has no resources in {}.",
             aws.region
@@ -53,6 +53,9 @@ pub async fn run(
                 o.state
             ));
         }
+    }
+    if !printer.json() && !found.pool.is_empty() {
+        pool_report(printer, &found.pool);
     }
     printer.outputs(&outputs);
     if let Some(stack) = loaded.as_ref().filter(|s| s.spec.tier == Tier::Swarm) {
@@ -129,4 +132,25 @@ async fn group_report(printer: &Printer, aws: &Aws, found: &[Observed]) -> anyho
     report.insert("event".into(), "group_status".into());
     printer.record(&serde_json::Value::Object(report));
     Ok(())
+}
+
+/// custom-scaler: the instances the monitor launched (not resources of `iac up`).
+fn pool_report(printer: &Printer, pool: &[Observed]) {
+    let running = pool.iter().filter(|o| o.state == "running").count();
+    printer.line(printer.bold(&format!(
+        "Pool launched by the monitor: {} instance(s), {running} running:",
+        pool.len()
+    )));
+    for o in pool {
+        let ip = match &o.details {
+            crate::plan::Details::Instance { private_ip, .. } => private_ip.as_deref(),
+            _ => None,
+        };
+        printer.line(format!(
+            "  {:<22} {:<10} {}",
+            o.physical_id,
+            o.state,
+            ip.unwrap_or("-")
+        ));
+    }
 }

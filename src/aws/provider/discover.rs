@@ -16,6 +16,10 @@ pub struct Discovered {
     pub resources: Vec<Observed>,
     pub terminated_per_id: BTreeMap<String, u32>,
     pub terminated_ids: Vec<String>,
+    /// custom-scaler: the instances the monitor launched (tagged `iac:scaler=pool`, no `iac:id`),
+    /// reported with the logical id `pool`. Not part of `resources`: `up` and `plan` neither
+    /// adopt nor delete them; `down` terminates them and `status` lists them.
+    pub pool: Vec<Observed>,
 }
 
 /// Finds every resource of `stack` through its tags (no local state).
@@ -74,10 +78,20 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Discovered, AwsError> {
     resources.extend(instances.live);
     resources.extend(addresses);
     resources.extend(records);
+    let pool = instances
+        .untracked
+        .into_iter()
+        .filter(|o| crate::tiers::custom_scaler::is_pool(&o.tags))
+        .map(|o| Observed {
+            id: ResourceId::new(crate::tiers::custom_scaler::POOL),
+            ..o
+        })
+        .collect();
     Ok(Discovered {
         resources,
         terminated_per_id: instances.terminated_per_id,
         terminated_ids: instances.terminated_ids,
+        pool,
     })
 }
 

@@ -237,6 +237,11 @@ impl Applier {
     pub fn delete_nodes(&self, observed: &[Observed]) -> Vec<Node<AwsError>> {
         let mut nodes: Vec<_> = observed.iter().map(|o| self.delete_node(o, "")).collect();
         order_deletes(&mut nodes);
+        let pool: Vec<bool> = observed
+            .iter()
+            .map(|o| o.kind == Kind::Instance && crate::tiers::custom_scaler::is_pool(&o.tags))
+            .collect();
+        order_pool_deletes(&mut nodes, &pool);
         nodes
     }
 
@@ -792,6 +797,38 @@ fn known_of(o: &Observed) -> Known {
     }
 }
 
+/// custom-scaler: the instances the monitor launched (`pool[i]` for `nodes[i]`) are terminated
+/// after the stack's other instances (the monitor, which would replace them) and before the
+/// launch template they come from (which reverse kind order would delete first).
+fn order_pool_deletes(nodes: &mut [Node<AwsError>], pool: &[bool]) {
+    if !pool.iter().any(|p| *p) {
+        return;
+    }
+    let ids = |want: &dyn Fn(&Node<AwsError>, bool) -> bool| -> Vec<ResourceId> {
+        nodes
+            .iter()
+            .zip(pool)
+            .filter(|(n, p)| want(n, **p))
+            .map(|(n, _)| n.id.clone())
+            .collect()
+    };
+    let pool_ids = ids(&|_, p| p);
+    let templates = ids(&|n, _| n.kind == Kind::LaunchTemplate);
+    let others = ids(&|n, p| !p && n.kind == Kind::Instance);
+    for (n, is_pool) in nodes.iter_mut().zip(pool) {
+        match n.kind {
+            Kind::Instance => {
+                n.deps.retain(|d| !templates.contains(d));
+                if *is_pool {
+                    n.deps.extend(others.iter().cloned());
+                }
+            }
+            Kind::LaunchTemplate => n.deps.extend(pool_ids.iter().cloned()),
+            _ => {}
+        }
+    }
+}
+
 /// Deletion order: a node waits for every node of a kind created after its own (reverse of
 /// the creation order), so instances go before their security groups, addresses before
 /// instances, records before addresses.
@@ -805,5 +842,60 @@ fn order_deletes(nodes: &mut [Node<AwsError>]) {
             .filter(|(k, _)| *k > n.kind)
             .map(|(_, id)| id.clone())
             .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, kind: Kind) -> Node<AwsError> {
+        Node {
+            id: ResourceId::new(id),
+            kind,
+            action: "delete".to_string(),
+            deps: Vec::new(),
+            order_only: true,
+            task: Box::new(|| -> Task<AwsError> { Box::pin(async { Ok(None) }) }),
+        }
+    }
+
+    fn deps(nodes: &[Node<AwsError>], id: &str) -> Vec<String> {
+        let n = nodes.iter().find(|n| n.id.as_str() == id).expect(id);
+        let mut d: Vec<String> = n.deps.iter().map(|d| d.to_string()).collect();
+        d.sort();
+        d
+    }
+
+    #[test]
+    fn pool_goes_after_the_monitor_and_before_its_template() {
+        let mut nodes = vec![
+            node("agents-sg", Kind::SecurityGroup),
+            node("monitor", Kind::Instance),
+            node("pool-1", Kind::Instance),
+            node("pool-2", Kind::Instance),
+            node("agent-lt", Kind::LaunchTemplate),
+        ];
+        order_deletes(&mut nodes);
+        order_pool_deletes(&mut nodes, &[false, false, true, true, false]);
+        assert_eq!(deps(&nodes, "monitor"), Vec::<String>::new());
+        assert_eq!(deps(&nodes, "pool-1"), ["monitor"]);
+        assert_eq!(deps(&nodes, "agent-lt"), ["pool-1", "pool-2"]);
+        assert_eq!(
+            deps(&nodes, "agents-sg"),
+            ["agent-lt", "monitor", "pool-1", "pool-2"]
+        );
+    }
+
+    #[test]
+    fn without_a_pool_the_order_is_by_kind() {
+        let mut nodes = vec![
+            node("monitor", Kind::Instance),
+            node("agent-lt", Kind::LaunchTemplate),
+        ];
+        order_deletes(&mut nodes);
+        order_pool_deletes(&mut nodes, &[false, false]);
+        assert_eq!(deps(&nodes, "monitor"), ["agent-lt"]);
+        assert_eq!(deps(&nodes, "agent-lt"), Vec::<String>::new());
     }
 }

@@ -98,6 +98,32 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
             _ => {}
         }
     }
+    if stack.spec.tier == crate::stack::Tier::CustomScaler {
+        use crate::render::custom_scaler as cs;
+        let name = stack.name();
+        out.insert(
+            "launch_template".to_string(),
+            crate::tiers::custom_scaler::launch_template_name(name),
+        );
+        // The parameter's name only: the token itself is never read back.
+        out.insert(
+            "token_parameter".to_string(),
+            crate::render::param_name(name, cs::TOKEN_PARAM),
+        );
+        let address = found.iter().find_map(|o| match &o.details {
+            Details::SsmParameter {
+                value: Some(v),
+                secure: false,
+            } if o.id.as_str() == cs::MONITOR_ADDRESS_PARAM => Some(v.clone()),
+            _ => None,
+        });
+        if let Some(a) = address {
+            out.insert("monitor_address".to_string(), a);
+        }
+        if let Some(m) = instance(crate::tiers::custom_scaler::MONITOR) {
+            out.insert("monitor_instance_id".to_string(), m.physical_id.clone());
+        }
+    }
     for (prefix, key) in [
         ("web-", "web_vms"),
         ("manager-", "swarm_managers"),
