@@ -557,6 +557,28 @@ fn custom_scaler_example_is_valid() {
     );
 }
 
+/// A local-fleet stack is valid (for `iac scale`) but has nothing to deploy: `plan` and `up`
+/// refuse it as a usage error before any request.
+#[test]
+fn local_fleet_is_refused_by_plan_and_up_before_any_call() {
+    let (endpoint, connections) = counting_listener();
+    let file = format!("{VALID_DIR}/custom-scaler-local-fleet.yaml");
+    for args in [
+        vec!["plan", file.as_str(), "--endpoint-url", &endpoint],
+        vec!["up", file.as_str(), "--yes", "--endpoint-url", &endpoint],
+    ] {
+        let r = run(&args);
+        assert_eq!(r.code, Some(2), "{}", r.describe());
+        assert!(
+            r.stderr.contains("iac scale --custom-monitor"),
+            "{}",
+            r.describe()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(connections.load(Ordering::SeqCst), 0);
+}
+
 /// Every policy problem of a `scaler` section is reported at once, each at its own key.
 #[test]
 fn scaler_policy_errors_are_reported_together() {

@@ -30,6 +30,9 @@ pub async fn compute(
     reporter: Arc<dyn Reporter>,
 ) -> anyhow::Result<Planned> {
     let stack = common::load(file)?;
+    if let Some(why) = tiers::custom_scaler::not_deployable(&stack) {
+        return Err(super::UsageError(why).into());
+    }
     let aws = Aws::connect(&g.aws(), stack.spec.region.as_deref()).await;
     let inputs = provider::resolve_inputs(&aws, &stack, reporter.as_ref())
         .await

@@ -30,35 +30,19 @@ pub const LT: &str = "agent-lt";
 /// The logical id under which discovery reports the pool's instances (they have no `iac:id`).
 pub const POOL: &str = "pool";
 
-/// Tag naming an instance's role in the stack; the monitor sets it to [`AGENT_ROLE`].
-pub const ROLE_TAG: &str = "iac:role";
-pub const AGENT_ROLE: &str = "agent";
-/// Tag marking the instances the monitor launched: [`SCALER_TAG`]=[`POOL_VALUE`].
-pub const SCALER_TAG: &str = "iac:scaler";
+/// The tags the monitor gives every instance it launches, and the template it launches from,
+/// are the ec2 fleet's: one definition for the monitor that sets them and for `down` that
+/// finds them.
+pub use crate::scaler::ec2::{
+    launch_template_name, pool_tags, ROLE as ROLE_TAG, SCALER as SCALER_TAG,
+};
+/// The value of [`SCALER_TAG`] on the instances the monitor launched.
 pub const POOL_VALUE: &str = "pool";
 
 /// What a standard SSM String parameter holds; the stored stack file must fit.
 pub const STACK_FILE_LIMIT: usize = 4096;
 
 const ANYWHERE: &str = "0.0.0.0/0";
-
-/// The launch template the monitor launches pool instances from.
-pub fn launch_template_name(stack: &str) -> String {
-    format!("{stack}-agent")
-}
-
-/// The tags the monitor gives every instance it launches (instance and volume, at creation):
-/// the stack's extra tags, `Name`, `iac:stack`, `iac:role=agent`, `iac:scaler=pool` and
-/// `managed-by=iac`, but no `iac:id`: they are the monitor's, not resources of the stack graph.
-pub fn pool_tags(stack: &str, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    let mut t = extra.clone();
-    t.insert("Name".to_string(), format!("{stack}-agent"));
-    t.insert(crate::aws::tags::STACK.to_string(), stack.to_string());
-    t.insert(ROLE_TAG.to_string(), AGENT_ROLE.to_string());
-    t.insert(SCALER_TAG.to_string(), POOL_VALUE.to_string());
-    t.insert(crate::aws::tags::MANAGED_BY.to_string(), "iac".to_string());
-    t
-}
 
 /// Whether a set of tags marks a pool instance.
 pub fn is_pool(tags: &BTreeMap<String, String>) -> bool {
@@ -136,13 +120,23 @@ fn plain(text: String, refs: &[&str]) -> ParamValue {
     }
 }
 
+/// Why `plan` and `up` refuse a valid custom-scaler stack before any AWS call: the local fleet
+/// runs on this machine, with nothing to create on AWS.
+pub fn not_deployable(stack: &Stack) -> Option<String> {
+    let local = stack.spec.tier == crate::stack::Tier::CustomScaler
+        && stack
+            .spec
+            .scaler
+            .as_ref()
+            .is_some_and(|s| s.fleet == FleetKind::Local);
+    local.then(|| "`scaler.fleet: local` runs the agents on this machine: start them with `iac scale --custom-monitor <file>`; `iac up` and `iac plan` have nothing to create on AWS for it".to_string())
+}
+
 pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierError> {
     let s = &stack.spec;
     let sc = s.scaler.clone().unwrap_or_default();
-    if sc.fleet == FleetKind::Local {
-        return Err(TierError::Unsupported(
-            "`scaler.fleet: local` runs the agents on this machine: start them with `iac scale --custom-monitor <file>`; `iac up` creates nothing on AWS for it".to_string(),
-        ));
+    if let Some(why) = not_deployable(stack) {
+        return Err(TierError::Unsupported(why));
     }
     let managed_monitor = sc.monitor.address.is_none();
     // The pool has no load balancer in front of it: the app's port is open to the world.
