@@ -67,6 +67,10 @@ struct Cli {
     /// spike:BASE,PEAK,START,LEN or sine:MIN,MAX,PERIOD (times in seconds since start).
     #[arg(long)]
     simulate: Option<Profile>,
+    /// Count the profile's times from this moment (milliseconds since the Unix epoch) instead of
+    /// the agent's start, so that every agent of a fleet plays the same scenario.
+    #[arg(long, value_name = "UNIX_MS")]
+    simulate_since: Option<u64>,
     /// Seed for the random walk (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
@@ -197,13 +201,15 @@ enum Source {
 struct Load {
     source: Source,
     started: Instant,
+    /// Seconds of the scenario already played when this agent started.
+    offset: f64,
 }
 
 impl Load {
     fn cpu(&mut self) -> f64 {
         match &mut self.source {
             Source::Proc(p) => p.sample(),
-            Source::Sim(s) => s.sample(self.started.elapsed().as_secs_f64()),
+            Source::Sim(s) => s.sample(self.offset + self.started.elapsed().as_secs_f64()),
         }
     }
 }
@@ -383,6 +389,9 @@ async fn run(cli: Cli) -> i32 {
             None => Source::Proc(ProcCpu::new()),
         },
         started: Instant::now(),
+        offset: cli
+            .simulate_since
+            .map_or(0.0, |since| unix_ms().saturating_sub(since) as f64 / 1000.0),
     };
     let mut backoff = Backoff::new(
         cli.backoff_initial_ms,
