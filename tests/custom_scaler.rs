@@ -435,16 +435,23 @@ async fn custom_scaler_up_pool_and_down() {
 }
 
 /// With `scaler.monitor.address` the stack has no monitor VM nor its group: the agents dial the
-/// given address.
+/// given address. The monitor, run by hand with the ec2 fleet, reads the token from SSM and
+/// launches the pool from the template; a second one adopts it; `down` terminates it.
 #[tokio::test(flavor = "multi_thread")]
 async fn custom_scaler_with_own_monitor_creates_no_monitor_vm() {
     let emu = Emulator::start();
     let stack = "cs-own";
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
     let file = scaler_stack(
         stack,
         &[(
             "    type: t3.micro\n",
-            "    type: t3.micro\n    address: 10.0.42.7:7700\n",
+            &format!(
+                "    type: t3.micro\n    address: 10.0.42.7:7700\n    admin: 127.0.0.1:{admin}\n"
+            ),
         )],
     );
     let r = up(&emu, file.path());
@@ -467,8 +474,35 @@ async fn custom_scaler_with_own_monitor_creates_no_monitor_vm() {
     );
     launch_template(&ec2, stack).await;
 
+    // The monitor as users run it, with the ec2 fleet: the token comes from the SecureString
+    // `up` generated, and the pool (min 2) is launched from the template with the pool tags.
+    let mut m = emu.iac();
+    m.env_remove("IAC_SCALER_TOKEN")
+        .args(["-o", "json", "scale", "--custom-monitor"])
+        .arg(file.path())
+        .args(["--listen", "127.0.0.1:0", "--stop-after", "3"]);
+    let m = run_ok(m);
+    assert_eq!(m.record("monitor")["fleet"], "ec2");
+    let pool = live_instances(&ec2, stack).await;
+    assert_eq!(pool.len(), 2, "{pool:#?}");
+    for i in pool.values() {
+        assert_eq!(tag(i.tags(), "iac:scaler").as_deref(), Some("pool"));
+        assert_eq!(tag(i.tags(), "iac:role").as_deref(), Some("agent"));
+        assert_eq!(tag(i.tags(), "iac:id"), None);
+    }
+    // A second monitor adopts them (they never register here: their agents are not real, so
+    // the boot deadline of 300 s is far away) and launches nothing more.
+    let mut m = emu.iac();
+    m.env_remove("IAC_SCALER_TOKEN")
+        .args(["scale", "--custom-monitor"])
+        .arg(file.path())
+        .args(["--listen", "127.0.0.1:0", "--stop-after", "2"]);
+    run_ok(m);
+    assert_eq!(live_instances(&ec2, stack).await.len(), 2);
+
     let mut d = emu.iac();
     d.args(["-o", "json", "down", "--stack", stack, "--yes"]);
     let d = run_ok(d);
     assert_eq!(d.record("verified")["remaining"], serde_json::json!([]));
+    assert!(live_instances(&ec2, stack).await.is_empty());
 }
