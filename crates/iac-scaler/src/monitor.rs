@@ -738,3 +738,144 @@ pub fn timeline_csv(rows: &[TimelineRow]) -> String {
     }
     out
 }
+
+/// The control loop on tokio's paused clock: deadlines of minutes pass in no real time.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{cfg, s, thresholds};
+    use crate::fleet::FleetError;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Launches `i-1`, `i-2`, … and records every call.
+    #[derive(Default)]
+    struct Recording {
+        next: AtomicU32,
+        launched: Mutex<Vec<String>>,
+        terminated: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Fleet for Recording {
+        async fn launch(&self, count: u32) -> Result<Vec<String>, FleetError> {
+            let ids: Vec<String> = (0..count)
+                .map(|_| format!("i-{}", self.next.fetch_add(1, Ordering::SeqCst) + 1))
+                .collect();
+            self.launched.lock().unwrap().extend(ids.clone());
+            Ok(ids)
+        }
+        async fn terminate(&self, ids: &[String]) -> Result<(), FleetError> {
+            self.terminated.lock().unwrap().extend(ids.iter().cloned());
+            Ok(())
+        }
+        async fn list(&self) -> Result<Vec<String>, FleetError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn authed<T>(msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.metadata_mut().insert(
+            "authorization",
+            "Bearer token-0123456789abcdef".parse().unwrap(),
+        );
+        r
+    }
+
+    async fn register(svc: &MonitorService, id: &str) {
+        svc.register(authed(RegisterRequest {
+            instance_id: id.into(),
+            address: "10.0.0.1".into(),
+            version: "t".into(),
+            labels: Default::default(),
+        }))
+        .await
+        .expect("register");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_launch_that_never_registers_is_replaced_after_the_boot_deadline() {
+        let mut c = cfg(thresholds());
+        c.min = 2;
+        let shared = Shared::new(c.clone(), "token-0123456789abcdef");
+        let fleet = Recording::default();
+        tick(&shared, &fleet).await;
+        assert_eq!(*fleet.launched.lock().unwrap(), ["i-1", "i-2"]);
+        // Booting members count: nothing more is launched while they boot.
+        tokio::time::advance(c.boot_deadline - s(1)).await;
+        tick(&shared, &fleet).await;
+        assert_eq!(fleet.launched.lock().unwrap().len(), 2);
+        assert!(fleet.terminated.lock().unwrap().is_empty());
+        // Past the deadline: both are dead, terminated first, then replaced one for one.
+        tokio::time::advance(s(2)).await;
+        let d = tick(&shared, &fleet).await;
+        assert!(matches!(d, Decision::Replace { .. }), "{d:?}");
+        assert_eq!(*fleet.terminated.lock().unwrap(), ["i-1", "i-2"]);
+        assert_eq!(
+            *fleet.launched.lock().unwrap(),
+            ["i-1", "i-2", "i-3", "i-4"]
+        );
+        let ids: Vec<String> = shared.members().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, ["i-3", "i-4"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_victim_that_never_acknowledges_is_terminated_at_the_drain_deadline() {
+        let mut c = cfg(thresholds());
+        c.min = 1;
+        c.warmup = Duration::ZERO;
+        let shared = Shared::with_drain_deadline(c.clone(), "token-0123456789abcdef", s(30));
+        let fleet = Recording::default();
+        shared.adopt(&["i-a".to_string(), "i-b".to_string()]);
+        let svc = MonitorService {
+            shared: shared.clone(),
+        };
+        register(&svc, "i-a").await;
+        register(&svc, "i-b").await;
+        // Low load long enough for a scale-in; the heartbeats come straight into the table.
+        let beat_and_tick = || async {
+            tokio::time::advance(c.heartbeat).await;
+            let now = shared.now();
+            shared
+                .with_pool(|p| {
+                    for (i, e) in p.entries.values_mut().enumerate() {
+                        e.member.last_heartbeat = Some(now);
+                        e.member.load = Some(5.0 + i as f64);
+                        e.member.samples.push_back((now, 5.0 + i as f64));
+                    }
+                })
+                .unwrap();
+            tick(&shared, &fleet).await;
+        };
+        let draining = |shared: &Shared| -> Vec<String> {
+            shared
+                .member_views()
+                .into_iter()
+                .filter(|v| v.draining)
+                .map(|v| v.member.id)
+                .collect()
+        };
+        for _ in 0..4 {
+            beat_and_tick().await;
+            if !draining(&shared).is_empty() {
+                break;
+            }
+        }
+        let draining = draining(&shared);
+        assert_eq!(draining, ["i-a"], "the least loaded is chosen");
+        assert!(
+            fleet.terminated.lock().unwrap().is_empty(),
+            "not before the drain ends"
+        );
+        // It keeps beating but never acknowledges: terminated once the drain deadline has
+        // passed (30 s, six heartbeats), not before.
+        for _ in 0..5 {
+            beat_and_tick().await;
+        }
+        assert!(fleet.terminated.lock().unwrap().is_empty());
+        beat_and_tick().await;
+        assert_eq!(*fleet.terminated.lock().unwrap(), ["i-a"]);
+        assert!(fleet.launched.lock().unwrap().is_empty());
+        assert_eq!(shared.stats().terminations, 1);
+    }
+}
