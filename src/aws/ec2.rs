@@ -564,7 +564,13 @@ pub async fn run_instance(
     if let Some(p) = &spec.instance_profile {
         req = req.iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
     }
-    let out = req.send().await.map_err(err("ec2:RunInstances"))?;
+    launched_id(req.send().await.map_err(err("ec2:RunInstances"))?)
+}
+
+/// The id of the one instance a RunInstances call launched.
+pub fn launched_id(
+    out: aws_sdk_ec2::operation::run_instances::RunInstancesOutput,
+) -> Result<String, AwsError> {
     out.instances()
         .first()
         .and_then(|i| i.instance_id())

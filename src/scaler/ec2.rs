@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aws_sdk_ec2::types::{Filter, LaunchTemplateSpecification, ResourceType};
 
 use super::fleet::{Fleet, FleetError};
-use crate::aws::ec2::tag_spec;
+use crate::aws::ec2::{launched_id, tag_spec};
 use crate::aws::error::{sdk as err, AwsError, ErrorClass};
 use crate::aws::{tags, Aws};
 
@@ -92,18 +92,7 @@ impl Ec2Fleet {
             let i = (n as usize) % self.subnets.len();
             req = req.subnet_id(&self.subnets[i]);
         }
-        let out = req.send().await.map_err(err("ec2:RunInstances"))?;
-        out.instances()
-            .first()
-            .and_then(|i| i.instance_id())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                AwsError::state(
-                    "ec2:RunInstances",
-                    ErrorClass::Other,
-                    "no instance in the answer",
-                )
-            })
+        launched_id(req.send().await.map_err(err("ec2:RunInstances"))?)
     }
 }
 
