@@ -1,13 +1,20 @@
 //! Reaction time and failure detection of the monitor with real agents.
 //!
-//! Every repetition starts a fresh monitor (`monitor::serve`) and a local fleet of two real
-//! `iac-agent` processes (release build) that report a steady 40 % CPU; the fleet is wrapped so
-//! that every `launch` call is timestamped. The pool starts at its minimum (two agents adopted
-//! at start-up), so no earlier scale-out puts a cooldown in the way.
+//! Every repetition starts a fresh monitor (the gRPC service and the control loop, `run`) and a
+//! local fleet of two real `iac-agent` processes (release build) that report a steady 40 % CPU;
+//! the fleet is wrapped so that every `launch` call is timestamped. The two agents are adopted
+//! before the first tick, so the pool starts at its minimum and no earlier scale-out puts a
+//! cooldown in the way.
 //! - reaction: both agents are told through their admin endpoint (`POST /metric`) to report
-//!   95 %; measured from just before the first request to the fleet's `launch` call.
+//!   95 %; measured from just before the requests to the fleet's `launch` call.
 //! - failure detection: one agent gets SIGKILL; measured from just before the signal to the
 //!   `launch` call of its replacement.
+//!
+//! Where the agents' heartbeats fall within the control loop's period matters (a heartbeat
+//! that arrives just after a tick waits a whole period to be looked at), so each is measured
+//! twice: with the agents started at random points of the period (as instances that boot for a
+//! minute are), and with the agents started right after a tick (as the local fleet's agents,
+//! launched by a tick and registered milliseconds later, are).
 //!
 //! ```text
 //! cargo bench -p iac-scaler --bench reaction
@@ -23,10 +30,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use iac_proto::MonitorServer;
 use iac_scaler::config::{Mode, PolicyConfig};
 use iac_scaler::fleet::{Fleet, FleetError, LocalFleet};
-use iac_scaler::monitor::{serve, Shared};
+use iac_scaler::monitor::{run, MonitorService, Shared};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::wrappers::TcpListenerStream;
 
 use common::*;
 
@@ -88,15 +97,27 @@ enum Trial {
     FailureDetection,
 }
 
+/// Where the agents' heartbeats fall within the control loop's period.
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    /// Each agent starts at a random point of the period.
+    Random,
+    /// Both agents start right after a tick.
+    AfterTick,
+}
+
 /// A running monitor with its two adopted agents.
 struct Setup {
     shared: Arc<Shared>,
     fleet: Arc<Recording>,
     stop: tokio::sync::oneshot::Sender<()>,
+    control: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<()>,
 }
 
-async fn start(agent: &Path, cfg: PolicyConfig) -> Setup {
+/// What `monitor::serve` does (adopt, serve gRPC, run the control loop), with the agents'
+/// start placed within the control loop's period.
+async fn start(agent: &Path, cfg: PolicyConfig, phase: Phase, rng: &mut Rng) -> Setup {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a loopback port");
@@ -107,27 +128,57 @@ async fn start(agent: &Path, cfg: PolicyConfig) -> Setup {
         TOKEN,
         vec!["--simulate".into(), "steady:40".into()],
     ));
-    // Started before the monitor, which adopts them: the pool is at min from the first tick.
-    local.launch(2).await.expect("start two agents");
     let fleet = Arc::new(Recording {
-        inner: local,
+        inner: local.clone(),
         launches: Mutex::new(Vec::new()),
     });
-    let shared = Shared::new(cfg, TOKEN);
+    let shared = Shared::new(cfg.clone(), TOKEN);
+    // The local fleet names its instances local-1, local-2, …: adopted before the first tick,
+    // they count towards the minimum while they start.
+    let ids = ["local-1".to_string(), "local-2".to_string()];
+    shared.adopt(&ids);
+    let svc = MonitorService {
+        shared: shared.clone(),
+    };
+    let server = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(MonitorServer::new(svc))
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    });
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (s, f): (_, Arc<dyn Fleet>) = (shared.clone(), fleet.clone());
-    let server = tokio::spawn(async move {
-        serve(s, f, listener, None, async move {
-            let _ = stop_rx.await;
-        })
-        .await
-        .expect("the monitor serves");
-    });
+    // The control loop ticks at once, then every heartbeat period from now.
+    let control = tokio::spawn(run(s, f, async move {
+        let _ = stop_rx.await;
+    }));
+    let mut launched = Vec::new();
+    for _ in &ids {
+        if phase == Phase::Random {
+            tokio::time::sleep(cfg.heartbeat.mul_f64(rng.unit())).await;
+        }
+        launched.extend(local.launch(1).await.expect("start an agent"));
+    }
+    assert_eq!(launched, ids, "the local fleet's instance names changed");
     Setup {
         shared,
         fleet,
         stop,
+        control,
         server,
+    }
+}
+
+/// A small deterministic generator (xorshift), seeded per run: phases and delays that differ
+/// between repetitions without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -161,15 +212,14 @@ async fn set_metric(port: u16, cpu: f64) {
     );
 }
 
-/// A phase in [0, period) that differs between repetitions, so the event does not always land
-/// at the same point of the agents' and the control loop's cycles.
-fn jitter(period: Duration, rep: u32) -> Duration {
-    let nanos = u64::from(rep).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id());
-    period.mul_f64((nanos % 1000) as f64 / 1000.0)
-}
-
-async fn trial(agent: &Path, cfg: &PolicyConfig, what: Trial, rep: u32) -> Duration {
-    let setup = start(agent, cfg.clone()).await;
+async fn trial(
+    agent: &Path,
+    cfg: &PolicyConfig,
+    what: Trial,
+    phase: Phase,
+    rng: &mut Rng,
+) -> Duration {
+    let setup = start(agent, cfg.clone(), phase, rng).await;
     let shared = setup.shared.clone();
     wait_until(
         "both agents registered and reporting",
@@ -184,8 +234,8 @@ async fn trial(agent: &Path, cfg: &PolicyConfig, what: Trial, rep: u32) -> Durat
         },
     )
     .await;
-    // A few heartbeats in, then a phase that varies between repetitions.
-    tokio::time::sleep(cfg.heartbeat * 2 + jitter(cfg.heartbeat, rep)).await;
+    // A few heartbeats in, then the event at a random point of the period.
+    tokio::time::sleep(cfg.heartbeat * 2 + cfg.heartbeat.mul_f64(rng.unit())).await;
     let ports = setup.fleet.inner.admin_ports();
     let t0 = Instant::now();
     match what {
@@ -209,7 +259,8 @@ async fn trial(agent: &Path, cfg: &PolicyConfig, what: Trial, rep: u32) -> Durat
     .await;
     let took = fleet.first_launch_after(t0).expect("a launch") - t0;
     let _ = setup.stop.send(());
-    let _ = setup.server.await;
+    let _ = setup.control.await;
+    setup.server.abort();
     took
 }
 
@@ -247,31 +298,40 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D ^ u64::from(std::process::id()));
     let mut rows = Vec::new();
     for hb in heartbeats {
         let cfg = policy(Duration::from_millis(hb), dead_factor);
         for what in [Trial::Reaction, Trial::FailureDetection] {
-            let mut samples = Vec::new();
-            for rep in 0..reps {
-                let d = rt.block_on(trial(&agent, &cfg, what, rep));
-                eprintln!("heartbeat {hb} ms, {}: {} ms", name(what), ms(d));
-                samples.push(d);
+            for phase in [Phase::Random, Phase::AfterTick] {
+                let mut samples = Vec::new();
+                for _ in 0..reps {
+                    let d = rt.block_on(trial(&agent, &cfg, what, phase, &mut rng));
+                    eprintln!(
+                        "heartbeat {hb} ms, {}, {}: {} ms",
+                        name(what),
+                        phase_name(phase),
+                        ms(d)
+                    );
+                    samples.push(d);
+                }
+                samples.sort();
+                rows.push(format!(
+                    "| {} | {} | {hb} ms | {} ms | {} | {} ms | {} ms | {} ms | {} ms |",
+                    name(what),
+                    phase_name(phase),
+                    cfg.dead_after.as_millis(),
+                    samples.len(),
+                    ms(*samples.first().expect("at least one repetition")),
+                    ms(percentile(&samples, 0.5)),
+                    ms(percentile(&samples, 0.9)),
+                    ms(*samples.last().expect("at least one repetition")),
+                ));
             }
-            samples.sort();
-            rows.push(format!(
-                "| {} | {hb} ms | {} ms | {} | {} ms | {} ms | {} ms | {} ms |",
-                name(what),
-                cfg.dead_after.as_millis(),
-                samples.len(),
-                ms(percentile(&samples, 0.5)),
-                ms(percentile(&samples, 0.9)),
-                ms(*samples.last().expect("at least one repetition")),
-                ms(*samples.first().expect("at least one repetition")),
-            ));
         }
     }
-    println!("\n| measurement | heartbeat | dead after | runs | p50 | p90 | max | min |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("\n| measurement | agents started | heartbeat | dead after | runs | min | p50 | p90 | max |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }
@@ -281,5 +341,12 @@ fn name(t: Trial) -> &'static str {
     match t {
         Trial::Reaction => "reaction (load step → launch)",
         Trial::FailureDetection => "failure detection (SIGKILL → replacement launch)",
+    }
+}
+
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Random => "at random points of the period",
+        Phase::AfterTick => "right after a tick",
     }
 }
