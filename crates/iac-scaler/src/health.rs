@@ -34,7 +34,8 @@ pub struct Member {
 }
 
 /// A member's health at `now`: booting until registered (dead if not registered within
-/// `boot_deadline`), suspect once a heartbeat is overdue, dead after `dead_after` without one.
+/// `boot_deadline`), suspect once a heartbeat is half an interval overdue, dead after
+/// `dead_after` without one.
 pub fn health_at(now: Duration, m: &Member, cfg: &PolicyConfig) -> Health {
     if m.health == Health::Dead {
         return Health::Dead;
@@ -51,7 +52,8 @@ pub fn health_at(now: Duration, m: &Member, cfg: &PolicyConfig) -> Health {
     let silent = now.saturating_sub(last);
     if silent > cfg.dead_after {
         Health::Dead
-    } else if silent > cfg.heartbeat {
+    } else if silent > cfg.heartbeat + cfg.heartbeat / 2 {
+        // Half an interval of grace: scheduling jitter alone must not drop a member's load.
         Health::Suspect
     } else {
         Health::Healthy
@@ -74,7 +76,8 @@ mod tests {
         m.registered_at = Some(s(10));
         m.last_heartbeat = Some(s(100));
         assert_eq!(health_at(s(105), &m, &c), Health::Healthy);
-        assert_eq!(health_at(s(106), &m, &c), Health::Suspect);
+        assert_eq!(health_at(s(107), &m, &c), Health::Healthy);
+        assert_eq!(health_at(s(108), &m, &c), Health::Suspect);
         assert_eq!(health_at(s(115), &m, &c), Health::Suspect);
         assert_eq!(health_at(s(116), &m, &c), Health::Dead);
         m.health = Health::Dead;

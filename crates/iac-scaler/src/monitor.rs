@@ -525,15 +525,25 @@ pub async fn tick(shared: &Shared, fleet: &dyn Fleet) -> Decision {
                 reason: "monitor state poisoned".into(),
             };
         };
-        let members: Vec<Member> = p.active().map(|e| e.member.clone()).collect();
-        let Pool { state, .. } = &mut *p;
+        // Decided on the table itself, under the lock: copying 10,000 members with their
+        // sample histories stalled the monitor for milliseconds per pass.
+        let Pool { entries, state, .. } = &mut *p;
+        let members: Vec<&Member> = entries
+            .values()
+            .filter(|e| e.drain_since.is_none())
+            .map(|e| &e.member)
+            .collect();
         let decision = decide(now, &members, &shared.policy, state);
-        let loads: Vec<f64> = members.iter().filter_map(|m| m.load).collect();
-        let avg_load = (!loads.is_empty()).then(|| loads.iter().sum::<f64>() / loads.len() as f64);
+        let (sum, n) = members
+            .iter()
+            .filter_map(|m| m.load)
+            .fold((0.0, 0usize), |(s, n), l| (s + l, n + 1));
+        let avg_load = (n > 0).then(|| sum / n as f64);
+        let pool = members.len() as u32;
         p.record(TimelineRow {
             t: now,
             avg_load,
-            pool: members.len() as u32,
+            pool,
             decision: describe(&decision),
         });
         let mut to_drain = Vec::new();

@@ -6,6 +6,7 @@
 //! dead members are replaced, and only then does load drive a scale-out or scale-in. That order
 //! is what makes min/max hold on every path.
 
+use std::borrow::Borrow;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -86,12 +87,15 @@ impl Decision {
 
 /// Decides what to do at `now`. `state` must be the one returned to the previous call (start
 /// with [`PolicyState::default`]); the caller is expected to apply every non-`Hold` decision.
-pub fn decide(
+/// `members` may be owned or borrowed, so the monitor decides on its table without copying it.
+pub fn decide<M: Borrow<Member>>(
     now: Duration,
-    members: &[Member],
+    members: &[M],
     cfg: &PolicyConfig,
     state: &mut PolicyState,
 ) -> Decision {
+    let members: Vec<&Member> = members.iter().map(Borrow::borrow).collect();
+    let members = members.as_slice();
     let health: Vec<Health> = members.iter().map(|m| health_at(now, m, cfg)).collect();
     let pool = len_u32(members.len());
 
@@ -308,7 +312,7 @@ fn scale_out(
 #[allow(clippy::too_many_arguments)] // all borrowed context of one decision; a struct adds nothing
 fn scale_in(
     now: Duration,
-    members: &[Member],
+    members: &[&Member],
     health: &[Health],
     pool: u32,
     wanted: u32,
@@ -337,9 +341,9 @@ fn scale_in(
 /// their cost), then the least loaded; ties broken by id so the choice is deterministic.
 /// "Loaded" means the load the policy is allowed to see: a warming-up member counts as 0, so
 /// its unreliable readings cannot steer the choice either.
-fn pick_victims(
+fn pick_victims<M: Borrow<Member>>(
     now: Duration,
-    members: &[Member],
+    members: &[M],
     health: &[Health],
     cfg: &PolicyConfig,
     count: u32,
@@ -352,6 +356,7 @@ fn pick_victims(
     };
     let mut order: Vec<(u8, f64, &str)> = members
         .iter()
+        .map(Borrow::borrow)
         .zip(health)
         .map(|(m, h)| {
             let load = eligible_load(now, m, cfg).unwrap_or(0.0);
@@ -449,7 +454,7 @@ mod tests {
     fn bounds_come_first() {
         let mut c = cfg(thresholds());
         c.min = 3;
-        let d = decide(s(10), &[], &c, &mut PolicyState::default());
+        let d = decide::<Member>(s(10), &[], &c, &mut PolicyState::default());
         assert!(matches!(d, Decision::ScaleOut { count: 3, .. }), "{d:?}");
         c.min = 0;
         c.max = 1;
