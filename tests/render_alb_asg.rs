@@ -6,17 +6,19 @@
 //! A missing tool fails the test loudly instead of skipping it: a skipped check looks exactly
 //! like a passing one in CI output.
 
+mod render_common;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use iac::render::alb_asg::{
     mount_path, param_name, web, DB_ENDPOINT_PARAM, DB_SECRET_PARAM, DOCKER_DROP_IN, EFS_ID_PARAM,
 };
 use iac::render::USER_DATA_LIMIT;
 use iac::stack::Stack;
-use tempfile::TempDir;
+use render_common::{count_calls, last_line, shellcheck, tool, Sandbox, Setup};
 
 const EFS_ID: &str = "fs-0123456789abcdef0";
 const DB_ENDPOINT: &str = "shop.cluster-c1a2b3.us-east-1.rds.amazonaws.com";
@@ -35,10 +37,6 @@ const FINISHED: &str = "iac bootstrap finished";
 
 // ---------------------------------------------------------------------------------------------
 // Stacks
-
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Variants of the test stack.
 #[derive(Clone, Copy)]
@@ -111,7 +109,7 @@ fn shop(o: Opts) -> Stack {
 
 /// The example stack shipped in stacks/.
 fn example() -> Stack {
-    iac::stack::load(&manifest_dir().join("stacks/bookstore-asg.yaml")).expect("example loads")
+    render_common::example("stacks/bookstore-asg.yaml")
 }
 
 fn variants() -> Vec<(String, Stack)> {
@@ -137,17 +135,6 @@ fn variants() -> Vec<(String, Stack)> {
 // ---------------------------------------------------------------------------------------------
 // Tools
 
-/// Finds `name` on PATH or in the usual directories, or panics with how to install it.
-fn tool(name: &str, package: &str) -> PathBuf {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file());
-    found.unwrap_or_else(|| panic!("{name} not found: run .ci/run or apt-get install {package}"))
-}
-
 /// The system's python3 (a version manager's shim on PATH needs its own environment, which the
 /// sandbox clears).
 fn python3() -> PathBuf {
@@ -159,38 +146,17 @@ fn python3() -> PathBuf {
     }
 }
 
-fn explain_output(out: &Output) -> String {
-    format!(
-        "({})\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn shellcheck(name: &str, text: &str) {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join(name);
-    fs::write(&path, text).unwrap();
-    let out = Command::new(tool("shellcheck", "shellcheck"))
-        .args(["-s", "bash", "--norc"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "shellcheck {name} failed {}",
-        explain_output(&out)
-    );
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. The rendered script
 
 #[test]
 fn script_passes_shellcheck_in_every_variant() {
     for (name, stack) in variants() {
-        shellcheck(&format!("alb-web-{name}.sh"), &web(&stack).unwrap().script);
+        shellcheck(
+            "bash",
+            &format!("alb-web-{name}.sh"),
+            &web(&stack).unwrap().script,
+        );
     }
 }
 
@@ -274,21 +240,6 @@ const HOST_TOOLS: &[&str] = &[
 /// the other tiers' variants.
 const NOT_PRESENT: &[&str] = &["mount.efs", "mount.nfs4", "swarm-aws", "swarm-docker"];
 
-/// Copies tests/stubs (except `skip`) into `dst`, executable whatever the checkout did to the
-/// exec bits.
-fn copy_stubs(dst: &Path, skip: &[&str]) {
-    fs::create_dir_all(dst).unwrap();
-    for entry in fs::read_dir(manifest_dir().join("tests/stubs")).unwrap() {
-        let src = entry.unwrap().path();
-        let name = src.file_name().unwrap().to_string_lossy().into_owned();
-        if skip.contains(&name.as_str()) {
-            continue;
-        }
-        fs::copy(&src, dst.join(&name)).unwrap();
-        fs::set_permissions(dst.join(&name), fs::Permissions::from_mode(0o755)).unwrap();
-    }
-}
-
 /// Puts `real` on the sandbox's PATH as `name`, recording its argv in the call log like a stub.
 fn recording_wrapper(dir: &Path, name: &str, real: &Path) {
     let path = dir.join(name);
@@ -303,18 +254,6 @@ fn recording_wrapper(dir: &Path, name: &str, real: &Path) {
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-struct Sandbox {
-    _dir: TempDir,
-    base: PathBuf,
-    root: PathBuf,
-    path: String,
-    installed: PathBuf,
-    all_stubs: PathBuf,
-    stub_log: PathBuf,
-    ssm_dir: PathBuf,
-    script: PathBuf,
-}
-
 /// Which JSON tool the sandbox offers the script.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Json {
@@ -322,149 +261,30 @@ enum Json {
     Jq,
 }
 
-impl Sandbox {
-    /// A fake root with an os-release of `os_id` (`ubuntu` or `amzn`), the three runtime
-    /// parameters and the app's SSM secret in place.
-    fn new(stack: &Stack, os_id: &str, json: Json) -> Sandbox {
-        let dir = TempDir::new().unwrap();
-        let base = dir.path().to_path_buf();
-        let root = base.join("root");
-        fs::create_dir_all(root.join("etc")).unwrap();
-        fs::write(
-            root.join("etc/os-release"),
-            format!(
-                "NAME=\"Test\"\nID={os_id}\nID_LIKE=\"{}\"\n",
-                if os_id == "amzn" { "fedora" } else { "debian" }
-            ),
-        )
-        .unwrap();
-        let stubs = base.join("stubs");
-        copy_stubs(&stubs, NOT_PRESENT);
-        let all_stubs = base.join("all-stubs");
-        copy_stubs(&all_stubs, &[]);
-        let installed = base.join("installed");
-        fs::create_dir_all(&installed).unwrap();
-        let host = base.join("host");
-        fs::create_dir_all(&host).unwrap();
-        for t in HOST_TOOLS {
-            std::os::unix::fs::symlink(tool(t, "coreutils"), host.join(t)).unwrap();
-        }
-        match json {
-            Json::Python => recording_wrapper(&host, "python3", &python3()),
-            Json::Jq => recording_wrapper(&host, "jq", &tool("jq", "jq")),
-        }
-        let script = base.join("user-data.sh");
-        fs::write(&script, web(stack).expect("web renders").script).unwrap();
-        let ssm_dir = base.join("ssm");
-        let sb = Sandbox {
-            path: format!(
-                "{}:{}:{}",
-                installed.display(),
-                stubs.display(),
-                host.display()
-            ),
-            root,
-            installed,
-            all_stubs,
-            stub_log: base.join("calls.log"),
-            ssm_dir,
-            script,
-            base,
-            _dir: dir,
-        };
-        sb.param(&param_name("shop", EFS_ID_PARAM), EFS_ID);
-        sb.param(&param_name("shop", DB_ENDPOINT_PARAM), DB_ENDPOINT);
-        sb.param(&param_name("shop", DB_SECRET_PARAM), DB_SECRET_ARN);
-        sb.param("/shop/secret-key", APP_SECRET);
-        sb
+/// A fake root with an os-release of `os_id` (`ubuntu` or `amzn`), the three runtime
+/// parameters and the app's SSM secret in place.
+fn sandbox(stack: &Stack, os_id: &str, json: Json) -> Sandbox {
+    let setup = Setup {
+        os_id,
+        host_tools: HOST_TOOLS,
+        missing: NOT_PRESENT,
+        env: &[
+            ("IAC_HEALTH_WAIT_SECONDS", "1"),
+            ("IAC_MOUNT_WAIT_SECONDS", "30"),
+            ("STUB_SECRET_STRING", DB_SECRET),
+        ],
+        ..Setup::UBUNTU
+    };
+    let sb = Sandbox::new(&setup, &web(stack).expect("web renders").script);
+    match json {
+        Json::Python => recording_wrapper(&sb.host, "python3", &python3()),
+        Json::Jq => recording_wrapper(&sb.host, "jq", &tool("jq", "jq")),
     }
-
-    /// Makes the aws stub answer `value` for parameter `name`.
-    fn param(&self, name: &str, value: &str) {
-        let path = self.ssm_dir.join(name.trim_start_matches('/'));
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, value).unwrap();
-    }
-
-    fn run(&self, env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(tool("timeout", "coreutils"));
-        cmd.arg("120")
-            .arg(tool("bash", "bash"))
-            .arg(&self.script)
-            .env_clear()
-            .env("PATH", &self.path)
-            .env("HOME", &self.root)
-            .env("IAC_ROOT", &self.root)
-            .env("IAC_HEALTH_WAIT_SECONDS", "1")
-            .env("IAC_PARAM_WAIT_SECONDS", "30")
-            .env("IAC_MOUNT_WAIT_SECONDS", "30")
-            .env("IAC_RETRY_SLEEP", "0")
-            .env("STUB_LOG", &self.stub_log)
-            .env("STUB_INSTALL_DIR", &self.installed)
-            .env("STUB_ALL_DIR", &self.all_stubs)
-            .env("STUB_SSM_DIR", &self.ssm_dir)
-            .env("STUB_SECRET_STRING", DB_SECRET);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
-    }
-
-    fn run_ok(&self, env: &[(&str, &str)]) -> Output {
-        let out = self.run(env);
-        assert!(
-            out.status.success(),
-            "bootstrap failed: {}",
-            self.explain(&out)
-        );
-        out
-    }
-
-    fn full(&self, path: &str) -> PathBuf {
-        self.root.join(path.trim_start_matches('/'))
-    }
-
-    fn read(&self, path: &str) -> String {
-        let full = self.full(path);
-        fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
-    }
-
-    fn mode(&self, path: &str) -> u32 {
-        fs::metadata(self.full(path)).unwrap().permissions().mode() & 0o777
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.full("/var/log/iac-bootstrap.log")).unwrap_or_default()
-    }
-
-    fn calls(&self) -> String {
-        fs::read_to_string(&self.stub_log).unwrap_or_default()
-    }
-
-    fn clear_calls(&self) {
-        fs::remove_file(&self.stub_log).unwrap();
-    }
-
-    fn explain(&self, out: &Output) -> String {
-        format!(
-            "{}\n--- bootstrap log\n{}\n--- calls\n{}",
-            explain_output(out),
-            self.log(),
-            self.calls()
-        )
-    }
-
-    fn fstab(&self) -> String {
-        self.read("/etc/fstab")
-    }
-}
-
-fn count_calls(calls: &str, prefix: &str) -> usize {
-    calls.lines().filter(|l| l.starts_with(prefix)).count()
-}
-
-fn last_line(text: &str) -> &str {
-    text.lines().last().unwrap_or_default()
+    sb.param(&param_name("shop", EFS_ID_PARAM), EFS_ID);
+    sb.param(&param_name("shop", DB_ENDPOINT_PARAM), DB_ENDPOINT);
+    sb.param(&param_name("shop", DB_SECRET_PARAM), DB_SECRET_ARN);
+    sb.param("/shop/secret-key", APP_SECRET);
+    sb
 }
 
 /// Lines of /etc/fstab that mount `mount` (comments aside).
@@ -491,7 +311,7 @@ fn expected_run(sb: &Sandbox, mount: &str) -> String {
 
 #[test]
 fn amazon_linux_retries_the_mount_then_runs_the_app() {
-    let sb = Sandbox::new(&shop(FULL), "amzn", Json::Python);
+    let sb = sandbox(&shop(FULL), "amzn", Json::Python);
     // An fstab with other entries, one for the mount point left by an older file system.
     fs::write(
         sb.full("/etc/fstab"),
@@ -515,7 +335,7 @@ fn amazon_linux_retries_the_mount_then_runs_the_app() {
         "{log}"
     );
     assert!(log.contains("mount.nfs4: Connection timed out"), "{log}");
-    let fstab = sb.fstab();
+    let fstab = sb.read("/etc/fstab");
     assert_eq!(fstab_lines(&fstab, "/mnt/shared"), [EFS_LINE], "{fstab}");
     assert!(fstab.starts_with("UUID=abc / xfs defaults 0 0\n# /mnt/shared was here\n"));
     // The mount happened through fstab, after systemd re-read it.
@@ -554,7 +374,7 @@ fn amazon_linux_retries_the_mount_then_runs_the_app() {
     // Re-run: fstab untouched, nothing mounted again, the container kept.
     sb.clear_calls();
     sb.run_ok(&[]);
-    assert_eq!(sb.fstab(), fstab);
+    assert_eq!(sb.read("/etc/fstab"), fstab);
     let calls = sb.calls();
     assert_eq!(count_calls(&calls, "mount "), 0, "{calls}");
     assert_eq!(count_calls(&calls, "docker run"), 0, "{calls}");
@@ -566,7 +386,7 @@ fn amazon_linux_retries_the_mount_then_runs_the_app() {
     fs::remove_dir_all(sb.base.join("stub-state")).unwrap();
     sb.clear_calls();
     sb.run_ok(&[]);
-    assert_eq!(sb.fstab(), fstab);
+    assert_eq!(sb.read("/etc/fstab"), fstab);
     assert_eq!(count_calls(&sb.calls(), "mount "), 1);
     assert_eq!(count_calls(&sb.calls(), "docker run"), 1);
 }
@@ -579,7 +399,7 @@ fn ubuntu_without_efs_utils_mounts_over_nfs() {
         settings: false,
         mount: None,
     });
-    let sb = Sandbox::new(&stack, "ubuntu", Json::Python);
+    let sb = sandbox(&stack, "ubuntu", Json::Python);
     sb.run_ok(&[]);
     let calls = sb.calls();
     assert!(calls.contains("apt-cache show amazon-efs-utils"), "{calls}");
@@ -593,7 +413,10 @@ fn ubuntu_without_efs_utils_mounts_over_nfs() {
         calls.contains("X-aws-ec2-metadata-token-ttl-seconds"),
         "IMDSv2"
     );
-    assert_eq!(fstab_lines(&sb.fstab(), "/mnt/shared"), [NFS_LINE]);
+    assert_eq!(
+        fstab_lines(&sb.read("/etc/fstab"), "/mnt/shared"),
+        [NFS_LINE]
+    );
     assert_eq!(
         sb.read(APP_ENV),
         format!("SQLALCHEMY_DATABASE_URI=mysql+pymysql://admin:{DB_PASSWORD_URLENC}@{DB_ENDPOINT}:3306/shop\n")
@@ -604,7 +427,7 @@ fn ubuntu_without_efs_utils_mounts_over_nfs() {
 #[test]
 fn example_boots_on_ubuntu() {
     let stack = example();
-    let sb = Sandbox::new(&stack, "ubuntu", Json::Python);
+    let sb = sandbox(&stack, "ubuntu", Json::Python);
     sb.param("/bookstore/secret-key", APP_SECRET);
     for leaf in [EFS_ID_PARAM, DB_ENDPOINT_PARAM, DB_SECRET_PARAM] {
         let from = sb
@@ -616,7 +439,10 @@ fn example_boots_on_ubuntu() {
         );
     }
     let first = sb.run_ok(&[]);
-    assert_eq!(fstab_lines(&sb.fstab(), "/mnt/shared"), [NFS_LINE]);
+    assert_eq!(
+        fstab_lines(&sb.read("/etc/fstab"), "/mnt/shared"),
+        [NFS_LINE]
+    );
     assert_eq!(
         sb.read(APP_ENV),
         format!(
@@ -642,7 +468,7 @@ fn ubuntu_with_efs_utils_available_uses_it() {
         settings: false,
         mount: Some("/srv/shop-media"),
     });
-    let sb = Sandbox::new(&stack, "ubuntu", Json::Python);
+    let sb = sandbox(&stack, "ubuntu", Json::Python);
     sb.run_ok(&[("STUB_APT_KNOWN", "amazon-efs-utils")]);
     let calls = sb.calls();
     assert!(
@@ -651,7 +477,7 @@ fn ubuntu_with_efs_utils_available_uses_it() {
     );
     assert!(!calls.contains("nfs-common"));
     assert_eq!(
-        fstab_lines(&sb.fstab(), "/srv/shop-media"),
+        fstab_lines(&sb.read("/etc/fstab"), "/srv/shop-media"),
         ["fs-0123456789abcdef0:/ /srv/shop-media efs _netdev,nofail,tls 0 0"]
     );
     assert!(sb.full("/srv/shop-media").is_dir());
@@ -667,7 +493,7 @@ fn ubuntu_with_efs_utils_available_uses_it() {
 
 #[test]
 fn gives_up_loudly_when_efs_never_mounts() {
-    let sb = Sandbox::new(&shop(FULL), "amzn", Json::Python);
+    let sb = sandbox(&shop(FULL), "amzn", Json::Python);
     let out = sb.run(&[
         ("STUB_MOUNT_FAIL", "always"),
         ("IAC_MOUNT_WAIT_SECONDS", "2"),
@@ -695,7 +521,10 @@ fn gives_up_loudly_when_efs_never_mounts() {
     assert!(!calls.contains("docker run"), "{calls}");
     assert!(!sb.full(APP_ENV).exists());
     assert!(!log.contains(FINISHED));
-    assert_eq!(fstab_lines(&sb.fstab(), "/mnt/shared"), [EFS_LINE]);
+    assert_eq!(
+        fstab_lines(&sb.read("/etc/fstab"), "/mnt/shared"),
+        [EFS_LINE]
+    );
 }
 
 /// Every file under `dir` except those in `except` (files or whole directories), recursively.
@@ -756,7 +585,7 @@ fn assert_secret_only_in_env_file(sb: &Sandbox, outs: &[Output]) {
 #[test]
 fn database_secret_lands_in_the_env_file_only() {
     for json in [Json::Python, Json::Jq] {
-        let sb = Sandbox::new(&shop(FULL), "amzn", json);
+        let sb = sandbox(&shop(FULL), "amzn", json);
         let first = sb.run_ok(&[]);
         let calls = sb.calls();
         let parser = if json == Json::Python {
@@ -783,7 +612,7 @@ fn database_secret_lands_in_the_env_file_only() {
 
 #[test]
 fn changed_password_replaces_the_container() {
-    let sb = Sandbox::new(&shop(FULL), "amzn", Json::Python);
+    let sb = sandbox(&shop(FULL), "amzn", Json::Python);
     sb.run_ok(&[]);
     sb.clear_calls();
     sb.run_ok(&[(
@@ -826,7 +655,7 @@ fn unreadable_or_malformed_secret_fails_without_an_env_file() {
         ),
     ] {
         for json in [Json::Python, Json::Jq] {
-            let sb = Sandbox::new(&shop(FULL), "amzn", json);
+            let sb = sandbox(&shop(FULL), "amzn", json);
             let out = sb.run(&env);
             assert!(!out.status.success(), "must fail: {}", sb.explain(&out));
             let log = sb.log();
@@ -846,7 +675,7 @@ fn unreadable_or_malformed_secret_fails_without_an_env_file() {
 #[test]
 fn waits_for_parameters_then_gives_up() {
     let efs = param_name("shop", EFS_ID_PARAM);
-    let sb = Sandbox::new(&shop(FULL), "amzn", Json::Python);
+    let sb = sandbox(&shop(FULL), "amzn", Json::Python);
     sb.run_ok(&[("STUB_SSM_MISSING", &format!("{efs}:2"))]);
     assert_eq!(
         count_calls(&sb.calls(), &format!("aws ssm get-parameter --name {efs} ")),
@@ -857,7 +686,7 @@ fn waits_for_parameters_then_gives_up() {
     )));
     assert!(last_line(&sb.log()).contains(FINISHED));
 
-    let sb = Sandbox::new(&shop(FULL), "amzn", Json::Python);
+    let sb = sandbox(&shop(FULL), "amzn", Json::Python);
     let out = sb.run(&[
         ("STUB_SSM_MISSING", &format!("{efs}:1000")),
         ("IAC_PARAM_WAIT_SECONDS", "1"),
@@ -892,7 +721,7 @@ fn refuses_parameters_that_are_not_what_they_claim() {
             "does not hold a Secrets Manager ARN",
         ),
     ] {
-        let sb = Sandbox::new(&shop(FULL), "amzn", Json::Python);
+        let sb = sandbox(&shop(FULL), "amzn", Json::Python);
         sb.param(&param_name("shop", leaf), value);
         let out = sb.run(&[]);
         assert!(!out.status.success(), "{leaf}: {}", sb.explain(&out));

@@ -5,14 +5,18 @@
 //! A missing tool fails the test loudly instead of skipping it: a skipped check looks exactly
 //! like a passing one in CI output.
 
+mod render_common;
+
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use iac::render::{single_vm, RenderError, UserData, USER_DATA_LIMIT};
 use iac::stack::Stack;
+use render_common::{
+    check_output, file, last_line, manifest_dir, ran, shellcheck, stack_from, tool, Sandbox, Setup,
+};
 use tempfile::TempDir;
 
 const SECRET_VALUE: &str = "s3cr3t-value";
@@ -22,23 +26,8 @@ const STUB_PUBLIC_IP: &str = "198.51.100.7";
 // ---------------------------------------------------------------------------------------------
 // Stacks
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn example() -> Stack {
-    iac::stack::load(&manifest_dir().join("stacks/bookstore-vm.yaml")).expect("example loads")
-}
-
-/// Loads a stack from YAML text through the real loader, so variants are validated too.
-fn stack_from(yaml: &str) -> Stack {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("stack.yaml");
-    fs::write(&path, yaml).unwrap();
-    match iac::stack::load(&path) {
-        Ok(stack) => stack,
-        Err(e) => panic!("test stack does not load: {e}\n{yaml}"),
-    }
+    render_common::example("stacks/bookstore-vm.yaml")
 }
 
 /// A stack unlike the example: values needing quotes everywhere, two secrets, region from
@@ -81,55 +70,8 @@ fn render(stack: &Stack) -> UserData {
     single_vm(stack).expect("renders")
 }
 
-fn file<'a>(ud: &'a UserData, path: &str) -> &'a str {
-    match ud.files.iter().find(|f| f.path == path) {
-        Some(f) => &f.content,
-        None => panic!(
-            "no rendered file {path}; have {:?}",
-            ud.files.iter().map(|f| &f.path).collect::<Vec<_>>()
-        ),
-    }
-}
-
 fn compose_path(stack: &str) -> String {
     format!("/opt/iac/{stack}/compose.yaml")
-}
-
-// ---------------------------------------------------------------------------------------------
-// Tools
-
-/// Finds `name` on PATH or in the sbin directories (nginx lives in /usr/sbin), or panics with
-/// how to install it.
-fn tool(name: &str, package: &str) -> PathBuf {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file());
-    found.unwrap_or_else(|| panic!("{name} not found: run .ci/run or apt-get install {package}"))
-}
-
-fn check_output(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn shellcheck(shell: &str, name: &str, text: &str) {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join(name);
-    fs::write(&path, text).unwrap();
-    let out = Command::new(tool("shellcheck", "shellcheck"))
-        .args(["-s", shell, "--norc"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    check_output(&format!("shellcheck -s {shell} {name}"), &out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -496,153 +438,28 @@ const HOST_TOOLS: &[&str] = &[
     "uname",
 ];
 
-/// Copies tests/stubs (except `skip`) into `dst`, executable whatever the checkout did to
-/// the exec bits.
-fn copy_stubs(dst: &Path, skip: &[&str]) {
-    fs::create_dir_all(dst).unwrap();
-    for entry in fs::read_dir(manifest_dir().join("tests/stubs")).unwrap() {
-        let src = entry.unwrap().path();
-        let name = src.file_name().unwrap().to_string_lossy().into_owned();
-        if skip.contains(&name.as_str()) {
-            continue;
-        }
-        fs::copy(&src, dst.join(&name)).unwrap();
-        fs::set_permissions(dst.join(&name), fs::Permissions::from_mode(0o755)).unwrap();
-    }
-}
-
-struct Sandbox {
-    _dir: TempDir,
-    root: PathBuf,
-    path: String,
-    installed: PathBuf,
-    all_stubs: PathBuf,
-    stub_log: PathBuf,
-    script: PathBuf,
-}
-
-impl Sandbox {
-    /// A fake root with an os-release of `os_id` (`ubuntu` or `amzn`); stubs named in `missing`
-    /// are left out so the script has to install them.
-    fn new(ud: &UserData, os_id: &str, missing: &[&str]) -> Sandbox {
-        let dir = TempDir::new().unwrap();
-        let base = dir.path().to_path_buf();
-        let root = base.join("root");
-        fs::create_dir_all(root.join("etc")).unwrap();
-        fs::write(
-            root.join("etc/os-release"),
-            format!(
-                "NAME=\"Test\"\nID={os_id}\nID_LIKE=\"{}\"\n",
-                if os_id == "amzn" { "fedora" } else { "debian" }
-            ),
-        )
-        .unwrap();
-        // PATH gets the stubs minus `missing`; "installed" commands are linked from the full
-        // set (STUB_ALL_DIR), which is off PATH.
-        let stubs = base.join("stubs");
-        copy_stubs(&stubs, missing);
-        let all_stubs = base.join("all-stubs");
-        copy_stubs(&all_stubs, &[]);
-        let installed = base.join("installed");
-        fs::create_dir_all(&installed).unwrap();
-        let host = base.join("host");
-        fs::create_dir_all(&host).unwrap();
-        for t in HOST_TOOLS {
-            std::os::unix::fs::symlink(tool(t, "coreutils"), host.join(t)).unwrap();
-        }
-        let script = base.join("user-data.sh");
-        fs::write(&script, &ud.script).unwrap();
-        Sandbox {
-            path: format!(
-                "{}:{}:{}",
-                installed.display(),
-                stubs.display(),
-                host.display()
-            ),
-            root,
-            installed,
-            all_stubs,
-            stub_log: base.join("calls.log"),
-            script,
-            _dir: dir,
-        }
-    }
-
-    fn run(&self, env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(tool("timeout", "coreutils"));
-        cmd.arg("120")
-            .arg(tool("bash", "bash"))
-            .arg(&self.script)
-            .env_clear()
-            .env("PATH", &self.path)
-            .env("HOME", &self.root)
-            .env("IAC_ROOT", &self.root)
-            .env("IAC_DNS_WAIT_SECONDS", "2")
-            .env("IAC_DNS_POLL_SECONDS", "1")
-            .env("IAC_HEALTH_WAIT_SECONDS", "2")
-            .env("IAC_RETRY_SLEEP", "0")
-            .env("STUB_LOG", &self.stub_log)
-            .env("STUB_INSTALL_DIR", &self.installed)
-            .env("STUB_ALL_DIR", &self.all_stubs)
-            .env("STUB_PUBLIC_IP", STUB_PUBLIC_IP);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
-    }
-
-    fn read(&self, path: &str) -> String {
-        let full = self.root.join(path.trim_start_matches('/'));
-        fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
-    }
-
-    fn mode(&self, path: &str) -> u32 {
-        let full = self.root.join(path.trim_start_matches('/'));
-        fs::metadata(full).unwrap().permissions().mode() & 0o777
-    }
-
-    fn log(&self) -> String {
-        self.read("/var/log/iac-bootstrap.log")
-    }
-
-    fn calls(&self) -> String {
-        fs::read_to_string(&self.stub_log).unwrap_or_default()
-    }
-
-    fn explain(&self, out: &Output) -> String {
-        format!(
-            "status {}\n--- stderr\n{}\n--- bootstrap log\n{}\n--- calls\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            fs::read_to_string(self.root.join("var/log/iac-bootstrap.log")).unwrap_or_default(),
-            self.calls()
-        )
-    }
-
-    fn run_ok(&self, env: &[(&str, &str)]) -> Output {
-        let out = self.run(env);
-        assert!(
-            out.status.success(),
-            "bootstrap failed: {}",
-            self.explain(&out)
-        );
-        out
-    }
-}
-
-/// Whether stub `cmd` was run (a line of the call log starts with it).
-fn ran(calls: &str, cmd: &str) -> bool {
-    calls.lines().any(|l| l.split(' ').next() == Some(cmd))
-}
-
-fn last_line(text: &str) -> &str {
-    text.lines().last().unwrap_or_default()
+/// The single-vm sandbox; stubs named in `missing` are left out so the script has to install
+/// them.
+fn sandbox(ud: &UserData, os_id: &str, missing: &[&str]) -> Sandbox {
+    let setup = Setup {
+        os_id,
+        host_tools: HOST_TOOLS,
+        missing,
+        env: &[
+            ("IAC_DNS_WAIT_SECONDS", "2"),
+            ("IAC_DNS_POLL_SECONDS", "1"),
+            ("IAC_HEALTH_WAIT_SECONDS", "2"),
+            ("STUB_PUBLIC_IP", STUB_PUBLIC_IP),
+        ],
+        ..Setup::UBUNTU
+    };
+    Sandbox::new(&setup, &ud.script)
 }
 
 #[test]
 fn stub_run_example_with_dns_pointing_here() {
     let ud = render(&example());
-    let sb = Sandbox::new(&ud, "ubuntu", &[]);
+    let sb = sandbox(&ud, "ubuntu", &[]);
     let env = [("STUB_DNS_IP", STUB_PUBLIC_IP)];
     let out = sb.run_ok(&env);
     let calls = sb.calls();
@@ -715,7 +532,7 @@ fn stub_run_example_with_dns_pointing_here() {
 #[test]
 fn stub_run_twice_keeps_passwords_and_converges() {
     let ud = render(&example());
-    let sb = Sandbox::new(&ud, "ubuntu", &[]);
+    let sb = sandbox(&ud, "ubuntu", &[]);
     let env = [("STUB_DNS_IP", STUB_PUBLIC_IP)];
     sb.run_ok(&env);
     let db_env = sb.read("/etc/iac/db.env");
@@ -745,7 +562,7 @@ fn stub_run_twice_keeps_passwords_and_converges() {
 #[test]
 fn stub_run_with_dns_elsewhere_falls_back_to_http() {
     let ud = render(&example());
-    let sb = Sandbox::new(&ud, "ubuntu", &[]);
+    let sb = sandbox(&ud, "ubuntu", &[]);
     sb.run_ok(&[("STUB_DNS_IP", "203.0.113.99")]);
     let log = sb.log();
     let calls = sb.calls();
@@ -765,7 +582,7 @@ fn stub_run_with_dns_elsewhere_falls_back_to_http() {
 #[test]
 fn stub_run_with_unresolvable_domain_falls_back_to_http() {
     let ud = render(&example());
-    let sb = Sandbox::new(&ud, "ubuntu", &[]);
+    let sb = sandbox(&ud, "ubuntu", &[]);
     sb.run_ok(&[]);
     let log = sb.log();
     assert!(
@@ -778,7 +595,7 @@ fn stub_run_with_unresolvable_domain_falls_back_to_http() {
 #[test]
 fn stub_run_with_certbot_failure_falls_back_to_http() {
     let ud = render(&example());
-    let sb = Sandbox::new(&ud, "ubuntu", &[]);
+    let sb = sandbox(&ud, "ubuntu", &[]);
     sb.run_ok(&[("STUB_DNS_IP", STUB_PUBLIC_IP), ("STUB_CERTBOT_FAIL", "1")]);
     let log = sb.log();
     assert!(log.contains(
@@ -793,7 +610,7 @@ fn stub_run_with_certbot_failure_falls_back_to_http() {
 #[test]
 fn stub_run_fresh_ubuntu_installs_what_is_missing() {
     let ud = render(&stack_from(&shop_yaml(true, Some(DB_WITH_PASSWORD_REF))));
-    let sb = Sandbox::new(&ud, "ubuntu", &["docker", "nginx", "certbot", "aws"]);
+    let sb = sandbox(&ud, "ubuntu", &["docker", "nginx", "certbot", "aws"]);
     sb.run_ok(&[("STUB_DNS_IP", STUB_PUBLIC_IP)]);
     let calls = sb.calls();
     assert_eq!(
@@ -830,7 +647,7 @@ fn stub_run_fresh_ubuntu_installs_what_is_missing() {
 #[test]
 fn stub_run_fresh_amazon_linux_uses_dnf() {
     let ud = render(&stack_from(&shop_yaml(false, Some(DB_GENERATED))));
-    let sb = Sandbox::new(&ud, "amzn", &["docker", "nginx", "aws"]);
+    let sb = sandbox(&ud, "amzn", &["docker", "nginx", "aws"]);
     // Like some RPM builds, this nginx.conf has its own default server, which would clash.
     let distro_conf = "http {\n  server {\n    listen 80 default_server;\n    listen [::]:80 default_server;\n  }\n}\n";
     fs::create_dir_all(sb.root.join("etc/nginx")).unwrap();
@@ -864,7 +681,7 @@ fn stub_run_fresh_amazon_linux_uses_dnf() {
 #[test]
 fn stub_run_refuses_a_compose_plugin_with_a_bad_checksum() {
     let ud = render(&example());
-    let sb = Sandbox::new(&ud, "amzn", &[]);
+    let sb = sandbox(&ud, "amzn", &[]);
     let out = sb.run(&[("STUB_COMPOSE_MISSING", "1"), ("STUB_COMPOSE_BAD_SUM", "x")]);
     assert!(!out.status.success(), "{}", sb.explain(&out));
     let log = sb.log();
@@ -882,7 +699,7 @@ fn stub_run_refuses_a_compose_plugin_with_a_bad_checksum() {
 #[test]
 fn stub_run_fails_loudly_when_a_secret_cannot_be_read() {
     let ud = render(&example());
-    let sb = Sandbox::new(&ud, "ubuntu", &[]);
+    let sb = sandbox(&ud, "ubuntu", &[]);
     let out = sb.run(&[("STUB_SSM_FAIL", "1")]);
     assert!(!out.status.success(), "{}", sb.explain(&out));
     let log = sb.log();

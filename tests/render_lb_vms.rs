@@ -5,10 +5,11 @@
 //! A missing tool fails the test loudly instead of skipping it: a skipped check looks exactly
 //! like a passing one in CI output.
 
+mod render_common;
+
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use iac::render::lb_vms::{
     self, balancer, balancer_reload_command, database, haproxy_config, param_name, web, Backend,
@@ -16,6 +17,9 @@ use iac::render::lb_vms::{
 };
 use iac::render::{UserData, USER_DATA_LIMIT};
 use iac::stack::Stack;
+use render_common::{
+    check_output, count_calls, file, last_line, ran, shellcheck, stack_from, tool, Sandbox, Setup,
+};
 use tempfile::TempDir;
 
 const SECRET_VALUE: &str = "s3cr3t-value";
@@ -30,23 +34,8 @@ const SHOP_DOMAIN: &str = "shop.example.net";
 // ---------------------------------------------------------------------------------------------
 // Stacks
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn example() -> Stack {
-    iac::stack::load(&manifest_dir().join("stacks/bookstore-lb-vms.yaml")).expect("example loads")
-}
-
-/// Loads a stack from YAML text through the real loader, so variants are validated too.
-fn stack_from(yaml: &str) -> Stack {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("stack.yaml");
-    fs::write(&path, yaml).unwrap();
-    match iac::stack::load(&path) {
-        Ok(stack) => stack,
-        Err(e) => panic!("test stack does not load: {e}\n{yaml}"),
-    }
+    render_common::example("stacks/bookstore-lb-vms.yaml")
 }
 
 /// A stack unlike the example: values needing quotes, two secrets, region from IMDS, an
@@ -101,16 +90,6 @@ fn backends(n: usize) -> Vec<Backend> {
         .collect()
 }
 
-fn file<'a>(ud: &'a UserData, path: &str) -> &'a str {
-    match ud.files.iter().find(|f| f.path == path) {
-        Some(f) => &f.content,
-        None => panic!(
-            "no rendered file {path}; have {:?}",
-            ud.files.iter().map(|f| &f.path).collect::<Vec<_>>()
-        ),
-    }
-}
-
 /// Every script of a stack, named, for the checks that apply to all of them.
 fn all_scripts(stack: &Stack) -> Vec<(String, UserData)> {
     vec![
@@ -124,50 +103,6 @@ fn all_scripts(stack: &Stack) -> Vec<(String, UserData)> {
             database(stack).expect("database renders"),
         ),
     ]
-}
-
-// ---------------------------------------------------------------------------------------------
-// Tools
-
-/// Finds `name` on PATH or in the sbin directories (haproxy lives in /usr/sbin), or panics with
-/// how to install it.
-fn tool(name: &str, package: &str) -> PathBuf {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file());
-    found.unwrap_or_else(|| panic!("{name} not found: run .ci/run or apt-get install {package}"))
-}
-
-fn explain_output(out: &Output) -> String {
-    format!(
-        "({})\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn check_output(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed {}",
-        explain_output(out)
-    );
-}
-
-fn shellcheck(shell: &str, name: &str, text: &str) {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join(name);
-    fs::write(&path, text).unwrap();
-    let out = Command::new(tool("shellcheck", "shellcheck"))
-        .args(["-s", shell, "--norc"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    check_output(&format!("shellcheck -s {shell} {name}"), &out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -439,189 +374,27 @@ const HOST_TOOLS: &[&str] = &[
     "uname",
 ];
 
-/// Copies tests/stubs (except `skip`) into `dst`, executable whatever the checkout did to the
-/// exec bits.
-fn copy_stubs(dst: &Path, skip: &[&str]) {
-    fs::create_dir_all(dst).unwrap();
-    for entry in fs::read_dir(manifest_dir().join("tests/stubs")).unwrap() {
-        let src = entry.unwrap().path();
-        let name = src.file_name().unwrap().to_string_lossy().into_owned();
-        if skip.contains(&name.as_str()) {
-            continue;
-        }
-        fs::copy(&src, dst.join(&name)).unwrap();
-        fs::set_permissions(dst.join(&name), fs::Permissions::from_mode(0o755)).unwrap();
-    }
-}
-
-struct Sandbox {
-    _dir: TempDir,
-    base: PathBuf,
-    root: PathBuf,
-    path: String,
-    installed: PathBuf,
-    all_stubs: PathBuf,
-    stub_log: PathBuf,
-    ssm_dir: PathBuf,
-    script: PathBuf,
-}
-
-impl Sandbox {
-    /// A fake root with an os-release of `os_id` (`ubuntu` or `amzn`); stubs named in `missing`
-    /// are left out so the script has to install them. `text` is the script to run.
-    fn new(text: &str, os_id: &str, missing: &[&str]) -> Sandbox {
-        let dir = TempDir::new().unwrap();
-        let base = dir.path().to_path_buf();
-        let root = base.join("root");
-        fs::create_dir_all(root.join("etc")).unwrap();
-        fs::write(
-            root.join("etc/os-release"),
-            format!(
-                "NAME=\"Test\"\nID={os_id}\nID_LIKE=\"{}\"\nVERSION_CODENAME=noble\n",
-                if os_id == "amzn" { "fedora" } else { "debian" }
-            ),
-        )
-        .unwrap();
-        let stubs = base.join("stubs");
-        copy_stubs(&stubs, missing);
-        let all_stubs = base.join("all-stubs");
-        copy_stubs(&all_stubs, &[]);
-        let installed = base.join("installed");
-        fs::create_dir_all(&installed).unwrap();
-        let host = base.join("host");
-        fs::create_dir_all(&host).unwrap();
-        for t in HOST_TOOLS {
-            std::os::unix::fs::symlink(tool(t, "coreutils"), host.join(t)).unwrap();
-        }
-        let script = base.join("user-data.sh");
-        fs::write(&script, text).unwrap();
-        let ssm_dir = base.join("ssm");
-        fs::create_dir_all(&ssm_dir).unwrap();
-        Sandbox {
-            path: format!(
-                "{}:{}:{}",
-                installed.display(),
-                stubs.display(),
-                host.display()
-            ),
-            root,
-            installed,
-            all_stubs,
-            stub_log: base.join("calls.log"),
-            ssm_dir,
-            script,
-            base,
-            _dir: dir,
-        }
-    }
-
-    /// Makes the aws stub answer `value` for parameter `name`.
-    fn param(&self, name: &str, value: &str) {
-        let path = self.ssm_dir.join(name.trim_start_matches('/'));
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, value).unwrap();
-    }
-
-    fn run_with(&self, shell: &Path, env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(tool("timeout", "coreutils"));
-        cmd.arg("120")
-            .arg(shell)
-            .arg(&self.script)
-            .env_clear()
-            .env("PATH", &self.path)
-            .env("HOME", &self.root)
-            .env("IAC_ROOT", &self.root)
-            .env("IAC_DNS_WAIT_SECONDS", "2")
-            .env("IAC_DNS_POLL_SECONDS", "1")
-            .env("IAC_HEALTH_WAIT_SECONDS", "1")
-            .env("IAC_HEALTH_POLL_SECONDS", "1")
-            .env("IAC_PARAM_WAIT_SECONDS", "30")
-            .env("IAC_DEVICE_WAIT_SECONDS", "1")
-            .env("IAC_DEVICE_POLL_SECONDS", "1")
-            .env("IAC_DB_START_SECONDS", "5")
-            .env("IAC_RETRY_SLEEP", "0")
-            .env("STUB_LOG", &self.stub_log)
-            .env("STUB_INSTALL_DIR", &self.installed)
-            .env("STUB_ALL_DIR", &self.all_stubs)
-            .env("STUB_SSM_DIR", &self.ssm_dir)
-            .env("STUB_PUBLIC_IP", STUB_PUBLIC_IP)
-            .env("STUB_PRIVATE_IP", STUB_PRIVATE_IP);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
-    }
-
-    fn run(&self, env: &[(&str, &str)]) -> Output {
-        self.run_with(&tool("bash", "bash"), env)
-    }
-
-    fn run_ok(&self, env: &[(&str, &str)]) -> Output {
-        let out = self.run(env);
-        assert!(
-            out.status.success(),
-            "bootstrap failed: {}",
-            self.explain(&out)
-        );
-        out
-    }
-
-    fn full(&self, path: &str) -> PathBuf {
-        self.root.join(path.trim_start_matches('/'))
-    }
-
-    fn read(&self, path: &str) -> String {
-        let full = self.full(path);
-        fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
-    }
-
-    fn mode(&self, path: &str) -> u32 {
-        fs::metadata(self.full(path)).unwrap().permissions().mode() & 0o777
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.full("/var/log/iac-bootstrap.log")).unwrap_or_default()
-    }
-
-    fn calls(&self) -> String {
-        fs::read_to_string(&self.stub_log).unwrap_or_default()
-    }
-
-    fn state(&self, name: &str) -> String {
-        fs::read_to_string(self.base.join("stub-state").join(name)).unwrap_or_default()
-    }
-
-    fn explain(&self, out: &Output) -> String {
-        format!(
-            "{}\n--- bootstrap log\n{}\n--- calls\n{}",
-            explain_output(out),
-            self.log(),
-            self.calls()
-        )
-    }
-}
-
-/// Whether stub `cmd` was run (a line of the call log starts with it).
-fn ran(calls: &str, cmd: &str) -> bool {
-    calls.lines().any(|l| l.split(' ').next() == Some(cmd))
-}
-
-fn count_calls(calls: &str, prefix: &str) -> usize {
-    calls.lines().filter(|l| l.starts_with(prefix)).count()
-}
-
-fn last_line(text: &str) -> &str {
-    text.lines().last().unwrap_or_default()
-}
-
-/// Asserts `secret` appears in none of the places a careless script would leak it to.
-fn assert_not_leaked(sb: &Sandbox, out: &Output, secret: &str) {
-    let calls = sb.calls();
-    let log = sb.log();
-    assert!(!calls.contains(secret), "{secret} in an argv:\n{calls}");
-    assert!(!log.contains(secret), "{secret} in the log:\n{log}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(secret));
-    assert!(!String::from_utf8_lossy(&out.stderr).contains(secret));
+/// The lb-vms sandbox; stubs named in `missing` are left out so the script has to install
+/// them. `text` is the script to run.
+fn sandbox(text: &str, os_id: &str, missing: &[&str]) -> Sandbox {
+    let setup = Setup {
+        os_id,
+        host_tools: HOST_TOOLS,
+        missing,
+        env: &[
+            ("IAC_DNS_WAIT_SECONDS", "2"),
+            ("IAC_DNS_POLL_SECONDS", "1"),
+            ("IAC_HEALTH_WAIT_SECONDS", "1"),
+            ("IAC_HEALTH_POLL_SECONDS", "1"),
+            ("IAC_DEVICE_WAIT_SECONDS", "1"),
+            ("IAC_DEVICE_POLL_SECONDS", "1"),
+            ("IAC_DB_START_SECONDS", "5"),
+            ("STUB_PUBLIC_IP", STUB_PUBLIC_IP),
+            ("STUB_PRIVATE_IP", STUB_PRIVATE_IP),
+        ],
+        ..Setup::UBUNTU
+    };
+    Sandbox::new(&setup, text)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -630,7 +403,7 @@ fn assert_not_leaked(sb: &Sandbox, out: &Output, secret: &str) {
 const OLD_CONFIG: &str = "# the running config\n";
 
 fn reload_sandbox(stack: &Stack, new_config: &str) -> Sandbox {
-    let sb = Sandbox::new(&balancer_reload_command(stack), "ubuntu", &[]);
+    let sb = sandbox(&balancer_reload_command(stack), "ubuntu", &[]);
     sb.param(&param_name(stack.name(), HAPROXY_PARAM), new_config);
     fs::create_dir_all(sb.full("/etc/haproxy")).unwrap();
     fs::write(sb.full("/etc/haproxy/haproxy.cfg"), OLD_CONFIG).unwrap();
@@ -644,7 +417,7 @@ fn reload_command_installs_a_valid_config_and_reloads() {
     // Run Command uses /bin/sh, which is dash on Ubuntu; bash must work as well.
     for shell in [tool("dash", "dash"), tool("bash", "bash")] {
         let sb = reload_sandbox(&stack, &config);
-        let out = sb.run_with(&shell, &[]);
+        let out = sb.run_with(&shell, &[], &[]);
         assert!(out.status.success(), "{}", sb.explain(&out));
         assert_eq!(sb.read("/etc/haproxy/haproxy.cfg"), config);
         assert_eq!(sb.mode("/etc/haproxy/haproxy.cfg"), 0o644);
@@ -677,7 +450,7 @@ fn reload_command_installs_a_valid_config_and_reloads() {
 
         // Unchanged: nothing to reload.
         fs::remove_file(&sb.stub_log).unwrap();
-        let out = sb.run_with(&shell, &[]);
+        let out = sb.run_with(&shell, &[], &[]);
         assert!(out.status.success(), "{}", sb.explain(&out));
         assert!(!sb.calls().contains("systemctl reload"), "{}", sb.calls());
     }
@@ -689,7 +462,7 @@ fn reload_command_keeps_the_old_config_when_invalid() {
     let config = haproxy_config(&stack, &backends(2)).unwrap();
     for shell in [tool("dash", "dash"), tool("bash", "bash")] {
         let sb = reload_sandbox(&stack, &config);
-        let out = sb.run_with(&shell, &[("STUB_HAPROXY_INVALID", "1")]);
+        let out = sb.run_with(&shell, &[], &[("STUB_HAPROXY_INVALID", "1")]);
         assert!(!out.status.success(), "must fail: {}", sb.explain(&out));
         assert_eq!(sb.read("/etc/haproxy/haproxy.cfg"), OLD_CONFIG);
         let calls = sb.calls();
@@ -710,6 +483,7 @@ fn reload_command_waits_for_the_parameter_then_gives_up() {
     let sb = reload_sandbox(&stack, &config);
     let out = sb.run_with(
         &tool("dash", "dash"),
+        &[],
         &[("STUB_SSM_MISSING", "/iac/bookstore-lb/haproxy.cfg:2")],
     );
     assert!(out.status.success(), "{}", sb.explain(&out));
@@ -722,6 +496,7 @@ fn reload_command_waits_for_the_parameter_then_gives_up() {
     let sb = reload_sandbox(&stack, &config);
     let out = sb.run_with(
         &tool("dash", "dash"),
+        &[],
         &[
             ("STUB_SSM_MISSING", "/iac/bookstore-lb/haproxy.cfg:1000"),
             ("IAC_PARAM_WAIT_SECONDS", "1"),
@@ -775,7 +550,7 @@ fn reload_command_validates_with_the_real_haproxy() {
         fs::remove_file(sb.base.join("stubs/haproxy")).unwrap();
         std::os::unix::fs::symlink(tool("haproxy", "haproxy"), sb.installed.join("haproxy"))
             .unwrap();
-        let out = sb.run_with(&tool("dash", "dash"), &[]);
+        let out = sb.run_with(&tool("dash", "dash"), &[], &[]);
         assert_eq!(out.status.success(), ok, "{}", sb.explain(&out));
         let installed = sb.read("/etc/haproxy/haproxy.cfg");
         if ok {
@@ -804,7 +579,7 @@ fn db_params(sb: &Sandbox, stack: &str) {
 #[test]
 fn web_waits_for_the_database_address_then_runs_the_app() {
     let ud = web(&shop(false, "mysql")).unwrap();
-    let sb = Sandbox::new(&ud.script, "ubuntu", &[]);
+    let sb = sandbox(&ud.script, "ubuntu", &[]);
     db_params(&sb, "shop");
     let out = sb.run_ok(&[("STUB_SSM_MISSING", "/iac/shop/db-host:3")]);
     let calls = sb.calls();
@@ -848,7 +623,7 @@ fn web_waits_for_the_database_address_then_runs_the_app() {
         "everything was installed:\n{calls}"
     );
     for secret in [DB_PASSWORD, DB_PASSWORD_URLENC, SECRET_VALUE] {
-        assert_not_leaked(&sb, &out, secret);
+        sb.assert_not_leaked(&out, secret, true);
     }
     assert!(log.contains("== step 5/5 health check"));
     assert!(
@@ -878,7 +653,7 @@ fn web_waits_for_the_database_address_then_runs_the_app() {
 #[test]
 fn web_with_mongodb_gets_a_mongodb_url() {
     let ud = web(&shop(true, "mongodb")).unwrap();
-    let sb = Sandbox::new(&ud.script, "amzn", &["docker", "aws"]);
+    let sb = sandbox(&ud.script, "amzn", &["docker", "aws"]);
     db_params(&sb, "shop");
     let out = sb.run_ok(&[]);
     assert!(sb.read("/etc/iac/app.env").contains(&format!(
@@ -889,13 +664,13 @@ fn web_with_mongodb_gets_a_mongodb_url() {
     assert!(calls.contains("dnf -q -y install awscli-2"), "{calls}");
     // No region in the stack: from IMDS.
     assert!(calls.contains("/latest/meta-data/placement/region"));
-    assert_not_leaked(&sb, &out, DB_PASSWORD);
+    sb.assert_not_leaked(&out, DB_PASSWORD, true);
 }
 
 #[test]
 fn web_gives_up_when_the_database_address_never_comes() {
     let ud = web(&example()).unwrap();
-    let sb = Sandbox::new(&ud.script, "ubuntu", &[]);
+    let sb = sandbox(&ud.script, "ubuntu", &[]);
     db_params(&sb, "bookstore-lb");
     let out = sb.run(&[
         ("STUB_SSM_MISSING", "/iac/bookstore-lb/db-host:1000"),
@@ -926,7 +701,7 @@ const STUB_UUID: &str = "3f1c2a9e-5b7d-4e11-9c0a-5d2f8e6b7a10";
 #[test]
 fn database_mysql_formats_a_blank_volume_once_and_creates_the_user() {
     let ud = database(&shop(false, "mysql")).unwrap();
-    let sb = Sandbox::new(&ud.script, "ubuntu", &["mysqld", "mysql", "mysqladmin"]);
+    let sb = sandbox(&ud.script, "ubuntu", &["mysqld", "mysql", "mysqladmin"]);
     db_params(&sb, "shop");
     let env = [("STUB_DISKS", NITRO_DISKS)];
     let out = sb.run_ok(&env);
@@ -972,8 +747,8 @@ fn database_mysql_formats_a_blank_volume_once_and_creates_the_user() {
              GRANT ALL PRIVILEGES ON `shop`.* TO 'shop_app'@'%';\n"
         )
     );
-    assert_not_leaked(&sb, &out, DB_PASSWORD);
-    assert_not_leaked(&sb, &out, &sql_pw);
+    sb.assert_not_leaked(&out, DB_PASSWORD, true);
+    sb.assert_not_leaked(&out, &sql_pw, true);
     assert!(
         last_line(&log).ends_with(&format!(
             "iac bootstrap finished: mysql database shop on {STUB_PRIVATE_IP}:3306"
@@ -1021,7 +796,7 @@ fn database_mysql_formats_a_blank_volume_once_and_creates_the_user() {
 #[test]
 fn database_keeps_an_existing_filesystem() {
     let ud = database(&example()).unwrap();
-    let sb = Sandbox::new(&ud.script, "ubuntu", &[]);
+    let sb = sandbox(&ud.script, "ubuntu", &[]);
     db_params(&sb, "bookstore-lb");
     fs::create_dir_all(sb.full("/etc/mysql/mysql.conf.d")).unwrap();
     fs::create_dir_all(sb.full("/var/lib/mysql/mysql")).unwrap();
@@ -1052,7 +827,7 @@ fn database_never_guesses_between_disks() {
     let ud = database(&example()).unwrap();
 
     // No data volume attached: wait (bounded), then fail without touching anything.
-    let sb = Sandbox::new(&ud.script, "ubuntu", &[]);
+    let sb = sandbox(&ud.script, "ubuntu", &[]);
     db_params(&sb, "bookstore-lb");
     let out = sb.run(&[]);
     assert!(!out.status.success());
@@ -1065,7 +840,7 @@ fn database_never_guesses_between_disks() {
     assert!(!ran(&sb.calls(), "mkfs.ext4"));
 
     // Two unused EBS disks: refuse.
-    let sb = Sandbox::new(&ud.script, "ubuntu", &[]);
+    let sb = sandbox(&ud.script, "ubuntu", &[]);
     db_params(&sb, "bookstore-lb");
     let two = format!("{NITRO_DISKS}\n/dev/nvme3n1 disk Amazon\\x20Elastic\\x20Block\\x20Store");
     let out = sb.run(&[("STUB_DISKS", &two)]);
@@ -1083,7 +858,7 @@ fn database_never_guesses_between_disks() {
 #[test]
 fn database_mongodb_adds_the_repo_and_creates_users_without_argv_passwords() {
     let ud = database(&shop(true, "mongodb")).unwrap();
-    let sb = Sandbox::new(&ud.script, "ubuntu", &["mongod", "mongosh", "aws"]);
+    let sb = sandbox(&ud.script, "ubuntu", &["mongod", "mongosh", "aws"]);
     db_params(&sb, "shop");
     let env = [("STUB_DISKS", NITRO_DISKS)];
     let out = sb.run_ok(&env);
@@ -1137,8 +912,8 @@ fn database_mongodb_adds_the_repo_and_creates_users_without_argv_passwords() {
         sb.state("mongosh-env"),
         format!("admin={}\ndb={DB_PASSWORD}\n", admin_pw.trim())
     );
-    assert_not_leaked(&sb, &out, DB_PASSWORD);
-    assert_not_leaked(&sb, &out, admin_pw.trim());
+    sb.assert_not_leaked(&out, DB_PASSWORD, true);
+    sb.assert_not_leaked(&out, admin_pw.trim(), true);
 
     // Second run: same administrator password, no new repo, no format.
     fs::remove_file(&sb.stub_log).unwrap();
@@ -1153,7 +928,7 @@ fn database_mongodb_adds_the_repo_and_creates_users_without_argv_passwords() {
 #[test]
 fn database_mongodb_on_amazon_linux_uses_the_yum_repo() {
     let ud = database(&shop(false, "mongodb")).unwrap();
-    let sb = Sandbox::new(&ud.script, "amzn", &["mongod", "mongosh"]);
+    let sb = sandbox(&ud.script, "amzn", &["mongod", "mongosh"]);
     db_params(&sb, "shop");
     sb.run_ok(&[("STUB_DISKS", NITRO_DISKS)]);
     let repo = sb.read("/etc/yum.repos.d/mongodb-org-8.0.repo");
@@ -1172,7 +947,7 @@ fn balancer_with_domain_gets_a_certificate_and_keeps_https() {
     let stack = shop(true, "mysql");
     let ud = balancer(&stack).unwrap();
     let config = haproxy_config(&stack, &backends(3)).unwrap();
-    let sb = Sandbox::new(&ud.script, "ubuntu", &["haproxy", "certbot", "aws"]);
+    let sb = sandbox(&ud.script, "ubuntu", &["haproxy", "certbot", "aws"]);
     sb.param("/iac/shop/haproxy.cfg", &config);
     let stats = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status\n\
                  app,web-1,0,0,0,0,,0,0,0,,0,,0,0,0,0,UP\napp,web-2,0,0,0,0,,0,0,0,,0,,0,0,0,0,DOWN\n\
@@ -1225,7 +1000,7 @@ fn balancer_with_domain_gets_a_certificate_and_keeps_https() {
         last_line(&log).ends_with("iac bootstrap finished: https://shop.example.net"),
         "{log}"
     );
-    assert_not_leaked(&sb, &out, "stub-key");
+    sb.assert_not_leaked(&out, "stub-key", true);
 
     // Re-run: the certificate is reused, the config is current, nothing reloads.
     fs::remove_file(&sb.stub_log).unwrap();
@@ -1243,7 +1018,7 @@ fn balancer_falls_back_to_http_when_dns_points_elsewhere() {
     let stack = shop(true, "mysql");
     let ud = balancer(&stack).unwrap();
     let config = haproxy_config(&stack, &backends(2)).unwrap();
-    let sb = Sandbox::new(&ud.script, "ubuntu", &[]);
+    let sb = sandbox(&ud.script, "ubuntu", &[]);
     sb.param("/iac/shop/haproxy.cfg", &config);
     sb.run_ok(&[("STUB_DNS_IP", "203.0.113.99")]);
     let log = sb.log();
@@ -1262,7 +1037,7 @@ fn balancer_falls_back_to_http_when_certbot_fails() {
     let stack = shop(true, "mysql");
     let ud = balancer(&stack).unwrap();
     let config = haproxy_config(&stack, &backends(2)).unwrap();
-    let sb = Sandbox::new(&ud.script, "ubuntu", &[]);
+    let sb = sandbox(&ud.script, "ubuntu", &[]);
     sb.param("/iac/shop/haproxy.cfg", &config);
     sb.run_ok(&[("STUB_DNS_IP", STUB_PUBLIC_IP), ("STUB_CERTBOT_FAIL", "1")]);
     assert!(sb.log().contains(
@@ -1284,7 +1059,7 @@ fn balancer_without_domain_serves_http() {
     assert_eq!(ud.files.len(), 1, "only the refresh script");
     assert!(!ud.script.contains("certbot"));
     let config = haproxy_config(&stack, &backends(2)).unwrap();
-    let sb = Sandbox::new(&ud.script, "amzn", &["haproxy"]);
+    let sb = sandbox(&ud.script, "amzn", &["haproxy"]);
     sb.param("/iac/bookstore-lb/haproxy.cfg", &config);
     sb.run_ok(&[]);
     let calls = sb.calls();
@@ -1300,7 +1075,7 @@ fn balancer_without_domain_serves_http() {
 fn balancer_fails_loudly_on_an_invalid_config() {
     let stack = example();
     let ud = balancer(&stack).unwrap();
-    let sb = Sandbox::new(&ud.script, "ubuntu", &[]);
+    let sb = sandbox(&ud.script, "ubuntu", &[]);
     sb.param("/iac/bookstore-lb/haproxy.cfg", "garbage\n");
     let out = sb.run(&[("STUB_HAPROXY_INVALID", "1")]);
     assert!(!out.status.success());
@@ -1317,7 +1092,7 @@ fn deploy_hook_rebuilds_the_pem_and_reloads() {
         &ud,
         "/etc/letsencrypt/renewal-hooks/deploy/iac-haproxy-pem.sh",
     );
-    let sb = Sandbox::new(hook, "ubuntu", &[]);
+    let sb = sandbox(hook, "ubuntu", &[]);
     let live = sb.full("/etc/letsencrypt/live/shop.example.net");
     fs::create_dir_all(&live).unwrap();
     fs::write(live.join("fullchain.pem"), "renewed-chain\n").unwrap();
@@ -1325,7 +1100,7 @@ fn deploy_hook_rebuilds_the_pem_and_reloads() {
     let config = haproxy_config(&stack, &backends(1)).unwrap();
     fs::create_dir_all(sb.full("/etc/haproxy")).unwrap();
     fs::write(sb.full("/etc/haproxy/haproxy.cfg"), &config).unwrap();
-    let out = sb.run_with(&tool("dash", "dash"), &[]);
+    let out = sb.run_with(&tool("dash", "dash"), &[], &[]);
     assert!(out.status.success(), "{}", sb.explain(&out));
     let pem = format!("/etc/haproxy/certs/{SHOP_DOMAIN}.pem");
     assert_eq!(sb.read(&pem), "renewed-chain\nrenewed-key\n");

@@ -5,10 +5,10 @@
 //! A missing tool fails the test loudly instead of skipping it: a skipped check looks exactly
 //! like a passing one in CI output.
 
+mod render_common;
+
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 
 use iac::render::swarm::{
     self, drain_command, manager, param_name, service_apply_command, service_spec, status_command,
@@ -17,7 +17,9 @@ use iac::render::swarm::{
 };
 use iac::render::{UserData, USER_DATA_LIMIT};
 use iac::stack::Stack;
-use tempfile::TempDir;
+use render_common::{
+    count_calls, last_line, position, shellcheck, stack_from, tool, Sandbox, Setup,
+};
 
 const SECRET_VALUE: &str = "s3cr3t-swarm-value";
 const WORKER_TOKEN: &str = "SWMTKN-1-stubcluster-workersecret";
@@ -29,23 +31,8 @@ const SHOP_DOMAIN: &str = "shop.example.net";
 // ---------------------------------------------------------------------------------------------
 // Stacks
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn example() -> Stack {
-    iac::stack::load(&manifest_dir().join("stacks/bookstore-swarm.yaml")).expect("example loads")
-}
-
-/// Loads a stack from YAML text through the real loader, so variants are validated too.
-fn stack_from(yaml: &str) -> Stack {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("stack.yaml");
-    fs::write(&path, yaml).unwrap();
-    match iac::stack::load(&path) {
-        Ok(stack) => stack,
-        Err(e) => panic!("test stack does not load: {e}\n{yaml}"),
-    }
+    render_common::example("stacks/bookstore-swarm.yaml")
 }
 
 /// A stack unlike the example: values needing quotes, two secrets, region from IMDS, three
@@ -102,45 +89,6 @@ fn commands(stack: &Stack) -> Vec<(&'static str, String)> {
         ("drain", drain_command(stack, "10.0.1.31")),
         ("status", status_command(stack)),
     ]
-}
-
-// ---------------------------------------------------------------------------------------------
-// Tools
-
-/// Finds `name` on PATH or in the usual directories, or panics with how to install it.
-fn tool(name: &str, package: &str) -> PathBuf {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file());
-    found.unwrap_or_else(|| panic!("{name} not found: run .ci/run or apt-get install {package}"))
-}
-
-fn explain_output(out: &Output) -> String {
-    format!(
-        "({})\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn shellcheck(shell: &str, name: &str, text: &str) {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join(name);
-    fs::write(&path, text).unwrap();
-    let out = Command::new(tool("shellcheck", "shellcheck"))
-        .args(["-s", shell, "--norc"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "shellcheck -s {shell} {name} failed {}",
-        explain_output(&out)
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -266,206 +214,29 @@ const HOST_TOOLS: &[&str] = &[
     "mkdir", "mv", "rm", "sed", "sleep", "sort", "tail", "tee", "timeout", "touch", "tr", "uname",
 ];
 
-/// Copies tests/stubs into `dst`, executable, with the swarm stubs as `docker` and `aws`;
-/// the ones named in `missing` are left out.
-fn copy_stubs(dst: &Path, missing: &[&str]) {
-    fs::create_dir_all(dst).unwrap();
-    for entry in fs::read_dir(manifest_dir().join("tests/stubs")).unwrap() {
-        let src = entry.unwrap().path();
-        let name = src.file_name().unwrap().to_string_lossy().into_owned();
-        let name = match name.as_str() {
-            "docker" | "aws" => continue,
-            "swarm-docker" => "docker".to_string(),
-            "swarm-aws" => "aws".to_string(),
-            _ => name,
-        };
-        if missing.contains(&name.as_str()) {
-            continue;
-        }
-        fs::copy(&src, dst.join(&name)).unwrap();
-        fs::set_permissions(dst.join(&name), fs::Permissions::from_mode(0o755)).unwrap();
-    }
+/// The swarm sandbox: a fake root with an os-release of `os_id` (`ubuntu` or `amzn`), the swarm
+/// stubs standing in for docker and aws (keeping state in files); the stubs named in `missing`
+/// appear only once the script installs their package. `text` is the script to run.
+fn sandbox_on(os_id: &str, text: &str, missing: &[&str]) -> Sandbox {
+    let setup = Setup {
+        os_id,
+        host_tools: HOST_TOOLS,
+        missing,
+        stand_ins: &[("swarm-docker", "docker"), ("swarm-aws", "aws")],
+        env: &[
+            ("IAC_DNS_WAIT_SECONDS", "1"),
+            ("IAC_DNS_POLL_SECONDS", "1"),
+            ("IAC_DRAIN_POLL_SECONDS", "0"),
+            ("STUB_PRIVATE_IP", STUB_PRIVATE_IP),
+        ],
+        ..Setup::UBUNTU
+    };
+    Sandbox::new(&setup, text)
 }
 
-struct Sandbox {
-    _dir: TempDir,
-    base: PathBuf,
-    root: PathBuf,
-    path: String,
-    installed: PathBuf,
-    all_stubs: PathBuf,
-    stub_log: PathBuf,
-    ssm_dir: PathBuf,
-    script: PathBuf,
-}
-
-impl Sandbox {
-    /// A fake Ubuntu root; `text` is the script to run.
-    fn new(text: &str) -> Sandbox {
-        Sandbox::on("ubuntu", text, &[])
-    }
-
-    /// A fake root with an os-release of `os_id` (`ubuntu` or `amzn`); the stubs named in
-    /// `missing` appear only once the script installs their package.
-    fn on(os_id: &str, text: &str, missing: &[&str]) -> Sandbox {
-        let dir = TempDir::new().unwrap();
-        let base = dir.path().to_path_buf();
-        let root = base.join("root");
-        fs::create_dir_all(root.join("etc")).unwrap();
-        let like = if os_id == "amzn" { "fedora" } else { "debian" };
-        fs::write(
-            root.join("etc/os-release"),
-            format!("NAME=\"Test\"\nID={os_id}\nID_LIKE=\"{like}\"\n"),
-        )
-        .unwrap();
-        let stubs = base.join("stubs");
-        copy_stubs(&stubs, missing);
-        let all_stubs = base.join("all-stubs");
-        copy_stubs(&all_stubs, &[]);
-        let installed = base.join("installed");
-        fs::create_dir_all(&installed).unwrap();
-        let host = base.join("host");
-        fs::create_dir_all(&host).unwrap();
-        for t in HOST_TOOLS {
-            std::os::unix::fs::symlink(tool(t, "coreutils"), host.join(t)).unwrap();
-        }
-        let script = base.join("script.sh");
-        fs::write(&script, text).unwrap();
-        let ssm_dir = base.join("ssm");
-        fs::create_dir_all(&ssm_dir).unwrap();
-        Sandbox {
-            path: format!(
-                "{}:{}:{}",
-                installed.display(),
-                stubs.display(),
-                host.display()
-            ),
-            installed,
-            all_stubs,
-            root,
-            stub_log: base.join("calls.log"),
-            ssm_dir,
-            script,
-            base,
-            _dir: dir,
-        }
-    }
-
-    /// Makes SSM parameter `name` hold `value`.
-    fn param(&self, name: &str, value: &str) {
-        let path = self.ssm_dir.join(name.trim_start_matches('/'));
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, value).unwrap();
-    }
-
-    /// The value of SSM parameter `name`, if it exists.
-    fn read_param(&self, name: &str) -> Option<String> {
-        fs::read_to_string(self.ssm_dir.join(name.trim_start_matches('/'))).ok()
-    }
-
-    /// Sets a stub state file (see tests/stubs/swarm-docker).
-    fn set_state(&self, name: &str, value: &str) {
-        let dir = self.base.join("stub-state");
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join(name), value).unwrap();
-    }
-
-    fn state(&self, name: &str) -> String {
-        fs::read_to_string(self.base.join("stub-state").join(name)).unwrap_or_default()
-    }
-
-    fn run_with(&self, shell: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(tool("timeout", "coreutils"));
-        cmd.arg("120")
-            .arg(shell)
-            .arg(&self.script)
-            .args(args)
-            .env_clear()
-            .env("PATH", &self.path)
-            .env("HOME", &self.root)
-            .env("IAC_ROOT", &self.root)
-            .env("IAC_PARAM_WAIT_SECONDS", "30")
-            .env("IAC_RETRY_SLEEP", "0")
-            .env("IAC_DNS_WAIT_SECONDS", "1")
-            .env("IAC_DNS_POLL_SECONDS", "1")
-            .env("IAC_DRAIN_POLL_SECONDS", "0")
-            .env("STUB_LOG", &self.stub_log)
-            .env("STUB_INSTALL_DIR", &self.installed)
-            .env("STUB_ALL_DIR", &self.all_stubs)
-            .env("STUB_SSM_DIR", &self.ssm_dir)
-            .env("STUB_PRIVATE_IP", STUB_PRIVATE_IP);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
-    }
-
-    fn run(&self, env: &[(&str, &str)]) -> Output {
-        self.run_with(&tool("bash", "bash"), &[], env)
-    }
-
-    fn run_ok(&self, env: &[(&str, &str)]) -> Output {
-        let out = self.run(env);
-        assert!(
-            out.status.success(),
-            "script failed: {}",
-            self.explain(&out)
-        );
-        out
-    }
-
-    fn full(&self, path: &str) -> PathBuf {
-        self.root.join(path.trim_start_matches('/'))
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.full("/var/log/iac-bootstrap.log")).unwrap_or_default()
-    }
-
-    fn calls(&self) -> String {
-        fs::read_to_string(&self.stub_log).unwrap_or_default()
-    }
-
-    fn clear_calls(&self) {
-        let _ = fs::remove_file(&self.stub_log);
-    }
-
-    fn explain(&self, out: &Output) -> String {
-        format!(
-            "{}\n--- bootstrap log\n{}\n--- calls\n{}",
-            explain_output(out),
-            self.log(),
-            self.calls()
-        )
-    }
-}
-
-fn count_calls(calls: &str, prefix: &str) -> usize {
-    calls.lines().filter(|l| l.starts_with(prefix)).count()
-}
-
-/// Index of the first call line starting with `prefix`.
-fn position(calls: &str, prefix: &str) -> usize {
-    calls
-        .lines()
-        .position(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no call `{prefix}`:\n{calls}"))
-}
-
-/// Asserts `secret` appears in none of the places a careless script would leak it to.
-fn assert_not_leaked(sb: &Sandbox, out: &Output, secret: &str, argv_too: bool) {
-    let calls = sb.calls();
-    let log = sb.log();
-    if argv_too {
-        assert!(!calls.contains(secret), "{secret} in an argv:\n{calls}");
-    }
-    assert!(!log.contains(secret), "{secret} in the log:\n{log}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(secret));
-    assert!(!String::from_utf8_lossy(&out.stderr).contains(secret));
-}
-
-fn last_line(text: &str) -> &str {
-    text.lines().last().unwrap_or_default()
+/// A fake Ubuntu root; `text` is the script to run.
+fn sandbox(text: &str) -> Sandbox {
+    sandbox_on("ubuntu", text, &[])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -475,7 +246,7 @@ fn last_line(text: &str) -> &str {
 fn manager_1_initialises_once_and_publishes_tokens_and_address() {
     let stack = shop(false);
     let ud = manager(&stack, 1).unwrap();
-    let sb = Sandbox::new(&ud.script);
+    let sb = sandbox(&ud.script);
     sb.param(
         &param_name("shop", SERVICE_PARAM),
         &service_spec(&stack).unwrap(),
@@ -525,7 +296,7 @@ fn manager_1_initialises_once_and_publishes_tokens_and_address() {
         ) < leader_at
     );
     for token in [WORKER_TOKEN, MANAGER_TOKEN, "workersecret", "managersecret"] {
-        assert_not_leaked(&sb, &out, token, true);
+        sb.assert_not_leaked(&out, token, true);
     }
 
     // The service, created from the spec: overlay network first, secrets through an env file.
@@ -560,7 +331,7 @@ fn manager_1_initialises_once_and_publishes_tokens_and_address() {
         )
     );
     assert_eq!(sb.state("create-env-modes"), "600\n600\n");
-    assert_not_leaked(&sb, &out, SECRET_VALUE, true);
+    sb.assert_not_leaked(&out, SECRET_VALUE, true);
     let leftovers: Vec<_> = fs::read_dir(sb.full("/etc/iac"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -589,7 +360,7 @@ fn manager_1_initialises_once_and_publishes_tokens_and_address() {
         "{log}"
     );
     for token in [WORKER_TOKEN, MANAGER_TOKEN] {
-        assert_not_leaked(&sb, &out, token, true);
+        sb.assert_not_leaked(&out, token, true);
     }
 
     // A rotated token is published again; the other one is not.
@@ -606,7 +377,7 @@ fn manager_1_initialises_once_and_publishes_tokens_and_address() {
 fn manager_1_warns_about_a_foreign_leader_and_refuses_a_worker_node() {
     let stack = example();
     let ud = manager(&stack, 1).unwrap();
-    let sb = Sandbox::new(&ud.script);
+    let sb = sandbox(&ud.script);
     sb.param(
         &param_name("bookstore-swarm", SERVICE_PARAM),
         &service_spec(&stack).unwrap(),
@@ -621,7 +392,7 @@ fn manager_1_warns_about_a_foreign_leader_and_refuses_a_worker_node() {
         .log()
         .contains("WARNING: SSM parameter /iac/bookstore-swarm/swarm/leader-addr names 10.9.9.9"));
 
-    let sb = Sandbox::new(&ud.script);
+    let sb = sandbox(&ud.script);
     sb.set_state("swarm-state", "active");
     sb.set_state("swarm-role", "worker");
     let out = sb.run(&[]);
@@ -643,7 +414,7 @@ fn joinable(sb: &Sandbox, stack: &str) {
 fn worker_waits_for_the_leader_then_joins_once() {
     let ud = worker(&shop(false)).unwrap();
     for missing in [LEADER_ADDR_PARAM, WORKER_TOKEN_PARAM] {
-        let sb = Sandbox::new(&ud.script);
+        let sb = sandbox(&ud.script);
         joinable(&sb, "shop");
         let name = param_name("shop", missing);
         let out = sb.run_ok(&[("STUB_SSM_MISSING", &format!("{name}:3"))]);
@@ -671,7 +442,7 @@ fn worker_waits_for_the_leader_then_joins_once() {
         assert!(last_line(&log).ends_with("iac bootstrap finished: swarm worker at 10.0.1.23"));
         // The token is an argument of `docker swarm join` (docker has no other way), but
         // never in the log or the output.
-        assert_not_leaked(&sb, &out, WORKER_TOKEN, false);
+        sb.assert_not_leaked(&out, WORKER_TOKEN, false);
         assert!(!calls.contains("put-parameter"));
 
         sb.clear_calls();
@@ -685,7 +456,7 @@ fn worker_waits_for_the_leader_then_joins_once() {
 #[test]
 fn worker_on_amazon_linux_installs_docker_and_the_aws_cli() {
     let ud = worker(&shop(false)).unwrap();
-    let sb = Sandbox::on("amzn", &ud.script, &["docker", "aws"]);
+    let sb = sandbox_on("amzn", &ud.script, &["docker", "aws"]);
     joinable(&sb, "shop");
     sb.run_ok(&[]);
     let calls = sb.calls();
@@ -700,7 +471,7 @@ fn worker_on_amazon_linux_installs_docker_and_the_aws_cli() {
 #[test]
 fn worker_retries_a_failed_join_then_succeeds() {
     let ud = worker(&shop(false)).unwrap();
-    let sb = Sandbox::new(&ud.script);
+    let sb = sandbox(&ud.script);
     joinable(&sb, "shop");
     let out = sb.run_ok(&[("STUB_JOIN_FAIL", "2")]);
     let calls = sb.calls();
@@ -713,13 +484,13 @@ fn worker_retries_a_failed_join_then_succeeds() {
     // docker's error quotes the token: it is masked before it is logged.
     assert!(log.contains("with token <token>"), "{log}");
     assert!(log.contains("joined the swarm at 10.0.1.10:2377 as a worker"));
-    assert_not_leaked(&sb, &out, WORKER_TOKEN, false);
+    sb.assert_not_leaked(&out, WORKER_TOKEN, false);
 }
 
 #[test]
 fn worker_gives_up_after_the_bound_with_a_failed_line() {
     let ud = worker(&example()).unwrap();
-    let sb = Sandbox::new(&ud.script);
+    let sb = sandbox(&ud.script);
     joinable(&sb, "bookstore-swarm");
     let out = sb.run(&[("STUB_JOIN_FAIL", "always"), ("IAC_JOIN_ATTEMPTS", "3")]);
     assert!(!out.status.success(), "{}", sb.explain(&out));
@@ -734,13 +505,13 @@ fn worker_gives_up_after_the_bound_with_a_failed_line() {
         log.contains("iac bootstrap FAILED in step 3/3 swarm"),
         "{log}"
     );
-    assert_not_leaked(&sb, &out, WORKER_TOKEN, false);
+    sb.assert_not_leaked(&out, WORKER_TOKEN, false);
 }
 
 #[test]
 fn worker_gives_up_when_the_tokens_never_come() {
     let ud = worker(&example()).unwrap();
-    let sb = Sandbox::new(&ud.script);
+    let sb = sandbox(&ud.script);
     let out = sb.run(&[("IAC_PARAM_WAIT_SECONDS", "1"), ("IAC_RETRY_SLEEP", "1")]);
     assert!(!out.status.success());
     let log = sb.log();
@@ -758,7 +529,7 @@ fn worker_gives_up_when_the_tokens_never_come() {
 fn other_managers_join_with_the_manager_token() {
     let stack = shop(true);
     let ud = manager(&stack, 2).unwrap();
-    let sb = Sandbox::new(&ud.script);
+    let sb = sandbox(&ud.script);
     joinable(&sb, "shop");
     let out = sb.run_ok(&[]);
     let calls = sb.calls();
@@ -777,7 +548,7 @@ fn other_managers_join_with_the_manager_token() {
     let site = fs::read_to_string(sb.full("/etc/nginx/conf.d/iac-shop.conf")).unwrap();
     assert!(site.contains("proxy_pass http://127.0.0.1:8000;"), "{site}");
     assert!(log.contains("HTTPS not enabled"), "{log}");
-    assert_not_leaked(&sb, &out, MANAGER_TOKEN, false);
+    sb.assert_not_leaked(&out, MANAGER_TOKEN, false);
 
     sb.clear_calls();
     sb.run_ok(&[]);
@@ -788,7 +559,7 @@ fn other_managers_join_with_the_manager_token() {
 fn manager_1_with_a_domain_gets_a_certificate() {
     let stack = shop(true);
     let ud = manager(&stack, 1).unwrap();
-    let sb = Sandbox::new(&ud.script);
+    let sb = sandbox(&ud.script);
     sb.param(
         &param_name("shop", SERVICE_PARAM),
         &service_spec(&stack).unwrap(),
@@ -815,7 +586,7 @@ fn manager_1_with_a_domain_gets_a_certificate() {
 // 4. The service apply command
 
 fn service_sandbox(stack: &Stack) -> Sandbox {
-    let sb = Sandbox::new(&service_apply_command(stack));
+    let sb = sandbox(&service_apply_command(stack));
     sb.param(
         &param_name(stack.name(), SERVICE_PARAM),
         &service_spec(stack).unwrap(),
@@ -865,7 +636,7 @@ fn apply_creates_the_service_when_absent() {
         assert!(sb
             .state("create-env")
             .contains(&format!("SECRET_KEY={SECRET_VALUE}\n")));
-        assert_not_leaked(&sb, &out, SECRET_VALUE, true);
+        sb.assert_not_leaked(&out, SECRET_VALUE, true);
     }
 }
 
@@ -919,7 +690,7 @@ fn apply_updates_an_existing_service_in_place() {
             sb.state("update-env"),
             format!("SECRET_KEY={SECRET_VALUE}\nSIGNING_SALT=salty\n")
         );
-        assert_not_leaked(&sb, &out, SECRET_VALUE, true);
+        sb.assert_not_leaked(&out, SECRET_VALUE, true);
         let leftovers: Vec<_> = fs::read_dir(sb.full("/etc/iac"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -931,7 +702,7 @@ fn apply_updates_an_existing_service_in_place() {
 #[test]
 fn apply_changes_ports_and_reports_a_rollback() {
     let stack = example();
-    let sb = Sandbox::new(&service_apply_command(&stack));
+    let sb = sandbox(&service_apply_command(&stack));
     sb.param(
         &param_name("bookstore-swarm", SERVICE_PARAM),
         &service_spec(&stack).unwrap(),
@@ -1013,7 +784,7 @@ const NODES: &str = "mgr1\t10.0.1.10\tip-10-0-1-10\t10.0.1.10:2377\tmanager\trea
                      mgr2\t0.0.0.0\tip-10-0-1-11.ec2.internal\t10.0.1.11:2377\tmanager\tready\n";
 
 fn drain_sandbox(ip: &str) -> Sandbox {
-    let sb = Sandbox::new(&drain_command(&example(), ip));
+    let sb = sandbox(&drain_command(&example(), ip));
     sb.set_state("swarm-state", "active");
     sb.set_state("swarm-role", "manager");
     sb.set_state("nodes", NODES);
@@ -1100,7 +871,7 @@ fn drain_refuses_the_leader_itself() {
 
 #[test]
 fn status_prints_tab_separated_records() {
-    let sb = Sandbox::new(&status_command(&example()));
+    let sb = sandbox(&status_command(&example()));
     sb.set_state("swarm-state", "active");
     sb.set_state("swarm-role", "manager");
     sb.set_state("nodes", NODES);
