@@ -8,15 +8,6 @@ use std::collections::BTreeMap;
 
 use common::*;
 
-fn asg_stack(name: &str) -> StackFile {
-    let text = std::fs::read_to_string(root().join("stacks/bookstore-asg.yaml")).expect("example");
-    let text = text.replace("name: bookstore-asg", &format!("name: {name}"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join(format!("{name}.yaml"));
-    std::fs::write(&path, text).expect("write");
-    StackFile { dir, path }
-}
-
 fn up(emu: &Emulator, file: &std::path::Path) -> Run {
     let mut c = emu.iac();
     c.args(["-o", "json", "up"]).arg(file).arg("--yes");
@@ -82,7 +73,7 @@ async fn rules(ec2: &aws_sdk_ec2::Client, stack: &str) -> BTreeMap<String, Vec<(
 async fn alb_asg_up_change_rollout_and_down() {
     let emu = Emulator::start();
     let stack = "asg-full";
-    let file = asg_stack(stack);
+    let file = StackFile::from_example("stacks/bookstore-asg.yaml", stack, &[]);
     let r = up(&emu, file.path());
     let cfg = emu.config().await;
     let ec2 = aws_sdk_ec2::Client::new(&cfg);
@@ -518,7 +509,7 @@ async fn alb_asg_up_change_rollout_and_down() {
 async fn down_with_skip_final_snapshot_and_delete_data_leaves_nothing() {
     let emu = Emulator::start();
     let stack = "asg-gone";
-    let file = asg_stack(stack);
+    let file = StackFile::from_example("stacks/bookstore-asg.yaml", stack, &[]);
     up(&emu, file.path());
     let mut d = emu.iac();
     d.args([
@@ -565,7 +556,7 @@ async fn down_with_skip_final_snapshot_and_delete_data_leaves_nothing() {
 async fn up_does_not_undo_what_the_scaling_policy_did() {
     let emu = Emulator::start();
     let stack = "asg-policy";
-    let file = asg_stack(stack);
+    let file = StackFile::from_example("stacks/bookstore-asg.yaml", stack, &[]);
     up(&emu, file.path());
     let asg = aws_sdk_autoscaling::Client::new(&emu.config().await);
     let group = format!("{stack}-asg");

@@ -116,20 +116,6 @@ async fn param(emu: &Emulator, name: &str) -> Option<(String, String)> {
 }
 
 /// A copy of stacks/custom-scaler.yaml named `name`, with text replaced.
-fn scaler_stack(name: &str, edits: &[(&str, &str)]) -> StackFile {
-    let mut text =
-        std::fs::read_to_string(root().join("stacks/custom-scaler.yaml")).expect("example");
-    text = text.replace("name: bookstore-scaler", &format!("name: {name}"));
-    for (from, to) in edits {
-        assert!(text.contains(from), "the example has no `{from}`");
-        text = text.replace(from, to);
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join(format!("{name}.yaml"));
-    std::fs::write(&path, text).expect("write");
-    StackFile { dir, path }
-}
-
 fn iac_json(emu: &Emulator, args: &[&str], file: &std::path::Path) -> Run {
     let mut c = emu.iac();
     c.args(["-o", "json"]).args(args).arg(file);
@@ -229,7 +215,7 @@ async fn launch_pool_instance(ec2: &aws_sdk_ec2::Client, stack: &str) -> String 
 async fn custom_scaler_up_pool_and_down() {
     let emu = Emulator::start();
     let stack = "cs-full";
-    let file = scaler_stack(stack, &[]);
+    let file = StackFile::from_example("stacks/custom-scaler.yaml", stack, &[]);
     let r = up(&emu, file.path());
     let ec2 = emu.ec2().await;
 
@@ -445,7 +431,8 @@ async fn custom_scaler_with_own_monitor_creates_no_monitor_vm() {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let file = scaler_stack(
+    let file = StackFile::from_example(
+        "stacks/custom-scaler.yaml",
         stack,
         &[(
             "    type: t3.micro\n",

@@ -140,21 +140,11 @@ fn up(emu: &Emulator, file: &std::path::Path) -> Run {
     run_ok(c)
 }
 
-fn lb_stack(name: &str) -> StackFile {
-    let text =
-        std::fs::read_to_string(root().join("stacks/bookstore-lb-vms.yaml")).expect("example");
-    let text = text.replace("name: bookstore-lb", &format!("name: {name}"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join(format!("{name}.yaml"));
-    std::fs::write(&path, text).expect("write");
-    StackFile { dir, path }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn lb_vms_up_scale_and_down() {
     let emu = Emulator::start();
     let stack = "lb-full";
-    let file = lb_stack(stack);
+    let file = StackFile::from_example("stacks/bookstore-lb-vms.yaml", stack, &[]);
     let r = up(&emu, file.path());
     let ec2 = emu.ec2().await;
 

@@ -45,16 +45,6 @@ async fn instances(
         .collect()
 }
 
-fn swarm_stack(name: &str) -> StackFile {
-    let text =
-        std::fs::read_to_string(root().join("stacks/bookstore-swarm.yaml")).expect("example");
-    let text = text.replace("name: bookstore-swarm", &format!("name: {name}"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join(format!("{name}.yaml"));
-    std::fs::write(&path, text).expect("write");
-    StackFile { dir, path }
-}
-
 fn up(emu: &Emulator, file: &std::path::Path) -> Run {
     let mut c = emu.iac();
     c.args(["-o", "json", "up"]).arg(file).arg("--yes");
@@ -79,7 +69,7 @@ fn sent(r: &Run) -> Vec<String> {
 async fn swarm_up_update_scale_in_and_down() {
     let emu = Emulator::start();
     let stack = "sw-full";
-    let file = swarm_stack(stack);
+    let file = StackFile::from_example("stacks/bookstore-swarm.yaml", stack, &[]);
     let r = up(&emu, file.path());
     let ec2 = emu.ec2().await;
     let ssm = emu.ssm().await;
@@ -325,7 +315,7 @@ async fn swarm_up_update_scale_in_and_down() {
 async fn swarm_with_an_instance_profile_iac_creates() {
     let emu = Emulator::start();
     let stack = "sw-role";
-    let file = swarm_stack(stack);
+    let file = StackFile::from_example("stacks/bookstore-swarm.yaml", stack, &[]);
     file.rewrite(&[(
         "instance_profile: LabInstanceProfile",
         "instance_profile: create",

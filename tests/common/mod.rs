@@ -186,19 +186,35 @@ pub fn run_ok(cmd: Command) -> Run {
     r
 }
 
-/// A copy of the example stack with `name` and some text replaced, in a temp dir.
+/// A copy of an example stack with its `name` and some text replaced, in a temp dir.
 pub struct StackFile {
     pub dir: tempfile::TempDir,
     pub path: PathBuf,
 }
 
 impl StackFile {
+    /// The single-vm example (stacks/bookstore-vm.yaml) as stack `name`.
     pub fn example(name: &str, edits: &[(&str, &str)]) -> StackFile {
-        let mut text = std::fs::read_to_string(root().join("stacks/bookstore-vm.yaml"))
-            .expect("example stack");
-        text = text.replace("name: bookstore-vm", &format!("name: {name}"));
+        StackFile::from_example("stacks/bookstore-vm.yaml", name, edits)
+    }
+
+    /// The example at `example` (relative to the crate) as stack `name`, each `(from, to)` of
+    /// `edits` replaced (and required to be there).
+    pub fn from_example(example: &str, name: &str, edits: &[(&str, &str)]) -> StackFile {
+        let mut text = std::fs::read_to_string(root().join(example))
+            .unwrap_or_else(|e| panic!("example stack {example}: {e}"));
+        // The top-level `name:` line (the only unindented one).
+        let start = if text.starts_with("name: ") {
+            0
+        } else {
+            text.find("\nname: ")
+                .unwrap_or_else(|| panic!("{example} has no top-level `name:`"))
+                + 1
+        };
+        let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        text.replace_range(start..end, &format!("name: {name}"));
         for (from, to) in edits {
-            assert!(text.contains(from), "the example stack has no `{from}`");
+            assert!(text.contains(from), "{example} has no `{from}`");
             text = text.replace(from, to);
         }
         let dir = tempfile::tempdir().expect("tempdir");
