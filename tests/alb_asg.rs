@@ -6,6 +6,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use aws_sdk_autoscaling::types::{AutoScalingGroup, ScalingPolicy};
+use aws_sdk_ec2::types::{LaunchTemplateVersion, ResponseLaunchTemplateData};
+use aws_sdk_efs::types::FileSystemDescription;
+use aws_sdk_rds::types::DbCluster;
+use base64::Engine;
 use common::*;
 
 fn up(emu: &Emulator, file: &std::path::Path) -> Run {
@@ -19,6 +24,87 @@ fn ec2_filter(stack: &str) -> aws_sdk_ec2::types::Filter {
         .name("tag:iac:stack")
         .values(stack)
         .build()
+}
+
+/// The stack's Auto Scaling group, if it exists.
+async fn group(asg: &aws_sdk_autoscaling::Client, stack: &str) -> Option<AutoScalingGroup> {
+    asg.describe_auto_scaling_groups()
+        .auto_scaling_group_names(format!("{stack}-asg"))
+        .send()
+        .await
+        .expect("describe groups")
+        .auto_scaling_groups()
+        .first()
+        .cloned()
+}
+
+/// The scaling policies of the stack's group.
+async fn policies(asg: &aws_sdk_autoscaling::Client, stack: &str) -> Vec<ScalingPolicy> {
+    asg.describe_policies()
+        .auto_scaling_group_name(format!("{stack}-asg"))
+        .send()
+        .await
+        .expect("describe policies")
+        .scaling_policies()
+        .to_vec()
+}
+
+/// Versions of launch template `lt_id`: those named, or all of them.
+async fn template_versions(
+    ec2: &aws_sdk_ec2::Client,
+    lt_id: &str,
+    versions: &[&str],
+) -> Vec<LaunchTemplateVersion> {
+    let mut call = ec2
+        .describe_launch_template_versions()
+        .launch_template_id(lt_id);
+    for v in versions {
+        call = call.versions(*v);
+    }
+    call.send()
+        .await
+        .expect("describe template versions")
+        .launch_template_versions()
+        .to_vec()
+}
+
+/// The user-data of a template version, decoded.
+fn user_data(data: &ResponseLaunchTemplateData) -> String {
+    let ud = base64::engine::general_purpose::STANDARD
+        .decode(data.user_data().unwrap_or_default())
+        .expect("base64");
+    String::from_utf8_lossy(&ud).to_string()
+}
+
+/// The stack's Aurora cluster, if it exists (describing a missing one is an error).
+async fn cluster(rds: &aws_sdk_rds::Client, stack: &str) -> Option<DbCluster> {
+    rds.describe_db_clusters()
+        .db_cluster_identifier(format!("{stack}-db"))
+        .send()
+        .await
+        .ok()
+        .and_then(|c| c.db_clusters().first().cloned())
+}
+
+/// The file systems created for the stack (by creation token).
+async fn file_systems(efs: &aws_sdk_efs::Client, stack: &str) -> Vec<FileSystemDescription> {
+    efs.describe_file_systems()
+        .creation_token(format!("iac-{stack}-efs"))
+        .send()
+        .await
+        .expect("describe file systems")
+        .file_systems()
+        .to_vec()
+}
+
+/// The value of SSM parameter `name`, if it exists.
+async fn param(ssm: &aws_sdk_ssm::Client, name: &str) -> Option<String> {
+    ssm.get_parameter()
+        .name(name)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.parameter().and_then(|p| p.value()).map(str::to_string))
 }
 
 /// Rules of every group of the stack, by group name suffix, as (port, source) where the source
@@ -130,16 +216,9 @@ async fn alb_asg_up_change_rollout_and_down() {
         .launch_template_id()
         .expect("lt id")
         .to_string();
-    let versions = ec2
-        .describe_launch_template_versions()
-        .launch_template_id(&lt_id)
-        .send()
-        .await
-        .expect("versions");
-    assert_eq!(versions.launch_template_versions().len(), 1);
-    let data = versions.launch_template_versions()[0]
-        .launch_template_data()
-        .expect("data");
+    let versions = template_versions(&ec2, &lt_id, &[]).await;
+    assert_eq!(versions.len(), 1);
+    let data = versions[0].launch_template_data().expect("data");
     assert_eq!(
         data.metadata_options()
             .and_then(|m| m.http_tokens())
@@ -152,11 +231,7 @@ async fn alb_asg_up_change_rollout_and_down() {
         data.iam_instance_profile().and_then(|p| p.name()),
         Some("LabInstanceProfile")
     );
-    use base64::Engine;
-    let ud = base64::engine::general_purpose::STANDARD
-        .decode(data.user_data().unwrap_or_default())
-        .expect("base64");
-    let ud = String::from_utf8_lossy(&ud).to_string();
+    let ud = user_data(data);
     assert!(
         ud.contains("db-secret-arn") && ud.contains("efs-id"),
         "the user-data reads its facts from SSM"
@@ -219,13 +294,7 @@ async fn alb_asg_up_change_rollout_and_down() {
     );
 
     // The group and its policy.
-    let groups = asg
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(format!("{stack}-asg"))
-        .send()
-        .await
-        .expect("asg");
-    let g = &groups.auto_scaling_groups()[0];
+    let g = group(&asg, stack).await.expect("the group");
     assert_eq!(
         (g.min_size(), g.max_size(), g.desired_capacity()),
         (Some(2), Some(6), Some(2))
@@ -250,14 +319,9 @@ async fn alb_asg_up_change_rollout_and_down() {
         propagated.contains(&"iac:stack") && !propagated.contains(&"iac:id"),
         "{propagated:?}"
     );
-    let policies = asg
-        .describe_policies()
-        .auto_scaling_group_name(format!("{stack}-asg"))
-        .send()
-        .await
-        .expect("policies");
-    assert_eq!(policies.scaling_policies().len(), 1);
-    let p = &policies.scaling_policies()[0];
+    let tracking = policies(&asg, stack).await;
+    assert_eq!(tracking.len(), 1);
+    let p = &tracking[0];
     assert_eq!(p.policy_type(), Some("TargetTrackingScaling"));
     assert_eq!(
         p.target_tracking_configuration()
@@ -267,13 +331,7 @@ async fn alb_asg_up_change_rollout_and_down() {
     assert_eq!(p.estimated_instance_warmup(), Some(120));
 
     // Aurora: encrypted, backups, password managed by RDS; the endpoint handed to the app.
-    let clusters = rds
-        .describe_db_clusters()
-        .db_cluster_identifier(format!("{stack}-db"))
-        .send()
-        .await
-        .expect("cluster");
-    let c = &clusters.db_clusters()[0];
+    let c = cluster(&rds, stack).await.expect("the cluster");
     assert_eq!(c.storage_encrypted(), Some(true));
     assert_eq!(c.backup_retention_period(), Some(7));
     assert_eq!(c.engine(), Some("aurora-mysql"));
@@ -284,19 +342,8 @@ async fn alb_asg_up_change_rollout_and_down() {
         "the password is managed by RDS"
     );
     let endpoint = c.endpoint().expect("endpoint").to_string();
-    let param = |name: String| {
-        let ssm = ssm.clone();
-        async move {
-            ssm.get_parameter()
-                .name(name)
-                .send()
-                .await
-                .ok()
-                .and_then(|o| o.parameter().and_then(|p| p.value()).map(str::to_string))
-        }
-    };
     assert_eq!(
-        param(format!("/iac/{stack}/db-endpoint")).await,
+        param(&ssm, &format!("/iac/{stack}/db-endpoint")).await,
         Some(endpoint.clone())
     );
     let insts = rds.describe_db_instances().send().await.expect("instances");
@@ -314,18 +361,13 @@ async fn alb_asg_up_change_rollout_and_down() {
     assert!(!r.stdout.contains("MasterUserPassword"));
 
     // EFS: encrypted, a mount target in every subnet of the group.
-    let fss = efs
-        .describe_file_systems()
-        .creation_token(format!("iac-{stack}-efs"))
-        .send()
-        .await
-        .expect("efs");
-    assert_eq!(fss.file_systems().len(), 1);
-    let fs = &fss.file_systems()[0];
+    let fss = file_systems(&efs, stack).await;
+    assert_eq!(fss.len(), 1);
+    let fs = &fss[0];
     assert_eq!(fs.encrypted(), Some(true));
     let fs_id = fs.file_system_id().to_string();
     assert_eq!(
-        param(format!("/iac/{stack}/efs-id")).await,
+        param(&ssm, &format!("/iac/{stack}/efs-id")).await,
         Some(fs_id.clone())
     );
     let mts = efs
@@ -376,22 +418,14 @@ async fn alb_asg_up_change_rollout_and_down() {
             && mutating.get("autoscaling:StartInstanceRefresh").is_none(),
         "{mutating}"
     );
-    let groups = asg
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(format!("{stack}-asg"))
-        .send()
-        .await
-        .expect("asg");
-    assert_eq!(groups.auto_scaling_groups()[0].desired_capacity(), Some(3));
-    let policies = asg
-        .describe_policies()
-        .auto_scaling_group_name(format!("{stack}-asg"))
-        .send()
-        .await
-        .expect("policies");
-    assert_eq!(policies.scaling_policies().len(), 1);
     assert_eq!(
-        policies.scaling_policies()[0]
+        group(&asg, stack).await.and_then(|g| g.desired_capacity()),
+        Some(3)
+    );
+    let tracking = policies(&asg, stack).await;
+    assert_eq!(tracking.len(), 1);
+    assert_eq!(
+        tracking[0]
             .target_tracking_configuration()
             .and_then(|t| t.target_value()),
         Some(60.0)
@@ -431,24 +465,8 @@ async fn alb_asg_up_change_rollout_and_down() {
         .await
         .expect("lt");
     assert_eq!(lt.launch_templates()[0].default_version_number(), Some(2));
-    let v2 = ec2
-        .describe_launch_template_versions()
-        .launch_template_id(&lt_id)
-        .versions("2")
-        .send()
-        .await
-        .expect("v2");
-    let ud2 = v2.launch_template_versions()[0]
-        .launch_template_data()
-        .and_then(|d| d.user_data())
-        .unwrap_or_default()
-        .to_string();
-    let ud2 = String::from_utf8_lossy(
-        &base64::engine::general_purpose::STANDARD
-            .decode(ud2)
-            .expect("b64"),
-    )
-    .to_string();
+    let v2 = template_versions(&ec2, &lt_id, &["2"]).await;
+    let ud2 = user_data(v2[0].launch_template_data().expect("data"));
     assert!(ud2.contains("bookstore:1.1.0"));
 
     // `down`: a final snapshot and the file system are kept (exit 4); nothing else is left.
@@ -478,21 +496,8 @@ async fn alb_asg_up_change_rollout_and_down() {
     assert!(snaps.db_cluster_snapshots().iter().any(|s| s
         .db_cluster_snapshot_identifier()
         .is_some_and(|i| i.contains("final"))));
-    assert!(rds
-        .describe_db_clusters()
-        .db_cluster_identifier(format!("{stack}-db"))
-        .send()
-        .await
-        .map(|c| c.db_clusters().is_empty())
-        .unwrap_or(true));
-    assert!(asg
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(format!("{stack}-asg"))
-        .send()
-        .await
-        .expect("asg")
-        .auto_scaling_groups()
-        .is_empty());
+    assert!(cluster(&rds, stack).await.is_none());
+    assert!(group(&asg, stack).await.is_none());
     assert_eq!(
         efs.describe_file_systems()
             .file_system_id(&fs_id)
@@ -540,14 +545,7 @@ async fn down_with_skip_final_snapshot_and_delete_data_leaves_nothing() {
         snaps.db_cluster_snapshots()
     );
     let efs = aws_sdk_efs::Client::new(&cfg);
-    assert!(efs
-        .describe_file_systems()
-        .creation_token(format!("iac-{stack}-efs"))
-        .send()
-        .await
-        .expect("efs")
-        .file_systems()
-        .is_empty());
+    assert!(file_systems(&efs, stack).await.is_empty());
 }
 
 /// The scaling policy owns the live capacity: an `up` with no change to the stack's desired
@@ -559,50 +557,22 @@ async fn up_does_not_undo_what_the_scaling_policy_did() {
     let file = StackFile::from_example("stacks/bookstore-asg.yaml", stack, &[]);
     up(&emu, file.path());
     let asg = aws_sdk_autoscaling::Client::new(&emu.config().await);
-    let group = format!("{stack}-asg");
     // What target tracking does under load.
     asg.set_desired_capacity()
-        .auto_scaling_group_name(&group)
+        .auto_scaling_group_name(format!("{stack}-asg"))
         .desired_capacity(5)
         .send()
         .await
         .expect("scale out");
     let r = up(&emu, file.path());
     assert_eq!(r.record("summary")["mutating_calls"], serde_json::json!({}));
-    let desired = |g: aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput| g.auto_scaling_groups()[0].desired_capacity();
-    assert_eq!(
-        desired(
-            asg.describe_auto_scaling_groups()
-                .auto_scaling_group_names(&group)
-                .send()
-                .await
-                .expect("asg")
-        ),
-        Some(5)
-    );
+    let desired = || async { group(&asg, stack).await.and_then(|g| g.desired_capacity()) };
+    assert_eq!(desired().await, Some(5));
     // Raising max alone keeps the policy's capacity; a new desired count in the file is applied.
     file.rewrite(&[("max: 6", "max: 7")]);
     up(&emu, file.path());
-    assert_eq!(
-        desired(
-            asg.describe_auto_scaling_groups()
-                .auto_scaling_group_names(&group)
-                .send()
-                .await
-                .expect("asg")
-        ),
-        Some(5)
-    );
+    assert_eq!(desired().await, Some(5));
     file.rewrite(&[("desired: 2", "desired: 3")]);
     up(&emu, file.path());
-    assert_eq!(
-        desired(
-            asg.describe_auto_scaling_groups()
-                .auto_scaling_group_names(&group)
-                .send()
-                .await
-                .expect("asg")
-        ),
-        Some(3)
-    );
+    assert_eq!(desired().await, Some(3));
 }
