@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_efs::types::{LifeCycleState, PerformanceMode, Tag, ThroughputMode};
 
-use super::error::{sdk as err, AwsError, ErrorClass};
+use super::error::{sdk as err, AwsError, ErrorClass, IgnoreNotFound};
 use super::tags;
 use super::Aws;
 use crate::plan::{Details, FileSystemSpec, Kind, Observed, ResourceId};
@@ -169,21 +169,19 @@ pub async fn create_file_system(
 
 /// The LifeCycleState of a file system; `None` when it does not exist.
 pub async fn file_system_state(aws: &Aws, id: &str) -> Result<Option<String>, AwsError> {
-    match aws
+    let out = aws
         .efs
         .describe_file_systems()
         .file_system_id(id)
         .send()
         .await
         .map_err(err("efs:DescribeFileSystems"))
-    {
-        Ok(o) => Ok(o
-            .file_systems()
+        .ignore_not_found()?;
+    Ok(out.and_then(|o| {
+        o.file_systems()
             .first()
-            .map(|f| f.life_cycle_state().as_str().to_string())),
-        Err(e) if e.is(ErrorClass::NotFound) => Ok(None),
-        Err(e) => Err(e),
-    }
+            .map(|f| f.life_cycle_state().as_str().to_string())
+    }))
 }
 
 /// Deletes a file system (its mount targets must be gone: `FileSystemInUse` is classified as
@@ -233,21 +231,19 @@ pub async fn create_mount_target(
 
 /// The LifeCycleState of a mount target; `None` when it does not exist.
 pub async fn mount_target_state(aws: &Aws, id: &str) -> Result<Option<String>, AwsError> {
-    match aws
+    let out = aws
         .efs
         .describe_mount_targets()
         .mount_target_id(id)
         .send()
         .await
         .map_err(err("efs:DescribeMountTargets"))
-    {
-        Ok(o) => Ok(o
-            .mount_targets()
+        .ignore_not_found()?;
+    Ok(out.and_then(|o| {
+        o.mount_targets()
             .first()
-            .map(|m| m.life_cycle_state().as_str().to_string())),
-        Err(e) if e.is(ErrorClass::NotFound) => Ok(None),
-        Err(e) => Err(e),
-    }
+            .map(|m| m.life_cycle_state().as_str().to_string())
+    }))
 }
 
 pub async fn delete_mount_target(aws: &Aws, id: &str) -> Result<(), AwsError> {

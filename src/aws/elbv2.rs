@@ -11,7 +11,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
     RedirectActionStatusCodeEnum, Tag, TargetGroupAttribute, TargetTypeEnum,
 };
 
-use super::error::{sdk as err, AwsError, ErrorClass};
+use super::error::{sdk as err, AwsError, ErrorClass, IgnoreNotFound};
 use super::tags;
 use super::Aws;
 use crate::plan::{
@@ -463,24 +463,22 @@ pub async fn create_load_balancer(
 /// The state of a load balancer (`provisioning`, `active`, `active_impaired`, `failed`);
 /// `None` when it does not exist.
 pub async fn load_balancer_state(aws: &Aws, arn: &str) -> Result<Option<String>, AwsError> {
-    match aws
+    let out = aws
         .elbv2
         .describe_load_balancers()
         .load_balancer_arns(arn)
         .send()
         .await
-    {
-        Ok(o) => Ok(o.load_balancers().first().map(|l| {
+        .map_err(err("elasticloadbalancing:DescribeLoadBalancers"))
+        .ignore_not_found()?;
+    Ok(out.and_then(|o| {
+        o.load_balancers().first().map(|l| {
             l.state()
                 .and_then(|s| s.code())
                 .map(|c| c.as_str().to_string())
                 .unwrap_or_default()
-        })),
-        Err(e) => match AwsError::from_sdk("elasticloadbalancing:DescribeLoadBalancers", e) {
-            e if e.is(ErrorClass::NotFound) => Ok(None),
-            e => Err(e),
-        },
-    }
+        })
+    }))
 }
 
 pub async fn set_load_balancer_security_groups(

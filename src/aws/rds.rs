@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_rds::types::Tag;
 
-use super::error::{sdk as err, AwsError, ErrorClass};
+use super::error::{sdk as err, AwsError, ErrorClass, IgnoreNotFound};
 use super::tags;
 use super::Aws;
 use crate::plan::{
@@ -266,15 +266,16 @@ pub async fn cluster_state(
     aws: &Aws,
     id: &str,
 ) -> Result<Option<(String, Option<String>, Option<String>)>, AwsError> {
-    match aws
+    let out = aws
         .rds
         .describe_db_clusters()
         .db_cluster_identifier(id)
         .send()
         .await
         .map_err(err("rds:DescribeDBClusters"))
-    {
-        Ok(o) => Ok(o.db_clusters().first().map(|c| {
+        .ignore_not_found()?;
+    Ok(out.and_then(|o| {
+        o.db_clusters().first().map(|c| {
             (
                 c.status().unwrap_or_default().to_string(),
                 c.endpoint().map(str::to_string),
@@ -282,10 +283,8 @@ pub async fn cluster_state(
                     .and_then(|m| m.secret_arn())
                     .map(str::to_string),
             )
-        })),
-        Err(e) if e.is(ErrorClass::NotFound) => Ok(None),
-        Err(e) => Err(e),
-    }
+        })
+    }))
 }
 
 /// In-place changes, applied immediately: backup retention and security groups.
@@ -350,21 +349,19 @@ pub async fn create_instance(
 
 /// The status of a DB instance; `None` when it does not exist.
 pub async fn instance_state(aws: &Aws, id: &str) -> Result<Option<String>, AwsError> {
-    match aws
+    let out = aws
         .rds
         .describe_db_instances()
         .db_instance_identifier(id)
         .send()
         .await
         .map_err(err("rds:DescribeDBInstances"))
-    {
-        Ok(o) => Ok(o
-            .db_instances()
+        .ignore_not_found()?;
+    Ok(out.and_then(|o| {
+        o.db_instances()
             .first()
-            .map(|i| i.db_instance_status().unwrap_or_default().to_string())),
-        Err(e) if e.is(ErrorClass::NotFound) => Ok(None),
-        Err(e) => Err(e),
-    }
+            .map(|i| i.db_instance_status().unwrap_or_default().to_string())
+    }))
 }
 
 /// Deletes a cluster member. Aurora instances take no final snapshot of their own (the data is
