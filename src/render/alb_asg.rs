@@ -97,6 +97,8 @@ struct DropInCtx<'a> {
 #[derive(Serialize)]
 struct WebCtx<'a> {
     stack: &'a str,
+    /// Named in the script's first comment line.
+    tier: &'static str,
     role: &'static str,
     region: Option<&'a str>,
     log_file: &'static str,
@@ -198,6 +200,7 @@ pub fn web(stack: &Stack) -> Result<UserData, RenderError> {
     )])?;
     let ctx = WebCtx {
         stack: &s.name,
+        tier: "alb-asg",
         role: "web",
         region: s.region.as_deref(),
         log_file: LOG_FILE,
@@ -229,12 +232,7 @@ pub fn web(stack: &Stack) -> Result<UserData, RenderError> {
         db_name: &db.name,
         db_port: MYSQL_PORT,
     };
-    // The shared head names the lb-vms tier in its first comment line.
-    let script = render(&env, "userdata/alb-web.sh.j2", &ctx)?.replacen(
-        "(lb-vms tier)",
-        "(alb-asg tier)",
-        1,
-    );
+    let script = render(&env, "userdata/alb-web.sh.j2", &ctx)?;
     Ok(UserData {
         script,
         files: ctx.files.into_iter().map(RenderedFile::from).collect(),

@@ -95,6 +95,8 @@ fn scaler_environment() -> Result<Environment<'static>, RenderError> {
 #[derive(Serialize)]
 struct Common<'a> {
     stack: &'a str,
+    /// Named in the script's first comment line.
+    tier: &'static str,
     role: &'static str,
     region: Option<&'a str>,
     log_file: &'static str,
@@ -112,6 +114,7 @@ fn common<'a>(
     let s = &stack.spec;
     Ok(Common {
         stack: &s.name,
+        tier: "custom-scaler",
         role,
         region: s.region.as_deref(),
         log_file: LOG_FILE,
@@ -274,7 +277,7 @@ pub fn agent(stack: &Stack) -> Result<UserData, RenderError> {
         token_param: param_name(&s.name, TOKEN_PARAM),
         monitor_param: param_name(&s.name, MONITOR_ADDRESS_PARAM),
     };
-    let script = tier_header(render(&env, "userdata/custom-scaler-agent.sh.j2", &ctx)?);
+    let script = render(&env, "userdata/custom-scaler-agent.sh.j2", &ctx)?;
     Ok(UserData {
         script,
         files: ctx
@@ -284,11 +287,6 @@ pub fn agent(stack: &Stack) -> Result<UserData, RenderError> {
             .map(RenderedFile::from)
             .collect(),
     })
-}
-
-/// The shared head names the lb-vms tier in its first comment line.
-fn tier_header(script: String) -> String {
-    script.replacen("(lb-vms tier)", "(custom-scaler tier)", 1)
 }
 
 #[derive(Serialize)]
@@ -374,7 +372,7 @@ pub fn monitor(stack: &Stack) -> Result<UserData, RenderError> {
         refresh: REFRESH_SCRIPT,
         port: sc.monitor.port,
     };
-    let script = tier_header(render(&env, "userdata/custom-scaler-monitor.sh.j2", &ctx)?);
+    let script = render(&env, "userdata/custom-scaler-monitor.sh.j2", &ctx)?;
     Ok(UserData {
         script,
         files: ctx

@@ -210,6 +210,8 @@ impl Engine {
 #[derive(Serialize)]
 struct Common<'a> {
     stack: &'a str,
+    /// Named in the script's first comment line.
+    tier: &'static str,
     role: &'static str,
     region: Option<&'a str>,
     log_file: &'static str,
@@ -245,6 +247,7 @@ fn common<'a>(
     let s = &stack.spec;
     Ok(Common {
         stack: &s.name,
+        tier: "lb-vms",
         role,
         region: s.region.as_deref(),
         log_file: LOG_FILE,

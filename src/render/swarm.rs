@@ -175,6 +175,8 @@ struct HttpsCtx<'a> {
 #[derive(Serialize)]
 struct NodeCtx<'a> {
     stack: &'a str,
+    /// Named in the script's first comment line.
+    tier: &'static str,
     role: &'static str,
     region: Option<&'a str>,
     log_file: &'static str,
@@ -203,6 +205,7 @@ fn node_ctx<'a>(
     let s = &stack.spec;
     Ok(NodeCtx {
         stack: &s.name,
+        tier: "swarm",
         role,
         region: s.region.as_deref(),
         log_file: LOG_FILE,
