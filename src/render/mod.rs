@@ -293,6 +293,19 @@ const TEMPLATES: &[(&str, &str)] = &[
         "templates/certbot-deploy-hook.sh.j2",
         include_str!("../../templates/certbot-deploy-hook.sh.j2"),
     ),
+    // Boot-script steps shared by the tiers (all environments start from this one).
+    (
+        "templates/nginx-sites.sh.j2",
+        include_str!("../../templates/nginx-sites.sh.j2"),
+    ),
+    (
+        "templates/https-dns-check.sh.j2",
+        include_str!("../../templates/https-dns-check.sh.j2"),
+    ),
+    (
+        "templates/certbot-webroot.sh.j2",
+        include_str!("../../templates/certbot-webroot.sh.j2"),
+    ),
 ];
 
 /// The shared template environment: strict undefined, no HTML/JSON auto-escaping (we emit
