@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::lb_vms::MYSQL_PORT;
 use super::{
     environment, invalid, render, require_word, script_files, RenderError, RenderedFile,
-    ScriptFile, UserData, EOF_MARK,
+    ScriptFile, UserData, APP_ENV, EOF_MARK, ETC_DIR, LOG_FILE, PROJECT_ROOT,
 };
 use crate::stack::{Stack, Tier};
 
@@ -45,12 +45,6 @@ pub fn mount_path(stack: &Stack) -> &str {
         .map(|s| s.mount_path.as_str())
         .unwrap_or(DEFAULT_MOUNT_PATH)
 }
-
-// The same places as the lb-vms scripts (the shared head uses them for its own files too).
-const PROJECT_ROOT: &str = "/opt/iac";
-const ETC_DIR: &str = "/etc/iac";
-const APP_ENV: &str = "/etc/iac/app.env";
-const LOG_FILE: &str = "/var/log/iac-bootstrap.log";
 
 /// Templates of this tier, added to the shared environment.
 const ALB_TEMPLATES: &[(&str, &str)] = &[

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::{
     environment, invalid, param_name, render, require_word, script_files, RenderError,
-    RenderedFile, ScriptFile, UserData, EOF_MARK,
+    RenderedFile, ScriptFile, UserData, APP_ENV, EOF_MARK, ETC_DIR, LOG_FILE, PROJECT_ROOT,
 };
 use crate::stack::{Download, FleetKind, ScalerConf, Stack, Tier};
 
@@ -41,11 +41,6 @@ pub const MONITOR_ENV: &str = "/etc/iac/monitor.env";
 pub const MONITOR_STACK_FILE: &str = "/etc/iac/stack.yaml";
 /// Installed on the monitor VM; the same text as [`monitor_refresh_command`].
 pub const REFRESH_SCRIPT: &str = "/usr/local/sbin/iac-monitor-refresh";
-
-const PROJECT_ROOT: &str = "/opt/iac";
-const ETC_DIR: &str = "/etc/iac";
-const APP_ENV: &str = "/etc/iac/app.env";
-const LOG_FILE: &str = "/var/log/iac-bootstrap.log";
 
 /// Templates of this tier, added to the shared environment.
 const SCALER_TEMPLATES: &[(&str, &str)] = &[

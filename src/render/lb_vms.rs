@@ -18,7 +18,8 @@ use serde::Serialize;
 
 use super::{
     cert_dir, environment, invalid, render, require_word, script_files, RenderError, RenderedFile,
-    ScriptFile, UserData, EOF_MARK,
+    ScriptFile, UserData, APP_ENV, CERTBOT_RENEW_SERVICE as RENEW_SERVICE,
+    CERTBOT_RENEW_TIMER as RENEW_TIMER, EOF_MARK, ETC_DIR, LOG_FILE, PROJECT_ROOT,
 };
 use crate::stack::{Database, Stack, Tier};
 
@@ -58,14 +59,8 @@ pub struct Backend {
     pub address: String,
 }
 
-const PROJECT_ROOT: &str = "/opt/iac";
-const ETC_DIR: &str = "/etc/iac";
-const APP_ENV: &str = "/etc/iac/app.env";
-const LOG_FILE: &str = "/var/log/iac-bootstrap.log";
 const HAPROXY_CFG: &str = "/etc/haproxy/haproxy.cfg";
 const CERTS_DIR: &str = "/etc/haproxy/certs";
-const RENEW_SERVICE: &str = "/etc/systemd/system/iac-certbot-renew.service";
-const RENEW_TIMER: &str = "/etc/systemd/system/iac-certbot-renew.timer";
 const DEPLOY_HOOK: &str = "/etc/letsencrypt/renewal-hooks/deploy/iac-haproxy-pem.sh";
 const MONGO_USERS_JS: &str = "/etc/iac/mongo-users.js";
 

@@ -138,6 +138,20 @@ pub fn param_name(stack: &str, leaf: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Where every tier's boot script puts things on the instance (the shared head of the multi-VM
+// tiers, templates/lb-common.sh.j2, uses them for its own files too)
+
+/// Where the app's project lives: `/opt/iac/<stack>` (for compose, the directory name becomes
+/// the project name).
+pub(crate) const PROJECT_ROOT: &str = "/opt/iac";
+/// Root-only directory for env files holding secrets (mode 700, files 600).
+pub(crate) const ETC_DIR: &str = "/etc/iac";
+/// The app's environment file.
+pub(crate) const APP_ENV: &str = "/etc/iac/app.env";
+/// The boot script's log.
+pub(crate) const LOG_FILE: &str = "/var/log/iac-bootstrap.log";
+
+// ---------------------------------------------------------------------------------------------
 // nginx in front of the app, with Let's Encrypt (single-vm; the swarm tier's managers)
 
 /// Both nginx variants are staged here; the boot script copies one of them into `conf.d`.

@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::{
     cert_dir, environment, invalid, nginx_files, render, require_word, script_files, RenderError,
-    RenderedFile, ScriptFile, UserData, ACME_ROOT, EOF_MARK, NGINX_HTTP, NGINX_HTTPS,
+    RenderedFile, ScriptFile, UserData, ACME_ROOT, APP_ENV, EOF_MARK, ETC_DIR, LOG_FILE,
+    NGINX_HTTP, NGINX_HTTPS, PROJECT_ROOT,
 };
 #[cfg(test)]
 use super::{
@@ -18,13 +19,7 @@ use super::{
 };
 use crate::stack::{Stack, Tier};
 
-/// Where the compose project lives; the directory name becomes the compose project name.
-const PROJECT_ROOT: &str = "/opt/iac";
-/// Root-only directory for env files holding secrets (mode 700, files 600).
-const ETC_DIR: &str = "/etc/iac";
-const APP_ENV: &str = "/etc/iac/app.env";
 const DB_ENV: &str = "/etc/iac/db.env";
-const LOG_FILE: &str = "/var/log/iac-bootstrap.log";
 /// Compose interpolation variable carrying the URL-encoded database password; the script
 /// writes it to the project's `.env`, so the compose file itself never holds the password.
 const DB_URL_PASSWORD_VAR: &str = "IAC_DB_PASSWORD_URLENC";

@@ -18,7 +18,8 @@ use serde::Serialize;
 pub use super::param_name;
 use super::{
     cert_dir, environment, invalid, nginx_files, render, require_word, script_files, RenderError,
-    RenderedFile, ScriptFile, UserData, ACME_ROOT, EOF_MARK, NGINX_HTTP, NGINX_HTTPS,
+    RenderedFile, ScriptFile, UserData, ACME_ROOT, EOF_MARK, ETC_DIR, LOG_FILE, NGINX_HTTP,
+    NGINX_HTTPS, PROJECT_ROOT,
 };
 use crate::stack::{Placement, Stack, Swarm, Tier};
 
@@ -39,10 +40,6 @@ const SSM_VALUE_LIMIT: usize = 4096;
 /// How long manager-1 waits for the domain to point at its Elastic IP before it asks for a
 /// certificate; the other managers look once.
 const DNS_WAIT_FIRST: u32 = 600;
-
-const PROJECT_ROOT: &str = "/opt/iac";
-const ETC_DIR: &str = "/etc/iac";
-const LOG_FILE: &str = "/var/log/iac-bootstrap.log";
 
 /// Names a secret cannot have: the service script exports secrets to the docker CLI's environment
 /// on updates, where these would steer the shell or the CLI.
