@@ -115,7 +115,6 @@ async fn param(emu: &Emulator, name: &str) -> Option<(String, String)> {
     ))
 }
 
-/// A copy of stacks/custom-scaler.yaml named `name`, with text replaced.
 fn iac_json(emu: &Emulator, args: &[&str], file: &std::path::Path) -> Run {
     let mut c = emu.iac();
     c.args(["-o", "json"]).args(args).arg(file);
