@@ -426,10 +426,7 @@ async fn custom_scaler_up_pool_and_down() {
 async fn custom_scaler_with_own_monitor_creates_no_monitor_vm() {
     let emu = Emulator::start();
     let stack = "cs-own";
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let admin = free_port();
     let file = StackFile::from_example(
         "stacks/custom-scaler.yaml",
         stack,

@@ -2,15 +2,15 @@
 //! `status` / `add` / `remove` through its admin API, the live timeline files, and `simulate` on a
 //! recorded trace (bad rows named, exit 2).
 
+mod common;
+
+use common::{free_port, root};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "cli-test-token-0123456789";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn iac() -> Command {
     let mut c = Command::new(assert_cmd::cargo::cargo_bin("iac"));
@@ -19,13 +19,6 @@ fn iac() -> Command {
         .env("IAC_SCALER_TOKEN", TOKEN)
         .env_remove("AWS_ENDPOINT_URL");
     c
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn output(mut c: Command) -> (i32, String, String) {

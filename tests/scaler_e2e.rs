@@ -3,6 +3,10 @@
 //! killed agent is replaced, a call without the token is refused, a restarted monitor adopts the
 //! running pool and launches nothing, and the admin API holds the pool's bounds.
 
+mod common;
+
+use common::free_port;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -244,13 +248,6 @@ impl Fleet for Counting {
     async fn list(&self) -> Result<Vec<String>, FleetError> {
         self.inner.list().await
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// A monitor on its own runtime: shutting that runtime down drops every task and connection at
