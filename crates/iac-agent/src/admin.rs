@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::{Shared, Stop};
@@ -59,52 +59,14 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
 }
 
 async fn read_request(stream: &mut TcpStream) -> Result<(String, String, String), &'static str> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let header_end = loop {
-        if let Some(pos) = find(&buf, b"\r\n\r\n") {
-            break pos;
-        }
-        if buf.len() > MAX_REQUEST {
-            return Err("request too large");
-        }
-        let n = stream.read(&mut chunk).await.map_err(|_| "read failed")?;
-        if n == 0 {
-            return Err("incomplete request");
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = std::str::from_utf8(&buf[..header_end]).map_err(|_| "headers are not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next().unwrap_or("").split_whitespace();
-    let method = request_line.next().ok_or("no method")?.to_string();
-    let path = request_line.next().ok_or("no path")?.to_string();
-    let mut content_length = 0usize;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            if name.trim().eq_ignore_ascii_case("content-length") {
-                content_length = value.trim().parse().map_err(|_| "bad content-length")?;
-            }
-        }
+    let msg = iac_proto::http::read_message(stream, MAX_REQUEST).await?;
+    let (method, path) = msg.start();
+    if method.is_empty() || path.is_empty() {
+        return Err("no request line");
     }
-    if content_length > MAX_REQUEST {
-        return Err("body too large");
-    }
-    let mut body = buf[header_end + 4..].to_vec();
-    while body.len() < content_length {
-        let n = stream.read(&mut chunk).await.map_err(|_| "read failed")?;
-        if n == 0 {
-            return Err("incomplete body");
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    body.truncate(content_length);
-    let body = String::from_utf8(body).map_err(|_| "body is not UTF-8")?;
+    let (method, path) = (method.to_string(), path.to_string());
+    let body = String::from_utf8(msg.body).map_err(|_| "body is not UTF-8")?;
     Ok((method, path, body))
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn route(method: &str, path: &str, body: &str, shared: &Shared) -> (u16, String) {
@@ -137,7 +99,7 @@ fn route(method: &str, path: &str, body: &str, shared: &Shared) -> (u16, String)
 }
 
 fn json_error(msg: &str) -> String {
-    format!("{{\"error\":{}}}", crate::json_string(msg))
+    format!("{{\"error\":{}}}", iac_proto::http::json_string(msg))
 }
 
 /// Accepts `{"cpu": 85.5}` (any whitespace) or a form body `cpu=85.5`; the value must be a

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use iac_proto::http::json_string;
 use iac_proto::scaler::monitor_client::MonitorClient;
 use iac_proto::{
     AckDrainRequest, DeregisterRequest, Directive, HeartbeatRequest, RegisterRequest,
@@ -174,22 +175,6 @@ impl Shared {
                 .map_or("null".to_string(), |v| v.to_string()),
         )
     }
-}
-
-/// A JSON string literal (the only escaping the status output needs).
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The load source: real /proc counters or a simulated profile.
@@ -673,8 +658,7 @@ mod tests {
     }
 
     #[test]
-    fn json_escaping_and_labels() {
-        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    fn labels_are_key_value() {
         assert_eq!(parse_label("k=v=w"), Ok(("k".into(), "v=w".into())));
         assert!(parse_label("=v").is_err());
         assert!(parse_label("kv").is_err());

@@ -13,6 +13,8 @@
 
 use std::fmt;
 
+pub mod http;
+
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};

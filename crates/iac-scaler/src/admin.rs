@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use iac_proto::http::{self, json_string};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::fleet::Fleet;
@@ -165,71 +166,17 @@ fn json_error(msg: &str) -> String {
     format!("{{\"error\":{}}}", json_string(msg))
 }
 
-/// A JSON string literal.
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Reads the head of a message (and, for responses, the body up to content-length or EOF).
-async fn read_message(stream: &mut TcpStream) -> Result<(String, Vec<u8>), &'static str> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(pos) = find(&buf, b"\r\n\r\n") {
-            break pos;
-        }
-        if buf.len() > MAX_MESSAGE {
-            return Err("message too large");
-        }
-        let n = stream.read(&mut chunk).await.map_err(|_| "read failed")?;
-        if n == 0 {
-            return Err("incomplete message");
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = std::str::from_utf8(&buf[..end])
-        .map_err(|_| "headers are not UTF-8")?
-        .to_string();
-    Ok((head, buf[end + 4..].to_vec()))
-}
-
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.split("\r\n").skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then_some(v.trim())
-    })
-}
-
 async fn read_request(stream: &mut TcpStream) -> Result<HttpRequest, &'static str> {
-    let (head, _body) = read_message(stream).await?;
-    let mut line = head.split("\r\n").next().unwrap_or("").split_whitespace();
-    let method = line.next().ok_or("no method")?.to_string();
-    let path = line.next().ok_or("no path")?.to_string();
+    let msg = http::read_message(stream, MAX_MESSAGE).await?;
+    let (method, path) = msg.start();
+    if method.is_empty() || path.is_empty() {
+        return Err("no request line");
+    }
     // Requests carry no body worth reading: every route is addressed by method and path.
     Ok(HttpRequest {
-        method,
-        authorization: header(&head, "authorization").map(str::to_string),
-        path,
+        method: method.to_string(),
+        path: path.to_string(),
+        authorization: msg.header("authorization").map(str::to_string),
     })
 }
 
@@ -267,23 +214,15 @@ pub async fn request(
             .write_all(req.as_bytes())
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let (head, mut body) = read_message(&mut stream)
+        let msg = http::read_message(&mut stream, MAX_MESSAGE)
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ClientError::Protocol(format!("no status in `{head}`")))?;
-        let want = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok());
-        let mut chunk = [0u8; 4096];
-        while want.is_none_or(|w| body.len() < w) && body.len() <= MAX_MESSAGE {
-            match stream.read(&mut chunk).await {
-                Ok(0) => break,
-                Ok(n) => body.extend_from_slice(&chunk[..n]),
-                Err(e) => return Err(ClientError::Protocol(e.to_string())),
-            }
-        }
+        let status: u16 = msg
+            .start()
+            .1
+            .parse()
+            .map_err(|_| ClientError::Protocol(format!("no status in `{}`", msg.head)))?;
+        let body = msg.body;
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     };
     tokio::time::timeout(Duration::from_secs(150), call)
