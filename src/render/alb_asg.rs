@@ -13,10 +13,11 @@
 use minijinja::Environment;
 use serde::Serialize;
 
+use super::lb_common::ScriptHead;
 use super::lb_vms::MYSQL_PORT;
 use super::{
-    environment, invalid, render, require_word, script_files, RenderError, RenderedFile,
-    ScriptFile, UserData, APP_ENV, EOF_MARK, ETC_DIR, LOG_FILE, PROJECT_ROOT,
+    app_environment, app_secrets, check_app_env_file, invalid, render, require_word,
+    tier_environment, KeyValue, RenderError, UserData, APP_ENV,
 };
 use crate::stack::{Stack, Tier};
 
@@ -63,21 +64,7 @@ const ALB_TEMPLATES: &[(&str, &str)] = &[
 ];
 
 fn alb_environment() -> Result<Environment<'static>, RenderError> {
-    let mut env = environment()?;
-    for (name, source) in ALB_TEMPLATES {
-        env.add_template(name, source)
-            .map_err(|source| RenderError::Template {
-                name: (*name).to_string(),
-                source,
-            })?;
-    }
-    Ok(env)
-}
-
-#[derive(Serialize)]
-struct KeyValue<'a> {
-    key: &'a str,
-    value: &'a str,
+    tier_environment(ALB_TEMPLATES)
 }
 
 #[derive(Serialize)]
@@ -90,17 +77,8 @@ struct DropInCtx<'a> {
 /// reads.
 #[derive(Serialize)]
 struct WebCtx<'a> {
-    stack: &'a str,
-    /// Named in the script's first comment line.
-    tier: &'static str,
-    role: &'static str,
-    region: Option<&'a str>,
-    log_file: &'static str,
-    project_dir: String,
-    etc_dir: &'static str,
-    files: Vec<ScriptFile>,
-    eof: &'static str,
-
+    #[serde(flatten)]
+    head: ScriptHead<'a>,
     app_env: &'static str,
     image: &'a str,
     port: u16,
@@ -118,29 +96,8 @@ struct WebCtx<'a> {
 
 /// What the renderer needs to hold, whatever the validator let through.
 fn check(stack: &Stack) -> Result<(), RenderError> {
-    let s = &stack.spec;
-    if s.tier != Tier::AlbAsg {
-        return Err(invalid(
-            "tier",
-            format!("alb-asg user-data asked for a `{}` stack", s.tier.as_str()),
-        ));
-    }
-    require_word("name", &s.name, "-")?;
-    if let Some(region) = &s.region {
-        require_word("region", region, "-")?;
-    }
-    for (key, value) in &s.app.environment {
-        require_word("app.environment", key, "_")?;
-        if value.contains(['\n', '\r', '\0']) {
-            return Err(invalid(
-                &format!("app.environment.{key}"),
-                "a line break cannot be carried by Docker's --env-file",
-            ));
-        }
-    }
-    for key in s.app.secrets.keys() {
-        require_word("app.secrets", key, "_")?;
-    }
+    ScriptHead::check(stack, Tier::AlbAsg, "user-data")?;
+    check_app_env_file(&stack.spec.app)?;
     let path = mount_path(stack);
     // Unquoted in /etc/fstab and the systemd drop-in: a plain absolute path, not `/`.
     require_word("shared_storage.mount_path", path, "/._-")?;
@@ -183,7 +140,7 @@ pub fn web(stack: &Stack) -> Result<UserData, RenderError> {
         stack: &s.name,
         mount_path: mount,
     };
-    let files = script_files(vec![(
+    let files = vec![(
         DOCKER_DROP_IN.to_string(),
         "644",
         render(
@@ -191,33 +148,15 @@ pub fn web(stack: &Stack) -> Result<UserData, RenderError> {
             "templates/alb-docker-shared-storage.conf.j2",
             &drop_in,
         )?,
-    )])?;
+    )];
     let ctx = WebCtx {
-        stack: &s.name,
-        tier: "alb-asg",
-        role: "web",
-        region: s.region.as_deref(),
-        log_file: LOG_FILE,
-        project_dir: format!("{PROJECT_ROOT}/{}", s.name),
-        etc_dir: ETC_DIR,
-        files,
-        eof: EOF_MARK,
+        head: ScriptHead::new(stack, "web", files)?,
         app_env: APP_ENV,
         image: &s.app.image,
         port: s.app.port,
         health_path: &s.app.health_path,
-        environment: s
-            .app
-            .environment
-            .iter()
-            .map(|(key, value)| KeyValue { key, value })
-            .collect(),
-        secrets: s
-            .app
-            .secrets
-            .iter()
-            .map(|(key, r)| KeyValue { key, value: &r.ssm })
-            .collect(),
+        environment: app_environment(&s.app),
+        secrets: app_secrets(&s.app),
         mount_path: mount,
         efs_param: param_name(&s.name, EFS_ID_PARAM),
         endpoint_param: param_name(&s.name, DB_ENDPOINT_PARAM),
@@ -229,7 +168,7 @@ pub fn web(stack: &Stack) -> Result<UserData, RenderError> {
     let script = render(&env, "userdata/alb-web.sh.j2", &ctx)?;
     Ok(UserData {
         script,
-        files: ctx.files.into_iter().map(RenderedFile::from).collect(),
+        files: ctx.head.into_files(),
     })
 }
 

@@ -14,9 +14,10 @@
 use minijinja::Environment;
 use serde::Serialize;
 
+use super::lb_common::ScriptHead;
 use super::{
-    environment, invalid, param_name, render, require_word, script_files, RenderError,
-    RenderedFile, ScriptFile, UserData, APP_ENV, EOF_MARK, ETC_DIR, LOG_FILE, PROJECT_ROOT,
+    app_environment, app_secrets, check_app_env_file, invalid, param_name, render, require_word,
+    tier_environment, KeyValue, RenderError, UserData, APP_ENV,
 };
 use crate::stack::{Download, FleetKind, ScalerConf, Stack, Tier};
 
@@ -75,68 +76,13 @@ const SCALER_TEMPLATES: &[(&str, &str)] = &[
 ];
 
 fn scaler_environment() -> Result<Environment<'static>, RenderError> {
-    let mut env = environment()?;
-    for (name, source) in SCALER_TEMPLATES {
-        env.add_template(name, source)
-            .map_err(|source| RenderError::Template {
-                name: (*name).to_string(),
-                source,
-            })?;
-    }
-    Ok(env)
-}
-
-/// Context shared by both boot scripts (`templates/lb-common.sh.j2`).
-#[derive(Serialize)]
-struct Common<'a> {
-    stack: &'a str,
-    /// Named in the script's first comment line.
-    tier: &'static str,
-    role: &'static str,
-    region: Option<&'a str>,
-    log_file: &'static str,
-    project_dir: String,
-    etc_dir: &'static str,
-    files: Vec<ScriptFile>,
-    eof: &'static str,
-}
-
-fn common<'a>(
-    stack: &'a Stack,
-    role: &'static str,
-    files: Vec<(String, &'static str, String)>,
-) -> Result<Common<'a>, RenderError> {
-    let s = &stack.spec;
-    Ok(Common {
-        stack: &s.name,
-        tier: "custom-scaler",
-        role,
-        region: s.region.as_deref(),
-        log_file: LOG_FILE,
-        project_dir: format!("{PROJECT_ROOT}/{}", s.name),
-        etc_dir: ETC_DIR,
-        files: script_files(files)?,
-        eof: EOF_MARK,
-    })
+    tier_environment(SCALER_TEMPLATES)
 }
 
 /// The scaler section, checked for what the renderer needs whatever the validator let through.
 fn check<'a>(stack: &'a Stack, what: &str) -> Result<&'a ScalerConf, RenderError> {
-    let s = &stack.spec;
-    if s.tier != Tier::CustomScaler {
-        return Err(invalid(
-            "tier",
-            format!(
-                "custom-scaler {what} asked for a `{}` stack",
-                s.tier.as_str()
-            ),
-        ));
-    }
-    require_word("name", &s.name, "-")?;
-    if let Some(region) = &s.region {
-        require_word("region", region, "-")?;
-    }
-    let Some(sc) = &s.scaler else {
+    ScriptHead::check(stack, Tier::CustomScaler, what)?;
+    let Some(sc) = &stack.spec.scaler else {
         return Err(invalid(
             "scaler",
             "a custom-scaler stack needs a `scaler` section",
@@ -174,12 +120,6 @@ fn check_download(field: &str, d: &Download) -> Result<(), RenderError> {
 }
 
 #[derive(Serialize)]
-struct KeyValue<'a> {
-    key: &'a str,
-    value: &'a str,
-}
-
-#[derive(Serialize)]
 struct AgentUnitCtx<'a> {
     stack: &'a str,
     env_file: &'static str,
@@ -192,7 +132,7 @@ struct AgentUnitCtx<'a> {
 #[derive(Serialize)]
 struct AgentCtx<'a> {
     #[serde(flatten)]
-    common: Common<'a>,
+    head: ScriptHead<'a>,
     app_env: &'static str,
     agent_env: &'static str,
     agent_bin: &'static str,
@@ -221,18 +161,7 @@ pub fn agent(stack: &Stack) -> Result<UserData, RenderError> {
         ));
     };
     check_download("scaler.agent.binary", &agent.binary)?;
-    for (key, value) in &s.app.environment {
-        require_word("app.environment", key, "_")?;
-        if value.contains(['\n', '\r', '\0']) {
-            return Err(invalid(
-                &format!("app.environment.{key}"),
-                "a line break cannot be carried by Docker's --env-file",
-            ));
-        }
-    }
-    for key in s.app.secrets.keys() {
-        require_word("app.secrets", key, "_")?;
-    }
+    check_app_env_file(&s.app)?;
     let env = scaler_environment()?;
     let unit = AgentUnitCtx {
         stack: &s.name,
@@ -248,25 +177,15 @@ pub fn agent(stack: &Stack) -> Result<UserData, RenderError> {
         render(&env, "templates/custom-scaler-agent.service.j2", &unit)?,
     )];
     let ctx = AgentCtx {
-        common: common(stack, "agent", files)?,
+        head: ScriptHead::new(stack, "agent", files)?,
         app_env: APP_ENV,
         agent_env: AGENT_ENV,
         agent_bin: AGENT_BIN,
         image: &s.app.image,
         port: s.app.port,
         health_path: &s.app.health_path,
-        environment: s
-            .app
-            .environment
-            .iter()
-            .map(|(key, value)| KeyValue { key, value })
-            .collect(),
-        secrets: s
-            .app
-            .secrets
-            .iter()
-            .map(|(key, r)| KeyValue { key, value: &r.ssm })
-            .collect(),
+        environment: app_environment(&s.app),
+        secrets: app_secrets(&s.app),
         agent_url: &agent.binary.url,
         agent_sha256: &agent.binary.sha256,
         token_param: param_name(&s.name, TOKEN_PARAM),
@@ -275,12 +194,7 @@ pub fn agent(stack: &Stack) -> Result<UserData, RenderError> {
     let script = render(&env, "userdata/custom-scaler-agent.sh.j2", &ctx)?;
     Ok(UserData {
         script,
-        files: ctx
-            .common
-            .files
-            .into_iter()
-            .map(RenderedFile::from)
-            .collect(),
+        files: ctx.head.into_files(),
     })
 }
 
@@ -306,7 +220,7 @@ struct RefreshCtx<'a> {
 #[derive(Serialize)]
 struct MonitorCtx<'a> {
     #[serde(flatten)]
-    common: Common<'a>,
+    head: ScriptHead<'a>,
     iac_url: &'a str,
     iac_sha256: &'a str,
     iac_bin: &'static str,
@@ -360,7 +274,7 @@ pub fn monitor(stack: &Stack) -> Result<UserData, RenderError> {
         ),
     ];
     let ctx = MonitorCtx {
-        common: common(stack, "monitor", files)?,
+        head: ScriptHead::new(stack, "monitor", files)?,
         iac_url: &binary.url,
         iac_sha256: &binary.sha256,
         iac_bin: IAC_BIN,
@@ -370,12 +284,7 @@ pub fn monitor(stack: &Stack) -> Result<UserData, RenderError> {
     let script = render(&env, "userdata/custom-scaler-monitor.sh.j2", &ctx)?;
     Ok(UserData {
         script,
-        files: ctx
-            .common
-            .files
-            .into_iter()
-            .map(RenderedFile::from)
-            .collect(),
+        files: ctx.head.into_files(),
     })
 }
 

@@ -16,10 +16,11 @@ use std::net::IpAddr;
 use minijinja::{Environment, Error, ErrorKind, Value};
 use serde::Serialize;
 
+use super::lb_common::ScriptHead;
 use super::{
-    cert_dir, environment, invalid, render, require_word, script_files, RenderError, RenderedFile,
-    ScriptFile, UserData, APP_ENV, CERTBOT_RENEW_SERVICE as RENEW_SERVICE,
-    CERTBOT_RENEW_TIMER as RENEW_TIMER, EOF_MARK, ETC_DIR, LOG_FILE, PROJECT_ROOT,
+    app_environment, app_secrets, cert_dir, check_app_env_file, invalid, render, require_word,
+    tier_environment, KeyValue, RenderError, UserData, APP_ENV,
+    CERTBOT_RENEW_SERVICE as RENEW_SERVICE, CERTBOT_RENEW_TIMER as RENEW_TIMER,
 };
 use crate::stack::{Database, Stack, Tier};
 
@@ -105,17 +106,10 @@ const LB_TEMPLATES: &[(&str, &str)] = &[
 ];
 
 fn lb_environment() -> Result<Environment<'static>, RenderError> {
-    let mut env = environment()?;
+    let mut env = tier_environment(LB_TEMPLATES)?;
     env.add_filter("haproxy_quote", haproxy_quote);
     // A JSON string is a valid JavaScript string literal (mongosh scripts).
     env.add_filter("js_str", super::filters::yaml_str);
-    for (name, source) in LB_TEMPLATES {
-        env.add_template(name, source)
-            .map_err(|source| RenderError::Template {
-                name: (*name).to_string(),
-                source,
-            })?;
-    }
     Ok(env)
 }
 
@@ -201,60 +195,12 @@ impl Engine {
     }
 }
 
-/// Context shared by the three boot scripts (`templates/lb-common.sh.j2`).
-#[derive(Serialize)]
-struct Common<'a> {
-    stack: &'a str,
-    /// Named in the script's first comment line.
-    tier: &'static str,
-    role: &'static str,
-    region: Option<&'a str>,
-    log_file: &'static str,
-    project_dir: String,
-    etc_dir: &'static str,
-    files: Vec<ScriptFile>,
-    eof: &'static str,
-}
-
 fn check_common(stack: &Stack, what: &str) -> Result<(), RenderError> {
-    let s = &stack.spec;
-    if s.tier != Tier::LbVms {
-        return Err(invalid(
-            "tier",
-            format!("lb-vms {what} asked for a `{}` stack", s.tier.as_str()),
-        ));
-    }
-    require_word("name", &s.name, "-")?;
-    if let Some(region) = &s.region {
-        require_word("region", region, "-")?;
-    }
-    if let Some(d) = &s.domain {
+    ScriptHead::check(stack, Tier::LbVms, what)?;
+    if let Some(d) = &stack.spec.domain {
         require_word("domain.name", &d.name, ".-")?;
     }
     Ok(())
-}
-
-fn common<'a>(
-    stack: &'a Stack,
-    role: &'static str,
-    files: Vec<(String, &'static str, String)>,
-) -> Result<Common<'a>, RenderError> {
-    let s = &stack.spec;
-    Ok(Common {
-        stack: &s.name,
-        tier: "lb-vms",
-        role,
-        region: s.region.as_deref(),
-        log_file: LOG_FILE,
-        project_dir: format!("{PROJECT_ROOT}/{}", s.name),
-        etc_dir: ETC_DIR,
-        files: script_files(files)?,
-        eof: EOF_MARK,
-    })
-}
-
-fn rendered(common: Common) -> Vec<RenderedFile> {
-    common.files.into_iter().map(RenderedFile::from).collect()
 }
 
 /// The database checks shared by the web and database scripts.
@@ -319,7 +265,7 @@ struct BalancerDomain<'a> {
 #[derive(Serialize)]
 struct BalancerCtx<'a> {
     #[serde(flatten)]
-    common: Common<'a>,
+    head: ScriptHead<'a>,
     refresh: &'static str,
     deploy_hook: &'static str,
     certs_dir: &'static str,
@@ -382,7 +328,7 @@ pub fn balancer(stack: &Stack) -> Result<UserData, RenderError> {
         ));
     }
     let ctx = BalancerCtx {
-        common: common(stack, "balancer", files)?,
+        head: ScriptHead::new(stack, "balancer", files)?,
         refresh: REFRESH_SCRIPT,
         deploy_hook: DEPLOY_HOOK,
         certs_dir: CERTS_DIR,
@@ -397,7 +343,7 @@ pub fn balancer(stack: &Stack) -> Result<UserData, RenderError> {
     let script = render(&env, "userdata/lb-balancer.sh.j2", &ctx)?;
     Ok(UserData {
         script,
-        files: rendered(ctx.common),
+        files: ctx.head.into_files(),
     })
 }
 
@@ -486,12 +432,6 @@ pub fn haproxy_config(stack: &Stack, backends: &[Backend]) -> Result<String, Ren
 // Web
 
 #[derive(Serialize)]
-struct KeyValue<'a> {
-    key: &'a str,
-    value: &'a str,
-}
-
-#[derive(Serialize)]
 struct WebDatabase<'a> {
     engine: &'static str,
     host_param: String,
@@ -506,7 +446,7 @@ struct WebDatabase<'a> {
 #[derive(Serialize)]
 struct WebCtx<'a> {
     #[serde(flatten)]
-    common: Common<'a>,
+    head: ScriptHead<'a>,
     app_env: &'static str,
     image: &'a str,
     port: u16,
@@ -522,18 +462,7 @@ struct WebCtx<'a> {
 pub fn web(stack: &Stack) -> Result<UserData, RenderError> {
     check_common(stack, "web user-data")?;
     let s = &stack.spec;
-    for (key, value) in &s.app.environment {
-        require_word("app.environment", key, "_")?;
-        if value.contains(['\n', '\r', '\0']) {
-            return Err(invalid(
-                &format!("app.environment.{key}"),
-                "a line break cannot be carried by Docker's --env-file",
-            ));
-        }
-    }
-    for key in s.app.secrets.keys() {
-        require_word("app.secrets", key, "_")?;
-    }
+    check_app_env_file(&s.app)?;
     let database = match &s.database {
         Some(db) => {
             let engine = check_database(db)?;
@@ -551,30 +480,20 @@ pub fn web(stack: &Stack) -> Result<UserData, RenderError> {
     };
     let env = lb_environment()?;
     let ctx = WebCtx {
-        common: common(stack, "web", Vec::new())?,
+        head: ScriptHead::new(stack, "web", Vec::new())?,
         app_env: APP_ENV,
         image: &s.app.image,
         port: s.app.port,
         health_path: &s.app.health_path,
-        environment: s
-            .app
-            .environment
-            .iter()
-            .map(|(key, value)| KeyValue { key, value })
-            .collect(),
-        secrets: s
-            .app
-            .secrets
-            .iter()
-            .map(|(key, r)| KeyValue { key, value: &r.ssm })
-            .collect(),
+        environment: app_environment(&s.app),
+        secrets: app_secrets(&s.app),
         needs_aws: database.is_some() || !s.app.secrets.is_empty(),
         database,
     };
     let script = render(&env, "userdata/lb-web.sh.j2", &ctx)?;
     Ok(UserData {
         script,
-        files: rendered(ctx.common),
+        files: ctx.head.into_files(),
     })
 }
 
@@ -592,7 +511,7 @@ struct MongoUsersCtx<'a> {
 #[derive(Serialize)]
 struct DatabaseCtx<'a> {
     #[serde(flatten)]
-    common: Common<'a>,
+    head: ScriptHead<'a>,
     engine: &'static str,
     version: &'a str,
     name: &'a str,
@@ -632,7 +551,7 @@ pub fn database(stack: &Stack) -> Result<UserData, RenderError> {
         ));
     }
     let ctx = DatabaseCtx {
-        common: common(stack, "database", files)?,
+        head: ScriptHead::new(stack, "database", files)?,
         engine: engine.name(),
         version: &db.version,
         name: &db.name,
@@ -646,7 +565,7 @@ pub fn database(stack: &Stack) -> Result<UserData, RenderError> {
     let script = render(&env, "userdata/lb-database.sh.j2", &ctx)?;
     Ok(UserData {
         script,
-        files: rendered(ctx.common),
+        files: ctx.head.into_files(),
     })
 }
 

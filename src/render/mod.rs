@@ -8,6 +8,7 @@
 pub mod alb_asg;
 pub mod custom_scaler;
 mod filters;
+mod lb_common;
 pub mod lb_vms;
 mod single_vm;
 pub mod swarm;
@@ -18,7 +19,7 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::stack::Domain;
+use crate::stack::{App, Domain, Stack, Tier};
 
 pub use filters::shell_quote_str;
 pub use single_vm::single_vm;
@@ -107,6 +108,63 @@ pub(crate) fn invalid(field: &str, message: impl Into<String>) -> RenderError {
         field: field.to_string(),
         message: message.into(),
     }
+}
+
+/// The stack is of `tier` (`what` names the script asked for) and its name is a plain word.
+pub(crate) fn check_tier(stack: &Stack, tier: Tier, what: &str) -> Result<(), RenderError> {
+    let s = &stack.spec;
+    if s.tier != tier {
+        return Err(invalid(
+            "tier",
+            format!(
+                "{} {what} asked for a `{}` stack",
+                tier.as_str(),
+                s.tier.as_str()
+            ),
+        ));
+    }
+    require_word("name", &s.name, "-")
+}
+
+/// One `KEY=value` line of an env file (or entry of a compose `environment:` map).
+#[derive(Serialize)]
+struct KeyValue<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+/// The app's plain settings, in key order.
+fn app_environment(app: &App) -> Vec<KeyValue<'_>> {
+    app.environment
+        .iter()
+        .map(|(key, value)| KeyValue { key, value })
+        .collect()
+}
+
+/// The app's secrets: variable name and SSM parameter name, in key order.
+fn app_secrets(app: &App) -> Vec<KeyValue<'_>> {
+    app.secrets
+        .iter()
+        .map(|(key, r)| KeyValue { key, value: &r.ssm })
+        .collect()
+}
+
+/// The app's settings and secret names can be written to the env file Docker's `--env-file`
+/// reads: variable names are plain words, values hold no line break.
+fn check_app_env_file(app: &App) -> Result<(), RenderError> {
+    for (key, value) in &app.environment {
+        require_word("app.environment", key, "_")?;
+        if value.contains(['\n', '\r', '\0']) {
+            return Err(invalid(
+                &format!("app.environment.{key}"),
+                "a line break cannot be carried by Docker's --env-file",
+            ));
+        }
+    }
+    for key in app.secrets.keys() {
+        require_word("app.secrets", key, "_")?;
+    }
+    Ok(())
 }
 
 /// Values that end up unquoted in paths, config directives or URLs must be plain words. The
@@ -335,14 +393,31 @@ fn environment() -> Result<Environment<'static>, RenderError> {
     env.add_filter("shell_quote", filters::shell_quote);
     env.add_filter("yaml_str", filters::yaml_str);
     env.add_filter("compose_str", filters::compose_str);
-    for (name, source) in TEMPLATES {
+    add_templates(&mut env, TEMPLATES)?;
+    Ok(env)
+}
+
+/// The shared environment plus a tier's own templates.
+fn tier_environment(
+    templates: &'static [(&'static str, &'static str)],
+) -> Result<Environment<'static>, RenderError> {
+    let mut env = environment()?;
+    add_templates(&mut env, templates)?;
+    Ok(env)
+}
+
+fn add_templates(
+    env: &mut Environment<'static>,
+    templates: &'static [(&'static str, &'static str)],
+) -> Result<(), RenderError> {
+    for (name, source) in templates {
         env.add_template(name, source)
             .map_err(|source| RenderError::Template {
                 name: (*name).to_string(),
                 source,
             })?;
     }
-    Ok(env)
+    Ok(())
 }
 
 /// Renders template `name` with a typed context.

@@ -8,9 +8,9 @@
 use serde::Serialize;
 
 use super::{
-    cert_dir, environment, invalid, nginx_files, render, require_word, script_files, RenderError,
-    RenderedFile, ScriptFile, UserData, ACME_ROOT, APP_ENV, EOF_MARK, ETC_DIR, LOG_FILE,
-    NGINX_HTTP, NGINX_HTTPS, PROJECT_ROOT,
+    app_environment, cert_dir, check_tier, environment, invalid, nginx_files, render, require_word,
+    script_files, KeyValue, RenderError, RenderedFile, ScriptFile, UserData, ACME_ROOT, APP_ENV,
+    EOF_MARK, ETC_DIR, LOG_FILE, NGINX_HTTP, NGINX_HTTPS, PROJECT_ROOT,
 };
 #[cfg(test)]
 use super::{
@@ -23,12 +23,6 @@ const DB_ENV: &str = "/etc/iac/db.env";
 /// Compose interpolation variable carrying the URL-encoded database password; the script
 /// writes it to the project's `.env`, so the compose file itself never holds the password.
 const DB_URL_PASSWORD_VAR: &str = "IAC_DB_PASSWORD_URLENC";
-
-#[derive(Serialize)]
-struct KeyValue<'a> {
-    key: &'a str,
-    value: &'a str,
-}
 
 #[derive(Serialize)]
 struct ComposeDb {
@@ -95,17 +89,8 @@ struct ScriptCtx<'a> {
 
 /// Renders the user-data of the single-vm tier for `stack`.
 pub fn single_vm(stack: &Stack) -> Result<UserData, RenderError> {
+    check_tier(stack, Tier::SingleVm, "user-data")?;
     let s = &stack.spec;
-    if s.tier != Tier::SingleVm {
-        return Err(invalid(
-            "tier",
-            format!(
-                "single-vm user-data asked for a `{}` stack",
-                s.tier.as_str()
-            ),
-        ));
-    }
-    require_word("name", &s.name, "-")?;
     if let Some(d) = &s.domain {
         require_word("domain.name", &d.name, ".-")?;
     }
@@ -131,12 +116,7 @@ pub fn single_vm(stack: &Stack) -> Result<UserData, RenderError> {
         stack: &s.name,
         image: &s.app.image,
         port: s.app.port,
-        environment: s
-            .app
-            .environment
-            .iter()
-            .map(|(key, value)| KeyValue { key, value })
-            .collect(),
+        environment: app_environment(&s.app),
         app_env_file: APP_ENV,
         database: s.database.as_ref().map(|db| ComposeDb {
             image: format!("mysql:{}", db.version),

@@ -15,11 +15,11 @@ use std::net::Ipv4Addr;
 use minijinja::Environment;
 use serde::Serialize;
 
+use super::lb_common::ScriptHead;
 pub use super::param_name;
 use super::{
-    cert_dir, environment, invalid, nginx_files, render, require_word, script_files, RenderError,
-    RenderedFile, ScriptFile, UserData, ACME_ROOT, EOF_MARK, ETC_DIR, LOG_FILE, NGINX_HTTP,
-    NGINX_HTTPS, PROJECT_ROOT,
+    cert_dir, invalid, nginx_files, render, require_word, tier_environment, RenderError, UserData,
+    ACME_ROOT, NGINX_HTTP, NGINX_HTTPS,
 };
 use crate::stack::{Placement, Stack, Swarm, Tier};
 
@@ -94,15 +94,7 @@ const SWARM_TEMPLATES: &[(&str, &str)] = &[
 ];
 
 fn swarm_environment() -> Result<Environment<'static>, RenderError> {
-    let mut env = environment()?;
-    for (name, source) in SWARM_TEMPLATES {
-        env.add_template(name, source)
-            .map_err(|source| RenderError::Template {
-                name: (*name).to_string(),
-                source,
-            })?;
-    }
-    Ok(env)
+    tier_environment(SWARM_TEMPLATES)
 }
 
 /// Renders one of the Run Command scripts. Every stack value in them goes through
@@ -120,17 +112,8 @@ fn settings(stack: &Stack) -> Swarm {
 }
 
 fn check(stack: &Stack, what: &str) -> Result<(), RenderError> {
+    ScriptHead::check(stack, Tier::Swarm, what)?;
     let s = &stack.spec;
-    if s.tier != Tier::Swarm {
-        return Err(invalid(
-            "tier",
-            format!("swarm {what} asked for a `{}` stack", s.tier.as_str()),
-        ));
-    }
-    require_word("name", &s.name, "-")?;
-    if let Some(region) = &s.region {
-        require_word("region", region, "-")?;
-    }
     if let Some(d) = &s.domain {
         require_word("domain.name", &d.name, ".-")?;
         let port = settings(stack).published_port;
@@ -171,16 +154,8 @@ struct HttpsCtx<'a> {
 /// `templates/lb-common.sh.j2`, which they include).
 #[derive(Serialize)]
 struct NodeCtx<'a> {
-    stack: &'a str,
-    /// Named in the script's first comment line.
-    tier: &'static str,
-    role: &'static str,
-    region: Option<&'a str>,
-    log_file: &'static str,
-    project_dir: String,
-    etc_dir: &'static str,
-    files: Vec<ScriptFile>,
-    eof: &'static str,
+    #[serde(flatten)]
+    head: ScriptHead<'a>,
     leader_param: String,
     manager_token_param: String,
     worker_token_param: String,
@@ -201,15 +176,7 @@ fn node_ctx<'a>(
 ) -> Result<NodeCtx<'a>, RenderError> {
     let s = &stack.spec;
     Ok(NodeCtx {
-        stack: &s.name,
-        tier: "swarm",
-        role,
-        region: s.region.as_deref(),
-        log_file: LOG_FILE,
-        project_dir: format!("{PROJECT_ROOT}/{}", s.name),
-        etc_dir: ETC_DIR,
-        files: script_files(files)?,
-        eof: EOF_MARK,
+        head: ScriptHead::new(stack, role, files)?,
         leader_param: param_name(&s.name, LEADER_ADDR_PARAM),
         manager_token_param: param_name(&s.name, MANAGER_TOKEN_PARAM),
         worker_token_param: param_name(&s.name, WORKER_TOKEN_PARAM),
@@ -264,7 +231,7 @@ pub fn manager(stack: &Stack, index: u32) -> Result<UserData, RenderError> {
     let script = render(&env, "userdata/swarm-manager.sh.j2", &ctx)?;
     Ok(UserData {
         script,
-        files: ctx.files.into_iter().map(RenderedFile::from).collect(),
+        files: ctx.head.into_files(),
     })
 }
 
