@@ -19,7 +19,7 @@ use crate::plan::*;
 use crate::render::{self, alb_asg as r};
 use crate::stack::Stack;
 
-use super::{Inputs, TierError};
+use super::{security_group, tcp_rule, with_ssh, Inputs, TierError};
 
 pub const ALB_SG: &str = "alb-sg";
 pub const WEB_SG: &str = "web-sg";
@@ -42,36 +42,6 @@ pub fn listener_id(port: u16) -> String {
 
 pub fn mount_id(subnet: &str) -> String {
     format!("mount-{subnet}")
-}
-
-fn rule(port: u16, source: Source, description: &str) -> IngressRule {
-    IngressRule {
-        protocol: "tcp".to_string(),
-        from_port: port,
-        to_port: port,
-        source,
-        description: description.to_string(),
-    }
-}
-
-fn group(
-    stack: &Stack,
-    inputs: &Inputs,
-    id: &str,
-    role: &str,
-    ingress: Vec<IngressRule>,
-    deps: &[&str],
-) -> Resource {
-    Resource::new(
-        id,
-        Spec::SecurityGroup(SecurityGroupSpec {
-            group_name: format!("{}-{role}", stack.name()),
-            description: format!("iac stack {}: {role}", stack.name()),
-            vpc_id: inputs.vpc_id.clone(),
-            ingress,
-        }),
-        deps,
-    )
 }
 
 fn param(stack: &Stack, leaf: &str, of: &str, attr: &str) -> Resource {
@@ -103,45 +73,49 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
     let db = s.database.clone().unwrap_or_default();
     let subnet_ids: Vec<String> = inputs.subnets.iter().map(|(id, _)| id.clone()).collect();
 
-    let mut web_rules = vec![rule(
+    let web_rules = vec![tcp_rule(
         s.app.port,
         Source::Group(ResourceId::new(ALB_SG)),
         "app from the load balancer",
     )];
-    if let Some(cidr) = &s.network.ssh_from {
-        web_rules.push(rule(22, Source::Cidr(cidr.clone()), "ssh"));
-    }
     let mut out = vec![
-        group(
+        security_group(
             stack,
             inputs,
             ALB_SG,
             "alb",
             vec![
-                rule(80, Source::Cidr(ANYWHERE.into()), "http"),
-                rule(443, Source::Cidr(ANYWHERE.into()), "https"),
+                tcp_rule(80, Source::Cidr(ANYWHERE.into()), "http"),
+                tcp_rule(443, Source::Cidr(ANYWHERE.into()), "https"),
             ],
             &[],
         ),
-        group(stack, inputs, WEB_SG, "web", web_rules, &[ALB_SG]),
-        group(
+        security_group(
+            stack,
+            inputs,
+            WEB_SG,
+            "web",
+            with_ssh(stack, web_rules),
+            &[ALB_SG],
+        ),
+        security_group(
             stack,
             inputs,
             DB_SG,
             "db",
-            vec![rule(
+            vec![tcp_rule(
                 3306,
                 Source::Group(ResourceId::new(WEB_SG)),
                 "MySQL from the web instances",
             )],
             &[WEB_SG],
         ),
-        group(
+        security_group(
             stack,
             inputs,
             EFS_SG,
             "efs",
-            vec![rule(
+            vec![tcp_rule(
                 2049,
                 Source::Group(ResourceId::new(WEB_SG)),
                 "NFS from the web instances",

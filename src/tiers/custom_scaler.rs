@@ -21,7 +21,7 @@ use crate::render::custom_scaler as r;
 use crate::render::RenderError;
 use crate::stack::{FleetKind, Stack, StackFile};
 
-use super::{Inputs, TierError};
+use super::{security_group, tcp_rule, with_ssh, Inputs, TierError};
 
 pub const AGENTS_SG: &str = "agents-sg";
 pub const MONITOR_SG: &str = "monitor-sg";
@@ -80,39 +80,6 @@ pub fn monitor_stack_file(s: &StackFile) -> Result<String, RenderError> {
     ))
 }
 
-fn rule(port: u16, source: Source, description: &str) -> IngressRule {
-    IngressRule {
-        protocol: "tcp".to_string(),
-        from_port: port,
-        to_port: port,
-        source,
-        description: description.to_string(),
-    }
-}
-
-fn group(
-    stack: &Stack,
-    inputs: &Inputs,
-    id: &str,
-    role: &str,
-    mut ingress: Vec<IngressRule>,
-    deps: &[&str],
-) -> Resource {
-    if let Some(cidr) = &stack.spec.network.ssh_from {
-        ingress.push(rule(22, Source::Cidr(cidr.clone()), "ssh"));
-    }
-    Resource::new(
-        id,
-        Spec::SecurityGroup(SecurityGroupSpec {
-            group_name: format!("{}-{role}", stack.name()),
-            description: format!("iac stack {}: {role}", stack.name()),
-            vpc_id: inputs.vpc_id.clone(),
-            ingress,
-        }),
-        deps,
-    )
-}
-
 fn plain(text: String, refs: &[&str]) -> ParamValue {
     ParamValue::Template {
         text,
@@ -141,16 +108,19 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
     let managed_monitor = sc.monitor.address.is_none();
     // The pool has no load balancer in front of it: the app's port is open to the world.
     let mut out = vec![
-        group(
+        security_group(
             stack,
             inputs,
             AGENTS_SG,
             "agents",
-            vec![rule(
-                s.app.port,
-                Source::Cidr(ANYWHERE.into()),
-                "app (no load balancer in front)",
-            )],
+            with_ssh(
+                stack,
+                vec![tcp_rule(
+                    s.app.port,
+                    Source::Cidr(ANYWHERE.into()),
+                    "app (no load balancer in front)",
+                )],
+            ),
             &[],
         ),
         super::stack_param(
@@ -163,16 +133,19 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         ),
     ];
     if managed_monitor {
-        out.push(group(
+        out.push(security_group(
             stack,
             inputs,
             MONITOR_SG,
             "monitor",
-            vec![rule(
-                sc.monitor.port,
-                Source::Group(ResourceId::new(AGENTS_SG)),
-                "gRPC from the agents",
-            )],
+            with_ssh(
+                stack,
+                vec![tcp_rule(
+                    sc.monitor.port,
+                    Source::Group(ResourceId::new(AGENTS_SG)),
+                    "gRPC from the agents",
+                )],
+            ),
             &[AGENTS_SG],
         ));
         out.push(super::stack_param(

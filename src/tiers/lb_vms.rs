@@ -14,7 +14,7 @@ use crate::plan::*;
 use crate::render::lb_vms as r;
 use crate::stack::{Database, Stack};
 
-use super::{Inputs, TierError};
+use super::{security_group, tcp_rule, with_ssh, Inputs, TierError};
 
 pub const LB_SG: &str = "lb-sg";
 pub const WEB_SG: &str = "web-sg";
@@ -37,43 +37,6 @@ pub fn web_id(n: u32) -> String {
     format!("web-{n}")
 }
 
-fn rule(port: u16, source: Source, description: &str) -> IngressRule {
-    IngressRule {
-        protocol: "tcp".to_string(),
-        from_port: port,
-        to_port: port,
-        source,
-        description: description.to_string(),
-    }
-}
-
-fn with_ssh(stack: &Stack, mut rules: Vec<IngressRule>) -> Vec<IngressRule> {
-    if let Some(cidr) = &stack.spec.network.ssh_from {
-        rules.push(rule(22, Source::Cidr(cidr.clone()), "ssh"));
-    }
-    rules
-}
-
-fn group(
-    stack: &Stack,
-    inputs: &Inputs,
-    id: &str,
-    role: &str,
-    rules: Vec<IngressRule>,
-    deps: &[&str],
-) -> Resource {
-    Resource::new(
-        id,
-        Spec::SecurityGroup(SecurityGroupSpec {
-            group_name: format!("{}-{role}", stack.name()),
-            description: format!("iac stack {}: {role}", stack.name()),
-            vpc_id: inputs.vpc_id.clone(),
-            ingress: with_ssh(stack, rules),
-        }),
-        deps,
-    )
-}
-
 pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierError> {
     let s = &stack.spec;
     let db = database(stack);
@@ -86,39 +49,48 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
     };
     // Security groups, least privilege, then the generated database password.
     let mut out = vec![
-        group(
+        security_group(
             stack,
             inputs,
             LB_SG,
             "balancer",
-            vec![
-                rule(80, Source::Cidr(ANYWHERE.into()), "http"),
-                rule(443, Source::Cidr(ANYWHERE.into()), "https"),
-            ],
+            with_ssh(
+                stack,
+                vec![
+                    tcp_rule(80, Source::Cidr(ANYWHERE.into()), "http"),
+                    tcp_rule(443, Source::Cidr(ANYWHERE.into()), "https"),
+                ],
+            ),
             &[],
         ),
-        group(
+        security_group(
             stack,
             inputs,
             WEB_SG,
             "web",
-            vec![rule(
-                s.app.port,
-                Source::Group(ResourceId::new(LB_SG)),
-                "app from the balancer",
-            )],
+            with_ssh(
+                stack,
+                vec![tcp_rule(
+                    s.app.port,
+                    Source::Group(ResourceId::new(LB_SG)),
+                    "app from the balancer",
+                )],
+            ),
             &[LB_SG],
         ),
-        group(
+        security_group(
             stack,
             inputs,
             DB_SG,
             "database",
-            vec![rule(
-                r::database_port(stack).unwrap_or(r::MYSQL_PORT),
-                Source::Group(ResourceId::new(WEB_SG)),
-                "database from the web VMs",
-            )],
+            with_ssh(
+                stack,
+                vec![tcp_rule(
+                    r::database_port(stack).unwrap_or(r::MYSQL_PORT),
+                    Source::Group(ResourceId::new(WEB_SG)),
+                    "database from the web VMs",
+                )],
+            ),
             &[WEB_SG],
         ),
         super::stack_param(

@@ -7,7 +7,7 @@ pub mod lb_vms;
 pub mod single_vm;
 pub mod swarm;
 
-use crate::plan::Resource;
+use crate::plan::{IngressRule, Resource, SecurityGroupSpec, Source, Spec};
 use crate::render::RenderError;
 use crate::stack::{Stack, Tier};
 
@@ -24,6 +24,46 @@ pub struct Inputs {
     pub root_device: String,
     /// Route 53 zone id when the stack names a hosted zone.
     pub hosted_zone_id: Option<String>,
+}
+
+/// A TCP rule opening one port to `source`.
+pub(crate) fn tcp_rule(port: u16, source: Source, description: &str) -> IngressRule {
+    IngressRule {
+        protocol: "tcp".to_string(),
+        from_port: port,
+        to_port: port,
+        source,
+        description: description.to_string(),
+    }
+}
+
+/// `rules` plus SSH from `network.ssh_from` when the stack opens it.
+pub(crate) fn with_ssh(stack: &Stack, mut rules: Vec<IngressRule>) -> Vec<IngressRule> {
+    if let Some(cidr) = &stack.spec.network.ssh_from {
+        rules.push(tcp_rule(22, Source::Cidr(cidr.clone()), "ssh"));
+    }
+    rules
+}
+
+/// The stack's security group `id` for `role` (named `<stack>-<role>`) in the stack's VPC.
+pub(crate) fn security_group(
+    stack: &Stack,
+    inputs: &Inputs,
+    id: &str,
+    role: &str,
+    ingress: Vec<IngressRule>,
+    deps: &[&str],
+) -> Resource {
+    Resource::new(
+        id,
+        Spec::SecurityGroup(SecurityGroupSpec {
+            group_name: format!("{}-{role}", stack.name()),
+            description: format!("iac stack {}: {role}", stack.name()),
+            vpc_id: inputs.vpc_id.clone(),
+            ingress,
+        }),
+        deps,
+    )
 }
 
 /// An instance of the stack with the shared `instance` settings, an optional per-role type, one
