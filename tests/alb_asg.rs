@@ -19,13 +19,6 @@ fn up(emu: &Emulator, file: &std::path::Path) -> Run {
     run_ok(c)
 }
 
-fn ec2_filter(stack: &str) -> aws_sdk_ec2::types::Filter {
-    aws_sdk_ec2::types::Filter::builder()
-        .name("tag:iac:stack")
-        .values(stack)
-        .build()
-}
-
 /// The stack's Auto Scaling group, if it exists.
 async fn group(asg: &aws_sdk_autoscaling::Client, stack: &str) -> Option<AutoScalingGroup> {
     asg.describe_auto_scaling_groups()
@@ -112,7 +105,7 @@ async fn param(ssm: &aws_sdk_ssm::Client, name: &str) -> Option<String> {
 async fn rules(ec2: &aws_sdk_ec2::Client, stack: &str) -> BTreeMap<String, Vec<(i32, String)>> {
     let groups = ec2
         .describe_security_groups()
-        .filters(ec2_filter(stack))
+        .filters(stack_filter(stack))
         .send()
         .await
         .expect("groups");
@@ -207,7 +200,7 @@ async fn alb_asg_up_change_rollout_and_down() {
     // Launch template: IMDSv2, encrypted root volume, the web group, no secret in the user-data.
     let lts = ec2
         .describe_launch_templates()
-        .filters(ec2_filter(stack))
+        .filters(stack_filter(stack))
         .send()
         .await
         .expect("templates");

@@ -14,87 +14,6 @@ use aws_sdk_ec2::types::{
 };
 use common::*;
 
-fn stack_filter(stack: &str) -> Filter {
-    Filter::builder()
-        .name("tag:iac:stack")
-        .values(stack)
-        .build()
-}
-
-fn tag(t: &[Tag], key: &str) -> Option<String> {
-    t.iter()
-        .find(|t| t.key() == Some(key))
-        .and_then(|t| t.value())
-        .map(str::to_string)
-}
-
-/// Live instances tagged with the stack, as (instance id → instance).
-async fn live_instances(
-    ec2: &aws_sdk_ec2::Client,
-    stack: &str,
-) -> BTreeMap<String, aws_sdk_ec2::types::Instance> {
-    let out = ec2
-        .describe_instances()
-        .filters(stack_filter(stack))
-        .send()
-        .await
-        .expect("describe instances");
-    out.reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .filter(|i| {
-            !matches!(
-                i.state().and_then(|s| s.name()).map(|n| n.as_str()),
-                Some("terminated" | "shutting-down")
-            )
-        })
-        .map(|i| (i.instance_id().unwrap_or_default().to_string(), i.clone()))
-        .collect()
-}
-
-/// Security groups by logical id, with their rules as (port, source): a CIDR or
-/// `group:<logical id>`.
-async fn rules(ec2: &aws_sdk_ec2::Client, stack: &str) -> BTreeMap<String, Vec<(i32, String)>> {
-    let groups = ec2
-        .describe_security_groups()
-        .filters(stack_filter(stack))
-        .send()
-        .await
-        .expect("groups");
-    let ids: BTreeMap<String, String> = groups
-        .security_groups()
-        .iter()
-        .map(|g| {
-            (
-                g.group_id().unwrap_or_default().to_string(),
-                tag(g.tags(), "iac:id").unwrap_or_default(),
-            )
-        })
-        .collect();
-    groups
-        .security_groups()
-        .iter()
-        .map(|g| {
-            let mut v: Vec<(i32, String)> = Vec::new();
-            for p in g.ip_permissions() {
-                assert_eq!(p.ip_protocol(), Some("tcp"));
-                let port = p.from_port().unwrap_or(-1);
-                v.extend(
-                    p.ip_ranges()
-                        .iter()
-                        .map(|r| (port, r.cidr_ip().unwrap_or_default().to_string())),
-                );
-                v.extend(p.user_id_group_pairs().iter().map(|u| {
-                    let id = u.group_id().unwrap_or_default();
-                    (port, format!("group:{}", ids.get(id).map_or(id, |s| s)))
-                }));
-            }
-            v.sort();
-            (tag(g.tags(), "iac:id").unwrap_or_default(), v)
-        })
-        .collect()
-}
-
 /// (type, value) of a parameter, decrypted.
 async fn param(emu: &Emulator, name: &str) -> Option<(String, String)> {
     let out = emu
@@ -233,12 +152,12 @@ async fn custom_scaler_up_pool_and_down() {
     ]
     .into_iter()
     .collect();
-    assert_eq!(rules(&ec2, stack).await, want);
+    assert_eq!(group_rules(&ec2, stack).await, want);
 
     // The monitor VM: IMDSv2, the instance profile, in the monitor's group.
     let vms = live_instances(&ec2, stack).await;
     assert_eq!(vms.len(), 1, "only the monitor: `up` launches no pool");
-    let monitor = vms.values().next().expect("monitor");
+    let monitor = vms.first().expect("monitor");
     assert_eq!(tag(monitor.tags(), "iac:id").as_deref(), Some("monitor"));
     assert_eq!(
         monitor
@@ -353,7 +272,10 @@ async fn custom_scaler_up_pool_and_down() {
         serde_json::json!({}),
         "up touched the pool"
     );
-    assert!(live_instances(&ec2, stack).await.contains_key(&pooled));
+    assert!(live_instances(&ec2, stack)
+        .await
+        .iter()
+        .any(|i| i.instance_id() == Some(pooled.as_str())));
     let mut plan = emu.iac();
     plan.args(["plan", "--detailed-exitcode"]).arg(file.path());
     let plan = run(plan);
@@ -441,7 +363,11 @@ async fn custom_scaler_with_own_monitor_creates_no_monitor_vm() {
     let ec2 = emu.ec2().await;
     assert!(live_instances(&ec2, stack).await.is_empty());
     assert_eq!(
-        rules(&ec2, stack).await.keys().cloned().collect::<Vec<_>>(),
+        group_rules(&ec2, stack)
+            .await
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
         vec!["agents-sg"]
     );
     assert_eq!(
@@ -468,7 +394,7 @@ async fn custom_scaler_with_own_monitor_creates_no_monitor_vm() {
     assert_eq!(m.record("monitor")["fleet"], "ec2");
     let pool = live_instances(&ec2, stack).await;
     assert_eq!(pool.len(), 2, "{pool:#?}");
-    for i in pool.values() {
+    for i in pool.iter() {
         assert_eq!(tag(i.tags(), "iac:scaler").as_deref(), Some("pool"));
         assert_eq!(tag(i.tags(), "iac:role").as_deref(), Some("agent"));
         assert_eq!(tag(i.tags(), "iac:id"), None);

@@ -8,90 +8,6 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::types::Filter;
 use common::*;
 
-fn stack_filter(stack: &str) -> Filter {
-    Filter::builder()
-        .name("tag:iac:stack")
-        .values(stack)
-        .build()
-}
-
-fn tag(t: &[aws_sdk_ec2::types::Tag], key: &str) -> Option<String> {
-    t.iter()
-        .find(|t| t.key() == Some(key))
-        .and_then(|t| t.value())
-        .map(str::to_string)
-}
-
-/// Live instances by logical id.
-async fn instances(
-    ec2: &aws_sdk_ec2::Client,
-    stack: &str,
-) -> BTreeMap<String, aws_sdk_ec2::types::Instance> {
-    let out = ec2
-        .describe_instances()
-        .filters(stack_filter(stack))
-        .send()
-        .await
-        .expect("describe instances");
-    out.reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .filter(|i| {
-            !matches!(
-                i.state().and_then(|s| s.name()).map(|n| n.as_str()),
-                Some("terminated" | "shutting-down")
-            )
-        })
-        .map(|i| (tag(i.tags(), "iac:id").expect("iac:id tag"), i.clone()))
-        .collect()
-}
-
-/// Security groups by logical id, with their rules as (port, source) where the source is a CIDR
-/// or the logical id of another group.
-async fn rules(ec2: &aws_sdk_ec2::Client, stack: &str) -> BTreeMap<String, Vec<(i32, String)>> {
-    let groups = ec2
-        .describe_security_groups()
-        .filters(stack_filter(stack))
-        .send()
-        .await
-        .expect("groups");
-    let ids: BTreeMap<String, String> = groups
-        .security_groups()
-        .iter()
-        .map(|g| {
-            (
-                g.group_id().unwrap_or_default().to_string(),
-                tag(g.tags(), "iac:id").unwrap_or_default(),
-            )
-        })
-        .collect();
-    groups
-        .security_groups()
-        .iter()
-        .map(|g| {
-            let mut v: Vec<(i32, String)> = Vec::new();
-            for p in g.ip_permissions() {
-                assert_eq!(p.ip_protocol(), Some("tcp"));
-                assert_eq!(p.from_port(), p.to_port());
-                let port = p.from_port().unwrap_or(-1);
-                v.extend(
-                    p.ip_ranges()
-                        .iter()
-                        .map(|r| (port, r.cidr_ip().unwrap_or_default().to_string())),
-                );
-                v.extend(p.user_id_group_pairs().iter().map(|u| {
-                    (
-                        port,
-                        format!("group:{}", ids[u.group_id().unwrap_or_default()]),
-                    )
-                }));
-            }
-            v.sort();
-            (tag(g.tags(), "iac:id").unwrap_or_default(), v)
-        })
-        .collect()
-}
-
 async fn param(emu: &Emulator, name: &str) -> Option<(String, String)> {
     let out = emu
         .ssm()
@@ -149,7 +65,7 @@ async fn lb_vms_up_scale_and_down() {
     let ec2 = emu.ec2().await;
 
     // Four VMs: database, two web, balancer.
-    let vms = instances(&ec2, stack).await;
+    let vms = instances_by_logical_id(&ec2, stack).await;
     assert_eq!(
         vms.keys().cloned().collect::<Vec<_>>(),
         vec!["db", "lb", "web-1", "web-2"]
@@ -190,7 +106,7 @@ async fn lb_vms_up_scale_and_down() {
     ]
     .into_iter()
     .collect();
-    assert_eq!(rules(&ec2, stack).await, want);
+    assert_eq!(group_rules(&ec2, stack).await, want);
     let group_of = |id: &str| {
         vms[id]
             .security_groups()
@@ -314,7 +230,7 @@ async fn lb_vms_up_scale_and_down() {
     let lb_id = vms["lb"].instance_id().map(str::to_string);
     file.rewrite(&[("count: 2", "count: 3")]);
     let scaled = up(&emu, file.path());
-    let vms3 = instances(&ec2, stack).await;
+    let vms3 = instances_by_logical_id(&ec2, stack).await;
     assert_eq!(vms3.len(), 5);
     assert_eq!(
         vms3["lb"].instance_id().map(str::to_string),
@@ -353,7 +269,7 @@ async fn lb_vms_up_scale_and_down() {
     // 3 → 2: web-3 goes, the configuration no longer names it, the balancer stays.
     file.rewrite(&[("count: 3", "count: 2")]);
     up(&emu, file.path());
-    let vms2 = instances(&ec2, stack).await;
+    let vms2 = instances_by_logical_id(&ec2, stack).await;
     assert_eq!(
         vms2.keys().cloned().collect::<Vec<_>>(),
         vec!["db", "lb", "web-1", "web-2"]
@@ -382,7 +298,7 @@ async fn lb_vms_up_scale_and_down() {
         d.record("verified")["kept"].as_array().map(Vec::len),
         Some(1)
     );
-    assert!(instances(&ec2, stack).await.is_empty());
+    assert!(instances_by_logical_id(&ec2, stack).await.is_empty());
     assert!(param(&emu, &format!("/iac/{stack}/db-host"))
         .await
         .is_none());
@@ -398,7 +314,7 @@ async fn lb_vms_up_scale_and_down() {
     );
 
     up(&emu, file.path());
-    let vms_again = instances(&ec2, stack).await;
+    let vms_again = instances_by_logical_id(&ec2, stack).await;
     let vol_again = ec2
         .describe_volumes()
         .volume_ids(&vol_id)

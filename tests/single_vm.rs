@@ -8,15 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-use aws_sdk_ec2::types::Filter;
 use common::*;
-
-fn stack_filter(stack: &str) -> Filter {
-    Filter::builder()
-        .name("tag:iac:stack")
-        .values(stack)
-        .build()
-}
 
 fn tags(t: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
     t.iter()
@@ -41,30 +33,6 @@ fn assert_identity(t: &BTreeMap<String, String>, stack: &str, id: &str) {
         Some("iac"),
         "tags: {t:?}"
     );
-}
-
-/// Live (not terminated) instances of a stack.
-async fn live_instances(
-    ec2: &aws_sdk_ec2::Client,
-    stack: &str,
-) -> Vec<aws_sdk_ec2::types::Instance> {
-    let out = ec2
-        .describe_instances()
-        .filters(stack_filter(stack))
-        .send()
-        .await
-        .expect("describe instances");
-    out.reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .filter(|i| {
-            !matches!(
-                i.state().and_then(|s| s.name()).map(|n| n.as_str()),
-                Some("terminated" | "shutting-down")
-            )
-        })
-        .cloned()
-        .collect()
 }
 
 async fn groups(ec2: &aws_sdk_ec2::Client, stack: &str) -> Vec<aws_sdk_ec2::types::SecurityGroup> {

@@ -3,47 +3,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use aws_sdk_ec2::types::Filter;
 use common::*;
-
-fn stack_filter(stack: &str) -> Filter {
-    Filter::builder()
-        .name("tag:iac:stack")
-        .values(stack)
-        .build()
-}
-
-fn tag(t: &[aws_sdk_ec2::types::Tag], key: &str) -> Option<String> {
-    t.iter()
-        .find(|t| t.key() == Some(key))
-        .and_then(|t| t.value())
-        .map(str::to_string)
-}
-
-async fn instances(
-    ec2: &aws_sdk_ec2::Client,
-    stack: &str,
-) -> BTreeMap<String, aws_sdk_ec2::types::Instance> {
-    let out = ec2
-        .describe_instances()
-        .filters(stack_filter(stack))
-        .send()
-        .await
-        .expect("describe instances");
-    out.reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .filter(|i| {
-            !matches!(
-                i.state().and_then(|s| s.name()).map(|n| n.as_str()),
-                Some("terminated" | "shutting-down")
-            )
-        })
-        .map(|i| (tag(i.tags(), "iac:id").expect("iac:id tag"), i.clone()))
-        .collect()
-}
 
 fn up(emu: &Emulator, file: &std::path::Path) -> Run {
     let mut c = emu.iac();
@@ -75,7 +35,7 @@ async fn swarm_up_update_scale_in_and_down() {
     let ssm = emu.ssm().await;
 
     // One manager and three workers, each with the cluster's group, IMDSv2 and the profile.
-    let vms = instances(&ec2, stack).await;
+    let vms = instances_by_logical_id(&ec2, stack).await;
     assert_eq!(
         vms.keys().cloned().collect::<Vec<_>>(),
         vec!["manager-1", "worker-1", "worker-2", "worker-3"]
@@ -224,7 +184,7 @@ async fn swarm_up_update_scale_in_and_down() {
     assert_eq!(msgs.len(), 1, "{msgs:?}");
     assert!(msgs[0].contains(&format!("to {leader} ")), "{msgs:?}");
     assert_eq!(
-        instances(&ec2, stack).await.len(),
+        instances_by_logical_id(&ec2, stack).await.len(),
         4,
         "a service change must not touch the nodes"
     );
@@ -284,7 +244,7 @@ async fn swarm_up_update_scale_in_and_down() {
         script.contains(&w3_ip),
         "the drain command does not name worker-3 ({w3_ip}):\n{script}"
     );
-    let now = instances(&ec2, stack).await;
+    let now = instances_by_logical_id(&ec2, stack).await;
     assert_eq!(
         now.keys().cloned().collect::<Vec<_>>(),
         vec!["manager-1", "worker-1", "worker-2"]
@@ -296,7 +256,7 @@ async fn swarm_up_update_scale_in_and_down() {
     d.args(["-o", "json", "down", "--stack", stack, "--yes"]);
     let d = run_ok(d);
     assert_eq!(d.record("verified")["remaining"], serde_json::json!([]));
-    assert!(instances(&ec2, stack).await.is_empty());
+    assert!(instances_by_logical_id(&ec2, stack).await.is_empty());
     let left = ssm
         .get_parameters_by_path()
         .path(format!("/iac/{stack}/"))
@@ -376,7 +336,7 @@ async fn swarm_with_an_instance_profile_iac_creates() {
         "{doc}"
     );
     let ec2 = emu.ec2().await;
-    for vm in instances(&ec2, stack).await.values() {
+    for vm in instances_by_logical_id(&ec2, stack).await.values() {
         let arn = vm
             .iam_instance_profile()
             .and_then(|p| p.arn())

@@ -343,3 +343,106 @@ fn pump(mut from: TcpStream, mut to: TcpStream, delay: Option<Duration>) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// What a stack left in EC2, looked up by its `iac:stack` tag
+
+/// Filter on the stack's `iac:stack` tag.
+pub fn stack_filter(stack: &str) -> aws_sdk_ec2::types::Filter {
+    aws_sdk_ec2::types::Filter::builder()
+        .name("tag:iac:stack")
+        .values(stack)
+        .build()
+}
+
+/// The value of tag `key`.
+pub fn tag(t: &[aws_sdk_ec2::types::Tag], key: &str) -> Option<String> {
+    t.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+        .map(str::to_string)
+}
+
+/// Live (neither terminated nor shutting down) instances tagged with the stack.
+pub async fn live_instances(
+    ec2: &aws_sdk_ec2::Client,
+    stack: &str,
+) -> Vec<aws_sdk_ec2::types::Instance> {
+    let out = ec2
+        .describe_instances()
+        .filters(stack_filter(stack))
+        .send()
+        .await
+        .expect("describe instances");
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| {
+            !matches!(
+                i.state().and_then(|s| s.name()).map(|n| n.as_str()),
+                Some("terminated" | "shutting-down")
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+/// Live instances of the stack by logical id (their `iac:id` tag).
+pub async fn instances_by_logical_id(
+    ec2: &aws_sdk_ec2::Client,
+    stack: &str,
+) -> std::collections::BTreeMap<String, aws_sdk_ec2::types::Instance> {
+    live_instances(ec2, stack)
+        .await
+        .into_iter()
+        .map(|i| (tag(i.tags(), "iac:id").expect("iac:id tag"), i))
+        .collect()
+}
+
+/// The stack's security groups by logical id, with their single-port TCP rules as sorted
+/// (port, source) where the source is a CIDR or `group:<logical id>` (the group id when the
+/// group is not the stack's).
+pub async fn group_rules(
+    ec2: &aws_sdk_ec2::Client,
+    stack: &str,
+) -> std::collections::BTreeMap<String, Vec<(i32, String)>> {
+    let groups = ec2
+        .describe_security_groups()
+        .filters(stack_filter(stack))
+        .send()
+        .await
+        .expect("groups");
+    let ids: std::collections::BTreeMap<String, String> = groups
+        .security_groups()
+        .iter()
+        .map(|g| {
+            (
+                g.group_id().unwrap_or_default().to_string(),
+                tag(g.tags(), "iac:id").unwrap_or_default(),
+            )
+        })
+        .collect();
+    groups
+        .security_groups()
+        .iter()
+        .map(|g| {
+            let mut v: Vec<(i32, String)> = Vec::new();
+            for p in g.ip_permissions() {
+                assert_eq!(p.ip_protocol(), Some("tcp"));
+                assert_eq!(p.from_port(), p.to_port());
+                let port = p.from_port().unwrap_or(-1);
+                v.extend(
+                    p.ip_ranges()
+                        .iter()
+                        .map(|r| (port, r.cidr_ip().unwrap_or_default().to_string())),
+                );
+                v.extend(p.user_id_group_pairs().iter().map(|u| {
+                    let id = u.group_id().unwrap_or_default();
+                    (port, format!("group:{}", ids.get(id).map_or(id, |s| s)))
+                }));
+            }
+            v.sort();
+            (tag(g.tags(), "iac:id").unwrap_or_default(), v)
+        })
+        .collect()
+}
