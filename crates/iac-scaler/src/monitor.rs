@@ -239,7 +239,10 @@ impl Shared {
         add(&self.stats.launches, ids.len() as u64);
         let mut p = self.pool.lock().map_err(|_| AdminError::Poisoned)?;
         for id in &ids {
-            p.entries.insert(id.clone(), booting(id, now));
+            // An agent quick enough to register before the launch call returned keeps its entry.
+            p.entries
+                .entry(id.clone())
+                .or_insert_with(|| booting(id, now));
         }
         let size = p.active().count() as u32;
         p.record(TimelineRow {
@@ -613,7 +616,11 @@ async fn launch(shared: &Shared, fleet: &dyn Fleet, count: u32, now: Duration) -
             tracing::info!(instances = ?ids, "launched");
             if let Ok(mut p) = shared.pool.lock() {
                 for id in ids {
-                    p.entries.insert(id.clone(), booting(&id, now));
+                    // An agent that registered before the launch call returned (a local
+                    // process starts in milliseconds) keeps its registration.
+                    p.entries
+                        .entry(id.clone())
+                        .or_insert_with(|| booting(&id, now));
                 }
             }
             true
@@ -887,5 +894,37 @@ mod tests {
         assert_eq!(*fleet.terminated.lock().unwrap(), ["i-a"]);
         assert!(fleet.launched.lock().unwrap().is_empty());
         assert_eq!(shared.stats().terminations, 1);
+    }
+
+    /// A fleet whose instance registers before the launch call returns (local agents do).
+    struct Eager(MonitorService);
+
+    #[async_trait::async_trait]
+    impl Fleet for Eager {
+        async fn launch(&self, _count: u32) -> Result<Vec<String>, FleetError> {
+            register(&self.0, "i-fast").await;
+            Ok(vec!["i-fast".to_string()])
+        }
+        async fn terminate(&self, _ids: &[String]) -> Result<(), FleetError> {
+            Ok(())
+        }
+        async fn list(&self) -> Result<Vec<String>, FleetError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_registration_that_beats_the_launch_call_is_kept() {
+        let mut c = cfg(thresholds());
+        c.min = 1;
+        let shared = Shared::new(c, "token-0123456789abcdef");
+        let fleet = Eager(MonitorService {
+            shared: shared.clone(),
+        });
+        tick(&shared, &fleet).await;
+        let m = shared.members();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].health, Health::Healthy, "{m:?}");
+        assert!(m[0].registered_at.is_some());
     }
 }
