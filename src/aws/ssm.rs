@@ -15,11 +15,21 @@ pub fn stack_path(stack: &str) -> String {
 
 /// The value of a plain (non-secret) parameter, such as the public AMI parameters.
 pub async fn get_plain(aws: &Aws, name: &str) -> Result<Option<String>, AwsError> {
+    get(aws, name, false).await
+}
+
+/// The decrypted value of a SecureString (the scaler's token, which its monitor needs). Never
+/// print or log it.
+pub async fn get_secure(aws: &Aws, name: &str) -> Result<Option<String>, AwsError> {
+    get(aws, name, true).await
+}
+
+async fn get(aws: &Aws, name: &str, decrypt: bool) -> Result<Option<String>, AwsError> {
     match aws
         .ssm
         .get_parameter()
         .name(name)
-        .with_decryption(false)
+        .with_decryption(decrypt)
         .send()
         .await
     {

@@ -143,13 +143,6 @@ fn local_token_file(stack: &str) -> PathBuf {
     dir.join(format!("iac-{stack}.scaler-token"))
 }
 
-fn random_token() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 24];
-    let mut f = std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?;
-    std::io::Read::read_exact(&mut f, &mut bytes).context("reading /dev/urandom")?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// The shared token: `IAC_SCALER_TOKEN`; else, for the local fleet, this machine's token file
 /// (created by the monitor); else the stack's SSM SecureString that `iac up` generated.
 async fn token(
@@ -175,27 +168,22 @@ async fn token(
             ))
             .into());
         }
-        let t = random_token()?;
+        let t = crate::aws::ssm::generate_password()?;
         write_private(&path, &t)?;
         return Ok(t);
     }
     let aws = Aws::connect(&g.aws(), stack.spec.region.as_deref()).await;
-    let name = format!("/iac/{}/scaler-token", stack.name());
-    let out = aws
-        .ssm
-        .get_parameter()
-        .name(&name)
-        .with_decryption(true)
-        .send()
+    let name = format!(
+        "{}{}",
+        crate::aws::ssm::stack_path(stack.name()),
+        crate::render::custom_scaler::TOKEN_PARAM
+    );
+    crate::aws::ssm::get_secure(&aws, &name)
         .await
-        .map_err(crate::aws::error::sdk("ssm:GetParameter"))
+        .with_context(|| format!("reading the scaler token {name}"))?
         .with_context(|| {
-            format!("reading the scaler token {name} (run `iac up` first, or set {TOKEN_ENV})")
-        })?;
-    out.parameter()
-        .and_then(|p| p.value())
-        .map(str::to_string)
-        .with_context(|| format!("{name} has no value"))
+            format!("no scaler token at {name}: run `iac up` first, or set {TOKEN_ENV}")
+        })
 }
 
 /// Writes a file only its owner can read.
@@ -294,19 +282,10 @@ async fn monitor_main(
         }
         FleetKind::Ec2 => {
             let aws = Aws::connect(&g.aws(), stack.spec.region.as_deref()).await;
-            let subnets = if stack.spec.network.subnets.is_empty() {
-                let vpc = crate::aws::ec2::default_vpc(&aws)
-                    .await
-                    .context("finding the default VPC")?;
-                crate::aws::ec2::subnets(&aws, &vpc)
-                    .await
-                    .context("listing the default VPC's subnets")?
-                    .into_iter()
-                    .map(|(id, _)| id)
-                    .collect()
-            } else {
-                stack.spec.network.subnets.clone()
-            };
+            let (_, subnets) = crate::aws::provider::resolve_network(&aws, &stack.spec.network)
+                .await
+                .context("finding the stack's subnets")?;
+            let subnets = subnets.into_iter().map(|(id, _)| id).collect();
             Arc::new(ec2::Ec2Fleet::new(
                 aws,
                 stack.name(),

@@ -95,6 +95,31 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Discovered, AwsError> {
     })
 }
 
+/// The stack's VPC (`default` or an id that must exist) and its subnets as (id, zone): the
+/// given ones, or every subnet of the VPC.
+pub async fn resolve_network(
+    aws: &Aws,
+    network: &crate::stack::model::Network,
+) -> Result<(String, Vec<(String, String)>), AwsError> {
+    let vpc_id = if network.vpc == "default" {
+        ec2::default_vpc(aws).await?
+    } else if ec2::vpc_exists(aws, &network.vpc).await? {
+        network.vpc.clone()
+    } else {
+        return Err(AwsError::state(
+            "ec2:DescribeVpcs",
+            ErrorClass::NotFound,
+            format!("VPC {} does not exist in {}", network.vpc, aws.region),
+        ));
+    };
+    let subnets = if network.subnets.is_empty() {
+        ec2::subnets(aws, &vpc_id).await?
+    } else {
+        ec2::subnets_by_id(aws, &network.subnets).await?
+    };
+    Ok((vpc_id, subnets))
+}
+
 /// Looks up what the desired graph needs from the account. Read-only.
 pub async fn resolve_inputs(
     aws: &Aws,
@@ -104,25 +129,7 @@ pub async fn resolve_inputs(
     // Four independent chains of lookups run at the same time: network, image, key pair, zone
     // and secrets. Each is a handful of sequential reads.
     let s = &stack.spec;
-    let network = async {
-        let vpc_id = if s.network.vpc == "default" {
-            ec2::default_vpc(aws).await?
-        } else if ec2::vpc_exists(aws, &s.network.vpc).await? {
-            s.network.vpc.clone()
-        } else {
-            return Err(AwsError::state(
-                "ec2:DescribeVpcs",
-                ErrorClass::NotFound,
-                format!("VPC {} does not exist in {}", s.network.vpc, aws.region),
-            ));
-        };
-        let subnets = if s.network.subnets.is_empty() {
-            ec2::subnets(aws, &vpc_id).await?
-        } else {
-            ec2::subnets_by_id(aws, &s.network.subnets).await?
-        };
-        Ok((vpc_id, subnets))
-    };
+    let network = resolve_network(aws, &s.network);
     let image = async {
         let image_id = resolve_image(aws, &s.instance.image, reporter).await?;
         let root_device = ec2::image_root_device(aws, &image_id).await?;

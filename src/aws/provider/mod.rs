@@ -12,7 +12,7 @@ mod alb;
 mod discover;
 mod outputs;
 
-pub use discover::{discover, resolve_inputs, Discovered};
+pub use discover::{discover, resolve_inputs, resolve_network, Discovered};
 pub use outputs::outputs;
 
 use std::collections::BTreeMap;
