@@ -9,12 +9,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_ec2::types::{
     InstanceType, RequestLaunchTemplateData, ResourceType, Tag, TagSpecification,
 };
-use iac::aws::{autoscaling, ec2, elbv2, tags, Aws, AwsOptions, ErrorClass};
+use iac::aws::{autoscaling, ec2, elbv2, tags, Aws, ErrorClass};
 use iac::plan::{
     AutoScalingGroupSpec, Details, Kind, ListenerAction, ListenerSpec, LoadBalancerSpec, Observed,
     ResourceId, ScalingPolicySpec, TargetGroupSpec,
@@ -24,28 +24,8 @@ const STACK: &str = "elbtest";
 const CERT: &str =
     "arn:aws:acm:us-east-1:123456789012:certificate/00000000-0000-0000-0000-000000000000";
 
-fn env() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        // Unimplemented calls answer 500, which the SDK retries: fail fast instead.
-        std::env::set_var("AWS_MAX_ATTEMPTS", "2");
-    });
-}
-
 async fn connect(url: &str) -> Aws {
-    env();
-    Aws::connect(
-        &AwsOptions {
-            endpoint_url: Some(url.to_string()),
-            region: Some("us-east-1".into()),
-            profile: None,
-        },
-        None,
-    )
-    .await
+    common::aws_at(url).await
 }
 
 fn ident(id: &str, kind: Kind) -> BTreeMap<String, String> {

@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use iac::aws::error::ErrorClass;
-use iac::aws::{ec2, efs, rds, tags, Aws, AwsOptions};
+use iac::aws::{ec2, efs, rds, tags, Aws};
 use iac::plan::{
     DbClusterSpec, DbInstanceSpec, DbSubnetGroupSpec, Details, FileSystemSpec, Kind, Observed,
     ResourceId,
@@ -24,20 +24,8 @@ struct Env {
 }
 
 async fn env() -> Env {
-    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    std::env::set_var("AWS_MAX_ATTEMPTS", "2");
     let emu = common::Emulator::start();
-    let aws = Aws::connect(
-        &AwsOptions {
-            endpoint_url: Some(emu.url.clone()),
-            region: Some("us-east-1".into()),
-            profile: None,
-        },
-        None,
-    )
-    .await;
+    let aws = emu.aws().await;
     let vpc = ec2::default_vpc(&aws).await.expect("default vpc");
     let all = ec2::subnets(&aws, &vpc).await.expect("subnets");
     let mut subnets = Vec::new();

@@ -105,12 +105,7 @@ fn monitor_with_the_local_fleet_status_add_remove_and_timeline() {
     let admin = free_port();
     let stack = local_stack(dir.path(), free_port(), admin);
     let timeline = dir.path().join("timeline");
-    let agent = assert_cmd::cargo::cargo_bin("iac-agent");
-    assert!(
-        agent.exists(),
-        "{} is missing: build the workspace",
-        agent.display()
-    );
+    let agent = common::agent_bin();
     let mut c = iac();
     c.args(["scale", "--custom-monitor"])
         .arg(&stack)

@@ -5,11 +5,10 @@
 
 mod common;
 
-use common::free_port;
+use common::{agent_bin, free_port};
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,19 +21,6 @@ use iac_proto::{MonitorServer, RegisterRequest};
 use tokio_stream::wrappers::TcpListenerStream;
 
 const TOKEN: &str = "test-token-0123456789";
-
-/// The agent binary `cargo test --workspace` builds beside this test's binary. Missing is a
-/// failure, never a skip.
-fn agent_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("IAC_AGENT_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("iac-agent");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p iac-agent` (scripts/test.sh builds the whole workspace)", bin.display());
-    bin
-}
 
 fn policy() -> PolicyConfig {
     PolicyConfig {

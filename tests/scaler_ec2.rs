@@ -6,13 +6,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{Filter, InstanceType, RequestLaunchTemplateData};
-use iac::aws::{Aws, AwsOptions};
 use iac::scaler::ec2::{launch_template_name, Ec2Fleet};
 use iac::scaler::fleet::Fleet;
 use iac::scaler::monitor::{serve, Shared};
@@ -20,31 +18,6 @@ use iac::scaler::policy::{Health, Mode, PolicyConfig};
 
 const STACK: &str = "scl";
 const TOKEN: &str = "ec2-fleet-test-token-0123";
-
-fn env() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        std::env::set_var("AWS_MAX_ATTEMPTS", "2");
-    });
-}
-
-fn agent_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("IAC_AGENT_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("iac-agent");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p iac-agent` (scripts/test.sh builds the whole workspace)",
-        bin.display()
-    );
-    bin
-}
 
 /// Agent processes killed when the test ends, however it ends.
 struct Agents(Vec<Child>);
@@ -156,16 +129,7 @@ async fn ec2_fleet_launches_from_the_template_is_adopted_and_scales_in_the_chose
         .await
         .expect("create the launch template");
 
-    env();
-    let aws = Aws::connect(
-        &AwsOptions {
-            endpoint_url: Some(emu.url.clone()),
-            region: Some("us-east-1".into()),
-            profile: None,
-        },
-        None,
-    )
-    .await;
+    let aws = emu.aws().await;
     let extra = BTreeMap::from([("team".to_string(), "web".to_string())]);
     let fleet = Arc::new(Ec2Fleet::new(aws.clone(), STACK, vec![], &extra));
 
@@ -246,7 +210,7 @@ async fn ec2_fleet_launches_from_the_template_is_adopted_and_scales_in_the_chose
     for (i, id) in ids.iter().enumerate() {
         let load = if i == 2 { "steady:3" } else { "steady:12" };
         agents.0.push(
-            Command::new(agent_bin())
+            Command::new(common::agent_bin())
                 .args(["--monitor", &url, "--instance-id", id, "--simulate", load])
                 .env("IAC_AGENT_TOKEN", TOKEN)
                 .stdin(Stdio::null())

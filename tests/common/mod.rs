@@ -50,6 +50,43 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port between 20000 and 32000")
 }
 
+/// `iac`'s own AWS clients aimed at `url`, with the dummy credentials in this process's
+/// environment (set once, before any test thread reads them).
+pub async fn aws_at(url: &str) -> iac::aws::Aws {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for (k, v) in dummy_env() {
+            std::env::set_var(k, v);
+        }
+    });
+    iac::aws::Aws::connect(
+        &iac::aws::AwsOptions {
+            endpoint_url: Some(url.to_string()),
+            region: Some(REGION.into()),
+            profile: None,
+        },
+        None,
+    )
+    .await
+}
+
+/// The `iac-agent` binary the workspace build puts beside the test binaries (or
+/// `IAC_AGENT_BIN`). Missing is a failure, never a skip.
+pub fn agent_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("IAC_AGENT_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("iac-agent");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p iac-agent` (scripts/test.sh builds the whole workspace)",
+        bin.display()
+    );
+    bin
+}
+
 /// A running moto server, stopped on drop.
 pub struct Emulator {
     child: Child,
@@ -123,6 +160,11 @@ impl Emulator {
             ))
             .load()
             .await
+    }
+
+    /// `iac`'s own clients aimed at this emulator.
+    pub async fn aws(&self) -> iac::aws::Aws {
+        aws_at(&self.url).await
     }
 
     pub async fn ec2(&self) -> aws_sdk_ec2::Client {
