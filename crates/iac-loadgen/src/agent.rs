@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::latency::Histogram;
+use iac_scaler::histogram::Histogram;
 
 pub type Client = MonitorClient<InterceptedService<Channel, TokenInterceptor>>;
 

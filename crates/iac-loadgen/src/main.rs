@@ -9,7 +9,6 @@
 //! long a request waits in the monitor under load. At the end it prints one JSON line.
 
 mod agent;
-mod latency;
 
 use std::io::Write as _;
 use std::sync::atomic::Ordering;
@@ -22,7 +21,7 @@ use tokio::time::Instant;
 use tonic::transport::Endpoint;
 
 use agent::{Client, Counters, Run};
-use latency::Histogram;
+use iac_scaler::histogram::Histogram;
 
 #[derive(Parser, Debug)]
 #[command(

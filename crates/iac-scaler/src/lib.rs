@@ -9,6 +9,7 @@ pub mod admin;
 pub mod config;
 pub mod fleet;
 pub mod health;
+pub mod histogram;
 pub mod monitor;
 pub mod plot;
 pub mod policy;

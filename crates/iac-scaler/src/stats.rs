@@ -5,22 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Histogram buckets: upper bounds in microseconds, four per doubling from 1 µs to ~4 s.
-const BUCKETS: usize = 89;
-
-fn bound_us(i: usize) -> f64 {
-    2f64.powf(i as f64 / 4.0)
-}
-
-fn bucket_of(d: Duration) -> usize {
-    let us = d.as_secs_f64() * 1e6;
-    if us <= 1.0 {
-        return 0;
-    }
-    // Smallest i with 2^(i/4) >= us.
-    let i = (us.log2() * 4.0).ceil() as usize;
-    i.min(BUCKETS - 1)
-}
+use super::histogram::Histogram;
 
 /// Counters of the monitor; cheap to update from any task.
 pub struct Stats {
@@ -34,9 +19,8 @@ pub struct Stats {
     pub launches: AtomicU64,
     pub terminations: AtomicU64,
     pub fleet_errors: AtomicU64,
-    handle: [AtomicU64; BUCKETS],
+    handle: Histogram,
     handle_sum_ns: AtomicU64,
-    handle_max_ns: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -67,9 +51,8 @@ impl Default for Stats {
             launches: AtomicU64::new(0),
             terminations: AtomicU64::new(0),
             fleet_errors: AtomicU64::new(0),
-            handle: std::array::from_fn(|_| AtomicU64::new(0)),
+            handle: Histogram::default(),
             handle_sum_ns: AtomicU64::new(0),
-            handle_max_ns: AtomicU64::new(0),
         }
     }
 }
@@ -82,38 +65,14 @@ impl Stats {
     /// Records one handled heartbeat and how long handling it took.
     pub fn heartbeat_handled(&self, took: Duration) {
         add(&self.heartbeats, 1);
-        add(&self.handle[bucket_of(took)], 1);
-        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        add(&self.handle_sum_ns, ns);
-        self.handle_max_ns.fetch_max(ns, Ordering::Relaxed);
-    }
-
-    fn counts(&self) -> Vec<u64> {
-        self.handle
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect()
-    }
-
-    /// The bucket bound below which a share `q` of the recorded handlings fall.
-    fn quantile(counts: &[u64], q: f64) -> Duration {
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return Duration::ZERO;
-        }
-        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Duration::from_secs_f64(bound_us(i) / 1e6);
-            }
-        }
-        Duration::from_secs_f64(bound_us(BUCKETS - 1) / 1e6)
+        self.handle.record(took);
+        add(
+            &self.handle_sum_ns,
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+        );
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
-        let counts = self.counts();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         StatsSnapshot {
             heartbeats: get(&self.heartbeats),
@@ -124,9 +83,9 @@ impl Stats {
             launches: get(&self.launches),
             terminations: get(&self.terminations),
             fleet_errors: get(&self.fleet_errors),
-            handle_p50: Self::quantile(&counts, 0.50),
-            handle_p99: Self::quantile(&counts, 0.99),
-            handle_max: Duration::from_nanos(get(&self.handle_max_ns)),
+            handle_p50: self.handle.quantile(0.50),
+            handle_p99: self.handle.quantile(0.99),
+            handle_max: self.handle.max(),
         }
     }
 
@@ -186,20 +145,10 @@ impl Stats {
             out,
             "# HELP {name} Time from a heartbeat's arrival to the membership update.\n# TYPE {name} histogram"
         );
-        let counts = self.counts();
-        let mut cumulative = 0;
-        // Every fourth bound (one per doubling) keeps the exposition short.
-        for (i, c) in counts.iter().enumerate() {
-            cumulative += c;
-            // The last bucket holds everything beyond the largest bound: only `+Inf` shows it.
-            if i % 4 == 0 && i < BUCKETS - 1 {
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{le=\"{:e}\"}} {cumulative}",
-                    bound_us(i) / 1e6
-                );
-            }
+        for (le, count) in self.handle.cumulative_per_doubling() {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le:e}\"}} {count}");
         }
+        let cumulative = self.handle.count();
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
         let _ = writeln!(out, "{name}_sum {}", get(&self.handle_sum_ns) as f64 / 1e9);
         let _ = writeln!(out, "{name}_count {cumulative}");

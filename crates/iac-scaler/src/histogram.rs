@@ -1,16 +1,17 @@
-//! A lock-free latency histogram: many tasks record, one reads quantiles at the end. Buckets are
-//! eight per doubling (about 9 % wide), which is finer than the run-to-run noise of a benchmark
-//! on a shared two-core machine.
+//! A lock-free latency histogram: many tasks record, anyone reads quantiles. Buckets are eight
+//! per doubling (about 9 % wide), which is finer than the run-to-run noise of a benchmark on a
+//! shared two-core machine. The monitor records its heartbeat handling in one, and the load
+//! generator its round trips.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Eight buckets per doubling from 1 µs: index 215 is about 2^27 µs (134 s), beyond any timeout.
 const BUCKETS: usize = 216;
-const PER_DOUBLING: f64 = 8.0;
+const PER_DOUBLING: usize = 8;
 
 fn upper_bound_us(i: usize) -> f64 {
-    2f64.powf(i as f64 / PER_DOUBLING)
+    2f64.powf(i as f64 / PER_DOUBLING as f64)
 }
 
 fn bucket_of(d: Duration) -> usize {
@@ -18,7 +19,7 @@ fn bucket_of(d: Duration) -> usize {
     if us <= 1.0 {
         return 0;
     }
-    ((us.log2() * PER_DOUBLING).ceil() as usize).min(BUCKETS - 1)
+    ((us.log2() * PER_DOUBLING as f64).ceil() as usize).min(BUCKETS - 1)
 }
 
 pub struct Histogram {
@@ -48,6 +49,21 @@ impl Histogram {
 
     pub fn max(&self) -> Duration {
         Duration::from_nanos(self.max_ns.load(Ordering::Relaxed))
+    }
+
+    /// Cumulative counts at one bound per doubling (1 µs, 2 µs, 4 µs, … in seconds), for the
+    /// Prometheus exposition; the last bucket, which also holds everything beyond, shows only in
+    /// `+Inf`, i.e. in [`Histogram::count`].
+    pub fn cumulative_per_doubling(&self) -> Vec<(f64, u64)> {
+        let mut seen = 0;
+        let mut out = Vec::new();
+        for (i, b) in self.buckets.iter().enumerate().take(BUCKETS - 1) {
+            seen += b.load(Ordering::Relaxed);
+            if i % PER_DOUBLING == 0 {
+                out.push((upper_bound_us(i) / 1e6, seen));
+            }
+        }
+        out
     }
 
     /// The bucket bound below which a share `q` of the recordings fall (never above the maximum
