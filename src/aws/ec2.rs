@@ -594,6 +594,17 @@ pub async fn start_instance(aws: &Aws, instance_id: &str) -> Result<(), AwsError
         .map_err(err("ec2:StartInstances"))
 }
 
+/// Stops an instance (its disks stay), so a data volume can be detached with nothing writing to it.
+pub async fn stop_instance(aws: &Aws, instance_id: &str) -> Result<(), AwsError> {
+    aws.ec2
+        .stop_instances()
+        .instance_ids(instance_id)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("ec2:StopInstances"))
+}
+
 pub async fn terminate_instance(aws: &Aws, instance_id: &str) -> Result<(), AwsError> {
     aws.ec2
         .terminate_instances()

@@ -105,6 +105,10 @@ pub enum Command {
         /// Do not wait for the application to answer over HTTP.
         #[arg(long)]
         no_wait: bool,
+        /// Apply even changes that destroy data without moving it (the plan lists them as
+        /// `data loss`); refused without this flag.
+        #[arg(long)]
+        allow_data_loss: bool,
     },
     /// Delete everything tagged with the stack, then check that nothing is left.
     Down {
@@ -167,7 +171,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             yes,
             parallelism,
             no_wait,
-        } => up::run(&printer, g, file, *yes, usize::from(*parallelism), *no_wait).await,
+            allow_data_loss,
+        } => {
+            up::run(
+                &printer,
+                g,
+                file,
+                *yes,
+                usize::from(*parallelism),
+                *no_wait,
+                *allow_data_loss,
+            )
+            .await
+        }
         Command::Down {
             file,
             stack,

@@ -63,7 +63,7 @@ pub async fn compute(
 /// Prints a plan for people, or as one JSON record.
 pub fn print(printer: &Printer, plan: &Plan) {
     if printer.json() {
-        printer.record(&serde_json::json!({"event": "plan", "stack": plan.stack, "changes": plan.changes, "summary": plan.summary()}));
+        printer.record(&serde_json::json!({"event": "plan", "stack": plan.stack, "changes": plan.changes, "data_loss": plan.data_loss, "summary": plan.summary()}));
         return;
     }
     printer.line(printer.bold(&format!("Plan for stack `{}`:", plan.stack)));
@@ -94,6 +94,9 @@ pub fn print(printer: &Printer, plan: &Plan) {
             Action::Delete { reason } => printer.line(format!("          {reason}")),
             _ => {}
         }
+    }
+    for loss in &plan.data_loss {
+        printer.line(format!("  data loss: {loss}"));
     }
     printer.line(format!("{}.", plan.summary()));
 }

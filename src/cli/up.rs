@@ -18,6 +18,7 @@ pub async fn run(
     yes: bool,
     parallelism: usize,
     no_wait: bool,
+    allow_data_loss: bool,
 ) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
@@ -26,6 +27,13 @@ pub async fn run(
     let aws = planned.aws.clone();
     if summary.has_changes() {
         plan::print(printer, &planned.plan);
+        if !planned.plan.data_loss.is_empty() && !allow_data_loss {
+            return Err(super::UsageError(format!(
+                "refusing to apply: {} change(s) above would destroy data without moving it; back the data up, then run again with --allow-data-loss (see the README: data)",
+                planned.plan.data_loss.len()
+            ))
+            .into());
+        }
         let question = format!("Apply these changes to stack `{}`?", planned.stack.name());
         if !common::confirm(printer, &question, yes)? {
             printer.line("Nothing done.");

@@ -102,9 +102,11 @@ pub fn diff(stack: &str, desired: &[Resource], actual: &[Observed]) -> Plan {
     // Deletions run last, most dependent kinds first.
     extra.sort_by(|a, b| b.kind.cmp(&a.kind).then(a.id.cmp(&b.id)));
     changes.extend(extra);
+    let data_loss = super::data::notes(&mut changes);
     Plan {
         stack: stack.to_string(),
         changes,
+        data_loss,
     }
 }
 
@@ -291,7 +293,23 @@ fn compare(
                 },
             }
         }
-        (Spec::Volume(s), Details::Volume { attached_to, .. }) => {
+        (
+            Spec::Volume(s),
+            Details::Volume {
+                attached_to,
+                availability_zone,
+                ..
+            },
+        ) => {
+            // A volume attaches only to instances in its own zone.
+            if !s.availability_zone.is_empty() && &s.availability_zone != availability_zone {
+                return Action::Replace {
+                    reasons: vec![format!(
+                        "zone {availability_zone} → {}",
+                        s.availability_zone
+                    )],
+                };
+            }
             if renewed.contains(&s.attach_to) {
                 return Action::Update {
                     reasons: vec![format!("attach to the new {}", s.attach_to)],

@@ -4,6 +4,7 @@
 //! `iac plan` and executed by `iac up`.
 
 pub mod alb;
+pub mod data;
 pub mod diff;
 pub mod resource;
 
@@ -77,6 +78,10 @@ pub struct Change {
 pub struct Plan {
     pub stack: String,
     pub changes: Vec<Change>,
+    /// Changes that would destroy data without moving it, one line each: `up` refuses them
+    /// unless `--allow-data-loss`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub data_loss: Vec<String>,
 }
 
 /// Counts per action, for summaries and `--detailed-exitcode`.

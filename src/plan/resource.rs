@@ -273,6 +273,18 @@ pub struct Notify {
     pub instance: ResourceId,
     pub command: String,
     pub comment: String,
+    /// Commands sent to another instance just before and after this one (lb-vms: take the web
+    /// VM out of the balancer, then put it back), so it is updated while it serves no one.
+    pub around: Option<Around>,
+}
+
+/// See [`Notify::around`]. `after` also runs when `command` fails: the old app still serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Around {
+    pub instance: ResourceId,
+    pub before: String,
+    pub after: String,
+    pub comment: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -282,7 +294,10 @@ pub struct SsmParameterSpec {
     /// SecureString (encrypted) rather than String.
     pub secure: bool,
     pub value: ParamValue,
-    pub notify: Option<Notify>,
+    /// Sent in order, one at a time, after the value changed. When one fails, the parameter is
+    /// set back to its previous value and those already sent are sent again, so every instance
+    /// returns to the last good value.
+    pub notify: Vec<Notify>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

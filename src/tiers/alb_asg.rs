@@ -54,7 +54,7 @@ fn param(stack: &Stack, leaf: &str, of: &str, attr: &str) -> Resource {
                 text: ref_placeholder(of, attr),
                 refs: vec![ResourceId::new(of)],
             },
-            notify: None,
+            notify: Vec::new(),
         }),
         &[of],
     )

@@ -157,6 +157,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
                 instance: ResourceId::new(MONITOR),
                 command: r::monitor_refresh_command(stack)?,
                 comment: "iac: install the new stack file and restart the monitor".to_string(),
+                around: None,
             }),
             &[],
         ));

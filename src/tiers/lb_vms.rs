@@ -181,6 +181,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             instance: ResourceId::new(LB),
             command: r::balancer_reload_command(stack),
             comment: "iac: reload haproxy with the new backend list".to_string(),
+            around: None,
         }),
         &web_refs,
     ));

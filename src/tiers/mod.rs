@@ -108,7 +108,7 @@ pub(crate) fn stack_param(
             name: crate::render::param_name(stack.name(), leaf),
             secure,
             value,
-            notify,
+            notify: notify.into_iter().collect(),
         }),
         deps,
     )

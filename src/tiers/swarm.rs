@@ -127,6 +127,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
                 instance: ResourceId::new(LEADER),
                 command: r::service_apply_command(stack),
                 comment: "iac: apply the service spec (rolling update)".to_string(),
+                around: None,
             }),
             &[],
         ),

@@ -338,17 +338,15 @@ impl Applier {
                         ..Default::default()
                     },
                 );
-                if let Some(n) = &s.notify {
-                    let pre = self
-                        .preexisting
-                        .lock()
-                        .map(|p| p.contains(&n.instance))
-                        .unwrap_or(false);
-                    if action != "create" && pre {
-                        let target = self.need(&n.instance, "ssm:SendCommand")?;
-                        self.run_and_wait(&r.id, &target.physical_id, &n.command, &n.comment)
-                            .await?;
-                    }
+                if action != "create" {
+                    let previous = match actual.as_ref().map(|a| &a.details) {
+                        Some(Details::SsmParameter {
+                            value: Some(v),
+                            secure: false,
+                        }) if v != &value => Some(v.clone()),
+                        _ => None,
+                    };
+                    self.notify_all(&r.id, s, previous).await?;
                 }
                 Ok(Some(s.name.clone()))
             }
@@ -362,6 +360,13 @@ impl Applier {
                         } = &a.details
                         {
                             if old != &instance.physical_id {
+                                // Moving to a new instance: stop the old one first, so the
+                                // database on the volume is shut down cleanly and nothing
+                                // writes while it is detached (a mounted volume can stay
+                                // `busy` or be left inconsistent). The old one is terminated
+                                // later, in the delete phase.
+                                ignore_gone(ec2::stop_instance(aws, old).await)?;
+                                self.wait_instance(&r.id, old, "stopped").await?;
                                 ignore_gone(ec2::detach_volume(aws, &a.physical_id).await)?;
                             }
                         }
@@ -564,7 +569,9 @@ impl Applier {
             };
             Ok(match state.as_deref() {
                 Some(s) if s == want => Poll::Ready(ip),
-                None if want == "terminated" => Poll::Ready(None),
+                // Gone counts as stopped too: all a stop is wanted for is that it runs no more.
+                None if want != "running" => Poll::Ready(None),
+                Some("terminated") if want == "stopped" => Poll::Ready(None),
                 Some("terminated") if want == "running" => {
                     return Err(AwsError::state("ec2:DescribeInstances", ErrorClass::Other, format!("instance {iid} terminated while starting; check its console output and quotas")))
                 }
@@ -573,6 +580,75 @@ impl Applier {
         })
         .await
         .map_err(|e| wait_err(e, "ec2:DescribeInstances"))
+    }
+
+    fn is_preexisting(&self, id: &ResourceId) -> bool {
+        self.preexisting
+            .lock()
+            .map(|p| p.contains(id))
+            .unwrap_or(false)
+    }
+
+    /// Sends a changed parameter's commands one at a time (only to instances that existed
+    /// before this run: new ones read the value at boot). When one fails, the parameter goes
+    /// back to `previous` and the commands already sent are sent again, so every instance runs
+    /// the last good value; the error names the step that failed.
+    async fn notify_all(
+        &self,
+        id: &ResourceId,
+        s: &SsmParameterSpec,
+        previous: Option<String>,
+    ) -> Result<(), AwsError> {
+        let due: Vec<&Notify> = s
+            .notify
+            .iter()
+            .filter(|n| self.is_preexisting(&n.instance))
+            .collect();
+        for (i, n) in due.iter().enumerate() {
+            let Err(e) = self.notify_one(id, n).await else {
+                continue;
+            };
+            let Some(previous) = &previous else {
+                return Err(e);
+            };
+            ssm::put(&self.aws, &s.name, previous, s.secure, None).await?;
+            self.reporter.event(&Event::Info {
+                message: format!("{id}: set {} back to its last good value", s.name),
+            });
+            for done in &due[..i] {
+                if let Err(again) = self.notify_one(id, done).await {
+                    self.reporter.event(&Event::Info {
+                        message: format!("{id}: rolling back failed too: {}", again.message),
+                    });
+                }
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// One [`Notify`]: `around.before`, the command, then `around.after` (also after a failure).
+    async fn notify_one(&self, id: &ResourceId, n: &Notify) -> Result<(), AwsError> {
+        let target = self.need(&n.instance, "ssm:SendCommand")?;
+        let around = match &n.around {
+            Some(a) if self.is_preexisting(&a.instance) => {
+                let other = self.need(&a.instance, "ssm:SendCommand")?;
+                let comment = format!("{} ({}: before)", a.comment, n.instance);
+                self.run_and_wait(id, &other.physical_id, &a.before, &comment)
+                    .await?;
+                Some((a, other))
+            }
+            _ => None,
+        };
+        let result = self
+            .run_and_wait(id, &target.physical_id, &n.command, &n.comment)
+            .await;
+        if let Some((a, other)) = around {
+            let comment = format!("{} ({}: after)", a.comment, n.instance);
+            self.run_and_wait(id, &other.physical_id, &a.after, &comment)
+                .await?;
+        }
+        result.map(|_| ())
     }
 
     /// Sends a shell script through Run Command and waits for it to succeed; returns its output.
@@ -602,7 +678,14 @@ impl Applier {
                         return Err(AwsError::state(
                             "ssm:SendCommand",
                             ErrorClass::Other,
-                            format!("`{comment}` failed on {instance_id}: {e}"),
+                            format!(
+                                "`{comment}` failed on {instance_id}: {}",
+                                e.lines()
+                                    .rev()
+                                    .find(|l| !l.trim().is_empty())
+                                    .unwrap_or(&e)
+                                    .trim()
+                            ),
                         ))
                     }
                 })
