@@ -129,7 +129,7 @@ fn units_restart_always_and_read_the_token_from_a_file() {
     );
     assert!(
         unit.contains(&format!(
-            "\nExecStart={AGENT_BIN} --monitor http://${{IAC_MONITOR_ADDRESS}} --admin 127.0.0.1:7799\n"
+            "\nExecStart={AGENT_BIN} --monitor http://${{IAC_MONITOR_ADDRESS}} --allow-plaintext --admin 127.0.0.1:7799\n"
         )),
         "{unit}"
     );
@@ -140,9 +140,25 @@ fn units_restart_always_and_read_the_token_from_a_file() {
         unit.contains(&format!("\nEnvironmentFile={MONITOR_ENV}\n")),
         "{unit}"
     );
+    // The root-only stack file reaches the unprivileged monitor as a systemd credential.
     assert!(unit.contains(&format!(
-        "\nExecStart={IAC_BIN} scale --custom-monitor {MONITOR_STACK_FILE}\n"
+        "\nLoadCredential=stack.yaml:{MONITOR_STACK_FILE}\n"
     )));
+    assert!(unit.contains(&format!(
+        "\nExecStart={IAC_BIN} scale --custom-monitor %d/stack.yaml\n"
+    )));
+    // Never root, and a read-only view of the system.
+    for line in [
+        "DynamicUser=yes",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=",
+    ] {
+        assert!(unit.contains(&format!("\n{line}\n")), "{line}: {unit}");
+    }
+    assert!(!unit.contains("\nUser=root"), "{unit}");
     assert_eq!(
         file(&m, REFRESH_SCRIPT),
         monitor_refresh_command(&stack).unwrap()

@@ -118,6 +118,7 @@ fn member(i: usize, now: Duration, s: &Spec) -> Member {
         last_heartbeat,
         load: s.load,
         samples: VecDeque::new(),
+        stream_lost: None,
     }
 }
 
@@ -160,6 +161,7 @@ proptest! {
             last_heartbeat: Some(now),
             load: Some(50.0),
             samples: VecDeque::new(),
+            stream_lost: None,
         }).collect();
         let mut next_id = initial as usize;
         let mut state = PolicyState::default();
@@ -188,7 +190,7 @@ proptest! {
                 Decision::ScaleOut { count, .. } => {
                     last_out = Some(now);
                     for _ in 0..*count {
-                        pool.push(Member { id: format!("m{next_id:04}"), health: Health::Healthy, launched_at: now, registered_at: None, last_heartbeat: None, load: None, samples: VecDeque::new() });
+                        pool.push(Member { id: format!("m{next_id:04}"), health: Health::Healthy, launched_at: now, registered_at: None, last_heartbeat: None, load: None, samples: VecDeque::new(), stream_lost: None });
                         next_id += 1;
                     }
                 }
@@ -201,7 +203,7 @@ proptest! {
                 Decision::Replace { dead, .. } => {
                     pool.retain(|m| !dead.contains(&m.id));
                     for _ in 0..dead.len() {
-                        pool.push(Member { id: format!("m{next_id:04}"), health: Health::Healthy, launched_at: now, registered_at: None, last_heartbeat: None, load: None, samples: VecDeque::new() });
+                        pool.push(Member { id: format!("m{next_id:04}"), health: Health::Healthy, launched_at: now, registered_at: None, last_heartbeat: None, load: None, samples: VecDeque::new(), stream_lost: None });
                         next_id += 1;
                     }
                 }
@@ -232,6 +234,7 @@ proptest! {
                     last_heartbeat: None,
                     load: None,
                     samples: VecDeque::new(),
+                    stream_lost: None,
                 };
                 match kind {
                     0 => {} // booting
@@ -275,12 +278,12 @@ proptest! {
             let mut v: Vec<Member> = warm.iter().enumerate().map(|(i, l)| Member {
                 id: format!("w{i}"), health: Health::Healthy, launched_at: secs(0),
                 registered_at: Some(secs(0)), last_heartbeat: Some(now), load: Some(*l),
-                samples: VecDeque::new(),
+                samples: VecDeque::new(), stream_lost: None,
             }).collect();
             v.extend(warming.iter().enumerate().map(|(i, (a, b))| Member {
                 id: format!("n{i}"), health: Health::Healthy, launched_at: now - secs(2),
                 registered_at: Some(now - secs(1)), last_heartbeat: Some(now),
-                load: Some(if second { *b } else { *a }), samples: VecDeque::new(),
+                load: Some(if second { *b } else { *a }), samples: VecDeque::new(), stream_lost: None,
             }));
             v
         };

@@ -46,6 +46,13 @@ pub struct ScaleArgs {
     /// and on exit.
     #[arg(long, value_name = "DIR")]
     pub timeline: Option<PathBuf>,
+    /// Serve the agents over TLS with this certificate (PEM; with --tls-key). Agents pin the CA
+    /// that signed it (`iac-agent --ca-file`) and check the name `iac-monitor` on it.
+    #[arg(long, value_name = "PEM_FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM), in a file only the monitor's user can read.
+    #[arg(long, value_name = "PEM_FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Stop after this many seconds (demos and CI); default: run until interrupted.
     #[arg(long, value_name = "SECONDS")]
     pub stop_after: Option<u64>,
@@ -135,12 +142,34 @@ fn fleet_kind(conf: &ScalerConf, flag: Option<&str>) -> FleetKind {
     }
 }
 
-/// Where the local fleet's token lives between a monitor and `iac scale status` on one machine.
-fn local_token_file(stack: &str) -> PathBuf {
-    let dir = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    dir.join(format!("iac-{stack}.scaler-token"))
+/// Where the local fleet's token lives between a monitor and `iac scale status` on one machine:
+/// a directory only this user can enter (`$XDG_RUNTIME_DIR/iac`, else `$TMPDIR/iac-<uid>`),
+/// never a predictable path in a shared directory that another user could create first.
+fn local_token_file(stack: &str) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let uid = std::fs::metadata("/proc/self")
+        .context("finding this user's id (/proc/self)")?
+        .uid();
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("iac"),
+        _ => std::env::temp_dir().join(format!("iac-{uid}")),
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+    }
+    // Whoever made it (us earlier, or someone else first) must be us, and nobody else may look in.
+    let meta =
+        std::fs::symlink_metadata(&dir).with_context(|| format!("reading {}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o077 != 0 {
+        return Err(UsageError(format!(
+            "{} must be a directory owned by you and closed to others (mode 0700); remove it and retry",
+            dir.display()
+        ))
+        .into());
+    }
+    Ok(dir.join(format!("{stack}.scaler-token")))
 }
 
 /// The shared token: `IAC_SCALER_TOKEN`; else, for the local fleet, this machine's token file
@@ -157,7 +186,7 @@ async fn token(
         }
     }
     if kind == FleetKind::Local {
-        let path = local_token_file(stack.name());
+        let path = local_token_file(stack.name())?;
         if let Ok(t) = std::fs::read_to_string(&path) {
             return Ok(t.trim().to_string());
         }
@@ -256,6 +285,24 @@ async fn monitor_main(
         SocketAddr::from((ip, conf.monitor.port))
     });
     let token = token(g, &stack, kind, true).await?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &Path| {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+            };
+            Some(monitor::TlsIdentity {
+                cert_pem: read(cert)?,
+                key_pem: read(key)?,
+            })
+        }
+        _ => None,
+    };
+    if tls.is_some() && kind == FleetKind::Local {
+        return Err(UsageError(
+            "--tls-cert is for agents on other machines: the local fleet's agents talk to the monitor on loopback (plaintext)".into(),
+        )
+        .into());
+    }
     let policy = policy_from_stack(&conf);
     let shared = Shared::with_drain_deadline(
         policy,
@@ -329,11 +376,16 @@ async fn monitor_main(
             _ = timer => {},
         }
     };
-    monitor::serve(
+    let options = monitor::ServeOptions {
+        tls,
+        ..Default::default()
+    };
+    monitor::serve_with(
         shared.clone(),
         fleet.clone(),
         grpc,
         Some(admin_listener),
+        &options,
         shutdown,
     )
     .await

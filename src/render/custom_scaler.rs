@@ -335,14 +335,17 @@ mod tests {
         let unit = &a.files[0];
         assert_eq!(unit.path, AGENT_UNIT);
         assert!(unit.content.contains(
-            "ExecStart=/usr/local/bin/iac-agent --monitor http://${IAC_MONITOR_ADDRESS} --admin 127.0.0.1:7702\n"
+            "ExecStart=/usr/local/bin/iac-agent --monitor http://${IAC_MONITOR_ADDRESS} --allow-plaintext --admin 127.0.0.1:7702\n"
         ));
         assert!(unit.content.contains("Restart=always\n"));
         let m = monitor(&s).unwrap();
         let unit = &m.files[0];
         assert!(unit
             .content
-            .contains("ExecStart=/usr/local/bin/iac scale --custom-monitor /etc/iac/stack.yaml\n"));
+            .contains("ExecStart=/usr/local/bin/iac scale --custom-monitor %d/stack.yaml\n"));
+        assert!(unit
+            .content
+            .contains("LoadCredential=stack.yaml:/etc/iac/stack.yaml\n"));
         assert!(unit
             .content
             .contains("EnvironmentFile=/etc/iac/monitor.env\n"));

@@ -145,19 +145,38 @@ impl Fleet for Ec2Fleet {
     }
 
     async fn list(&self) -> Result<Vec<String>, FleetError> {
+        self.pool(None).await
+    }
+
+    /// One DescribeInstances by the pool's tags: a registration for an id that is not this
+    /// stack's running pool instance (another stack's, a terminated one, a made-up one) is
+    /// refused. The monitor rate-limits registrations, so these calls are bounded too.
+    async fn owns(&self, id: &str) -> Result<bool, FleetError> {
+        Ok(self.pool(Some(id)).await?.iter().any(|i| i == id))
+    }
+}
+
+impl Ec2Fleet {
+    /// The stack's pending and running pool instances (only `id`, when given: a filter, not
+    /// `InstanceIds`, so an unknown or malformed id is an empty answer, not an error).
+    async fn pool(&self, id: Option<&str>) -> Result<Vec<String>, FleetError> {
         let filter = |name: &str, values: &[&str]| {
             Filter::builder()
                 .name(name)
                 .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
                 .build()
         };
-        let pages = self
+        let mut req = self
             .aws
             .ec2
             .describe_instances()
             .filters(filter(&format!("tag:{}", tags::STACK), &[&self.stack]))
             .filters(filter(&format!("tag:{SCALER}"), &["pool"]))
-            .filters(filter("instance-state-name", &["pending", "running"]))
+            .filters(filter("instance-state-name", &["pending", "running"]));
+        if let Some(id) = id {
+            req = req.filters(filter("instance-id", &[id]));
+        }
+        let pages = req
             .into_paginator()
             .send()
             .collect::<Result<Vec<_>, _>>()

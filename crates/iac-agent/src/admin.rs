@@ -1,5 +1,7 @@
 //! The local admin endpoint: a deliberately tiny HTTP/1.1 server (one request per connection)
-//! on a loopback address, so the agent needs no HTTP framework.
+//! on a loopback address, so the agent needs no HTTP framework. Every request must carry the
+//! agent's token (`Authorization: Bearer <token>`, the token the agent itself was given):
+//! loopback alone would let any local user set the load or deregister the instance.
 //!
 //! - `POST /metric` with `{"cpu": 85.5}` or `cpu=85.5`: override the reported CPU.
 //! - `DELETE /metric`: clear the override.
@@ -14,8 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::{Shared, Stop};
 
-/// Requests larger than this are refused: nothing legitimate comes close.
-const MAX_REQUEST: usize = 16 * 1024;
+/// Request bodies larger than this are refused (headers are capped at 8 KiB by the reader):
+/// nothing legitimate comes close.
+const MAX_BODY: usize = 16 * 1024;
 
 /// Serves the admin endpoint until the process exits.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -39,12 +42,17 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 
 async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
     let (status, body) = match read_request(&mut stream).await {
-        Ok((method, path, body)) => route(&method, &path, &body, &shared),
+        Ok(req) if !authorized(req.authorization.as_deref(), &shared.token) => {
+            crate::log!("admin: refused a request without the token");
+            (401, json_error("missing or wrong bearer token"))
+        }
+        Ok(req) => route(&req.method, &req.path, &req.body, &shared),
         Err(msg) => (400, json_error(msg)),
     };
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         _ => "Error",
@@ -58,15 +66,38 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
     let _ = stream.shutdown().await;
 }
 
-async fn read_request(stream: &mut TcpStream) -> Result<(String, String, String), &'static str> {
-    let msg = iac_proto::http::read_message(stream, MAX_REQUEST).await?;
+/// One parsed request.
+struct Request {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    body: String,
+}
+
+async fn read_request(stream: &mut TcpStream) -> Result<Request, &'static str> {
+    let msg = iac_proto::http::read_message(stream, MAX_BODY).await?;
     let (method, path) = msg.start();
     if method.is_empty() || path.is_empty() {
         return Err("no request line");
     }
     let (method, path) = (method.to_string(), path.to_string());
+    let authorization = msg.header("authorization").map(str::to_string);
     let body = String::from_utf8(msg.body).map_err(|_| "body is not UTF-8")?;
-    Ok((method, path, body))
+    Ok(Request {
+        method,
+        path,
+        authorization,
+        body,
+    })
+}
+
+/// Whether the `Authorization` header carries `token` (constant time).
+fn authorized(header: Option<&str>, token: &str) -> bool {
+    header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .is_some_and(|t| {
+            !token.is_empty() && iac_proto::constant_time_eq(t.trim().as_bytes(), token.as_bytes())
+        })
 }
 
 fn route(method: &str, path: &str, body: &str, shared: &Shared) -> (u16, String) {
@@ -125,7 +156,21 @@ pub fn parse_cpu(body: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_cpu;
+    use super::{authorized, parse_cpu};
+
+    #[test]
+    fn only_the_bearer_token_authorizes() {
+        assert!(authorized(Some("Bearer s3cret"), "s3cret"));
+        for h in [
+            None,
+            Some("s3cret"),
+            Some("Bearer s3cre"),
+            Some("Basic s3cret"),
+        ] {
+            assert!(!authorized(h, "s3cret"), "{h:?}");
+        }
+        assert!(!authorized(Some("Bearer "), ""));
+    }
 
     #[test]
     fn metric_bodies() {

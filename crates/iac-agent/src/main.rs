@@ -48,9 +48,21 @@ macro_rules! log {
     about = "iac custom-scaler agent: registers with the monitor and streams heartbeats"
 )]
 struct Cli {
-    /// The monitor's gRPC endpoint, e.g. http://10.0.0.5:7400.
+    /// The monitor's gRPC endpoint, e.g. https://10.0.0.5:7400. An http:// address is refused
+    /// unless --allow-plaintext is given.
     #[arg(long)]
     monitor: String,
+    /// The stack's CA certificate (PEM): the only authority the monitor's certificate may come
+    /// from (no system roots).
+    #[arg(long, value_name = "PEM_FILE")]
+    ca_file: Option<PathBuf>,
+    /// The name the monitor's certificate must carry (whatever address it is reached at).
+    #[arg(long, default_value = iac_proto::MONITOR_TLS_NAME)]
+    tls_name: String,
+    /// Talk to the monitor without TLS: only for the local fleet, where monitor and agents run on
+    /// one machine and the traffic never leaves loopback.
+    #[arg(long)]
+    allow_plaintext: bool,
     /// File holding the shared token (else the IAC_AGENT_TOKEN environment variable). There is
     /// deliberately no flag taking the token itself: it would show in `ps`.
     #[arg(long)]
@@ -118,6 +130,8 @@ impl Stop {
 /// State shared by the heartbeat loop and the admin endpoint.
 pub struct Shared {
     instance_id: String,
+    /// The agent's token, which the admin endpoint also requires.
+    token: String,
     cpu_override: Mutex<Option<f64>>,
     member_id: Mutex<Option<String>>,
     /// f64 bit patterns, so reads need no lock.
@@ -250,6 +264,41 @@ fn load_token(cli: &Cli) -> Result<String, String> {
     Ok(raw.trim().to_string())
 }
 
+/// The monitor's endpoint: TLS pinned to the stack's CA for https://, plaintext only when
+/// explicitly allowed.
+fn endpoint(cli: &Cli) -> Result<Endpoint, String> {
+    let e = Endpoint::from_shared(cli.monitor.clone())
+        .map_err(|e| format!("bad --monitor {}: {e}", cli.monitor))?
+        .connect_timeout(Duration::from_secs(3))
+        // Detect a monitor host that vanished without closing the connection.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    match cli.monitor.split_once("://").map(|(scheme, _)| scheme) {
+        Some("https") => {
+            let path = cli.ca_file.as_ref().ok_or(
+                "an https:// monitor needs --ca-file (the stack's CA, the only one trusted)",
+            )?;
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --ca-file {}: {e}", path.display()))?;
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                .domain_name(cli.tls_name.clone());
+            e.tls_config(tls).map_err(|e| format!("TLS: {e}"))
+        }
+        Some("http") if cli.allow_plaintext => Ok(e),
+        Some("http") => Err(format!(
+            "--monitor {} is plaintext: use https:// with --ca-file, or --allow-plaintext for a \
+             local fleet on loopback",
+            cli.monitor
+        )),
+        _ => Err(format!(
+            "bad --monitor {}: expected https://HOST:PORT",
+            cli.monitor
+        )),
+    }
+}
+
 /// The local IP the kernel would use to reach the monitor (a connected UDP socket sends nothing).
 async fn local_address(monitor: &str) -> Option<String> {
     let rest = monitor.split_once("://").map_or(monitor, |(_, r)| r);
@@ -297,21 +346,16 @@ async fn run(cli: Cli) -> i32 {
             return 2;
         }
     };
-    let endpoint = match Endpoint::from_shared(cli.monitor.clone()) {
-        Ok(e) => e
-            .connect_timeout(Duration::from_secs(3))
-            // Detect a monitor host that vanished without closing the connection.
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true),
+    let endpoint = match endpoint(&cli) {
+        Ok(e) => e,
         Err(e) => {
-            log!("bad --monitor {}: {e}", cli.monitor);
+            log!("{e}");
             return 2;
         }
     };
     if let Some(admin) = cli.admin {
         if !admin.ip().is_loopback() {
-            log!("--admin {admin} refused: the admin endpoint has no authentication, so it listens on loopback only");
+            log!("--admin {admin} refused: the admin endpoint listens on loopback only");
             return 2;
         }
     }
@@ -329,6 +373,7 @@ async fn run(cli: Cli) -> i32 {
     };
     let shared = Arc::new(Shared {
         instance_id: instance_id.clone(),
+        token: token.clone(),
         cpu_override: Mutex::new(None),
         member_id: Mutex::new(None),
         last_cpu: AtomicU64::new(0f64.to_bits()),
@@ -399,7 +444,7 @@ async fn run(cli: Cli) -> i32 {
                 return 0;
             }
         };
-        let (mut client, member_id, interval) = registered;
+        let (mut client, member_id, interval, session) = registered;
         shared.set_member(Some(member_id.clone()));
         shared.draining.store(false, Ordering::Relaxed);
         log!("registered as member {member_id}, heartbeat every {interval} ms");
@@ -407,6 +452,7 @@ async fn run(cli: Cli) -> i32 {
         let outcome = heartbeats(
             &mut client,
             &member_id,
+            &session,
             interval,
             &shared,
             &mut load,
@@ -416,7 +462,7 @@ async fn run(cli: Cli) -> i32 {
         shared.connected.store(false, Ordering::Relaxed);
         match outcome {
             Outcome::Stop(reason) => {
-                deregister(&mut client, &member_id, reason).await;
+                deregister(&mut client, &member_id, &session, reason).await;
                 return 0;
             }
             Outcome::Broken(why) => {
@@ -427,7 +473,7 @@ async fn run(cli: Cli) -> i32 {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop_rx.wait_for(Option::is_some) => {
                         // Best effort: the monitor may be back and still know us.
-                        deregister(&mut client, &member_id, "signal").await;
+                        deregister(&mut client, &member_id, &session, "signal").await;
                         return 0;
                     }
                 }
@@ -465,7 +511,7 @@ async fn register(
     interceptor: &TokenInterceptor,
     request: &RegisterRequest,
     backoff: &mut Backoff,
-) -> (Client, String, u32) {
+) -> (Client, String, u32, String) {
     loop {
         let attempt = async {
             let channel = endpoint
@@ -493,12 +539,17 @@ async fn register(
             if reply.member_id.is_empty() {
                 return Err("the monitor sent an empty member id".to_string());
             }
-            Ok((client, reply.member_id, reply.heartbeat_interval_ms))
+            Ok((
+                client,
+                reply.member_id,
+                reply.heartbeat_interval_ms,
+                reply.session,
+            ))
         };
         match attempt.await {
-            Ok((client, member, interval)) => {
+            Ok((client, member, interval, session)) => {
                 backoff.reset();
-                return (client, member, clamp_interval(interval));
+                return (client, member, clamp_interval(interval), session);
             }
             Err(e) => {
                 let delay = backoff.next_delay();
@@ -526,6 +577,7 @@ enum Outcome {
 async fn heartbeats(
     client: &mut Client,
     member_id: &str,
+    session: &str,
     interval_ms: u32,
     shared: &Shared,
     load: &mut Load,
@@ -547,6 +599,7 @@ async fn heartbeats(
             app_metric: None,
             sent_unix_ms: unix_ms(),
             draining: shared.draining.load(Ordering::Relaxed),
+            session: session.to_string(),
         }
     };
     // Queue the first heartbeat before opening the stream, so a monitor that waits for the
@@ -592,7 +645,10 @@ async fn heartbeats(
                             if !shared.draining.swap(true, Ordering::Relaxed) {
                                 log!("DRAIN received; acknowledging");
                             }
-                            let ack = client.ack_drain(AckDrainRequest { member_id: member_id.to_string() });
+                            let ack = client.ack_drain(AckDrainRequest {
+                                member_id: member_id.to_string(),
+                                session: session.to_string(),
+                            });
                             match tokio::time::timeout(Duration::from_secs(10), ack).await {
                                 Ok(Ok(_)) => log!("drain acknowledged"),
                                 Ok(Err(s)) => log!("AckDrain failed: {:?}: {}", s.code(), s.message()),
@@ -625,10 +681,11 @@ fn new_ticker(period: Duration) -> tokio::time::Interval {
     t
 }
 
-async fn deregister(client: &mut Client, member_id: &str, reason: &str) {
+async fn deregister(client: &mut Client, member_id: &str, session: &str, reason: &str) {
     let req = DeregisterRequest {
         member_id: member_id.to_string(),
         reason: reason.to_string(),
+        session: session.to_string(),
     };
     match tokio::time::timeout(Duration::from_secs(5), client.deregister(req)).await {
         Ok(Ok(_)) => log!("deregistered member {member_id} ({reason})"),

@@ -4,10 +4,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{http, wait_until, Agent, TestMonitor};
+use common::{http, http_with, wait_until, Agent, TestMonitor, TOKEN};
 use iac_proto::Directive;
-
-const TOKEN: &str = "test-token-0123456789";
 const WAIT: Duration = Duration::from_secs(15);
 
 fn registered(mon: &TestMonitor) -> bool {
@@ -465,4 +463,54 @@ fn interval_change_from_the_monitor_is_applied() {
         "interval not applied:\n{}",
         agent.log()
     );
+}
+
+#[test]
+fn the_admin_endpoint_wants_the_token_and_small_headers() {
+    let mon = TestMonitor::start(TOKEN, 200);
+    let agent = Agent::spawn(
+        Some(TOKEN),
+        &[
+            "--monitor",
+            &mon.url(),
+            "--instance-id",
+            "i-admin",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = agent.admin_addr();
+    for headers in [
+        String::new(),
+        "authorization: Bearer wrong\r\n".to_string(),
+        format!("authorization: {TOKEN}\r\n"),
+    ] {
+        let (code, body) = http_with(&admin, &headers, "POST", "/unregister", "");
+        assert_eq!(code, 401, "{headers:?}: {body}");
+        let (code, _) = http_with(&admin, &headers, "POST", "/metric", "cpu=100");
+        assert_eq!(code, 401);
+    }
+    // Refused requests changed nothing: still registered, no override.
+    let (code, status) = http(&admin, "GET", "/status", "");
+    assert_eq!(code, 200);
+    assert!(status.contains("\"override\":null"), "{status}");
+    // Headers beyond 8 KiB are refused before the token is even looked at.
+    let big = format!("x-pad: {}\r\n", "a".repeat(9 * 1024));
+    assert_eq!(http_with(&admin, &big, "GET", "/status", "").0, 400);
+    assert!(mon.with(|s| s.deregisters.is_empty()));
+}
+
+#[test]
+fn a_plaintext_monitor_needs_the_flag_and_tls_needs_the_ca() {
+    let mon = TestMonitor::start(TOKEN, 200);
+    let url = mon.url();
+    for args in [
+        vec!["--monitor", url.as_str(), "--instance-id", "i-plain"],
+        vec!["--monitor", "https://127.0.0.1:9", "--instance-id", "i-tls"],
+    ] {
+        let mut agent = Agent::spawn_exactly(Some(TOKEN), &args);
+        let code = agent.wait_exit(Duration::from_secs(10)).expect("no exit");
+        assert_eq!(code.code(), Some(2), "{}", agent.log());
+    }
+    assert!(!registered(&mon));
 }

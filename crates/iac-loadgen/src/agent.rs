@@ -90,10 +90,11 @@ pub async fn simulate(index: u32, mut client: Client, start: Instant, run: Arc<R
     while Instant::now() < run.until {
         let asked = Instant::now();
         let reply = tokio::time::timeout(CALL_TIMEOUT, client.register(request.clone())).await;
-        let member_id = match reply {
+        let (member_id, session) = match reply {
             Ok(Ok(r)) if r.get_ref().accepted && !r.get_ref().member_id.is_empty() => {
                 c.register_latency.record(asked.elapsed());
-                r.into_inner().member_id
+                let r = r.into_inner();
+                (r.member_id, r.session)
             }
             _ => {
                 inc(&c.register_failed);
@@ -107,7 +108,7 @@ pub async fn simulate(index: u32, mut client: Client, start: Instant, run: Arc<R
         } else {
             &c.reregistered
         });
-        if !heartbeats(index, &mut client, member_id, &run).await {
+        if !heartbeats(index, &mut client, member_id, session, &run).await {
             return;
         }
         sleep_or_end(RETRY, &run).await;
@@ -120,7 +121,13 @@ async fn sleep_or_end(d: Duration, run: &Run) {
 
 /// Streams heartbeats until the run ends (returns false) or the stream breaks (true: register
 /// again).
-async fn heartbeats(index: u32, client: &mut Client, member_id: String, run: &Run) -> bool {
+async fn heartbeats(
+    index: u32,
+    client: &mut Client,
+    member_id: String,
+    session: String,
+    run: &Run,
+) -> bool {
     let c = &run.counters;
     let (tx, rx) = mpsc::channel::<HeartbeatRequest>(4);
     let born = Instant::now();
@@ -133,6 +140,7 @@ async fn heartbeats(index: u32, client: &mut Client, member_id: String, run: &Ru
         app_metric: None,
         sent_unix_ms: unix_ms(),
         draining: false,
+        session: session.clone(),
     };
     // Like the agent: the first heartbeat is queued before the stream opens.
     seq += 1;

@@ -55,6 +55,9 @@ struct Cli {
     /// Runtime worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// The monitor's CA (PEM), for an https:// monitor: TLS as real agents speak it.
+    #[arg(long, value_name = "PEM_FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// Print progress to stderr every this many seconds (0: never).
     #[arg(long, default_value_t = 10)]
     progress_secs: u64,
@@ -93,9 +96,17 @@ async fn run(cli: Cli) -> Result<String, String> {
         .map_err(|_| "no token: set IAC_AGENT_TOKEN".to_string())?;
     let interceptor = iac_proto::token_interceptor(token.trim())
         .map_err(|e| format!("bad IAC_AGENT_TOKEN: {e}"))?;
-    let endpoint = Endpoint::from_shared(cli.monitor.clone())
+    let mut endpoint = Endpoint::from_shared(cli.monitor.clone())
         .map_err(|e| format!("bad --monitor {}: {e}", cli.monitor))?
         .connect_timeout(Duration::from_secs(5));
+    if let Some(path) = &cli.ca_file {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --ca-file {}: {e}", path.display()))?;
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+            .domain_name(iac_proto::MONITOR_TLS_NAME);
+        endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
+    }
     // Each `connect` opens its own HTTP/2 connection; clones of a channel share it.
     let mut clients: Vec<Client> = Vec::new();
     for _ in 0..cli.connections {
@@ -172,6 +183,7 @@ async fn probe_loop(clients: Vec<Client>, period: Duration, run: Arc<Run>, h: Ar
         let asked = Instant::now();
         let call = client.ack_drain(AckDrainRequest {
             member_id: "iac-loadgen-probe".into(),
+            session: String::new(),
         });
         if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(10), call).await {
             // Only the steady window: the ramp's registrations are another workload.

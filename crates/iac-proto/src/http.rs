@@ -37,26 +37,36 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Reads one message of at most `max` bytes: the head, then as much body as `content-length`
-/// says (none without it).
+/// The most a request or response head (start line and headers) may take.
+pub const MAX_HEAD: usize = 8 * 1024;
+
+/// Reads one message: a head of at most [`MAX_HEAD`] bytes, then as much body as
+/// `content-length` says (none without it), at most `max_body` bytes.
 pub async fn read_message<S: AsyncRead + Unpin>(
     stream: &mut S,
-    max: usize,
+    max_body: usize,
 ) -> Result<Message, &'static str> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let end = loop {
-        if let Some(pos) = find(&buf, b"\r\n\r\n") {
-            break pos;
-        }
-        if buf.len() > max {
-            return Err("message too large");
-        }
         let n = stream.read(&mut chunk).await.map_err(|_| "read failed")?;
         if n == 0 {
             return Err("incomplete message");
         }
+        // Only the new bytes (and the three before them, where a terminator may start) are
+        // searched: rescanning the whole buffer on every chunk is quadratic.
+        let from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = find(&buf[from..], b"\r\n\r\n") {
+            let end = from + pos;
+            if end > MAX_HEAD {
+                return Err("headers too large");
+            }
+            break end;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err("headers too large");
+        }
     };
     let head = std::str::from_utf8(&buf[..end])
         .map_err(|_| "headers are not UTF-8")?
@@ -69,7 +79,7 @@ pub async fn read_message<S: AsyncRead + Unpin>(
         Some(v) => v.parse::<usize>().map_err(|_| "bad content-length")?,
         None => 0,
     };
-    if length > max {
+    if length > max_body {
         return Err("body too large");
     }
     while msg.body.len() < length {
@@ -126,5 +136,41 @@ mod tests {
             read_message(&mut &b"GET / HTTP/1.1\r\n"[..], 1024).await,
             Err("incomplete message")
         );
+        // Headers past 8 KiB are refused, whatever the body limit.
+        let mut long = b"GET / HTTP/1.1\r\nx: ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', MAX_HEAD));
+        long.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(
+            read_message(&mut &long[..], 1 << 20).await,
+            Err("headers too large")
+        );
+    }
+
+    /// Delivers its bytes a few at a time, as a slow client would.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let n = self.1.min(self.0.len()).min(buf.remaining());
+            let (now, rest) = self.0.split_at(n);
+            buf.put_slice(now);
+            self.0 = rest;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_terminator_split_across_reads_is_found() {
+        let raw = b"GET /status HTTP/1.1\r\nA: b\r\n\r\n";
+        for step in 1..6 {
+            let m = read_message(&mut Trickle(raw, step), 0)
+                .await
+                .expect("message");
+            assert_eq!(m.start(), ("GET", "/status"), "step {step}");
+        }
     }
 }

@@ -32,6 +32,11 @@ pub use scaler::{
     HeartbeatRequest, RegisterReply, RegisterRequest,
 };
 
+/// The name on the monitor's certificate, which agents check whatever address they reach the
+/// monitor at (its address may change when the monitor VM is replaced; the stack's CA, which
+/// agents pin, is what makes the name trustworthy).
+pub const MONITOR_TLS_NAME: &str = "iac-monitor";
+
 /// The metadata key the token travels in.
 pub const AUTHORIZATION: &str = "authorization";
 

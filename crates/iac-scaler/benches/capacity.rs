@@ -13,7 +13,9 @@
 //! ```
 //! Knobs (environment): AGENTS (comma-separated list, default 10000), SECS (run length, ramp
 //! included, default 60), RAMP (default 10), INTERVAL_MS (default 1000), CONNECTIONS (default
-//! 32), LOADGEN_THREADS (default 1), IAC_LOADGEN_BIN (skip the build).
+//! 32), LOADGEN_THREADS (default 1), TRANSPORTS (`plain,tls` by default: each agent count is
+//! measured in plaintext and with TLS, side by side, for the ratio), IAC_LOADGEN_BIN (skip the
+//! build).
 //!
 //! Each agent count runs in a fresh child process of this bench, so the resident-memory figures
 //! of one run do not carry the allocator's leftovers of the previous one.
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant};
 use iac_scaler::config::{Mode, PolicyConfig};
 use iac_scaler::fleet::{Fleet, FleetError};
 use iac_scaler::health::{health_at, Health};
-use iac_scaler::monitor::{serve, tick, Shared, StatsSnapshot};
+use iac_scaler::monitor::{serve_with, tick, ServeOptions, Shared, StatsSnapshot, TlsIdentity};
 use iac_scaler::policy::{decide, PolicyState};
 
 use common::*;
@@ -45,6 +47,10 @@ impl Fleet for NoFleet {
     }
     async fn list(&self) -> Result<Vec<String>, FleetError> {
         Ok(Vec::new())
+    }
+    /// The load generator's simulated agents are this fleet's instances.
+    async fn owns(&self, id: &str) -> Result<bool, FleetError> {
+        Ok(id.starts_with("sim-"))
     }
 }
 
@@ -90,6 +96,8 @@ impl Knobs {
 }
 
 const CHILD: &str = "IAC_CAPACITY_CHILD";
+/// Set (to anything) in the child when it measures with TLS.
+const CHILD_TLS: &str = "IAC_CAPACITY_TLS";
 
 fn main() {
     if !invoked_by_cargo_bench() {
@@ -100,7 +108,8 @@ fn main() {
     }
     if let Ok(n) = std::env::var(CHILD) {
         let agents = n.parse().expect("IAC_CAPACITY_CHILD is an agent count");
-        println!("{}", measure(agents, &Knobs::from_env()));
+        let tls = std::env::var_os(CHILD_TLS).is_some();
+        println!("{}", measure(agents, &Knobs::from_env(), tls));
         return;
     }
     let counts: Vec<u32> = std::env::var("AGENTS")
@@ -115,29 +124,44 @@ fn main() {
     let k = Knobs::from_env();
     let loadgen = release_binary("iac-loadgen", "iac-loadgen", "IAC_LOADGEN_BIN");
     let exe = std::env::current_exe().expect("the bench's own path");
+    let transports: Vec<String> = std::env::var("TRANSPORTS")
+        .unwrap_or_else(|_| "plain,tls".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
     let mut rows = Vec::new();
     for n in counts {
-        eprintln!(
-            "capacity: {n} agents, {} ms heartbeats, {} connections, {} s ({} s ramp)",
-            k.interval_ms, k.connections, k.secs, k.ramp
-        );
-        let out = Command::new(&exe)
-            .arg("--bench")
-            .env(CHILD, n.to_string())
-            .env("IAC_LOADGEN_BIN", &loadgen)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cannot run the measuring child");
-        assert!(out.status.success(), "the {n}-agent run failed");
-        let text = String::from_utf8_lossy(&out.stdout);
-        rows.push(text.trim().to_string());
+        for transport in &transports {
+            let tls = match transport.as_str() {
+                "plain" => false,
+                "tls" => true,
+                other => panic!("TRANSPORTS: `{other}` is neither plain nor tls"),
+            };
+            eprintln!(
+                "capacity: {n} agents ({transport}), {} ms heartbeats, {} connections, {} s ({} s ramp)",
+                k.interval_ms, k.connections, k.secs, k.ramp
+            );
+            let mut child = Command::new(&exe);
+            child
+                .arg("--bench")
+                .env(CHILD, n.to_string())
+                .env("IAC_LOADGEN_BIN", &loadgen)
+                .stderr(Stdio::inherit());
+            if tls {
+                child.env(CHILD_TLS, "1");
+            }
+            let out = child.output().expect("cannot run the measuring child");
+            assert!(out.status.success(), "the {n}-agent {transport} run failed");
+            let text = String::from_utf8_lossy(&out.stdout);
+            rows.push(text.trim().to_string());
+        }
     }
     println!(
-        "\n| agents | heartbeats/s handled (sent) | monitor thread CPU | handling p50 / p99 / max \
+        "\n| agents | transport | heartbeats/s handled (sent) | monitor thread CPU | handling p50 / p99 / max \
          | probe RTT p50 / p99 / max | control-loop tick | suspect at one tick | RSS before → steady | register p50 / p99 | refused | stale \
          | stream errors | loadgen CPU / send lag p99 |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }
@@ -152,13 +176,27 @@ struct Sample {
 }
 
 /// One run with `agents` simulated agents; returns the table row.
-fn measure(agents: u32, k: &Knobs) -> String {
+fn measure(agents: u32, k: &Knobs, tls: bool) -> String {
     let loadgen = std::env::var("IAC_LOADGEN_BIN").expect("the parent passes IAC_LOADGEN_BIN");
     let interval = Duration::from_millis(k.interval_ms);
     let shared = Shared::new(holding_policy(agents, interval), TOKEN);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let monitor_shared = shared.clone();
+    // TLS as deployed: the stack's CA and the monitor's certificate; the generator pins the CA.
+    let stack_tls = tls.then(|| iac_scaler::tls::generate().expect("certificates"));
+    let ca_file = std::env::temp_dir().join(format!("iac-capacity-ca-{}.pem", std::process::id()));
+    if let Some(t) = &stack_tls {
+        std::fs::write(&ca_file, &t.ca_pem).expect("write the CA");
+    }
+    let options = ServeOptions {
+        tls: stack_tls.as_ref().map(|t| TlsIdentity {
+            cert_pem: t.cert_pem.clone(),
+            key_pem: t.key_pem.clone(),
+        }),
+        ..ServeOptions::default()
+    };
+    let scheme = if tls { "https" } else { "http" };
     let monitor = std::thread::Builder::new()
         .name("monitor".into())
         .spawn(move || {
@@ -172,12 +210,19 @@ fn measure(agents: u32, k: &Knobs) -> String {
                     .expect("bind a loopback port");
                 let addr = listener.local_addr().expect("its address");
                 ready_tx
-                    .send((thread_id(), format!("http://{addr}")))
+                    .send((thread_id(), format!("{scheme}://{addr}")))
                     .expect("the bench waits for the address");
                 let fleet: Arc<dyn Fleet> = Arc::new(NoFleet);
-                serve(monitor_shared, fleet, listener, None, async move {
-                    let _ = stop_rx.await;
-                })
+                serve_with(
+                    monitor_shared,
+                    fleet,
+                    listener,
+                    None,
+                    &options,
+                    async move {
+                        let _ = stop_rx.await;
+                    },
+                )
                 .await
                 .expect("the monitor serves");
             });
@@ -187,7 +232,11 @@ fn measure(agents: u32, k: &Knobs) -> String {
     std::thread::sleep(Duration::from_millis(500));
     let rss_before = rss_mib();
 
-    let child = Command::new(&loadgen)
+    let mut loadgen_cmd = Command::new(&loadgen);
+    if tls {
+        loadgen_cmd.arg("--ca-file").arg(&ca_file);
+    }
+    let child = loadgen_cmd
         .args(["--monitor", &url])
         .args(["--agents", &agents.to_string()])
         .args(["--interval-ms", &k.interval_ms.to_string()])
@@ -244,8 +293,10 @@ fn measure(agents: u32, k: &Knobs) -> String {
     let j = |key: &str| json_num(&summary, key);
     // The generator reports milliseconds; shown like the bench's own figures.
     let jm = |key: &str| ms(Duration::from_secs_f64(j(key).max(0.0) / 1e3));
+    let _ = std::fs::remove_file(&ca_file);
+    let transport = if tls { "TLS" } else { "plaintext" };
     format!(
-        "| {agents} | {handled:.0} ({:.0}) | {cpu:.0} % | {} / {} / {} µs | {} / {} / {} ms \
+        "| {agents} | {transport} | {handled:.0} ({:.0}) | {cpu:.0} % | {} / {} / {} µs | {} / {} / {} ms \
          | {} ms | {suspect} | {rss_before:.1} → {rss_steady:.1} MiB | {} / {} ms | {} | {} | {} \
          | {loadgen_cpu:.0} % / {} ms |",
         j("heartbeats_per_s"),

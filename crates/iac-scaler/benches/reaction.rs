@@ -7,8 +7,11 @@
 //! cooldown in the way.
 //! - reaction: both agents are told through their admin endpoint (`POST /metric`) to report
 //!   95 %; measured from just before the requests to the fleet's `launch` call.
-//! - failure detection: one agent gets SIGKILL; measured from just before the signal to the
-//!   `launch` call of its replacement.
+//! - agent process killed: one agent gets SIGKILL; measured from just before the signal to the
+//!   `launch` call of its replacement. Its heartbeat stream ends with the process, so the member
+//!   is suspect at once and dead one interval later (target: at most two intervals at p90).
+//! - agent silent: one agent gets SIGSTOP, so its connection stays open and nothing ends (what a
+//!   network partition looks like); measured the same way: this one waits for `dead_after`.
 //!
 //! Where the agents' heartbeats fall within the control loop's period matters (a heartbeat
 //! that arrives just after a tick waits a whole period to be looked at), so each is measured
@@ -59,6 +62,9 @@ impl Fleet for Recording {
     async fn list(&self) -> Result<Vec<String>, FleetError> {
         self.inner.list().await
     }
+    async fn owns(&self, id: &str) -> Result<bool, FleetError> {
+        self.inner.owns(id).await
+    }
 }
 
 impl Recording {
@@ -95,6 +101,7 @@ fn policy(heartbeat: Duration, dead_factor: u32) -> PolicyConfig {
 enum Trial {
     Reaction,
     FailureDetection,
+    Silent,
 }
 
 /// Where the agents' heartbeats fall within the control loop's period.
@@ -137,9 +144,7 @@ async fn start(agent: &Path, cfg: PolicyConfig, phase: Phase, rng: &mut Rng) -> 
     // they count towards the minimum while they start.
     let ids = ["local-1".to_string(), "local-2".to_string()];
     shared.adopt(&ids);
-    let svc = MonitorService {
-        shared: shared.clone(),
-    };
+    let svc = MonitorService::new(shared.clone(), fleet.clone());
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(MonitorServer::new(svc))
@@ -200,7 +205,7 @@ async fn set_metric(port: u16, cpu: f64) {
         .expect("the agent's admin endpoint");
     let body = format!("{{\"cpu\": {cpu}}}");
     let req = format!(
-        "POST /metric HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /metric HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.expect("write /metric");
@@ -242,12 +247,17 @@ async fn trial(
         Trial::Reaction => {
             futures_join(ports.values().map(|p| set_metric(*p, 95.0))).await;
         }
-        Trial::FailureDetection => {
+        Trial::FailureDetection | Trial::Silent => {
             let victim = ports.keys().next().expect("an agent");
             let pid = setup.fleet.inner.pid(victim).expect("its pid");
+            let signal = if what == Trial::Silent {
+                libc::SIGSTOP
+            } else {
+                libc::SIGKILL
+            };
             // SAFETY: kill(2) on a child process of ours.
-            let rc = unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            assert_eq!(rc, 0, "kill -9 {pid}");
+            let rc = unsafe { libc::kill(pid as i32, signal) };
+            assert_eq!(rc, 0, "kill -{signal} {pid}");
         }
     }
     let fleet = setup.fleet.clone();
@@ -302,7 +312,7 @@ fn main() {
     let mut rows = Vec::new();
     for hb in heartbeats {
         let cfg = policy(Duration::from_millis(hb), dead_factor);
-        for what in [Trial::Reaction, Trial::FailureDetection] {
+        for what in [Trial::Reaction, Trial::FailureDetection, Trial::Silent] {
             for phase in [Phase::Random, Phase::AfterTick] {
                 let mut samples = Vec::new();
                 for _ in 0..reps {
@@ -340,7 +350,8 @@ fn main() {
 fn name(t: Trial) -> &'static str {
     match t {
         Trial::Reaction => "reaction (load step → launch)",
-        Trial::FailureDetection => "failure detection (SIGKILL → replacement launch)",
+        Trial::FailureDetection => "agent process killed (SIGKILL) → replacement launch",
+        Trial::Silent => "agent silent (SIGSTOP, connection open) → replacement launch",
     }
 }
 

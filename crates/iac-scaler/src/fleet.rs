@@ -29,6 +29,9 @@ pub trait Fleet: Send + Sync {
     /// Instances the fleet runs now (after a monitor restart, the pool is rebuilt from this and
     /// the agents' re-registrations, so nothing is launched twice).
     async fn list(&self) -> Result<Vec<String>, FleetError>;
+    /// Whether `id` is one of this fleet's running instances: the monitor admits a registration
+    /// only for such an id, so the shared token alone cannot add members.
+    async fn owns(&self, id: &str) -> Result<bool, FleetError>;
 }
 
 /// Real agent processes on this machine, each with its admin endpoint on a loopback port.
@@ -101,6 +104,12 @@ impl Fleet for LocalFleet {
                     "--admin",
                     &format!("127.0.0.1:{port}"),
                 ])
+                // Monitor and agents share this machine: their traffic stays on loopback.
+                .args(
+                    self.monitor_url
+                        .starts_with("http://")
+                        .then_some("--allow-plaintext"),
+                )
                 .args(&self.args)
                 // The token travels in the environment, never on a command line `ps` shows.
                 .env("IAC_AGENT_TOKEN", &self.token)
@@ -112,6 +121,8 @@ impl Fleet for LocalFleet {
                     what: self.agent.display().to_string(),
                     source,
                 })?;
+            // Inserted right after the spawn: the child needs far longer to start and register
+            // than this takes, and a registration refused meanwhile is retried.
             if let Ok(mut c) = self.children.lock() {
                 c.insert(id.clone(), (child, port));
             }
@@ -142,6 +153,17 @@ impl Fleet for LocalFleet {
         // A process that exited by itself is no instance any more.
         children.retain(|_, (child, _)| matches!(child.try_wait(), Ok(None)));
         Ok(children.keys().cloned().collect())
+    }
+
+    async fn owns(&self, id: &str) -> Result<bool, FleetError> {
+        let mut children = self
+            .children
+            .lock()
+            .map_err(|_| FleetError::Other("fleet lock poisoned".into()))?;
+        Ok(match children.get_mut(id) {
+            Some((child, _)) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        })
     }
 }
 

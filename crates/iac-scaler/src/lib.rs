@@ -15,6 +15,7 @@ pub mod plot;
 pub mod policy;
 pub mod simulate;
 pub mod stats;
+pub mod tls;
 pub mod trace;
 
 /// Builders shared by the scaler's unit tests.
@@ -65,6 +66,7 @@ pub(crate) mod fixtures {
             last_heartbeat: Some(now),
             load: Some(load),
             samples: VecDeque::new(),
+            stream_lost: None,
         }
     }
 }

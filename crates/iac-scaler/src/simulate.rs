@@ -247,6 +247,7 @@ impl Controller for PolicyController {
                     last_heartbeat: registered.then_some(now),
                     load: registered.then_some(load),
                     samples: VecDeque::new(),
+                    stream_lost: None,
                 }
             })
             .collect();

@@ -7,13 +7,77 @@ use std::time::Duration;
 
 use super::histogram::Histogram;
 
+/// Why a call (or one message of a stream) was refused. Each reason has its own counter, so a
+/// test or an operator can tell a flood from a forged member id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Refusal {
+    /// No token, or the wrong one.
+    Token,
+    /// A field out of bounds (instance id, address, labels).
+    Malformed,
+    /// An instance id the fleet neither launched nor lists.
+    NotInFleet,
+    /// The membership table is full (`max` plus a small margin).
+    TableFull,
+    /// More registrations per second than the monitor accepts.
+    RateLimited,
+    /// A registration for a member whose heartbeat stream is live.
+    Live,
+    /// A heartbeat, deregistration or drain acknowledgement without the registration's session.
+    Session,
+    /// A message for another member on a stream bound to one.
+    OtherMember,
+    /// A heartbeat whose `seq` skips ahead.
+    SeqJump,
+    /// A message larger than the server accepts.
+    Oversized,
+    /// A connection whose TLS handshake failed: plaintext, or a client that does not trust the
+    /// stack's CA (or finds the certificate expired).
+    Tls,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 11] = [
+        Refusal::Token,
+        Refusal::Malformed,
+        Refusal::NotInFleet,
+        Refusal::TableFull,
+        Refusal::RateLimited,
+        Refusal::Live,
+        Refusal::Session,
+        Refusal::OtherMember,
+        Refusal::SeqJump,
+        Refusal::Oversized,
+        Refusal::Tls,
+    ];
+
+    /// The label in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Token => "token",
+            Refusal::Malformed => "malformed",
+            Refusal::NotInFleet => "not_in_fleet",
+            Refusal::TableFull => "table_full",
+            Refusal::RateLimited => "rate_limited",
+            Refusal::Live => "live_stream",
+            Refusal::Session => "session",
+            Refusal::OtherMember => "other_member",
+            Refusal::SeqJump => "seq_jump",
+            Refusal::Oversized => "oversized",
+            Refusal::Tls => "tls_handshake",
+        }
+    }
+}
+
 /// Counters of the monitor; cheap to update from any task.
 pub struct Stats {
     pub heartbeats: AtomicU64,
     pub registrations: AtomicU64,
     pub deregistrations: AtomicU64,
-    /// Calls refused: no or wrong token, malformed request.
+    /// Calls (or stream messages) refused, for any [`Refusal`].
     pub refused: AtomicU64,
+    /// The same, by reason (indexed like [`Refusal::ALL`]).
+    refused_by: [AtomicU64; Refusal::ALL.len()],
     /// Heartbeats ignored: from a member no longer in the pool, or out of order.
     pub stale: AtomicU64,
     pub launches: AtomicU64,
@@ -30,6 +94,8 @@ pub struct StatsSnapshot {
     pub registrations: u64,
     pub deregistrations: u64,
     pub refused: u64,
+    /// Refusals by reason (every reason present, zero or not).
+    pub refused_by: std::collections::BTreeMap<Refusal, u64>,
     pub stale: u64,
     pub launches: u64,
     pub terminations: u64,
@@ -47,6 +113,7 @@ impl Default for Stats {
             registrations: AtomicU64::new(0),
             deregistrations: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            refused_by: Default::default(),
             stale: AtomicU64::new(0),
             launches: AtomicU64::new(0),
             terminations: AtomicU64::new(0),
@@ -62,6 +129,14 @@ pub(crate) fn add(counter: &AtomicU64, n: u64) {
 }
 
 impl Stats {
+    /// Counts one refusal.
+    pub fn refuse(&self, why: Refusal) {
+        add(&self.refused, 1);
+        if let Some(i) = Refusal::ALL.iter().position(|r| *r == why) {
+            add(&self.refused_by[i], 1);
+        }
+    }
+
     /// Records one handled heartbeat and how long handling it took.
     pub fn heartbeat_handled(&self, took: Duration) {
         add(&self.heartbeats, 1);
@@ -79,6 +154,11 @@ impl Stats {
             registrations: get(&self.registrations),
             deregistrations: get(&self.deregistrations),
             refused: get(&self.refused),
+            refused_by: Refusal::ALL
+                .iter()
+                .zip(&self.refused_by)
+                .map(|(r, c)| (*r, get(c)))
+                .collect(),
             stale: get(&self.stale),
             launches: get(&self.launches),
             terminations: get(&self.terminations),
@@ -140,6 +220,14 @@ impl Stats {
                 get(c)
             );
         }
+        let name = "iac_monitor_rpc_refused_by_reason_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} RPCs or stream messages refused, by reason.\n# TYPE {name} counter"
+        );
+        for (r, c) in Refusal::ALL.iter().zip(&self.refused_by) {
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", r.as_str(), get(c));
+        }
         let name = "iac_monitor_heartbeat_handle_seconds";
         let _ = writeln!(
             out,
@@ -181,10 +269,16 @@ mod tests {
         let s = Stats::default();
         s.heartbeat_handled(Duration::from_micros(5));
         s.heartbeat_handled(Duration::from_secs(100));
-        add(&s.refused, 2);
+        s.refuse(Refusal::SeqJump);
+        s.refuse(Refusal::Token);
         let mut text = String::new();
         s.prometheus(&mut text);
         assert!(text.contains("iac_monitor_rpc_refused_total 2\n"), "{text}");
+        assert!(
+            text.contains("iac_monitor_rpc_refused_by_reason_total{reason=\"seq_jump\"} 1\n"),
+            "{text}"
+        );
+        assert_eq!(s.snapshot().refused_by[&Refusal::Token], 1);
         assert!(text.contains("iac_monitor_heartbeat_handle_seconds_count 2\n"));
         assert!(text.contains("iac_monitor_heartbeat_handle_seconds_bucket{le=\"+Inf\"} 2\n"));
         let buckets: Vec<u64> = text

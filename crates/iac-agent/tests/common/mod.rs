@@ -18,6 +18,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
+/// The token the tests give the agent (and the admin endpoint therefore requires).
+pub const TOKEN: &str = "test-token-0123456789";
+
 /// Everything the test monitor saw.
 #[derive(Default)]
 pub struct Seen {
@@ -57,6 +60,7 @@ impl Monitor for Svc {
             member_id: format!("m-{n}"),
             heartbeat_interval_ms: self.interval_ms,
             accepted: true,
+            session: format!("session-{n}"),
         }))
     }
 
@@ -217,9 +221,20 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Spawns the agent with the token in IAC_AGENT_TOKEN (when given) and fast backoff.
+    /// Spawns the agent with the token in IAC_AGENT_TOKEN (when given) and fast backoff; an
+    /// http:// monitor (the in-test one) is allowed with `--allow-plaintext`.
     /// `IAC_AGENT_BIN` runs another build of it (e.g. the release binary, to measure memory).
     pub fn spawn(token: Option<&str>, args: &[&str]) -> Agent {
+        let plaintext = args.iter().any(|a| a.starts_with("http://"));
+        let mut all = args.to_vec();
+        if plaintext {
+            all.push("--allow-plaintext");
+        }
+        Agent::spawn_exactly(token, &all)
+    }
+
+    /// Spawns the agent with exactly these arguments (and fast backoff).
+    pub fn spawn_exactly(token: Option<&str>, args: &[&str]) -> Agent {
         let bin = std::env::var("IAC_AGENT_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_iac-agent").to_string());
         let mut cmd = Command::new(bin);
@@ -306,13 +321,24 @@ impl Drop for Agent {
     }
 }
 
-/// One HTTP/1.1 request to the admin endpoint; returns (status, body).
+/// One HTTP/1.1 request to the admin endpoint with the agent's token; returns (status, body).
 pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_with(
+        addr,
+        &format!("authorization: Bearer {TOKEN}\r\n"),
+        method,
+        path,
+        body,
+    )
+}
+
+/// One HTTP/1.1 request with these extra header lines (each ending in CRLF).
+pub fn http_with(addr: &str, headers: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{headers}content-length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
