@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use iac::cli::{self, Cli, Exit, UsageError};
+use iac::cli::{self, Cli, Exit, Interrupted, UsageError};
 use iac::stack::StackError;
 
 fn main() -> ExitCode {
@@ -32,12 +32,21 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {err:#}");
-            ExitCode::from(exit_code(&err) as u8)
+            ExitCode::from(exit_code(&err))
         }
     }
 }
 
-fn exit_code(err: &anyhow::Error) -> Exit {
+fn exit_code(err: &anyhow::Error) -> u8 {
+    if let Some(i) = err.chain().find_map(|e| e.downcast_ref::<Interrupted>()) {
+        return i.code;
+    }
+    if err
+        .chain()
+        .any(|e| e.downcast_ref::<iac::aws::lock::LockHeld>().is_some())
+    {
+        return Exit::Locked as u8;
+    }
     let usage = err.chain().any(|e| {
         e.downcast_ref::<UsageError>().is_some()
             || matches!(
@@ -46,9 +55,9 @@ fn exit_code(err: &anyhow::Error) -> Exit {
             )
     });
     if usage {
-        Exit::Usage
+        Exit::Usage as u8
     } else {
-        Exit::Failure
+        Exit::Failure as u8
     }
 }
 

@@ -102,6 +102,7 @@ fn cluster_spec(identifier: &str, subnet_group: &str) -> DbClusterSpec {
         security_groups: vec![ResourceId::new("db-sg")],
         backup_retention_days: 7,
         port: 3306,
+        deletion_protection: false,
     }
 }
 
@@ -261,6 +262,7 @@ async fn aurora_subnet_group_cluster_and_instance() {
             engine_version: "8.0.mysql_aurora.3.05.2".to_string(),
             backup_retention_days: 7,
             encrypted: true,
+            deletion_protection: false,
         }
     );
     assert_eq!(c.tags.get("team").map(String::as_str), Some("books"));
@@ -406,6 +408,7 @@ async fn efs_file_system_and_mount_targets() {
     let spec = FileSystemSpec {
         creation_token: "shop-files".to_string(),
         keep_on_down: true,
+        protected: false,
     };
     let t = identity(STACK, "files", Kind::FileSystem);
     let fs = efs::create_file_system(aws, &spec, &t)
@@ -453,6 +456,7 @@ async fn efs_file_system_and_mount_targets() {
         &FileSystemSpec {
             creation_token: "shop-scratch".to_string(),
             keep_on_down: false,
+            protected: false,
         },
         &identity(STACK, "scratch", Kind::FileSystem),
     )
@@ -464,6 +468,7 @@ async fn efs_file_system_and_mount_targets() {
             &FileSystemSpec {
                 creation_token: format!("other-{n}"),
                 keep_on_down: false,
+                protected: false,
             },
             &identity(OTHER, &format!("files-{n}"), Kind::FileSystem),
         )
@@ -500,7 +505,8 @@ async fn efs_file_system_and_mount_targets() {
         f.details,
         Details::FileSystem {
             encrypted: true,
-            keep_on_down: true
+            keep_on_down: true,
+            protected: false,
         }
     );
     assert_eq!(f.tags.get("team").map(String::as_str), Some("books"));
@@ -510,7 +516,8 @@ async fn efs_file_system_and_mount_targets() {
         s.details,
         Details::FileSystem {
             encrypted: true,
-            keep_on_down: false
+            keep_on_down: false,
+            protected: false,
         }
     );
     for (subnet, mt) in env.subnets.iter().zip(&targets) {

@@ -86,7 +86,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
             })
             .collect();
         // The filter already holds, but an emulator or a later tag change may disagree.
-        if t.get(tags::STACK).map(String::as_str) != Some(stack) {
+        if !tags::belongs(t.get(tags::STACK).map(String::as_str), stack) {
             continue;
         }
         let Some(id) = t.get(tags::ID).cloned() else {

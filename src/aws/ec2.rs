@@ -34,6 +34,16 @@ pub fn tag_spec(rt: ResourceType, t: &BTreeMap<String, String>) -> TagSpecificat
         .build()
 }
 
+/// The exact check behind every `stack_filter` (see `tags::belongs`).
+fn of_stack(t: &[Tag], stack: &str) -> bool {
+    tags::belongs(
+        t.iter()
+            .find(|t| t.key() == Some(tags::STACK))
+            .and_then(|t| t.value()),
+        stack,
+    )
+}
+
 fn tag_map(t: &[Tag]) -> BTreeMap<String, String> {
     t.iter()
         .filter_map(|t| {
@@ -196,7 +206,11 @@ pub async fn discover_security_groups(aws: &Aws, stack: &str) -> Result<Vec<Obse
         .collect::<Result<Vec<_>, _>>()
         .await
         .map_err(err("ec2:DescribeSecurityGroups"))?;
-    let groups: Vec<_> = pages.iter().flat_map(|p| p.security_groups()).collect();
+    let groups: Vec<_> = pages
+        .iter()
+        .flat_map(|p| p.security_groups())
+        .filter(|g| of_stack(g.tags(), stack))
+        .collect();
     let logical: BTreeMap<String, String> = groups
         .iter()
         .filter_map(|g| {
@@ -392,6 +406,7 @@ pub async fn discover_key_pairs(aws: &Aws, stack: &str) -> Result<Vec<Observed>,
     Ok(out
         .key_pairs()
         .iter()
+        .filter(|k| of_stack(k.tags(), stack))
         .filter_map(|k| {
             let t = tag_map(k.tags());
             let fingerprint_tag = t.get(tags::KEY_FINGERPRINT).cloned();
@@ -463,6 +478,7 @@ pub async fn discover_instances(aws: &Aws, stack: &str) -> Result<InstanceScan, 
         .iter()
         .flat_map(|p| p.reservations())
         .flat_map(|r| r.instances())
+        .filter(|i| of_stack(i.tags(), stack))
     {
         let t = tag_map(i.tags());
         let state = i
@@ -627,6 +643,7 @@ pub async fn discover_addresses(aws: &Aws, stack: &str) -> Result<Vec<Observed>,
     Ok(out
         .addresses()
         .iter()
+        .filter(|a| of_stack(a.tags(), stack))
         .filter_map(|a| {
             let details = Details::ElasticIp {
                 public_ip: a.public_ip().unwrap_or_default().to_string(),
@@ -739,6 +756,16 @@ pub async fn remove_tag(aws: &Aws, resource_id: &str, key: &str) -> Result<(), A
         .map_err(err("ec2:DeleteTags"))
 }
 
+/// Sets (`protect: true`) or removes the `iac:protected` tag of an EC2 resource.
+pub async fn set_protected(aws: &Aws, id: &str, on: bool) -> Result<(), AwsError> {
+    if on {
+        let t = BTreeMap::from([(tags::PROTECTED.to_string(), "true".to_string())]);
+        set_tags(aws, id, &t).await
+    } else {
+        remove_tag(aws, id, tags::PROTECTED).await
+    }
+}
+
 /// The user-data of an instance, decoded (for `status` and tests).
 pub async fn user_data(aws: &Aws, instance_id: &str) -> Result<Vec<u8>, AwsError> {
     let out = aws
@@ -846,6 +873,7 @@ pub async fn discover_volumes(aws: &Aws, stack: &str) -> Result<Vec<Observed>, A
     Ok(pages
         .iter()
         .flat_map(|p| p.volumes())
+        .filter(|v| of_stack(v.tags(), stack))
         .filter_map(|v| {
             let t = tag_map(v.tags());
             let state = v
@@ -863,6 +891,7 @@ pub async fn discover_volumes(aws: &Aws, stack: &str) -> Result<Vec<Observed>, A
                     .iter()
                     .find_map(|a| a.instance_id().map(str::to_string)),
                 keep_on_down: t.get(tags::DATA).is_some_and(|d| d == "true"),
+                protected: t.get(tags::PROTECTED).is_some_and(|d| d == "true"),
             };
             observed(t, Kind::Volume, v.volume_id()?.to_string(), state, details)
         })
@@ -1022,6 +1051,7 @@ pub async fn discover_launch_templates(aws: &Aws, stack: &str) -> Result<Vec<Obs
     Ok(pages
         .iter()
         .flat_map(|p| p.launch_templates())
+        .filter(|lt| of_stack(lt.tags(), stack))
         .filter_map(|lt| {
             let t = tag_map(lt.tags());
             let details = Details::LaunchTemplate {

@@ -62,7 +62,9 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
     let mut found = Vec::new();
     for fs in pages.iter().flat_map(|p| p.file_systems()) {
         let t = tag_map(fs.tags());
-        if t.get(tags::STACK).map(String::as_str) != Some(stack) || gone(fs.life_cycle_state()) {
+        if !tags::belongs(t.get(tags::STACK).map(String::as_str), stack)
+            || gone(fs.life_cycle_state())
+        {
             continue;
         }
         let Some(id) = t.get(tags::ID).cloned() else {
@@ -76,6 +78,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
             Err(e) => return Err(e),
         };
         let keep_on_down = t.get(tags::DATA).is_some_and(|d| d == "true");
+        let protected = t.get(tags::PROTECTED).is_some_and(|d| d == "true");
         found.push(Observed {
             id: ResourceId::new(id),
             kind: Kind::FileSystem,
@@ -84,6 +87,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
             details: Details::FileSystem {
                 encrypted: fs.encrypted().unwrap_or(false),
                 keep_on_down,
+                protected,
             },
             tags: t,
         });
@@ -130,6 +134,9 @@ pub async fn create_file_system(
     let mut t = tags_.clone();
     if s.keep_on_down {
         t.insert(tags::DATA.to_string(), "true".to_string());
+    }
+    if s.protected {
+        t.insert(tags::PROTECTED.to_string(), "true".to_string());
     }
     let tag_list = t
         .iter()
@@ -182,6 +189,36 @@ pub async fn file_system_state(aws: &Aws, id: &str) -> Result<Option<String>, Aw
             .first()
             .map(|f| f.life_cycle_state().as_str().to_string())
     }))
+}
+
+/// Sets (`protect: true`) or removes the `iac:protected` tag of a file system.
+pub async fn set_protected(aws: &Aws, id: &str, on: bool) -> Result<(), AwsError> {
+    if on {
+        let tag = Tag::builder()
+            .key(tags::PROTECTED)
+            .value("true")
+            .build()
+            .map_err(|e| {
+                AwsError::state("efs:TagResource", ErrorClass::InvalidInput, e.to_string())
+            })?;
+        aws.efs
+            .tag_resource()
+            .resource_id(id)
+            .tags(tag)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(err("efs:TagResource"))
+    } else {
+        aws.efs
+            .untag_resource()
+            .resource_id(id)
+            .tag_keys(tags::PROTECTED)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(err("efs:UntagResource"))
+    }
 }
 
 /// Deletes a file system (its mount targets must be gone: `FileSystemInUse` is classified as

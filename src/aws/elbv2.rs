@@ -88,7 +88,7 @@ async fn describe_tags(
 }
 
 fn in_stack(t: &BTreeMap<String, String>, stack: &str) -> bool {
-    t.get(tags::STACK).is_some_and(|s| s == stack)
+    tags::belongs(t.get(tags::STACK).map(String::as_str), stack)
 }
 
 fn observed(

@@ -66,7 +66,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
                     .collect();
             }
         }
-        if t.get(tags::STACK).map(String::as_str) != Some(stack) {
+        if !tags::belongs(t.get(tags::STACK).map(String::as_str), stack) {
             continue;
         }
         let policy_hash = t.get(tags::SPEC_HASH).cloned();

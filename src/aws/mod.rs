@@ -9,6 +9,7 @@ pub mod efs;
 pub mod elbv2;
 pub mod error;
 pub mod iam;
+pub mod lock;
 pub mod provider;
 pub mod rds;
 pub mod route53;
@@ -17,6 +18,7 @@ pub mod tagging;
 pub mod tags;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_config::environment::region::EnvironmentVariableRegionProvider;
 use aws_config::meta::region::RegionProviderChain;
@@ -44,6 +46,25 @@ impl AwsOptions {
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
             .filter(|s| !s.trim().is_empty())
     }
+}
+
+/// Attempts per call, first one included (the SDK's default is 3).
+pub const MAX_ATTEMPTS: u32 = 10;
+/// The ceiling of one backoff (the SDK's default, 20 s).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+/// How long `iac` keeps retrying a throttled (`Throttling`, `RequestLimitExceeded`, …) or 5xx
+/// call: the SDK's standard mode (full-jitter exponential backoff, 1 s doubling up to 20 s),
+/// with ten attempts instead of three. The SDK default gives up after about 3 s of waiting
+/// (two waits of at most 1 s and 2 s), shorter than a burst from other pipelines in a busy
+/// account lasts, and a failed `up` costs far more than waiting; ten attempts wait up to about
+/// 2 minutes in the worst case, about 1 minute on average. Other errors (invalid input, access
+/// denied, not found) are not retried: they fail at once, naming the call.
+pub fn retry_budget() -> aws_config::retry::RetryConfig {
+    aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(MAX_ATTEMPTS)
+        .with_initial_backoff(Duration::from_secs(1))
+        .with_max_backoff(MAX_BACKOFF)
 }
 
 /// Clients for every service, sharing one configuration and one call log.
@@ -91,6 +112,13 @@ impl Aws {
         let endpoint_override = opts.endpoint_override();
         if let Some(url) = &opts.endpoint_url {
             loader = loader.endpoint_url(url);
+        }
+        // A standard variable or profile setting (`AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`) wins; the
+        // SDK reads those itself.
+        if std::env::var_os("AWS_MAX_ATTEMPTS").is_none()
+            && std::env::var_os("AWS_RETRY_MODE").is_none()
+        {
+            loader = loader.retry_config(retry_budget());
         }
         let sdk = loader.load().await;
         let region = sdk

@@ -40,7 +40,7 @@ fn observed(
     state: String,
     details: Details,
 ) -> Option<Observed> {
-    if t.get(tags::STACK).map(String::as_str) != Some(stack) {
+    if !tags::belongs(t.get(tags::STACK).map(String::as_str), stack) {
         return None;
     }
     let id = ResourceId::new(t.get(tags::ID)?.clone());
@@ -132,6 +132,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
             engine_version: c.engine_version().unwrap_or_default().to_string(),
             backup_retention_days: c.backup_retention_period().unwrap_or(0),
             encrypted: c.storage_encrypted().unwrap_or(false),
+            deletion_protection: c.deletion_protection().unwrap_or(false),
         };
         found.extend(observed(
             stack,
@@ -247,7 +248,7 @@ pub async fn create_cluster(
         .backup_retention_period(s.backup_retention_days)
         .port(i32::from(s.port))
         .copy_tags_to_snapshot(true)
-        .deletion_protection(false)
+        .deletion_protection(s.deletion_protection)
         .set_tags(Some(to_tags(tags_)))
         .send()
         .await
@@ -298,6 +299,7 @@ pub async fn modify_cluster(
         .db_cluster_identifier(&s.identifier)
         .backup_retention_period(s.backup_retention_days)
         .set_vpc_security_group_ids(Some(security_group_ids))
+        .deletion_protection(s.deletion_protection)
         .apply_immediately(true)
         .send()
         .await

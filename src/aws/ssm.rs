@@ -70,6 +70,9 @@ pub async fn exists(aws: &Aws, name: &str) -> Result<bool, AwsError> {
 /// swarm join tokens). SecureString values are not decrypted.
 pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError> {
     let path = stack_path(stack);
+    // The stack lock lives under the same path but is no resource of the stack: `up` must not
+    // delete it as unwanted, `down` removes it last (see `lock`).
+    let lock = super::lock::name(stack);
     let pages = aws
         .ssm
         .get_parameters_by_path()
@@ -84,6 +87,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
     Ok(pages
         .iter()
         .flat_map(|p| p.parameters())
+        .filter(|p| p.name() != Some(lock.as_str()))
         .filter_map(|p| {
             let name = p.name()?.to_string();
             let secure = p.r#type() == Some(&ParameterType::SecureString);

@@ -20,6 +20,10 @@ pub async fn tagged_arns(aws: &Aws, stack: &str) -> Result<Vec<String>, AwsError
     Ok(pages
         .iter()
         .flat_map(|p| p.resource_tag_mapping_list())
+        .filter(|m| {
+            let stack_tag = m.tags().iter().find(|t| t.key() == tags::STACK);
+            tags::belongs(stack_tag.map(|t| t.value()), stack)
+        })
         .filter_map(|m| m.resource_arn().map(str::to_string))
         .collect())
 }

@@ -16,8 +16,18 @@ pub const KEY_FINGERPRINT: &str = "iac:key-fingerprint";
 pub const DESIRED: &str = "iac:desired";
 /// On data that `down` keeps unless `--delete-data`.
 pub const DATA: &str = "iac:data";
+/// On data the stack file protects (`protect: true`): `down` refuses the stack while any
+/// resource carries it. Aurora clusters use their own deletion protection instead.
+pub const PROTECTED: &str = "iac:protected";
 /// On an Elastic IP: the Route 53 record pointing at it, `<zone id>/<name>` (records have no tags).
 pub const DNS_RECORD: &str = "iac:dns-record";
+
+/// Whether a resource whose `iac:stack` tag is `value` belongs to `stack`. Tag filters (EC2's
+/// `tag:` filters, the tagging API) read `*` and `?` as wildcards; every lookup by tag checks the
+/// returned tag with this as well, so a pattern that slipped past validation matches nothing.
+pub fn belongs(value: Option<&str>, stack: &str) -> bool {
+    value == Some(stack)
+}
 
 /// The tags every resource of `stack` carries, plus the user's extra tags.
 pub fn identity(
@@ -33,4 +43,18 @@ pub fn identity(
     t.insert(KIND.to_string(), kind.as_str().to_string());
     t.insert(MANAGED_BY.to_string(), "iac".to_string());
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_name_belongs() {
+        assert!(belongs(Some("bookstore-vm"), "bookstore-vm"));
+        assert!(!belongs(Some("bookstore-vm"), "bookstore-*"));
+        assert!(!belongs(Some("bookstore-vm"), "bookstore-?m"));
+        assert!(!belongs(Some("bookstore-vm2"), "bookstore-vm"));
+        assert!(!belongs(None, "bookstore-vm"));
+    }
 }

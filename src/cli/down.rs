@@ -6,10 +6,10 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::output::Printer;
-use super::{common, Exit, Global};
+use super::{common, locked, Exit, Global};
 use crate::apply::{self, Reporter};
 use crate::aws::provider::{self, Applier};
-use crate::aws::{tagging, Aws};
+use crate::aws::{lock, tagging, Aws};
 use crate::plan::{Details, Kind, Observed};
 
 /// The stack name and region from a file (validated) or from `--stack`.
@@ -22,11 +22,27 @@ pub fn target(
             let s = common::load(f)?;
             Ok((s.name().to_string(), s.spec.region.clone()))
         }
-        (None, Some(name)) => Ok((name.to_string(), None)),
+        (None, Some(name)) => {
+            check_stack_name(name)?;
+            Ok((name.to_string(), None))
+        }
         (None, None) => {
             Err(super::UsageError("give a stack file or --stack NAME".to_string()).into())
         }
     }
+}
+
+/// `--stack NAME` follows the same rules as the file's `name`, so that it is always matched
+/// exactly: EC2's tag filters would read `*` and `?` as wildcards. Checked before any AWS call.
+pub fn check_stack_name(name: &str) -> anyhow::Result<()> {
+    if crate::stack::validate::is_valid_stack_name(name) {
+        return Ok(());
+    }
+    Err(super::UsageError(format!(
+        "--stack `{name}` is not a valid stack name: {}\n  help: stack names are matched exactly, never as patterns; give the name from the stack file's `name:`",
+        crate::stack::validate::STACK_NAME_RULE
+    ))
+    .into())
 }
 
 /// What is still tagged with the stack: discovered resources and any ARN the tagging API
@@ -38,7 +54,12 @@ pub async fn leftovers(aws: &Aws, stack: &str) -> anyhow::Result<Vec<String>> {
         .iter()
         .map(|o| format!("{} {} ({})", o.kind, o.id, o.physical_id))
         .collect();
+    // The stack lock is tagged with the stack too; `down` removes it last, after this check.
+    let lock = format!(":parameter{}", lock::name(stack));
     for arn in tagging::tagged_arns(aws, stack).await? {
+        if arn.ends_with(&lock) {
+            continue;
+        }
         let gone = found
             .terminated_ids
             .iter()
@@ -69,6 +90,23 @@ fn is_kept_data(o: &Observed, delete_data: bool) -> bool {
         )
 }
 
+/// `protect: true` lives on the resources: while any carries it, `down` deletes nothing.
+fn refuse_protected(stack: &str, found: &[Observed]) -> anyhow::Result<()> {
+    let protected: Vec<String> = found
+        .iter()
+        .filter(|o| o.is_protected())
+        .map(|o| format!("{} {} ({})", o.kind, o.id, o.physical_id))
+        .collect();
+    if protected.is_empty() {
+        return Ok(());
+    }
+    Err(super::UsageError(format!(
+        "stack `{stack}` is protected (`protect: true`): {}; `down` deletes nothing of it, with or without --delete-data\n  help: set `protect: false` in the stack file and run `iac up` first; removing the key alone changes nothing until that `up`",
+        protected.join(", ")
+    ))
+    .into())
+}
+
 /// What `down` may do.
 #[derive(Debug, Clone, Copy)]
 pub struct DownOptions {
@@ -76,6 +114,8 @@ pub struct DownOptions {
     pub parallelism: usize,
     pub delete_data: bool,
     pub skip_final_snapshot: bool,
+    /// How long to wait for another run's lock (zero: fail at once, exit code 5).
+    pub lock_wait: std::time::Duration,
 }
 
 pub async fn run(
@@ -85,19 +125,36 @@ pub async fn run(
     stack: Option<&str>,
     opts: DownOptions,
 ) -> anyhow::Result<Exit> {
+    let started = std::time::Instant::now();
+    let (name, region) = target(file, stack)?;
+    let aws = Aws::connect(&g.aws(), region.as_deref()).await;
+    let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
+    let work = delete(printer, &aws, &name, reporter.clone(), opts, started);
+    locked::run(&aws, &name, "down", opts.lock_wait, &reporter, work).await
+}
+
+/// Deletes and verifies (holding the stack lock, which is released, hence removed, last).
+async fn delete(
+    printer: &Printer,
+    aws: &Aws,
+    name: &str,
+    reporter: Arc<dyn Reporter>,
+    opts: DownOptions,
+    started: std::time::Instant,
+) -> anyhow::Result<Exit> {
     let DownOptions {
         yes,
         parallelism,
         delete_data,
         skip_final_snapshot,
+        ..
     } = opts;
-    let started = std::time::Instant::now();
-    let (name, region) = target(file, stack)?;
-    let aws = Aws::connect(&g.aws(), region.as_deref()).await;
-    let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
+    let aws = aws.clone();
+    let name = name.to_string();
     let found = provider::discover(&aws, &name)
         .await
         .with_context(|| format!("discovering the resources tagged iac:stack={name}"))?;
+    refuse_protected(&name, &found.resources)?;
     let (kept, mut doomed): (Vec<Observed>, Vec<Observed>) = found
         .resources
         .iter()

@@ -2,12 +2,14 @@
 
 mod common;
 mod down;
+mod locked;
 pub mod output;
 mod plan;
 mod probe;
 mod render;
 mod scale;
 mod status;
+mod unlock;
 mod up;
 
 use std::path::PathBuf;
@@ -15,6 +17,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::aws::AwsOptions;
+pub use locked::Interrupted;
 use output::{Format, Printer};
 
 /// Process exit codes (documented in the README).
@@ -31,6 +34,13 @@ pub enum Exit {
     /// `down`: everything was deleted except data kept on purpose (volumes, file systems);
     /// `--delete-data` deletes them too.
     DataKept = 4,
+    /// `up` / `down`: the stack is locked by another run (see `--lock-wait`, `iac unlock`).
+    Locked = 5,
+}
+
+/// `--lock-wait`: how long `up` and `down` wait for another run's stack lock.
+fn lock_wait(s: &str) -> Result<std::time::Duration, String> {
+    crate::lease::parse_duration(s)
 }
 
 /// A usage error found after argument parsing (e.g. missing `--yes` off a terminal).
@@ -109,6 +119,10 @@ pub enum Command {
         /// `data loss`); refused without this flag.
         #[arg(long)]
         allow_data_loss: bool,
+        /// When another run holds the stack lock, wait this long for it (`30s`, `10m`, `1h`)
+        /// instead of failing at once with exit code 5.
+        #[arg(long, value_name = "DURATION", value_parser = lock_wait, default_value = "0")]
+        lock_wait: std::time::Duration,
     },
     /// Delete everything tagged with the stack, then check that nothing is left.
     Down {
@@ -130,6 +144,22 @@ pub enum Command {
         /// Delete Aurora clusters without taking a final snapshot first.
         #[arg(long)]
         skip_final_snapshot: bool,
+        /// When another run holds the stack lock, wait this long for it (`30s`, `10m`, `1h`)
+        /// instead of failing at once with exit code 5.
+        #[arg(long, value_name = "DURATION", value_parser = lock_wait, default_value = "0")]
+        lock_wait: std::time::Duration,
+    },
+    /// Break a stack's lock left by a run that is gone (a lost laptop, a killed CI job).
+    Unlock {
+        /// The stack file (or use --stack).
+        #[arg(required_unless_present = "stack")]
+        file: Option<PathBuf>,
+        /// The stack name.
+        #[arg(long, conflicts_with = "file")]
+        stack: Option<String>,
+        /// Do not ask for confirmation (required when not on a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Show each resource of the stack, its state and the outputs.
     Status {
@@ -172,17 +202,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             parallelism,
             no_wait,
             allow_data_loss,
+            lock_wait,
         } => {
-            up::run(
-                &printer,
-                g,
-                file,
-                *yes,
-                usize::from(*parallelism),
-                *no_wait,
-                *allow_data_loss,
-            )
-            .await
+            let opts = up::UpOptions {
+                yes: *yes,
+                parallelism: usize::from(*parallelism),
+                no_wait: *no_wait,
+                allow_data_loss: *allow_data_loss,
+                lock_wait: *lock_wait,
+            };
+            up::run(&printer, g, file, opts).await
         }
         Command::Down {
             file,
@@ -191,14 +220,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             parallelism,
             delete_data,
             skip_final_snapshot,
+            lock_wait,
         } => {
             let opts = down::DownOptions {
                 yes: *yes,
                 parallelism: usize::from(*parallelism),
                 delete_data: *delete_data,
                 skip_final_snapshot: *skip_final_snapshot,
+                lock_wait: *lock_wait,
             };
             down::run(&printer, g, file.as_deref(), stack.as_deref(), opts).await
+        }
+        Command::Unlock { file, stack, yes } => {
+            unlock::run(&printer, g, file.as_deref(), stack.as_deref(), *yes).await
         }
         Command::Status { file, stack } => {
             status::run(&printer, g, file.as_deref(), stack.as_deref()).await

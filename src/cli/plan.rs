@@ -29,11 +29,27 @@ pub async fn compute(
     file: &Path,
     reporter: Arc<dyn Reporter>,
 ) -> anyhow::Result<Planned> {
+    let (stack, aws) = connect(g, file).await?;
+    compute_with(stack, aws, reporter).await
+}
+
+/// Validates the file and sets up the clients (no request yet): what `up` does before it takes
+/// the stack lock.
+pub async fn connect(g: &Global, file: &Path) -> anyhow::Result<(Stack, Aws)> {
     let stack = common::load(file)?;
     if let Some(why) = tiers::custom_scaler::not_deployable(&stack) {
         return Err(super::UsageError(why).into());
     }
     let aws = Aws::connect(&g.aws(), stack.spec.region.as_deref()).await;
+    Ok((stack, aws))
+}
+
+/// Looks up inputs, discovers and diffs.
+pub async fn compute_with(
+    stack: Stack,
+    aws: Aws,
+    reporter: Arc<dyn Reporter>,
+) -> anyhow::Result<Planned> {
     let inputs = provider::resolve_inputs(&aws, &stack, reporter.as_ref())
         .await
         .with_context(|| {

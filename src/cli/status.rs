@@ -27,6 +27,7 @@ pub async fn run(
         .await
         .with_context(|| format!("discovering the resources tagged iac:stack={name}"))?;
     let loaded = file.map(common::load).transpose()?;
+    lock_report(printer, &aws, &name).await?;
     let outputs = match &loaded {
         Some(stack) => provider::outputs(stack, &found.resources),
         None => Default::default(),
@@ -153,4 +154,29 @@ fn pool_report(printer: &Printer, pool: &[Observed]) {
             ip.unwrap_or("-")
         ));
     }
+}
+
+/// Who holds the stack lock, if anyone (status does not take it).
+async fn lock_report(printer: &Printer, aws: &Aws, stack: &str) -> anyhow::Result<()> {
+    let Some(seen) = crate::aws::lock::read(aws, stack).await? else {
+        return Ok(());
+    };
+    let age = crate::lease::age(seen.age());
+    let lease = if seen.expired() {
+        "lease expired: the next `up` or `down` takes it over".to_string()
+    } else if seen.expires_in() >= 0.0 {
+        format!("lease renewed, ends in {:.0}s", seen.expires_in())
+    } else {
+        "lease just ended".to_string()
+    };
+    if printer.json() {
+        printer.record(&serde_json::json!({"event": "lock", "stack": stack, "holder": seen.record.as_ref().map(|r| &r.holder), "operation": seen.operation(), "age_s": seen.age().as_secs(), "expired": seen.expired()}));
+    } else {
+        printer.line(format!(
+            "Locked by {} running `{}` for {age} ({lease}).",
+            seen.holder(),
+            seen.operation()
+        ));
+    }
+    Ok(())
 }

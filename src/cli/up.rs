@@ -7,22 +7,55 @@ use std::time::Duration;
 use anyhow::bail;
 
 use super::output::Printer;
-use super::{common, plan, probe, Exit, Global};
+use super::{common, locked, plan, probe, Exit, Global};
 use crate::apply::{self, Event, Reporter};
 use crate::aws::provider::{self, Applier};
+use crate::aws::Aws;
+use crate::stack::Stack;
+
+/// What `up` may do.
+#[derive(Debug, Clone, Copy)]
+pub struct UpOptions {
+    pub yes: bool,
+    pub parallelism: usize,
+    pub no_wait: bool,
+    /// Apply even changes that destroy data without moving it (`--allow-data-loss`).
+    pub allow_data_loss: bool,
+    /// How long to wait for another run's lock (zero: fail at once, exit code 5).
+    pub lock_wait: Duration,
+}
 
 pub async fn run(
     printer: &Printer,
     g: &Global,
     file: &Path,
-    yes: bool,
-    parallelism: usize,
-    no_wait: bool,
-    allow_data_loss: bool,
+    opts: UpOptions,
 ) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
-    let planned = plan::compute(g, file, reporter.clone()).await?;
+    let (stack, aws) = plan::connect(g, file).await?;
+    let name = stack.name().to_string();
+    let work = converge(printer, stack, aws.clone(), reporter.clone(), opts, started);
+    locked::run(&aws, &name, "up", opts.lock_wait, &reporter, work).await
+}
+
+/// Discovers, plans, confirms and applies (holding the stack lock).
+async fn converge(
+    printer: &Printer,
+    stack: Stack,
+    aws: Aws,
+    reporter: Arc<dyn Reporter>,
+    opts: UpOptions,
+    started: std::time::Instant,
+) -> anyhow::Result<Exit> {
+    let UpOptions {
+        yes,
+        parallelism,
+        no_wait,
+        allow_data_loss,
+        ..
+    } = opts;
+    let planned = plan::compute_with(stack, aws, reporter.clone()).await?;
     let summary = planned.plan.summary();
     let aws = planned.aws.clone();
     if summary.has_changes() {

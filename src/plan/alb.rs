@@ -24,6 +24,8 @@ pub struct DbClusterSpec {
     pub security_groups: Vec<ResourceId>,
     pub backup_retention_days: i32,
     pub port: u16,
+    /// `protect: true`: RDS refuses to delete the cluster, and `down` refuses the stack.
+    pub deletion_protection: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,6 +42,8 @@ pub struct FileSystemSpec {
     pub creation_token: String,
     /// Data: `down` keeps it unless `--delete-data`.
     pub keep_on_down: bool,
+    /// `protect: true`: tagged `iac:protected=true`; `down` refuses the stack.
+    pub protected: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -298,6 +298,7 @@ fn compare(
             Details::Volume {
                 attached_to,
                 availability_zone,
+                protected,
                 ..
             },
         ) => {
@@ -310,23 +311,31 @@ fn compare(
                     )],
                 };
             }
+            let mut reasons = Vec::new();
+            if *protected != s.protected {
+                reasons.push(protection(s.protected));
+            }
             if renewed.contains(&s.attach_to) {
-                return Action::Update {
-                    reasons: vec![format!("attach to the new {}", s.attach_to)],
-                };
-            }
-            match kept.get(&s.attach_to) {
-                Some(o) if attached_to.as_deref() != Some(o.physical_id.as_str()) => {
-                    Action::Update {
-                        reasons: vec![format!("attach to {}", o.physical_id)],
-                    }
+                reasons.push(format!("attach to the new {}", s.attach_to));
+            } else if let Some(o) = kept.get(&s.attach_to) {
+                if attached_to.as_deref() != Some(o.physical_id.as_str()) {
+                    reasons.push(format!("attach to {}", o.physical_id));
                 }
-                _ => Action::Keep,
             }
+            update_if(reasons)
         }
         _ => Action::Replace {
             reasons: vec!["kind changed".to_string()],
         },
+    }
+}
+
+/// Why a protection change is an update.
+fn protection(on: bool) -> String {
+    if on {
+        "protect: turn protection on".to_string()
+    } else {
+        "protect: turn protection off".to_string()
     }
 }
 
@@ -372,10 +381,14 @@ fn compare_alb(
             Spec::DbCluster(s),
             Details::DbCluster {
                 backup_retention_days,
+                deletion_protection,
                 ..
             },
         ) => {
             let mut reasons = Vec::new();
+            if *deletion_protection != s.deletion_protection {
+                reasons.push(protection(s.deletion_protection));
+            }
             differs(
                 &mut reasons,
                 "backup retention (days)",
@@ -392,8 +405,14 @@ fn compare_alb(
                 vec!["role policies changed".to_string()]
             })
         }
+        (Spec::FileSystem(s), Details::FileSystem { protected, .. }) => {
+            update_if(if *protected == s.protected {
+                vec![]
+            } else {
+                vec![protection(s.protected)]
+            })
+        }
         (Spec::DbInstance(_), Details::DbInstance { .. })
-        | (Spec::FileSystem(_), Details::FileSystem { .. })
         | (Spec::MountTarget(_), Details::MountTarget { .. }) => Action::Keep,
         (
             Spec::TargetGroup(s),

@@ -309,6 +309,8 @@ pub struct VolumeSpec {
     pub device: String,
     /// Data that `down` keeps unless `--delete-data`.
     pub keep_on_down: bool,
+    /// `protect: true`: tagged `iac:protected=true`; `down` refuses the stack.
+    pub protected: bool,
 }
 
 /// An IAM role and instance profile of the same name, created when the stack asks for
@@ -414,6 +416,25 @@ pub struct Observed {
     pub tags: BTreeMap<String, String>,
 }
 
+impl Observed {
+    /// Whether `protect: true` is on this resource (see the stack file's `protect`).
+    pub fn is_protected(&self) -> bool {
+        matches!(
+            self.details,
+            Details::Volume {
+                protected: true,
+                ..
+            } | Details::FileSystem {
+                protected: true,
+                ..
+            } | Details::DbCluster {
+                deletion_protection: true,
+                ..
+            }
+        )
+    }
+}
+
 /// Kind-specific observed attributes that the diff compares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -437,6 +458,8 @@ pub enum Details {
         attached_to: Option<String>,
         /// `iac:data=true`: kept by `down` unless `--delete-data`.
         keep_on_down: bool,
+        /// `iac:protected=true`.
+        protected: bool,
     },
     SecurityGroup {
         vpc_id: String,
@@ -472,6 +495,7 @@ pub enum Details {
         engine_version: String,
         backup_retention_days: i32,
         encrypted: bool,
+        deletion_protection: bool,
     },
     DbInstance {
         instance_class: String,
@@ -480,6 +504,8 @@ pub enum Details {
     FileSystem {
         encrypted: bool,
         keep_on_down: bool,
+        /// `iac:protected=true`.
+        protected: bool,
     },
     MountTarget {
         file_system_id: String,

@@ -187,6 +187,10 @@ impl Ec2Fleet {
             .iter()
             .flat_map(|p| p.reservations())
             .flat_map(|r| r.instances())
+            .filter(|i| {
+                let stack_tag = i.tags().iter().find(|t| t.key() == Some(tags::STACK));
+                tags::belongs(stack_tag.and_then(|t| t.value()), &self.stack)
+            })
             .filter_map(|i| i.instance_id().map(str::to_string))
             .collect();
         ids.sort();

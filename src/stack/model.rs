@@ -61,6 +61,11 @@ pub struct StackFile {
     /// Extra tags put on every resource (besides the `iac:*` identity tags).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Protect the stack's data: Aurora deletion protection on, the data volume and the EFS file
+    /// system tagged `iac:protected=true`. `down` refuses a protected stack (exit 2) until an
+    /// `up` with `protect: false` has lifted it: the protection lives on the resources.
+    #[serde(default)]
+    pub protect: bool,
 }
 
 fn default_version() -> u32 {

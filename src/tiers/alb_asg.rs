@@ -144,6 +144,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
                 security_groups: vec![ResourceId::new(DB_SG)],
                 backup_retention_days: db.backup_retention_days as i32,
                 port: 3306,
+                deletion_protection: stack.spec.protect,
             }),
             &[DB_SUBNETS, DB_SG],
         ),
@@ -169,6 +170,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         Spec::FileSystem(FileSystemSpec {
             creation_token: format!("iac-{name}-efs"),
             keep_on_down: true,
+            protected: stack.spec.protect,
         }),
         &[],
     ));

@@ -127,6 +127,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             attach_to: ResourceId::new(DB),
             device: r::DATA_DEVICE.to_string(),
             keep_on_down: true,
+            protected: stack.spec.protect,
         }),
         &[DB],
     ));

@@ -146,7 +146,11 @@ impl Applier {
             }
             Spec::FileSystem(s) => {
                 let id = match physical {
-                    Some(p) => p,
+                    Some(p) => {
+                        // The only in-place change: `protect`.
+                        efs::set_protected(aws, &p, s.protected).await?;
+                        p
+                    }
                     None => {
                         let mut t = t.clone();
                         if s.keep_on_down {

@@ -355,19 +355,37 @@ impl Applier {
                 let vid = match actual {
                     Some(a) => {
                         if let Details::Volume {
-                            attached_to: Some(old),
+                            attached_to,
+                            protected,
                             ..
                         } = &a.details
                         {
-                            if old != &instance.physical_id {
-                                // Moving to a new instance: stop the old one first, so the
-                                // database on the volume is shut down cleanly and nothing
-                                // writes while it is detached (a mounted volume can stay
-                                // `busy` or be left inconsistent). The old one is terminated
-                                // later, in the delete phase.
-                                ignore_gone(ec2::stop_instance(aws, old).await)?;
-                                self.wait_instance(&r.id, old, "stopped").await?;
-                                ignore_gone(ec2::detach_volume(aws, &a.physical_id).await)?;
+                            if *protected != s.protected {
+                                ec2::set_protected(aws, &a.physical_id, s.protected).await?;
+                            }
+                            match attached_to {
+                                // A protection change only: nothing to move.
+                                Some(old) if old == &instance.physical_id => {
+                                    self.remember(
+                                        &r.id,
+                                        Known {
+                                            physical_id: a.physical_id.clone(),
+                                            ..Default::default()
+                                        },
+                                    );
+                                    return Ok(Some(a.physical_id));
+                                }
+                                Some(old) => {
+                                    // Moving to a new instance: stop the old one first, so the
+                                    // database on the volume is shut down cleanly and nothing
+                                    // writes while it is detached (a mounted volume can stay
+                                    // `busy` or be left inconsistent). The old one is terminated
+                                    // later, in the delete phase.
+                                    ignore_gone(ec2::stop_instance(aws, old).await)?;
+                                    self.wait_instance(&r.id, old, "stopped").await?;
+                                    ignore_gone(ec2::detach_volume(aws, &a.physical_id).await)?;
+                                }
+                                None => {}
                             }
                         }
                         a.physical_id
@@ -376,6 +394,9 @@ impl Applier {
                         let mut t = tags_.clone();
                         if s.keep_on_down {
                             t.insert(tags::DATA.to_string(), "true".to_string());
+                        }
+                        if s.protected {
+                            t.insert(tags::PROTECTED.to_string(), "true".to_string());
                         }
                         ec2::create_volume(aws, &s.availability_zone, s.size_gb, &t).await?
                     }

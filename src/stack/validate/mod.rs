@@ -137,14 +137,23 @@ pub fn validate(stack: &Stack, map: &SourceMap) -> Vec<Diagnostic> {
     c.diags
 }
 
-fn check_stack_name(c: &mut Checker, name: &str) {
-    let ok = name.len() <= 32
+/// What a stack name may be: also checked for `--stack NAME`, so that a name is always matched
+/// exactly (EC2 tag filters would read `*` and `?` as wildcards).
+pub const STACK_NAME_RULE: &str =
+    "lowercase letters, digits and hyphens, starting with a letter, at most 32 characters";
+
+/// Whether `name` follows [`STACK_NAME_RULE`].
+pub fn is_valid_stack_name(name: &str) -> bool {
+    name.len() <= 32
         && name.starts_with(|ch: char| ch.is_ascii_lowercase())
         && !name.ends_with('-')
         && name
             .chars()
-            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-');
-    if !ok {
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+}
+
+fn check_stack_name(c: &mut Checker, name: &str) {
+    if !is_valid_stack_name(name) {
         let msg = if name.len() > 32 {
             format!(
                 "stack name is {} characters long; the limit is 32",
@@ -156,7 +165,7 @@ fn check_stack_name(c: &mut Checker, name: &str) {
         c.err(
             "name",
             msg,
-            "lowercase letters, digits and hyphens, starting with a letter, at most 32 characters",
+            STACK_NAME_RULE,
             "the name prefixes AWS resource names, which have length and character limits",
         );
     }
