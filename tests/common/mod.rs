@@ -488,3 +488,74 @@ pub async fn group_rules(
         })
         .collect()
 }
+
+/// bench/slow_proxy.py in front of an emulator: a delay per request and, optionally, seeded
+/// throttling errors and bare 503s in each service's own format. Stopped on drop.
+pub struct AwsProxy {
+    child: Child,
+    pub url: String,
+    stats: tempfile::NamedTempFile,
+}
+
+impl AwsProxy {
+    /// Adds `delay_ms` to every request.
+    pub fn slow(emu: &Emulator, delay_ms: u64) -> AwsProxy {
+        AwsProxy::start(emu, &[delay_ms.to_string()])
+    }
+
+    /// Answers a share `throttle` of the requests with the service's throttling error and a
+    /// share `unavailable` with a bare 503 (the same `seed`, the same sequence).
+    pub fn faulty(emu: &Emulator, throttle: f64, unavailable: f64, seed: u64) -> AwsProxy {
+        AwsProxy::start(
+            emu,
+            &[
+                "0".to_string(),
+                format!("--throttle={throttle}"),
+                format!("--unavailable={unavailable}"),
+                format!("--seed={seed}"),
+            ],
+        )
+    }
+
+    fn start(emu: &Emulator, args: &[String]) -> AwsProxy {
+        let python = moto_server().with_file_name("python");
+        let port = free_port();
+        let stats = tempfile::NamedTempFile::new().expect("stats file");
+        let child = Command::new(python)
+            .arg(root().join("bench/slow_proxy.py"))
+            .args([port.to_string(), emu.port.to_string()])
+            .args(args)
+            .arg(format!("--stats={}", stats.path().display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start bench/slow_proxy.py");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the proxy did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        AwsProxy {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            stats,
+        }
+    }
+
+    /// (throttled, unavailable) answers given so far.
+    pub fn injected(&self) -> (u64, u64) {
+        let text = std::fs::read_to_string(self.stats.path()).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        (
+            v["throttled"].as_u64().unwrap_or(0),
+            v["unavailable"].as_u64().unwrap_or(0),
+        )
+    }
+}
+
+impl Drop for AwsProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
