@@ -4,6 +4,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# --real: the same stack really booted in a local VM container (scripts/realboot/demo.sh).
+if [ "${1:-}" = --real ]; then exec bash scripts/realboot/demo.sh; fi
 stack="${1:-stacks/bookstore-vm.yaml}"
 
 cargo build --quiet --bin iac

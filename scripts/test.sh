@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, then every test (unit, emulator integration, rendered
 # artifacts checked by shellcheck / nginx -t / docker-compose config).
-# Needs: the emulator venv (created here if missing), shellcheck, nginx, docker-compose, openssl.
+# Needs: the emulator venv (created here if missing), shellcheck, nginx, docker-compose, openssl,
+# and for the real boots Debian's docker.io, docker-registry and mmdebstrap (.ci/run installs them).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -19,4 +20,11 @@ export IAC_MOTO_SERVER="$root/.venv/bin/moto_server"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# Real boots (tests/real_boot.rs): a private Docker engine, the local registry and the images
+# (cached in ~/.cache/iac-realboot). Missing tools fail here, loudly; everything is stopped and
+# docker's bridge and firewall rules removed when this script ends, on failure too.
+bash scripts/realboot/daemons.sh start
+trap 'bash scripts/realboot/daemons.sh stop' EXIT
+bash scripts/realboot/images.sh
+
 cargo test --workspace --all-targets

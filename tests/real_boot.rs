@@ -1,0 +1,481 @@
+//! Real boots: `iac up` on the emulator, then the local instance runner
+//! (scripts/realboot/runner.py) boots every running instance as a systemd "VM container" that
+//! runs its real user-data (apt installs, Docker, compose, nginx / HAProxy, MySQL), and the app
+//! answers on 127.0.0.1 from a real database.
+//!
+//! Needs the private Docker engine, the registry and the images of scripts/realboot
+//! (`daemons.sh start`, `images.sh`; scripts/test.sh does both). Missing is a failure.
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The VM containers of every stack share one docker network with the default VPC's CIDR:
+/// one stack at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How long one boot may take (apt installs, image pulls, MySQL's first start) before the
+/// test gives up and shows the VM's log. A deadline for the wait, not an assertion on speed.
+const BOOT_DEADLINE: Duration = Duration::from_secs(900);
+
+fn realboot() -> PathBuf {
+    root().join("scripts/realboot")
+}
+
+fn docker_host() -> String {
+    let run = std::env::var("IAC_REALBOOT_RUN").unwrap_or_else(|_| "/run/iac-realboot".into());
+    format!("unix://{run}/docker.sock")
+}
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("/usr/bin/docker")
+        .args(args)
+        .env("DOCKER_HOST", docker_host())
+        .output()
+        .expect("run /usr/bin/docker (apt-get install docker.io, or run .ci/run)")
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The engine and the VM image must be there: fail loudly, never skip.
+fn require_engine() {
+    let out = docker(&["image", "inspect", "local/vm:bookworm"]);
+    assert!(
+        out.status.success(),
+        "the real-boot engine or its images are missing ({}): run \
+         `bash scripts/realboot/daemons.sh start && bash scripts/realboot/images.sh` \
+         (scripts/test.sh does), or `bash .ci/run`",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// The runner for one stack; stopped on drop (it removes its VM containers as it exits).
+struct Runner {
+    child: Child,
+    state: tempfile::TempDir,
+    stack: String,
+}
+
+impl Runner {
+    fn start(emu: &Emulator, stack: &str) -> Runner {
+        let state = tempfile::tempdir().expect("tempdir");
+        let python = moto_server().with_file_name("python");
+        let child = Command::new(python)
+            .arg(realboot().join("runner.py"))
+            .args(["--endpoint", &emu.url, "--stack", stack, "--state"])
+            .arg(state.path())
+            .env("DOCKER_HOST", docker_host())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the instance runner");
+        Runner {
+            child,
+            state,
+            stack: stack.to_string(),
+        }
+    }
+
+    fn report(&self) -> Value {
+        std::fs::read_to_string(self.state.path().join("instances.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits until each of `ids` has a VM whose user-data finished, and asserts it exited 0
+    /// (showing the VM's boot log otherwise).
+    fn wait_booted(&self, ids: &[String]) -> Value {
+        let deadline = Instant::now() + BOOT_DEADLINE;
+        loop {
+            let report = self.report();
+            let done = ids
+                .iter()
+                .all(|id| report["instances"][id]["user_data_rc"].is_i64());
+            if done {
+                let failed: Vec<String> = ids
+                    .iter()
+                    .filter(|id| report["instances"][id.as_str()]["user_data_rc"] != 0)
+                    .map(|id| {
+                        let entry = &report["instances"][id.as_str()];
+                        format!(
+                            "{id}: the user-data exited {}:\n{}",
+                            entry["user_data_rc"],
+                            container_log(entry)
+                        )
+                    })
+                    .collect();
+                assert!(failed.is_empty(), "{}", failed.join("\n"));
+                return report;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = ids
+                    .iter()
+                    .map(|id| format!("{id}:\n{}", container_log(&report["instances"][id])))
+                    .collect();
+                panic!(
+                    "the VMs did not finish booting; report {report:#}\n{}",
+                    logs.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+
+    /// Waits until no VM container of this stack is left.
+    fn wait_no_vms(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = vm_containers(&self.stack);
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "VM containers left after down: {left:?}"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        // SIGTERM: the runner removes its containers, network and loop devices, then exits.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn vm_containers(stack: &str) -> Vec<String> {
+    docker_ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=iac.localcloud.stack={stack}"),
+        "--format",
+        "{{.Names}}",
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+fn container_log(entry: &Value) -> String {
+    match entry["container"].as_str() {
+        Some(c) => {
+            let out = docker(&[
+                "exec",
+                c,
+                "tail",
+                "-n",
+                "60",
+                "/var/log/cloud-init-output.log",
+            ]);
+            String::from_utf8_lossy(&out.stdout).to_string()
+        }
+        None => format!("no container: {entry}"),
+    }
+}
+
+/// Runs `cmd` inside the VM container `c` and returns its stdout (any exit code).
+fn vm_exec(c: &str, cmd: &str) -> String {
+    let out = docker(&["exec", c, "bash", "-c", cmd]);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// One HTTP request with curl: (status, body).
+fn http(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-m", "20", "-X", method, "-w", "\n%{http_code}", url]);
+    if let Some(b) = body {
+        c.args(["--data-binary", b]);
+    }
+    let out = c.output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+async fn stack_instances(emu: &Emulator, stack: &str) -> Vec<(String, String)> {
+    live_instances(&emu.ec2().await, stack)
+        .await
+        .into_iter()
+        .map(|i| {
+            (
+                i.instance_id().unwrap_or_default().to_string(),
+                tag(i.tags(), "iac:id").unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// The secrets' rule, checked inside a VM: `secret` is in no process's arguments.
+fn assert_not_in_ps(c: &str, secret: &str) {
+    assert!(!secret.is_empty(), "no secret to look for");
+    let ps = vm_exec(c, "ps -eo args");
+    assert!(!ps.is_empty(), "ps printed nothing in {c}");
+    assert!(
+        !ps.contains(secret),
+        "the database password is in a process listing of {c}"
+    );
+}
+
+/// Metadata requests stay in the VM: 169.254.169.254 is a local address there, and the rest
+/// of the link-local range is unreachable.
+fn assert_imds_local(c: &str) {
+    let local = vm_exec(c, "ip route get 169.254.169.254");
+    assert!(
+        local.starts_with("local "),
+        "IMDS is not local in {c}: {local}"
+    );
+    let other = docker(&["exec", c, "ip", "route", "get", "169.254.169.253"]);
+    assert!(
+        !other.status.success(),
+        "other link-local addresses are routable in {c}: {}",
+        String::from_utf8_lossy(&other.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn single_vm_boots_for_real_and_serves_from_mysql() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    require_engine();
+    let emu = Emulator::start();
+    let stack = StackFile::example(
+        "rb-vm",
+        &[
+            ("ghcr.io/example/bookstore:1.0.0", "bookstore:test"),
+            (
+                "domain:\n  name: books.example.org\n  email: ops@example.org\n  hosted_zone: example.org",
+                "",
+            ),
+        ],
+    );
+    run_ok({
+        let mut c = emu.iac();
+        c.args(["up", "--yes"]).arg(stack.path());
+        c
+    });
+    let runner = Runner::start(&emu, "rb-vm");
+    let ids: Vec<String> = stack_instances(&emu, "rb-vm")
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids.len(), 1, "one instance: {ids:?}");
+    let report = runner.wait_booted(&ids);
+    let vm = &report["instances"][&ids[0]];
+    let c = vm["container"].as_str().expect("container");
+    let port80 = vm["ports"]["80"].as_str().expect("port 80 published");
+    assert!(
+        port80.starts_with("127.0.0.1:"),
+        "published on loopback only: {port80}"
+    );
+
+    // Through nginx to the app: a row written, then read back from MySQL.
+    let title = format!("real boot {}", std::process::id());
+    let (code, body) = http(
+        "POST",
+        &format!("http://{port80}/book/catalog"),
+        Some(&title),
+    );
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = http("GET", &format!("http://{port80}/book/catalog"), None);
+    assert_eq!(code, 200, "{body}");
+    let catalog = json(&body);
+    assert_eq!(catalog["instance_id"], ids[0].as_str());
+    assert!(
+        catalog["books"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|x| x["title"] == title.as_str())),
+        "the row written is not read back: {body}"
+    );
+    // nginx, not the app, answered on port 80 (the app listens on the VM's loopback only).
+    let (_, headers) = {
+        let out = Command::new("curl")
+            .args(["-sSI", "-m", "20", &format!("http://{port80}/book/catalog")])
+            .output()
+            .expect("curl");
+        (0, String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    assert!(
+        headers.to_lowercase().contains("server: nginx"),
+        "{headers}"
+    );
+
+    // The app's secret came from SSM through the AWS CLI, the emulator and the metadata
+    // stub's role credentials.
+    let app_env = vm_exec(c, "cat /etc/iac/app.env");
+    assert!(app_env.contains("SECRET_KEY="), "{app_env}");
+    let db_pw = vm_exec(
+        c,
+        "sed -n \"s/^MYSQL_PASSWORD='\\(.*\\)'$/\\1/p\" /etc/iac/db.env",
+    );
+    assert_not_in_ps(c, db_pw.trim());
+    assert_imds_local(c);
+
+    run_ok({
+        let mut c = emu.iac();
+        c.args(["down", "--yes"]).arg(stack.path());
+        c
+    });
+    runner.wait_no_vms();
+}
+
+/// GETs `url` until the set of instance ids that answered holds `want` ids (or `tries` ran
+/// out); each answer must be a 200 with the row `title` read from the database.
+fn answering_ids(
+    url: &str,
+    title: &str,
+    want: usize,
+    tries: usize,
+) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..tries {
+        let (code, body) = http("GET", url, None);
+        if code == 200 {
+            let v = json(&body);
+            assert!(
+                v["books"]
+                    .as_array()
+                    .is_some_and(|b| b.iter().any(|x| x["title"] == title)),
+                "{} answered without the row written: {body}",
+                v["instance_id"]
+            );
+            seen.insert(v["instance_id"].as_str().unwrap_or_default().to_string());
+            if seen.len() >= want {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lb_vms_boot_for_real_and_balance_across_web_vms() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    require_engine();
+    let emu = Emulator::start();
+    let stack = StackFile::from_example(
+        "stacks/bookstore-lb-vms.yaml",
+        "rb-lb",
+        &[("ghcr.io/example/bookstore:1.0.0", "bookstore:test")],
+    );
+    run_ok({
+        let mut c = emu.iac();
+        c.args(["up", "--yes"]).arg(stack.path());
+        c
+    });
+    let runner = Runner::start(&emu, "rb-lb");
+    let by_role = |all: &[(String, String)], prefix: &str| -> Vec<String> {
+        all.iter()
+            .filter(|(_, id)| id.starts_with(prefix))
+            .map(|(i, _)| i.clone())
+            .collect()
+    };
+    let all = stack_instances(&emu, "rb-lb").await;
+    let ids: Vec<String> = all.iter().map(|(i, _)| i.clone()).collect();
+    assert_eq!(ids.len(), 4, "balancer, two web VMs, database: {all:?}");
+    let report = runner.wait_booted(&ids);
+    let balancer = by_role(&all, "lb");
+    let webs = by_role(&all, "web");
+    assert_eq!((balancer.len(), webs.len()), (1, 2), "{all:?}");
+    let lb = report["instances"][&balancer[0]]["ports"]["80"]
+        .as_str()
+        .expect("balancer port 80")
+        .to_string();
+    let url = format!("http://{lb}/book/catalog");
+
+    let title = format!("lb real boot {}", std::process::id());
+    let (code, body) = http("POST", &url, Some(&title));
+    assert_eq!(code, 201, "{body}");
+    let seen = answering_ids(&url, &title, 2, 40);
+    let want: std::collections::BTreeSet<String> = webs.iter().cloned().collect();
+    assert_eq!(
+        seen, want,
+        "both web VMs answer through HAProxy, from the database VM"
+    );
+
+    // The password iac generated is in no process listing on any VM.
+    let pw = emu
+        .ssm()
+        .await
+        .get_parameter()
+        .name("/iac/rb-lb/db-password")
+        .with_decryption(true)
+        .send()
+        .await
+        .expect("db password parameter")
+        .parameter()
+        .and_then(|p| p.value())
+        .unwrap_or_default()
+        .to_string();
+    for id in &ids {
+        let c = report["instances"][id]["container"]
+            .as_str()
+            .expect("container");
+        assert_not_in_ps(c, &pw);
+        assert_imds_local(c);
+    }
+
+    // A third web VM: iac reloads HAProxy in place (Run Command, run by the runner on the
+    // balancer), and the new VM answers too.
+    stack.rewrite(&[("count: 2", "count: 3")]);
+    run_ok({
+        let mut c = emu.iac();
+        c.args(["up", "--yes"]).arg(stack.path());
+        c
+    });
+    let all = stack_instances(&emu, "rb-lb").await;
+    let webs = by_role(&all, "web");
+    assert_eq!(webs.len(), 3, "{all:?}");
+    let ids: Vec<String> = all.iter().map(|(i, _)| i.clone()).collect();
+    let report = runner.wait_booted(&ids);
+    let commands = &report["instances"][&balancer[0]]["commands"];
+    assert!(
+        commands
+            .as_array()
+            .is_some_and(|c| !c.is_empty() && c.iter().all(|x| x["rc"] == 0)),
+        "the balancer ran the reload: {commands:#}"
+    );
+    let seen = answering_ids(&url, &title, 3, 120);
+    let want: std::collections::BTreeSet<String> = webs.iter().cloned().collect();
+    assert_eq!(
+        seen, want,
+        "the third web VM is in rotation after the reload"
+    );
+
+    run_ok({
+        let mut c = emu.iac();
+        c.args(["down", "--yes", "--delete-data"]).arg(stack.path());
+        c
+    });
+    runner.wait_no_vms();
+}
