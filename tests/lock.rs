@@ -18,7 +18,12 @@ fn up_cmd(
     extra: &[&str],
 ) -> std::process::Command {
     let mut c = emu.iac_at(url);
-    c.arg("up").arg(file).arg("--yes").args(extra);
+    // `iac`'s own retry budget: two busy runs and a slow proxy on a shared machine.
+    c.env_remove("AWS_MAX_ATTEMPTS")
+        .arg("up")
+        .arg(file)
+        .arg("--yes")
+        .args(extra);
     c
 }
 
