@@ -192,6 +192,13 @@ async fn ec2_fleet_launches_from_the_template_is_adopted_and_scales_in_the_chose
         Some("running")
     );
 
+    // Registrations are admitted only for the pool's running instances: not another stack's,
+    // not a made-up id (asked of the emulator by tag and id).
+    assert!(fleet.owns(&ids[0]).await.expect("owns"));
+    assert!(!fleet.owns(&foreign).await.expect("owns"));
+    assert!(!fleet.owns("i-0123456789abcdef0").await.expect("owns"));
+    assert!(!fleet.owns("not an id").await.expect("owns"));
+
     // The monitor starts beside them and adopts them.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -212,6 +219,8 @@ async fn ec2_fleet_launches_from_the_template_is_adopted_and_scales_in_the_chose
         agents.0.push(
             Command::new(common::agent_bin())
                 .args(["--monitor", &url, "--instance-id", id, "--simulate", load])
+                // The agents and the monitor share this machine: loopback, plaintext.
+                .arg("--allow-plaintext")
                 .env("IAC_AGENT_TOKEN", TOKEN)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
