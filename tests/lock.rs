@@ -180,11 +180,13 @@ async fn concurrent_up_with_lock_wait_and_an_instance_replacement_leave_one_inst
 #[tokio::test(flavor = "multi_thread")]
 async fn a_holder_killed_with_sigkill_is_taken_over_once_its_lease_expires() {
     let emu = Emulator::start();
-    let proxy = AwsProxy::slow(&emu, 150);
+    let proxy = AwsProxy::slow(&emu, 300);
     let stack = "lk-killed";
     let file = StackFile::example(stack, &[]);
     let mut c = up_cmd(&emu, &proxy.url, file.path(), &[]);
     c.env("IAC_LOCK_LEASE_SECS", "3");
+    // The emulator loads its SSM backend on the first call (seconds): not while the holder runs.
+    assert_eq!(lock_value(&emu, &stack).await, None);
     let mut holder = spawn(c);
     let record = until_locked(&emu, stack, &mut holder).await;
     holder.kill().expect("SIGKILL the holder");
@@ -222,6 +224,8 @@ async fn interrupt_releases_the_lock(signal: &str, code: i32) {
     let proxy = AwsProxy::slow(&emu, 150);
     let stack = format!("lk-{}", signal.to_ascii_lowercase());
     let file = StackFile::example(&stack, &[]);
+    // The emulator loads its SSM backend on the first call (seconds): not while the holder runs.
+    assert_eq!(lock_value(&emu, &stack).await, None);
     let mut holder = spawn(up_cmd(&emu, &proxy.url, file.path(), &[]));
     until_locked(&emu, &stack, &mut holder).await;
     // `status` does not take the lock, and shows it.
@@ -268,9 +272,11 @@ async fn ctrl_c_releases_the_lock() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unlock_breaks_a_lock_left_behind() {
     let emu = Emulator::start();
-    let proxy = AwsProxy::slow(&emu, 150);
+    let proxy = AwsProxy::slow(&emu, 300);
     let stack = "lk-unlock";
     let file = StackFile::example(stack, &[]);
+    // The emulator loads its SSM backend on the first call (seconds): not while the holder runs.
+    assert_eq!(lock_value(&emu, &stack).await, None);
     let mut holder = spawn(up_cmd(&emu, &proxy.url, file.path(), &[]));
     until_locked(&emu, stack, &mut holder).await;
     holder.kill().expect("SIGKILL");
