@@ -413,9 +413,17 @@ async fn lb_vms_boot_for_real_and_balance_across_web_vms() {
         .to_string();
     let url = format!("http://{lb}/book/catalog");
 
+    // HAProxy admits a web VM after its health checks pass, a few seconds after its boot.
     let title = format!("lb real boot {}", std::process::id());
-    let (code, body) = http("POST", &url, Some(&title));
-    assert_eq!(code, 201, "{body}");
+    let mut answer = (0, String::new());
+    for _ in 0..60 {
+        answer = http("POST", &url, Some(&title));
+        if answer.0 != 503 {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(answer.0, 201, "{}", answer.1);
     let seen = answering_ids(&url, &title, 2, 40);
     let want: std::collections::BTreeSet<String> = webs.iter().cloned().collect();
     assert_eq!(

@@ -366,12 +366,19 @@ def main():
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    failures = 0
     try:
         while not runner.stopping:
             try:
                 runner.step()
+                failures = 0
             except Exception as e:  # keep watching; a pass failing (emulator restarting) is not fatal
                 log(f"pass failed: {e}")
+                failures += 1
+                # The emulator is gone (its test ended without stopping this runner): clean up.
+                if failures >= 60:
+                    log("the emulator has not answered for a minute: stopping")
+                    break
             for _ in range(10):
                 if runner.stopping:
                     break
