@@ -8,14 +8,15 @@
 mod render_common;
 
 use std::fs;
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use iac::render::app_spec::{app_spec, update_command, Switch, APP_PARAM};
 use iac::render::{single_vm, RenderError, UserData, USER_DATA_LIMIT};
 use iac::stack::Stack;
 use render_common::{
-    check_output, file, last_line, manifest_dir, ran, shellcheck, stack_from, tool, Sandbox, Setup,
+    check_output, file, last_line, manifest_dir, position, ran, shellcheck, stack_from, tool,
+    Sandbox, Setup,
 };
 use tempfile::TempDir;
 
@@ -142,7 +143,8 @@ fn nginx_t(site: &str, dir: &Path) {
     let conf = format!(
         "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  \
          client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \
-         uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  include {};\n}}\n",
+         uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
+         upstream iac_app {{ server 127.0.0.1:5000; }}\n  include {};\n}}\n",
         site_path.display()
     );
     fs::write(dir.join("nginx.conf"), conf).unwrap();
@@ -165,7 +167,7 @@ fn nginx_http_site_passes_nginx_t() {
     let site = file(&ud, "/etc/iac/nginx/http.conf");
     assert!(site.contains("server_name books.example.org;"));
     assert!(site.contains("location ^~ /.well-known/acme-challenge/"));
-    assert!(site.contains("proxy_pass http://127.0.0.1:5000;"));
+    assert!(site.contains("proxy_pass http://iac_app;"));
     assert!(!site.contains("443"));
     nginx_t(site, TempDir::new().unwrap().path());
 
@@ -208,30 +210,23 @@ fn nginx_https_site_passes_nginx_t() {
 // 3. docker-compose config
 
 /// Validates a rendered compose file with Debian's docker-compose (`config -q`): env files
-/// under /etc/iac/ are moved into `dir`, a `.env` provides the interpolated password. Returns
-/// the failing `config -q` run, or else the `config` run whose output shows the result.
-fn compose_config(compose: &str, dir: &Path, dot_env: Option<&str>) -> Output {
+/// under /etc/iac/ are moved into `dir`. Returns the failing `config -q` run, or else the
+/// `config` run whose output shows the result.
+fn compose_config(compose: &str, dir: &Path) -> Output {
     let compose = compose.replace("/etc/iac/", &format!("{}/", dir.display()));
     fs::write(dir.join("compose.yaml"), compose).unwrap();
-    fs::write(dir.join("app.env"), "SECRET_KEY='dummy'\n").unwrap();
     fs::write(
         dir.join("db.env"),
         "MYSQL_ROOT_PASSWORD='dummy'\nMYSQL_PASSWORD='dummy'\n",
     )
     .unwrap();
-    if let Some(text) = dot_env {
-        fs::write(dir.join(".env"), text).unwrap();
-    }
     let run = |quiet: bool| {
         let mut cmd = Command::new(tool("docker-compose", "docker-compose"));
         cmd.arg("-f").arg(dir.join("compose.yaml")).arg("config");
         if quiet {
             cmd.arg("-q");
         }
-        cmd.current_dir(dir)
-            .env_remove("IAC_DB_PASSWORD_URLENC")
-            .output()
-            .unwrap()
+        cmd.current_dir(dir).output().unwrap()
     };
     let quiet = run(true);
     if !quiet.status.success() {
@@ -241,135 +236,80 @@ fn compose_config(compose: &str, dir: &Path, dot_env: Option<&str>) -> Output {
 }
 
 #[test]
-fn compose_file_passes_docker_compose_config() {
+fn compose_file_runs_the_database_on_the_data_volume() {
     let ud = render(&example());
     let compose = file(&ud, &compose_path("bookstore-vm"));
-    assert!(compose.contains("\"127.0.0.1:5000:5000\""));
-    assert!(compose.contains("condition: service_healthy"));
     assert!(compose.contains("mysqladmin"));
-    assert!(compose
-        .contains("\"DATABASE_URL\": \"mysql+pymysql://bookstore:${IAC_DB_PASSWORD_URLENC:?"));
-    let dir = TempDir::new().unwrap();
-    let out = compose_config(
-        compose,
-        dir.path(),
-        Some("IAC_DB_PASSWORD_URLENC='p%40ss'\n"),
+    assert!(
+        !compose.contains("app:"),
+        "the app runs beside it:\n{compose}"
     );
+    let dir = TempDir::new().unwrap();
+    let out = compose_config(compose, dir.path());
     check_output("docker-compose config", &out);
     let config = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        config.contains("mysql+pymysql://bookstore:p%40ss@db:3306/bookstore"),
-        "password interpolated from .env:\n{config}"
-    );
     assert!(config.contains("mysql:8.0"));
-    assert!(config.contains("/var/lib/mysql"));
-}
-
-#[test]
-fn compose_refuses_to_start_without_the_password_file() {
-    let ud = render(&example());
-    let dir = TempDir::new().unwrap();
-    let out = compose_config(file(&ud, &compose_path("bookstore-vm")), dir.path(), None);
     assert!(
-        !out.status.success(),
-        "compose must fail without .env rather than give the app an empty password"
+        config.contains("/var/lib/iac-data/mysql") && config.contains("/var/lib/mysql"),
+        "MySQL's data on the data volume:\n{config}"
     );
-}
-
-#[test]
-fn compose_file_with_awkward_values_passes_docker_compose_config() {
-    let ud = render(&stack_from(&shop_yaml(true, Some(DB_WITH_PASSWORD_REF))));
-    let compose = file(&ud, &compose_path("shop"));
-    assert!(compose.contains("SQLALCHEMY_DATABASE_URI"));
-    assert!(!compose.contains("DATABASE_URL\""));
-    let dir = TempDir::new().unwrap();
-    let out = compose_config(compose, dir.path(), Some("IAC_DB_PASSWORD_URLENC='x'\n"));
-    check_output("docker-compose config", &out);
-    let config = String::from_utf8_lossy(&out.stdout);
-    // `$` reaches the container literally: the config output re-escapes it as `$$`.
-    assert!(config.contains("$$HOME"), "{config}");
-    assert!(config.contains("$${MORE}"), "{config}");
+    assert!(
+        config.contains("iac-bookstore-vm"),
+        "named network:\n{config}"
+    );
 
     let ud = render(&stack_from(&shop_yaml(false, None)));
-    let compose = file(&ud, &compose_path("shop"));
-    assert!(!compose.contains("db:"), "no database service:\n{compose}");
-    let dir = TempDir::new().unwrap();
-    check_output(
-        "docker-compose config (no database)",
-        &compose_config(compose, dir.path(), None),
+    assert!(
+        !ud.files.iter().any(|f| f.path.ends_with("compose.yaml")),
+        "no database, no compose project"
     );
+}
+
+#[test]
+fn app_spec_carries_awkward_values_literally_and_secrets_by_name() {
+    let stack = stack_from(&shop_yaml(true, Some(DB_WITH_PASSWORD_REF)));
+    let spec = app_spec(&stack).unwrap();
+    assert!(spec.contains("IMAGE=ghcr.io/example/shop:2.0\n"), "{spec}");
+    assert!(spec.contains("PORT=8080\n"));
+    assert!(spec.contains("HEALTH_PATH=/health?deep=1&x=$y\n"));
+    assert!(spec.contains("ENV_GREETING=it's \"quoted\" $HOME `id` & ${MORE} # not a comment\n"));
+    assert!(spec.contains("SECRET_SECRET_KEY=/shop/secret-key\n"));
+    assert!(!spec.contains(SECRET_VALUE));
+    // The user-data holds neither the image nor the environment.
+    let ud = render(&stack);
+    assert!(!ud.script.contains("ghcr.io/example/shop"));
+    assert!(!ud.script.contains("GREETING"));
 }
 
 // ---------------------------------------------------------------------------------------------
 // 4. Size
-
-/// Deterministic incompressible-ish text: a sha256 hash chain.
-fn noise(seed: usize, len: usize) -> String {
-    use sha2::{Digest, Sha256};
-    let mut out = String::new();
-    let mut h = Sha256::digest(seed.to_le_bytes());
-    while out.len() < len {
-        out.push_str(&format!("{h:x}"));
-        h = Sha256::digest(h);
-    }
-    out.truncate(len);
-    out
-}
-
-fn with_environment(vars: &[(String, String)]) -> Stack {
-    let mut yaml = String::from(
-        "version: 1\nname: big\nregion: us-east-1\ntier: single-vm\nnetwork:\n  vpc: default\napp:\n  image: nginx:1\n  port: 8080\n  environment:\n",
-    );
-    for (k, v) in vars {
-        yaml.push_str(&format!("    {k}: \"{v}\"\n"));
-    }
-    stack_from(&yaml)
-}
 
 #[test]
 fn example_script_fits_in_user_data() {
     let ud = render(&example());
     let len = ud.script.len();
     eprintln!("example user-data: {len} bytes (limit {USER_DATA_LIMIT})");
-    assert!(len < USER_DATA_LIMIT, "{len} bytes");
-    assert_eq!(
-        ud.payload().unwrap(),
-        ud.script.as_bytes(),
-        "sent uncompressed"
+    assert!(
+        ud.payload().unwrap().len() <= USER_DATA_LIMIT,
+        "{len} bytes"
     );
     assert_eq!(ud.sha256().len(), 64);
 }
 
 #[test]
-fn oversized_script_is_sent_gzipped() {
-    // Repetitive values: far above the limit raw, far below it compressed.
-    let vars: Vec<_> = (0..400)
-        .map(|i| (format!("SETTING_{i:04}"), "value ".repeat(10)))
-        .collect();
-    let ud = render(&with_environment(&vars));
-    assert!(ud.script.len() > USER_DATA_LIMIT, "{}", ud.script.len());
-    let payload = ud.payload().unwrap();
-    assert!(payload.len() <= USER_DATA_LIMIT);
-    assert_eq!(&payload[..2], &[0x1f, 0x8b], "gzip magic");
-    let mut inflated = String::new();
-    flate2::read::GzDecoder::new(&payload[..])
-        .read_to_string(&mut inflated)
-        .unwrap();
-    assert_eq!(inflated, ud.script);
-}
-
-#[test]
-fn script_too_large_even_gzipped_is_an_error() {
-    let vars: Vec<_> = (0..200)
-        .map(|i| (format!("SETTING_{i:04}"), noise(i, 250)))
-        .collect();
-    let ud = render(&with_environment(&vars));
-    match ud.payload() {
-        Err(RenderError::TooLarge { bytes, limit }) => {
-            assert_eq!(limit, USER_DATA_LIMIT);
-            assert!(bytes > limit);
+fn an_environment_too_big_for_a_parameter_is_refused() {
+    let mut yaml = String::from(
+        "version: 1\nname: big\nregion: us-east-1\ntier: single-vm\nnetwork:\n  vpc: default\napp:\n  image: nginx:1\n  port: 8080\n  environment:\n",
+    );
+    for i in 0..100 {
+        yaml.push_str(&format!("    SETTING_{i:04}: \"{}\"\n", "v".repeat(50)));
+    }
+    match app_spec(&stack_from(&yaml)) {
+        Err(RenderError::Invalid { field, message }) => {
+            assert_eq!(field, "app.environment");
+            assert!(message.contains("an SSM parameter holds 4096"), "{message}");
         }
-        other => panic!("expected TooLarge, got {:?}", other.map(|p| p.len())),
+        other => panic!("expected Invalid, got {other:?}"),
     }
 }
 
@@ -382,18 +322,16 @@ fn rendered_output_holds_secret_names_only() {
     let planted = "planted-Value-9f8e7d";
     std::env::set_var("SECRET_KEY", planted);
     std::env::set_var("AWS_SECRET_ACCESS_KEY", planted);
-    std::env::set_var("IAC_DB_PASSWORD_URLENC", planted);
-    let ud = render(&stack_from(&shop_yaml(true, Some(DB_WITH_PASSWORD_REF))));
-    let mut all = ud.script.clone();
+    let stack = stack_from(&shop_yaml(true, Some(DB_WITH_PASSWORD_REF)));
+    let ud = render(&stack);
+    let spec = app_spec(&stack).unwrap();
+    let mut all = ud.script.clone() + &spec;
     for f in &ud.files {
         all.push_str(&f.content);
     }
-    for name in [
-        "/shop/secret-key",
-        "/shop/signing-salt",
-        "/shop/db-password",
-    ] {
-        assert!(ud.script.contains(name), "{name} referenced");
+    assert!(ud.script.contains("/shop/db-password"));
+    for name in ["/shop/secret-key", "/shop/signing-salt"] {
+        assert!(spec.contains(name), "{name} referenced");
     }
     assert!(!all.contains(planted));
     for needle in [
@@ -405,7 +343,7 @@ fn rendered_output_holds_secret_names_only() {
         assert!(!all.contains(needle), "{needle} in rendered output");
     }
     for xtrace in ["set -x", "set -o xtrace", "bash -x", "set -vx", "set -xv"] {
-        assert!(!ud.script.contains(xtrace), "{xtrace} would print secrets");
+        assert!(!all.contains(xtrace), "{xtrace} would print secrets");
     }
 }
 
@@ -422,25 +360,35 @@ const HOST_TOOLS: &[&str] = &[
     "cp",
     "date",
     "dirname",
+    "grep",
     "head",
     "install",
     "ln",
     "mkdir",
     "mv",
     "od",
+    "readlink",
     "rm",
     "sed",
     "sha256sum",
     "sleep",
     "sort",
+    "tail",
     "tee",
+    "touch",
     "tr",
     "uname",
 ];
 
-/// The single-vm sandbox; stubs named in `missing` are left out so the script has to install
-/// them.
-fn sandbox(ud: &UserData, os_id: &str, missing: &[&str]) -> Sandbox {
+/// Disks as `lsblk -dnrpo NAME,TYPE,MODEL` prints them on a Nitro instance: the root disk and
+/// the blank data volume.
+const NITRO_DISKS: &str = "/dev/nvme0n1 disk Amazon\\x20Elastic\\x20Block\\x20Store\n\
+                           /dev/nvme1n1 disk Amazon\\x20Elastic\\x20Block\\x20Store";
+
+/// The single-vm sandbox, for the boot script or the update command (`text`); stubs named in
+/// `missing` are left out so the script has to install them. The app spec of `stack` is in
+/// the parameter store.
+fn sandbox_for(stack: &Stack, text: &str, os_id: &str, missing: &[&str]) -> Sandbox {
     let setup = Setup {
         os_id,
         host_tools: HOST_TOOLS,
@@ -448,63 +396,88 @@ fn sandbox(ud: &UserData, os_id: &str, missing: &[&str]) -> Sandbox {
         env: &[
             ("IAC_DNS_WAIT_SECONDS", "2"),
             ("IAC_DNS_POLL_SECONDS", "1"),
-            ("IAC_HEALTH_WAIT_SECONDS", "2"),
+            ("IAC_HEALTH_WAIT_SECONDS", "1"),
+            ("IAC_HEALTH_POLL_SECONDS", "1"),
+            ("IAC_DEVICE_WAIT_SECONDS", "1"),
+            ("IAC_DEVICE_POLL_SECONDS", "1"),
+            ("IAC_RETRY_SLEEP", "1"),
             ("STUB_PUBLIC_IP", STUB_PUBLIC_IP),
+            ("STUB_DISKS", NITRO_DISKS),
         ],
         ..Setup::UBUNTU
     };
-    Sandbox::new(&setup, &ud.script)
+    let sb = Sandbox::new(&setup, text);
+    sb.param(
+        &format!("/iac/{}/{APP_PARAM}", stack.name()),
+        &app_spec(stack).unwrap(),
+    );
+    sb
+}
+
+fn sandbox(stack: &Stack, os_id: &str, missing: &[&str]) -> (UserData, Sandbox) {
+    let ud = render(stack);
+    let sb = sandbox_for(stack, &ud.script, os_id, missing);
+    (ud, sb)
 }
 
 #[test]
 fn stub_run_example_with_dns_pointing_here() {
-    let ud = render(&example());
-    let sb = sandbox(&ud, "ubuntu", &[]);
+    let stack = example();
+    let (ud, sb) = sandbox(&stack, "ubuntu", &[]);
     let env = [("STUB_DNS_IP", STUB_PUBLIC_IP)];
     let out = sb.run_ok(&env);
     let calls = sb.calls();
     let log = sb.log();
 
-    // Secrets: in the root-only env file, nowhere else.
-    assert_eq!(
-        sb.read("/etc/iac/app.env"),
-        format!("SECRET_KEY='{SECRET_VALUE}'\n")
+    // The data volume: formatted once (blank), mounted by UUID; certificates on it too.
+    assert!(
+        calls.contains("mkfs.ext4 -q -L iac-data /dev/nvme1n1"),
+        "{calls}"
     );
-    assert_eq!(sb.mode("/etc/iac/app.env"), 0o600);
+    let fstab = sb.read("/etc/fstab");
+    assert!(
+        fstab.starts_with("UUID=") && fstab.contains(" /var/lib/iac-data ext4 "),
+        "{fstab}"
+    );
+    assert!(fstab.contains("/var/lib/iac-data/letsencrypt /etc/letsencrypt none bind,nofail 0 0"));
+    assert!(calls.contains(&format!("mount {}", sb.full("/etc/letsencrypt").display())));
+
+    // Secrets: the app's in its root-only env file, the database password from SSM.
+    let app_env = sb.read("/etc/iac/app.env.app-blue");
+    assert!(
+        app_env.contains(&format!("SECRET_KEY={SECRET_VALUE}\n")),
+        "{app_env}"
+    );
+    assert!(app_env.contains(&format!(
+        "DATABASE_URL=mysql+pymysql://bookstore:{SECRET_VALUE}@db:3306/bookstore\n"
+    )));
+    assert_eq!(sb.mode("/etc/iac/app.env.app-blue"), 0o600);
     assert_eq!(sb.mode("/etc/iac/db.env"), 0o600);
     assert_eq!(sb.mode("/etc/iac"), 0o700);
-    assert!(!log.contains(SECRET_VALUE), "secret in the log:\n{log}");
-    assert!(!calls.contains(SECRET_VALUE), "secret in an argv:\n{calls}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET_VALUE));
     assert!(calls.contains(
-        "aws ssm get-parameter --name /bookstore/secret-key --with-decryption --query Parameter.Value --output text --region us-east-1"
-    ));
+        "aws ssm get-parameter --name /iac/bookstore-vm/db-password --with-decryption --query Parameter.Value --output text --region us-east-1"
+    ), "{calls}");
+    let root_pw = sb.read("/var/lib/iac-data/.iac/mysql-root-password");
+    assert_eq!(root_pw.trim().len(), 48, "on the data volume");
+    for secret in [SECRET_VALUE, root_pw.trim()] {
+        sb.assert_not_leaked(&out, secret, true);
+    }
 
-    // The generated database password: in db.env and, URL-encoded, in the compose .env only.
-    let db_env = sb.read("/etc/iac/db.env");
-    let db_pw = db_env
-        .lines()
-        .find_map(|l| l.strip_prefix("MYSQL_PASSWORD='"))
-        .and_then(|v| v.strip_suffix('\''))
-        .expect("MYSQL_PASSWORD in db.env");
-    assert_eq!(db_pw.len(), 48, "openssl rand -hex 24");
-    assert!(db_env.contains("MYSQL_ROOT_PASSWORD='"));
-    assert_eq!(
-        sb.read("/opt/iac/bookstore-vm/.env"),
-        format!("IAC_DB_PASSWORD_URLENC='{db_pw}'\n")
-    );
-    assert!(!log.contains(db_pw));
-    assert!(!calls.contains(db_pw));
-
-    // Files and containers.
+    // Files, the database, then the app beside nothing, nginx switched to it.
     for f in &ud.files {
         assert_eq!(sb.read(&f.path), f.content, "{} written verbatim", f.path);
     }
-    let project = sb.root.join("opt/iac/bookstore-vm");
-    assert!(calls.contains("docker compose pull --quiet"));
-    assert!(calls.contains("docker compose up -d --remove-orphans"));
-    assert!(calls.contains(&format!("docker-cwd {}", project.display())));
-    assert!(calls.contains("systemctl enable --now docker"));
+    assert!(calls.contains("docker compose up -d --wait --remove-orphans"));
+    assert!(
+        calls.contains("docker pull -q ghcr.io/example/bookstore:1.0.0"),
+        "{calls}"
+    );
+    assert!(calls.contains("--name app-blue"), "{calls}");
+    assert!(calls.contains("-p 127.0.0.1:5000:5000"), "{calls}");
+    assert!(calls.contains("--network iac-bookstore-vm"), "{calls}");
+    assert!(sb
+        .read("/etc/nginx/conf.d/iac-bookstore-vm-upstream.conf")
+        .contains("server 127.0.0.1:5000;"));
     assert!(
         !ran(&calls, "apt-get"),
         "everything was installed already:\n{calls}"
@@ -520,58 +493,36 @@ fn stub_run_example_with_dns_pointing_here() {
         file(&ud, "/etc/iac/nginx/https.conf")
     );
     assert!(calls.contains("systemctl enable --now iac-certbot-renew.timer"));
-    assert!(log.contains("HTTPS enabled for books.example.org"));
     assert!(
         last_line(&log).ends_with("iac bootstrap finished: https://books.example.org"),
         "{log}"
     );
-    assert!(log.contains("== step 1/7 packages"));
     assert_eq!(sb.read("/opt/iac/bookstore-vm/bootstrap.sh"), ud.script);
-}
 
-#[test]
-fn stub_run_twice_keeps_passwords_and_converges() {
-    let ud = render(&example());
-    let sb = sandbox(&ud, "ubuntu", &[]);
-    let env = [("STUB_DNS_IP", STUB_PUBLIC_IP)];
-    sb.run_ok(&env);
-    let db_env = sb.read("/etc/iac/db.env");
-    let dot_env = sb.read("/opt/iac/bookstore-vm/.env");
+    // Again: no new format, no new container, the same passwords.
     fs::remove_file(&sb.stub_log).unwrap();
-
     sb.run_ok(&env);
-    assert_eq!(sb.read("/etc/iac/db.env"), db_env, "passwords regenerated");
-    assert_eq!(sb.read("/opt/iac/bookstore-vm/.env"), dot_env);
     let calls = sb.calls();
-    assert!(!ran(&calls, "openssl"), "no new password drawn:\n{calls}");
+    assert!(!ran(&calls, "mkfs.ext4"), "{calls}");
+    assert!(!calls.contains("docker run"), "{calls}");
     assert!(!ran(&calls, "certbot"), "certificate reused:\n{calls}");
-    assert!(calls.contains("docker compose up -d"));
-    let log = sb.log();
-    assert!(log.contains("certificate for books.example.org already present"));
     assert_eq!(
-        log.matches("iac bootstrap finished").count(),
-        2,
-        "log appended"
+        sb.read("/var/lib/iac-data/.iac/mysql-root-password"),
+        root_pw
     );
-    assert_eq!(
-        sb.read("/etc/nginx/conf.d/iac-bookstore-vm.conf"),
-        file(&ud, "/etc/iac/nginx/https.conf")
-    );
+    assert!(sb.log().contains("nothing to do"));
 }
 
 #[test]
 fn stub_run_with_dns_elsewhere_falls_back_to_http() {
-    let ud = render(&example());
-    let sb = sandbox(&ud, "ubuntu", &[]);
+    let (ud, sb) = sandbox(&example(), "ubuntu", &[]);
     sb.run_ok(&[("STUB_DNS_IP", "203.0.113.99")]);
     let log = sb.log();
-    let calls = sb.calls();
     assert!(
         log.contains("HTTPS not enabled: books.example.org resolves to 203.0.113.99, not to this instance (198.51.100.7), after 2s; serving HTTP only"),
         "{log}"
     );
-    assert!(!ran(&calls, "certbot"), "{calls}");
-    assert!(calls.contains("getent ahostsv4 books.example.org"));
+    assert!(!ran(&sb.calls(), "certbot"));
     assert_eq!(
         sb.read("/etc/nginx/conf.d/iac-bookstore-vm.conf"),
         file(&ud, "/etc/iac/nginx/http.conf")
@@ -580,44 +531,11 @@ fn stub_run_with_dns_elsewhere_falls_back_to_http() {
 }
 
 #[test]
-fn stub_run_with_unresolvable_domain_falls_back_to_http() {
-    let ud = render(&example());
-    let sb = sandbox(&ud, "ubuntu", &[]);
-    sb.run_ok(&[]);
-    let log = sb.log();
-    assert!(
-        log.contains("HTTPS not enabled: books.example.org resolves to nothing"),
-        "{log}"
-    );
-    assert!(!ran(&sb.calls(), "certbot"));
-}
-
-#[test]
-fn stub_run_with_certbot_failure_falls_back_to_http() {
-    let ud = render(&example());
-    let sb = sandbox(&ud, "ubuntu", &[]);
-    sb.run_ok(&[("STUB_DNS_IP", STUB_PUBLIC_IP), ("STUB_CERTBOT_FAIL", "1")]);
-    let log = sb.log();
-    assert!(log.contains(
-        "HTTPS not enabled: certbot could not obtain a certificate (see above); serving HTTP only"
-    ));
-    assert_eq!(
-        sb.read("/etc/nginx/conf.d/iac-bookstore-vm.conf"),
-        file(&ud, "/etc/iac/nginx/http.conf")
-    );
-}
-
-#[test]
 fn stub_run_fresh_ubuntu_installs_what_is_missing() {
-    let ud = render(&stack_from(&shop_yaml(true, Some(DB_WITH_PASSWORD_REF))));
-    let sb = sandbox(&ud, "ubuntu", &["docker", "nginx", "certbot", "aws"]);
+    let stack = stack_from(&shop_yaml(true, Some(DB_WITH_PASSWORD_REF)));
+    let (_, sb) = sandbox(&stack, "ubuntu", &["docker", "nginx", "certbot", "aws"]);
     sb.run_ok(&[("STUB_DNS_IP", STUB_PUBLIC_IP)]);
     let calls = sb.calls();
-    assert_eq!(
-        calls.matches(" update").count(),
-        1,
-        "apt-get update once:\n{calls}"
-    );
     for pkg in ["docker.io", "nginx", "certbot"] {
         assert!(
             calls.contains(&format!(
@@ -627,86 +545,90 @@ fn stub_run_fresh_ubuntu_installs_what_is_missing() {
         );
     }
     assert!(calls.contains("snap install aws-cli --classic"), "{calls}");
-    // No region in this stack: it comes from IMDS.
     assert!(calls.contains("/latest/meta-data/placement/region"));
     assert!(calls.contains("--name /shop/db-password"));
-    let db_env = sb.read("/etc/iac/db.env");
-    assert!(db_env.contains(&format!("MYSQL_PASSWORD='{SECRET_VALUE}'\n")));
-    assert_eq!(
-        sb.read("/etc/iac/app.env"),
-        format!("SECRET_KEY='{SECRET_VALUE}'\nSIGNING_SALT='{SECRET_VALUE}'\n")
-    );
+    let app_env = sb.read("/etc/iac/app.env.app-blue");
+    assert!(app_env.contains(&format!("SIGNING_SALT={SECRET_VALUE}\n")));
+    assert!(app_env.contains("SQLALCHEMY_DATABASE_URI=mysql+pymysql://shop_app:"));
     assert!(!sb.log().contains(SECRET_VALUE));
     assert!(!calls.contains(SECRET_VALUE));
-    assert!(
-        calls.contains("-m o'brien@example.net -d shop.example.net"),
-        "{calls}"
-    );
-}
-
-#[test]
-fn stub_run_fresh_amazon_linux_uses_dnf() {
-    let ud = render(&stack_from(&shop_yaml(false, Some(DB_GENERATED))));
-    let sb = sandbox(&ud, "amzn", &["docker", "nginx", "aws"]);
-    // Like some RPM builds, this nginx.conf has its own default server, which would clash.
-    let distro_conf = "http {\n  server {\n    listen 80 default_server;\n    listen [::]:80 default_server;\n  }\n}\n";
-    fs::create_dir_all(sb.root.join("etc/nginx")).unwrap();
-    fs::write(sb.root.join("etc/nginx/nginx.conf"), distro_conf).unwrap();
-    sb.run_ok(&[("STUB_COMPOSE_MISSING", "1")]);
-    assert_eq!(
-        sb.read("/etc/nginx/nginx.conf"),
-        distro_conf.replace(" default_server", "")
-    );
-    let calls = sb.calls();
-    assert!(calls.contains("dnf -q -y install docker"), "{calls}");
-    assert!(calls.contains("dnf -q -y install nginx"), "{calls}");
-    assert!(calls.contains("dnf -q -y install awscli-2"), "{calls}");
-    // AL2023 has no compose plugin package: it is downloaded and checked against its checksum.
-    let plugin = "/usr/local/lib/docker/cli-plugins/docker-compose";
-    assert_eq!(sb.read(plugin), "stub compose\n");
-    assert_eq!(sb.mode(plugin), 0o755);
-    assert!(calls.contains(
-        "https://github.com/docker/compose/releases/latest/download/docker-compose-linux-"
-    ));
-    assert!(!ran(&calls, "apt-get"));
-    assert!(!calls.contains("certbot"), "no domain, no certbot at all");
-    let log = sb.log();
-    assert!(log.contains("no domain in the stack"));
-    assert!(
-        last_line(&log).ends_with(&format!("iac bootstrap finished: http://{STUB_PUBLIC_IP}")),
-        "{log}"
-    );
-}
-
-#[test]
-fn stub_run_refuses_a_compose_plugin_with_a_bad_checksum() {
-    let ud = render(&example());
-    let sb = sandbox(&ud, "amzn", &[]);
-    let out = sb.run(&[("STUB_COMPOSE_MISSING", "1"), ("STUB_COMPOSE_BAD_SUM", "x")]);
-    assert!(!out.status.success(), "{}", sb.explain(&out));
-    let log = sb.log();
-    assert!(
-        log.contains("docker compose download failed its checksum"),
-        "{log}"
-    );
-    assert!(log.contains("FAILED in step 1/7 packages"), "{log}");
-    assert!(!sb
-        .root
-        .join("usr/local/lib/docker/cli-plugins/docker-compose")
-        .exists());
 }
 
 #[test]
 fn stub_run_fails_loudly_when_a_secret_cannot_be_read() {
-    let ud = render(&example());
-    let sb = sandbox(&ud, "ubuntu", &[]);
-    let out = sb.run(&[("STUB_SSM_FAIL", "1")]);
+    let (_, sb) = sandbox(&example(), "ubuntu", &[]);
+    let out = sb.run(&[("STUB_SSM_FAIL", "1"), ("IAC_RETRY_SLEEP", "0")]);
     assert!(!out.status.success(), "{}", sb.explain(&out));
     let log = sb.log();
-    assert!(log.contains("FAILED in step 3/7 secrets"), "{log}");
+    assert!(log.contains("FAILED in step 4/8 secrets"), "{log}");
     assert!(!sb.calls().contains("docker compose up"));
-    assert!(
-        !sb.root.join("etc/iac/app.env").exists(),
-        "no partial env file"
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. The in-place update (Kamal's way)
+
+#[test]
+fn update_pulls_starts_checks_switches_and_stops_in_that_order() {
+    let stack = example();
+    let command = update_command(&stack, Switch::Nginx);
+    shellcheck("sh", "iac-app-update", &command);
+    for shell in [tool("dash", "dash"), tool("bash", "bash")] {
+        let sb = sandbox_for(&stack, &command, "ubuntu", &[]);
+        // The first run starts blue; then a new image goes to green.
+        sb.run_with(&shell, &[], &[]);
+        let mut newer = stack.clone();
+        newer.spec.app.image = "ghcr.io/example/bookstore:1.0.1".to_string();
+        sb.param("/iac/bookstore-vm/app", &app_spec(&newer).unwrap());
+        sb.clear_calls();
+        let out = sb.run_with(&shell, &[], &[]);
+        check_output("update", &out);
+        let calls = sb.calls();
+        let steps = [
+            "docker pull -q ghcr.io/example/bookstore:1.0.1",
+            "docker run -d --name app-green",
+            "curl -fs -o /dev/null -m 5 http://127.0.0.1:5001/book/catalog",
+            "nginx -t -q",
+            "systemctl reload-or-restart nginx",
+            "docker rm -f app-blue",
+        ];
+        let at: Vec<usize> = steps.iter().map(|s| position(&calls, s)).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}\n{calls}");
+        assert!(sb
+            .read("/etc/nginx/conf.d/iac-bookstore-vm-upstream.conf")
+            .contains("server 127.0.0.1:5001;"));
+        assert_eq!(sb.read("/etc/iac/app.slot"), "green\n");
+    }
+}
+
+#[test]
+fn update_with_a_failing_health_check_keeps_the_old_container_serving() {
+    let stack = example();
+    let sb = sandbox_for(
+        &stack,
+        &update_command(&stack, Switch::Nginx),
+        "ubuntu",
+        &[],
     );
+    let dash = tool("dash", "dash");
+    check_output("first run", &sb.run_with(&dash, &[], &[]));
+    let mut broken = stack.clone();
+    broken.spec.app.image = "ghcr.io/example/bookstore:broken".to_string();
+    sb.param("/iac/bookstore-vm/app", &app_spec(&broken).unwrap());
+    sb.clear_calls();
+    let out = sb.run_with(&dash, &[], &[("STUB_UNHEALTHY_PORT", "5001")]);
+    assert!(!out.status.success(), "{}", sb.explain(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        last_line(&stderr).contains("FAILED in step health")
+            && last_line(&stderr).contains("app-blue keeps serving"),
+        "{stderr}"
+    );
+    let calls = sb.calls();
+    assert!(!calls.contains("nginx -t"), "no switch:\n{calls}");
+    assert!(calls.contains("docker rm -f app-green"), "{calls}");
+    assert!(!calls.contains("docker rm -f app-blue"), "{calls}");
+    assert!(sb
+        .read("/etc/nginx/conf.d/iac-bookstore-vm-upstream.conf")
+        .contains("server 127.0.0.1:5000;"));
+    assert_eq!(sb.state("container-app-blue"), "running\n");
 }

@@ -11,6 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use iac::render::app_spec::{app_spec, update_command, Switch, APP_PARAM};
 use iac::render::lb_vms::{
     self, balancer, balancer_reload_command, database, haproxy_config, param_name, web, Backend,
     DATA_DEVICE, DB_HOST_PARAM, DB_PASSWORD_PARAM, HAPROXY_PARAM,
@@ -18,7 +19,8 @@ use iac::render::lb_vms::{
 use iac::render::{UserData, USER_DATA_LIMIT};
 use iac::stack::Stack;
 use render_common::{
-    check_output, count_calls, file, last_line, ran, shellcheck, stack_from, tool, Sandbox, Setup,
+    check_output, count_calls, file, last_line, position, ran, shellcheck, stack_from, tool,
+    Sandbox, Setup,
 };
 use tempfile::TempDir;
 
@@ -572,6 +574,12 @@ fn reload_command_validates_with_the_real_haproxy() {
 // 4. Boot scripts against stubs
 
 fn db_params(sb: &Sandbox, stack: &str) {
+    let spec = if stack == "shop" {
+        app_spec(&shop(false, "mysql"))
+    } else {
+        app_spec(&example())
+    };
+    sb.param(&param_name(stack, APP_PARAM), &spec.unwrap());
     sb.param(&param_name(stack, DB_HOST_PARAM), DB_HOST);
     sb.param(&param_name(stack, DB_PASSWORD_PARAM), DB_PASSWORD);
 }
@@ -599,7 +607,7 @@ fn web_waits_for_the_database_address_then_runs_the_app() {
     );
 
     // Everything in one root-only env file, in Docker's literal KEY=value format.
-    let env_file = sb.read("/etc/iac/app.env");
+    let env_file = sb.read("/etc/iac/app.env.app");
     assert_eq!(
         env_file,
         format!(
@@ -608,15 +616,19 @@ fn web_waits_for_the_database_address_then_runs_the_app() {
              SQLALCHEMY_DATABASE_URI=mysql+pymysql://shop_app:{DB_PASSWORD_URLENC}@{DB_HOST}:3306/shop\n"
         )
     );
-    assert_eq!(sb.mode("/etc/iac/app.env"), 0o600);
+    assert_eq!(sb.mode("/etc/iac/app.env.app"), 0o600);
     assert_eq!(sb.mode("/etc/iac"), 0o700);
 
-    let env_path = sb.full("/etc/iac/app.env");
-    assert!(calls.contains(&format!(
-        "docker run -d --restart unless-stopped --name app -p 8080:8080 --env-file {} --log-opt max-size=10m --log-opt max-file=3 ghcr.io/example/shop:2.0",
-        env_path.display()
-    )), "{calls}");
-    assert!(calls.contains("docker pull -q ghcr.io/example/shop:2.0"));
+    // The new container is checked on a loopback port, then takes over the app's port.
+    let steps = [
+        "docker pull -q ghcr.io/example/shop:2.0",
+        "docker run -d --name app-next",
+        "curl -fs -o /dev/null -m 5 http://127.0.0.1:8081/",
+        "docker run -d --name app --restart unless-stopped -p 8080:8080",
+        "docker rm -f app-old app-next",
+    ];
+    let at: Vec<usize> = steps.iter().map(|s| position(&calls, s)).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}\n{calls}");
     assert!(calls.contains("systemctl enable --now docker"));
     assert!(
         !ran(&calls, "apt-get"),
@@ -625,11 +637,7 @@ fn web_waits_for_the_database_address_then_runs_the_app() {
     for secret in [DB_PASSWORD, DB_PASSWORD_URLENC, SECRET_VALUE] {
         sb.assert_not_leaked(&out, secret, true);
     }
-    assert!(log.contains("== step 5/5 health check"));
-    assert!(
-        last_line(&log).ends_with("iac bootstrap finished: app on port 8080"),
-        "{log}"
-    );
+    assert!(log.contains("== step 4/4 app"));
     assert_eq!(sb.read("/opt/iac/shop/bootstrap.sh"), ud.script);
 
     // A re-run with nothing changed keeps the container.
@@ -637,17 +645,25 @@ fn web_waits_for_the_database_address_then_runs_the_app() {
     sb.run_ok(&[]);
     let calls = sb.calls();
     assert!(!calls.contains("docker run"), "{calls}");
-    assert!(!calls.contains("docker rm"), "{calls}");
-    assert!(sb.log().contains("app container is up to date"));
+    assert!(sb.log().contains("nothing to do"));
 
-    // A new password (or image) replaces it.
-    sb.param("/iac/shop/db-password", "rotated");
+    // A new image that fails its health check: the old container keeps the port.
+    let mut broken = shop(false, "mysql");
+    broken.spec.app.image = "ghcr.io/example/shop:broken".to_string();
+    sb.param("/iac/shop/app", &app_spec(&broken).unwrap());
     fs::remove_file(&sb.stub_log).unwrap();
-    sb.run_ok(&[]);
+    let update = update_command(&broken, Switch::Port);
+    fs::write(&sb.script, &update).unwrap();
+    let out = sb.run_with(
+        &tool("dash", "dash"),
+        &[],
+        &[("STUB_UNHEALTHY_PORT", "8081")],
+    );
+    assert!(!out.status.success(), "{}", sb.explain(&out));
     let calls = sb.calls();
-    assert!(calls.contains("docker rm -f app"), "{calls}");
-    assert_eq!(count_calls(&calls, "docker run"), 1);
-    assert!(sb.read("/etc/iac/app.env").contains("shop_app:rotated@"));
+    assert!(!calls.contains("docker stop app"), "{calls}");
+    assert!(calls.contains("docker rm -f app-next"), "{calls}");
+    assert_eq!(sb.state("container-app"), "running\n");
 }
 
 #[test]
@@ -656,7 +672,7 @@ fn web_with_mongodb_gets_a_mongodb_url() {
     let sb = sandbox(&ud.script, "amzn", &["docker", "aws"]);
     db_params(&sb, "shop");
     let out = sb.run_ok(&[]);
-    assert!(sb.read("/etc/iac/app.env").contains(&format!(
+    assert!(sb.read("/etc/iac/app-extra.env").contains(&format!(
         "SQLALCHEMY_DATABASE_URI=mongodb://shop_app:{DB_PASSWORD_URLENC}@{DB_HOST}:27017/shop\n"
     )));
     let calls = sb.calls();
@@ -683,12 +699,12 @@ fn web_gives_up_when_the_database_address_never_comes() {
         log.contains("SSM parameter /iac/bookstore-lb/db-host still unreadable after 1s"),
         "{log}"
     );
-    assert!(
-        log.contains("FAILED in step 3/5 settings and secrets"),
-        "{log}"
-    );
+    assert!(log.contains("FAILED in step 3/4 database"), "{log}");
     assert!(!sb.calls().contains("docker run"));
-    assert!(!sb.full("/etc/iac/app.env").exists(), "no partial env file");
+    assert!(
+        !sb.full("/etc/iac/app-extra.env").exists(),
+        "no partial env file"
+    );
 }
 
 /// Disks as `lsblk -dnrpo NAME,TYPE,MODEL` prints them on a Nitro instance: the root disk, the
@@ -1132,6 +1148,7 @@ fn rendered_output_holds_parameter_names_only() {
             }
         }
         all.push_str(&balancer_reload_command(&stack));
+        all.push_str(&iac::render::app_spec::app_spec(&stack).unwrap());
         all.push_str(&haproxy_config(&stack, &backends(2)).unwrap());
         for name in [
             "/shop/secret-key",

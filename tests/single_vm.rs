@@ -111,8 +111,43 @@ fn up(emu: &Emulator, file: &std::path::Path) -> Run {
 
 fn down(emu: &Emulator, stack: &str) -> Run {
     let mut c = emu.iac();
-    c.args(["-o", "json", "down", "--stack", stack, "--yes"]);
+    c.args([
+        "-o",
+        "json",
+        "down",
+        "--stack",
+        stack,
+        "--yes",
+        "--delete-data",
+    ]);
     run_ok(c)
+}
+
+/// The stack's data volumes as (volume id, attached instance).
+async fn data_volumes(ec2: &aws_sdk_ec2::Client, stack: &str) -> Vec<(String, Option<String>)> {
+    let out = ec2
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:iac:stack")
+                .values(stack)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe volumes");
+    out.volumes()
+        .iter()
+        .map(|v| {
+            (
+                v.volume_id().unwrap_or_default().to_string(),
+                v.attachments()
+                    .first()
+                    .and_then(|a| a.instance_id())
+                    .map(str::to_string),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -289,7 +324,8 @@ async fn plan_is_data_and_detailed_exitcode_says_whether_there_are_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn ssh_change_updates_the_group_in_place_and_image_change_replaces_the_vm() {
+async fn ssh_change_updates_the_group_in_place_and_app_change_updates_the_vm_in_place_keeping_its_data(
+) {
     let emu = Emulator::start();
     let stack = "vm-change";
     let file = StackFile::example(stack, &[]);
@@ -336,8 +372,68 @@ async fn ssh_change_updates_the_group_in_place_and_image_change_replaces_the_vm(
         vm_before
     );
 
-    // A new image changes the user-data: the VM is replaced and the address follows it.
-    file.rewrite(&[("bookstore:1.0.0", "bookstore:1.1.0")]);
+    // A new image and a new variable: applied in place through Run Command, nothing replaced.
+    let volumes = data_volumes(&ec2, stack).await;
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    assert_eq!(volumes[0].1, vm_before, "the data volume is on the VM");
+    file.rewrite(&[("bookstore:1.0.0", "bookstore:1.0.1")]);
+    let text = std::fs::read_to_string(file.path()).unwrap();
+    let text = text.replace(
+        "  environment:\n",
+        "  environment:\n    FEATURE_X: \"on\"\n",
+    );
+    std::fs::write(file.path(), text).unwrap();
+    let r = up(&emu, file.path());
+    assert_eq!(r.record("plan")["summary"]["replace"], 0, "{}", r.stdout);
+    assert_eq!(r.record("plan")["summary"]["update"], 1, "{}", r.stdout);
+    let vms = live_instances(&ec2, stack).await;
+    assert_eq!(vms.len(), 1);
+    assert_eq!(vms[0].instance_id().map(str::to_string), vm_before);
+    let spec = emu
+        .ssm()
+        .await
+        .get_parameter()
+        .name(format!("/iac/{stack}/app"))
+        .send()
+        .await
+        .expect("app spec");
+    let spec = spec.parameter().and_then(|p| p.value()).unwrap_or_default();
+    assert!(
+        spec.contains("IMAGE=ghcr.io/example/bookstore:1.0.1\n"),
+        "{spec}"
+    );
+    assert!(spec.contains("ENV_FEATURE_X=on\n"), "{spec}");
+    let sent = emu
+        .ssm()
+        .await
+        .list_commands()
+        .send()
+        .await
+        .expect("commands");
+    let update = sent
+        .commands()
+        .iter()
+        .find(|c| {
+            c.comment()
+                .unwrap_or_default()
+                .contains("update the app in place")
+        })
+        .expect("the update was sent through Run Command");
+    assert_eq!(update.instance_ids(), [vm_before.clone().unwrap()]);
+    assert_eq!(data_volumes(&ec2, stack).await, volumes, "still attached");
+
+    // A new instance type must replace the VM: the data volume moves to the new one (the old
+    // one stopped first), before the old one is terminated; the address follows.
+    file.rewrite(&[("type: t3.small", "type: t3.medium")]);
+    let mut c = emu.iac();
+    c.arg("plan").arg(file.path());
+    let p = run_ok(c);
+    assert!(
+        p.stdout
+            .contains("the data volume (data) moves to the new VM"),
+        "{}",
+        p.stdout
+    );
     let r = up(&emu, file.path());
     assert_eq!(r.record("plan")["summary"]["replace"], 1);
     let vms = live_instances(&ec2, stack).await;
@@ -348,13 +444,39 @@ async fn ssh_change_updates_the_group_in_place_and_image_change_replaces_the_vm(
     );
     let vm_after = vms[0].instance_id().map(str::to_string);
     assert_ne!(vm_after, vm_before);
+    let moved = data_volumes(&ec2, stack).await;
+    assert_eq!(moved, vec![(volumes[0].0.clone(), vm_after.clone())]);
+    let done: Vec<String> = r
+        .records()
+        .iter()
+        .filter(|e| e["event"] == "done")
+        .filter_map(|e| e["id"].as_str().map(str::to_string))
+        .collect();
+    let attached = done
+        .iter()
+        .position(|id| id == "data")
+        .expect("volume moved");
+    let terminated = done
+        .iter()
+        .position(|id| id.starts_with("vm#old"))
+        .expect("old vm terminated");
+    assert!(attached < terminated, "{done:?}");
     assert_eq!(
         addresses(&ec2, stack).await[0]
             .instance_id()
             .map(str::to_string),
         vm_after
     );
+
+    // `down` keeps the data volume (exit 4); `--delete-data` removes it.
+    let mut c = emu.iac();
+    c.args(["-o", "json", "down", "--stack", stack, "--yes"]);
+    let d = run(c);
+    assert_eq!(d.code, 4, "{}", d.stderr);
+    assert_eq!(data_volumes(&ec2, stack).await.len(), 1);
+    assert!(live_instances(&ec2, stack).await.is_empty());
     down(&emu, stack);
+    assert!(data_volumes(&ec2, stack).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,11 +16,11 @@ use std::net::IpAddr;
 use minijinja::{Environment, Error, ErrorKind, Value};
 use serde::Serialize;
 
+use super::app_spec::{update_command, Switch, EXTRA_ENV, UPDATE_SCRIPT};
 use super::lb_common::ScriptHead;
 use super::{
-    app_environment, app_secrets, cert_dir, check_app_env_file, invalid, render, require_word,
-    tier_environment, KeyValue, RenderError, UserData, APP_ENV,
-    CERTBOT_RENEW_SERVICE as RENEW_SERVICE, CERTBOT_RENEW_TIMER as RENEW_TIMER,
+    cert_dir, check_app_env_file, invalid, render, require_word, tier_environment, RenderError,
+    UserData, CERTBOT_RENEW_SERVICE as RENEW_SERVICE, CERTBOT_RENEW_TIMER as RENEW_TIMER,
 };
 use crate::stack::{Database, Stack, Tier};
 
@@ -39,6 +39,9 @@ pub const MONGODB_PORT: u16 = 27017;
 pub const STATS_PORT: u16 = 8404;
 /// certbot's standalone HTTP-01 server behind HAProxy, bound to 127.0.0.1 only.
 pub const ACME_PORT: u16 = 8888;
+/// HAProxy's admin socket on the balancer (root only), where a web VM is drained before its
+/// app is updated.
+pub const ADMIN_SOCKET: &str = "/run/iac-haproxy.sock";
 /// Installed on the balancer; the same text as [`balancer_reload_command`].
 pub const REFRESH_SCRIPT: &str = "/usr/local/sbin/iac-haproxy-refresh";
 
@@ -98,6 +101,10 @@ const LB_TEMPLATES: &[(&str, &str)] = &[
     (
         "templates/haproxy-certbot-renew.service.j2",
         include_str!("../../templates/haproxy-certbot-renew.service.j2"),
+    ),
+    (
+        "templates/haproxy-server-state.sh.j2",
+        include_str!("../../templates/haproxy-server-state.sh.j2"),
     ),
     (
         "templates/mongo-users.js.j2",
@@ -382,6 +389,7 @@ struct HaproxyCtx<'a> {
     domain: Option<HaproxyDomain>,
     acme_port: u16,
     stats_port: u16,
+    admin_socket: &'static str,
 }
 
 /// The full haproxy.cfg for these backends, in the given order (deterministic: the same input
@@ -424,8 +432,35 @@ pub fn haproxy_config(stack: &Stack, backends: &[Backend]) -> Result<String, Ren
         }),
         acme_port: ACME_PORT,
         stats_port: STATS_PORT,
+        admin_socket: ADMIN_SOCKET,
     };
     render(&lb_environment()?, "templates/haproxy.cfg.j2", &ctx)
+}
+
+#[derive(Serialize)]
+struct ServerStateCtx<'a> {
+    stack: &'a str,
+    socket: &'static str,
+    server: &'a str,
+    state: &'static str,
+}
+
+/// The Run Command (POSIX sh) for the balancer around a web VM's update: with `drain`, set
+/// server `server` of backend `app` to drain through the admin socket and wait (bounded) until
+/// it has no sessions; else set it ready and wait (bounded) until its health check says UP,
+/// exiting 1 when it does not. On a balancer without the socket (set up by an older iac) it
+/// says so and exits 0.
+pub fn server_state_command(stack: &Stack, server: &str, drain: bool) -> String {
+    let ctx = ServerStateCtx {
+        stack: stack.name(),
+        socket: ADMIN_SOCKET,
+        server,
+        state: if drain { "drain" } else { "ready" },
+    };
+    // Every value goes through `shell_quote`; only a broken embedded template can fail.
+    lb_environment()
+        .and_then(|env| render(&env, "templates/haproxy-server-state.sh.j2", &ctx))
+        .unwrap_or_else(|e| panic!("the embedded HAProxy server state template failed: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -447,18 +482,15 @@ struct WebDatabase<'a> {
 struct WebCtx<'a> {
     #[serde(flatten)]
     head: ScriptHead<'a>,
-    app_env: &'static str,
-    image: &'a str,
-    port: u16,
-    health_path: &'a str,
-    environment: Vec<KeyValue<'a>>,
-    secrets: Vec<KeyValue<'a>>,
-    needs_aws: bool,
+    extra_env: &'static str,
+    update_script: &'static str,
     database: Option<WebDatabase<'a>>,
 }
 
-/// A web VM's boot script: Docker, the app's env file (plain settings, secrets from SSM and the
-/// database URL built from the database VM's address and password), the app container.
+/// A web VM's boot script: Docker, the database URL (built from the database VM's address and
+/// password) in a root-only env file, and the app run from the app spec in SSM by the update
+/// script. Neither the image nor the environment is in it, so changing them updates the VM in
+/// place.
 pub fn web(stack: &Stack) -> Result<UserData, RenderError> {
     check_common(stack, "web user-data")?;
     let s = &stack.spec;
@@ -479,15 +511,15 @@ pub fn web(stack: &Stack) -> Result<UserData, RenderError> {
         None => None,
     };
     let env = lb_environment()?;
+    let files = vec![(
+        UPDATE_SCRIPT.to_string(),
+        "755",
+        update_command(stack, Switch::Port),
+    )];
     let ctx = WebCtx {
-        head: ScriptHead::new(stack, "web", Vec::new())?,
-        app_env: APP_ENV,
-        image: &s.app.image,
-        port: s.app.port,
-        health_path: &s.app.health_path,
-        environment: app_environment(&s.app),
-        secrets: app_secrets(&s.app),
-        needs_aws: database.is_some() || !s.app.secrets.is_empty(),
+        head: ScriptHead::new(stack, "web", files)?,
+        extra_env: EXTRA_ENV,
+        update_script: UPDATE_SCRIPT,
         database,
     };
     let script = render(&env, "userdata/lb-web.sh.j2", &ctx)?;

@@ -6,11 +6,12 @@
 //! by SSM parameter name; the instance fetches them at boot.
 
 pub mod alb_asg;
+pub mod app_spec;
 pub mod custom_scaler;
 mod filters;
 mod lb_common;
 pub mod lb_vms;
-mod single_vm;
+pub mod single_vm;
 pub mod swarm;
 
 use std::io::Write;
@@ -234,6 +235,9 @@ struct NginxCtx<'a> {
     stack: &'a str,
     server_name: &'a str,
     port: u16,
+    /// Proxy to this nginx upstream instead of `127.0.0.1:<port>` (single-vm: the app update
+    /// switches it between two containers).
+    upstream: Option<&'a str>,
     acme_root: &'static str,
     tls: Option<TlsCtx>,
 }
@@ -251,6 +255,7 @@ pub(crate) fn nginx_files(
     env: &Environment,
     stack: &str,
     port: u16,
+    upstream: Option<&str>,
     domain: Option<&Domain>,
 ) -> Result<Vec<(String, &'static str, String)>, RenderError> {
     let server_name = domain.map_or("_", |d| d.name.as_str());
@@ -258,6 +263,7 @@ pub(crate) fn nginx_files(
         stack,
         server_name,
         port,
+        upstream,
         acme_root: ACME_ROOT,
         tls,
     };
@@ -341,6 +347,14 @@ fn payload_of(script: &[u8]) -> Result<Vec<u8>, RenderError> {
 
 /// Every embedded template, by name. Names keep their real file names so errors point at files.
 const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "templates/app-update.sh.j2",
+        include_str!("../../templates/app-update.sh.j2"),
+    ),
+    (
+        "templates/data-volume.sh.j2",
+        include_str!("../../templates/data-volume.sh.j2"),
+    ),
     (
         "userdata/single-vm.sh.j2",
         include_str!("../../userdata/single-vm.sh.j2"),

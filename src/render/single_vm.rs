@@ -1,5 +1,6 @@
 //! User-data of the single-vm tier: one bash script that installs Docker, nginx and certbot,
-//! fetches secrets from SSM, starts the compose project (app + MySQL) and enables HTTPS.
+//! mounts the data volume (MySQL's data and `/etc/letsencrypt`), starts MySQL with compose,
+//! runs the app from the app spec in SSM through the update script, and enables HTTPS.
 //!
 //! Every file the script writes is rendered here first and embedded in the script as a quoted
 //! heredoc, so `iac render --files` shows exactly what lands on disk and tests can validate each
@@ -7,10 +8,11 @@
 
 use serde::Serialize;
 
+use super::app_spec::{network, update_command, upstream_file, Switch, EXTRA_ENV, UPDATE_SCRIPT};
 use super::{
-    app_environment, cert_dir, check_tier, environment, invalid, nginx_files, render, require_word,
-    script_files, KeyValue, RenderError, RenderedFile, ScriptFile, UserData, ACME_ROOT, APP_ENV,
-    EOF_MARK, ETC_DIR, LOG_FILE, NGINX_HTTP, NGINX_HTTPS, PROJECT_ROOT,
+    cert_dir, check_tier, environment, invalid, nginx_files, param_name, render, require_word,
+    script_files, RenderError, RenderedFile, ScriptFile, UserData, ACME_ROOT, EOF_MARK, ETC_DIR,
+    LOG_FILE, NGINX_HTTP, NGINX_HTTPS, PROJECT_ROOT,
 };
 #[cfg(test)]
 use super::{
@@ -20,9 +22,13 @@ use super::{
 use crate::stack::{Stack, Tier};
 
 const DB_ENV: &str = "/etc/iac/db.env";
-/// Compose interpolation variable carrying the URL-encoded database password; the script
-/// writes it to the project's `.env`, so the compose file itself never holds the password.
-const DB_URL_PASSWORD_VAR: &str = "IAC_DB_PASSWORD_URLENC";
+/// Where the data volume is mounted: MySQL's data directory and `/etc/letsencrypt` live on it.
+pub const DATA_DIR: &str = "/var/lib/iac-data";
+/// Where iac attaches the data volume (Nitro instances show it as NVMe).
+pub const DATA_DEVICE: &str = "/dev/sdf";
+/// SSM parameter (SecureString) under `/iac/<stack>/`: the database password iac generates
+/// when the stack names none. Read at boot, so a new VM can open the old data.
+pub const DB_PASSWORD_PARAM: &str = "db-password";
 
 #[derive(Serialize)]
 struct ComposeDb {
@@ -30,32 +36,25 @@ struct ComposeDb {
     name: String,
     user: String,
     env_file: &'static str,
-    url_env: String,
-    url: String,
+    data_dir: String,
 }
 
-/// Context of `templates/compose.yaml.j2`.
+/// Context of `templates/compose.yaml.j2` (the database only).
 #[derive(Serialize)]
 struct ComposeCtx<'a> {
     stack: &'a str,
-    image: &'a str,
-    port: u16,
-    environment: Vec<KeyValue<'a>>,
-    app_env_file: &'static str,
-    database: Option<ComposeDb>,
-}
-
-#[derive(Serialize)]
-struct SecretCtx<'a> {
-    env: &'a str,
-    ssm: &'a str,
+    update_script: &'static str,
+    network: String,
+    database: ComposeDb,
 }
 
 #[derive(Serialize)]
 struct ScriptDb<'a> {
-    password_ssm: Option<&'a str>,
+    password_ssm: String,
     env_file: &'static str,
-    url_var: &'static str,
+    name: &'a str,
+    user: &'a str,
+    url_env: &'a str,
 }
 
 #[derive(Serialize)]
@@ -73,21 +72,23 @@ struct ScriptCtx<'a> {
     log_file: &'static str,
     project_dir: String,
     etc_dir: &'static str,
-    app_env: &'static str,
     nginx_http: &'static str,
     nginx_https: &'static str,
     acme_root: &'static str,
     files: Vec<ScriptFile>,
     eof: &'static str,
-    secrets: Vec<SecretCtx<'a>>,
-    needs_aws: bool,
     database: Option<ScriptDb<'a>>,
     domain: Option<ScriptDomain<'a>>,
     port: u16,
-    health_path: &'a str,
+    device: &'static str,
+    data_dir: &'static str,
+    update_script: &'static str,
+    upstream_file: String,
+    extra_env: &'static str,
 }
 
-/// Renders the user-data of the single-vm tier for `stack`.
+/// Renders the user-data of the single-vm tier for `stack`. It holds neither the image nor the
+/// environment (those are in the app spec parameter), so changing them updates the app in place.
 pub fn single_vm(stack: &Stack) -> Result<UserData, RenderError> {
     check_tier(stack, Tier::SingleVm, "user-data")?;
     let s = &stack.spec;
@@ -112,65 +113,61 @@ pub fn single_vm(stack: &Stack) -> Result<UserData, RenderError> {
     let project_dir = format!("{PROJECT_ROOT}/{}", s.name);
     let mut files: Vec<(String, &'static str, String)> = Vec::new();
 
-    let compose = ComposeCtx {
-        stack: &s.name,
-        image: &s.app.image,
-        port: s.app.port,
-        environment: app_environment(&s.app),
-        app_env_file: APP_ENV,
-        database: s.database.as_ref().map(|db| ComposeDb {
-            image: format!("mysql:{}", db.version),
-            name: db.name.clone(),
-            user: db.user.clone(),
-            env_file: DB_ENV,
-            url_env: db.url_env.clone(),
-            // `:?` makes compose refuse to start rather than hand the app an empty password
-            // when `.env` is missing.
-            url: format!(
-                "mysql+pymysql://{}:${{{DB_URL_PASSWORD_VAR}:?run the iac bootstrap to create .env}}@db:3306/{}",
-                db.user, db.name
-            ),
-        }),
-    };
+    if let Some(db) = &s.database {
+        let compose = ComposeCtx {
+            stack: &s.name,
+            update_script: UPDATE_SCRIPT,
+            network: network(stack),
+            database: ComposeDb {
+                image: format!("mysql:{}", db.version),
+                name: db.name.clone(),
+                user: db.user.clone(),
+                env_file: DB_ENV,
+                data_dir: format!("{DATA_DIR}/mysql"),
+            },
+        };
+        files.push((
+            format!("{project_dir}/compose.yaml"),
+            "644",
+            render(&env, "templates/compose.yaml.j2", &compose)?,
+        ));
+    }
+    let upstream = "iac_app";
+    files.extend(nginx_files(
+        &env,
+        &s.name,
+        s.app.port,
+        Some(upstream),
+        s.domain.as_ref(),
+    )?);
     files.push((
-        format!("{project_dir}/compose.yaml"),
-        "644",
-        render(&env, "templates/compose.yaml.j2", &compose)?,
+        UPDATE_SCRIPT.to_string(),
+        "755",
+        update_command(stack, Switch::Nginx),
     ));
 
-    files.extend(nginx_files(&env, &s.name, s.app.port, s.domain.as_ref())?);
-
     let files = script_files(files)?;
-
-    let secrets: Vec<SecretCtx> = s
-        .app
-        .secrets
-        .iter()
-        .map(|(env, r)| SecretCtx { env, ssm: &r.ssm })
-        .collect();
     let database = s.database.as_ref().map(|db| ScriptDb {
-        password_ssm: db.password.as_ref().map(|p| p.ssm.as_str()),
-        env_file: DB_ENV,
-        url_var: DB_URL_PASSWORD_VAR,
-    });
-    let needs_aws = !secrets.is_empty()
-        || database
+        password_ssm: db
+            .password
             .as_ref()
-            .is_some_and(|db| db.password_ssm.is_some());
+            .map_or_else(|| param_name(&s.name, DB_PASSWORD_PARAM), |p| p.ssm.clone()),
+        env_file: DB_ENV,
+        name: &db.name,
+        user: &db.user,
+        url_env: &db.url_env,
+    });
     let ctx = ScriptCtx {
         stack: &s.name,
         region: s.region.as_deref(),
         log_file: LOG_FILE,
         project_dir,
         etc_dir: ETC_DIR,
-        app_env: APP_ENV,
         nginx_http: NGINX_HTTP,
         nginx_https: NGINX_HTTPS,
         acme_root: ACME_ROOT,
         files,
         eof: EOF_MARK,
-        secrets,
-        needs_aws,
         database,
         domain: s.domain.as_ref().map(|d| ScriptDomain {
             name: &d.name,
@@ -178,7 +175,11 @@ pub fn single_vm(stack: &Stack) -> Result<UserData, RenderError> {
             cert: format!("{}/fullchain.pem", cert_dir(&d.name)),
         }),
         port: s.app.port,
-        health_path: &s.app.health_path,
+        device: DATA_DEVICE,
+        data_dir: DATA_DIR,
+        update_script: UPDATE_SCRIPT,
+        upstream_file: upstream_file(stack),
+        extra_env: EXTRA_ENV,
     };
     let script = render(&env, "userdata/single-vm.sh.j2", &ctx)?;
     let files = ctx.files.into_iter().map(RenderedFile::from).collect();
@@ -214,7 +215,8 @@ mod tests {
                 NGINX_HTTPS,
                 RENEW_SERVICE,
                 RENEW_TIMER,
-                DEPLOY_HOOK
+                DEPLOY_HOOK,
+                UPDATE_SCRIPT,
             ]
         );
         for f in &ud.files {
@@ -227,7 +229,7 @@ mod tests {
         let mut stack = example();
         stack.spec.domain = None;
         let ud = single_vm(&stack).unwrap();
-        assert_eq!(ud.files.len(), 2);
+        assert_eq!(ud.files.len(), 3);
         assert!(ud.files[1].content.contains("server_name _;"));
         assert!(!ud.script.contains("certbot"));
     }
@@ -252,6 +254,19 @@ mod tests {
             single_vm(&stack),
             Err(RenderError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn user_data_does_not_depend_on_the_image_or_the_environment() {
+        let mut stack = example();
+        let before = single_vm(&stack).unwrap().script;
+        stack.spec.app.image = "ghcr.io/example/bookstore:9.9.9".to_string();
+        stack
+            .spec
+            .app
+            .environment
+            .insert("FEATURE".to_string(), "on".to_string());
+        assert_eq!(single_vm(&stack).unwrap().script, before);
     }
 
     #[test]

@@ -35,16 +35,9 @@ pub const SERVICE_PARAM: &str = "service";
 pub const SERVICE_SCRIPT: &str = "/usr/local/sbin/iac-swarm-service";
 /// Swarm's management port, where nodes join.
 pub const SWARM_PORT: u16 = 2377;
-/// A standard SSM parameter holds at most 4 KB.
-const SSM_VALUE_LIMIT: usize = 4096;
 /// How long manager-1 waits for the domain to point at its Elastic IP before it asks for a
 /// certificate; the other managers look once.
 const DNS_WAIT_FIRST: u32 = 600;
-
-/// Names a secret cannot have: the service script exports secrets to the docker CLI's environment
-/// on updates, where these would steer the shell or the CLI.
-const RESERVED_SECRET_NAMES: &[&str] = &["PATH", "HOME", "IFS", "ENV", "PWD", "SHELL", "TMPDIR"];
-const RESERVED_SECRET_PREFIXES: &[&str] = &["LD_", "DOCKER_"];
 
 /// The service's name: `<stack>-app`.
 pub fn service_name(stack: &Stack) -> String {
@@ -127,18 +120,6 @@ fn check(stack: &Stack, what: &str) -> Result<(), RenderError> {
     Ok(())
 }
 
-/// An environment variable name Docker's env files and the service script both carry.
-fn check_env_name(field: &str, name: &str) -> Result<(), RenderError> {
-    require_word(field, name, "_")?;
-    if name.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(invalid(
-            field,
-            format!("`{name}` starts with a digit, which no environment variable can"),
-        ));
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------------
 // Boot scripts
 
@@ -214,6 +195,7 @@ pub fn manager(stack: &Stack, index: u32) -> Result<UserData, RenderError> {
         &env,
         &s.name,
         settings(stack).published_port,
+        None,
         s.domain.as_ref(),
     )?);
     if s.domain.is_none() {
@@ -270,69 +252,23 @@ pub fn service_spec(stack: &Stack) -> Result<String, RenderError> {
     check(stack, "service spec")?;
     let s = &stack.spec;
     let sw = settings(stack);
-    require_word("app.image", &s.app.image, "._-/:@")?;
-    let health = &s.app.health_path;
-    if !health.starts_with('/') || health.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid(
-            "app.health_path",
-            format!("`{health}` is not a URL path (a `/`, no spaces)"),
-        ));
-    }
-    let mut out = format!(
-        "# iac service spec of stack {}: KEY=VALUE lines, read literally by {SERVICE_SCRIPT}.\n",
-        s.name
-    );
-    for (key, value) in [
-        ("IMAGE", s.app.image.clone()),
-        ("REPLICAS", sw.replicas.to_string()),
-        ("PORT", s.app.port.to_string()),
-        ("PUBLISHED", sw.published_port.to_string()),
-        ("CONSTRAINT", constraint(sw.placement).to_string()),
-        ("HEALTH_PATH", health.clone()),
-        ("UPDATE_PARALLELISM", sw.update.parallelism.to_string()),
-        ("UPDATE_DELAY", sw.update.delay_s.to_string()),
-    ] {
-        out.push_str(&format!("{key}={value}\n"));
-    }
-    for (key, value) in &s.app.environment {
-        check_env_name("app.environment", key)?;
-        if value.contains(['\n', '\r', '\0']) {
-            return Err(invalid(
-                &format!("app.environment.{key}"),
-                "a line break cannot be carried by Docker's --env-file",
-            ));
-        }
-        out.push_str(&format!("ENV_{key}={value}\n"));
-    }
-    for (key, secret) in &s.app.secrets {
-        check_env_name("app.secrets", key)?;
-        if RESERVED_SECRET_NAMES.contains(&key.as_str())
-            || RESERVED_SECRET_PREFIXES.iter().any(|p| key.starts_with(p))
-        {
-            return Err(invalid(
-                &format!("app.secrets.{key}"),
-                "this name steers the shell or the docker CLI on the leader; rename the variable",
-            ));
-        }
-        require_word(&format!("app.secrets.{key}.ssm"), &secret.ssm, "/_.-")?;
-        if !secret.ssm.starts_with('/') {
-            return Err(invalid(
-                &format!("app.secrets.{key}.ssm"),
-                "an SSM parameter name starting with `/`",
-            ));
-        }
-        out.push_str(&format!("SECRET_{key}={}\n", secret.ssm));
-    }
-    if out.len() > SSM_VALUE_LIMIT {
-        return Err(invalid(
-            "app.environment",
-            format!(
-                "the service spec is {} bytes; an SSM parameter holds {SSM_VALUE_LIMIT}",
-                out.len()
-            ),
-        ));
-    }
-    Ok(out)
+    super::app_spec::text(
+        stack,
+        &format!(
+            "# iac service spec of stack {}: KEY=VALUE lines, read literally by {SERVICE_SCRIPT}.\n",
+            s.name
+        ),
+        &[
+            ("IMAGE", s.app.image.clone()),
+            ("REPLICAS", sw.replicas.to_string()),
+            ("PORT", s.app.port.to_string()),
+            ("PUBLISHED", sw.published_port.to_string()),
+            ("CONSTRAINT", constraint(sw.placement).to_string()),
+            ("HEALTH_PATH", s.app.health_path.clone()),
+            ("UPDATE_PARALLELISM", sw.update.parallelism.to_string()),
+            ("UPDATE_DELAY", sw.update.delay_s.to_string()),
+        ],
+    )
 }
 
 /// Context of `templates/swarm-service.sh.j2`.

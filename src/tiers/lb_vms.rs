@@ -8,9 +8,12 @@
 //! ```
 //! The balancer reads its configuration from `haproxy.cfg` at boot; when the web VMs change,
 //! the parameter is rewritten and the balancer reloads through SSM Run Command, so it is never
-//! replaced for a scaling change.
+//! replaced for a scaling change. The app's image and environment live in the `app` parameter:
+//! a change updates the web VMs in place through Run Command, one at a time, each drained in
+//! HAProxy first and put back once healthy.
 
 use crate::plan::*;
+use crate::render::app_spec::{self, Switch};
 use crate::render::lb_vms as r;
 use crate::stack::{Database, Stack};
 
@@ -143,6 +146,39 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         &[DB],
     ));
 
+    // The app's spec: a change updates the web VMs in place, one at a time, each taken out of
+    // the balancer while it switches (web VMs created in this run read it at boot instead).
+    let mut app = super::stack_param(
+        stack,
+        app_spec::APP_PARAM,
+        false,
+        ParamValue::Template {
+            text: app_spec::app_spec(stack)?,
+            refs: Vec::new(),
+        },
+        None,
+        &[],
+    );
+    if let Spec::SsmParameter(p) = &mut app.spec {
+        p.notify = (1..=count)
+            .map(|n| {
+                let id = web_id(n);
+                Notify {
+                    instance: ResourceId::new(&id),
+                    command: app_spec::update_command(stack, Switch::Port),
+                    comment: format!("iac: update the app on {id} in place (health-checked)"),
+                    around: Some(Around {
+                        instance: ResourceId::new(LB),
+                        before: r::server_state_command(stack, &id, true),
+                        after: r::server_state_command(stack, &id, false),
+                        comment: format!("iac: drain {id} in HAProxy / put it back"),
+                    }),
+                }
+            })
+            .collect();
+    }
+    out.push(app);
+
     let web_ud = r::web(stack)?;
     let mut web_ids = Vec::new();
     for n in 1..=count {
@@ -157,7 +193,12 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
                 subnet(n as usize - 1),
                 &web_ud,
             )?),
-            &[WEB_SG, r::DB_HOST_PARAM, r::DB_PASSWORD_PARAM],
+            &[
+                WEB_SG,
+                r::DB_HOST_PARAM,
+                r::DB_PASSWORD_PARAM,
+                app_spec::APP_PARAM,
+            ],
         ));
         web_ids.push(id);
     }

@@ -2,10 +2,21 @@
 //! Elastic IP and an optional Route 53 record.
 //!
 //! Graph: key (optional) ─┐
-//!        web-sg ─────────┴─▶ vm ─▶ eip ─▶ dns (optional)
+//!        web-sg ─────────┤
+//!        app (spec) ─────┤
+//!        db-password ────┴─▶ vm ─┬─▶ data (volume, attached)
+//!                                └─▶ eip ─▶ dns (optional)
+//!
+//! The app's image and environment live in the `app` parameter, not in user-data: a change
+//! rewrites it and the VM applies it in place through Run Command (new container beside the old
+//! one, health check, nginx switched, old one stopped). MySQL's data and the certificates live
+//! on the `data` volume, which moves to the new VM when the VM must be replaced and which
+//! `down` keeps unless `--delete-data`.
 
 use crate::plan::*;
 use crate::render;
+use crate::render::app_spec::{self, Switch};
+use crate::render::single_vm::{DATA_DEVICE, DB_PASSWORD_PARAM};
 use crate::stack::Stack;
 
 use super::{Inputs, TierError};
@@ -15,6 +26,9 @@ pub const KEY: &str = "key";
 pub const VM: &str = "vm";
 pub const EIP: &str = "eip";
 pub const DNS: &str = "dns";
+pub const DATA: &str = "data";
+/// The data volume's size: MySQL's data and the certificates of a small shop.
+pub const DATA_GB: u32 = 8;
 
 const ANYWHERE: &str = "0.0.0.0/0";
 
@@ -75,6 +89,36 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         &[],
     ));
 
+    out.push(super::stack_param(
+        stack,
+        app_spec::APP_PARAM,
+        false,
+        ParamValue::Template {
+            text: app_spec::app_spec(stack)?,
+            refs: Vec::new(),
+        },
+        Some(Notify {
+            instance: ResourceId::new(VM),
+            command: app_spec::update_command(stack, Switch::Nginx),
+            comment: "iac: update the app in place (health-checked, old one kept on failure)"
+                .to_string(),
+            around: None,
+        }),
+        &[],
+    ));
+    vm_deps.push(app_spec::APP_PARAM);
+    if s.database.as_ref().is_some_and(|d| d.password.is_none()) {
+        out.push(super::stack_param(
+            stack,
+            DB_PASSWORD_PARAM,
+            true,
+            ParamValue::Generated,
+            None,
+            &[],
+        ));
+        vm_deps.push(DB_PASSWORD_PARAM);
+    }
+
     let user_data = render::single_vm(stack)?;
     let payload = user_data.payload()?;
     out.push(Resource::new(
@@ -92,6 +136,23 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             user_data_sha: user_data.sha256(),
         }),
         &vm_deps,
+    ));
+    out.push(Resource::new(
+        DATA,
+        Spec::Volume(VolumeSpec {
+            size_gb: DATA_GB,
+            availability_zone: inputs
+                .subnets
+                .iter()
+                .find(|(id, _)| Some(id) == inputs.subnet_id.as_ref())
+                .or(inputs.subnets.first())
+                .map(|(_, az)| az.clone())
+                .unwrap_or_default(),
+            attach_to: ResourceId::new(VM),
+            device: DATA_DEVICE.to_string(),
+            keep_on_down: true,
+        }),
+        &[VM],
     ));
 
     out.push(Resource::new(
