@@ -346,3 +346,53 @@ async fn lb_vms_up_scale_and_down() {
         "the data volume survived --delete-data"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lb_vms_image_change_updates_web_vms_one_at_a_time_behind_a_drain() {
+    let emu = Emulator::start();
+    let stack = "lb-update";
+    let file = StackFile::from_example("stacks/bookstore-lb-vms.yaml", stack, &[]);
+    up(&emu, file.path());
+    let ec2 = emu.ec2().await;
+    let before = instances_by_logical_id(&ec2, stack).await;
+    let id_of = |vms: &BTreeMap<String, aws_sdk_ec2::types::Instance>, id: &str| {
+        vms[id].instance_id().unwrap_or_default().to_string()
+    };
+    let already = commands(&emu).await.len();
+
+    file.rewrite(&[("bookstore:1.0.0", "bookstore:1.0.1")]);
+    let r = up(&emu, file.path());
+    assert_eq!(r.record("plan")["summary"]["replace"], 0, "{}", r.stdout);
+    let after = instances_by_logical_id(&ec2, stack).await;
+    for id in ["db", "lb", "web-1", "web-2"] {
+        assert_eq!(id_of(&after, id), id_of(&before, id), "{id} replaced");
+    }
+    let (_, spec) = param(&emu, &format!("/iac/{stack}/app"))
+        .await
+        .expect("app spec");
+    assert!(
+        spec.contains("IMAGE=ghcr.io/example/bookstore:1.0.1\n"),
+        "{spec}"
+    );
+
+    // In order: drain web-1 on the balancer, update web-1, put it back; then web-2.
+    let sent: Vec<(String, String)> = commands(&emu).await[already..]
+        .iter()
+        .map(|(instance, _, text)| (instance.clone(), text.clone()))
+        .collect();
+    let lb = id_of(&after, "lb");
+    let want = [
+        (lb.clone(), "set server app/$server state drain", "web-1"),
+        (id_of(&after, "web-1"), "iac-app-update", ""),
+        (lb.clone(), "set server app/$server state ready", "web-1"),
+        (lb.clone(), "set server app/$server state drain", "web-2"),
+        (id_of(&after, "web-2"), "iac-app-update", ""),
+        (lb, "set server app/$server state ready", "web-2"),
+    ];
+    assert_eq!(sent.len(), want.len(), "{sent:#?}");
+    for ((instance, text), (want_instance, needle, server)) in sent.iter().zip(want.iter()) {
+        assert_eq!(instance, want_instance, "{text}");
+        assert!(text.contains(needle), "{needle} in\n{text}");
+        assert!(text.contains(server), "{server} in\n{text}");
+    }
+}
