@@ -187,6 +187,7 @@ class Runner:
         for iid in running:
             if iid in self.instances and "container" in self.instances[iid]:
                 self.attach_volumes(iid, running[iid].get("RootDeviceName", ""))
+                self.mark_ready(iid)
                 self.poll_user_data(iid)
         self.run_commands(set(running))
         self.write_state()
@@ -272,6 +273,14 @@ class Runner:
             dev = subprocess.run(["losetup", "--find", "--show", path], capture_output=True, check=True)
             self.loops[vid] = dev.stdout.decode().strip()
         return self.loops[vid]
+
+    def mark_ready(self, iid):
+        """Lets the user-data start: the volumes attached by now are in /dev (a boot script
+        scanning for its data disk would otherwise see only the host's disks)."""
+        entry = self.instances[iid]
+        if not entry.get("ready"):
+            r = docker("exec", entry["container"], "touch", "/var/lib/iac-localcloud/ready", check=False)
+            entry["ready"] = r.returncode == 0
 
     def poll_user_data(self, iid):
         entry = self.instances[iid]
