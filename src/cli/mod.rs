@@ -92,6 +92,9 @@ pub enum Command {
         /// Exit 0 when there is nothing to do, 3 when there are changes.
         #[arg(long)]
         detailed_exitcode: bool,
+        /// Show what moving the image alias to its newest image would replace.
+        #[arg(long)]
+        refresh_image: bool,
     },
     /// Create or converge a stack.
     Up {
@@ -105,6 +108,10 @@ pub enum Command {
         /// Do not wait for the application to answer over HTTP.
         #[arg(long)]
         no_wait: bool,
+        /// Move the image alias (`ubuntu-24.04`, ...) to its newest image, replacing the
+        /// instances that run an older one (the stack otherwise keeps the image it runs).
+        #[arg(long)]
+        refresh_image: bool,
     },
     /// Delete everything tagged with the stack, then check that nothing is left.
     Down {
@@ -161,13 +168,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Plan {
             file,
             detailed_exitcode,
-        } => plan::run(&printer, g, file, *detailed_exitcode).await,
+            refresh_image,
+        } => plan::run(&printer, g, file, *detailed_exitcode, *refresh_image).await,
         Command::Up {
             file,
             yes,
             parallelism,
             no_wait,
-        } => up::run(&printer, g, file, *yes, usize::from(*parallelism), *no_wait).await,
+            refresh_image,
+        } => {
+            up::run(
+                &printer,
+                g,
+                file,
+                *yes,
+                usize::from(*parallelism),
+                *no_wait,
+                *refresh_image,
+            )
+            .await
+        }
         Command::Down {
             file,
             stack,

@@ -9,7 +9,7 @@ use super::common;
 use super::output::Printer;
 use super::{Exit, Global};
 use crate::apply::Reporter;
-use crate::aws::provider::{self, Discovered};
+use crate::aws::provider;
 use crate::aws::Aws;
 use crate::plan::{self, Action, Plan};
 use crate::stack::Stack;
@@ -19,22 +19,24 @@ use crate::tiers;
 pub struct Planned {
     pub stack: Stack,
     pub aws: Aws,
-    pub discovered: Discovered,
     pub plan: Plan,
 }
 
 /// Validates the file (before any AWS call), then looks up inputs, discovers and diffs.
+/// `refresh_image` (`--refresh-image`) moves an image alias to its newest image even when the
+/// stack keeps the one it runs (`instance.image_policy: pinned`).
 pub async fn compute(
     g: &Global,
     file: &Path,
     reporter: Arc<dyn Reporter>,
+    refresh_image: bool,
 ) -> anyhow::Result<Planned> {
     let stack = common::load(file)?;
     if let Some(why) = tiers::custom_scaler::not_deployable(&stack) {
         return Err(super::UsageError(why).into());
     }
     let aws = Aws::connect(&g.aws(), stack.spec.region.as_deref()).await;
-    let inputs = provider::resolve_inputs(&aws, &stack, reporter.as_ref())
+    let mut inputs = provider::resolve_inputs(&aws, &stack, reporter.as_ref())
         .await
         .with_context(|| {
             format!(
@@ -42,7 +44,6 @@ pub async fn compute(
                 stack.name()
             )
         })?;
-    let desired = tiers::desired(&stack, &inputs)?;
     let discovered = provider::discover(&aws, stack.name())
         .await
         .with_context(|| {
@@ -51,13 +52,19 @@ pub async fn compute(
                 stack.name()
             )
         })?;
+    provider::pin_image(
+        &aws,
+        &stack,
+        &mut inputs,
+        &discovered,
+        refresh_image,
+        reporter.as_ref(),
+    )
+    .await
+    .with_context(|| format!("looking up the image stack `{}` runs", stack.name()))?;
+    let desired = tiers::desired(&stack, &inputs)?;
     let plan = plan::diff(stack.name(), &desired, &discovered.resources);
-    Ok(Planned {
-        stack,
-        aws,
-        discovered,
-        plan,
-    })
+    Ok(Planned { stack, aws, plan })
 }
 
 /// Prints a plan for people, or as one JSON record.
@@ -103,10 +110,11 @@ pub async fn run(
     g: &Global,
     file: &Path,
     detailed: bool,
+    refresh_image: bool,
 ) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
-    let planned = compute(g, file, reporter).await?;
+    let planned = compute(g, file, reporter, refresh_image).await?;
     print(printer, &planned.plan);
     common::summary(printer, "plan", &planned.aws, started);
     Ok(if detailed && planned.plan.summary().has_changes() {

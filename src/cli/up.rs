@@ -18,10 +18,11 @@ pub async fn run(
     yes: bool,
     parallelism: usize,
     no_wait: bool,
+    refresh_image: bool,
 ) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
-    let planned = plan::compute(g, file, reporter.clone()).await?;
+    let planned = plan::compute(g, file, reporter.clone(), refresh_image).await?;
     let summary = planned.plan.summary();
     let aws = planned.aws.clone();
     if summary.has_changes() {
@@ -31,12 +32,7 @@ pub async fn run(
             printer.line("Nothing done.");
             return Ok(Exit::Ok);
         }
-        let mut applier = Applier::new(
-            aws.clone(),
-            &planned.stack,
-            reporter.clone(),
-            &planned.discovered,
-        );
+        let mut applier = Applier::new(aws.clone(), &planned.stack, reporter.clone());
         applier.drain = crate::tiers::drain(&planned.stack);
         let (apply_nodes, delete_nodes) = applier.nodes(&planned.plan);
         let outcome = apply::run(apply_nodes, parallelism, reporter.clone()).await;
