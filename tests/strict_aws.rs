@@ -189,7 +189,11 @@ async fn instances_go_only_to_zones_that_offer_their_type() {
     let vms = live_instances(&ec2, "zones").await;
     assert_eq!(vms.len(), 4);
     assert!(vms.iter().all(|i| i.subnet_id() == Some(in_a.as_str())));
-    down(&strict, &emu, stack.path());
+    // Rule: a group still named by another group's rule cannot be deleted (DependencyViolation).
+    // `down` revokes the rules between the groups first, so no group waits for another.
+    let gone = down(&strict, &emu, stack.path());
+    let said = format!("{}{}", gone.stdout, gone.stderr);
+    assert!(!said.contains("waiting for security group"), "{said}");
 
     let listed = StackFile::from_example(
         "stacks/bookstore-lb-vms.yaml",
@@ -210,4 +214,44 @@ async fn instances_go_only_to_zones_that_offer_their_type() {
         "{}",
         r.stderr
     );
+}
+
+/// Rule: a volume detached while its instance still has it mounted stays `busy` on AWS. When
+/// the lb-vms database VM is replaced, the old one is stopped before its data volume moves.
+#[tokio::test]
+async fn a_database_vm_is_stopped_before_its_data_volume_moves() {
+    let emu = Emulator::start();
+    let strict = StrictAws::start(&emu, table(OLDER));
+    let stack = StackFile::from_example("stacks/bookstore-lb-vms.yaml", "dbmove", &[]);
+    up(&strict, &emu, stack.path(), &[]);
+    let ec2 = emu.ec2().await;
+    let old = instances_by_logical_id(&ec2, "dbmove").await["db"].clone();
+    stack.rewrite(&[(
+        "  engine: mysql                  # or mongodb",
+        "  engine: mysql\n  type: t3.small",
+    )]);
+    let r = up(&strict, &emu, stack.path(), &[]);
+    assert!(r.stderr.contains("stopping"), "{}", r.stderr);
+    let new = instances_by_logical_id(&ec2, "dbmove").await["db"].clone();
+    assert_ne!(new.instance_id(), old.instance_id());
+    let volumes = ec2
+        .describe_volumes()
+        .filters(stack_filter("dbmove"))
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:iac:data")
+                .values("true")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("volumes");
+    let attached: Vec<_> = volumes
+        .volumes()
+        .iter()
+        .flat_map(|v| v.attachments())
+        .filter_map(|a| a.instance_id())
+        .collect();
+    assert_eq!(attached, [new.instance_id().unwrap_or_default()]);
+    down(&strict, &emu, stack.path());
 }

@@ -248,8 +248,14 @@ pub async fn resolve_inputs(
         }
         Ok(())
     };
-    let ((vpc_id, subnets), (image_id, root_device), (), hosted_zone_id, ()) =
-        tokio::try_join!(network, image, key, zone, secrets)?;
+    let ((vpc_id, subnets), (image_id, root_device), (), hosted_zone_id, (), ()) = tokio::try_join!(
+        network,
+        image,
+        key,
+        zone,
+        secrets,
+        check_engine_version(aws, stack, reporter)
+    )?;
     Ok(Inputs {
         vpc_id,
         subnet_id: subnets.first().map(|(id, _)| id.clone()),
@@ -258,6 +264,44 @@ pub async fn resolve_inputs(
         root_device,
         hosted_zone_id,
     })
+}
+
+/// alb-asg with a pinned Aurora version: refuses one RDS no longer offers for new clusters
+/// (versions are deprecated in time). Emulators may not answer the call: then it is skipped,
+/// with a note, under an endpoint override only.
+async fn check_engine_version(
+    aws: &Aws,
+    stack: &Stack,
+    reporter: &dyn Reporter,
+) -> Result<(), AwsError> {
+    let s = &stack.spec;
+    let Some((engine, version)) = s
+        .database
+        .as_ref()
+        .filter(|_| s.tier == crate::stack::Tier::AlbAsg)
+        .and_then(|d| {
+            crate::stack::validate::aurora_engine_version(&d.version).map(|v| (&d.engine, v))
+        })
+    else {
+        return Ok(());
+    };
+    match rds::engine_version_available(aws, engine, &version).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(AwsError::state(
+            "rds:DescribeDBEngineVersions",
+            ErrorClass::InvalidInput,
+            format!("database.version {version} is not available for new {engine} clusters in {} (deprecated versions are refused); leave `version` out to let RDS pick its current default", aws.region),
+        )),
+        Err(e) => match &aws.endpoint_override {
+            Some(endpoint) => {
+                reporter.event(&Event::Info {
+                    message: format!("database.version {version} not checked: {endpoint} does not answer DescribeDBEngineVersions ({})", e.message),
+                });
+                Ok(())
+            }
+            None => Err(e),
+        },
+    }
 }
 
 /// Alias → AMI through the public SSM parameter. Emulators lack some public parameters; with an

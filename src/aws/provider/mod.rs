@@ -729,29 +729,8 @@ impl Applier {
                     .await
                     .map(|_| ())
             }
-            (Kind::SecurityGroup, details) => {
-                // Rules naming other groups go first: a group another one still refers to
-                // cannot be deleted, so one group held up (by a load balancer's network
-                // interfaces, which can take 10-20 minutes to go) would hold up the others.
-                if let Details::SecurityGroup { ingress, .. } = details {
-                    let keep: Vec<IngressRule> = ingress
-                        .iter()
-                        .filter(|r| matches!(r.source, Source::Cidr(_)))
-                        .cloned()
-                        .collect();
-                    if keep.len() < ingress.len() {
-                        ignore_gone(
-                            ec2::reconcile_ingress(
-                                aws,
-                                &o.physical_id,
-                                &keep,
-                                ingress,
-                                &self.group_ids(),
-                            )
-                            .await,
-                        )?;
-                    }
-                }
+            (Kind::SecurityGroup, _) => {
+                self.revoke_group_rules(o).await?;
                 let what = format!(
                     "security group {} to be free (up to {} min: network interfaces of a deleted load balancer or instance can take that long to go)",
                     o.physical_id,
@@ -803,6 +782,39 @@ impl Applier {
             _ => Ok(()),
         };
         ignore_gone(res)
+    }
+
+    /// Revokes the rules of every group in `observed` that name another group, before any
+    /// deletion (`down`): a group another one still refers to cannot be deleted, so one group
+    /// held up (by a load balancer's network interfaces, which can take 10-20 minutes to go)
+    /// would otherwise hold up the others.
+    pub async fn revoke_group_references(&self, observed: &[Observed]) -> Result<(), AwsError> {
+        for o in observed {
+            self.remember(&o.id, known_of(o));
+        }
+        for o in observed.iter().filter(|o| o.kind == Kind::SecurityGroup) {
+            self.revoke_group_rules(o).await?;
+        }
+        Ok(())
+    }
+
+    /// Revokes the ingress rules of group `o` whose source is another group.
+    async fn revoke_group_rules(&self, o: &Observed) -> Result<(), AwsError> {
+        let Details::SecurityGroup { ingress, .. } = &o.details else {
+            return Ok(());
+        };
+        let keep: Vec<IngressRule> = ingress
+            .iter()
+            .filter(|r| matches!(r.source, Source::Cidr(_)))
+            .cloned()
+            .collect();
+        if keep.len() == ingress.len() {
+            return Ok(());
+        }
+        let groups = self.group_ids();
+        ignore_gone(
+            ec2::reconcile_ingress(&self.aws, &o.physical_id, &keep, ingress, &groups).await,
+        )
     }
 
     async fn retry_in_use<F, Fut>(&self, id: &ResourceId, what: &str, op: F) -> Result<(), AwsError>
