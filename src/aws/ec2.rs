@@ -988,10 +988,13 @@ pub async fn attach_volume(
         .map_err(err("ec2:AttachVolume"))
 }
 
-pub async fn detach_volume(aws: &Aws, volume_id: &str) -> Result<(), AwsError> {
+/// Detaches a volume from `instance_id` (named: the emulator fails without it once the
+/// instance is stopped).
+pub async fn detach_volume(aws: &Aws, volume_id: &str, instance_id: &str) -> Result<(), AwsError> {
     aws.ec2
         .detach_volume()
         .volume_id(volume_id)
+        .instance_id(instance_id)
         .send()
         .await
         .map(|_| ())

@@ -385,7 +385,7 @@ impl Applier {
                         {
                             if old != &instance.physical_id {
                                 self.release_volume(&r.id, old).await?;
-                                ignore_gone(ec2::detach_volume(aws, &a.physical_id).await)?;
+                                ignore_gone(ec2::detach_volume(aws, &a.physical_id, old).await)?;
                             }
                         }
                         a.physical_id
@@ -768,8 +768,8 @@ impl Applier {
             (Kind::Volume, _) => {
                 // Read the attachment now: the instance it was on may have been terminated by
                 // an earlier node of this same run, which detaches it.
-                if let Some((_, Some(_))) = ec2::volume_state(aws, &o.physical_id).await? {
-                    ignore_gone(ec2::detach_volume(aws, &o.physical_id).await)?;
+                if let Some((_, Some(on))) = ec2::volume_state(aws, &o.physical_id).await? {
+                    ignore_gone(ec2::detach_volume(aws, &o.physical_id, &on).await)?;
                     self.wait_volume(&o.id, &o.physical_id, "available").await?;
                 }
                 self.retry_in_use(
