@@ -95,7 +95,7 @@ fn cluster_spec(identifier: &str, subnet_group: &str) -> DbClusterSpec {
     DbClusterSpec {
         identifier: identifier.to_string(),
         engine: "aurora-mysql".to_string(),
-        engine_version: "8.0.mysql_aurora.3.05.2".to_string(),
+        engine_version: Some("8.0.mysql_aurora.3.05.2".to_string()),
         database_name: "bookstore".to_string(),
         master_username: "bookstore".to_string(),
         subnet_group: ResourceId::new(subnet_group),

@@ -136,6 +136,43 @@ pub async fn subnets(aws: &Aws, vpc_id: &str) -> Result<Vec<(String, String)>, A
     Ok(out.into_iter().map(|(_, id, az)| (id, az)).collect())
 }
 
+/// The availability zones of the region that offer every one of `types`.
+pub async fn zones_offering(
+    aws: &Aws,
+    types: &[String],
+) -> Result<std::collections::BTreeSet<String>, AwsError> {
+    use aws_sdk_ec2::types::LocationType;
+    let pages = aws
+        .ec2
+        .describe_instance_type_offerings()
+        .location_type(LocationType::AvailabilityZone)
+        .filters(
+            Filter::builder()
+                .name("instance-type")
+                .set_values(Some(types.to_vec()))
+                .build(),
+        )
+        .into_paginator()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(err("ec2:DescribeInstanceTypeOfferings"))?;
+    let mut by_zone: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for o in pages.iter().flat_map(|p| p.instance_type_offerings()) {
+        if let (Some(zone), Some(t)) = (o.location(), o.instance_type()) {
+            by_zone
+                .entry(zone.to_string())
+                .or_default()
+                .insert(t.as_str().to_string());
+        }
+    }
+    Ok(by_zone
+        .into_iter()
+        .filter(|(_, offered)| types.iter().all(|t| offered.contains(t)))
+        .map(|(zone, _)| zone)
+        .collect())
+}
+
 /// Whether a key pair of that name exists.
 pub async fn key_pair_exists(aws: &Aws, name: &str) -> Result<bool, AwsError> {
     match aws.ec2.describe_key_pairs().key_names(name).send().await {
@@ -583,6 +620,16 @@ pub async fn run_instance(
     launched_id(req.send().await.map_err(err("ec2:RunInstances"))?)
 }
 
+/// A value unique to this process and moment, for client tokens that must differ between runs
+/// (not secret: it only keeps one run's launches apart from another's).
+pub fn launch_nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{nanos:x}-{:x}", std::process::id())
+}
+
 /// The id of the one instance a RunInstances call launched.
 pub fn launched_id(
     out: aws_sdk_ec2::operation::run_instances::RunInstancesOutput,
@@ -971,10 +1018,13 @@ pub async fn attach_volume(
         .map_err(err("ec2:AttachVolume"))
 }
 
-pub async fn detach_volume(aws: &Aws, volume_id: &str) -> Result<(), AwsError> {
+/// Detaches a volume from `instance_id` (named: the emulator fails without it once the
+/// instance is stopped).
+pub async fn detach_volume(aws: &Aws, volume_id: &str, instance_id: &str) -> Result<(), AwsError> {
     aws.ec2
         .detach_volume()
         .volume_id(volume_id)
+        .instance_id(instance_id)
         .send()
         .await
         .map(|_| ())

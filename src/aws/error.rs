@@ -166,6 +166,23 @@ impl AwsError {
     pub fn is(&self, class: ErrorClass) -> bool {
         self.class == class
     }
+
+    /// What AWS answers, for a few seconds, about a resource created a moment ago that the
+    /// called service cannot see yet (EC2 and IAM are eventually consistent): a new security
+    /// group (`InvalidGroup.NotFound`) or a new instance profile ("Invalid IAM Instance
+    /// Profile", from RunInstances or CreateAutoScalingGroup). Retried for a bounded time only
+    /// right after that create; anywhere else these errors mean what they say.
+    pub fn is_not_yet_visible(&self) -> bool {
+        match self.code.as_deref() {
+            Some("InvalidGroup.NotFound") => true,
+            Some("InvalidParameterValue" | "InvalidParameterCombination" | "ValidationError") => {
+                self.message
+                    .to_ascii_lowercase()
+                    .contains("invalid iam instance profile")
+            }
+            _ => false,
+        }
+    }
 }
 
 /// `map_err(sdk("ec2:RunInstances"))`: wraps an SDK error with the operation's name.
@@ -234,5 +251,35 @@ mod tests {
             classify_code("FileSystemInUse"),
             ErrorClass::DependencyViolation
         );
+    }
+
+    fn coded(code: &str, message: &str) -> AwsError {
+        AwsError {
+            op: "ec2:RunInstances".into(),
+            class: classify_code(code),
+            code: Some(code.into()),
+            message: format!("{code}: {message}"),
+        }
+    }
+
+    #[test]
+    fn what_a_fresh_resource_answers_is_retried() {
+        assert!(coded(
+            "InvalidGroup.NotFound",
+            "The security group 'sg-1' does not exist"
+        )
+        .is_not_yet_visible());
+        assert!(coded(
+            "InvalidParameterValue",
+            "Value (p) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name"
+        )
+        .is_not_yet_visible());
+        assert!(
+            coded("ValidationError", "Invalid IAM Instance Profile name: p").is_not_yet_visible()
+        );
+        assert!(
+            !coded("InvalidParameterValue", "Invalid value for instance type").is_not_yet_visible()
+        );
+        assert!(!coded("InvalidInstanceID.NotFound", "no such instance").is_not_yet_visible());
     }
 }

@@ -222,6 +222,29 @@ pub async fn delete_subnet_group(aws: &Aws, name: &str) -> Result<(), AwsError> 
         .map_err(err("rds:DeleteDBSubnetGroup"))
 }
 
+/// Whether new clusters can be created with `engine` `version` in the region: DescribeDBEngineVersions
+/// lists only available versions unless asked for all, so a deprecated one is not found.
+pub async fn engine_version_available(
+    aws: &Aws,
+    engine: &str,
+    version: &str,
+) -> Result<bool, AwsError> {
+    let out = aws
+        .rds
+        .describe_db_engine_versions()
+        .engine(engine)
+        .engine_version(version)
+        .send()
+        .await;
+    match out {
+        Ok(o) => Ok(!o.db_engine_versions().is_empty()),
+        Err(e) => match AwsError::from_sdk("rds:DescribeDBEngineVersions", e) {
+            e if e.is(ErrorClass::NotFound) => Ok(false),
+            e => Err(e),
+        },
+    }
+}
+
 /// Creates an Aurora cluster: storage encrypted, master password managed by RDS in Secrets
 /// Manager (never seen by `iac`), tags copied to snapshots, no deletion protection, tagged at
 /// creation. Returns (writer endpoint, secret ARN); on real AWS either may still be missing
@@ -238,7 +261,7 @@ pub async fn create_cluster(
         .create_db_cluster()
         .db_cluster_identifier(&s.identifier)
         .engine(&s.engine)
-        .engine_version(&s.engine_version)
+        .set_engine_version(s.engine_version.clone())
         .database_name(&s.database_name)
         .master_username(&s.master_username)
         .manage_master_user_password(true)

@@ -12,6 +12,12 @@ fn fqdn(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.'))
 }
 
+/// Whether two DNS names are the same: Route 53 compares names case-insensitively and answers
+/// them in lowercase, so `Books.Example.org` in a stack file is `books.example.org.` there.
+fn same_name(answered: &str, wanted: &str) -> bool {
+    fqdn(answered).eq_ignore_ascii_case(&fqdn(wanted))
+}
+
 /// Resolves a hosted zone given as an id (`Z…`) or a name to its bare id.
 pub async fn resolve_zone(aws: &Aws, zone: &str) -> Result<String, AwsError> {
     let looks_like_id = zone.starts_with('Z') && !zone.contains('.');
@@ -38,7 +44,7 @@ pub async fn resolve_zone(aws: &Aws, zone: &str) -> Result<String, AwsError> {
         .map_err(|e| AwsError::from_sdk("route53:ListHostedZonesByName", e))?;
     out.hosted_zones()
         .iter()
-        .find(|z| z.name() == fqdn(zone) && !z.config().is_some_and(|c| c.private_zone()))
+        .find(|z| same_name(z.name(), zone) && !z.config().is_some_and(|c| c.private_zone()))
         .map(|z| bare_id(z.id()))
         .ok_or_else(|| {
             AwsError::state(
@@ -74,7 +80,7 @@ pub async fn get_a_record(
     Ok(out
         .resource_record_sets()
         .iter()
-        .find(|r| r.name() == fqdn(name) && r.r#type() == &RrType::A)
+        .find(|r| same_name(r.name(), name) && r.r#type() == &RrType::A)
         .map(|r| {
             (
                 r.resource_records()
@@ -164,5 +170,17 @@ pub async fn delete_a(aws: &Aws, zone_id: &str, name: &str) -> Result<(), AwsErr
         Ok(None) => Ok(()),
         Err(e) if e.is(ErrorClass::NotFound) => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_name;
+
+    #[test]
+    fn names_are_compared_without_case_or_trailing_dot() {
+        assert!(same_name("books.example.org.", "Books.Example.ORG"));
+        assert!(same_name("books.example.org", "books.example.org."));
+        assert!(!same_name("books.example.org.", "book.example.org"));
     }
 }

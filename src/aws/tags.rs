@@ -19,6 +19,11 @@ pub const DATA: &str = "iac:data";
 /// On data the stack file protects (`protect: true`): `down` refuses the stack while any
 /// resource carries it. Aurora clusters use their own deletion protection instead.
 pub const PROTECTED: &str = "iac:protected";
+/// On instances and launch templates: the stack's `instance.image` (an alias or an AMI id) and
+/// the image id it resolved to when they were made. With `image_policy: pinned`, the next run
+/// keeps that id even when the alias has moved on (see `provider::pin_image`).
+pub const IMAGE: &str = "iac:image";
+pub const IMAGE_ID: &str = "iac:image-id";
 /// On an Elastic IP: the Route 53 record pointing at it, `<zone id>/<name>` (records have no tags).
 pub const DNS_RECORD: &str = "iac:dns-record";
 

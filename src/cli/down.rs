@@ -188,8 +188,12 @@ async fn delete(
         }
         let mut applier = Applier::for_stack(aws.clone(), &name, reporter.clone());
         applier.skip_final_snapshot = skip_final_snapshot;
-        let outcome =
-            apply::run(applier.delete_nodes(&doomed), parallelism, reporter.clone()).await;
+        let nodes = applier.delete_nodes(&doomed);
+        applier
+            .revoke_group_references(&doomed)
+            .await
+            .context("revoking the rules between the stack's security groups")?;
+        let outcome = apply::run(nodes, parallelism, reporter.clone()).await;
         if !outcome.ok() {
             tracing::warn!(failed = outcome.failed.len(), "some deletions failed");
         }

@@ -102,6 +102,9 @@ pub enum Command {
         /// Exit 0 when there is nothing to do, 3 when there are changes.
         #[arg(long)]
         detailed_exitcode: bool,
+        /// Show what moving the image alias to its newest image would replace.
+        #[arg(long)]
+        refresh_image: bool,
     },
     /// Create or converge a stack.
     Up {
@@ -123,6 +126,10 @@ pub enum Command {
         /// instead of failing at once with exit code 5.
         #[arg(long, value_name = "DURATION", value_parser = lock_wait, default_value = "0")]
         lock_wait: std::time::Duration,
+        /// Move the image alias (`ubuntu-24.04`, ...) to its newest image, replacing the
+        /// instances that run an older one (the stack otherwise keeps the image it runs).
+        #[arg(long)]
+        refresh_image: bool,
     },
     /// Delete everything tagged with the stack, then check that nothing is left.
     Down {
@@ -195,7 +202,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Plan {
             file,
             detailed_exitcode,
-        } => plan::run(&printer, g, file, *detailed_exitcode).await,
+            refresh_image,
+        } => plan::run(&printer, g, file, *detailed_exitcode, *refresh_image).await,
         Command::Up {
             file,
             yes,
@@ -203,6 +211,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             no_wait,
             allow_data_loss,
             lock_wait,
+            refresh_image,
         } => {
             let opts = up::UpOptions {
                 yes: *yes,
@@ -210,6 +219,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 no_wait: *no_wait,
                 allow_data_loss: *allow_data_loss,
                 lock_wait: *lock_wait,
+                refresh_image: *refresh_image,
             };
             up::run(&printer, g, file, opts).await
         }

@@ -9,7 +9,7 @@ use super::common;
 use super::output::Printer;
 use super::{Exit, Global};
 use crate::apply::Reporter;
-use crate::aws::provider::{self, Discovered};
+use crate::aws::provider;
 use crate::aws::Aws;
 use crate::plan::{self, Action, Plan};
 use crate::stack::Stack;
@@ -19,18 +19,20 @@ use crate::tiers;
 pub struct Planned {
     pub stack: Stack,
     pub aws: Aws,
-    pub discovered: Discovered,
     pub plan: Plan,
 }
 
 /// Validates the file (before any AWS call), then looks up inputs, discovers and diffs.
+/// `refresh_image` (`--refresh-image`) moves an image alias to its newest image even when the
+/// stack keeps the one it runs (`instance.image_policy: pinned`).
 pub async fn compute(
     g: &Global,
     file: &Path,
     reporter: Arc<dyn Reporter>,
+    refresh_image: bool,
 ) -> anyhow::Result<Planned> {
     let (stack, aws) = connect(g, file).await?;
-    compute_with(stack, aws, reporter).await
+    compute_with(stack, aws, reporter, refresh_image).await
 }
 
 /// Validates the file and sets up the clients (no request yet): what `up` does before it takes
@@ -49,8 +51,9 @@ pub async fn compute_with(
     stack: Stack,
     aws: Aws,
     reporter: Arc<dyn Reporter>,
+    refresh_image: bool,
 ) -> anyhow::Result<Planned> {
-    let inputs = provider::resolve_inputs(&aws, &stack, reporter.as_ref())
+    let mut inputs = provider::resolve_inputs(&aws, &stack, reporter.as_ref())
         .await
         .with_context(|| {
             format!(
@@ -58,7 +61,6 @@ pub async fn compute_with(
                 stack.name()
             )
         })?;
-    let desired = tiers::desired(&stack, &inputs)?;
     let discovered = provider::discover(&aws, stack.name())
         .await
         .with_context(|| {
@@ -67,13 +69,19 @@ pub async fn compute_with(
                 stack.name()
             )
         })?;
+    provider::pin_image(
+        &aws,
+        &stack,
+        &mut inputs,
+        &discovered,
+        refresh_image,
+        reporter.as_ref(),
+    )
+    .await
+    .with_context(|| format!("looking up the image stack `{}` runs", stack.name()))?;
+    let desired = tiers::desired(&stack, &inputs)?;
     let plan = plan::diff(stack.name(), &desired, &discovered.resources);
-    Ok(Planned {
-        stack,
-        aws,
-        discovered,
-        plan,
-    })
+    Ok(Planned { stack, aws, plan })
 }
 
 /// Prints a plan for people, or as one JSON record.
@@ -122,10 +130,11 @@ pub async fn run(
     g: &Global,
     file: &Path,
     detailed: bool,
+    refresh_image: bool,
 ) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
-    let planned = compute(g, file, reporter).await?;
+    let planned = compute(g, file, reporter, refresh_image).await?;
     print(printer, &planned.plan);
     common::summary(printer, "plan", &planned.aws, started);
     Ok(if detailed && planned.plan.summary().has_changes() {

@@ -329,7 +329,7 @@ async fn monitor_main(
         }
         FleetKind::Ec2 => {
             let aws = Aws::connect(&g.aws(), stack.spec.region.as_deref()).await;
-            let (_, subnets) = crate::aws::provider::resolve_network(&aws, &stack.spec.network)
+            let (_, subnets) = crate::aws::provider::resolve_network(&aws, &stack.spec)
                 .await
                 .context("finding the stack's subnets")?;
             let subnets = subnets.into_iter().map(|(id, _)| id).collect();

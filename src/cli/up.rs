@@ -23,6 +23,8 @@ pub struct UpOptions {
     pub allow_data_loss: bool,
     /// How long to wait for another run's lock (zero: fail at once, exit code 5).
     pub lock_wait: Duration,
+    /// Move the image alias to its newest image (`--refresh-image`).
+    pub refresh_image: bool,
 }
 
 pub async fn run(
@@ -53,9 +55,10 @@ async fn converge(
         parallelism,
         no_wait,
         allow_data_loss,
+        refresh_image,
         ..
     } = opts;
-    let planned = plan::compute_with(stack, aws, reporter.clone()).await?;
+    let planned = plan::compute_with(stack, aws, reporter.clone(), refresh_image).await?;
     let summary = planned.plan.summary();
     let aws = planned.aws.clone();
     if summary.has_changes() {
@@ -72,12 +75,7 @@ async fn converge(
             printer.line("Nothing done.");
             return Ok(Exit::Ok);
         }
-        let mut applier = Applier::new(
-            aws.clone(),
-            &planned.stack,
-            reporter.clone(),
-            &planned.discovered,
-        );
+        let mut applier = Applier::new(aws.clone(), &planned.stack, reporter.clone());
         applier.drain = crate::tiers::drain(&planned.stack);
         let (apply_nodes, delete_nodes) = applier.nodes(&planned.plan);
         let outcome = apply::run(apply_nodes, parallelism, reporter.clone()).await;

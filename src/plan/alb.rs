@@ -17,7 +17,8 @@ pub struct DbSubnetGroupSpec {
 pub struct DbClusterSpec {
     pub identifier: String,
     pub engine: String,
-    pub engine_version: String,
+    /// `None`: RDS picks its current default version for the engine.
+    pub engine_version: Option<String>,
     pub database_name: String,
     pub master_username: String,
     pub subnet_group: ResourceId,

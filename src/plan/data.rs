@@ -113,6 +113,7 @@ mod tests {
                 attach_to: ResourceId::new("vm"),
                 device: "/dev/sdf".to_string(),
                 keep_on_down: true,
+                protected: false,
             }),
             &["vm"],
         )
@@ -151,6 +152,7 @@ mod tests {
                 size_gb: 8,
                 attached_to: Some("i-old".to_string()),
                 keep_on_down: true,
+                protected: false,
             },
             tags: BTreeMap::new(),
         }

@@ -188,6 +188,11 @@ pub struct Instance {
     /// database secret (not possible on AWS Academy, which forbids creating IAM roles).
     #[serde(default)]
     pub instance_profile: Option<String>,
+    /// What an image alias means once the stack runs: `pinned` (default) keeps the image id the
+    /// instances were created from, so a newly published image never replaces them by itself
+    /// (`iac up --refresh-image` moves on purpose); `latest` follows the alias on every `up`.
+    #[serde(default)]
+    pub image_policy: ImagePolicy,
 }
 
 impl Default for Instance {
@@ -198,8 +203,20 @@ impl Default for Instance {
             key_pair: None,
             disk_gb: default_disk_gb(),
             instance_profile: None,
+            image_policy: ImagePolicy::default(),
         }
     }
+}
+
+/// Whether an image alias is resolved once (and kept) or on every run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImagePolicy {
+    /// Keep the image id the stack's instances run; say when a newer one is published.
+    #[default]
+    Pinned,
+    /// Resolve the alias on every run: a newly published image replaces the instances.
+    Latest,
 }
 
 fn default_instance_type() -> String {

@@ -137,7 +137,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             Spec::DbCluster(DbClusterSpec {
                 identifier: format!("{name}-db"),
                 engine: db.engine.clone(),
-                engine_version: db.version.clone(),
+                engine_version: crate::stack::validate::aurora_engine_version(&db.version),
                 database_name: db.name.clone(),
                 master_username: db.user.clone(),
                 subnet_group: ResourceId::new(DB_SUBNETS),

@@ -157,6 +157,33 @@ pub enum TierError {
     /// The stack is valid but describes nothing `iac up` deploys.
     #[error("{0}")]
     Unsupported(String),
+    #[error("SSM parameter {name} would hold {size} bytes; the standard tier holds {SSM_STANDARD_MAX} (fewer web VMs or a shorter configuration fit)")]
+    ParameterTooLarge { name: String, size: usize },
+}
+
+/// The most an SSM parameter of the standard tier holds (the advanced tier is paid and opt-in).
+pub const SSM_STANDARD_MAX: usize = 4096;
+
+/// Refuses parameter values (`haproxy.cfg`, the swarm service spec, ...) that do not fit the
+/// standard tier. Placeholders are longer than the addresses that replace them, so the text
+/// as declared is an upper bound.
+fn check_param_sizes(resources: &[Resource]) -> Result<(), TierError> {
+    for r in resources {
+        if let Spec::SsmParameter(crate::plan::SsmParameterSpec {
+            name,
+            value: crate::plan::ParamValue::Template { text, .. },
+            ..
+        }) = &r.spec
+        {
+            if text.len() > SSM_STANDARD_MAX {
+                return Err(TierError::ParameterTooLarge {
+                    name: name.clone(),
+                    size: text.len(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Logical id of the instance profile `iac` creates for `instance_profile: create`.
@@ -261,6 +288,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         }
         out.insert(0, profile);
     }
+    check_param_sizes(&out)?;
     Ok(out)
 }
 
@@ -271,5 +299,34 @@ fn tier_desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErr
         Tier::Swarm => swarm::desired(stack, inputs),
         Tier::AlbAsg => alb_asg::desired(stack, inputs),
         Tier::CustomScaler => custom_scaler::desired(stack, inputs),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{ParamValue, SsmParameterSpec};
+
+    fn param(len: usize) -> Resource {
+        Resource::new(
+            "haproxy.cfg",
+            Spec::SsmParameter(SsmParameterSpec {
+                name: "/iac/s/haproxy.cfg".into(),
+                secure: false,
+                value: ParamValue::Template {
+                    text: "x".repeat(len),
+                    refs: Vec::new(),
+                },
+                notify: Vec::new(),
+            }),
+            &[],
+        )
+    }
+
+    #[test]
+    fn parameters_must_fit_the_standard_tier() {
+        assert!(check_param_sizes(&[param(SSM_STANDARD_MAX)]).is_ok());
+        let err = check_param_sizes(&[param(SSM_STANDARD_MAX + 1)]).unwrap_err();
+        assert!(err.to_string().contains("4097 bytes"), "{err}");
     }
 }

@@ -151,6 +151,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             attach_to: ResourceId::new(VM),
             device: DATA_DEVICE.to_string(),
             keep_on_down: true,
+            protected: stack.spec.protect,
         }),
         &[VM],
     ));

@@ -386,6 +386,61 @@ fn pump(mut from: TcpStream, mut to: TcpStream, delay: Option<Duration>) {
     }
 }
 
+/// The strict layer: `tests/proxy/strict_aws.py` in front of an emulator, enforcing what real
+/// AWS enforces and moto does not (client-token binding, zone offerings, one subnet per zone,
+/// eventual consistency after creates, dependency and in-use refusals, busy volumes), and
+/// answering the public image parameters from a table the test rewrites between runs.
+pub struct StrictAws {
+    child: Child,
+    pub url: String,
+    table: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The public parameter `ubuntu-24.04` resolves through.
+pub const UBUNTU_2404: &str =
+    "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id";
+
+impl StrictAws {
+    /// Starts the proxy in front of `emu` with `table` (see the script's header).
+    pub fn start(emu: &Emulator, table: serde_json::Value) -> StrictAws {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("table.json");
+        let port = free_port();
+        let proxy = StrictAws {
+            child: Command::new(moto_server().with_file_name("python"))
+                .arg(root().join("tests/proxy/strict_aws.py"))
+                .args([port.to_string(), emu.port.to_string()])
+                .arg(&path)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start the strict proxy"),
+            url: format!("http://127.0.0.1:{port}"),
+            table: path,
+            _dir: dir,
+        };
+        proxy.set(table);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the strict proxy did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        proxy
+    }
+
+    /// Replaces the table; the proxy reads it on every request.
+    pub fn set(&self, table: serde_json::Value) {
+        std::fs::write(&self.table, table.to_string()).expect("write the proxy's table");
+    }
+}
+
+impl Drop for StrictAws {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // What a stack left in EC2, looked up by its `iac:stack` tag
 
@@ -403,6 +458,18 @@ pub fn tag(t: &[aws_sdk_ec2::types::Tag], key: &str) -> Option<String> {
         .find(|t| t.key() == Some(key))
         .and_then(|t| t.value())
         .map(str::to_string)
+}
+
+/// All tags as a map.
+pub fn tag_map(t: &[aws_sdk_ec2::types::Tag]) -> std::collections::BTreeMap<String, String> {
+    t.iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }
 
 /// Live (neither terminated nor shutting down) instances tagged with the stack.

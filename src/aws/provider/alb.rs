@@ -248,7 +248,7 @@ impl Applier {
                 match physical {
                     Some(id) if !create => {
                         let v = ec2::new_launch_template_version(aws, &id, s, sgs).await?;
-                        let mut tag = BTreeMap::new();
+                        let mut tag = self.image_tags(&s.image_id);
                         tag.insert(tags::SPEC_HASH.to_string(), hash);
                         ec2::set_tags(aws, &id, &tag).await?;
                         self.reporter.event(&Event::Info {
@@ -262,6 +262,7 @@ impl Applier {
                     _ => {
                         let mut t = t.clone();
                         t.insert(tags::SPEC_HASH.to_string(), hash);
+                        t.extend(self.image_tags(&s.image_id));
                         ec2::create_launch_template(aws, s, sgs, &t).await?
                     }
                 }
@@ -274,7 +275,11 @@ impl Applier {
                     let tgs = self.ids(&s.target_groups, "autoscaling:CreateAutoScalingGroup")?;
                     let mut t = t.clone();
                     t.insert(tags::DESIRED.to_string(), s.desired.to_string());
-                    autoscaling::create_group(aws, s, &lt, "$Default", tgs, &t).await?;
+                    // The launch template's instance profile may have been created a moment ago.
+                    self.retry_fresh(&r.id, "the launch template's instance profile", || {
+                        autoscaling::create_group(aws, s, &lt, "$Default", tgs.clone(), &t)
+                    })
+                    .await?;
                 } else {
                     // Only a change of the stack's desired capacity is applied: the live value
                     // belongs to the scaling policy between runs.

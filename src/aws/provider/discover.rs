@@ -6,6 +6,7 @@ use crate::apply::events::{Event, Reporter};
 use crate::aws::error::{AwsError, ErrorClass};
 use crate::aws::{autoscaling, ec2, efs, elbv2, iam, rds, route53, ssm, tags, Aws};
 use crate::plan::*;
+use crate::stack::model::ImagePolicy;
 use crate::stack::validate::IMAGE_ALIASES;
 use crate::stack::Stack;
 use crate::tiers::Inputs;
@@ -95,12 +96,15 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Discovered, AwsError> {
     })
 }
 
-/// The stack's VPC (`default` or an id that must exist) and its subnets as (id, zone): the
-/// given ones, or every subnet of the VPC.
+/// The stack's VPC (`default` or an id that must exist) and its subnets as (id, zone): one per
+/// zone, only in zones that offer every instance type the stack uses (DescribeInstanceTypeOfferings:
+/// us-east-1e offers no t3, for one). Listed subnets are checked the same way and refused, not
+/// skipped, when they break either rule.
 pub async fn resolve_network(
     aws: &Aws,
-    network: &crate::stack::model::Network,
+    spec: &crate::stack::model::StackFile,
 ) -> Result<(String, Vec<(String, String)>), AwsError> {
+    let network = &spec.network;
     let vpc_id = if network.vpc == "default" {
         ec2::default_vpc(aws).await?
     } else if ec2::vpc_exists(aws, &network.vpc).await? {
@@ -112,12 +116,88 @@ pub async fn resolve_network(
             format!("VPC {} does not exist in {}", network.vpc, aws.region),
         ));
     };
-    let subnets = if network.subnets.is_empty() {
-        ec2::subnets(aws, &vpc_id).await?
-    } else {
-        ec2::subnets_by_id(aws, &network.subnets).await?
-    };
+    let types = instance_types(spec);
+    let (subnets, offered) = tokio::try_join!(
+        async {
+            if network.subnets.is_empty() {
+                ec2::subnets(aws, &vpc_id).await
+            } else {
+                ec2::subnets_by_id(aws, &network.subnets).await
+            }
+        },
+        ec2::zones_offering(aws, &types),
+    )?;
+    let subnets =
+        usable_subnets(subnets, &offered, !network.subnets.is_empty(), &types).map_err(|m| {
+            AwsError::state(
+                "ec2:DescribeInstanceTypeOfferings",
+                ErrorClass::InvalidInput,
+                m,
+            )
+        })?;
     Ok((vpc_id, subnets))
+}
+
+/// Every instance type the stack launches: `instance.type` and the per-role overrides.
+fn instance_types(s: &crate::stack::model::StackFile) -> Vec<String> {
+    let mut types = std::collections::BTreeSet::from([s.instance.instance_type.clone()]);
+    types.extend(s.web.as_ref().and_then(|w| w.instance_type.clone()));
+    types.extend(s.balancer.as_ref().and_then(|b| b.instance_type.clone()));
+    types.extend(s.database.as_ref().and_then(|d| d.instance_type.clone()));
+    types.extend(
+        s.scaler
+            .as_ref()
+            .and_then(|sc| sc.monitor.instance_type.clone()),
+    );
+    types.into_iter().collect()
+}
+
+/// The subnets to use: in zones of `offered`, one per zone (a load balancer takes one subnet per
+/// zone, EFS one mount target per zone). `listed` subnets break a rule with an error instead.
+fn usable_subnets(
+    subnets: Vec<(String, String)>,
+    offered: &std::collections::BTreeSet<String>,
+    listed: bool,
+    types: &[String],
+) -> Result<Vec<(String, String)>, String> {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (id, zone) in subnets {
+        if !offered.contains(&zone) {
+            if listed {
+                return Err(format!(
+                    "subnet {id} is in {zone}, which does not offer {}; list subnets in {}",
+                    types.join(", "),
+                    zones_text(offered)
+                ));
+            }
+            continue;
+        }
+        if let Some(first) = seen.get(&zone) {
+            if listed {
+                return Err(format!("subnets {first} and {id} are both in {zone}; list one subnet per zone (a load balancer and EFS take one per zone)"));
+            }
+            continue;
+        }
+        seen.insert(zone.clone(), id.clone());
+        out.push((id, zone));
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "no subnet of the VPC is in a zone that offers {} (zones that do: {})",
+            types.join(", "),
+            zones_text(offered)
+        ));
+    }
+    Ok(out)
+}
+
+fn zones_text(zones: &std::collections::BTreeSet<String>) -> String {
+    if zones.is_empty() {
+        "none in this region".to_string()
+    } else {
+        zones.iter().cloned().collect::<Vec<_>>().join(", ")
+    }
 }
 
 /// Looks up what the desired graph needs from the account. Read-only.
@@ -129,7 +209,7 @@ pub async fn resolve_inputs(
     // Four independent chains of lookups run at the same time: network, image, key pair, zone
     // and secrets. Each is a handful of sequential reads.
     let s = &stack.spec;
-    let network = resolve_network(aws, &s.network);
+    let network = resolve_network(aws, s);
     let image = async {
         let image_id = resolve_image(aws, &s.instance.image, reporter).await?;
         let root_device = ec2::image_root_device(aws, &image_id).await?;
@@ -168,8 +248,14 @@ pub async fn resolve_inputs(
         }
         Ok(())
     };
-    let ((vpc_id, subnets), (image_id, root_device), (), hosted_zone_id, ()) =
-        tokio::try_join!(network, image, key, zone, secrets)?;
+    let ((vpc_id, subnets), (image_id, root_device), (), hosted_zone_id, (), ()) = tokio::try_join!(
+        network,
+        image,
+        key,
+        zone,
+        secrets,
+        check_engine_version(aws, stack, reporter)
+    )?;
     Ok(Inputs {
         vpc_id,
         subnet_id: subnets.first().map(|(id, _)| id.clone()),
@@ -178,6 +264,44 @@ pub async fn resolve_inputs(
         root_device,
         hosted_zone_id,
     })
+}
+
+/// alb-asg with a pinned Aurora version: refuses one RDS no longer offers for new clusters
+/// (versions are deprecated in time). Emulators may not answer the call: then it is skipped,
+/// with a note, under an endpoint override only.
+async fn check_engine_version(
+    aws: &Aws,
+    stack: &Stack,
+    reporter: &dyn Reporter,
+) -> Result<(), AwsError> {
+    let s = &stack.spec;
+    let Some((engine, version)) = s
+        .database
+        .as_ref()
+        .filter(|_| s.tier == crate::stack::Tier::AlbAsg)
+        .and_then(|d| {
+            crate::stack::validate::aurora_engine_version(&d.version).map(|v| (&d.engine, v))
+        })
+    else {
+        return Ok(());
+    };
+    match rds::engine_version_available(aws, engine, &version).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(AwsError::state(
+            "rds:DescribeDBEngineVersions",
+            ErrorClass::InvalidInput,
+            format!("database.version {version} is not available for new {engine} clusters in {} (deprecated versions are refused); leave `version` out to let RDS pick its current default", aws.region),
+        )),
+        Err(e) => match &aws.endpoint_override {
+            Some(endpoint) => {
+                reporter.event(&Event::Info {
+                    message: format!("database.version {version} not checked: {endpoint} does not answer DescribeDBEngineVersions ({})", e.message),
+                });
+                Ok(())
+            }
+            None => Err(e),
+        },
+    }
 }
 
 /// Alias → AMI through the public SSM parameter. Emulators lack some public parameters; with an
@@ -207,4 +331,173 @@ async fn resolve_image(
         }
     }
     Err(AwsError::state("ssm:GetParameter", ErrorClass::NotFound, format!("public parameter {param} (image alias `{alias}`) is not available in {}; give an AMI id instead", aws.region)))
+}
+
+/// `instance.image_policy: pinned` (the default): when the stack's instances or launch templates
+/// were made from an image the alias no longer resolves to, the graph keeps that image, so a
+/// newly published image never replaces anything by itself, and the user is told a newer one
+/// exists. `refresh` (`--refresh-image`) or `image_policy: latest` moves to the newest on purpose.
+pub async fn pin_image(
+    aws: &Aws,
+    stack: &Stack,
+    inputs: &mut Inputs,
+    discovered: &Discovered,
+    refresh: bool,
+    reporter: &dyn Reporter,
+) -> Result<(), AwsError> {
+    let image = &stack.spec.instance.image;
+    if !IMAGE_ALIASES.iter().any(|(a, _)| *a == image.as_str()) {
+        return Ok(());
+    }
+    let Some(pinned) = pinned_image(image, &discovered.resources) else {
+        return Ok(());
+    };
+    let latest = inputs.image_id.clone();
+    if pinned == latest {
+        return Ok(());
+    }
+    if refresh || stack.spec.instance.image_policy == ImagePolicy::Latest {
+        let why = if refresh {
+            "--refresh-image"
+        } else {
+            "instance.image_policy: latest"
+        };
+        reporter.event(&Event::Info {
+            message: format!("`{image}` now resolves to {latest} (the stack runs {pinned}); with {why} the instances move to it"),
+        });
+        return Ok(());
+    }
+    match ec2::image_root_device(aws, &pinned).await {
+        Ok(root_device) => {
+            reporter.event(&Event::Info {
+                message: format!("a newer image is available for `{image}`: {latest} (the stack keeps {pinned}); `iac up --refresh-image` moves to it, replacing the instances"),
+            });
+            inputs.image_id = pinned;
+            inputs.root_device = root_device;
+        }
+        Err(e) if e.is(ErrorClass::NotFound) => reporter.event(&Event::Warning {
+            message: format!("the stack's image {pinned} is no longer available; moving to {latest} (`{image}`), which replaces the instances"),
+        }),
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+/// The image id the stack's instances and launch templates were made from with `image` (the
+/// most common one). Instances made before the `iac:image` tag existed count by their image id.
+fn pinned_image(image: &str, resources: &[Observed]) -> Option<String> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for o in resources {
+        let id = match (
+            o.tags.get(tags::IMAGE),
+            o.tags.get(tags::IMAGE_ID),
+            &o.details,
+        ) {
+            (Some(label), Some(id), _) if label == image => id.as_str(),
+            // Made from another `instance.image`: the file changed, that is a move on purpose.
+            (Some(_), _, _) => continue,
+            (None, _, Details::Instance { image_id, .. }) if !image_id.is_empty() => {
+                image_id.as_str()
+            }
+            _ => continue,
+        };
+        *counts.entry(id).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(id, n)| (*n, *id))
+        .map(|(id, _)| id.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed(kind: Kind, tags_: &[(&str, &str)], image_id: &str) -> Observed {
+        let details = match kind {
+            Kind::Instance => Details::Instance {
+                instance_type: "t3.micro".into(),
+                image_id: image_id.into(),
+                key_name: None,
+                security_group_ids: Vec::new(),
+                spec_hash: None,
+                public_ip: None,
+                private_ip: None,
+            },
+            _ => Details::LaunchTemplate {
+                spec_hash: None,
+                latest_version: 1,
+                default_version: 1,
+            },
+        };
+        Observed {
+            id: ResourceId::new("x"),
+            kind,
+            physical_id: "x".into(),
+            state: "running".into(),
+            details,
+            tags: tags_
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_pin_is_the_image_the_stack_was_made_from() {
+        let lt = observed(
+            Kind::LaunchTemplate,
+            &[(tags::IMAGE, "ubuntu-24.04"), (tags::IMAGE_ID, "ami-old")],
+            "",
+        );
+        assert_eq!(
+            pinned_image("ubuntu-24.04", std::slice::from_ref(&lt)).as_deref(),
+            Some("ami-old")
+        );
+        // Another alias in the file is a move on purpose: nothing pinned.
+        assert_eq!(pinned_image("ubuntu-22.04", &[lt]), None);
+        // An instance from before the tag existed pins its own image.
+        let legacy = observed(Kind::Instance, &[], "ami-legacy");
+        assert_eq!(
+            pinned_image("ubuntu-24.04", &[legacy]).as_deref(),
+            Some("ami-legacy")
+        );
+        assert_eq!(pinned_image("ubuntu-24.04", &[]), None);
+    }
+
+    fn subnets(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn subnets_are_kept_one_per_zone_where_the_type_is_offered() {
+        let offered =
+            std::collections::BTreeSet::from(["us-east-1a".to_string(), "us-east-1b".to_string()]);
+        let types = ["t3.micro".to_string()];
+        let found = subnets(&[
+            ("subnet-e", "us-east-1e"),
+            ("subnet-a1", "us-east-1a"),
+            ("subnet-a2", "us-east-1a"),
+            ("subnet-b", "us-east-1b"),
+        ]);
+        assert_eq!(
+            usable_subnets(found.clone(), &offered, false, &types),
+            Ok(subnets(&[
+                ("subnet-a1", "us-east-1a"),
+                ("subnet-b", "us-east-1b")
+            ]))
+        );
+        let err = usable_subnets(found, &offered, true, &types).unwrap_err();
+        assert!(
+            err.contains("subnet-e is in us-east-1e, which does not offer t3.micro"),
+            "{err}"
+        );
+        let twice = subnets(&[("subnet-a1", "us-east-1a"), ("subnet-a2", "us-east-1a")]);
+        let err = usable_subnets(twice, &offered, true, &types).unwrap_err();
+        assert!(err.contains("both in us-east-1a"), "{err}");
+        let none = subnets(&[("subnet-e", "us-east-1e")]);
+        assert!(usable_subnets(none, &offered, false, &types).is_err());
+    }
 }

@@ -12,7 +12,7 @@ mod alb;
 mod discover;
 mod outputs;
 
-pub use discover::{discover, resolve_inputs, resolve_network, Discovered};
+pub use discover::{discover, pin_image, resolve_inputs, resolve_network, Discovered};
 pub use outputs::outputs;
 
 use std::collections::BTreeMap;
@@ -37,6 +37,12 @@ pub struct Deadlines {
     pub dependency: Duration,
     /// How long a Run Command may take (a rolling service update waits for its rollout).
     pub command: Duration,
+    /// How long a security group's delete keeps retrying while network interfaces still use it
+    /// (a load balancer's can take 10-20 minutes to go after the load balancer).
+    pub group_dependency: Duration,
+    /// How long a call may be refused because something it names was created a moment ago
+    /// (a security group, an instance profile) and is not visible yet.
+    pub visible: Duration,
 }
 
 impl Default for Deadlines {
@@ -46,6 +52,8 @@ impl Default for Deadlines {
             instance_terminated: Duration::from_secs(600),
             dependency: Duration::from_secs(300),
             command: Duration::from_secs(1800),
+            visible: Duration::from_secs(120),
+            group_dependency: Duration::from_secs(1800),
         }
     }
 }
@@ -68,7 +76,6 @@ pub struct Applier {
     pub extra_tags: BTreeMap<String, String>,
     pub reporter: Arc<dyn Reporter>,
     pub deadlines: Deadlines,
-    pub terminated_per_id: BTreeMap<String, u32>,
     known: Arc<Mutex<BTreeMap<ResourceId, Known>>>,
     /// Resources that existed before this run and stay: only these are notified in place
     /// (a new instance reads its configuration at boot).
@@ -81,6 +88,12 @@ pub struct Applier {
     pub skip_final_snapshot: bool,
     /// Launch templates that get a new version in this run (their groups refresh).
     lt_updated: Arc<Mutex<std::collections::BTreeSet<ResourceId>>>,
+    /// The stack's `instance.image` (alias or AMI id), tagged beside the image id it resolved
+    /// to on what is launched from it, so the next run can keep that image (`pin_image`).
+    image: String,
+    /// Part of every RunInstances client token: a new token for each `up`, the same one for
+    /// every retry within it (AWS binds a token to its parameters for at least 24 hours).
+    launch_nonce: String,
 }
 
 fn wait_err(e: WaitError<AwsError>, op: &str) -> AwsError {
@@ -91,25 +104,21 @@ fn wait_err(e: WaitError<AwsError>, op: &str) -> AwsError {
 }
 
 impl Applier {
-    pub fn new(
-        aws: Aws,
-        stack: &Stack,
-        reporter: Arc<dyn Reporter>,
-        discovered: &Discovered,
-    ) -> Applier {
+    pub fn new(aws: Aws, stack: &Stack, reporter: Arc<dyn Reporter>) -> Applier {
         Applier {
             aws,
             stack: stack.name().to_string(),
             extra_tags: stack.spec.tags.clone(),
             reporter,
             deadlines: Deadlines::default(),
-            terminated_per_id: discovered.terminated_per_id.clone(),
             known: Arc::default(),
             preexisting: Arc::default(),
             delete_data: false,
             drain: None,
             skip_final_snapshot: false,
             lt_updated: Arc::default(),
+            image: stack.spec.instance.image.clone(),
+            launch_nonce: ec2::launch_nonce(),
         }
     }
 
@@ -121,14 +130,23 @@ impl Applier {
             extra_tags: BTreeMap::new(),
             reporter,
             deadlines: Deadlines::default(),
-            terminated_per_id: BTreeMap::new(),
             known: Arc::default(),
             preexisting: Arc::default(),
             delete_data: false,
             drain: None,
             skip_final_snapshot: false,
             lt_updated: Arc::default(),
+            image: String::new(),
+            launch_nonce: ec2::launch_nonce(),
         }
+    }
+
+    /// `iac:image` and `iac:image-id` for what is launched from `image_id`.
+    fn image_tags(&self, image_id: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (tags::IMAGE.to_string(), self.image.clone()),
+            (tags::IMAGE_ID.to_string(), image_id.to_string()),
+        ])
     }
 
     fn remember(&self, id: &ResourceId, mut k: Known) {
@@ -235,6 +253,10 @@ impl Applier {
 
     /// Deletion nodes for everything observed (for `down`), most dependent kinds first.
     pub fn delete_nodes(&self, observed: &[Observed]) -> Vec<Node<AwsError>> {
+        // What the deletions refer to by logical id (the groups a rule names) is known.
+        for o in observed {
+            self.remember(&o.id, known_of(o));
+        }
         let mut nodes: Vec<_> = observed.iter().map(|o| self.delete_node(o, "")).collect();
         order_deletes(&mut nodes);
         let pool: Vec<bool> = observed
@@ -381,9 +403,10 @@ impl Applier {
                                     // writes while it is detached (a mounted volume can stay
                                     // `busy` or be left inconsistent). The old one is terminated
                                     // later, in the delete phase.
-                                    ignore_gone(ec2::stop_instance(aws, old).await)?;
-                                    self.wait_instance(&r.id, old, "stopped").await?;
-                                    ignore_gone(ec2::detach_volume(aws, &a.physical_id).await)?;
+                                    self.release_volume(&r.id, old).await?;
+                                    ignore_gone(
+                                        ec2::detach_volume(aws, &a.physical_id, old).await,
+                                    )?;
                                 }
                                 None => {}
                             }
@@ -431,7 +454,11 @@ impl Applier {
                         ..Default::default()
                     },
                 );
-                ec2::reconcile_ingress(aws, &gid, &s.ingress, &[], &self.group_ids()).await?;
+                let groups = self.group_ids();
+                self.retry_fresh(&r.id, &format!("security group {gid}"), || {
+                    ec2::reconcile_ingress(aws, &gid, &s.ingress, &[], &groups)
+                })
+                .await?;
                 Ok(Some(gid))
             }
             (Spec::SecurityGroup(s), _) => {
@@ -456,45 +483,34 @@ impl Applier {
                 let mut t = tags_;
                 t.insert(tags::SPEC_HASH.to_string(), spec_hash.clone());
                 t.insert(tags::USER_DATA_SHA.to_string(), s.user_data_sha.clone());
-                let generation = self
-                    .terminated_per_id
-                    .get(r.id.as_str())
-                    .copied()
-                    .unwrap_or(0);
+                t.extend(self.image_tags(&s.image_id));
+                // Unique to this launch of this run (its resolved groups included), and the
+                // same for every retry of it: a later run never replays a token with other
+                // parameters (IdempotentParameterMismatch), and counting the terminated
+                // instances AWS still lists cannot be relied on (they vanish after an hour).
                 let token = short_hash(
-                    format!("{}/{}/{}/{}", self.stack, r.id, spec_hash, generation).as_bytes(),
+                    format!(
+                        "{}/{}/{}/{}/{}",
+                        self.stack,
+                        r.id,
+                        spec_hash,
+                        sg_ids.join(","),
+                        self.launch_nonce
+                    )
+                    .as_bytes(),
                 );
-                // A profile created a moment ago takes a few seconds to be usable by EC2
-                // (IAM is eventually consistent): retry that one refusal within a deadline.
+                // A group or profile created a moment ago can be unknown to EC2 for a few
+                // seconds; the same token makes every retry the same launch.
                 let what = format!(
-                    "instance profile {} to be usable by EC2",
+                    "groups {} and instance profile {}",
+                    sg_ids.join(","),
                     s.instance_profile.as_deref().unwrap_or("-")
                 );
-                let iid = wait::until(
-                    &r.id,
-                    &what,
-                    Duration::from_secs(120),
-                    Backoff::default(),
-                    self.reporter.as_ref(),
-                    || async {
-                        match ec2::run_instance(aws, s, &s.root_device, sg_ids.clone(), &t, &token)
-                            .await
-                        {
-                            Ok(iid) => Ok(Poll::Ready(iid)),
-                            Err(e)
-                                if e.is(ErrorClass::InvalidInput)
-                                    && e.message
-                                        .to_ascii_lowercase()
-                                        .contains("instance profile") =>
-                            {
-                                Ok(Poll::Pending(e.message))
-                            }
-                            Err(e) => Err(e),
-                        }
-                    },
-                )
-                .await
-                .map_err(|e| wait_err(e, "ec2:RunInstances"))?;
+                let iid = self
+                    .retry_fresh(&r.id, &what, || {
+                        ec2::run_instance(aws, s, &s.root_device, sg_ids.clone(), &t, &token)
+                    })
+                    .await?;
                 let private_ip = self.wait_instance(&r.id, &iid, "running").await?;
                 self.remember(
                     &r.id,
@@ -716,6 +732,27 @@ impl Applier {
         .map_err(|e| wait_err(e, "ssm:GetCommandInvocation"))
     }
 
+    /// Stops the instance a data volume moves away from, before the detach: the database on
+    /// it still has the volume mounted, and AWS leaves a volume detached from under a mounted
+    /// file system `busy` indefinitely. Stopping shuts the database down cleanly and unmounts;
+    /// the instance is being replaced anyway (it is terminated once its successor runs).
+    async fn release_volume(&self, id: &ResourceId, instance_id: &str) -> Result<(), AwsError> {
+        let state = ec2::instance_state_ip(&self.aws, instance_id).await?;
+        if !matches!(state, Some((ref s, _)) if s == "running" || s == "pending" || s == "stopping")
+        {
+            return Ok(());
+        }
+        self.reporter.event(&Event::Info {
+            message: format!(
+                "{id}: stopping {instance_id} so that the data volume is unmounted before it moves"
+            ),
+        });
+        ignore_gone(ec2::stop_instance(&self.aws, instance_id).await)?;
+        self.wait_instance(id, instance_id, "stopped")
+            .await
+            .map(|_| ())
+    }
+
     /// Waits until a volume is in `want` state (`available` after create or detach).
     async fn wait_volume(&self, id: &ResourceId, vid: &str, want: &str) -> Result<(), AwsError> {
         let what = format!("volume {vid} to be {want}");
@@ -797,9 +834,18 @@ impl Applier {
                     .map(|_| ())
             }
             (Kind::SecurityGroup, _) => {
-                self.retry_in_use(
+                self.revoke_group_rules(o).await?;
+                let what = format!(
+                    "security group {} to be free (up to {} min: network interfaces of a deleted load balancer or instance can take that long to go)",
+                    o.physical_id,
+                    self.deadlines.group_dependency.as_secs() / 60
+                );
+                let in_use = |e: &AwsError| e.is(ErrorClass::DependencyViolation);
+                self.retry_while(
                     &o.id,
-                    &format!("security group {} to be free", o.physical_id),
+                    &what,
+                    self.deadlines.group_dependency,
+                    in_use,
                     || ec2::delete_security_group(aws, &o.physical_id),
                 )
                 .await
@@ -826,8 +872,8 @@ impl Applier {
             (Kind::Volume, _) => {
                 // Read the attachment now: the instance it was on may have been terminated by
                 // an earlier node of this same run, which detaches it.
-                if let Some((_, Some(_))) = ec2::volume_state(aws, &o.physical_id).await? {
-                    ignore_gone(ec2::detach_volume(aws, &o.physical_id).await)?;
+                if let Some((_, Some(on))) = ec2::volume_state(aws, &o.physical_id).await? {
+                    ignore_gone(ec2::detach_volume(aws, &o.physical_id, &on).await)?;
                     self.wait_volume(&o.id, &o.physical_id, "available").await?;
                 }
                 self.retry_in_use(
@@ -842,37 +888,105 @@ impl Applier {
         ignore_gone(res)
     }
 
-    async fn retry_in_use<F, Fut>(
-        &self,
-        id: &ResourceId,
-        what: &str,
-        mut op: F,
-    ) -> Result<(), AwsError>
+    /// Revokes the rules of every group in `observed` that name another group, before any
+    /// deletion (`down`): a group another one still refers to cannot be deleted, so one group
+    /// held up (by a load balancer's network interfaces, which can take 10-20 minutes to go)
+    /// would otherwise hold up the others.
+    pub async fn revoke_group_references(&self, observed: &[Observed]) -> Result<(), AwsError> {
+        for o in observed {
+            self.remember(&o.id, known_of(o));
+        }
+        for o in observed.iter().filter(|o| o.kind == Kind::SecurityGroup) {
+            self.revoke_group_rules(o).await?;
+        }
+        Ok(())
+    }
+
+    /// Revokes the ingress rules of group `o` whose source is another group.
+    async fn revoke_group_rules(&self, o: &Observed) -> Result<(), AwsError> {
+        let Details::SecurityGroup { ingress, .. } = &o.details else {
+            return Ok(());
+        };
+        let keep: Vec<IngressRule> = ingress
+            .iter()
+            .filter(|r| matches!(r.source, Source::Cidr(_)))
+            .cloned()
+            .collect();
+        if keep.len() == ingress.len() {
+            return Ok(());
+        }
+        let groups = self.group_ids();
+        ignore_gone(
+            ec2::reconcile_ingress(&self.aws, &o.physical_id, &keep, ingress, &groups).await,
+        )
+    }
+
+    async fn retry_in_use<F, Fut>(&self, id: &ResourceId, what: &str, op: F) -> Result<(), AwsError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), AwsError>>,
     {
+        let in_use = |e: &AwsError| e.is(ErrorClass::DependencyViolation);
+        self.retry_while(id, what, self.deadlines.dependency, in_use, op)
+            .await
+    }
+
+    /// Runs a call that refers to something created a moment ago, retrying within a short
+    /// deadline while AWS answers that it cannot see it yet (`AwsError::is_not_yet_visible`).
+    async fn retry_fresh<T, F, Fut>(
+        &self,
+        id: &ResourceId,
+        what: &str,
+        op: F,
+    ) -> Result<T, AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AwsError>>,
+    {
+        let what = format!("{what} to be visible (eventual consistency)");
+        self.retry_while(
+            id,
+            &what,
+            self.deadlines.visible,
+            AwsError::is_not_yet_visible,
+            op,
+        )
+        .await
+    }
+
+    /// `op` until it succeeds, fails with an error `retry` does not accept, or `deadline` passes.
+    async fn retry_while<T, F, Fut>(
+        &self,
+        id: &ResourceId,
+        what: &str,
+        deadline: Duration,
+        retry: impl Fn(&AwsError) -> bool,
+        mut op: F,
+    ) -> Result<T, AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AwsError>>,
+    {
         wait::until(
             id,
             what,
-            self.deadlines.dependency,
+            deadline,
             Backoff::default(),
             self.reporter.as_ref(),
             || {
                 let fut = op();
+                let retry = &retry;
                 async move {
                     match fut.await {
-                        Ok(()) => Ok(Poll::Ready(())),
-                        Err(e) if e.is(ErrorClass::DependencyViolation) => {
-                            Ok(Poll::Pending(format!("in use: {}", e.message)))
-                        }
+                        Ok(v) => Ok(Poll::Ready(v)),
+                        Err(e) if retry(&e) => Ok(Poll::Pending(e.message)),
                         Err(e) => Err(e),
                     }
                 }
             },
         )
         .await
-        .map_err(|e| wait_err(e, "delete"))
+        .map_err(|e| wait_err(e, "retry"))
     }
 }
 

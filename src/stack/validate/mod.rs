@@ -44,10 +44,13 @@ const SECRET_WORDS: &[&str] = &[
     "API_KEY",
 ];
 
+mod aws_rules;
 mod scaler;
 mod tiers;
 
+use aws_rules::check_aws_rules;
 use scaler::check_custom_scaler;
+pub use tiers::aurora_engine_version;
 use tiers::{check_alb_asg, check_lb_vms, check_swarm, is_aurora_version};
 
 struct Checker<'a> {
@@ -134,6 +137,7 @@ pub fn validate(stack: &Stack, map: &SourceMap) -> Vec<Diagnostic> {
     check_alb_asg(&mut c, s);
     check_custom_scaler(&mut c, s);
     check_tags(&mut c, s);
+    check_aws_rules(&mut c, s);
     c.diags
 }
 
@@ -482,11 +486,11 @@ fn check_database(c: &mut Checker, s: &StackFile, db: &Database) {
         );
     }
     if s.tier == Tier::AlbAsg {
-        if !is_aurora_version(&db.version) {
+        if db.version != "8.0" && !is_aurora_version(&db.version) {
             c.err(
                 "database.version",
                 format!("`{}` is not an Aurora MySQL engine version", db.version),
-                "a version such as `8.0.mysql_aurora.3.05.2`",
+                "`8.0` (RDS picks its current default) or a version such as `8.0.mysql_aurora.3.08.2`",
                 "`aws rds describe-db-engine-versions --engine aurora-mysql` lists them",
             );
         }

@@ -68,6 +68,13 @@ pub(super) fn check_lb_vms(c: &mut Checker, s: &StackFile) {
     }
 }
 
+/// `database.version` for alb-asg: `8.0` (the default) lets RDS pick its current default Aurora
+/// MySQL version, since every pinned version is deprecated in time and then refused for new
+/// clusters; a full version (`8.0.mysql_aurora.3.08.2`) is sent as given.
+pub fn aurora_engine_version(version: &str) -> Option<String> {
+    is_aurora_version(version).then(|| version.to_string())
+}
+
 /// `8.0.mysql_aurora.3.05.2`: major.minor, `mysql_aurora`, three numbers.
 pub(super) fn is_aurora_version(v: &str) -> bool {
     let parts: Vec<&str> = v.split('.').collect();
@@ -198,7 +205,7 @@ pub(super) fn check_alb_asg(c: &mut Checker, s: &StackFile) {
             "",
         );
     }
-    if !(5..=300).contains(&lb.interval_s) || lb.timeout_s == 0 || lb.timeout_s >= lb.interval_s {
+    if !(5..=300).contains(&lb.interval_s) || lb.timeout_s >= lb.interval_s {
         c.err(
             "load_balancer.interval_s",
             "the health check interval must be 5-300 s and longer than its timeout",

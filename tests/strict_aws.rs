@@ -1,0 +1,257 @@
+//! `iac` under the strict layer (tests/proxy/strict_aws.py): the rules real AWS enforces and the
+//! emulator does not. Each test names the rule and fails without the fix it covers.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+/// moto's two Ubuntu images: the one the alias resolves to at first, and a newer build.
+const OLDER: &str = "ami-1e749f67";
+const NEWER: &str = "ami-785db401";
+
+fn table(ami: &str) -> serde_json::Value {
+    json!({"parameters": {UBUNTU_2404: ami}, "fresh_seconds": 3})
+}
+
+fn up(strict: &StrictAws, emu: &Emulator, file: &std::path::Path, extra: &[&str]) -> Run {
+    let mut c = emu.iac_at(&strict.url);
+    c.arg("up")
+        .arg(file)
+        .args(["--yes", "--no-wait"])
+        .args(extra);
+    run_ok(c)
+}
+
+fn down(strict: &StrictAws, emu: &Emulator, file: &std::path::Path) -> Run {
+    let mut c = emu.iac_at(&strict.url);
+    c.arg("down").arg(file).args(["--yes", "--delete-data"]);
+    let r = run(c);
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    r
+}
+
+/// Rule: the public image parameter moves when a newer image is published. An unchanged file
+/// replaces nothing; `plan` says a newer image exists; `--refresh-image` moves on purpose.
+#[tokio::test]
+async fn a_newer_image_for_the_alias_replaces_nothing_until_refresh_image() {
+    let emu = Emulator::start();
+    let strict = StrictAws::start(&emu, table(OLDER));
+    let stack = StackFile::example("pinned", &[]);
+    up(&strict, &emu, stack.path(), &[]);
+    let ec2 = emu.ec2().await;
+    let first = instances_by_logical_id(&ec2, "pinned").await;
+    let vm = &first["vm"];
+    assert_eq!(vm.image_id(), Some(OLDER));
+    let t = tag_map(vm.tags());
+    assert_eq!(t.get("iac:image-id").map(String::as_str), Some(OLDER));
+    assert_eq!(t.get("iac:image").map(String::as_str), Some("ubuntu-24.04"));
+
+    strict.set(table(NEWER));
+    let mut plan = emu.iac_at(&strict.url);
+    plan.arg("plan")
+        .arg(stack.path())
+        .arg("--detailed-exitcode");
+    let plan = run(plan);
+    assert_eq!(
+        plan.code, 0,
+        "no changes expected:\n{}\n{}",
+        plan.stdout, plan.stderr
+    );
+    let said = format!("{}{}", plan.stdout, plan.stderr);
+    assert!(
+        said.contains("a newer image is available") && said.contains(NEWER),
+        "{said}"
+    );
+    let again = up(&strict, &emu, stack.path(), &[]);
+    assert!(again.stdout.contains("No changes"), "{}", again.stdout);
+    let same = instances_by_logical_id(&ec2, "pinned").await;
+    assert_eq!(same["vm"].instance_id(), vm.instance_id());
+
+    let mut preview = emu.iac_at(&strict.url);
+    preview
+        .arg("plan")
+        .arg(stack.path())
+        .args(["--detailed-exitcode", "--refresh-image"]);
+    let preview = run(preview);
+    assert_eq!(preview.code, 3, "{}\n{}", preview.stdout, preview.stderr);
+    assert!(
+        preview.stdout.contains(&format!("image {OLDER} → {NEWER}")),
+        "{}",
+        preview.stdout
+    );
+    up(&strict, &emu, stack.path(), &["--refresh-image"]);
+    let moved = instances_by_logical_id(&ec2, "pinned").await;
+    let vm2 = &moved["vm"];
+    assert_ne!(vm2.instance_id(), vm.instance_id());
+    assert_eq!(vm2.image_id(), Some(NEWER));
+    assert_eq!(
+        tag_map(vm2.tags()).get("iac:image-id").map(String::as_str),
+        Some(NEWER)
+    );
+    // Releasing an associated Elastic IP and deleting a group still attached are refused: `down`
+    // disassociates and terminates first.
+    down(&strict, &emu, stack.path());
+}
+
+/// Rule: a ClientToken stays bound to its parameters for 24 hours, while terminated instances
+/// drop out of DescribeInstances after about an hour. `up`, `down`, an hour, `up` again must not
+/// replay the first launch's token with the new security groups.
+#[tokio::test]
+async fn up_after_down_and_an_hour_launches_with_a_new_client_token() {
+    let emu = Emulator::start();
+    let strict = StrictAws::start(&emu, table(OLDER));
+    let stack = StackFile::example("token", &[]);
+    up(&strict, &emu, stack.path(), &[]);
+    down(&strict, &emu, stack.path());
+    let mut later = table(OLDER);
+    later["forget_terminated"] = json!(true);
+    strict.set(later);
+    up(&strict, &emu, stack.path(), &[]);
+    let ec2 = emu.ec2().await;
+    assert_eq!(live_instances(&ec2, "token").await.len(), 1);
+    down(&strict, &emu, stack.path());
+}
+
+/// Rule: a just-created security group or instance profile is not visible to EC2 for a few
+/// seconds (InvalidGroup.NotFound, "Invalid IAM Instance Profile name"). `up` retries them.
+#[tokio::test]
+async fn up_rides_out_groups_and_profiles_that_are_not_visible_yet() {
+    let emu = Emulator::start();
+    let strict = StrictAws::start(&emu, table(OLDER));
+    let stack = StackFile::example(
+        "fresh",
+        &[(
+            "instance_profile: LabInstanceProfile",
+            "instance_profile: create",
+        )],
+    );
+    let r = up(&strict, &emu, stack.path(), &[]);
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        said.contains("visible"),
+        "the retries are reported:\n{said}"
+    );
+    let ec2 = emu.ec2().await;
+    assert_eq!(live_instances(&ec2, "fresh").await.len(), 1);
+    down(&strict, &emu, stack.path());
+}
+
+/// A VPC with one subnet in a zone that does not offer t3 (us-east-1e) and one that does.
+async fn vpc_with_a_t3_less_zone(emu: &Emulator) -> (String, String, String) {
+    let ec2 = emu.ec2().await;
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.9.0.0/16")
+        .send()
+        .await
+        .expect("vpc");
+    let vpc_id = vpc
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .expect("vpc id")
+        .to_string();
+    let mut ids = Vec::new();
+    for (cidr, zone) in [("10.9.1.0/24", "us-east-1e"), ("10.9.2.0/24", "us-east-1a")] {
+        let s = ec2
+            .create_subnet()
+            .vpc_id(&vpc_id)
+            .cidr_block(cidr)
+            .availability_zone(zone)
+            .send()
+            .await
+            .expect("subnet");
+        ids.push(
+            s.subnet()
+                .and_then(|s| s.subnet_id())
+                .expect("id")
+                .to_string(),
+        );
+    }
+    (vpc_id, ids[0].clone(), ids[1].clone())
+}
+
+/// Rule: RunInstances into a zone that does not offer the type fails (`Unsupported`). lb-vms
+/// spreads four VMs over the VPC's subnets; only the zone that offers t3.micro is used, and a
+/// listed subnet in the other zone is refused before anything is created.
+#[tokio::test]
+async fn instances_go_only_to_zones_that_offer_their_type() {
+    let emu = Emulator::start();
+    let strict = StrictAws::start(&emu, table(OLDER));
+    let (vpc, in_e, in_a) = vpc_with_a_t3_less_zone(&emu).await;
+    let stack = StackFile::from_example(
+        "stacks/bookstore-lb-vms.yaml",
+        "zones",
+        &[("  vpc: default", &format!("  vpc: {vpc}"))],
+    );
+    up(&strict, &emu, stack.path(), &[]);
+    let ec2 = emu.ec2().await;
+    let vms = live_instances(&ec2, "zones").await;
+    assert_eq!(vms.len(), 4);
+    assert!(vms.iter().all(|i| i.subnet_id() == Some(in_a.as_str())));
+    // Rule: a group still named by another group's rule cannot be deleted (DependencyViolation).
+    // `down` revokes the rules between the groups first, so no group waits for another.
+    let gone = down(&strict, &emu, stack.path());
+    let said = format!("{}{}", gone.stdout, gone.stderr);
+    assert!(!said.contains("waiting for security group"), "{said}");
+
+    let listed = StackFile::from_example(
+        "stacks/bookstore-lb-vms.yaml",
+        "listed",
+        &[(
+            "  vpc: default",
+            &format!("  vpc: {vpc}\n  subnets: [{in_e}, {in_a}]"),
+        )],
+    );
+    let mut plan = emu.iac_at(&strict.url);
+    plan.arg("plan").arg(listed.path());
+    let r = run(plan);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "subnet {in_e} is in us-east-1e, which does not offer t3.micro"
+        )),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Rule: a volume detached while its instance still has it mounted stays `busy` on AWS. When
+/// the lb-vms database VM is replaced, the old one is stopped before its data volume moves.
+#[tokio::test]
+async fn a_database_vm_is_stopped_before_its_data_volume_moves() {
+    let emu = Emulator::start();
+    let strict = StrictAws::start(&emu, table(OLDER));
+    let stack = StackFile::from_example("stacks/bookstore-lb-vms.yaml", "dbmove", &[]);
+    up(&strict, &emu, stack.path(), &[]);
+    let ec2 = emu.ec2().await;
+    let old = instances_by_logical_id(&ec2, "dbmove").await["db"].clone();
+    stack.rewrite(&[(
+        "  engine: mysql                  # or mongodb",
+        "  engine: mysql\n  type: t3.small",
+    )]);
+    let r = up(&strict, &emu, stack.path(), &[]);
+    assert!(r.stderr.contains("stopping"), "{}", r.stderr);
+    let new = instances_by_logical_id(&ec2, "dbmove").await["db"].clone();
+    assert_ne!(new.instance_id(), old.instance_id());
+    let volumes = ec2
+        .describe_volumes()
+        .filters(stack_filter("dbmove"))
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:iac:data")
+                .values("true")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("volumes");
+    let attached: Vec<_> = volumes
+        .volumes()
+        .iter()
+        .flat_map(|v| v.attachments())
+        .filter_map(|a| a.instance_id())
+        .collect();
+    assert_eq!(attached, [new.instance_id().unwrap_or_default()]);
+    down(&strict, &emu, stack.path());
+}
