@@ -30,6 +30,9 @@ pub async fn compute(
     reporter: Arc<dyn Reporter>,
 ) -> anyhow::Result<Planned> {
     let stack = common::load(file)?;
+    for message in crate::stack::warnings::warnings(&stack) {
+        reporter.event(&crate::apply::Event::Warning { message });
+    }
     if let Some(why) = tiers::custom_scaler::not_deployable(&stack) {
         return Err(super::UsageError(why).into());
     }

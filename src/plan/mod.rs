@@ -6,10 +6,12 @@
 pub mod alb;
 pub mod diff;
 pub mod resource;
+pub mod role;
 
 pub use alb::*;
 pub use diff::diff;
 pub use resource::*;
+pub use role::*;
 
 use serde::Serialize;
 

@@ -183,6 +183,15 @@ pub struct Instance {
     /// database secret (not possible on AWS Academy, which forbids creating IAM roles).
     #[serde(default)]
     pub instance_profile: Option<String>,
+    /// How many network hops an instance metadata (IMDSv2) answer may travel. 1, the default,
+    /// keeps the instance's credentials away from its containers; more lets a container read
+    /// them (warned about).
+    #[serde(default = "default_hop_limit")]
+    pub metadata_hop_limit: u8,
+}
+
+fn default_hop_limit() -> u8 {
+    1
 }
 
 impl Default for Instance {
@@ -193,6 +202,7 @@ impl Default for Instance {
             key_pair: None,
             disk_gb: default_disk_gb(),
             instance_profile: None,
+            metadata_hop_limit: default_hop_limit(),
         }
     }
 }
