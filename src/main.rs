@@ -14,7 +14,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { Exit::Usage as u8 } else { 0 });
         }
     };
-    init_tracing(cli.global.verbose);
+    init_tracing(cli.global.verbose, cli.global.log_aws_requests);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -68,18 +68,65 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-fn init_tracing(verbose: u8) {
-    let level = match verbose {
-        0 => "warn",
-        1 => "iac=info",
-        2 => "iac=debug",
-        _ => "trace",
+/// Targets that log AWS requests and responses, bodies included (so the secrets `iac` generates
+/// and stores): kept quiet unless `--log-aws-requests` asks for them, whatever `-v` or `IAC_LOG`
+/// say. A directive matches every target it prefixes (`aws` covers `aws_smithy_runtime`,
+/// `aws_sdk_ssm`, ...).
+const WIRE_TARGETS: &[&str] = &["aws", "hyper", "h2", "rustls", "tower", "reqwest"];
+
+/// The log filter: `-v` info, `-vv` debug, `-vvv` trace, all for iac's own crates only;
+/// `IAC_LOG` replaces it. The SDK's wire log only with `--log-aws-requests`.
+fn log_filter(verbose: u8, env: Option<&str>, wire: bool) -> String {
+    let mut filter = match (env, verbose) {
+        (Some(env), _) => env.to_string(),
+        (None, 0) => "warn".to_string(),
+        (None, 1) => "iac=info".to_string(),
+        (None, 2) => "iac=debug".to_string(),
+        (None, _) => "iac=trace".to_string(),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("IAC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    for target in WIRE_TARGETS {
+        let level = if wire { "trace" } else { "warn" };
+        filter.push_str(&format!(",{target}={level}"));
+    }
+    filter
+}
+
+fn init_tracing(verbose: u8, wire: bool) {
+    if wire {
+        // Said before anything is logged, and on stderr whatever the output format.
+        eprintln!(
+            "warning: --log-aws-requests logs every AWS request and response in full, including \
+             the passwords and tokens iac generates; never share or keep this log"
+        );
+    }
+    let env = std::env::var("IAC_LOG").ok().filter(|v| !v.is_empty());
+    let directives = log_filter(verbose, env.as_deref(), wire);
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter(verbose, None, wire)));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sdk_wire_log_needs_its_own_flag() {
+        assert_eq!(
+            log_filter(3, None, false).split(',').next(),
+            Some("iac=trace")
+        );
+        for f in [
+            log_filter(3, None, false),
+            log_filter(0, Some("trace"), false),
+        ] {
+            assert!(f.contains(",aws=warn"), "{f}");
+            assert!(!f.contains("aws=trace"), "{f}");
+        }
+        assert!(log_filter(0, None, true).contains(",aws=trace"));
+    }
 }

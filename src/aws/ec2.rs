@@ -590,7 +590,7 @@ pub async fn run_instance(
             InstanceMetadataOptionsRequest::builder()
                 .http_tokens(HttpTokensState::Required)
                 .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                .http_put_response_hop_limit(2)
+                .http_put_response_hop_limit(i32::from(spec.metadata_hop_limit))
                 .build(),
         )
         .block_device_mappings(
@@ -1058,7 +1058,7 @@ fn launch_template_data(
         .metadata_options(
             LaunchTemplateInstanceMetadataOptionsRequest::builder()
                 .http_tokens(LaunchTemplateHttpTokensState::Required)
-                .http_put_response_hop_limit(2)
+                .http_put_response_hop_limit(i32::from(s.metadata_hop_limit))
                 .build(),
         )
         .block_device_mappings(

@@ -4,16 +4,181 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_iam::types::Tag;
+use serde_json::{json, Value};
 
 use super::error::{sdk as err, AwsError, ErrorClass, IgnoreNotFound};
 use super::{tags, Aws};
-use crate::plan::{Details, InstanceProfileSpec, Kind, Observed, ResourceId};
+use crate::plan::{
+    Details, InstanceProfileSpec, Kind, Observed, PoolGrant, ResourceId, RoleGrants,
+};
 
 /// The trust policy: EC2 instances may assume the role.
 const TRUST_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
 
 /// The name of the role's inline policy.
 const INLINE_POLICY: &str = "iac-stack-access";
+
+/// What the Systems Manager agent needs for Run Command, and nothing more: registering and
+/// heartbeating (`UpdateInstanceInformation`), the association poll it makes whether or not
+/// there are any, and the message channels commands arrive and answer through. This replaces
+/// the managed `AmazonSSMManagedInstanceCore`, which also reads every parameter in the account.
+pub const RUN_COMMAND_ACTIONS: &[&str] = &[
+    "ssm:UpdateInstanceInformation",
+    "ssm:ListInstanceAssociations",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+    "ec2messages:AcknowledgeMessage",
+    "ec2messages:DeleteMessage",
+    "ec2messages:FailMessage",
+    "ec2messages:GetEndpoint",
+    "ec2messages:GetMessages",
+    "ec2messages:SendReply",
+];
+
+fn param_arn(name: &str) -> String {
+    format!("arn:aws:ssm:*:*:parameter/{}", name.trim_start_matches('/'))
+}
+
+/// `{"aws:RequestTag/k": v, ...}` (or `aws:ResourceTag`) for every tag of `tags`.
+fn tag_conditions(kind: &str, tags: &BTreeMap<String, String>) -> serde_json::Map<String, Value> {
+    tags.iter()
+        .map(|(k, v)| (format!("aws:{kind}/{k}"), Value::from(v.as_str())))
+        .collect()
+}
+
+/// The role's one policy document, made from what its tier declared. Every right to change
+/// something names its resources or carries a condition; only reads that IAM cannot scope
+/// (EC2's Describe calls) are on `*`.
+pub fn policy_document(g: &RoleGrants) -> Value {
+    let mut statements = vec![json!({
+        "Sid": "RunCommandAgent",
+        "Effect": "Allow",
+        "Action": RUN_COMMAND_ACTIONS,
+        "Resource": "*",
+    })];
+    let mut reads: Vec<String> = g
+        .reads
+        .iter()
+        .chain(&g.writes)
+        .map(|n| param_arn(n))
+        .collect();
+    reads.sort();
+    reads.dedup();
+    if !reads.is_empty() {
+        statements.push(json!({
+            "Sid": "ReadParameters",
+            "Effect": "Allow",
+            "Action": ["ssm:GetParameter", "ssm:GetParameters"],
+            "Resource": reads,
+        }));
+    }
+    if !g.writes.is_empty() {
+        statements.push(json!({
+            "Sid": "WriteParameters",
+            "Effect": "Allow",
+            "Action": ["ssm:PutParameter"],
+            "Resource": g.writes.iter().map(|n| param_arn(n)).collect::<Vec<_>>(),
+        }));
+    }
+    if let Some(cluster) = &g.db_secret_of {
+        // RDS names its secrets `rds!cluster-<uuid>` and tags them with the cluster's ARN: the
+        // tag is what ties a secret to this stack's cluster.
+        statements.push(json!({
+            "Sid": "ReadDatabaseSecret",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": "arn:aws:secretsmanager:*:*:secret:rds!cluster-*",
+            "Condition": {"StringLike": {
+                "aws:ResourceTag/aws:rds:primaryDBClusterArn": format!("arn:aws:rds:*:*:cluster:{cluster}"),
+            }},
+        }));
+    }
+    if let Some(p) = &g.pool {
+        statements.extend(pool_statements(p));
+    }
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// The pool's rights: RunInstances only through a launch template (`ec2:LaunchTemplate` is
+/// present only then), only the template tagged as the pool's, and only for instances and
+/// volumes whose request carries the pool's tags; tags only as part of that launch; terminate
+/// only what carries the pool's tags; pass only the pool's own role.
+fn pool_statements(p: &PoolGrant) -> Vec<Value> {
+    let from_a_template =
+        json!({"ArnLike": {"ec2:LaunchTemplate": "arn:aws:ec2:*:*:launch-template/*"}});
+    let mut tagged_request = serde_json::Map::new();
+    tagged_request.insert(
+        "ArnLike".to_string(),
+        json!({"ec2:LaunchTemplate": "arn:aws:ec2:*:*:launch-template/*"}),
+    );
+    tagged_request.insert(
+        "StringEquals".to_string(),
+        Value::Object(tag_conditions("RequestTag", &p.pool_tags)),
+    );
+    vec![
+        json!({
+            "Sid": "LaunchTaggedPoolInstances",
+            "Effect": "Allow",
+            "Action": ["ec2:RunInstances"],
+            "Resource": ["arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*"],
+            "Condition": tagged_request,
+        }),
+        json!({
+            "Sid": "LaunchFromThePoolTemplate",
+            "Effect": "Allow",
+            "Action": ["ec2:RunInstances"],
+            "Resource": ["arn:aws:ec2:*:*:launch-template/*"],
+            "Condition": {"StringEquals": tag_conditions("ResourceTag", &p.template_tags)},
+        }),
+        json!({
+            "Sid": "LaunchIntoTheTemplatesNetwork",
+            "Effect": "Allow",
+            "Action": ["ec2:RunInstances"],
+            "Resource": [
+                "arn:aws:ec2:*:*:subnet/*",
+                "arn:aws:ec2:*:*:network-interface/*",
+                "arn:aws:ec2:*:*:security-group/*",
+                "arn:aws:ec2:*:*:key-pair/*",
+                "arn:aws:ec2:*::image/*",
+            ],
+            "Condition": from_a_template,
+        }),
+        json!({
+            "Sid": "TagOnlyAtLaunch",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateTags"],
+            "Resource": ["arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*"],
+            "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}},
+        }),
+        json!({
+            "Sid": "TerminatePoolInstances",
+            "Effect": "Allow",
+            "Action": ["ec2:TerminateInstances"],
+            "Resource": ["arn:aws:ec2:*:*:instance/*"],
+            "Condition": {"StringEquals": tag_conditions("ResourceTag", &p.pool_tags)},
+        }),
+        json!({
+            "Sid": "FindThePool",
+            "Effect": "Allow",
+            "Action": [
+                "ec2:DescribeInstances",
+                "ec2:DescribeLaunchTemplates",
+                "ec2:DescribeSubnets",
+                "ec2:DescribeVpcs",
+            ],
+            "Resource": "*",
+        }),
+        json!({
+            "Sid": "PassOnlyThePoolRole",
+            "Effect": "Allow",
+            "Action": ["iam:PassRole"],
+            "Resource": format!("arn:aws:iam::*:role{}{}", p.pass_role_path, p.pass_role),
+            "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+        }),
+    ]
+}
 
 pub fn stack_path(stack: &str) -> String {
     format!("/iac/{stack}/")
@@ -74,7 +239,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
             id: ResourceId::new(
                 t.get(tags::ID)
                     .cloned()
-                    .unwrap_or_else(|| crate::tiers::PROFILE.to_string()),
+                    .unwrap_or_else(|| p.instance_profile_name().to_string()),
             ),
             kind: Kind::InstanceProfile,
             physical_id: p.instance_profile_name().to_string(),
@@ -143,26 +308,43 @@ pub async fn create(
     }
 }
 
-/// Attaches the managed policies and writes the inline one.
+/// Writes the role's one inline policy, and detaches any managed policy (a role made by an
+/// older `iac` had `AmazonSSMManagedInstanceCore`, which reads every parameter in the account).
 pub async fn put_policies(aws: &Aws, s: &InstanceProfileSpec) -> Result<(), AwsError> {
-    for arn in &s.managed_policies {
-        aws.iam
-            .attach_role_policy()
-            .role_name(&s.name)
-            .policy_arn(arn)
-            .send()
-            .await
-            .map_err(err("iam:AttachRolePolicy"))?;
-    }
+    detach_managed(aws, &s.name).await?;
     aws.iam
         .put_role_policy()
         .role_name(&s.name)
         .policy_name(INLINE_POLICY)
-        .policy_document(&s.inline_policy)
+        .policy_document(policy_document(&s.grants).to_string())
         .send()
         .await
         .map(|_| ())
         .map_err(err("iam:PutRolePolicy"))
+}
+
+async fn detach_managed(aws: &Aws, role: &str) -> Result<(), AwsError> {
+    let attached = aws
+        .iam
+        .list_attached_role_policies()
+        .role_name(role)
+        .send()
+        .await
+        .map_err(err("iam:ListAttachedRolePolicies"))
+        .ignore_not_found()?;
+    for p in attached.iter().flat_map(|a| a.attached_policies()) {
+        if let Some(arn) = p.policy_arn() {
+            aws.iam
+                .detach_role_policy()
+                .role_name(role)
+                .policy_arn(arn)
+                .send()
+                .await
+                .map_err(err("iam:DetachRolePolicy"))
+                .ignore_not_found()?;
+        }
+    }
+    Ok(())
 }
 
 /// Records what the role's policies were made from.
@@ -202,26 +384,7 @@ pub async fn delete(aws: &Aws, name: &str, role: Option<&str>) -> Result<(), Aws
         .map_err(err("iam:DeleteInstanceProfile"))
         .ignore_not_found()?;
     let role = role.unwrap_or(name);
-    let attached = aws
-        .iam
-        .list_attached_role_policies()
-        .role_name(role)
-        .send()
-        .await
-        .map_err(err("iam:ListAttachedRolePolicies"))
-        .ignore_not_found()?;
-    for p in attached.iter().flat_map(|a| a.attached_policies()) {
-        if let Some(arn) = p.policy_arn() {
-            aws.iam
-                .detach_role_policy()
-                .role_name(role)
-                .policy_arn(arn)
-                .send()
-                .await
-                .map_err(err("iam:DetachRolePolicy"))
-                .ignore_not_found()?;
-        }
-    }
+    detach_managed(aws, role).await?;
     let inline = aws
         .iam
         .list_role_policies()

@@ -16,6 +16,10 @@ pub fn load(file: &Path) -> anyhow::Result<Stack> {
 
 pub fn validate(printer: &Printer, file: &Path) -> anyhow::Result<Exit> {
     let s = load(file)?;
+    for w in stack::warnings::warnings(&s) {
+        eprintln!("warning: {}: {w}", file.display());
+        printer.record(&serde_json::json!({"event": "warning", "message": w}));
+    }
     printer.line(format!(
         "{}: valid {} stack `{}`",
         file.display(),

@@ -77,9 +77,13 @@ pub struct Global {
     /// Output format: `text` for people, `json` for NDJSON events and a final outputs object.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
     pub output: Format,
-    /// More logging (-v info, -vv debug, -vvv trace), on stderr.
+    /// More logging of iac itself (-v info, -vv debug, -vvv trace), on stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Also log every AWS request and response in full (the SDK's wire log). They include
+    /// secrets such as the passwords and tokens iac generates: never share such a log.
+    #[arg(long, global = true)]
+    pub log_aws_requests: bool,
 }
 
 impl Global {
@@ -252,10 +256,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Scale(args) => scale::run(&printer, g, args).await,
         Command::Schema => {
-            println!(
+            use std::io::Write;
+            // A closed pipe (`iac schema | head`) is an error here, which main treats as success.
+            writeln!(
+                std::io::stdout().lock(),
                 "{}",
                 serde_json::to_string_pretty(&crate::stack::json_schema())?
-            );
+            )?;
             Ok(Exit::Ok)
         }
     }

@@ -31,14 +31,21 @@ pub async fn compute(
     reporter: Arc<dyn Reporter>,
     refresh_image: bool,
 ) -> anyhow::Result<Planned> {
-    let (stack, aws) = connect(g, file).await?;
+    let (stack, aws) = connect(g, file, reporter.as_ref()).await?;
     compute_with(stack, aws, reporter, refresh_image).await
 }
 
 /// Validates the file and sets up the clients (no request yet): what `up` does before it takes
 /// the stack lock.
-pub async fn connect(g: &Global, file: &Path) -> anyhow::Result<(Stack, Aws)> {
+pub async fn connect(
+    g: &Global,
+    file: &Path,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<(Stack, Aws)> {
     let stack = common::load(file)?;
+    for message in crate::stack::warnings::warnings(&stack) {
+        reporter.event(&crate::apply::Event::Warning { message });
+    }
     if let Some(why) = tiers::custom_scaler::not_deployable(&stack) {
         return Err(super::UsageError(why).into());
     }

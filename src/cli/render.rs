@@ -1,5 +1,6 @@
 //! `iac render`: exactly the user-data an instance receives. No AWS call.
 
+use std::io::Write;
 use std::path::Path;
 
 use super::output::Printer;
@@ -62,6 +63,8 @@ pub fn run(
         }
     }
     let several = all.len() > 1;
+    // Written with `?`: a closed pipe (`iac render ... | head`) ends the command, as success.
+    let mut out = std::io::stdout().lock();
     for (name, ud) in &all {
         if printer.json() {
             printer.record(&serde_json::json!({
@@ -74,16 +77,17 @@ pub fn run(
             }));
         } else if files {
             for f in &ud.files {
-                println!("==> {name}: {} <==\n{}", f.path, f.content);
+                writeln!(out, "==> {name}: {} <==\n{}", f.path, f.content)?;
             }
         } else {
             if several {
-                println!(
+                writeln!(
+                    out,
                     "# ==== role: {name} ({} bytes; `--role {name}` prints it alone) ====",
                     ud.script.len()
-                );
+                )?;
             }
-            print!("{}", ud.script);
+            write!(out, "{}", ud.script)?;
         }
     }
     Ok(Exit::Ok)

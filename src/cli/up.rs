@@ -35,7 +35,7 @@ pub async fn run(
 ) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
-    let (stack, aws) = plan::connect(g, file).await?;
+    let (stack, aws) = plan::connect(g, file, reporter.as_ref()).await?;
     let name = stack.name().to_string();
     let work = converge(printer, stack, aws.clone(), reporter.clone(), opts, started);
     locked::run(&aws, &name, "up", opts.lock_wait, &reporter, work).await

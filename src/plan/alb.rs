@@ -106,6 +106,8 @@ pub struct LaunchTemplateSpec {
     pub instance_profile: Option<String>,
     pub security_groups: Vec<ResourceId>,
     pub disk_gb: u32,
+    /// IMDSv2 response hop limit: 1 unless the stack raises it.
+    pub metadata_hop_limit: u8,
     #[serde(skip)]
     pub user_data: Vec<u8>,
     pub user_data_sha: String,

@@ -97,6 +97,7 @@ mod tests {
                 subnet_id: None,
                 instance_profile: None,
                 disk_gb: 8,
+                metadata_hop_limit: 1,
                 user_data: Vec::new(),
                 user_data_sha: "u".to_string(),
             }),

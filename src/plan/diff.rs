@@ -15,9 +15,10 @@ pub fn short_hash(bytes: &[u8]) -> String {
 }
 
 /// Hash of the instance settings that cannot change in place. Security groups are compared
-/// separately (their ids are only known once they exist).
+/// separately (their ids are only known once they exist). The hop limit counts only when the
+/// stack raises it, so instances made before it existed are not replaced for it.
 pub fn instance_spec_hash(s: &InstanceSpec) -> String {
-    let key = serde_json::json!({
+    let mut key = serde_json::json!({
         "type": s.instance_type,
         "image": s.image_id,
         "key": s.key_name,
@@ -26,6 +27,9 @@ pub fn instance_spec_hash(s: &InstanceSpec) -> String {
         "disk": s.disk_gb,
         "user_data": s.user_data_sha,
     });
+    if s.metadata_hop_limit != 1 {
+        key["metadata_hop_limit"] = s.metadata_hop_limit.into();
+    }
     short_hash(key.to_string().as_bytes())
 }
 

@@ -7,10 +7,12 @@ pub mod alb;
 pub mod data;
 pub mod diff;
 pub mod resource;
+pub mod role;
 
 pub use alb::*;
 pub use diff::diff;
 pub use resource::*;
+pub use role::*;
 
 use serde::Serialize;
 

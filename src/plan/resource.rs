@@ -170,6 +170,8 @@ pub struct InstanceSpec {
     pub subnet_id: Option<String>,
     pub instance_profile: Option<String>,
     pub disk_gb: u32,
+    /// IMDSv2 response hop limit: 1 unless the stack raises it.
+    pub metadata_hop_limit: u8,
     /// The user-data payload, as sent (possibly gzip-compressed).
     #[serde(skip)]
     pub user_data: Vec<u8>,
@@ -313,17 +315,15 @@ pub struct VolumeSpec {
     pub protected: bool,
 }
 
-/// An IAM role and instance profile of the same name, created when the stack asks for
-/// `instance_profile: create`.
+/// An IAM role and instance profile of the same name for one machine role, created when the
+/// stack asks for `instance_profile: create`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InstanceProfileSpec {
     pub name: String,
     /// `/iac/<stack>/`: how the profile is found again (IAM lists by path).
     pub path: String,
-    /// AWS managed policies attached to the role.
-    pub managed_policies: Vec<String>,
-    /// The role's inline policy document (JSON).
-    pub inline_policy: String,
+    /// What the role's instances may do; the provider writes it as the role's only policy.
+    pub grants: super::RoleGrants,
 }
 
 /// What a resource should be.

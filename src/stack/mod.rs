@@ -8,6 +8,7 @@ pub mod model;
 pub mod secrets_scan;
 pub mod source;
 pub mod validate;
+pub mod warnings;
 
 use std::path::{Path, PathBuf};
 
@@ -35,18 +36,72 @@ impl Stack {
     }
 }
 
-/// Reads, parses and validates a stack file.
+/// The largest stack file accepted. Real ones are a few KB; the bound keeps a wrong or hostile
+/// file from being read whole.
+pub const MAX_BYTES: usize = 1024 * 1024;
+
+/// Reads, parses and validates a stack file. No more than [`MAX_BYTES`] (and one byte, to know)
+/// are read.
 pub fn load(path: &Path) -> Result<Stack, StackError> {
-    let text = std::fs::read_to_string(path).map_err(|source| StackError::Read {
+    use std::io::Read;
+    let read_err = |source| StackError::Read {
         path: path.to_path_buf(),
         source,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .map_err(read_err)?;
+    if bytes.len() > MAX_BYTES {
+        let text = String::from_utf8_lossy(&bytes[..MAX_BYTES]);
+        return Err(too_large(path, &text));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        ))
     })?;
     parse(path, &text)
 }
 
+fn too_large(path: &Path, text: &str) -> StackError {
+    let at = source::Pos::of_offset(text, MAX_BYTES);
+    StackError::Invalid(vec![Diagnostic {
+        file: path.to_path_buf(),
+        line: at.line,
+        column: at.column,
+        path: String::new(),
+        message: format!("the file is larger than {} KiB", MAX_BYTES / 1024),
+        expected: Some("a stack file of at most 1 MiB".to_string()),
+        hint: Some("is this the right file? stack files are a few KB".to_string()),
+    }])
+}
+
 /// Parses and validates stack text; `path` is used for messages and relative files.
 pub fn parse(path: &Path, text: &str) -> Result<Stack, StackError> {
+    if text.len() > MAX_BYTES {
+        return Err(too_large(path, text));
+    }
     let map = SourceMap::build(text);
+    if let Some(at) = map.too_deep() {
+        // Refused before serde sees it: nothing else about such a file is worth reporting.
+        return Err(StackError::Invalid(vec![Diagnostic {
+            file: path.to_path_buf(),
+            line: at.line,
+            column: at.column,
+            path: map.path_at(at).unwrap_or_default().to_string(),
+            message: format!(
+                "the document nests deeper than {} levels",
+                source::MAX_DEPTH
+            ),
+            expected: Some(format!(
+                "at most {} levels of mappings and lists",
+                source::MAX_DEPTH
+            )),
+            hint: Some("a stack file nests a few levels; check the brackets".to_string()),
+        }]));
+    }
     // Credentials are refused before anything else looks at the file, whatever key holds them.
     let mut diags = secrets_scan::scan(path, &map);
     match yaml_serde::from_str::<StackFile>(text) {

@@ -193,6 +193,15 @@ pub struct Instance {
     /// (`iac up --refresh-image` moves on purpose); `latest` follows the alias on every `up`.
     #[serde(default)]
     pub image_policy: ImagePolicy,
+    /// How many network hops an instance metadata (IMDSv2) answer may travel. 1, the default,
+    /// keeps the instance's credentials away from its containers; more lets a container read
+    /// them (warned about).
+    #[serde(default = "default_hop_limit")]
+    pub metadata_hop_limit: u8,
+}
+
+fn default_hop_limit() -> u8 {
+    1
 }
 
 impl Default for Instance {
@@ -204,6 +213,7 @@ impl Default for Instance {
             disk_gb: default_disk_gb(),
             instance_profile: None,
             image_policy: ImagePolicy::default(),
+            metadata_hop_limit: default_hop_limit(),
         }
     }
 }

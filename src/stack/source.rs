@@ -17,7 +17,26 @@ pub struct Pos {
 
 impl Pos {
     pub const START: Pos = Pos { line: 1, column: 1 };
+
+    /// The position of byte `offset` of `text` (columns count characters).
+    pub fn of_offset(text: &str, offset: usize) -> Pos {
+        let mut end = offset.min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let before = &text[..end];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Pos {
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+        }
+    }
 }
+
+/// The deepest nesting of mappings and sequences a stack file may have. Real stack files stay
+/// under 10; the bound keeps a hostile file from costing time: the YAML scanner's work per
+/// token grows with the open flow collections, so unbounded nesting is quadratic.
+pub const MAX_DEPTH: usize = 64;
 
 /// A scalar found in the document, with its path and position (used to hunt for credentials).
 #[derive(Debug, Clone)]
@@ -35,12 +54,22 @@ pub struct SourceMap {
     keys: HashMap<String, Pos>,
     values: HashMap<String, Pos>,
     scalars: Vec<Scalar>,
+    /// Where the document first nests deeper than [`MAX_DEPTH`]; nothing past it is indexed.
+    too_deep: Option<Pos>,
 }
 
 impl SourceMap {
     /// Index `text`. A document that does not parse yields an empty map: the serde pass reports
     /// the syntax error with its own position.
     pub fn build(text: &str) -> SourceMap {
+        // Flow nesting is measured before the YAML scanner sees it (see [`MAX_DEPTH`]); block
+        // nesting costs the scanner nothing and is measured by the walker.
+        if let Some(at) = flow_too_deep(text) {
+            return SourceMap {
+                too_deep: Some(Pos::of_offset(text, at)),
+                ..SourceMap::default()
+            };
+        }
         let mut walker = Walker::default();
         let mut parser = Parser::new_from_str(text);
         if parser.load(&mut walker, false).is_err() {
@@ -94,6 +123,54 @@ impl SourceMap {
     pub fn scalars(&self) -> &[Scalar] {
         &self.scalars
     }
+
+    /// Where the document first nests deeper than [`MAX_DEPTH`], if it does.
+    pub fn too_deep(&self) -> Option<Pos> {
+        self.too_deep
+    }
+}
+
+/// The byte offset of the first flow bracket (`[`, `{`) opened more than [`MAX_DEPTH`] levels
+/// deep, in one linear pass that skips quoted scalars and comments. Brackets inside plain
+/// scalars count too, which can only make the measure larger than the truth, never smaller.
+fn flow_too_deep(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'#' if i == 0 || bytes[i - 1].is_ascii_whitespace() => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            // A quote opens a scalar only where a scalar can start; `it's` in a plain scalar
+            // does not.
+            b'\'' if i == 0 || b" \t\n[{,:-".contains(&bytes[i - 1]) => {
+                i += 1;
+                // `''` inside is an escaped quote: it closes and reopens, same result.
+                while i < bytes.len() && bytes[i] != b'\'' {
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// `a.b[2]` → `a.b`, `a.b` → `a`, `a` → none.
@@ -123,6 +200,14 @@ enum Frame {
 struct Walker {
     stack: Vec<Frame>,
     map: SourceMap,
+}
+
+impl Walker {
+    /// Once the document is too deep nothing more is indexed: the load refuses it anyway, and
+    /// building paths ever longer is what would cost time.
+    fn stopped(&self) -> bool {
+        self.map.too_deep.is_some()
+    }
 }
 
 fn pos(mark: Marker) -> Pos {
@@ -155,6 +240,9 @@ impl Walker {
 
 impl MarkedEventReceiver for Walker {
     fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.stopped() {
+            return;
+        }
         match ev {
             Event::Scalar(value, ..) => match self.next_value_path() {
                 None => {
@@ -193,6 +281,10 @@ impl MarkedEventReceiver for Walker {
                 }
             },
             Event::MappingStart(..) | Event::SequenceStart(..) => {
+                if self.stack.len() >= MAX_DEPTH {
+                    self.map.too_deep = Some(pos(mark));
+                    return;
+                }
                 // A non-scalar mapping key is not something a stack file has; index it as "?".
                 let path = self.next_value_path().unwrap_or_else(|| "?".to_string());
                 // A block collection's own mark sits after its first key; its position is taken
@@ -234,6 +326,45 @@ mod tests {
         // Unknown paths fall back to their nearest ancestor.
         assert_eq!(map.value_pos("app.nope"), Pos { line: 2, column: 1 });
         assert_eq!(map.path_at(Pos { line: 4, column: 9 }), Some("app.port"));
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_bound_is_found_with_its_position() {
+        let flow = format!(
+            "a: {}1{}\n",
+            "[".repeat(MAX_DEPTH + 1),
+            "]".repeat(MAX_DEPTH + 1)
+        );
+        let map = SourceMap::build(&flow);
+        assert_eq!(
+            map.too_deep(),
+            Some(Pos {
+                line: 1,
+                column: 4 + MAX_DEPTH
+            })
+        );
+        let mut block = String::new();
+        for level in 0..=MAX_DEPTH {
+            block.push_str(&format!("{}k{level}:\n", "  ".repeat(level)));
+        }
+        block.push_str(&format!("{}x: 1\n", "  ".repeat(MAX_DEPTH + 1)));
+        let map = SourceMap::build(&block);
+        let at = map.too_deep().expect("too deep");
+        assert!((MAX_DEPTH..=MAX_DEPTH + 2).contains(&at.line), "{at:?}");
+        // At the bound exactly, and with brackets inside quotes and comments, it is fine.
+        let ok = format!(
+            "a: {}1{}\nb: \"[[[[\" # {}\nc: 'x[['\n",
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1),
+            "{".repeat(100)
+        );
+        assert_eq!(SourceMap::build(&ok).too_deep(), None);
+    }
+
+    #[test]
+    fn offsets_become_lines_and_columns() {
+        assert_eq!(Pos::of_offset("ab\ncd", 4), Pos { line: 2, column: 2 });
+        assert_eq!(Pos::of_offset("ab", 99), Pos { line: 1, column: 3 });
     }
 
     #[test]

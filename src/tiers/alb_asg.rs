@@ -135,7 +135,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         Resource::new(
             DB,
             Spec::DbCluster(DbClusterSpec {
-                identifier: format!("{name}-db"),
+                identifier: cluster_identifier(stack),
                 engine: db.engine.clone(),
                 engine_version: crate::stack::validate::aurora_engine_version(&db.version),
                 database_name: db.name.clone(),
@@ -254,9 +254,10 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             root_device: inputs.root_device.clone(),
             instance_type: s.instance.instance_type.clone(),
             key_name: s.instance.key_pair.as_ref().map(|k| k.name.clone()),
-            instance_profile: super::profile_name(stack),
+            instance_profile: super::profile_name(stack, WEB_ROLE),
             security_groups: vec![ResourceId::new(WEB_SG)],
             disk_gb: s.instance.disk_gb,
+            metadata_hop_limit: s.instance.metadata_hop_limit,
             user_data: ud.payload()?,
             user_data_sha: ud.sha256(),
         }),
@@ -292,4 +293,32 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         &[ASG],
     ));
     Ok(out)
+}
+
+/// The Aurora cluster's identifier.
+pub fn cluster_identifier(stack: &Stack) -> String {
+    format!("{}-db", stack.name())
+}
+
+/// The machine role of the group's instances.
+pub const WEB_ROLE: &str = "web";
+
+/// One machine role, `web`: the file system id, the database endpoint and its secret's ARN
+/// (parameters), the app's secrets, and the password secret RDS manages for this stack's own
+/// cluster; it writes nothing.
+pub fn roles(stack: &Stack) -> Vec<super::MachineRole> {
+    let mut reads = vec![
+        super::param(stack, r::EFS_ID_PARAM),
+        super::param(stack, r::DB_ENDPOINT_PARAM),
+        super::param(stack, r::DB_SECRET_PARAM),
+    ];
+    reads.extend(super::app_secret_params(stack));
+    vec![super::MachineRole {
+        name: WEB_ROLE,
+        grants: RoleGrants {
+            reads,
+            db_secret_of: Some(cluster_identifier(stack)),
+            ..Default::default()
+        },
+    }]
 }

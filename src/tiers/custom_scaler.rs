@@ -80,6 +80,59 @@ pub fn monitor_stack_file(s: &StackFile) -> Result<String, RenderError> {
     ))
 }
 
+/// Machine roles: the monitor VM, and the pool's instances (the agents).
+pub const MONITOR_ROLE: &str = "monitor";
+pub const AGENTS_ROLE: &str = "agents";
+
+/// The agents read the token, the monitor's address and the app's secrets. The monitor reads
+/// the token and its stack file, and may launch from the agent template only instances tagged
+/// as the pool (handing them only the agents' role), and terminate only those. Neither writes.
+pub fn roles(stack: &Stack) -> Vec<super::MachineRole> {
+    let param = |leaf| super::param(stack, leaf);
+    let mut agents = vec![param(r::TOKEN_PARAM), param(r::MONITOR_ADDRESS_PARAM)];
+    agents.extend(super::app_secret_params(stack));
+    let mut out = vec![super::MachineRole {
+        name: AGENTS_ROLE,
+        grants: RoleGrants {
+            reads: agents,
+            ..Default::default()
+        },
+    }];
+    let managed_monitor = stack
+        .spec
+        .scaler
+        .as_ref()
+        .is_none_or(|sc| sc.monitor.address.is_none());
+    if managed_monitor {
+        let mut template_tags = BTreeMap::new();
+        template_tags.insert(
+            crate::aws::tags::STACK.to_string(),
+            stack.name().to_string(),
+        );
+        template_tags.insert(crate::aws::tags::ID.to_string(), LT.to_string());
+        let mut pool = BTreeMap::new();
+        pool.insert(
+            crate::aws::tags::STACK.to_string(),
+            stack.name().to_string(),
+        );
+        pool.insert(SCALER_TAG.to_string(), POOL_VALUE.to_string());
+        out.push(super::MachineRole {
+            name: MONITOR_ROLE,
+            grants: RoleGrants {
+                reads: vec![param(r::TOKEN_PARAM), param(r::STACK_FILE_PARAM)],
+                pool: Some(PoolGrant {
+                    template_tags,
+                    pool_tags: pool,
+                    pass_role_path: format!("/iac/{}/", stack.name()),
+                    pass_role: super::profile_name(stack, AGENTS_ROLE).unwrap_or_default(),
+                }),
+                ..Default::default()
+            },
+        });
+    }
+    out
+}
+
 fn plain(text: String, refs: &[&str]) -> ParamValue {
     ParamValue::Template {
         text,
@@ -167,6 +220,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             Spec::Instance(super::instance_spec(
                 stack,
                 inputs,
+                MONITOR_ROLE,
                 sc.monitor.instance_type.as_ref(),
                 MONITOR_SG,
                 inputs.subnet_id.clone(),
@@ -205,9 +259,10 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             root_device: inputs.root_device.clone(),
             instance_type: s.instance.instance_type.clone(),
             key_name: s.instance.key_pair.as_ref().map(|k| k.name.clone()),
-            instance_profile: super::profile_name(stack),
+            instance_profile: super::profile_name(stack, AGENTS_ROLE),
             security_groups: vec![ResourceId::new(AGENTS_SG)],
             disk_gb: s.instance.disk_gb,
+            metadata_hop_limit: s.instance.metadata_hop_limit,
             user_data: ud.payload()?,
             user_data_sha: ud.sha256(),
         }),

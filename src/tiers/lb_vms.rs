@@ -30,6 +30,35 @@ pub const DNS: &str = "dns";
 
 const ANYWHERE: &str = "0.0.0.0/0";
 
+/// Machine roles: the HAProxy VM, the web VMs, the database VM.
+pub const BALANCER_ROLE: &str = "balancer";
+pub const WEB_ROLE: &str = "web";
+pub const DATABASE_ROLE: &str = "database";
+
+/// The balancer reads only its configuration; the web VMs the database's address and password
+/// and the app's secrets; the database VM only the password. None writes: `iac` does.
+pub fn roles(stack: &Stack) -> Vec<super::MachineRole> {
+    let param = |leaf| super::param(stack, leaf);
+    let mut web = vec![
+        param(r::DB_HOST_PARAM),
+        param(r::DB_PASSWORD_PARAM),
+        param(app_spec::APP_PARAM),
+    ];
+    web.extend(super::app_secret_params(stack));
+    let role = |name, reads| super::MachineRole {
+        name,
+        grants: RoleGrants {
+            reads,
+            ..Default::default()
+        },
+    };
+    vec![
+        role(BALANCER_ROLE, vec![param(r::HAPROXY_PARAM)]),
+        role(WEB_ROLE, web),
+        role(DATABASE_ROLE, vec![param(r::DB_PASSWORD_PARAM)]),
+    ]
+}
+
 /// The database section with its defaults when the file has none.
 pub fn database(stack: &Stack) -> Database {
     stack.spec.database.clone().unwrap_or_default()
@@ -111,6 +140,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         Spec::Instance(super::instance_spec(
             stack,
             inputs,
+            DATABASE_ROLE,
             db.instance_type.as_ref(),
             DB_SG,
             subnet(0),
@@ -188,6 +218,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             Spec::Instance(super::instance_spec(
                 stack,
                 inputs,
+                WEB_ROLE,
                 s.web.as_ref().and_then(|w| w.instance_type.as_ref()),
                 WEB_SG,
                 subnet(n as usize - 1),
@@ -234,6 +265,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         Spec::Instance(super::instance_spec(
             stack,
             inputs,
+            BALANCER_ROLE,
             s.balancer.as_ref().and_then(|b| b.instance_type.as_ref()),
             LB_SG,
             subnet(0),

@@ -7,7 +7,9 @@ pub mod lb_vms;
 pub mod single_vm;
 pub mod swarm;
 
-use crate::plan::{IngressRule, Resource, SecurityGroupSpec, Source, Spec};
+use crate::plan::{
+    IngressRule, InstanceProfileSpec, Resource, RoleGrants, SecurityGroupSpec, Source, Spec,
+};
 use crate::render::RenderError;
 use crate::stack::{Stack, Tier};
 
@@ -66,11 +68,13 @@ pub(crate) fn security_group(
     )
 }
 
-/// An instance of the stack with the shared `instance` settings, an optional per-role type, one
-/// security group and the given user-data.
+/// An instance of the stack with the shared `instance` settings, the profile of its machine
+/// `role`, an optional per-role type, one security group and the given user-data.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn instance_spec(
     stack: &Stack,
     inputs: &Inputs,
+    role: &str,
     instance_type: Option<&String>,
     security_group: &str,
     subnet: Option<String>,
@@ -86,8 +90,9 @@ pub(crate) fn instance_spec(
         key_name: s.instance.key_pair.as_ref().map(|k| k.name.clone()),
         security_groups: vec![crate::plan::ResourceId::new(security_group)],
         subnet_id: subnet,
-        instance_profile: profile_name(stack),
+        instance_profile: profile_name(stack, role),
         disk_gb: s.instance.disk_gb,
+        metadata_hop_limit: s.instance.metadata_hop_limit,
         user_data: ud.payload()?,
         user_data_sha: ud.sha256(),
     })
@@ -186,110 +191,99 @@ fn check_param_sizes(resources: &[Resource]) -> Result<(), TierError> {
     Ok(())
 }
 
-/// Logical id of the instance profile `iac` creates for `instance_profile: create`.
-pub const PROFILE: &str = "profile";
+/// One machine role of a tier: the instances that share an instance profile, and what their
+/// boot scripts and commands read and write. Declared by each tier; `aws::iam` writes the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineRole {
+    /// `vm`, `web`, `manager-1`, `workers`, `monitor`, ...: the role and profile are named
+    /// `<stack>-<name>`.
+    pub name: &'static str,
+    pub grants: RoleGrants,
+}
 
-/// The instance profile the stack's instances use: the one named in the file, or the one `iac`
-/// creates (`<stack>-instances`).
-pub fn profile_name(stack: &Stack) -> Option<String> {
+/// Logical id of the instance profile `iac` creates for machine role `role`.
+pub fn profile_id(role: &str) -> String {
+    format!("profile-{role}")
+}
+
+/// The instance profile of the stack's `role` instances: the one named in the file (one for
+/// every role: `iac` cannot change it), or the one `iac` creates for the role
+/// (`<stack>-<role>`).
+pub fn profile_name(stack: &Stack, role: &str) -> Option<String> {
     match stack.spec.instance.instance_profile.as_deref() {
-        Some("create") => Some(format!("{}-instances", stack.name())),
+        Some("create") => Some(format!("{}-{role}", stack.name())),
         other => other.map(str::to_string),
     }
 }
 
-/// The role and profile for `instance_profile: create`: Run Command (the AWS managed policy for
-/// SSM), the stack's own parameters (read and write: swarm nodes publish their join tokens), the
-/// app's secret parameters, and secrets RDS manages.
-fn profile_resource(stack: &Stack) -> Option<Resource> {
+/// The full name of the stack parameter `leaf`.
+pub(crate) fn param(stack: &Stack, leaf: &str) -> String {
+    crate::render::param_name(stack.name(), leaf)
+}
+
+/// The SSM parameters the app's secrets come from: read by the role that starts the app.
+pub(crate) fn app_secret_params(stack: &Stack) -> Vec<String> {
+    stack
+        .spec
+        .app
+        .secrets
+        .values()
+        .map(|r| r.ssm.clone())
+        .collect()
+}
+
+/// The machine roles of the stack's tier.
+pub fn roles(stack: &Stack) -> Vec<MachineRole> {
+    match stack.spec.tier {
+        Tier::SingleVm => single_vm::roles(stack),
+        Tier::LbVms => lb_vms::roles(stack),
+        Tier::Swarm => swarm::roles(stack),
+        Tier::AlbAsg => alb_asg::roles(stack),
+        Tier::CustomScaler => custom_scaler::roles(stack),
+    }
+}
+
+/// One role and profile per machine role, for `instance_profile: create`.
+fn profile_resources(stack: &Stack) -> Vec<Resource> {
     if stack.spec.instance.instance_profile.as_deref() != Some("create") {
-        return None;
+        return Vec::new();
     }
-    let name = profile_name(stack)?;
-    let mut params = vec![format!("arn:aws:ssm:*:*:parameter/iac/{}/*", stack.name())];
-    params.extend(
-        stack
-            .spec
-            .app
-            .secrets
-            .values()
-            .map(|r| format!("arn:aws:ssm:*:*:parameter{}", r.ssm)),
-    );
-    params.extend(
-        stack
-            .spec
-            .database
-            .iter()
-            .filter_map(|d| d.password.as_ref())
-            .map(|r| format!("arn:aws:ssm:*:*:parameter{}", r.ssm)),
-    );
-    let mut statements = vec![
-        serde_json::json!({
-            "Effect": "Allow",
-            "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:PutParameter"],
-            "Resource": params,
-        }),
-        serde_json::json!({
-            "Effect": "Allow",
-            "Action": ["secretsmanager:GetSecretValue"],
-            "Resource": "arn:aws:secretsmanager:*:*:secret:rds!*",
-        }),
-    ];
-    if stack.spec.tier == Tier::CustomScaler {
-        // The monitor VM launches and terminates the pool from the launch template, passing
-        // this same role to the instances it launches.
-        statements.push(serde_json::json!({
-            "Effect": "Allow",
-            "Action": ["ec2:RunInstances", "ec2:CreateTags", "ec2:DescribeInstances", "ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions"],
-            "Resource": "*",
-        }));
-        statements.push(serde_json::json!({
-            "Effect": "Allow",
-            "Action": ["ec2:TerminateInstances"],
-            "Resource": "*",
-            "Condition": {"StringEquals": {"ec2:ResourceTag/iac:stack": stack.name()}},
-        }));
-        statements.push(serde_json::json!({
-            "Effect": "Allow",
-            "Action": ["iam:PassRole"],
-            "Resource": format!("arn:aws:iam::*:role/iac/{}/*", stack.name()),
-        }));
-    }
-    let policy = serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": statements,
-    });
-    Some(Resource::new(
-        PROFILE,
-        crate::plan::Spec::InstanceProfile(crate::plan::InstanceProfileSpec {
-            name,
-            path: format!("/iac/{}/", stack.name()),
-            managed_policies: vec![
-                "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore".to_string()
-            ],
-            inline_policy: policy.to_string(),
-        }),
-        &[],
-    ))
+    roles(stack)
+        .into_iter()
+        .filter_map(|role| {
+            Some(Resource::new(
+                &profile_id(role.name),
+                Spec::InstanceProfile(InstanceProfileSpec {
+                    name: profile_name(stack, role.name)?,
+                    path: format!("/iac/{}/", stack.name()),
+                    grants: role.grants,
+                }),
+                &[],
+            ))
+        })
+        .collect()
 }
 
 /// The desired resources of a stack, in creation order.
 pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierError> {
     let mut out = tier_desired(stack, inputs)?;
-    if let Some(profile) = profile_resource(stack) {
-        // Everything that launches instances waits for the profile.
-        for r in &mut out {
-            if matches!(
-                r.spec,
-                crate::plan::Spec::Instance(_) | crate::plan::Spec::LaunchTemplate(_)
-            ) {
-                r.deps.push(crate::plan::ResourceId::new(PROFILE));
-            }
+    let profiles = profile_resources(stack);
+    // Everything that launches instances waits for the profile it names.
+    for r in &mut out {
+        let named = match &r.spec {
+            Spec::Instance(i) => i.instance_profile.as_deref(),
+            Spec::LaunchTemplate(l) => l.instance_profile.as_deref(),
+            _ => None,
+        };
+        let profile = profiles.iter().find(
+            |p| matches!(&p.spec, Spec::InstanceProfile(s) if Some(s.name.as_str()) == named),
+        );
+        if let Some(p) = profile {
+            r.deps.push(p.id.clone());
         }
-        out.insert(0, profile);
     }
     check_param_sizes(&out)?;
-    Ok(out)
+    Ok(profiles.into_iter().chain(out).collect())
 }
 
 fn tier_desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierError> {

@@ -130,8 +130,9 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             key_name,
             security_groups: vec![ResourceId::new(SG)],
             subnet_id: inputs.subnet_id.clone(),
-            instance_profile: super::profile_name(stack),
+            instance_profile: super::profile_name(stack, VM),
             disk_gb: s.instance.disk_gb,
+            metadata_hop_limit: s.instance.metadata_hop_limit,
             user_data: payload,
             user_data_sha: user_data.sha256(),
         }),
@@ -166,4 +167,24 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
 
     out.extend(super::dns_record(stack, inputs, DNS, EIP));
     Ok(out)
+}
+
+/// One machine role, `vm`: it reads the app's spec and secrets and the database password (the
+/// stack's own, or the one the file names), and writes nothing.
+pub fn roles(stack: &Stack) -> Vec<super::MachineRole> {
+    let mut reads = vec![super::param(stack, app_spec::APP_PARAM)];
+    reads.extend(super::app_secret_params(stack));
+    if let Some(db) = &stack.spec.database {
+        reads.push(match &db.password {
+            Some(p) => p.ssm.clone(),
+            None => super::param(stack, DB_PASSWORD_PARAM),
+        });
+    }
+    vec![super::MachineRole {
+        name: VM,
+        grants: RoleGrants {
+            reads,
+            ..Default::default()
+        },
+    }]
 }

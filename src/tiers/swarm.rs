@@ -33,6 +33,52 @@ pub const SWARM_PORTS: &[(&str, u16, &str)] = &[
 
 const ANYWHERE: &str = "0.0.0.0/0";
 
+/// Machine roles: the first manager (it initialises the swarm and is the leader `iac` talks
+/// to), the other managers, the workers.
+pub const LEADER_ROLE: &str = "manager-1";
+pub const MANAGERS_ROLE: &str = "managers";
+pub const WORKERS_ROLE: &str = "workers";
+
+/// Only manager-1 writes: the two join tokens and its address. It also reads the service spec
+/// and the app's secrets (it creates and updates the service). The other managers read the
+/// manager token and the address; the workers the worker token and the address, so a worker
+/// can never join as a manager.
+pub fn roles(stack: &Stack) -> Vec<super::MachineRole> {
+    let param = |leaf| super::param(stack, leaf);
+    let mut leader_reads = vec![param(r::SERVICE_PARAM)];
+    leader_reads.extend(super::app_secret_params(stack));
+    let joins = |token| RoleGrants {
+        reads: vec![param(r::LEADER_ADDR_PARAM), param(token)],
+        ..Default::default()
+    };
+    let sw = stack.spec.swarm.clone().unwrap_or_default();
+    let mut out = vec![super::MachineRole {
+        name: LEADER_ROLE,
+        grants: RoleGrants {
+            reads: leader_reads,
+            writes: vec![
+                param(r::MANAGER_TOKEN_PARAM),
+                param(r::WORKER_TOKEN_PARAM),
+                param(r::LEADER_ADDR_PARAM),
+            ],
+            ..Default::default()
+        },
+    }];
+    if sw.managers > 1 {
+        out.push(super::MachineRole {
+            name: MANAGERS_ROLE,
+            grants: joins(r::MANAGER_TOKEN_PARAM),
+        });
+    }
+    if sw.workers > 0 {
+        out.push(super::MachineRole {
+            name: WORKERS_ROLE,
+            grants: joins(r::WORKER_TOKEN_PARAM),
+        });
+    }
+    out
+}
+
 pub fn manager_id(n: u32) -> String {
     format!("manager-{n}")
 }
@@ -161,6 +207,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             Spec::Instance(super::instance_spec(
                 stack,
                 inputs,
+                if n == 1 { LEADER_ROLE } else { MANAGERS_ROLE },
                 sw.manager_type.as_ref(),
                 SG,
                 subnet(n as usize - 1),
@@ -177,6 +224,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             Spec::Instance(super::instance_spec(
                 stack,
                 inputs,
+                WORKERS_ROLE,
                 sw.worker_type.as_ref(),
                 SG,
                 subnet(n as usize - 1),

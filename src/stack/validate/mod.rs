@@ -382,6 +382,14 @@ fn check_instance(c: &mut Checker, stack: &Stack) {
             );
         }
     }
+    if !(1..=64).contains(&i.metadata_hop_limit) {
+        c.err(
+            "instance.metadata_hop_limit",
+            format!("{} is not a hop limit", i.metadata_hop_limit),
+            "an integer from 1 to 64",
+            "leave it out: 1 keeps the instance's credentials away from its containers",
+        );
+    }
     if (!stack.spec.app.secrets.is_empty()
         || stack
             .spec
