@@ -186,7 +186,7 @@ async fn a_holder_killed_with_sigkill_is_taken_over_once_its_lease_expires() {
     let mut c = up_cmd(&emu, &proxy.url, file.path(), &[]);
     c.env("IAC_LOCK_LEASE_SECS", "3");
     // The emulator loads its SSM backend on the first call (seconds): not while the holder runs.
-    assert_eq!(lock_value(&emu, &stack).await, None);
+    assert_eq!(lock_value(&emu, stack).await, None);
     let mut holder = spawn(c);
     let record = until_locked(&emu, stack, &mut holder).await;
     holder.kill().expect("SIGKILL the holder");
@@ -276,7 +276,7 @@ async fn unlock_breaks_a_lock_left_behind() {
     let stack = "lk-unlock";
     let file = StackFile::example(stack, &[]);
     // The emulator loads its SSM backend on the first call (seconds): not while the holder runs.
-    assert_eq!(lock_value(&emu, &stack).await, None);
+    assert_eq!(lock_value(&emu, stack).await, None);
     let mut holder = spawn(up_cmd(&emu, &proxy.url, file.path(), &[]));
     until_locked(&emu, stack, &mut holder).await;
     holder.kill().expect("SIGKILL");
