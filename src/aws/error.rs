@@ -124,12 +124,24 @@ impl AwsError {
                 {
                     class = ErrorClass::NotFound;
                 }
-                let msg = e
-                    .message()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("{}", DisplayErrorContext(&err)));
+                let msg = match (e.message(), http_status(&err)) {
+                    (Some(m), _) => m.to_string(),
+                    // A bare 5xx (or any answer without an error body): one line, not a dump.
+                    (None, Some(status)) if code.is_none() => {
+                        format!("HTTP {status} without an error message")
+                    }
+                    (None, _) => format!("{}", DisplayErrorContext(&err)),
+                };
                 (class, code, msg)
             }
+            SdkError::ResponseError(_) if http_status(&err).is_some() => (
+                ErrorClass::Other,
+                None,
+                format!(
+                    "HTTP {} with a response that could not be read",
+                    http_status(&err).unwrap_or_default()
+                ),
+            ),
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => (
                 ErrorClass::Unreachable,
                 None,
@@ -183,6 +195,13 @@ impl AwsError {
             _ => false,
         }
     }
+}
+
+/// The HTTP status of the answer behind an SDK error, when there was one.
+fn http_status<E, R: 'static>(err: &SdkError<E, R>) -> Option<u16> {
+    let raw: &dyn std::any::Any = err.raw_response()?;
+    raw.downcast_ref::<aws_smithy_runtime_api::client::orchestrator::HttpResponse>()
+        .map(|r| r.status().as_u16())
 }
 
 /// `map_err(sdk("ec2:RunInstances"))`: wraps an SDK error with the operation's name.
