@@ -1,23 +1,25 @@
 //! `iac plan`: discover, diff, print. Also the first half of `up`.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 
 use super::common;
 use super::output::Printer;
+use super::stack_args::StackArgs;
 use super::{Exit, Global};
 use crate::apply::Reporter;
 use crate::aws::provider::{self, Discovered};
 use crate::aws::Aws;
 use crate::plan::{self, Action, Plan};
-use crate::stack::Stack;
+use crate::stack::{Loaded, Provenance, Stack};
 use crate::tiers;
 
 /// A computed plan and what it took to compute it.
 pub struct Planned {
     pub stack: Stack,
+    /// Values that came from the environment, `--set` or an overlay, and from where.
+    pub provenance: Vec<Provenance>,
     pub aws: Aws,
     pub discovered: Discovered,
     pub plan: Plan,
@@ -26,10 +28,10 @@ pub struct Planned {
 /// Validates the file (before any AWS call), then looks up inputs, discovers and diffs.
 pub async fn compute(
     g: &Global,
-    file: &Path,
+    src: &StackArgs,
     reporter: Arc<dyn Reporter>,
 ) -> anyhow::Result<Planned> {
-    let stack = common::load(file)?;
+    let Loaded { stack, provenance } = src.load()?;
     if let Some(why) = tiers::custom_scaler::not_deployable(&stack) {
         return Err(super::UsageError(why).into());
     }
@@ -54,6 +56,7 @@ pub async fn compute(
     let plan = plan::diff(stack.name(), &desired, &discovered.resources);
     Ok(Planned {
         stack,
+        provenance,
         aws,
         discovered,
         plan,
@@ -98,15 +101,32 @@ pub fn print(printer: &Printer, plan: &Plan) {
     printer.line(format!("{}.", plan.summary()));
 }
 
+/// Values that did not come as written from the first stack file, and where they came from.
+pub fn print_values(printer: &Printer, values: &[Provenance]) {
+    if values.is_empty() {
+        return;
+    }
+    if printer.json() {
+        printer.record(&serde_json::json!({"event": "values", "values": values}));
+        return;
+    }
+    printer.line(printer.bold("Values from outside the stack file:"));
+    let width = values.iter().map(|v| v.path.len()).max().unwrap_or(0);
+    for v in values {
+        printer.line(format!("  {:width$} = {}  <- {}", v.path, v.value, v.from));
+    }
+}
+
 pub async fn run(
     printer: &Printer,
     g: &Global,
-    file: &Path,
+    src: &StackArgs,
     detailed: bool,
 ) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
-    let planned = compute(g, file, reporter).await?;
+    let planned = compute(g, src, reporter).await?;
+    print_values(printer, &planned.provenance);
     print(printer, &planned.plan);
     common::summary(printer, "plan", &planned.aws, started);
     Ok(if detailed && planned.plan.summary().has_changes() {

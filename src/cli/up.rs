@@ -1,12 +1,12 @@
 //! `iac up`: plan, confirm, apply along the graph, delete what is no longer wanted, report.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
 
 use super::output::Printer;
+use super::stack_args::StackArgs;
 use super::{common, plan, probe, Exit, Global};
 use crate::apply::{self, Event, Reporter};
 use crate::aws::provider::{self, Applier};
@@ -14,17 +14,18 @@ use crate::aws::provider::{self, Applier};
 pub async fn run(
     printer: &Printer,
     g: &Global,
-    file: &Path,
+    src: &StackArgs,
     yes: bool,
     parallelism: usize,
     no_wait: bool,
 ) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
-    let planned = plan::compute(g, file, reporter.clone()).await?;
+    let planned = plan::compute(g, src, reporter.clone()).await?;
     let summary = planned.plan.summary();
     let aws = planned.aws.clone();
     if summary.has_changes() {
+        plan::print_values(printer, &planned.provenance);
         plan::print(printer, &planned.plan);
         let question = format!("Apply these changes to stack `{}`?", planned.stack.name());
         if !common::confirm(printer, &question, yes)? {
