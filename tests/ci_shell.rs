@@ -3,6 +3,8 @@
 //! checked-in schema (checked by an independent validator) and the example workflow.
 //! None of these tests sends a request anywhere.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command as Std;
 
@@ -264,4 +266,138 @@ fn every_example_points_at_the_schema_and_validates_against_it() {
         .output()
         .expect("check-jsonschema runs");
     assert!(!o.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_in_markdown_shows_the_changes_the_values_and_the_cost() {
+    let emu = common::Emulator::start();
+    let file = common::StackFile::example(
+        "md-plan",
+        &[(
+            "ghcr.io/example/bookstore:1.0.0",
+            "ghcr.io/example/bookstore:${IMAGE_TAG}",
+        )],
+    );
+    let mut c = emu.iac();
+    c.env("IMAGE_TAG", "abc123")
+        .args(["-o", "markdown", "plan"])
+        .arg(file.path())
+        .args(["--set", "instance.disk_gb=30"]);
+    let r = common::run(c);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let md = &r.stdout;
+    assert!(md.starts_with("### Plan for stack `md-plan`"), "{md}");
+    assert!(md.contains("| action | kind | id | AWS id | why |"), "{md}");
+    assert!(md.contains("| `+` | instance | `vm` |"), "{md}");
+    assert!(
+        md.contains("| `app.image` | `ghcr.io/example/bookstore:abc123` | $IMAGE_TAG ("),
+        "{md}"
+    );
+    assert!(
+        md.contains("| `instance.disk_gb` | `30` | --set instance.disk_gb=30 |"),
+        "{md}"
+    );
+    // The table's prices: t3.small at $0.0208/h is $15.18 a month, 30 GB of gp3 $2.40, the
+    // Elastic IP $3.65.
+    assert!(md.contains("| `vm` | instance t3.small | $15.18 |"), "{md}");
+    assert!(
+        md.contains("| `vm (root volume)` | gp3 30 GB | $2.40 |"),
+        "{md}"
+    );
+    assert!(md.contains("| **total** | | **$21.23** |"), "{md}");
+
+    // The JSON carries the same numbers, and its total is the sum of its lines.
+    let mut c = emu.iac();
+    c.env("IMAGE_TAG", "abc123")
+        .args(["-o", "json", "plan"])
+        .arg(file.path());
+    let r = common::run(c);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let est = &r.record("cost")["estimate"];
+    let lines = est["lines"].as_array().expect("lines");
+    let sum: u64 = lines
+        .iter()
+        .filter_map(|l| l["monthly_cents"].as_u64())
+        .sum();
+    assert_eq!(est["total_cents"].as_u64(), Some(sum));
+    assert_eq!(est["region"], "us-east-1");
+    assert_eq!(r.record("values")["values"][0]["path"], "app.image");
+}
+
+/// The `run:` lines of a job's steps, and the `uses:` of each.
+fn steps(job: &yaml_serde::Value) -> Vec<(String, String)> {
+    job["steps"]
+        .as_sequence()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["uses"].as_str().unwrap_or("").to_string(),
+                s["run"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn position(steps: &[(String, String)], what: &str) -> usize {
+    steps
+        .iter()
+        .position(|(uses, run)| uses.starts_with(what) || run.starts_with(what))
+        .unwrap_or_else(|| panic!("no step `{what}` in {steps:?}"))
+}
+
+#[test]
+fn the_example_workflow_validates_plans_on_prs_and_applies_main_with_oidc() {
+    let text = std::fs::read_to_string(root().join("docs/ci/github-actions.yml")).expect("read");
+    let wf: yaml_serde::Value = yaml_serde::from_str(&text).expect("the workflow is YAML");
+    assert!(wf["on"]["pull_request"].is_null() || wf["on"]["pull_request"].is_mapping());
+    assert!(wf["on"]
+        .as_mapping()
+        .expect("on")
+        .contains_key("pull_request"));
+    assert_eq!(wf["on"]["push"]["branches"][0], "main");
+    assert_eq!(wf["permissions"]["id-token"], "write");
+    // Never keys: credentials only through OIDC.
+    let lower = text.to_ascii_lowercase();
+    for banned in [
+        "aws-access-key-id",
+        "aws_access_key_id",
+        "aws-secret-access-key",
+        "aws_secret_access_key",
+    ] {
+        assert!(!lower.contains(banned), "{banned} in the workflow");
+    }
+
+    let plan = &wf["jobs"]["plan"];
+    assert!(plan["if"].as_str().expect("if").contains("pull_request"));
+    let s = steps(plan);
+    let creds = position(&s, "aws-actions/configure-aws-credentials");
+    let validate = position(&s, "iac validate");
+    let planned = position(&s, "iac plan");
+    assert!(validate < planned && creds < planned, "{s:?}");
+    assert!(s[planned].1.contains("-o markdown") && s[planned].1.contains("$GITHUB_STEP_SUMMARY"));
+    let with = &plan["steps"][creds]["with"];
+    assert!(with["role-to-assume"]
+        .as_str()
+        .is_some_and(|r| !r.is_empty()));
+
+    let deploy = &wf["jobs"]["deploy"];
+    assert!(deploy["if"]
+        .as_str()
+        .expect("if")
+        .contains("refs/heads/main"));
+    assert!(deploy["concurrency"]["group"]
+        .as_str()
+        .is_some_and(|g| !g.is_empty()));
+    let s = steps(deploy);
+    position(&s, "aws-actions/configure-aws-credentials");
+    let up = &s[position(&s, "iac up")].1;
+    assert!(up.contains("--yes") && up.contains("--lock-wait"), "{up}");
+}
+
+#[test]
+fn plan_accepts_the_markdown_format_the_workflow_uses() {
+    let (code, help, stderr) = out(iac().args(["plan", "--help"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(help.contains("markdown"), "{help}");
 }

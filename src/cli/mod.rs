@@ -65,7 +65,8 @@ pub struct Global {
     /// HTTP readiness probes are off while an override is in effect.
     #[arg(long, global = true)]
     pub endpoint_url: Option<String>,
-    /// Output format: `text` for people, `json` for NDJSON events and a final outputs object.
+    /// Output format: `text` for people, `json` for NDJSON events and a final outputs object,
+    /// `markdown` for a CI job summary (`plan -o markdown >> "$GITHUB_STEP_SUMMARY"`).
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
     pub output: Format,
     /// More logging (-v info, -vv debug, -vvv trace), on stderr.

@@ -60,6 +60,11 @@ pub async fn run(
     if !printer.json() && !found.pool.is_empty() {
         pool_report(printer, &found.pool);
     }
+    super::plan::print_cost(
+        printer,
+        &aws.region,
+        &crate::cost::items_from_observed(&found.resources),
+    );
     printer.outputs(&outputs);
     if let Some(stack) = loaded.as_ref().filter(|s| s.spec.tier == Tier::Swarm) {
         swarm_report(printer, &aws, stack, &found.resources).await;
