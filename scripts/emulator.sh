@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local AWS emulator (moto in server mode) on 127.0.0.1.
-#   scripts/emulator.sh install          create .venv with the pinned moto
+#   scripts/emulator.sh install          create .venv with the pinned moto and check-jsonschema
 #   scripts/emulator.sh start [PORT]     start it in the background (default: a free port); prints the URL
 #   scripts/emulator.sh stop             stop the one started from this checkout
 #   scripts/emulator.sh seed URL         create what an AWS Academy account already has (vockey, a hosted zone, the app secret)
@@ -10,10 +10,13 @@ venv="$root/.venv"
 state="$root/.iac"
 
 install() {
-  if [ -x "$venv/bin/moto_server" ] && "$venv/bin/pip" freeze 2>/dev/null | grep -qx 'moto==5.2.5'; then
+  local frozen
+  frozen="$("$venv/bin/pip" freeze 2>/dev/null || true)"
+  if [ -x "$venv/bin/moto_server" ] && grep -qx 'moto==5.2.5' <<<"$frozen" \
+    && grep -qx 'check-jsonschema==0.39.0' <<<"$frozen"; then
     return 0
   fi
-  echo "installing the emulator (moto 5.2.5) into $venv ..." >&2
+  echo "installing the emulator (moto 5.2.5) and the checkers into $venv ..." >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/requirements-emulator.txt"
 }

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod aws;
 pub mod cli;
+pub mod cost;
 pub mod lease;
 pub mod plan;
 pub mod render;

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::output::Printer;
+use super::stack_args::StackArgs;
 use super::{Exit, UsageError};
 use crate::stack::{self, Stack};
 
@@ -14,19 +15,19 @@ pub fn load(file: &Path) -> anyhow::Result<Stack> {
     Ok(stack::load(file)?)
 }
 
-pub fn validate(printer: &Printer, file: &Path) -> anyhow::Result<Exit> {
-    let s = load(file)?;
+pub fn validate(printer: &Printer, src: &StackArgs) -> anyhow::Result<Exit> {
+    let s = src.load()?.stack;
+    let files = src.describe();
     for w in stack::warnings::warnings(&s) {
-        eprintln!("warning: {}: {w}", file.display());
+        eprintln!("warning: {files}: {w}");
         printer.record(&serde_json::json!({"event": "warning", "message": w}));
     }
     printer.line(format!(
-        "{}: valid {} stack `{}`",
-        file.display(),
+        "{files}: valid {} stack `{}`",
         s.spec.tier.as_str(),
         s.name()
     ));
-    printer.record(&serde_json::json!({"event": "valid", "file": file, "stack": s.name(), "tier": s.spec.tier.as_str()}));
+    printer.record(&serde_json::json!({"event": "valid", "file": files, "stack": s.name(), "tier": s.spec.tier.as_str()}));
     Ok(Exit::Ok)
 }
 

@@ -1,11 +1,11 @@
 //! `iac down`: delete everything tagged with the stack in reverse order, then verify.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 
 use super::output::Printer;
+use super::stack_args::StackArgs;
 use super::{common, locked, Exit, Global};
 use crate::apply::{self, Reporter};
 use crate::aws::provider::{self, Applier};
@@ -13,21 +13,18 @@ use crate::aws::{lock, tagging, Aws};
 use crate::plan::{Details, Kind, Observed};
 
 /// The stack name and region from a file (validated) or from `--stack`.
-pub fn target(
-    file: Option<&Path>,
-    stack: Option<&str>,
-) -> anyhow::Result<(String, Option<String>)> {
-    match (file, stack) {
-        (Some(f), _) => {
-            let s = common::load(f)?;
-            Ok((s.name().to_string(), s.spec.region.clone()))
-        }
-        (None, Some(name)) => {
+pub fn target(src: &StackArgs, stack: Option<&str>) -> anyhow::Result<(String, Option<String>)> {
+    match stack {
+        Some(name) if src.is_empty() => {
             check_stack_name(name)?;
             Ok((name.to_string(), None))
         }
-        (None, None) => {
+        _ if src.is_empty() => {
             Err(super::UsageError("give a stack file or --stack NAME".to_string()).into())
+        }
+        _ => {
+            let s = src.load()?.stack;
+            Ok((s.name().to_string(), s.spec.region.clone()))
         }
     }
 }
@@ -121,12 +118,12 @@ pub struct DownOptions {
 pub async fn run(
     printer: &Printer,
     g: &Global,
-    file: Option<&Path>,
+    src: &StackArgs,
     stack: Option<&str>,
     opts: DownOptions,
 ) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
-    let (name, region) = target(file, stack)?;
+    let (name, region) = target(src, stack)?;
     let aws = Aws::connect(&g.aws(), region.as_deref()).await;
     let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
     let work = delete(printer, &aws, &name, reporter.clone(), opts, started);

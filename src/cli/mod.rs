@@ -1,6 +1,7 @@
 //! Command-line interface: clap types and one module per command.
 
 mod common;
+mod completions;
 mod down;
 mod locked;
 pub mod output;
@@ -8,6 +9,7 @@ mod plan;
 mod probe;
 mod render;
 mod scale;
+mod stack_args;
 mod status;
 mod unlock;
 mod up;
@@ -19,6 +21,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::aws::AwsOptions;
 pub use locked::Interrupted;
 use output::{Format, Printer};
+pub use stack_args::StackArgs;
 
 /// Process exit codes (documented in the README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +77,8 @@ pub struct Global {
     /// HTTP readiness probes are off while an override is in effect.
     #[arg(long, global = true)]
     pub endpoint_url: Option<String>,
-    /// Output format: `text` for people, `json` for NDJSON events and a final outputs object.
+    /// Output format: `text` for people, `json` for NDJSON events and a final outputs object,
+    /// `markdown` for a CI job summary (`plan -o markdown >> "$GITHUB_STEP_SUMMARY"`).
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
     pub output: Format,
     /// More logging of iac itself (-v info, -vv debug, -vvv trace), on stderr.
@@ -99,10 +103,14 @@ impl Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a stack file without calling AWS.
-    Validate { file: PathBuf },
+    Validate {
+        #[command(flatten)]
+        src: StackArgs,
+    },
     /// Show what `up` would change.
     Plan {
-        file: PathBuf,
+        #[command(flatten)]
+        src: StackArgs,
         /// Exit 0 when there is nothing to do, 3 when there are changes.
         #[arg(long)]
         detailed_exitcode: bool,
@@ -112,7 +120,8 @@ pub enum Command {
     },
     /// Create or converge a stack.
     Up {
-        file: PathBuf,
+        #[command(flatten)]
+        src: StackArgs,
         /// Do not ask for confirmation (required when not on a terminal).
         #[arg(long, short = 'y')]
         yes: bool,
@@ -137,11 +146,11 @@ pub enum Command {
     },
     /// Delete everything tagged with the stack, then check that nothing is left.
     Down {
-        /// The stack file (or use --stack).
-        #[arg(required_unless_present = "stack")]
-        file: Option<PathBuf>,
+        /// The stack file(s) (or use --stack).
+        #[command(flatten)]
+        src: StackArgs,
         /// The stack name, when the file is gone.
-        #[arg(long, conflicts_with = "file")]
+        #[arg(long, conflicts_with_all = ["file", "stack_files", "set"])]
         stack: Option<String>,
         /// Do not ask for confirmation (required when not on a terminal).
         #[arg(long, short = 'y')]
@@ -174,14 +183,16 @@ pub enum Command {
     },
     /// Show each resource of the stack, its state and the outputs.
     Status {
-        #[arg(required_unless_present = "stack")]
-        file: Option<PathBuf>,
-        #[arg(long, conflicts_with = "file")]
+        #[command(flatten)]
+        src: StackArgs,
+        /// The stack name, when the file is gone.
+        #[arg(long, conflicts_with_all = ["file", "stack_files", "set"])]
         stack: Option<String>,
     },
     /// Print exactly the user-data an instance receives.
     Render {
-        file: PathBuf,
+        #[command(flatten)]
+        src: StackArgs,
         /// Print each file the script writes instead of the script.
         #[arg(long)]
         files: bool,
@@ -195,6 +206,13 @@ pub enum Command {
     Scale(Box<scale::ScaleArgs>),
     /// Print the JSON Schema of stack files (for editors).
     Schema,
+    /// Print a shell completion script: `iac completions bash > /etc/bash_completion.d/iac`.
+    Completions {
+        #[arg(value_enum)]
+        shell: completions::CompletionShell,
+    },
+    /// Print the man page (roff): `iac man > iac.1; man -l iac.1`.
+    Man,
 }
 
 /// Runs the parsed command.
@@ -202,14 +220,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
     let printer = Printer::new(cli.global.output);
     let g = &cli.global;
     match &cli.command {
-        Command::Validate { file } => common::validate(&printer, file),
+        Command::Validate { src } => common::validate(&printer, src),
         Command::Plan {
-            file,
+            src,
             detailed_exitcode,
             refresh_image,
-        } => plan::run(&printer, g, file, *detailed_exitcode, *refresh_image).await,
+        } => plan::run(&printer, g, src, *detailed_exitcode, *refresh_image).await,
         Command::Up {
-            file,
+            src,
             yes,
             parallelism,
             no_wait,
@@ -225,10 +243,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 lock_wait: *lock_wait,
                 refresh_image: *refresh_image,
             };
-            up::run(&printer, g, file, opts).await
+            up::run(&printer, g, src, opts).await
         }
         Command::Down {
-            file,
+            src,
             stack,
             yes,
             parallelism,
@@ -243,18 +261,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 skip_final_snapshot: *skip_final_snapshot,
                 lock_wait: *lock_wait,
             };
-            down::run(&printer, g, file.as_deref(), stack.as_deref(), opts).await
+            down::run(&printer, g, src, stack.as_deref(), opts).await
         }
         Command::Unlock { file, stack, yes } => {
             unlock::run(&printer, g, file.as_deref(), stack.as_deref(), *yes).await
         }
-        Command::Status { file, stack } => {
-            status::run(&printer, g, file.as_deref(), stack.as_deref()).await
-        }
-        Command::Render { file, files, role } => {
-            render::run(&printer, file, *files, role.as_deref())
-        }
+        Command::Status { src, stack } => status::run(&printer, g, src, stack.as_deref()).await,
+        Command::Render { src, files, role } => render::run(&printer, src, *files, role.as_deref()),
         Command::Scale(args) => scale::run(&printer, g, args).await,
+        Command::Completions { shell } => completions::completions(*shell),
+        Command::Man => completions::man(),
         Command::Schema => {
             use std::io::Write;
             // A closed pipe (`iac schema | head`) is an error here, which main treats as success.

@@ -15,6 +15,9 @@ use crate::apply::events::{Event, Reporter};
 pub enum Format {
     Text,
     Json,
+    /// GitHub-flavoured Markdown on stdout (for a CI job summary; `plan` writes tables),
+    /// progress as plain lines on stderr.
+    Markdown,
 }
 
 /// How to talk to the user for this run.
@@ -71,7 +74,7 @@ impl Printer {
         match (self.format, self.fancy) {
             (Format::Json, _) => Box::new(JsonReporter),
             (Format::Text, true) => Box::new(BarReporter::default()),
-            (Format::Text, false) => Box::new(PlainReporter),
+            (Format::Text, false) | (Format::Markdown, _) => Box::new(PlainReporter),
         }
     }
 

@@ -1,10 +1,10 @@
 //! `iac render`: exactly the user-data an instance receives. No AWS call.
 
 use std::io::Write;
-use std::path::Path;
 
 use super::output::Printer;
-use super::{common, Exit, UsageError};
+use super::stack_args::StackArgs;
+use super::{Exit, UsageError};
 use crate::render::{self, UserData};
 use crate::stack::{Stack, Tier};
 
@@ -44,11 +44,11 @@ pub fn user_data(stack: &Stack) -> anyhow::Result<Vec<(&'static str, UserData)>>
 
 pub fn run(
     printer: &Printer,
-    file: &Path,
+    src: &StackArgs,
     files: bool,
     role: Option<&str>,
 ) -> anyhow::Result<Exit> {
-    let stack = common::load(file)?;
+    let stack = src.load()?.stack;
     let mut all = user_data(&stack)?;
     if let Some(r) = role {
         let names: Vec<&str> = all.iter().map(|(n, _)| *n).collect();

@@ -1,10 +1,9 @@
 //! `iac status`: every resource of the stack, its state, and the outputs.
 
-use std::path::Path;
-
 use anyhow::Context;
 
 use super::output::Printer;
+use super::stack_args::StackArgs;
 use super::{common, down, Exit, Global};
 use std::sync::Arc;
 
@@ -17,16 +16,20 @@ use crate::stack::{Stack, Tier};
 pub async fn run(
     printer: &Printer,
     g: &Global,
-    file: Option<&Path>,
+    src: &StackArgs,
     stack: Option<&str>,
 ) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
-    let (name, region) = down::target(file, stack)?;
+    let (name, region) = down::target(src, stack)?;
     let aws = Aws::connect(&g.aws(), region.as_deref()).await;
     let found = provider::discover(&aws, &name)
         .await
         .with_context(|| format!("discovering the resources tagged iac:stack={name}"))?;
-    let loaded = file.map(common::load).transpose()?;
+    let loaded = if src.is_empty() {
+        None
+    } else {
+        Some(src.load()?.stack)
+    };
     lock_report(printer, &aws, &name).await?;
     let outputs = match &loaded {
         Some(stack) => provider::outputs(stack, &found.resources),
@@ -58,6 +61,11 @@ pub async fn run(
     if !printer.json() && !found.pool.is_empty() {
         pool_report(printer, &found.pool);
     }
+    super::plan::print_cost(
+        printer,
+        &aws.region,
+        &crate::cost::items_from_observed(&found.resources),
+    );
     printer.outputs(&outputs);
     if let Some(stack) = loaded.as_ref().filter(|s| s.spec.tier == Tier::Swarm) {
         swarm_report(printer, &aws, stack, &found.resources).await;

@@ -14,7 +14,12 @@ pub async fn run(
     stack: Option<&str>,
     yes: bool,
 ) -> anyhow::Result<Exit> {
-    let (name, region) = down::target(file, stack)?;
+    let src = super::StackArgs {
+        file: file.map(Path::to_path_buf),
+        files: Vec::new(),
+        set: Vec::new(),
+    };
+    let (name, region) = down::target(&src, stack)?;
     let aws = Aws::connect(&g.aws(), region.as_deref()).await;
     let Some(seen) = lock::read(&aws, &name).await? else {
         printer.line(format!("Stack `{name}` is not locked."));

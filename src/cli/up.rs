@@ -1,17 +1,17 @@
 //! `iac up`: plan, confirm, apply along the graph, delete what is no longer wanted, report.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
 
 use super::output::Printer;
+use super::stack_args::StackArgs;
 use super::{common, locked, plan, probe, Exit, Global};
 use crate::apply::{self, Event, Reporter};
 use crate::aws::provider::{self, Applier};
 use crate::aws::Aws;
-use crate::stack::Stack;
+use crate::stack::Loaded;
 
 /// What `up` may do.
 #[derive(Debug, Clone, Copy)]
@@ -30,21 +30,28 @@ pub struct UpOptions {
 pub async fn run(
     printer: &Printer,
     g: &Global,
-    file: &Path,
+    src: &StackArgs,
     opts: UpOptions,
 ) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
-    let (stack, aws) = plan::connect(g, file, reporter.as_ref()).await?;
-    let name = stack.name().to_string();
-    let work = converge(printer, stack, aws.clone(), reporter.clone(), opts, started);
+    let (loaded, aws) = plan::connect(g, src, reporter.as_ref()).await?;
+    let name = loaded.stack.name().to_string();
+    let work = converge(
+        printer,
+        loaded,
+        aws.clone(),
+        reporter.clone(),
+        opts,
+        started,
+    );
     locked::run(&aws, &name, "up", opts.lock_wait, &reporter, work).await
 }
 
 /// Discovers, plans, confirms and applies (holding the stack lock).
 async fn converge(
     printer: &Printer,
-    stack: Stack,
+    loaded: Loaded,
     aws: Aws,
     reporter: Arc<dyn Reporter>,
     opts: UpOptions,
@@ -58,10 +65,11 @@ async fn converge(
         refresh_image,
         ..
     } = opts;
-    let planned = plan::compute_with(stack, aws, reporter.clone(), refresh_image).await?;
+    let planned = plan::compute_with(loaded, aws, reporter.clone(), refresh_image).await?;
     let summary = planned.plan.summary();
     let aws = planned.aws.clone();
     if summary.has_changes() {
+        plan::print_values(printer, &planned.provenance);
         plan::print(printer, &planned.plan);
         if !planned.plan.data_loss.is_empty() && !allow_data_loss {
             return Err(super::UsageError(format!(

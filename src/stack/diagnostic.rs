@@ -10,7 +10,7 @@ use serde::Serialize;
 pub struct Diagnostic {
     /// The stack file, as given on the command line.
     pub file: PathBuf,
-    /// 1-based line.
+    /// 1-based line; 0 when `file` is a command-line flag (`--set PATH=VALUE`).
     pub line: usize,
     /// 1-based column.
     pub column: usize,
@@ -26,7 +26,12 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        // Line 0: the value came from the command line (`--set`), not from a file.
+        if self.line == 0 {
+            write!(f, "{}: ", self.file.display())?;
+        } else {
+            write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        }
         if !self.path.is_empty() {
             write!(f, "{}: ", self.path)?;
         }

@@ -4,15 +4,19 @@
 //! fully valid.
 
 pub mod diagnostic;
+pub mod interpolate;
+pub mod layers;
 pub mod model;
 pub mod secrets_scan;
 pub mod source;
+mod tree;
 pub mod validate;
 pub mod warnings;
 
 use std::path::{Path, PathBuf};
 
 pub use diagnostic::{Diagnostic, StackError};
+pub use layers::{Loaded, Provenance, Sources};
 pub use model::*;
 use source::SourceMap;
 
