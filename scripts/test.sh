@@ -27,4 +27,4 @@ bash scripts/realboot/daemons.sh start
 trap 'bash scripts/realboot/daemons.sh stop' EXIT
 bash scripts/realboot/images.sh
 
-cargo test --workspace --all-targets
+cargo test --workspace --all-targets --no-fail-fast
