@@ -298,13 +298,14 @@ async fn plan_in_markdown_shows_the_changes_the_values_and_the_cost() {
         "{md}"
     );
     // The table's prices: t3.small at $0.0208/h is $15.18 a month, 30 GB of gp3 $2.40, the
-    // Elastic IP $3.65.
+    // 8 GB data volume $0.64, the Elastic IP $3.65.
     assert!(md.contains("| `vm` | instance t3.small | $15.18 |"), "{md}");
     assert!(
         md.contains("| `vm (root volume)` | gp3 30 GB | $2.40 |"),
         "{md}"
     );
-    assert!(md.contains("| **total** | | **$21.23** |"), "{md}");
+    assert!(md.contains("| `data` | gp3 8 GB | $0.64 |"), "{md}");
+    assert!(md.contains("| **total** | | **$21.87** |"), "{md}");
 
     // The JSON carries the same numbers, and its total is the sum of its lines.
     let mut c = emu.iac();

@@ -133,6 +133,13 @@ async fn data_volumes(ec2: &aws_sdk_ec2::Client, stack: &str) -> Vec<(String, Op
                 .values(stack)
                 .build(),
         )
+        // The root volume carries the stack's tags too; the data volume is `iac:id=data`.
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:iac:id")
+                .values("data")
+                .build(),
+        )
         .send()
         .await
         .expect("describe volumes");
@@ -199,9 +206,11 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
         vec![sg.group_id().expect("sg id")]
     );
     assert_eq!(outputs["instance_id"], vm_id.as_str());
+    // The root volume (the data volume is checked on its own below).
     let vol_ids: Vec<String> = vm
         .block_device_mappings()
         .iter()
+        .filter(|b| b.device_name() == vm.root_device_name())
         .filter_map(|b| b.ebs().and_then(|e| e.volume_id()).map(str::to_string))
         .collect();
     assert_eq!(vol_ids.len(), 1);
@@ -235,6 +244,17 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
     let mut render = emu.iac();
     render.arg("render").arg(file.path());
     let rendered = run_ok(render).stdout;
+    // Large scripts go gzip-compressed (EC2's 16 KB limit); cloud-init unpacks them.
+    let decoded = if decoded.starts_with(&[0x1f, 0x8b]) {
+        use std::io::Read;
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(&decoded[..])
+            .read_to_end(&mut text)
+            .expect("gunzip user-data");
+        text
+    } else {
+        decoded
+    };
     assert_eq!(String::from_utf8_lossy(&decoded), rendered);
     let secret = emu
         .ssm()
@@ -254,7 +274,22 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
         !rendered.contains(&secret),
         "the secret value leaked into the user-data"
     );
-    assert!(rendered.contains("/bookstore/secret-key"));
+    // The secret is referenced by name in the app's spec parameter (read at boot and on each
+    // update), never by value.
+    let spec = emu
+        .ssm()
+        .await
+        .get_parameter()
+        .name(format!("/iac/{stack}/app"))
+        .send()
+        .await
+        .expect("app spec parameter");
+    let spec = spec.parameter().and_then(|p| p.value()).unwrap_or_default();
+    assert!(spec.contains("=/bookstore/secret-key"), "{spec}");
+    assert!(
+        !spec.contains(&secret),
+        "the secret value leaked into the app spec"
+    );
     assert!(!r.stdout.contains(&secret) && !r.stderr.contains(&secret));
 
     // Elastic IP: tagged, associated with the instance, and the DNS record points at it.
@@ -295,9 +330,19 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
         .filter(|e| e["event"] == "done")
         .filter_map(|e| e["kind"].as_str().map(str::to_string))
         .collect();
+    // (The data volume goes after the instance it was attached to; the parameters the instance
+    // read go last.)
     assert_eq!(
         order,
-        vec!["dns-record", "elastic-ip", "instance", "security-group"]
+        vec![
+            "dns-record",
+            "elastic-ip",
+            "instance",
+            "volume",
+            "security-group",
+            "ssm-parameter",
+            "ssm-parameter"
+        ]
     );
 }
 
@@ -311,7 +356,9 @@ async fn plan_is_data_and_detailed_exitcode_says_whether_there_are_changes() {
     let r = run(c);
     assert_eq!(r.code, 3, "{}", r.stderr);
     let plan = r.record("plan");
-    assert_eq!(plan["summary"]["create"], 4);
+    // The security group, the app spec and database password parameters, the VM, its data
+    // volume, the Elastic IP and the DNS record.
+    assert_eq!(plan["summary"]["create"], 7);
     // plan made no mutating call.
     assert_eq!(r.record("summary")["mutating_calls"], serde_json::json!({}));
     assert!(live_instances(&emu.ec2().await, "vm-plan").await.is_empty());
@@ -320,7 +367,7 @@ async fn plan_is_data_and_detailed_exitcode_says_whether_there_are_changes() {
     c.args(["plan", "--detailed-exitcode"]).arg(file.path());
     let r = run(c);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("4 unchanged"), "{}", r.stdout);
+    assert!(r.stdout.contains("7 unchanged"), "{}", r.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -528,6 +575,11 @@ async fn up_killed_part_way_converges_without_duplicates() {
         "the run finished before the kill"
     );
 
+    // The killed run still holds the stack lock (its lease would expire by itself): break it
+    // as the README says, then converge.
+    let mut unlock = emu.iac();
+    unlock.args(["unlock", "--stack", stack, "--yes"]);
+    run_ok(unlock);
     let ec2 = emu.ec2().await;
     up(&emu, file.path());
     assert_eq!(groups(&ec2, stack).await.len(), 1);
@@ -583,8 +635,16 @@ async fn up_and_down_ride_out_injected_faults() {
     assert_eq!(live_instances(&ec2, stack).await.len(), 1);
     assert_eq!(addresses(&ec2, stack).await.len(), 1);
     let mut d = emu.iac_at(&proxy.url);
-    d.args(["-o", "json", "down", "--stack", stack, "--yes"])
-        .env("AWS_MAX_ATTEMPTS", "6");
+    d.args([
+        "-o",
+        "json",
+        "down",
+        "--stack",
+        stack,
+        "--yes",
+        "--delete-data",
+    ])
+    .env("AWS_MAX_ATTEMPTS", "6");
     let d = run_ok(d);
     assert_eq!(d.record("verified")["remaining"], serde_json::json!([]));
 }

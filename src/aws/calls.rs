@@ -14,6 +14,9 @@ use aws_smithy_types::config_bag::ConfigBag;
 #[derive(Debug, Default)]
 pub struct CallLog {
     counts: Mutex<BTreeMap<String, u64>>,
+    /// Calls made for the run's own bookkeeping (the stack lock), not to change the stack:
+    /// left out of [`CallLog::mutating`], so "a second `up` makes no mutating call" stays true.
+    bookkeeping: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Operation name prefixes that change something.
@@ -64,10 +67,28 @@ impl CallLog {
         self.snapshot().values().sum()
     }
 
+    /// Marks one call of `operation` as bookkeeping (the lock's own writes).
+    pub fn bookkeeping(&self, operation: &str) {
+        if let Ok(mut m) = self.bookkeeping.lock() {
+            *m.entry(operation.to_string()).or_insert(0) += 1;
+        }
+    }
+
+    /// Mutating calls made to change the stack (bookkeeping calls left out).
     pub fn mutating(&self) -> BTreeMap<String, u64> {
+        let own = self
+            .bookkeeping
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
         self.snapshot()
             .into_iter()
             .filter(|(k, _)| is_mutating(k))
+            .map(|(k, n)| {
+                let n = n.saturating_sub(own.get(&k).copied().unwrap_or(0));
+                (k, n)
+            })
+            .filter(|(_, n)| *n > 0)
             .collect()
     }
 }

@@ -174,6 +174,7 @@ async fn create(aws: &Aws, stack: &str, record: &Record) -> Result<bool, AwsErro
         .map_err(|e| {
             AwsError::state("ssm:PutParameter", ErrorClass::InvalidInput, e.to_string())
         })?;
+    aws.calls.bookkeeping("ssm:PutParameter");
     let res = aws
         .ssm
         .put_parameter()
@@ -195,6 +196,7 @@ async fn create(aws: &Aws, stack: &str, record: &Record) -> Result<bool, AwsErro
 
 /// Overwrites the parameter; returns the version AWS gave this write.
 async fn overwrite(aws: &Aws, stack: &str, record: &Record) -> Result<i64, AwsError> {
+    aws.calls.bookkeeping("ssm:PutParameter");
     aws.ssm
         .put_parameter()
         .name(name(stack))
@@ -209,6 +211,7 @@ async fn overwrite(aws: &Aws, stack: &str, record: &Record) -> Result<i64, AwsEr
 
 /// Deletes the lock whoever holds it (`iac unlock`).
 pub async fn delete(aws: &Aws, stack: &str) -> Result<(), AwsError> {
+    aws.calls.bookkeeping("ssm:DeleteParameter");
     ssm::delete(aws, &name(stack))
         .await
         .ignore_not_found()
