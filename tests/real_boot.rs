@@ -331,7 +331,8 @@ async fn single_vm_boots_for_real_and_serves_from_mysql() {
 
     // The app's secret came from SSM through the AWS CLI, the emulator and the metadata
     // stub's role credentials.
-    let app_env = vm_exec(c, "cat /etc/iac/app.env");
+    // The running container's env file: iac-app-update keeps one per slot (blue/green).
+    let app_env = vm_exec(c, "cat /etc/iac/app.env.app-\"$(cat /etc/iac/app.slot)\"");
     assert!(app_env.contains("SECRET_KEY="), "{app_env}");
     let db_pw = vm_exec(
         c,

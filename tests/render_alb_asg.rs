@@ -88,7 +88,7 @@ database:
   engine: aurora-mysql
   version: 8.0.mysql_aurora.3.05.2
   name: shop
-  user: shop_admin
+  user: shopadmin
   url_env: SQLALCHEMY_DATABASE_URI
 "#,
     );
