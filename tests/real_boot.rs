@@ -343,7 +343,7 @@ async fn single_vm_boots_for_real_and_serves_from_mysql() {
 
     run_ok({
         let mut c = emu.iac();
-        c.args(["down", "--yes"]).arg(stack.path());
+        c.args(["down", "--yes", "--delete-data"]).arg(stack.path());
         c
     });
     runner.wait_no_vms();
