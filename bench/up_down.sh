@@ -15,7 +15,7 @@ done
 # BENCH_PROFILE=release for an optimised binary.
 profile="${BENCH_PROFILE:-debug}"
 if [ "$profile" = release ]; then cargo build --quiet --release --bin iac; else cargo build --quiet --bin iac; fi
-iac="${CARGO_TARGET_DIR:-$root/target}/$profile/iac"
+iac="$(bash "$root/scripts/target-dir.sh")/$profile/iac"
 url="$(scripts/emulator.sh start)"
 trap 'scripts/emulator.sh stop; [ -n "${proxy_pid:-}" ] && kill "$proxy_pid" 2>/dev/null || true' EXIT
 scripts/emulator.sh seed "$url" >/dev/null

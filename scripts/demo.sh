@@ -9,7 +9,7 @@ if [ "${1:-}" = --real ]; then exec bash scripts/realboot/demo.sh; fi
 stack="${1:-stacks/bookstore-vm.yaml}"
 
 cargo build --quiet --bin iac
-iac="${CARGO_TARGET_DIR:-$root/target}/debug/iac"
+iac="$(bash "$root/scripts/target-dir.sh")/debug/iac"
 
 url="$(scripts/emulator.sh start)"
 trap 'scripts/emulator.sh stop' EXIT

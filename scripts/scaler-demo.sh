@@ -9,7 +9,7 @@ out="${1:-$root/target/scaler-demo}"
 stack=stacks/custom-scaler-local.yaml
 
 cargo build --quiet -p iac -p iac-agent
-bin="${CARGO_TARGET_DIR:-$root/target}/debug"
+bin="$(bash "$root/scripts/target-dir.sh")/debug"
 # The shared token: generated here, passed in the environment (never as a flag).
 IAC_SCALER_TOKEN="$(openssl rand -hex 24)"
 export IAC_SCALER_TOKEN

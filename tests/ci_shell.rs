@@ -402,3 +402,41 @@ fn plan_accepts_the_markdown_format_the_workflow_uses() {
     assert_eq!(code, 0, "{stderr}");
     assert!(help.contains("markdown"), "{help}");
 }
+
+/// Runs actionlint (scripts/actionlint, installed by `scripts/emulator.sh install`) on `files`.
+fn actionlint(files: &[&Path]) -> std::process::Output {
+    let script = root().join("scripts/actionlint/lint.cjs");
+    let o = Std::new("node")
+        .arg(&script)
+        .args(files)
+        .output()
+        .unwrap_or_else(|e| panic!("node cannot run ({e}): apt-get install nodejs"));
+    assert_ne!(
+        o.status.code(),
+        Some(2),
+        "actionlint did not run: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+#[test]
+fn actionlint_passes_the_example_workflow_and_catches_a_broken_one() {
+    let workflow = root().join("docs/ci/github-actions.yml");
+    let o = actionlint(&[&workflow]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+
+    // The same workflow with a context property GitHub does not have: actionlint must say so.
+    let text = std::fs::read_to_string(&workflow).expect("read");
+    assert!(text.contains("${{ github.sha }}"), "the workflow changed");
+    let dir = tempfile::tempdir().expect("tmp");
+    let bad = write(
+        dir.path(),
+        "bad.yml",
+        &text.replace("${{ github.sha }}", "${{ github.shaa }}"),
+    );
+    let o = actionlint(&[&bad]);
+    let found = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{found}");
+    assert!(found.contains("shaa"), "{found}");
+}

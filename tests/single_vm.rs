@@ -94,7 +94,7 @@ async fn a_record(emu: &Emulator, name: &str) -> Option<Vec<String>> {
     records
         .resource_record_sets()
         .iter()
-        .find(|r| r.name() == name && r.r#type().as_str() == "A")
+        .find(|r| r.name().eq_ignore_ascii_case(name) && r.r#type().as_str() == "A")
         .map(|r| {
             r.resource_records()
                 .iter()
@@ -537,6 +537,29 @@ async fn removing_the_domain_deletes_the_record() {
     assert_eq!(r.record("plan")["summary"]["delete"], 1);
     assert_eq!(a_record(&emu, "books.example.org.").await, None);
     down(&emu, stack);
+}
+
+/// Route 53 names are case-insensitive: a capitalised domain and zone find their record again
+/// (the next plan changes nothing) and `down` deletes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_capitalised_domain_is_the_same_record() {
+    let emu = Emulator::start();
+    let stack = "vm-case";
+    let file = StackFile::example(
+        stack,
+        &[
+            ("  name: books.example.org", "  name: Books.Example.ORG"),
+            ("  hosted_zone: example.org", "  hosted_zone: Example.Org"),
+        ],
+    );
+    up(&emu, file.path());
+    assert!(a_record(&emu, "books.example.org.").await.is_some());
+    let mut plan = emu.iac();
+    plan.arg("plan").arg(file.path()).arg("--detailed-exitcode");
+    let plan = run(plan);
+    assert_eq!(plan.code, 0, "{}\n{}", plan.stdout, plan.stderr);
+    down(&emu, stack);
+    assert_eq!(a_record(&emu, "books.example.org.").await, None);
 }
 
 /// `up` killed with SIGKILL part-way, then run again: exactly one of everything.

@@ -25,7 +25,9 @@ fn up(strict: &StrictAws, emu: &Emulator, file: &std::path::Path, extra: &[&str]
 
 fn down(strict: &StrictAws, emu: &Emulator, file: &std::path::Path) -> Run {
     let mut c = emu.iac_at(&strict.url);
-    c.arg("down").arg(file).args(["--yes", "--delete-data"]);
+    c.arg("down")
+        .arg(file)
+        .args(["--yes", "--delete-data", "--skip-final-snapshot"]);
     let r = run(c);
     assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     r
@@ -253,5 +255,94 @@ async fn a_database_vm_is_stopped_before_its_data_volume_moves() {
         .filter_map(|a| a.instance_id())
         .collect();
     assert_eq!(attached, [new.instance_id().unwrap_or_default()]);
+    down(&strict, &emu, stack.path());
+}
+
+/// Rule: a load balancer takes one subnet per zone (`InvalidConfigurationRequest`), and a file
+/// system one mount target per zone (`MountTargetConflict`). In a VPC with two subnets in one
+/// zone, alb-asg gives both exactly one subnet per zone.
+#[tokio::test]
+async fn a_load_balancer_and_mount_targets_get_one_subnet_per_zone() {
+    let emu = Emulator::start();
+    let strict = StrictAws::start(&emu, table(OLDER));
+    let ec2 = emu.ec2().await;
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.8.0.0/16")
+        .send()
+        .await
+        .expect("vpc");
+    let vpc = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id");
+    let mut zone_of = std::collections::BTreeMap::new();
+    for (cidr, zone) in [
+        ("10.8.1.0/24", "us-east-1a"),
+        ("10.8.2.0/24", "us-east-1a"),
+        ("10.8.3.0/24", "us-east-1b"),
+    ] {
+        let s = ec2
+            .create_subnet()
+            .vpc_id(vpc)
+            .cidr_block(cidr)
+            .availability_zone(zone)
+            .send()
+            .await
+            .expect("subnet");
+        let id = s.subnet().and_then(|s| s.subnet_id()).expect("subnet id");
+        zone_of.insert(id.to_string(), zone);
+    }
+    let stack = StackFile::from_example(
+        "stacks/bookstore-asg.yaml",
+        "perzone",
+        &[(
+            "  vpc: default                  # the default VPC's subnets span several zones",
+            &format!("  vpc: {vpc}"),
+        )],
+    );
+    up(&strict, &emu, stack.path(), &[]);
+
+    let config = emu.config().await;
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+    let lbs = elb.describe_load_balancers().send().await.expect("lbs");
+    let lb = lbs
+        .load_balancers()
+        .iter()
+        .find(|l| l.vpc_id() == Some(vpc))
+        .expect("the stack's load balancer");
+    let lb_zones: Vec<_> = lb
+        .availability_zones()
+        .iter()
+        .filter_map(|z| z.zone_name())
+        .collect();
+    assert_eq!(lb_zones.len(), 2, "{lb_zones:?}");
+    assert!(lb_zones.contains(&"us-east-1a") && lb_zones.contains(&"us-east-1b"));
+
+    let efs = aws_sdk_efs::Client::new(&config);
+    let fss = efs
+        .describe_file_systems()
+        .send()
+        .await
+        .expect("file systems");
+    let fs = fss
+        .file_systems()
+        .iter()
+        .find(|f| {
+            f.tags()
+                .iter()
+                .any(|t| t.key() == "iac:stack" && t.value() == "perzone")
+        })
+        .expect("the stack's file system");
+    let targets = efs
+        .describe_mount_targets()
+        .file_system_id(fs.file_system_id())
+        .send()
+        .await
+        .expect("mount targets");
+    let mut zones: Vec<_> = targets
+        .mount_targets()
+        .iter()
+        .map(|m| zone_of[m.subnet_id()])
+        .collect();
+    zones.sort_unstable();
+    assert_eq!(zones, ["us-east-1a", "us-east-1b"]);
     down(&strict, &emu, stack.path());
 }

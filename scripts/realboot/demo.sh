@@ -11,7 +11,7 @@ cd "$root"
 . "$here/env.sh"
 
 cargo build --quiet --bin iac
-iac="${CARGO_TARGET_DIR:-$root/target}/debug/iac"
+iac="$(bash "$root/scripts/target-dir.sh")/debug/iac"
 work=$(mktemp -d)
 runner_pid=
 cleanup() {

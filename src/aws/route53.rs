@@ -8,8 +8,10 @@ use aws_sdk_route53::types::{
 use super::error::{AwsError, ErrorClass};
 use super::Aws;
 
+/// `name` as Route 53 answers it: absolute and in lowercase (DNS names are case-insensitive;
+/// asking in the answer's spelling also finds it where a listing starts at the given name).
 fn fqdn(name: &str) -> String {
-    format!("{}.", name.trim_end_matches('.'))
+    format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())
 }
 
 /// Whether two DNS names are the same: Route 53 compares names case-insensitively and answers

@@ -6,7 +6,12 @@ use aws_sdk_ssm::types::{ParameterType, Tag};
 
 use super::error::{AwsError, ErrorClass};
 use super::{tags, Aws};
+
 use crate::plan::{Details, Kind, Observed, ResourceId};
+
+/// The most a standard-tier SSM parameter value holds, in bytes (the advanced tier is paid and
+/// opt-in, so `iac` never uses it).
+pub const STANDARD_VALUE_MAX: usize = 4096;
 
 /// The path under which a stack's parameters live; discovery lists it, `down` empties it.
 pub fn stack_path(stack: &str) -> String {

@@ -39,9 +39,6 @@ pub use crate::scaler::ec2::{
 /// The value of [`SCALER_TAG`] on the instances the monitor launched.
 pub const POOL_VALUE: &str = "pool";
 
-/// What a standard SSM String parameter holds; the stored stack file must fit.
-pub const STACK_FILE_LIMIT: usize = 4096;
-
 const ANYWHERE: &str = "0.0.0.0/0";
 
 /// Whether a set of tags marks a pool instance.

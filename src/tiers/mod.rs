@@ -166,8 +166,7 @@ pub enum TierError {
     ParameterTooLarge { name: String, size: usize },
 }
 
-/// The most an SSM parameter of the standard tier holds (the advanced tier is paid and opt-in).
-pub const SSM_STANDARD_MAX: usize = 4096;
+use crate::aws::ssm::STANDARD_VALUE_MAX as SSM_STANDARD_MAX;
 
 /// Refuses parameter values (`haproxy.cfg`, the swarm service spec, ...) that do not fit the
 /// standard tier. Placeholders are longer than the addresses that replace them, so the text

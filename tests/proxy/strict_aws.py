@@ -67,8 +67,21 @@ def ec2_call(auth_headers, params):
     params = dict(params, Version="2016-11-15")
     body = urllib.parse.urlencode(params)
     headers = dict(auth_headers, **{"Content-Type": "application/x-www-form-urlencoded"})
+    # The emulator routes a request by the service in its credential scope: an EC2 call made
+    # while handling a load balancer or EFS request must name ec2 there, or it lands on the
+    # wrong service.
+    for k, v in headers.items():
+        if k.lower() == "authorization":
+            headers[k] = re.sub(r"(Credential=[^/]+/[^/]+/[^/]+/)[^/]+/", r"\1ec2/", v)
     _, _, data = upstream("POST", "/", body, headers)
-    return ET.fromstring(data)
+    root = ET.fromstring(data)
+    # The emulator writes the EC2 namespace with or without its trailing slash, depending on
+    # the call: read every answer in the one spelling the rules look for.
+    bare = "{%s}" % EC2_NS.rstrip("/")
+    for e in root.iter():
+        if e.tag.startswith(bare):
+            e.tag = "{%s}%s" % (EC2_NS, e.tag[len(bare):])
+    return root
 
 
 def texts(root, tag):

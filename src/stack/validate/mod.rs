@@ -454,9 +454,11 @@ fn check_domain(c: &mut Checker, d: &Domain) {
             && zone
                 .chars()
                 .all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit());
-        let zone_name = zone.trim_end_matches('.');
-        let is_parent = is_domain(zone_name)
-            && (d.name == zone_name || d.name.ends_with(&format!(".{zone_name}")));
+        // DNS names are case-insensitive (Route 53 compares them that way too).
+        let zone_name = zone.trim_end_matches('.').to_ascii_lowercase();
+        let name = d.name.to_ascii_lowercase();
+        let is_parent = is_domain(&zone_name)
+            && (name == zone_name || name.ends_with(&format!(".{zone_name}")));
         if !is_id && !is_parent {
             c.err(
                 "domain.hosted_zone",

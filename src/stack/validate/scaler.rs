@@ -259,13 +259,13 @@ pub(super) fn check_custom_scaler(c: &mut Checker, s: &StackFile) {
     }
     if m.address.is_none() {
         let stored = crate::tiers::custom_scaler::monitor_stack_file(s).unwrap_or_default();
-        if stored.len() > crate::tiers::custom_scaler::STACK_FILE_LIMIT {
+        if stored.len() > crate::aws::ssm::STANDARD_VALUE_MAX {
             c.err(
                 "scaler",
                 format!(
                     "the stack as stored for the monitor is {} bytes; an SSM String parameter holds {}",
                     stored.len(),
-                    crate::tiers::custom_scaler::STACK_FILE_LIMIT
+                    crate::aws::ssm::STANDARD_VALUE_MAX
                 ),
                 "a shorter stack file",
                 "shorten `app.environment` or `tags`",
