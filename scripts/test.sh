@@ -23,6 +23,11 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 # Real boots (tests/real_boot.rs): a private Docker engine, the local registry and the images
 # (cached in ~/.cache/iac-realboot). Missing tools fail here, loudly; everything is stopped and
 # docker's bridge and firewall rules removed when this script ends, on failure too.
+# One real-boot engine per machine (fixed socket and bridge address): another checkout's run
+# waits here instead of sharing or stopping it.
+# shellcheck source=scripts/realboot/lock.sh
+. scripts/realboot/lock.sh
+rb_lock
 bash scripts/realboot/daemons.sh start
 trap 'bash scripts/realboot/daemons.sh stop' EXIT
 bash scripts/realboot/images.sh

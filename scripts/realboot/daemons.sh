@@ -30,7 +30,7 @@ start() {
       --pidfile "$IAC_RB_RUN/dockerd.pid" --storage-driver overlay2 \
       --exec-opt native.cgroupdriver=cgroupfs --bip "$IAC_RB_BRIDGE_IP/24" \
       --insecure-registry "$IAC_RB_REGISTRY" --ip 127.0.0.1 \
-      >"$IAC_RB_RUN/dockerd.log" 2>&1 &
+      >"$IAC_RB_RUN/dockerd.log" 2>&1 9>&- &
     # `info` answers only once the engine's containerd does too.
     for _ in $(seq 1 150); do dk info >/dev/null 2>&1 && break; sleep 0.2; done
     dk info >/dev/null 2>&1 || { tail -20 "$IAC_RB_RUN/dockerd.log" >&2; echo "dockerd did not start; see $IAC_RB_RUN/dockerd.log" >&2; exit 1; }
@@ -46,7 +46,8 @@ storage:
 http:
   addr: $IAC_RB_REGISTRY
 CFG
-    docker-registry serve "$IAC_RB_RUN/registry.yml" >"$IAC_RB_RUN/registry.log" 2>&1 &
+    # 9>&-: the daemons never hold the run lock (scripts/realboot/lock.sh) of whoever started them.
+    docker-registry serve "$IAC_RB_RUN/registry.yml" >"$IAC_RB_RUN/registry.log" 2>&1 9>&- &
     echo $! >"$IAC_RB_RUN/registry.pid"
     for _ in $(seq 1 50); do curl -fsS -m 1 "http://$IAC_RB_REGISTRY/v2/" >/dev/null 2>&1 && break; sleep 0.2; done
     curl -fsS -m 2 "http://$IAC_RB_REGISTRY/v2/" >/dev/null || { echo "the registry did not start; see $IAC_RB_RUN/registry.log" >&2; exit 1; }

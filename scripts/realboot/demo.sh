@@ -9,6 +9,7 @@ root="$(cd "$here/../.." && pwd)"
 cd "$root"
 # shellcheck source=scripts/realboot/env.sh
 . "$here/env.sh"
+rb_lock
 
 cargo build --quiet --bin iac
 iac="$(bash "$root/scripts/target-dir.sh")/debug/iac"

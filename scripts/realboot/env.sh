@@ -14,3 +14,5 @@ IAC_RB_REGISTRY="$IAC_RB_BRIDGE_IP:5000"
 IAC_RB_SUITE=bookworm
 dk() { "$DOCKER" "$@"; }
 rb_log() { printf '%s realboot: %s\n' "$(date -u +%T)" "$*" >&2; }
+# shellcheck source=scripts/realboot/lock.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lock.sh"
