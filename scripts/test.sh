@@ -8,11 +8,11 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 missing=()
-for tool in shellcheck nginx haproxy docker-compose openssl jq dash; do
+for tool in shellcheck nginx haproxy docker-compose openssl jq dash node npm; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "missing tools: ${missing[*]} (on Debian/Ubuntu: apt-get install shellcheck nginx-light haproxy docker-compose openssl jq dash; or run .ci/run)" >&2
+  echo "missing tools: ${missing[*]} (on Debian/Ubuntu: apt-get install shellcheck nginx-light haproxy docker-compose openssl jq dash nodejs npm; or run .ci/run)" >&2
   exit 1
 fi
 scripts/emulator.sh install
