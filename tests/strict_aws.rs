@@ -346,3 +346,173 @@ async fn a_load_balancer_and_mount_targets_get_one_subnet_per_zone() {
     assert_eq!(zones, ["us-east-1a", "us-east-1b"]);
     down(&strict, &emu, stack.path());
 }
+
+/// The error code a call was refused with, or `accepted`.
+fn refusal<T, E: aws_sdk_ec2::error::ProvideErrorMetadata>(r: Result<T, E>) -> String {
+    match r {
+        Ok(_) => "accepted".to_string(),
+        Err(e) => e.code().unwrap_or("no code").to_string(),
+    }
+}
+
+/// The strict layer itself: each rule answers with AWS's own error code, so no test above can
+/// pass because a rule silently never fired (the load balancer and mount target rules once did,
+/// their EC2 lookups being sent to the wrong service).
+#[tokio::test]
+async fn the_strict_layer_refuses_what_aws_refuses() {
+    use aws_sdk_ec2::types::{IpPermission, UserIdGroupPair};
+    let emu = Emulator::start();
+    let strict = StrictAws::start(&emu, json!({"fresh_seconds": 2}));
+    let config = sdk_config(&strict.url).await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+    let efs = aws_sdk_efs::Client::new(&config);
+    let vpc = ec2.create_vpc().cidr_block("10.7.0.0/16").send().await;
+    let vpc = vpc
+        .expect("vpc")
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .expect("id")
+        .to_string();
+    let mut subnets = Vec::new();
+    for (cidr, zone) in [
+        ("10.7.1.0/24", "us-east-1a"),
+        ("10.7.2.0/24", "us-east-1a"),
+        ("10.7.3.0/24", "us-east-1e"),
+    ] {
+        let s = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(cidr)
+            .availability_zone(zone);
+        let s = s.send().await.expect("subnet");
+        subnets.push(
+            s.subnet()
+                .and_then(|s| s.subnet_id())
+                .expect("id")
+                .to_string(),
+        );
+    }
+    let (a1, a2, e1) = (&subnets[0], &subnets[1], &subnets[2]);
+    let launch = |subnet: &str, itype: &str| {
+        ec2.run_instances()
+            .image_id(OLDER)
+            .instance_type(itype.into())
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(subnet)
+    };
+    let group = |name: &str| {
+        ec2.create_security_group()
+            .group_name(name)
+            .description("strict layer test")
+            .vpc_id(&vpc)
+    };
+
+    assert_eq!(refusal(launch(e1, "t3.micro").send().await), "Unsupported");
+    let g1 = group("g1").send().await.expect("group");
+    let g1 = g1.group_id().expect("id").to_string();
+    let fresh = launch(a1, "t3.micro").security_group_ids(&g1).send().await;
+    assert_eq!(refusal(fresh), "InvalidGroup.NotFound");
+    let g2 = group("g2").send().await.expect("group");
+    let g2 = g2.group_id().expect("id").to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+
+    let first = launch(a1, "t3.micro").client_token("tok-1").send().await;
+    let iid = first.expect("launch").instances()[0]
+        .instance_id()
+        .expect("id")
+        .to_string();
+    let replay = launch(a1, "t3.small").client_token("tok-1").send().await;
+    assert_eq!(refusal(replay), "IdempotentParameterMismatch");
+
+    let lb = elb
+        .create_load_balancer()
+        .name("lb-1")
+        .subnets(a1)
+        .subnets(a2);
+    assert_eq!(refusal(lb.send().await), "InvalidConfigurationRequest");
+    let fs = efs
+        .create_file_system()
+        .creation_token("strict")
+        .send()
+        .await;
+    let fs = fs.expect("file system").file_system_id().to_string();
+    let mount = |subnet: &str| {
+        efs.create_mount_target()
+            .file_system_id(&fs)
+            .subnet_id(subnet)
+    };
+    mount(a1).send().await.expect("first mount target");
+    assert_eq!(refusal(mount(a2).send().await), "MountTargetConflict");
+
+    let pair = UserIdGroupPair::builder().group_id(&g1).build();
+    let rule = IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(80)
+        .to_port(80)
+        .user_id_group_pairs(pair)
+        .build();
+    let allow = ec2
+        .authorize_security_group_ingress()
+        .group_id(&g2)
+        .ip_permissions(rule);
+    allow.send().await.expect("rule");
+    let delete = ec2.delete_security_group().group_id(&g1).send().await;
+    assert_eq!(refusal(delete), "DependencyViolation");
+
+    let eip = ec2.allocate_address().send().await.expect("address");
+    let eip = eip.allocation_id().expect("id").to_string();
+    let assoc = ec2
+        .associate_address()
+        .allocation_id(&eip)
+        .instance_id(&iid);
+    assoc.send().await.expect("associate");
+    let release = ec2.release_address().allocation_id(&eip).send().await;
+    assert_eq!(refusal(release), "InvalidIPAddress.InUse");
+}
+
+/// Rule: a deprecated Aurora version cannot create new clusters. `plan` asks
+/// DescribeDBEngineVersions (answered by the strict layer from its table, as AWS lists only the
+/// versions new clusters may use) and refuses the old version before anything is created.
+#[tokio::test]
+async fn a_deprecated_aurora_version_is_refused_by_plan() {
+    let emu = Emulator::start();
+    let strict = StrictAws::start(
+        &emu,
+        json!({
+            "parameters": {UBUNTU_2404: OLDER},
+            "engine_versions": {"aurora-mysql": ["8.0.mysql_aurora.3.08.2"]},
+        }),
+    );
+    let plan = |version: &str| {
+        let stack = StackFile::from_example(
+            "stacks/bookstore-asg.yaml",
+            "aurora",
+            &[(
+                "  # version: 8.0.mysql_aurora.3.08.2",
+                &format!("  version: {version} #"),
+            )],
+        );
+        let mut c = emu.iac_at(&strict.url);
+        c.arg("plan").arg(stack.path());
+        run(c)
+    };
+    let old = plan("8.0.mysql_aurora.3.05.2");
+    assert_ne!(old.code, 0, "{}", old.stdout);
+    assert!(
+        old.stderr.contains(
+            "database.version 8.0.mysql_aurora.3.05.2 is not available for new aurora-mysql clusters"
+        ),
+        "{}",
+        old.stderr
+    );
+    let current = plan("8.0.mysql_aurora.3.08.2");
+    assert_eq!(current.code, 0, "{}\n{}", current.stdout, current.stderr);
+    assert!(
+        !current.stderr.contains("not checked"),
+        "{}",
+        current.stderr
+    );
+    assert!(live_instances(&emu.ec2().await, "aurora").await.is_empty());
+}

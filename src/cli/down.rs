@@ -65,9 +65,18 @@ pub async fn leftovers(aws: &Aws, stack: &str) -> anyhow::Result<Vec<String>> {
             .resources
             .iter()
             .any(|o| arn.ends_with(o.physical_id.as_str()));
-        if !gone && !known {
-            left.push(arn);
+        if gone || known {
+            continue;
         }
+        // An instance terminated long enough ago that DescribeInstances no longer lists it by
+        // tag may still be listed by the tagging API for a while: ask for it by id.
+        if let Some((_, id)) = arn.split_once(":instance/") {
+            let state = crate::aws::ec2::instance_state_ip(aws, id).await?;
+            if state.is_none_or(|(s, _)| s == "terminated") {
+                continue;
+            }
+        }
+        left.push(arn);
     }
     Ok(left)
 }

@@ -152,14 +152,7 @@ impl Emulator {
     }
 
     pub async fn config(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(REGION))
-            .endpoint_url(&self.url)
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                "testing", "testing", None, None, "test",
-            ))
-            .load()
-            .await
+        sdk_config(&self.url).await
     }
 
     /// `iac`'s own clients aimed at this emulator.
@@ -189,6 +182,18 @@ impl Drop for Emulator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// SDK settings for the emulator (or a proxy in front of it) at `url`, with dummy credentials.
+pub async fn sdk_config(url: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(url)
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await
 }
 
 pub fn dummy_env() -> Vec<(&'static str, &'static str)> {

@@ -7,7 +7,8 @@ re-read on every request, so a test changes the proxy's world between two runs o
 
     {"parameters": {"/aws/service/...": "ami-..."},   # public SSM parameters, answered from here
      "fresh_seconds": 2,                            # how long a new group/profile is invisible
-     "forget_terminated": false}                    # hide terminated instances (an hour passed)
+     "forget_terminated": false,                    # hide terminated instances (an hour passed)
+     "engine_versions": {"aurora-mysql": ["8.0.mysql_aurora.3.08.2"]}}  # what new clusters may use
 
 Rules (from the EC2, ELBv2, EFS and SSM API references):
 - RunInstances ClientToken: the same token with the same parameters answers the first launch
@@ -21,6 +22,8 @@ Rules (from the EC2, ELBv2, EFS and SSM API references):
 - DeleteSecurityGroup of a group still referenced by another group's rule or attached to a live
   instance: 400 DependencyViolation.
 - ReleaseAddress of an associated Elastic IP: 400 InvalidIPAddress.InUse.
+- DescribeDBEngineVersions: answered from `engine_versions` when the table has it (the emulator
+  does not answer it); a deprecated version is simply not listed, as on AWS.
 - DetachVolume from a running instance: accepted, but the volume never leaves `in-use` (on AWS
   a volume the OS still has mounted stays `busy`); a stopped or terminated instance lets go.
 """
@@ -74,9 +77,13 @@ def ec2_call(auth_headers, params):
         if k.lower() == "authorization":
             headers[k] = re.sub(r"(Credential=[^/]+/[^/]+/[^/]+/)[^/]+/", r"\1ec2/", v)
     _, _, data = upstream("POST", "/", body, headers)
+    return parse(data)
+
+
+def parse(data):
+    """An EC2 answer, in the one namespace spelling the rules look for: the emulator writes the
+    namespace with or without its trailing slash, depending on the call."""
     root = ET.fromstring(data)
-    # The emulator writes the EC2 namespace with or without its trailing slash, depending on
-    # the call: read every answer in the one spelling the rules look for.
     bare = "{%s}" % EC2_NS.rstrip("/")
     for e in root.iter():
         if e.tag.startswith(bare):
@@ -195,7 +202,7 @@ def instance_state(auth, iid):
 def forget_terminated(data):
     """DescribeInstances without the terminated instances: AWS lists them for about an hour."""
     ET.register_namespace("", EC2_NS)
-    root = ET.fromstring(data)
+    root = parse(data)
     for rset in root.iter("{%s}reservationSet" % EC2_NS):
         for res in list(rset):
             iset = res.find("{%s}instancesSet" % EC2_NS)
@@ -222,7 +229,7 @@ def ec2(auth, params, forward):
     if action == "CreateSecurityGroup":
         answer = forward()
         if answer[0] == 200:
-            for gid in texts(ET.fromstring(answer[2]), "groupId"):
+            for gid in texts(parse(answer[2]), "groupId"):
                 fresh_groups[gid] = time.time()
         return answer
     if action == "DeleteSecurityGroup" and params.get("GroupId"):
@@ -303,6 +310,22 @@ def ssm(target, body, forward):
     return forward()
 
 
+def rds(params, forward):
+    """DescribeDBEngineVersions from the table's `engine_versions` (engine -> versions available
+    for new clusters), as AWS answers it: deprecated versions are not listed."""
+    known = table().get("engine_versions")
+    if params.get("Action") != "DescribeDBEngineVersions" or known is None:
+        return forward()
+    engine, version = params.get("Engine", ""), params.get("EngineVersion")
+    rows = "".join(
+        "<DBEngineVersion><Engine>%s</Engine><EngineVersion>%s</EngineVersion></DBEngineVersion>" % (engine, v)
+        for v in known.get(engine, []) if version in (None, v))
+    body = ('<DescribeDBEngineVersionsResponse xmlns="http://rds.amazonaws.com/doc/2014-10-31/">'
+            "<DescribeDBEngineVersionsResult><DBEngineVersions>%s</DBEngineVersions></DescribeDBEngineVersionsResult>"
+            "<ResponseMetadata><RequestId>strict-proxy</RequestId></ResponseMetadata></DescribeDBEngineVersionsResponse>" % rows)
+    return 200, [("Content-Type", "text/xml")], body.encode()
+
+
 def service_of(headers):
     m = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/", headers.get("Authorization") or "")
     return m.group(1) if m else ""
@@ -331,12 +354,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 answer = ssm(target, body, forward)
             elif service == "elasticfilesystem" and self.command == "POST" and self.path.startswith("/2015-02-01/mount-targets"):
                 answer = efs_mount_target(auth, body, forward)
-            elif service in ("ec2", "elasticloadbalancing", "iam") and self.command == "POST":
+            elif service in ("ec2", "elasticloadbalancing", "iam", "rds") and self.command == "POST":
                 params = dict(urllib.parse.parse_qsl(body.decode(), keep_blank_values=True))
                 if service == "ec2":
                     answer = ec2(auth, params, forward)
                 elif service == "iam":
                     answer = iam(params, forward)
+                elif service == "rds":
+                    answer = rds(params, forward)
                 else:
                     answer = elbv2(auth, params, forward)
             else:
