@@ -92,3 +92,29 @@ async fn alb_asg_through_throttling() {
 async fn custom_scaler_through_throttling() {
     same_as_clean("stacks/custom-scaler.yaml", "th-cs", 5).await;
 }
+
+/// An endpoint nobody answers on: `plan` fails with exit 1 and one error line plus its hint,
+/// naming the call and the cause, never the SDK's Debug dump of the error chain.
+#[test]
+fn an_unreachable_endpoint_is_one_clear_line() {
+    let emu = Emulator::start();
+    let stack = StackFile::example("nowhere", &[]);
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    // The test environment's AWS_MAX_ATTEMPTS=2 stays: the retry budget is not under test.
+    let mut c = emu.iac_at(&closed);
+    c.arg("plan").arg(stack.path());
+    let r = run(c);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", r.stderr);
+    assert!(lines[0].starts_with("error: "), "{}", r.stderr);
+    assert!(
+        lines[0].contains("failed: no answer: Connection refused"),
+        "{}",
+        r.stderr
+    );
+    assert!(lines[1].trim_start().starts_with("help: "), "{}", r.stderr);
+    for dump in ["DispatchFailure", "ConnectorError", "{ ", "Some("] {
+        assert!(!r.stderr.contains(dump), "{dump} in {}", r.stderr);
+    }
+}

@@ -3,7 +3,6 @@
 use std::error::Error as StdError;
 
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde::Serialize;
 
@@ -101,6 +100,30 @@ pub fn classify_code(code: &str) -> ErrorClass {
     }
 }
 
+/// The Display of an error and of each of its sources, joined with ": " (repeats dropped): one
+/// line, never a Debug dump.
+fn causes(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// The Display of the deepest source of an error.
+fn innermost(err: &(dyn StdError + 'static)) -> String {
+    let mut e = err;
+    while let Some(inner) = e.source() {
+        e = inner;
+    }
+    e.to_string()
+}
+
 impl AwsError {
     /// Wraps an SDK error with the operation's name.
     pub fn from_sdk<E, R>(op: &str, err: SdkError<E, R>) -> Self
@@ -130,7 +153,7 @@ impl AwsError {
                     (None, Some(status)) if code.is_none() => {
                         format!("HTTP {status} without an error message")
                     }
-                    (None, _) => format!("{}", DisplayErrorContext(&err)),
+                    (None, _) => causes(&err),
                 };
                 (class, code, msg)
             }
@@ -142,16 +165,14 @@ impl AwsError {
                     http_status(&err).unwrap_or_default()
                 ),
             ),
+            // The request never got an answer: the innermost cause says why (connection
+            // refused, DNS, TLS, a timeout), without the SDK's Debug dump of the whole chain.
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => (
                 ErrorClass::Unreachable,
                 None,
-                format!("{}", DisplayErrorContext(&err)),
+                format!("no answer: {}", innermost(&err)),
             ),
-            _ => (
-                ErrorClass::Other,
-                None,
-                format!("{}", DisplayErrorContext(&err)),
-            ),
+            _ => (ErrorClass::Other, None, causes(&err)),
         };
         let message = match &code {
             Some(c) => format!("{c}: {message}"),

@@ -9,7 +9,7 @@ use crate::render::{self, UserData};
 use crate::stack::{Stack, Tier};
 
 /// The user-data of every role of the stack's tier, by role name.
-pub fn user_data(stack: &Stack) -> anyhow::Result<Vec<(&'static str, UserData)>> {
+pub fn user_data(stack: &Stack) -> Result<Vec<(&'static str, UserData)>, render::RenderError> {
     Ok(match stack.spec.tier {
         Tier::LbVms => vec![
             ("balancer", render::lb_vms::balancer(stack)?),
@@ -40,6 +40,57 @@ pub fn user_data(stack: &Stack) -> anyhow::Result<Vec<(&'static str, UserData)>>
             roles
         }
     })
+}
+
+/// Whether everything `iac` renders from a valid stack can be rendered: every role's user-data
+/// and the app or service spec it publishes. Run by the stack loader (see [`StackArgs::load`])
+/// so that such a stack is refused as invalid input, at the position of the value at fault,
+/// before any AWS call.
+pub fn findings(stack: &Stack) -> Vec<crate::stack::Finding> {
+    // A local fleet launches nothing: there is no user-data to render.
+    let local = stack
+        .spec
+        .scaler
+        .as_ref()
+        .is_some_and(|s| s.fleet == crate::stack::FleetKind::Local);
+    if stack.spec.tier == Tier::CustomScaler && local {
+        return Vec::new();
+    }
+    let specs = || -> Result<(), render::RenderError> {
+        match stack.spec.tier {
+            Tier::SingleVm | Tier::LbVms => render::app_spec::app_spec(stack).map(drop),
+            Tier::Swarm => render::swarm::service_spec(stack).map(drop),
+            Tier::AlbAsg | Tier::CustomScaler => Ok(()),
+        }
+    };
+    match user_data(stack).map(drop).and_then(|()| specs()) {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![finding(e)],
+    }
+}
+
+fn finding(e: render::RenderError) -> crate::stack::Finding {
+    use render::RenderError as E;
+    let (path, expected) = match &e {
+        E::Invalid { field, .. } => (
+            field.clone(),
+            "a value iac can write into the instance's files and parameters",
+        ),
+        E::TooLarge { .. } => (
+            "app.environment".to_string(),
+            "fewer or shorter environment values",
+        ),
+        E::Template { .. } | E::Compress(_) => (String::new(), ""),
+    };
+    let message = match e {
+        E::Invalid { message, .. } => message,
+        other => other.to_string(),
+    };
+    crate::stack::Finding {
+        path,
+        message,
+        expected: expected.to_string(),
+    }
 }
 
 pub fn run(

@@ -40,10 +40,16 @@ impl StackArgs {
         })
     }
 
-    /// Reads, merges, interpolates (from this process's environment) and validates.
+    /// Reads, merges, interpolates (from this process's environment) and validates, including
+    /// that every file `iac` renders from the stack can be rendered (so no AWS call is made for
+    /// a stack whose user-data or app spec could never be written).
     pub fn load(&self) -> anyhow::Result<Loaded> {
         let env = |name: &str| std::env::var(name).ok();
-        Ok(stack::layers::load(&self.sources()?, &env)?)
+        Ok(stack::layers::load(
+            &self.sources()?,
+            &env,
+            &super::render::findings,
+        )?)
     }
 
     /// The files, for messages.

@@ -44,7 +44,12 @@ pub struct Loaded {
 const HIDDEN: &[&str] = &["PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY"];
 
 /// Reads, merges, interpolates and validates. `env` looks up environment variables.
-pub fn load(src: &Sources, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, StackError> {
+/// `extra` runs on the stack once it validates (see [`super::Finding`]).
+pub fn load(
+    src: &Sources,
+    env: &dyn Fn(&str) -> Option<String>,
+    extra: super::ExtraCheck,
+) -> Result<Loaded, StackError> {
     let Some(first) = src.files.first() else {
         return Err(StackError::Invalid(vec![Diagnostic {
             file: PathBuf::from("iac"),
@@ -68,7 +73,7 @@ pub fn load(src: &Sources, env: &dyn Fn(&str) -> Option<String>) -> Result<Loade
     if let [(path, text)] = texts.as_slice() {
         if src.sets.is_empty() && !text.contains('$') {
             return Ok(Loaded {
-                stack: super::parse(path, text)?,
+                stack: super::parse_checked(path, text, extra)?,
                 provenance: Vec::new(),
             });
         }
@@ -107,7 +112,7 @@ pub fn load(src: &Sources, env: &dyn Fn(&str) -> Option<String>) -> Result<Loade
     }
     let text = tree::emit(&root);
     let index = OriginIndex::of(&root);
-    match super::parse(first, &text) {
+    match super::parse_checked(first, &text, extra) {
         Ok(stack) => Ok(Loaded {
             stack,
             provenance: provenance(&index, first),
@@ -326,7 +331,7 @@ mod tests {
             files: vec![base.clone(), prod.clone()],
             sets: vec!["app.port=8080".into()],
         };
-        let l = load(&src, &env).expect("valid");
+        let l = load(&src, &env, &|_| Vec::new()).expect("valid");
         assert_eq!(l.stack.name(), "shop-prod");
         assert_eq!(l.stack.spec.app.image, "shop:abc123");
         assert_eq!(l.stack.spec.app.port, 8080);
@@ -348,7 +353,7 @@ mod tests {
     }
 
     fn errors(src: &Sources) -> Vec<Diagnostic> {
-        match load(src, &env) {
+        match load(src, &env, &|_| Vec::new()) {
             Err(StackError::Invalid(d)) => d,
             other => panic!("expected errors, got {other:?}"),
         }
@@ -441,6 +446,7 @@ mod tests {
                 sets: vec![],
             },
             &env,
+            &|_| Vec::new(),
         ) {
             Err(StackError::Invalid(d)) => d,
             other => panic!("expected errors, got {other:?}"),

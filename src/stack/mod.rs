@@ -82,8 +82,26 @@ fn too_large(path: &Path, text: &str) -> StackError {
     }])
 }
 
+/// A problem found in a valid stack by a check that lives above this module (whether its files
+/// render, for one): reported like any validation error, at the position of `path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The YAML path of the value at fault (`app.environment.FOO`).
+    pub path: String,
+    pub message: String,
+    pub expected: String,
+}
+
+/// Checks run on a stack once it validates; see [`Finding`].
+pub type ExtraCheck<'a> = &'a dyn Fn(&Stack) -> Vec<Finding>;
+
 /// Parses and validates stack text; `path` is used for messages and relative files.
 pub fn parse(path: &Path, text: &str) -> Result<Stack, StackError> {
+    parse_checked(path, text, &|_| Vec::new())
+}
+
+/// [`parse`], then `extra` on the valid stack.
+pub fn parse_checked(path: &Path, text: &str, extra: ExtraCheck) -> Result<Stack, StackError> {
     if text.len() > MAX_BYTES {
         return Err(too_large(path, text));
     }
@@ -115,6 +133,20 @@ pub fn parse(path: &Path, text: &str) -> Result<Stack, StackError> {
                 spec,
             };
             diags.extend(validate::validate(&stack, &map));
+            if diags.is_empty() {
+                diags.extend(extra(&stack).into_iter().map(|f| {
+                    let at = map.value_pos(&f.path);
+                    Diagnostic {
+                        file: path.to_path_buf(),
+                        line: at.line,
+                        column: at.column,
+                        path: f.path,
+                        message: f.message,
+                        expected: (!f.expected.is_empty()).then_some(f.expected),
+                        hint: None,
+                    }
+                }));
+            }
             if diags.is_empty() {
                 Ok(stack)
             } else {
