@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 
 use aws_sdk_autoscaling::types::{AutoScalingGroup, ScalingPolicy};
 use aws_sdk_ec2::types::{LaunchTemplateVersion, ResponseLaunchTemplateData};
-use aws_sdk_efs::types::FileSystemDescription;
 use aws_sdk_rds::types::DbCluster;
 use base64::Engine;
 use common::*;
@@ -77,17 +76,6 @@ async fn cluster(rds: &aws_sdk_rds::Client, stack: &str) -> Option<DbCluster> {
         .await
         .ok()
         .and_then(|c| c.db_clusters().first().cloned())
-}
-
-/// The file systems created for the stack (by creation token).
-async fn file_systems(efs: &aws_sdk_efs::Client, stack: &str) -> Vec<FileSystemDescription> {
-    efs.describe_file_systems()
-        .creation_token(format!("iac-{stack}-efs"))
-        .send()
-        .await
-        .expect("describe file systems")
-        .file_systems()
-        .to_vec()
 }
 
 /// The value of SSM parameter `name`, if it exists.

@@ -317,20 +317,8 @@ async fn a_load_balancer_and_mount_targets_get_one_subnet_per_zone() {
     assert!(lb_zones.contains(&"us-east-1a") && lb_zones.contains(&"us-east-1b"));
 
     let efs = aws_sdk_efs::Client::new(&config);
-    let fss = efs
-        .describe_file_systems()
-        .send()
-        .await
-        .expect("file systems");
-    let fs = fss
-        .file_systems()
-        .iter()
-        .find(|f| {
-            f.tags()
-                .iter()
-                .any(|t| t.key() == "iac:stack" && t.value() == "perzone")
-        })
-        .expect("the stack's file system");
+    let fss = file_systems(&efs, "perzone").await;
+    let fs = fss.first().expect("the stack's file system");
     let targets = efs
         .describe_mount_targets()
         .file_system_id(fs.file_system_id())

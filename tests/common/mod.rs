@@ -631,3 +631,17 @@ impl Drop for AwsProxy {
         let _ = self.child.wait();
     }
 }
+
+/// The file systems created for the stack (by creation token).
+pub async fn file_systems(
+    efs: &aws_sdk_efs::Client,
+    stack: &str,
+) -> Vec<aws_sdk_efs::types::FileSystemDescription> {
+    efs.describe_file_systems()
+        .creation_token(format!("iac-{stack}-efs"))
+        .send()
+        .await
+        .expect("describe file systems")
+        .file_systems()
+        .to_vec()
+}
