@@ -29,7 +29,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 . scripts/realboot/lock.sh
 rb_lock
 bash scripts/realboot/daemons.sh start
-trap 'bash scripts/realboot/daemons.sh stop' EXIT
+trap 'bash scripts/realboot/daemons.sh stop || { echo "error: stopping the real-boot engine failed (scripts/realboot/daemons.sh stop)" >&2; exit 1; }' EXIT
 bash scripts/realboot/images.sh
 
 cargo test --workspace --all-targets --no-fail-fast

@@ -71,7 +71,9 @@ drop_docker_rules() {
   for ipt in iptables ip6tables; do
     command -v $ipt >/dev/null 2>&1 || continue
     for t in filter nat; do
-      $ipt -t $t -S 2>/dev/null | grep -E '^-A .*(DOCKER|docker0)' | sed 's/^-A/-D/' | while read -r rule; do
+      # `|| true`: a table without docker's rules (ip6tables, when docker left IPv6 alone) is
+      # not an error; under pipefail grep's "no match" would end the script with status 1.
+      { $ipt -t $t -S 2>/dev/null || true; } | { grep -E '^-A .*(DOCKER|docker0)' || true; } | sed 's/^-A/-D/' | while read -r rule; do
         eval "$ipt -t $t $rule" 2>/dev/null || true
       done
       for chain in $($ipt -t $t -S 2>/dev/null | sed -n 's/^-N \(DOCKER[A-Z0-9_-]*\)$/\1/p'); do
