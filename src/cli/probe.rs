@@ -45,7 +45,7 @@ pub async fn http_ready(
         deadline,
         Backoff {
             first: Duration::from_secs(5),
-            factor: 1.3,
+            fraction: 0.25,
             max: Duration::from_secs(15),
         },
         reporter,
