@@ -87,37 +87,63 @@ pub fn agent_bin() -> PathBuf {
     bin
 }
 
-/// A running moto server, stopped on drop.
+/// A running moto server, stopped on drop. Its output goes to a log file, whose tail a failing
+/// test prints (a 500 from the emulator is explained there).
 pub struct Emulator {
     child: Child,
     pub port: u16,
     pub url: String,
+    log: tempfile::NamedTempFile,
 }
 
 impl Emulator {
     pub fn start() -> Emulator {
         let server = moto_server();
         let port = free_port();
+        let log = tempfile::NamedTempFile::new().expect("a log file for the emulator");
+        let out = log.reopen().expect("the emulator's log");
+        let err = log.reopen().expect("the emulator's log");
         let child = Command::new(&server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             // AWS managed policies (AmazonSSMManagedInstanceCore) exist only when loaded.
             .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(out)
+            .stderr(err)
             .spawn()
             .expect("start moto_server");
         let url = format!("http://127.0.0.1:{port}");
+        let mut emu = Emulator {
+            child,
+            port,
+            url,
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            emu.assert_alive();
             assert!(
                 Instant::now() < deadline,
-                "moto did not start on port {port}"
+                "moto did not start on port {port}:\n{}",
+                emu.log_tail()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let emu = Emulator { child, port, url };
         emu.seed();
         emu
+    }
+
+    /// Panics with the emulator's log when its process has exited.
+    pub fn assert_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("the emulator exited ({status}):\n{}", self.log_tail());
+        }
+    }
+
+    /// The last 40 lines of the emulator's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
     /// What an AWS Academy account already has: vockey, LabInstanceProfile, the hosted zone,
@@ -179,6 +205,15 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let alive = matches!(self.child.try_wait(), Ok(None));
+            eprintln!(
+                "--- emulator on port {} ({}), last lines of its log:\n{}",
+                self.port,
+                if alive { "running" } else { "exited" },
+                self.log_tail()
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
