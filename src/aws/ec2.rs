@@ -489,9 +489,7 @@ pub async fn delete_key_pair(aws: &Aws, name: &str) -> Result<(), AwsError> {
 #[derive(Debug, Default)]
 pub struct InstanceScan {
     pub live: Vec<Observed>,
-    /// Per logical id, how many were terminated: part of the next client token, so a
-    /// replacement is never answered with the dead instance of an earlier request.
-    pub terminated_per_id: BTreeMap<String, u32>,
+    /// Terminated (or terminating) instances, which DescribeInstances lists for about an hour.
     pub terminated_ids: Vec<String>,
     /// Live instances tagged with the stack but without `iac:id`: launched by something of the
     /// stack rather than by `iac up` (an Auto Scaling group, the custom scaler's monitor). Their
@@ -524,9 +522,6 @@ pub async fn discover_instances(aws: &Aws, stack: &str) -> Result<InstanceScan, 
             .map(|n| n.as_str().to_string())
             .unwrap_or_default();
         if state == "terminated" || state == "shutting-down" {
-            if let Some(id) = t.get(tags::ID) {
-                *scan.terminated_per_id.entry(id.clone()).or_insert(0) += 1;
-            }
             scan.terminated_ids
                 .extend(i.instance_id().map(str::to_string));
             continue;

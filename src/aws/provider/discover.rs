@@ -15,7 +15,6 @@ use crate::tiers::Inputs;
 #[derive(Debug, Default, Clone)]
 pub struct Discovered {
     pub resources: Vec<Observed>,
-    pub terminated_per_id: BTreeMap<String, u32>,
     pub terminated_ids: Vec<String>,
     /// custom-scaler: the instances the monitor launched (tagged `iac:scaler=pool`, no `iac:id`),
     /// reported with the logical id `pool`. Not part of `resources`: `up` and `plan` neither
@@ -90,7 +89,6 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Discovered, AwsError> {
         .collect();
     Ok(Discovered {
         resources,
-        terminated_per_id: instances.terminated_per_id,
         terminated_ids: instances.terminated_ids,
         pool,
     })
