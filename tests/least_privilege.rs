@@ -501,9 +501,25 @@ async fn custom_scaler_monitor_launches_only_tagged_pool_instances_from_its_temp
     );
     for r in roles.values() {
         assert_general(r, false);
-        assert!(!r.allows("ssm:PutParameter"), "{r:?}");
     }
     let agents = &roles[&name("agents")];
+    // TLS: the monitor alone reads its key and certificates, and writes only the CA certificate
+    // the agents pin; the agents read that CA and write nothing.
+    assert!(!agents.allows("ssm:PutParameter"), "{agents:?}");
+    assert!(agents
+        .params("ssm:GetParameter")
+        .contains(&p(stack, "scaler-ca")));
+    assert!(!agents
+        .params("ssm:GetParameter")
+        .contains(&p(stack, "scaler-tls")));
+    let monitor_role = &roles[&name("monitor")];
+    assert_eq!(
+        monitor_role.params("ssm:PutParameter"),
+        set(&[p(stack, "scaler-ca")])
+    );
+    assert!(monitor_role
+        .params("ssm:GetParameter")
+        .contains(&p(stack, "scaler-tls")));
     for a in [
         "ec2:RunInstances",
         "ec2:TerminateInstances",
@@ -571,6 +587,50 @@ async fn custom_scaler_monitor_launches_only_tagged_pool_instances_from_its_temp
     let token = secure_value(&emu, &p(stack, "scaler-token")).await;
     assert!(token.len() >= 16);
     assert!(!log.contains(&token), "the -vvv log holds the scaler token");
+    // The TLS bundle iac generated: a key, the monitor's certificate and the CA; the key is in
+    // no log.
+    let bundle = secure_value(&emu, &p(stack, "scaler-tls")).await;
+    assert!(
+        bundle.starts_with("-----BEGIN PRIVATE KEY-----\n"),
+        "{}",
+        bundle.len()
+    );
+    assert_eq!(bundle.matches("-----BEGIN CERTIFICATE-----").count(), 2);
+    let key_line = bundle.lines().nth(1).expect("a key line");
+    assert!(
+        !log.contains(key_line),
+        "the -vvv log holds the monitor's TLS key"
+    );
+    // openssl agrees: the certificate is signed by the CA, for the name the agents verify.
+    let blocks: Vec<String> = bundle
+        .split_inclusive("-----\n")
+        .collect::<String>()
+        .split("-----BEGIN ")
+        .filter(|b| !b.is_empty())
+        .map(|b| format!("-----BEGIN {b}"))
+        .collect();
+    assert_eq!(blocks.len(), 3, "{}", blocks.len());
+    let dir = tempfile::tempdir().expect("tmp");
+    let (cert, ca) = (dir.path().join("cert.pem"), dir.path().join("ca.pem"));
+    std::fs::write(&cert, &blocks[1]).expect("write");
+    std::fs::write(&ca, &blocks[2]).expect("write");
+    let verify = std::process::Command::new("openssl")
+        .args([
+            "verify",
+            "-verify_hostname",
+            iac_proto::MONITOR_TLS_NAME,
+            "-CAfile",
+        ])
+        .arg(&ca)
+        .arg(&cert)
+        .output()
+        .expect("openssl runs (apt-get install openssl)");
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
     down(&emu, stack);
     assert!(roles_gone(&emu, stack).await);
 }

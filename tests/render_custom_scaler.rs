@@ -12,8 +12,9 @@ mod render_common;
 use std::fs;
 
 use iac::render::custom_scaler::{
-    agent, monitor, monitor_refresh_command, AGENT_BIN, AGENT_ENV, AGENT_UNIT, IAC_BIN,
-    MONITOR_ENV, MONITOR_STACK_FILE, MONITOR_UNIT, REFRESH_SCRIPT,
+    agent, monitor, monitor_refresh_command, AGENT_BIN, AGENT_CA, AGENT_ENV, AGENT_UNIT, IAC_BIN,
+    MONITOR_ENV, MONITOR_STACK_FILE, MONITOR_TLS_CERT, MONITOR_TLS_KEY, MONITOR_UNIT,
+    REFRESH_SCRIPT,
 };
 use iac::render::USER_DATA_LIMIT;
 use iac::stack::Stack;
@@ -27,6 +28,11 @@ const IAC_BYTES: &str = "#!/bin/sh\necho fake iac\n";
 const TOKEN: &str = "tOk3n-Secret_value-0123456789abcdef";
 const MONITOR_ADDRESS: &str = "10.0.3.9:7700";
 const STORED_STACK: &str = "# stored\nname: shop\n";
+
+/// The TLS bundle `iac up` stores for the stack (key, certificate, CA), as iac generates it.
+fn tls() -> iac_scaler::tls::StackTls {
+    iac_scaler::tls::generate().expect("certificates")
+}
 
 fn sha256_hex(text: &str) -> String {
     format!("{:x}", Sha256::digest(text.as_bytes()))
@@ -127,12 +133,18 @@ fn units_restart_always_and_read_the_token_from_a_file() {
         unit.contains(&format!("\nEnvironmentFile={AGENT_ENV}\n")),
         "{unit}"
     );
+    // The stack's own monitor: TLS, pinned to the stack's CA, handed over as a credential.
+    assert!(
+        unit.contains(&format!("\nLoadCredential=scaler-ca.pem:{AGENT_CA}\n")),
+        "{unit}"
+    );
     assert!(
         unit.contains(&format!(
-            "\nExecStart={AGENT_BIN} --monitor http://${{IAC_MONITOR_ADDRESS}} --allow-plaintext --admin 127.0.0.1:7799\n"
+            "\nExecStart={AGENT_BIN} --monitor https://${{IAC_MONITOR_ADDRESS}} --ca-file %d/scaler-ca.pem --admin 127.0.0.1:7799\n"
         )),
         "{unit}"
     );
+    assert!(!unit.contains("--allow-plaintext"), "{unit}");
     let m = monitor(&stack).unwrap();
     let unit = file(&m, MONITOR_UNIT);
     assert!(unit.contains("\nRestart=always\n"), "{unit}");
@@ -144,8 +156,14 @@ fn units_restart_always_and_read_the_token_from_a_file() {
     assert!(unit.contains(&format!(
         "\nLoadCredential=stack.yaml:{MONITOR_STACK_FILE}\n"
     )));
+    for (name, path) in [("tls.crt", MONITOR_TLS_CERT), ("tls.key", MONITOR_TLS_KEY)] {
+        assert!(
+            unit.contains(&format!("\nLoadCredential={name}:{path}\n")),
+            "{unit}"
+        );
+    }
     assert!(unit.contains(&format!(
-        "\nExecStart={IAC_BIN} scale --custom-monitor %d/stack.yaml\n"
+        "\nExecStart={IAC_BIN} scale --custom-monitor %d/stack.yaml --tls-cert %d/tls.crt --tls-key %d/tls.key\n"
     )));
     // Never root, and a read-only view of the system.
     for line in [
@@ -240,6 +258,7 @@ fn agent_sandbox() -> Sandbox {
     let sb = sandbox(&agent(&shop()).unwrap().script);
     sb.param("/iac/shop/scaler-token", TOKEN);
     sb.param("/iac/shop/monitor-address", MONITOR_ADDRESS);
+    sb.param("/iac/shop/scaler-ca", tls().ca_pem.trim_end());
     sb
 }
 
@@ -303,6 +322,13 @@ fn agent_with_the_right_checksum_is_installed_as_a_unit() {
     );
     assert_eq!(sb.mode(AGENT_ENV), 0o600);
     assert_eq!(sb.mode("/etc/iac"), 0o700);
+    // The CA the monitor published, for the unit to pin.
+    assert!(
+        sb.read(AGENT_CA)
+            .starts_with("-----BEGIN CERTIFICATE-----\n"),
+        "{}",
+        sb.read(AGENT_CA)
+    );
     let calls = sb.calls();
     assert!(
         calls.contains("curl -fsSL --proto =https --tlsv1.2 -m 300 -o "),
@@ -369,6 +395,21 @@ fn monitor_sandbox() -> Sandbox {
     sb
 }
 
+/// The monitor's TLS files come from the bundle, root-only; the CA is published for the agents
+/// from a file (never argv), and the key is nowhere else.
+fn assert_tls_installed(sb: &Sandbox, out: &std::process::Output, t: &iac_scaler::tls::StackTls) {
+    assert_eq!(sb.read(MONITOR_TLS_KEY), t.key_pem);
+    assert_eq!(sb.read(MONITOR_TLS_CERT), t.cert_pem);
+    assert_eq!(sb.mode(MONITOR_TLS_KEY), 0o600);
+    let calls = sb.calls();
+    assert!(
+        calls.contains("aws ssm put-parameter --name /iac/shop/scaler-ca --type String --overwrite --value file://"),
+        "{calls}"
+    );
+    let key_line = t.key_pem.lines().nth(1).expect("a key line");
+    sb.assert_not_leaked(out, key_line, true);
+}
+
 #[test]
 fn monitor_with_the_wrong_checksum_is_refused_and_never_started() {
     let sb = monitor_sandbox();
@@ -385,6 +426,8 @@ fn monitor_with_the_wrong_checksum_is_refused_and_never_started() {
 #[test]
 fn monitor_installs_the_stack_file_the_token_and_the_unit() {
     let sb = monitor_sandbox();
+    let t = tls();
+    sb.param("/iac/shop/scaler-tls", t.bundle().trim_end());
     let out = sb.run(&[("STUB_DOWNLOAD", IAC_BYTES)]);
     assert!(
         out.status.success(),
@@ -405,6 +448,23 @@ fn monitor_installs_the_stack_file_the_token_and_the_unit() {
     assert!(has_call(&calls, "systemctl enable iac-monitor"), "{calls}");
     assert!(has_call(&calls, "systemctl restart iac-monitor"), "{calls}");
     sb.assert_not_leaked(&out, TOKEN, true);
+    assert_tls_installed(&sb, &out, &t);
+}
+
+/// A TLS parameter that is not the bundle iac generated stops the monitor's configuration.
+#[test]
+fn monitor_refuses_a_tls_parameter_that_is_not_its_bundle() {
+    let sb = monitor_sandbox();
+    sb.param("/iac/shop/scaler-tls", "not a bundle");
+    let out = sb.run(&[("STUB_DOWNLOAD", IAC_BYTES)]);
+    assert!(!out.status.success(), "{}", sb.explain(&out));
+    assert!(
+        sb.log()
+            .contains("does not hold the TLS key and certificates iac generated"),
+        "{}",
+        sb.log()
+    );
+    assert!(!sb.full(MONITOR_TLS_KEY).exists());
 }
 
 /// The command `iac up` sends when the stack file changes: installs it and restarts the
@@ -415,6 +475,8 @@ fn refresh_command_installs_a_new_stack_file_and_restarts() {
     let sb = sandbox(&monitor_refresh_command(&stack).unwrap());
     sb.param("/iac/shop/scaler-token", TOKEN);
     sb.param("/iac/shop/stack-file", STORED_STACK);
+    let t = tls();
+    sb.param("/iac/shop/scaler-tls", t.bundle().trim_end());
     let env = [("IAC_REGION", "us-east-1")];
     let out = sb.run_with(&tool("dash", "dash"), &[], &env);
     assert!(out.status.success(), "{}", sb.explain(&out));
@@ -423,6 +485,7 @@ fn refresh_command_installs_a_new_stack_file_and_restarts() {
     // The systemctl stub says the unit is active: a change restarts it.
     assert!(has_call(&sb.calls(), "systemctl restart iac-monitor"));
     sb.assert_not_leaked(&out, TOKEN, true);
+    assert_tls_installed(&sb, &out, &t);
 
     sb.clear_calls();
     let out = sb.run_with(&tool("dash", "dash"), &[], &env);
@@ -438,4 +501,35 @@ fn refresh_command_installs_a_new_stack_file_and_restarts() {
     assert!(out.status.success(), "{}", sb.explain(&out));
     assert!(has_call(&sb.calls(), "systemctl restart iac-monitor"));
     assert!(sb.read(MONITOR_STACK_FILE).ends_with("region: us-east-1\n"));
+}
+
+/// A monitor the stack names itself (`scaler.monitor.address`): iac knows no CA for it, so the
+/// agents reach it in plaintext, saying so, and read no CA parameter.
+#[test]
+fn agents_of_a_monitor_the_stack_names_use_plaintext_and_no_ca() {
+    let yaml = format!(
+        r#"version: 1
+name: shop
+tier: custom-scaler
+app:
+  image: ghcr.io/example/shop:2.0
+  port: 8080
+instance:
+  instance_profile: LabInstanceProfile
+scaler:
+  monitor:
+    address: 10.0.3.9:7700
+  agent:
+    binary: {{ url: https://downloads.example.org/iac-agent, sha256: {agent} }}
+"#,
+        agent = sha256_hex(AGENT_BYTES),
+    );
+    let a = agent(&stack_from(&yaml)).unwrap();
+    let unit = file(&a, AGENT_UNIT);
+    assert!(
+        unit.contains("--monitor http://${IAC_MONITOR_ADDRESS} --allow-plaintext"),
+        "{unit}"
+    );
+    assert!(!unit.contains("LoadCredential"), "{unit}");
+    assert!(!a.script.contains("scaler-ca"), "{}", a.script);
 }

@@ -278,7 +278,9 @@ fn compare(
                 };
             }
             match &s.value {
-                ParamValue::Generated | ParamValue::WrittenByInstances => Action::Keep,
+                ParamValue::Generated
+                | ParamValue::GeneratedTls { .. }
+                | ParamValue::WrittenByInstances => Action::Keep,
                 ParamValue::Template { text, refs } => match resolve_template(text, refs, kept) {
                     Some(want) if value.as_deref() == Some(want.as_str()) => Action::Keep,
                     Some(_) => Action::Update {

@@ -86,7 +86,15 @@ pub const AGENTS_ROLE: &str = "agents";
 /// as the pool (handing them only the agents' role), and terminate only those. Neither writes.
 pub fn roles(stack: &Stack) -> Vec<super::MachineRole> {
     let param = |leaf| super::param(stack, leaf);
+    let managed_monitor = stack
+        .spec
+        .scaler
+        .as_ref()
+        .is_none_or(|sc| sc.monitor.address.is_none());
     let mut agents = vec![param(r::TOKEN_PARAM), param(r::MONITOR_ADDRESS_PARAM)];
+    if managed_monitor {
+        agents.push(param(r::CA_PARAM));
+    }
     agents.extend(super::app_secret_params(stack));
     let mut out = vec![super::MachineRole {
         name: AGENTS_ROLE,
@@ -95,11 +103,6 @@ pub fn roles(stack: &Stack) -> Vec<super::MachineRole> {
             ..Default::default()
         },
     }];
-    let managed_monitor = stack
-        .spec
-        .scaler
-        .as_ref()
-        .is_none_or(|sc| sc.monitor.address.is_none());
     if managed_monitor {
         let mut template_tags = BTreeMap::new();
         template_tags.insert(
@@ -116,7 +119,13 @@ pub fn roles(stack: &Stack) -> Vec<super::MachineRole> {
         out.push(super::MachineRole {
             name: MONITOR_ROLE,
             grants: RoleGrants {
-                reads: vec![param(r::TOKEN_PARAM), param(r::STACK_FILE_PARAM)],
+                reads: vec![
+                    param(r::TOKEN_PARAM),
+                    param(r::STACK_FILE_PARAM),
+                    param(r::TLS_PARAM),
+                ],
+                // The stack's CA, for the agents (public; from the TLS bundle).
+                writes: vec![param(r::CA_PARAM)],
                 pool: Some(PoolGrant {
                     template_tags,
                     pool_tags: pool,
@@ -183,6 +192,26 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         ),
     ];
     if managed_monitor {
+        // The monitor's TLS key, certificate and CA (read by the monitor only), and the CA
+        // certificate the monitor publishes for the agents to pin.
+        out.push(super::stack_param(
+            stack,
+            r::TLS_PARAM,
+            true,
+            ParamValue::GeneratedTls {
+                server_name: iac_proto::MONITOR_TLS_NAME.to_string(),
+            },
+            None,
+            &[],
+        ));
+        out.push(super::stack_param(
+            stack,
+            r::CA_PARAM,
+            false,
+            ParamValue::WrittenByInstances,
+            None,
+            &[],
+        ));
         out.push(security_group(
             stack,
             inputs,
@@ -223,7 +252,12 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
                 inputs.subnet_id.clone(),
                 &ud,
             )?),
-            &[MONITOR_SG, r::TOKEN_PARAM, r::STACK_FILE_PARAM],
+            &[
+                MONITOR_SG,
+                r::TOKEN_PARAM,
+                r::STACK_FILE_PARAM,
+                r::TLS_PARAM,
+            ],
         ));
         out.push(super::stack_param(
             stack,
@@ -314,6 +348,8 @@ mod tests {
             [
                 AGENTS_SG,
                 "scaler-token",
+                "scaler-tls",
+                "scaler-ca",
                 MONITOR_SG,
                 "stack-file",
                 MONITOR,

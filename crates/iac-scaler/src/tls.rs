@@ -44,20 +44,37 @@ pub enum TlsError {
     Load(String),
 }
 
+impl StackTls {
+    /// The one text `iac up` stores (a SecureString only the monitor reads): the monitor's key,
+    /// its certificate, then the CA's certificate, PEM blocks in that order.
+    pub fn bundle(&self) -> String {
+        format!("{}{}{}", self.key_pem, self.cert_pem, self.ca_pem)
+    }
+}
+
 /// A CA and the monitor's certificate (for [`iac_proto::MONITOR_TLS_NAME`]), valid from the
 /// start of this year for ten years.
 pub fn generate() -> Result<StackTls, TlsError> {
+    generate_for(iac_proto::MONITOR_TLS_NAME)
+}
+
+/// [`generate`] for another server name.
+pub fn generate_for(server_name: &str) -> Result<StackTls, TlsError> {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
     let year = 1970 + (secs / 31_556_952) as i32;
-    generate_between(year, year + 10)
+    generate_named(server_name, year, year + 10)
 }
 
 /// [`generate`] with the validity given in years (from 1 January to 1 January): tests make
 /// expired certificates with it.
 pub fn generate_between(from_year: i32, to_year: i32) -> Result<StackTls, TlsError> {
+    generate_named(iac_proto::MONITOR_TLS_NAME, from_year, to_year)
+}
+
+fn generate_named(server_name: &str, from_year: i32, to_year: i32) -> Result<StackTls, TlsError> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
@@ -77,10 +94,9 @@ pub fn generate_between(from_year: i32, to_year: i32) -> Result<StackTls, TlsErr
     let ca_pem = ca.self_signed(&ca_key).map_err(e)?.pem();
     let issuer = Issuer::new(ca, ca_key);
 
-    let mut leaf =
-        CertificateParams::new(vec![iac_proto::MONITOR_TLS_NAME.to_string()]).map_err(e)?;
+    let mut leaf = CertificateParams::new(vec![server_name.to_string()]).map_err(e)?;
     leaf.distinguished_name
-        .push(DnType::CommonName, iac_proto::MONITOR_TLS_NAME);
+        .push(DnType::CommonName, server_name);
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     (leaf.not_before, leaf.not_after) = (from, to);
     let key = KeyPair::generate().map_err(e)?;

@@ -325,9 +325,24 @@ impl Applier {
             }
             (Spec::SsmParameter(s), _) => {
                 let value = match &s.value {
-                    ParamValue::Generated if action != "create" => return Ok(Some(s.name.clone())),
+                    ParamValue::Generated | ParamValue::GeneratedTls { .. }
+                        if action != "create" =>
+                    {
+                        return Ok(Some(s.name.clone()))
+                    }
                     ParamValue::WrittenByInstances => return Ok(None),
                     ParamValue::Generated => ssm::generate_password()?,
+                    ParamValue::GeneratedTls { server_name } => {
+                        iac_scaler::tls::generate_for(server_name)
+                            .map_err(|e| {
+                                AwsError::state(
+                                    "ssm:PutParameter",
+                                    ErrorClass::Other,
+                                    e.to_string(),
+                                )
+                            })?
+                            .bundle()
+                    }
                     ParamValue::Template { text, refs } => {
                         fill_template(text, refs, &|id| self.lookup(id).map(|k| k.attrs))
                             .ok_or_else(|| {
