@@ -2,7 +2,7 @@
 # The real-boot demo (`bash scripts/demo.sh --real`): the single-vm example stack, with the app
 # image the local mirror serves and no domain, goes `up` on the emulator; the instance runner
 # boots its VM container, which runs the real boot script; then a row is written and read back
-# through the VM's nginx, and `down` removes the VM. Everything is stopped at the end.
+# through the VM's nginx, and `down --delete-data` removes the VM and its data volume. Everything is stopped at the end.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -55,8 +55,8 @@ curl -fsS -X POST --data-binary 'Dune' "http://$addr/book/catalog"; echo
 echo "\$ curl http://$addr/book/catalog"
 curl -fsS "http://$addr/book/catalog"; echo
 
-echo; echo "\$ iac down $stack --yes"
-"$iac" down "$stack" --yes
+echo; echo "\$ iac down $stack --yes --delete-data   # the demo keeps nothing, not even the data volume"
+"$iac" down "$stack" --yes --delete-data
 for _ in $(seq 1 60); do
   [ -z "$(dk ps -aq --filter label=iac.localcloud.stack=bookstore-demo)" ] && break
   sleep 1
