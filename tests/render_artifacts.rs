@@ -209,17 +209,10 @@ fn nginx_https_site_passes_nginx_t() {
 // ---------------------------------------------------------------------------------------------
 // 3. docker-compose config
 
-/// Validates a rendered compose file with Debian's docker-compose (`config -q`): env files
-/// under /etc/iac/ are moved into `dir`. Returns the failing `config -q` run, or else the
-/// `config` run whose output shows the result.
+/// Validates a rendered compose file with Debian's docker-compose (`config -q`). Returns the
+/// failing `config -q` run, or else the `config` run whose output shows the result.
 fn compose_config(compose: &str, dir: &Path) -> Output {
-    let compose = compose.replace("/etc/iac/", &format!("{}/", dir.display()));
     fs::write(dir.join("compose.yaml"), compose).unwrap();
-    fs::write(
-        dir.join("db.env"),
-        "MYSQL_ROOT_PASSWORD='dummy'\nMYSQL_PASSWORD='dummy'\n",
-    )
-    .unwrap();
     let run = |quiet: bool| {
         let mut cmd = Command::new(tool("docker-compose", "docker-compose"));
         cmd.arg("-f").arg(dir.join("compose.yaml")).arg("config");
@@ -257,6 +250,24 @@ fn compose_file_runs_the_database_on_the_data_volume() {
         config.contains("iac-bookstore-vm"),
         "named network:\n{config}"
     );
+    // The passwords are root-only files mounted read-only, named by MySQL's *_FILE variables:
+    // no env file, no password in the environment.
+    assert!(!config.contains("env_file"), "{config}");
+    for (var, host, inside) in [
+        (
+            "MYSQL_ROOT_PASSWORD_FILE",
+            "/var/lib/iac-data/.iac/mysql-root-password",
+            "/run/secrets/mysql-root-password",
+        ),
+        (
+            "MYSQL_PASSWORD_FILE",
+            "/etc/iac/db-password",
+            "/run/secrets/mysql-password",
+        ),
+    ] {
+        assert!(config.contains(&format!("{var}: {inside}")), "{config}");
+        assert!(config.contains(&format!("{host}:{inside}:ro")), "{config}");
+    }
 
     let ud = render(&stack_from(&shop_yaml(false, None)));
     assert!(
@@ -442,26 +453,61 @@ fn stub_run_example_with_dns_pointing_here() {
     assert!(fstab.contains("/var/lib/iac-data/letsencrypt /etc/letsencrypt none bind,nofail 0 0"));
     assert!(calls.contains(&format!("mount {}", sb.full("/etc/letsencrypt").display())));
 
-    // Secrets: the app's in its root-only env file, the database password from SSM.
-    let app_env = sb.read("/etc/iac/app.env.app-blue");
-    assert!(
-        app_env.contains(&format!("SECRET_KEY={SECRET_VALUE}\n")),
-        "{app_env}"
+    // No secret in an argv, a container's environment, the log or the output.
+    let root_pw = sb.read("/var/lib/iac-data/.iac/mysql-root-password");
+    assert_eq!(root_pw.trim().len(), 48, "on the data volume");
+    sb.assert_secrets_hidden(
+        &out,
+        &[SECRET_VALUE, root_pw.trim()],
+        "FLASK_ENV=production",
     );
-    assert!(app_env.contains(&format!(
+    // Secrets: the app's in the root-only file its entrypoint reads, plain settings in its env
+    // file, the database password from SSM into the root-only file MySQL reads.
+    let secrets = sb.read("/etc/iac/app.secrets.app-blue");
+    assert!(
+        secrets.contains(&format!("SECRET_KEY={SECRET_VALUE}\n")),
+        "{secrets}"
+    );
+    assert!(secrets.contains(&format!(
         "DATABASE_URL=mysql+pymysql://bookstore:{SECRET_VALUE}@db:3306/bookstore\n"
     )));
-    assert_eq!(sb.mode("/etc/iac/app.env.app-blue"), 0o600);
-    assert_eq!(sb.mode("/etc/iac/db.env"), 0o600);
+    let app_env = sb.read("/etc/iac/app.env.app-blue");
+    assert_eq!(app_env, "FLASK_ENV=production\n");
+    assert_eq!(sb.read("/etc/iac/db-password"), SECRET_VALUE);
+    for f in ["app.env.app-blue", "app.secrets.app-blue", "db-password"] {
+        assert_eq!(sb.mode(&format!("/etc/iac/{f}")), 0o600, "{f}");
+    }
+    assert_eq!(sb.mode("/etc/iac/app-entry"), 0o500);
     assert_eq!(sb.mode("/etc/iac"), 0o700);
     assert!(calls.contains(
         "aws ssm get-parameter --name /iac/bookstore-vm/db-password --with-decryption --query Parameter.Value --output text --region us-east-1"
     ), "{calls}");
-    let root_pw = sb.read("/var/lib/iac-data/.iac/mysql-root-password");
-    assert_eq!(root_pw.trim().len(), 48, "on the data volume");
-    for secret in [SECRET_VALUE, root_pw.trim()] {
-        sb.assert_not_leaked(&out, secret, true);
+    // The database reads both passwords from files; the app through its entrypoint, which
+    // runs the image's own command.
+    let cenv = sb.container_env();
+    assert!(
+        cenv.contains("MYSQL_ROOT_PASSWORD_FILE=/run/secrets/mysql-root-password\n"),
+        "{cenv}"
+    );
+    assert!(
+        cenv.contains("MYSQL_PASSWORD_FILE=/run/secrets/mysql-password\n"),
+        "{cenv}"
+    );
+    let run = calls
+        .lines()
+        .find(|l| l.starts_with("docker run"))
+        .expect("the app ran");
+    for part in [
+        "/etc/iac/app-entry:/run/iac/entry:ro ",
+        "/etc/iac/app.secrets.app-blue:/run/secrets/iac.env:ro ",
+        "--entrypoint /run/iac/entry ",
+    ] {
+        assert!(run.contains(part), "{part}: {run}");
     }
+    assert!(
+        run.ends_with(" ghcr.io/example/bookstore:1.0.0 python3 /app/app.py"),
+        "{run}"
+    );
 
     // Files, the database, then the app beside nothing, nginx switched to it.
     for f in &ud.files {
@@ -474,7 +520,7 @@ fn stub_run_example_with_dns_pointing_here() {
     );
     assert!(calls.contains("--name app-blue"), "{calls}");
     assert!(calls.contains("-p 127.0.0.1:5000:5000"), "{calls}");
-    assert!(calls.contains("--network iac-bookstore-vm"), "{calls}");
+    assert!(calls.contains("--network=iac-bookstore-vm"), "{calls}");
     assert!(sb
         .read("/etc/nginx/conf.d/iac-bookstore-vm-upstream.conf")
         .contains("server 127.0.0.1:5000;"));
@@ -547,9 +593,10 @@ fn stub_run_fresh_ubuntu_installs_what_is_missing() {
     assert!(calls.contains("snap install aws-cli --classic"), "{calls}");
     assert!(calls.contains("/latest/meta-data/placement/region"));
     assert!(calls.contains("--name /shop/db-password"));
-    let app_env = sb.read("/etc/iac/app.env.app-blue");
-    assert!(app_env.contains(&format!("SIGNING_SALT={SECRET_VALUE}\n")));
-    assert!(app_env.contains("SQLALCHEMY_DATABASE_URI=mysql+pymysql://shop_app:"));
+    let secrets = sb.read("/etc/iac/app.secrets.app-blue");
+    assert!(secrets.contains(&format!("SIGNING_SALT={SECRET_VALUE}\n")));
+    assert!(secrets.contains("SQLALCHEMY_DATABASE_URI=mysql+pymysql://shop_app:"));
+    assert!(!sb.container_env().contains(SECRET_VALUE));
     assert!(!sb.log().contains(SECRET_VALUE));
     assert!(!calls.contains(SECRET_VALUE));
 }

@@ -348,6 +348,14 @@ fn payload_of(script: &[u8]) -> Result<Vec<u8>, RenderError> {
 /// Every embedded template, by name. Names keep their real file names so errors point at files.
 const TEMPLATES: &[(&str, &str)] = &[
     (
+        "templates/app-container.sh.j2",
+        include_str!("../../templates/app-container.sh.j2"),
+    ),
+    (
+        "templates/app-secrets.sh.j2",
+        include_str!("../../templates/app-secrets.sh.j2"),
+    ),
+    (
         "templates/app-update.sh.j2",
         include_str!("../../templates/app-update.sh.j2"),
     ),
