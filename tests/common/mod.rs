@@ -585,6 +585,11 @@ pub async fn group_rules(
                         .iter()
                         .map(|r| (port, r.cidr_ip().unwrap_or_default().to_string())),
                 );
+                v.extend(
+                    p.ipv6_ranges()
+                        .iter()
+                        .map(|r| (port, r.cidr_ipv6().unwrap_or_default().to_string())),
+                );
                 v.extend(p.user_id_group_pairs().iter().map(|u| {
                     let id = u.group_id().unwrap_or_default();
                     (port, format!("group:{}", ids.get(id).map_or(id, |s| s)))
