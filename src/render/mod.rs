@@ -11,6 +11,7 @@ pub mod custom_scaler;
 mod filters;
 mod lb_common;
 pub mod lb_vms;
+pub mod pins;
 pub mod single_vm;
 pub mod swarm;
 
@@ -348,6 +349,10 @@ fn payload_of(script: &[u8]) -> Result<Vec<u8>, RenderError> {
 /// Every embedded template, by name. Names keep their real file names so errors point at files.
 const TEMPLATES: &[(&str, &str)] = &[
     (
+        "templates/compose-install.sh.j2",
+        include_str!("../../templates/compose-install.sh.j2"),
+    ),
+    (
         "templates/app-container.sh.j2",
         include_str!("../../templates/app-container.sh.j2"),
     ),
@@ -415,6 +420,7 @@ fn environment() -> Result<Environment<'static>, RenderError> {
     env.add_filter("shell_quote", filters::shell_quote);
     env.add_filter("yaml_str", filters::yaml_str);
     env.add_filter("compose_str", filters::compose_str);
+    env.add_global("pins", minijinja::Value::from_serialize(pins::pins()));
     add_templates(&mut env, TEMPLATES)?;
     Ok(env)
 }
