@@ -15,8 +15,8 @@ use iac::render::app_spec::{app_spec, update_command, Switch, APP_PARAM};
 use iac::render::{single_vm, RenderError, UserData, USER_DATA_LIMIT};
 use iac::stack::Stack;
 use render_common::{
-    check_output, file, last_line, manifest_dir, position, ran, shellcheck, stack_from, tool,
-    Sandbox, Setup,
+    check_output, file, has_call, last_line, manifest_dir, position, ran, shellcheck, stack_from,
+    tool, Sandbox, Setup,
 };
 use tempfile::TempDir;
 
@@ -784,4 +784,70 @@ fn compose_is_pinned_and_refused_when_its_digest_differs() {
     for d in [pin.x86_64_sha256, pin.aarch64_sha256, pin.pypi_sdist_sha256] {
         assert!(script.contains(d), "{d}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. A certificate missed at boot comes on the renewal timer
+
+#[test]
+fn renewal_timer_obtains_a_missing_certificate_then_renews() {
+    let stack = example();
+    let ud = render(&stack);
+    let script = file(&ud, iac::render::CERTBOT_SCRIPT);
+    shellcheck("sh", "iac-certbot", script);
+    // The timer's service runs it.
+    let unit = file(&ud, "/etc/systemd/system/iac-certbot-renew.service");
+    assert!(
+        unit.contains("\nExecStart=/usr/local/sbin/iac-certbot\n"),
+        "{unit}"
+    );
+    let site = "/etc/nginx/conf.d/iac-bookstore-vm.conf";
+    let https = file(&ud, "/etc/iac/nginx/https.conf");
+    let http = file(&ud, "/etc/iac/nginx/http.conf");
+    let dash = tool("dash", "dash");
+    let staged = |sb: &Sandbox| {
+        for (path, text) in [
+            ("/etc/iac/nginx/https.conf", https),
+            ("/etc/iac/nginx/http.conf", http),
+            (site, http),
+        ] {
+            fs::create_dir_all(sb.full(path).parent().unwrap()).unwrap();
+            fs::write(sb.full(path), text).unwrap();
+        }
+    };
+
+    // Boot found no certificate (DNS elsewhere, Let's Encrypt down): the timer's first run
+    // fails like that too and HTTP stays; a later run obtains it and switches to HTTPS.
+    let sb = sandbox_for(&stack, script, "ubuntu", &[]);
+    staged(&sb);
+    let out = sb.run_with(&dash, &[], &[("STUB_CERTBOT_FAIL", "1")]);
+    assert!(!out.status.success(), "{}", sb.explain(&out));
+    assert_eq!(sb.read(site), http);
+    assert!(!sb.calls().contains("systemctl reload"), "{}", sb.calls());
+    sb.clear_calls();
+    let out = sb.run_with(&dash, &[], &[]);
+    check_output("iac-certbot", &out);
+    let calls = sb.calls();
+    assert!(calls.contains(&format!(
+        "certbot certonly --webroot -w {}/var/www/letsencrypt --non-interactive --agree-tos --no-eff-email -m ops@example.org -d books.example.org --keep-until-expiring",
+        sb.root.display()
+    )), "{calls}");
+    assert!(
+        position(&calls, "certbot certonly") < position(&calls, "nginx -t -q"),
+        "{calls}"
+    );
+    assert!(
+        has_call(&calls, "systemctl reload-or-restart nginx"),
+        "{calls}"
+    );
+    assert_eq!(sb.read(site), https, "HTTPS site in use");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTPS enabled for books.example.org"));
+
+    // With the certificate in place, the timer only renews.
+    sb.clear_calls();
+    let out = sb.run_with(&dash, &[], &[]);
+    check_output("iac-certbot renew", &out);
+    let calls = sb.calls();
+    assert!(has_call(&calls, "certbot renew --quiet"), "{calls}");
+    assert!(!calls.contains("certonly"), "{calls}");
 }

@@ -223,6 +223,8 @@ pub(crate) const CERTBOT_RENEW_SERVICE: &str = "/etc/systemd/system/iac-certbot-
 pub(crate) const CERTBOT_RENEW_TIMER: &str = "/etc/systemd/system/iac-certbot-renew.timer";
 pub(crate) const NGINX_DEPLOY_HOOK: &str =
     "/etc/letsencrypt/renewal-hooks/deploy/iac-reload-nginx.sh";
+/// Obtains the certificate (the boot script; the timer when none exists yet) or renews it.
+pub const CERTBOT_SCRIPT: &str = "/usr/local/sbin/iac-certbot";
 
 #[derive(Serialize)]
 struct TlsCtx {
@@ -247,6 +249,20 @@ struct NginxCtx<'a> {
 #[derive(Serialize)]
 struct RenewCtx<'a> {
     stack: &'a str,
+}
+
+/// Context of `templates/iac-certbot.sh.j2`.
+#[derive(Serialize)]
+struct CertbotCtx<'a> {
+    stack: &'a str,
+    domain: &'a str,
+    email: &'a str,
+    cert: String,
+    acme_root: &'static str,
+    /// The live nginx site, and the staged variants copied onto it.
+    site: String,
+    https_conf: &'static str,
+    http_conf: &'static str,
 }
 
 /// The files of an nginx site proxying to `127.0.0.1:<port>`, as `(path, mode, content)`: the
@@ -304,6 +320,21 @@ pub(crate) fn nginx_files(
         ] {
             files.push((path.to_string(), mode, render(env, name, &renew)?));
         }
+        let certbot = CertbotCtx {
+            stack,
+            domain: &d.name,
+            email: &d.email,
+            cert: format!("{dir}/fullchain.pem"),
+            acme_root: ACME_ROOT,
+            site: format!("/etc/nginx/conf.d/iac-{stack}.conf"),
+            https_conf: NGINX_HTTPS,
+            http_conf: NGINX_HTTP,
+        };
+        files.push((
+            CERTBOT_SCRIPT.to_string(),
+            "755",
+            render(env, "templates/iac-certbot.sh.j2", &certbot)?,
+        ));
     }
     Ok(files)
 }
@@ -348,6 +379,10 @@ fn payload_of(script: &[u8]) -> Result<Vec<u8>, RenderError> {
 
 /// Every embedded template, by name. Names keep their real file names so errors point at files.
 const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "templates/iac-certbot.sh.j2",
+        include_str!("../../templates/iac-certbot.sh.j2"),
+    ),
     (
         "templates/compose-install.sh.j2",
         include_str!("../../templates/compose-install.sh.j2"),
@@ -421,6 +456,7 @@ fn environment() -> Result<Environment<'static>, RenderError> {
     env.add_filter("yaml_str", filters::yaml_str);
     env.add_filter("compose_str", filters::compose_str);
     env.add_global("pins", minijinja::Value::from_serialize(pins::pins()));
+    env.add_global("certbot_script", CERTBOT_SCRIPT);
     add_templates(&mut env, TEMPLATES)?;
     Ok(env)
 }

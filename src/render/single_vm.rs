@@ -16,7 +16,7 @@ use super::{
 };
 #[cfg(test)]
 use super::{
-    CERTBOT_RENEW_SERVICE as RENEW_SERVICE, CERTBOT_RENEW_TIMER as RENEW_TIMER,
+    CERTBOT_RENEW_SERVICE as RENEW_SERVICE, CERTBOT_RENEW_TIMER as RENEW_TIMER, CERTBOT_SCRIPT,
     NGINX_DEPLOY_HOOK as DEPLOY_HOOK,
 };
 use crate::stack::{Stack, Tier};
@@ -227,6 +227,7 @@ mod tests {
                 RENEW_SERVICE,
                 RENEW_TIMER,
                 DEPLOY_HOOK,
+                CERTBOT_SCRIPT,
                 UPDATE_SCRIPT,
             ]
         );
