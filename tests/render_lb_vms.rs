@@ -1185,3 +1185,52 @@ fn rendered_output_holds_parameter_names_only() {
     );
     assert_eq!(DATA_DEVICE, "/dev/sdf");
 }
+
+#[test]
+fn balancer_renewal_timer_obtains_a_missing_certificate_then_renews() {
+    let stack = shop(true, "mysql");
+    let ud = balancer(&stack).unwrap();
+    let script = file(&ud, iac::render::CERTBOT_SCRIPT);
+    shellcheck("sh", "iac-certbot", script);
+    let unit = file(&ud, "/etc/systemd/system/iac-certbot-renew.service");
+    assert!(
+        unit.contains("\nExecStart=/usr/local/sbin/iac-certbot\n"),
+        "{unit}"
+    );
+    let sb = sandbox(script, "ubuntu", &[]);
+    // The deploy hook (tested on its own above) builds HAProxy's pem: here it records its run.
+    let hook = sb.full("/etc/letsencrypt/renewal-hooks/deploy/iac-haproxy-pem.sh");
+    fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    fs::write(
+        &hook,
+        "#!/bin/sh\nmkdir -p \"$IAC_ROOT/etc/haproxy/certs\"\necho pem >\"$IAC_ROOT/etc/haproxy/certs/shop.example.net.pem\"\necho hook >>\"$STUB_LOG\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dash = tool("dash", "dash");
+
+    // No certificate (boot missed it): a failed run changes nothing; the next obtains it
+    // through certbot's server behind HAProxy, then the hook installs it.
+    let out = sb.run_with(&dash, &[], &[("STUB_CERTBOT_FAIL", "1")]);
+    assert!(!out.status.success(), "{}", sb.explain(&out));
+    assert!(!sb.calls().contains("hook"));
+    sb.clear_calls();
+    let out = sb.run_with(&dash, &[], &[]);
+    check_output("iac-certbot", &out);
+    let calls = sb.calls();
+    assert!(calls.contains(
+        "certbot certonly --standalone --http-01-port 8888 --http-01-address 127.0.0.1 --non-interactive --agree-tos --no-eff-email -m o'brien@example.net -d shop.example.net --keep-until-expiring\n"
+    ), "{calls}");
+    assert!(
+        position(&calls, "certbot certonly") < position(&calls, "hook"),
+        "{calls}"
+    );
+
+    // Installed: the timer only renews.
+    sb.clear_calls();
+    let out = sb.run_with(&dash, &[], &[]);
+    check_output("iac-certbot renew", &out);
+    let calls = sb.calls();
+    assert!(calls.contains("certbot renew --quiet\n"), "{calls}");
+    assert!(!calls.contains("certonly"), "{calls}");
+}

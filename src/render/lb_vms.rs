@@ -19,8 +19,9 @@ use serde::Serialize;
 use super::app_spec::{update_command, Switch, EXTRA_ENV, UPDATE_SCRIPT};
 use super::lb_common::ScriptHead;
 use super::{
-    cert_dir, check_app_env_file, invalid, render, require_word, tier_environment, RenderError,
-    UserData, CERTBOT_RENEW_SERVICE as RENEW_SERVICE, CERTBOT_RENEW_TIMER as RENEW_TIMER,
+    cert_dir, certbot_script, check_app_env_file, invalid, render, require_word, tier_environment,
+    CertbotCtx, RenderError, UserData, ACME_ROOT, CERTBOT_RENEW_SERVICE as RENEW_SERVICE,
+    CERTBOT_RENEW_TIMER as RENEW_TIMER, NGINX_HTTP, NGINX_HTTPS,
 };
 use crate::stack::{Database, Stack, Tier};
 
@@ -322,6 +323,21 @@ pub fn balancer(stack: &Stack) -> Result<UserData, RenderError> {
             "755",
             render(&env, "templates/haproxy-certbot-deploy-hook.sh.j2", &hook)?,
         ));
+        files.push(certbot_script(
+            &env,
+            &CertbotCtx {
+                stack: &s.name,
+                domain: &d.name,
+                email: &d.email,
+                cert: pem_path(&d.name),
+                acme_root: ACME_ROOT,
+                acme_port: Some(ACME_PORT),
+                hook: Some(DEPLOY_HOOK),
+                site: String::new(),
+                https_conf: NGINX_HTTPS,
+                http_conf: NGINX_HTTP,
+            },
+        )?);
         let renew = RenewCtx { stack: &s.name };
         files.push((
             RENEW_SERVICE.to_string(),

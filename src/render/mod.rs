@@ -253,16 +253,33 @@ struct RenewCtx<'a> {
 
 /// Context of `templates/iac-certbot.sh.j2`.
 #[derive(Serialize)]
-struct CertbotCtx<'a> {
-    stack: &'a str,
-    domain: &'a str,
-    email: &'a str,
-    cert: String,
-    acme_root: &'static str,
+pub(crate) struct CertbotCtx<'a> {
+    pub stack: &'a str,
+    pub domain: &'a str,
+    pub email: &'a str,
+    /// The file whose presence means a certificate is installed.
+    pub cert: String,
+    pub acme_root: &'static str,
+    /// certbot's own server on this loopback port (behind HAProxy) instead of nginx's webroot.
+    pub acme_port: Option<u16>,
+    /// Run after a first certificate (HAProxy's deploy hook) instead of switching nginx's site.
+    pub hook: Option<&'static str>,
     /// The live nginx site, and the staged variants copied onto it.
-    site: String,
-    https_conf: &'static str,
-    http_conf: &'static str,
+    pub site: String,
+    pub https_conf: &'static str,
+    pub http_conf: &'static str,
+}
+
+/// The [`CERTBOT_SCRIPT`] file.
+pub(crate) fn certbot_script(
+    env: &Environment,
+    ctx: &CertbotCtx,
+) -> Result<(String, &'static str, String), RenderError> {
+    Ok((
+        CERTBOT_SCRIPT.to_string(),
+        "755",
+        render(env, "templates/iac-certbot.sh.j2", ctx)?,
+    ))
 }
 
 /// The files of an nginx site proxying to `127.0.0.1:<port>`, as `(path, mode, content)`: the
@@ -326,15 +343,13 @@ pub(crate) fn nginx_files(
             email: &d.email,
             cert: format!("{dir}/fullchain.pem"),
             acme_root: ACME_ROOT,
+            acme_port: None,
+            hook: None,
             site: format!("/etc/nginx/conf.d/iac-{stack}.conf"),
             https_conf: NGINX_HTTPS,
             http_conf: NGINX_HTTP,
         };
-        files.push((
-            CERTBOT_SCRIPT.to_string(),
-            "755",
-            render(env, "templates/iac-certbot.sh.j2", &certbot)?,
-        ));
+        files.push(certbot_script(env, &certbot)?);
     }
     Ok(files)
 }
