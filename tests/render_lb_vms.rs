@@ -962,8 +962,48 @@ fn database_mongodb_on_amazon_linux_uses_the_yum_repo() {
         ),
         "{repo}"
     );
-    assert!(repo.contains("gpgkey=https://pgp.mongodb.com/server-8.0.asc\n"));
+    // dnf trusts the key checked against the pinned fingerprint, from a local file.
+    assert!(
+        repo.contains("gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-mongodb-8.0\n"),
+        "{repo}"
+    );
+    assert!(sb.full("/etc/pki/rpm-gpg/RPM-GPG-KEY-mongodb-8.0").exists());
     assert!(sb.calls().contains("dnf -q -y install mongodb-org"));
+}
+
+#[test]
+fn database_mongodb_refuses_a_signing_key_with_another_fingerprint() {
+    for os in ["ubuntu", "amzn"] {
+        let ud = database(&shop(false, "mongodb")).unwrap();
+        let sb = sandbox(&ud.script, os, &["mongod", "mongosh"]);
+        db_params(&sb, "shop");
+        let out = sb.run(&[
+            ("STUB_DISKS", NITRO_DISKS),
+            ("STUB_GPG_FPR", "0123456789ABCDEF0123456789ABCDEF01234567"),
+        ]);
+        assert!(!out.status.success(), "{}", sb.explain(&out));
+        let log = sb.log();
+        assert!(
+            log.contains("MongoDB's signing key has fingerprint 0123456789ABCDEF0123456789ABCDEF01234567, not the pinned 4B0752C1BCA238C0B4EE14DC41DE058A4E7DCA05: refusing it"),
+            "{log}"
+        );
+        let calls = sb.calls();
+        assert!(!calls.contains("install mongodb-org"), "{calls}");
+        assert!(!sb
+            .full("/etc/apt/sources.list.d/mongodb-org-8.0.list")
+            .exists());
+        assert!(!sb.full("/etc/yum.repos.d/mongodb-org-8.0.repo").exists());
+    }
+    // A series without a pinned key is refused when rendering.
+    let mut stack = shop(false, "mongodb");
+    if let Some(db) = stack.spec.database.as_mut() {
+        db.version = "4.4".to_string();
+    }
+    let err = database(&stack).unwrap_err().to_string();
+    assert!(
+        err.contains("no pinned signing key for MongoDB 4.4"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -569,6 +569,8 @@ struct DatabaseCtx<'a> {
     device: &'static str,
     data_dir: &'static str,
     mongo_users: &'static str,
+    /// The fingerprint MongoDB's signing key must have (MongoDB only).
+    mongo_key: &'static str,
 }
 
 /// The database VM's boot script: mount the data volume (formatting it only when blank),
@@ -584,6 +586,23 @@ pub fn database(stack: &Stack) -> Result<UserData, RenderError> {
         ));
     };
     let engine = check_database(db)?;
+    let mongo_key = match engine {
+        Engine::Mongodb => super::pins::mongodb_key(&db.version).ok_or_else(|| {
+            invalid(
+                "database.version",
+                format!(
+                    "no pinned signing key for MongoDB {}; iac knows {}",
+                    db.version,
+                    super::pins::MONGODB_KEYS
+                        .iter()
+                        .map(|(v, _)| *v)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?,
+        _ => "",
+    };
     let env = lb_environment()?;
     let mut files = Vec::new();
     if engine == Engine::Mongodb {
@@ -609,6 +628,7 @@ pub fn database(stack: &Stack) -> Result<UserData, RenderError> {
         device: DATA_DEVICE,
         data_dir: engine.data_dir(),
         mongo_users: MONGO_USERS_JS,
+        mongo_key,
     };
     let script = render(&env, "userdata/lb-database.sh.j2", &ctx)?;
     Ok(UserData {

@@ -28,6 +28,22 @@ pub const COMPOSE: ComposePin = ComposePin {
     pypi_sdist_sha256: "d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8",
 };
 
+/// The fingerprints of MongoDB's package signing keys (`https://pgp.mongodb.com/server-<v>.asc`),
+/// by release series; as pinned by the official `mongo` images. A key whose fingerprint differs
+/// is refused before apt or dnf trusts it.
+pub const MONGODB_KEYS: &[(&str, &str)] = &[
+    ("7.0", "E58830201F7DD82CD808AA84160D26BB1785BA38"),
+    ("8.0", "4B0752C1BCA238C0B4EE14DC41DE058A4E7DCA05"),
+];
+
+/// The pinned signing key fingerprint of MongoDB `version`, if iac knows it.
+pub fn mongodb_key(version: &str) -> Option<&'static str> {
+    MONGODB_KEYS
+        .iter()
+        .find(|(v, _)| *v == version)
+        .map(|(_, fpr)| *fpr)
+}
+
 /// Everything pinned, as the templates see it.
 #[derive(Debug, Serialize)]
 pub struct Pins {
