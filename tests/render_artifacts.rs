@@ -784,6 +784,18 @@ fn compose_is_pinned_and_refused_when_its_digest_differs() {
     for d in [pin.x86_64_sha256, pin.aarch64_sha256, pin.pypi_sdist_sha256] {
         assert!(script.contains(d), "{d}");
     }
+    // certbot's venv route (AL2023) installs the pinned version only.
+    assert!(
+        script.contains(&format!(
+            "install -q \"certbot==\"{} ",
+            iac::render::pins::CERTBOT
+        )),
+        "certbot pinned"
+    );
+    assert!(
+        !script.contains("install -q certbot "),
+        "an unpinned certbot"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -399,6 +399,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/iac-certbot.sh.j2"),
     ),
     (
+        "templates/certbot-install.sh.j2",
+        include_str!("../../templates/certbot-install.sh.j2"),
+    ),
+    (
         "templates/compose-install.sh.j2",
         include_str!("../../templates/compose-install.sh.j2"),
     ),

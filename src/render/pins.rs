@@ -44,14 +44,23 @@ pub fn mongodb_key(version: &str) -> Option<&'static str> {
         .map(|(_, fpr)| *fpr)
 }
 
+/// certbot from PyPI where the distribution has no package (AL2023's venv route): the newest
+/// release that still runs on AL2023's Python 3.9 (5.x needs 3.10). Its dependencies are not
+/// pinned by hash.
+pub const CERTBOT: &str = "4.2.0";
+
 /// Everything pinned, as the templates see it.
 #[derive(Debug, Serialize)]
 pub struct Pins {
     pub compose: ComposePin,
+    pub certbot: &'static str,
 }
 
 pub fn pins() -> Pins {
-    Pins { compose: COMPOSE }
+    Pins {
+        compose: COMPOSE,
+        certbot: CERTBOT,
+    }
 }
 
 #[cfg(test)]
