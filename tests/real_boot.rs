@@ -280,22 +280,6 @@ fn assert_secret_hidden_in_vm(c: &str, secret: &str, containers: usize) {
     }
 }
 
-/// The decrypted value of SSM parameter `name` in the emulator.
-async fn ssm_value(emu: &Emulator, name: &str) -> String {
-    emu.ssm()
-        .await
-        .get_parameter()
-        .name(name)
-        .with_decryption(true)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-        .parameter()
-        .and_then(|p| p.value())
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Metadata requests stay in the VM: 169.254.169.254 is a local address there, and the rest
 /// of the link-local range is unreachable.
 fn assert_imds_local(c: &str) {
@@ -390,7 +374,7 @@ async fn single_vm_boots_for_real_and_serves_from_mysql() {
     // The database passwords (the app's from SSM, MySQL's own from the data volume) are in no
     // process listing and no `docker inspect` of the app and the database, while the app
     // answered from the database above.
-    let db_pw = ssm_value(&emu, "/iac/rb-vm/db-password").await;
+    let db_pw = emu.secure_value("/iac/rb-vm/db-password").await;
     let root_pw = vm_exec(c, "cat /var/lib/iac-data/.iac/mysql-root-password");
     for pw in [db_pw.as_str(), root_pw.trim()] {
         assert_secret_hidden_in_vm(c, pw, 2);
@@ -490,7 +474,7 @@ async fn lb_vms_boot_for_real_and_balance_across_web_vms() {
 
     // The password iac generated is in no process listing on any VM, nor in `docker inspect`
     // of the web VMs' app containers.
-    let pw = ssm_value(&emu, "/iac/rb-lb/db-password").await;
+    let pw = emu.secure_value("/iac/rb-lb/db-password").await;
     for id in &ids {
         let c = report["instances"][id]["container"]
             .as_str()
