@@ -123,6 +123,11 @@ async fn rules(ec2: &aws_sdk_ec2::Client, stack: &str) -> BTreeMap<String, Vec<(
                         .iter()
                         .map(|r| (port, r.cidr_ip().unwrap_or_default().to_string())),
                 );
+                v.extend(
+                    p.ipv6_ranges()
+                        .iter()
+                        .map(|r| (port, r.cidr_ipv6().unwrap_or_default().to_string())),
+                );
                 v.extend(p.user_id_group_pairs().iter().map(|u| {
                     (
                         port,
@@ -168,11 +173,16 @@ async fn alb_asg_up_change_rollout_and_down() {
         "the file system waited for the database"
     );
 
-    // Security groups, least privilege: 0.0.0.0/0 only on the load balancer.
+    // Security groups, least privilege: the world (IPv4 and IPv6) only on the load balancer.
     let want: BTreeMap<String, Vec<(i32, String)>> = [
         (
             "alb".to_string(),
-            vec![(80, "0.0.0.0/0".into()), (443, "0.0.0.0/0".into())],
+            vec![
+                (80, "0.0.0.0/0".into()),
+                (80, "::/0".into()),
+                (443, "0.0.0.0/0".into()),
+                (443, "::/0".into()),
+            ],
         ),
         (
             "web".to_string(),

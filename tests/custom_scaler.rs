@@ -143,7 +143,11 @@ async fn custom_scaler_up_pool_and_down() {
     let want: BTreeMap<String, Vec<(i32, String)>> = [
         (
             "agents-sg".to_string(),
-            vec![ssh.clone(), (5000, "0.0.0.0/0".into())],
+            vec![
+                ssh.clone(),
+                (5000, "0.0.0.0/0".into()),
+                (5000, "::/0".into()),
+            ],
         ),
         (
             "monitor-sg".to_string(),

@@ -92,7 +92,9 @@ async fn lb_vms_up_scale_and_down() {
             vec![
                 ssh.clone(),
                 (80, "0.0.0.0/0".into()),
+                (80, "::/0".into()),
                 (443, "0.0.0.0/0".into()),
+                (443, "::/0".into()),
             ],
         ),
         (

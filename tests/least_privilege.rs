@@ -275,21 +275,6 @@ fn up_traced(emu: &Emulator, file: &std::path::Path) -> String {
     format!("{}\n{}", r.stdout, r.stderr)
 }
 
-async fn secure_value(emu: &Emulator, name: &str) -> String {
-    emu.ssm()
-        .await
-        .get_parameter()
-        .name(name)
-        .with_decryption(true)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-        .parameter()
-        .and_then(|p| p.value())
-        .unwrap_or_default()
-        .to_string()
-}
-
 fn down(emu: &Emulator, stack: &str) {
     let mut d = emu.iac();
     d.args([
@@ -392,7 +377,7 @@ async fn lb_vms_roles_read_only_what_their_vm_reads_and_none_writes() {
     })
     .await;
     // The generated database password never appears in a -vvv log of `up`.
-    let password = secure_value(&emu, &p(stack, "db-password")).await;
+    let password = emu.secure_value(&p(stack, "db-password")).await;
     assert!(
         password.len() >= 16,
         "a generated password: {}",
@@ -584,7 +569,7 @@ async fn custom_scaler_monitor_launches_only_tagged_pool_instances_from_its_temp
         "{pass:?}"
     );
     assert_hop_limit_and_profiles(&emu, stack, &|_| "monitor".to_string()).await;
-    let token = secure_value(&emu, &p(stack, "scaler-token")).await;
+    let token = emu.secure_value(&p(stack, "scaler-token")).await;
     assert!(token.len() >= 16);
     assert!(!log.contains(&token), "the -vvv log holds the scaler token");
     // The TLS bundle iac generated: a key, the monitor's certificate and the CA; the key is in

@@ -246,6 +246,40 @@ fn assert_not_in_ps(c: &str, secret: &str) {
     );
 }
 
+/// `secret` as the boot scripts put it into a database URL (RFC 3986 unreserved kept).
+fn url_encoded(secret: &str) -> String {
+    secret
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'~' | b'-' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The secrets' rule for containers, checked inside a VM: neither `secret` nor its URL-encoded
+/// form is in a process's arguments, nor in what `docker inspect` shows of the VM's running
+/// containers (Config.Env, Cmd, Entrypoint, Args, mounts...), of which there are `containers`.
+fn assert_secret_hidden_in_vm(c: &str, secret: &str, containers: usize) {
+    assert_not_in_ps(c, secret);
+    assert_not_in_ps(c, &url_encoded(secret));
+    let inspect = vm_exec(c, "docker inspect $(docker ps -q)");
+    let all = json(&inspect);
+    assert_eq!(
+        all.as_array().map_or(0, Vec::len),
+        containers,
+        "containers running in {c}: {inspect}"
+    );
+    for form in [secret.to_string(), url_encoded(secret)] {
+        assert!(
+            !inspect.contains(&form),
+            "a secret is in `docker inspect` of a container in {c}"
+        );
+    }
+}
+
 /// Metadata requests stay in the VM: 169.254.169.254 is a local address there, and the rest
 /// of the link-local range is unreachable.
 fn assert_imds_local(c: &str) {
@@ -331,14 +365,20 @@ async fn single_vm_boots_for_real_and_serves_from_mysql() {
 
     // The app's secret came from SSM through the AWS CLI, the emulator and the metadata
     // stub's role credentials.
-    // The running container's env file: iac-app-update keeps one per slot (blue/green).
-    let app_env = vm_exec(c, "cat /etc/iac/app.env.app-\"$(cat /etc/iac/app.slot)\"");
-    assert!(app_env.contains("SECRET_KEY="), "{app_env}");
-    let db_pw = vm_exec(
+    // The running container's secrets file: iac-app-update keeps one per slot (blue/green).
+    let app_secrets = vm_exec(
         c,
-        "sed -n \"s/^MYSQL_PASSWORD='\\(.*\\)'$/\\1/p\" /etc/iac/db.env",
+        "cat /etc/iac/app.secrets.app-\"$(cat /etc/iac/app.slot)\"",
     );
-    assert_not_in_ps(c, db_pw.trim());
+    assert!(app_secrets.contains("SECRET_KEY="), "{app_secrets}");
+    // The database passwords (the app's from SSM, MySQL's own from the data volume) are in no
+    // process listing and no `docker inspect` of the app and the database, while the app
+    // answered from the database above.
+    let db_pw = emu.secure_value("/iac/rb-vm/db-password").await;
+    let root_pw = vm_exec(c, "cat /var/lib/iac-data/.iac/mysql-root-password");
+    for pw in [db_pw.as_str(), root_pw.trim()] {
+        assert_secret_hidden_in_vm(c, pw, 2);
+    }
     assert_imds_local(c);
 
     run_ok({
@@ -432,26 +472,21 @@ async fn lb_vms_boot_for_real_and_balance_across_web_vms() {
         "both web VMs answer through HAProxy, from the database VM"
     );
 
-    // The password iac generated is in no process listing on any VM.
-    let pw = emu
-        .ssm()
-        .await
-        .get_parameter()
-        .name("/iac/rb-lb/db-password")
-        .with_decryption(true)
-        .send()
-        .await
-        .expect("db password parameter")
-        .parameter()
-        .and_then(|p| p.value())
-        .unwrap_or_default()
-        .to_string();
+    // The password iac generated is in no process listing on any VM, nor in `docker inspect`
+    // of the web VMs' app containers.
+    let pw = emu.secure_value("/iac/rb-lb/db-password").await;
     for id in &ids {
         let c = report["instances"][id]["container"]
             .as_str()
             .expect("container");
         assert_not_in_ps(c, &pw);
         assert_imds_local(c);
+    }
+    for id in &webs {
+        let c = report["instances"][id]["container"]
+            .as_str()
+            .expect("container");
+        assert_secret_hidden_in_vm(c, &pw, 1);
     }
 
     // A third web VM: iac reloads HAProxy in place (Run Command, run by the runner on the

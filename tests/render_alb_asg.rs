@@ -33,6 +33,7 @@ const DB_PASSWORD_URLENC: &str = "p%40ss%20w0rd%21";
 const DB_PASSWORD_URLENC_OLD_JQ: &str = "p%40ss%20w0rd!";
 const APP_SECRET: &str = "app-s3cr3t-value";
 const APP_ENV: &str = "/etc/iac/app.env";
+const APP_SECRETS: &str = "/etc/iac/app.secrets";
 const FINISHED: &str = "iac bootstrap finished";
 
 // ---------------------------------------------------------------------------------------------
@@ -302,9 +303,13 @@ const NFS_LINE: &str = "fs-0123456789abcdef0.efs.us-east-1.amazonaws.com:/ /mnt/
 
 fn expected_run(sb: &Sandbox, mount: &str) -> String {
     format!(
-        "docker run -d --restart unless-stopped --name app -p 8080:8080 --env-file {} -v {}:{mount} \
-         --log-opt max-size=10m --log-opt max-file=3 ghcr.io/example/shop:2.0",
+        "docker run -d --restart unless-stopped --name app -p 8080:8080 --env-file {} \
+         -v {}:/run/iac/entry:ro -v {}:/run/secrets/iac.env:ro --entrypoint /run/iac/entry \
+         -v {}:{mount} --log-opt max-size=10m --log-opt max-file=3 ghcr.io/example/shop:2.0 \
+         python3 /app/app.py",
         sb.full(APP_ENV).display(),
+        sb.full("/etc/iac/app-entry").display(),
+        sb.full(APP_SECRETS).display(),
         sb.full(mount).display()
     )
 }
@@ -352,12 +357,15 @@ fn amazon_linux_retries_the_mount_then_runs_the_app() {
     // The app: env file, container.
     assert_eq!(sb.mode(APP_ENV), 0o600);
     assert_eq!(sb.mode("/etc/iac"), 0o700);
-    let env = sb.read(APP_ENV);
     assert_eq!(
-        env,
+        sb.read(APP_ENV),
+        "EMPTY=\nGREETING=it's \"quoted\" $HOME `id` & ${MORE} # not a comment\n"
+    );
+    assert_eq!(sb.mode(APP_SECRETS), 0o600);
+    assert_eq!(
+        sb.read(APP_SECRETS),
         format!(
-            "EMPTY=\nGREETING=it's \"quoted\" $HOME `id` & ${{MORE}} # not a comment\n\
-             SECRET_KEY={APP_SECRET}\n\
+            "SECRET_KEY={APP_SECRET}\n\
              SQLALCHEMY_DATABASE_URI=mysql+pymysql://admin:{DB_PASSWORD_URLENC}@{DB_ENDPOINT}:3306/shop\n"
         )
     );
@@ -417,8 +425,9 @@ fn ubuntu_without_efs_utils_mounts_over_nfs() {
         fstab_lines(&sb.read("/etc/fstab"), "/mnt/shared"),
         [NFS_LINE]
     );
+    assert_eq!(sb.read(APP_ENV), "");
     assert_eq!(
-        sb.read(APP_ENV),
+        sb.read(APP_SECRETS),
         format!("SQLALCHEMY_DATABASE_URI=mysql+pymysql://admin:{DB_PASSWORD_URLENC}@{DB_ENDPOINT}:3306/shop\n")
     );
     assert!(last_line(&sb.log()).contains(FINISHED));
@@ -443,10 +452,11 @@ fn example_boots_on_ubuntu() {
         fstab_lines(&sb.read("/etc/fstab"), "/mnt/shared"),
         [NFS_LINE]
     );
+    assert_eq!(sb.read(APP_ENV), "FLASK_ENV=production\n");
     assert_eq!(
-        sb.read(APP_ENV),
+        sb.read(APP_SECRETS),
         format!(
-            "FLASK_ENV=production\nSECRET_KEY={APP_SECRET}\n\
+            "SECRET_KEY={APP_SECRET}\n\
              DATABASE_URL=mysql+pymysql://admin:{DB_PASSWORD_URLENC}@{DB_ENDPOINT}:3306/bookstore\n"
         )
     );
@@ -457,7 +467,7 @@ fn example_boots_on_ubuntu() {
         .collect();
     assert_eq!(runs.len(), 1);
     assert!(runs[0].contains(" -p 5000:5000 "));
-    assert_secret_only_in_env_file(&sb, &[first]);
+    assert_secret_only_in_secrets_file(&sb, &[first], "FLASK_ENV=production");
     assert!(last_line(&sb.log()).contains(FINISHED));
 }
 
@@ -543,17 +553,17 @@ fn files_under(dir: &Path, except: &[&Path], out: &mut Vec<PathBuf>) {
     }
 }
 
-fn assert_secret_only_in_env_file(sb: &Sandbox, outs: &[Output]) {
-    let env_file = sb.full(APP_ENV);
-    let env = sb.read(APP_ENV);
-    assert!(
-        env.contains(&format!("admin:{DB_PASSWORD_URLENC}@"))
-            || env.contains(&format!("admin:{DB_PASSWORD_URLENC_OLD_JQ}@")),
-        "{env}"
-    );
-    assert_eq!(sb.mode(APP_ENV), 0o600);
+/// The database and app secrets are in the root-only file the container's entrypoint reads, and
+/// nowhere else: no argv, no container environment, no log, no other file.
+fn assert_secret_only_in_secrets_file(sb: &Sandbox, outs: &[Output], plain: &str) {
+    let env_file = sb.full(APP_SECRETS);
     let calls = sb.calls();
     let log = sb.log();
+    let container_env = sb.container_env();
+    assert!(
+        container_env.lines().any(|l| l == plain),
+        "the stubs recorded the containers' environment:\n{container_env}"
+    );
     for secret in [
         DB_PASSWORD,
         DB_PASSWORD_URLENC,
@@ -561,6 +571,10 @@ fn assert_secret_only_in_env_file(sb: &Sandbox, outs: &[Output]) {
         APP_SECRET,
     ] {
         assert!(!calls.contains(secret), "{secret} in an argv:\n{calls}");
+        assert!(
+            !container_env.contains(secret),
+            "{secret} in a container's environment:\n{container_env}"
+        );
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
         for out in outs {
             assert!(!String::from_utf8_lossy(&out.stdout).contains(secret));
@@ -580,6 +594,13 @@ fn assert_secret_only_in_env_file(sb: &Sandbox, outs: &[Output]) {
             );
         }
     }
+    let env = sb.read(APP_SECRETS);
+    assert!(
+        env.contains(&format!("admin:{DB_PASSWORD_URLENC}@"))
+            || env.contains(&format!("admin:{DB_PASSWORD_URLENC_OLD_JQ}@")),
+        "{env}"
+    );
+    assert_eq!(sb.mode(APP_SECRETS), 0o600);
 }
 
 #[test]
@@ -605,7 +626,7 @@ fn database_secret_lands_in_the_env_file_only() {
         let second = sb.run_ok(&[]);
         assert_eq!(count_calls(&sb.calls(), "aws secretsmanager"), 2);
         assert_eq!(count_calls(&sb.calls(), "docker run"), 1);
-        assert_secret_only_in_env_file(&sb, &[first, second]);
+        assert_secret_only_in_secrets_file(&sb, &[first, second], "EMPTY=");
         assert!(!sb.full("/etc/iac/app.env.tmp").exists());
     }
 }
@@ -619,7 +640,7 @@ fn changed_password_replaces_the_container() {
         "STUB_SECRET_STRING",
         r#"{"username":"admin","password":"rotated/pw+1","engine":"mysql"}"#,
     )]);
-    assert!(sb.read(APP_ENV).contains("admin:rotated%2Fpw%2B1@"));
+    assert!(sb.read(APP_SECRETS).contains("admin:rotated%2Fpw%2B1@"));
     let calls = sb.calls();
     assert_eq!(count_calls(&calls, "docker rm -f app"), 1, "{calls}");
     assert_eq!(count_calls(&calls, "docker run"), 1, "{calls}");
@@ -665,6 +686,7 @@ fn unreadable_or_malformed_secret_fails_without_an_env_file() {
                 "{log}"
             );
             assert!(!sb.full(APP_ENV).exists());
+            assert!(!sb.full(APP_SECRETS).exists());
             assert!(!sb.full("/etc/iac/app.env.tmp").exists());
             assert!(!sb.calls().contains("docker run"));
             assert!(!log.contains(DB_PASSWORD));

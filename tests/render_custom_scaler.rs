@@ -26,6 +26,8 @@ const AGENT_BYTES: &str = "#!/bin/sh\necho fake iac-agent\n";
 const IAC_BYTES: &str = "#!/bin/sh\necho fake iac\n";
 /// A token as iac generates them (URL-safe base64), and a monitor address.
 const TOKEN: &str = "tOk3n-Secret_value-0123456789abcdef";
+/// The shop stack's plain setting, as the app's env file carries it.
+const GREETING: &str = "GREETING=it's \"quoted\" $HOME `id` # not a comment";
 const MONITOR_ADDRESS: &str = "10.0.3.9:7700";
 const STORED_STACK: &str = "# stored\nname: shop\n";
 
@@ -344,12 +346,22 @@ fn agent_with_the_right_checksum_is_installed_as_a_unit() {
         sb.log()
     );
     // The app runs with its settings and secrets, as on the lb-vms web VMs.
+    sb.assert_secrets_hidden(&out, &[TOKEN, "s3cr3t-value"], GREETING);
+    // Plain settings in the env file; the secret in the root-only file the container's
+    // entrypoint reads.
     let app_env = sb.read("/etc/iac/app.env");
-    assert!(app_env.contains("SECRET_KEY=s3cr3t-value\n"), "{app_env}");
+    assert_eq!(app_env, format!("{GREETING}\n"));
+    let secrets = sb.read("/etc/iac/app.secrets");
+    assert_eq!(
+        secrets,
+        "DATABASE_URL=s3cr3t-value\nSECRET_KEY=s3cr3t-value\n"
+    );
     assert_eq!(sb.mode("/etc/iac/app.env"), 0o600);
+    assert_eq!(sb.mode("/etc/iac/app.secrets"), 0o600);
     assert!(calls.contains("docker run -d --restart unless-stopped --name app -p 8080:8080"));
+    assert!(calls.contains(" --entrypoint /run/iac/entry "), "{calls}");
     assert!(!app_env.contains(TOKEN), "the app sees the token");
-    sb.assert_not_leaked(&out, TOKEN, true);
+    assert!(!secrets.contains(TOKEN), "the app sees the token");
     assert!(sb.log().ends_with(&format!(
         "iac bootstrap finished: app on port 8080, agent reporting to {MONITOR_ADDRESS}\n"
     )));

@@ -606,17 +606,28 @@ fn web_waits_for_the_database_address_then_runs_the_app() {
         "{log}"
     );
 
-    // Everything in one root-only env file, in Docker's literal KEY=value format.
+    sb.assert_secrets_hidden(
+        &out,
+        &[DB_PASSWORD, DB_PASSWORD_URLENC, SECRET_VALUE],
+        "EMPTY=",
+    );
+    // Plain settings in the env file Docker reads (literal KEY=value lines); the secrets and the
+    // database URL in the root-only file the container's entrypoint reads.
     let env_file = sb.read("/etc/iac/app.env.app");
     assert_eq!(
         env_file,
+        "EMPTY=\nGREETING=it's \"quoted\" $HOME `id` & ${MORE} # not a comment\n"
+    );
+    let secrets = sb.read("/etc/iac/app.secrets.app");
+    assert_eq!(
+        secrets,
         format!(
-            "EMPTY=\nGREETING=it's \"quoted\" $HOME `id` & ${{MORE}} # not a comment\n\
-             SECRET_KEY={SECRET_VALUE}\nSIGNING_SALT={SECRET_VALUE}\n\
+            "SECRET_KEY={SECRET_VALUE}\nSIGNING_SALT={SECRET_VALUE}\n\
              SQLALCHEMY_DATABASE_URI=mysql+pymysql://shop_app:{DB_PASSWORD_URLENC}@{DB_HOST}:3306/shop\n"
         )
     );
     assert_eq!(sb.mode("/etc/iac/app.env.app"), 0o600);
+    assert_eq!(sb.mode("/etc/iac/app.secrets.app"), 0o600);
     assert_eq!(sb.mode("/etc/iac"), 0o700);
 
     // The new container is checked on a loopback port, then takes over the app's port.
@@ -634,9 +645,6 @@ fn web_waits_for_the_database_address_then_runs_the_app() {
         !ran(&calls, "apt-get"),
         "everything was installed:\n{calls}"
     );
-    for secret in [DB_PASSWORD, DB_PASSWORD_URLENC, SECRET_VALUE] {
-        sb.assert_not_leaked(&out, secret, true);
-    }
     assert!(log.contains("== step 4/4 app"));
     assert_eq!(sb.read("/opt/iac/shop/bootstrap.sh"), ud.script);
 
@@ -954,8 +962,48 @@ fn database_mongodb_on_amazon_linux_uses_the_yum_repo() {
         ),
         "{repo}"
     );
-    assert!(repo.contains("gpgkey=https://pgp.mongodb.com/server-8.0.asc\n"));
+    // dnf trusts the key checked against the pinned fingerprint, from a local file.
+    assert!(
+        repo.contains("gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-mongodb-8.0\n"),
+        "{repo}"
+    );
+    assert!(sb.full("/etc/pki/rpm-gpg/RPM-GPG-KEY-mongodb-8.0").exists());
     assert!(sb.calls().contains("dnf -q -y install mongodb-org"));
+}
+
+#[test]
+fn database_mongodb_refuses_a_signing_key_with_another_fingerprint() {
+    for os in ["ubuntu", "amzn"] {
+        let ud = database(&shop(false, "mongodb")).unwrap();
+        let sb = sandbox(&ud.script, os, &["mongod", "mongosh"]);
+        db_params(&sb, "shop");
+        let out = sb.run(&[
+            ("STUB_DISKS", NITRO_DISKS),
+            ("STUB_GPG_FPR", "0123456789ABCDEF0123456789ABCDEF01234567"),
+        ]);
+        assert!(!out.status.success(), "{}", sb.explain(&out));
+        let log = sb.log();
+        assert!(
+            log.contains("MongoDB's signing key has fingerprint 0123456789ABCDEF0123456789ABCDEF01234567, not the pinned 4B0752C1BCA238C0B4EE14DC41DE058A4E7DCA05: refusing it"),
+            "{log}"
+        );
+        let calls = sb.calls();
+        assert!(!calls.contains("install mongodb-org"), "{calls}");
+        assert!(!sb
+            .full("/etc/apt/sources.list.d/mongodb-org-8.0.list")
+            .exists());
+        assert!(!sb.full("/etc/yum.repos.d/mongodb-org-8.0.repo").exists());
+    }
+    // A series without a pinned key is refused when rendering.
+    let mut stack = shop(false, "mongodb");
+    if let Some(db) = stack.spec.database.as_mut() {
+        db.version = "4.4".to_string();
+    }
+    let err = database(&stack).unwrap_err().to_string();
+    assert!(
+        err.contains("no pinned signing key for MongoDB 4.4"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -1176,4 +1224,53 @@ fn rendered_output_holds_parameter_names_only() {
         "/iac/shop/db-password"
     );
     assert_eq!(DATA_DEVICE, "/dev/sdf");
+}
+
+#[test]
+fn balancer_renewal_timer_obtains_a_missing_certificate_then_renews() {
+    let stack = shop(true, "mysql");
+    let ud = balancer(&stack).unwrap();
+    let script = file(&ud, iac::render::CERTBOT_SCRIPT);
+    shellcheck("sh", "iac-certbot", script);
+    let unit = file(&ud, "/etc/systemd/system/iac-certbot-renew.service");
+    assert!(
+        unit.contains("\nExecStart=/usr/local/sbin/iac-certbot\n"),
+        "{unit}"
+    );
+    let sb = sandbox(script, "ubuntu", &[]);
+    // The deploy hook (tested on its own above) builds HAProxy's pem: here it records its run.
+    let hook = sb.full("/etc/letsencrypt/renewal-hooks/deploy/iac-haproxy-pem.sh");
+    fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    fs::write(
+        &hook,
+        "#!/bin/sh\nmkdir -p \"$IAC_ROOT/etc/haproxy/certs\"\necho pem >\"$IAC_ROOT/etc/haproxy/certs/shop.example.net.pem\"\necho hook >>\"$STUB_LOG\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dash = tool("dash", "dash");
+
+    // No certificate (boot missed it): a failed run changes nothing; the next obtains it
+    // through certbot's server behind HAProxy, then the hook installs it.
+    let out = sb.run_with(&dash, &[], &[("STUB_CERTBOT_FAIL", "1")]);
+    assert!(!out.status.success(), "{}", sb.explain(&out));
+    assert!(!sb.calls().contains("hook"));
+    sb.clear_calls();
+    let out = sb.run_with(&dash, &[], &[]);
+    check_output("iac-certbot", &out);
+    let calls = sb.calls();
+    assert!(calls.contains(
+        "certbot certonly --standalone --http-01-port 8888 --http-01-address 127.0.0.1 --non-interactive --agree-tos --no-eff-email -m o'brien@example.net -d shop.example.net --keep-until-expiring\n"
+    ), "{calls}");
+    assert!(
+        position(&calls, "certbot certonly") < position(&calls, "hook"),
+        "{calls}"
+    );
+
+    // Installed: the timer only renews.
+    sb.clear_calls();
+    let out = sb.run_with(&dash, &[], &[]);
+    check_output("iac-certbot renew", &out);
+    let calls = sb.calls();
+    assert!(calls.contains("certbot renew --quiet\n"), "{calls}");
+    assert!(!calls.contains("certonly"), "{calls}");
 }

@@ -132,8 +132,8 @@ fn run_commands_pass_shellcheck() {
 
 #[test]
 fn scripts_fit_in_user_data() {
-    // Without a domain every script goes as it is; with one, manager-1 carries nginx, certbot
-    // and the service script and goes gzip-compressed (cloud-init inflates it).
+    // Workers go as they are; managers carry the service script (and with a domain nginx and
+    // certbot) and go gzip-compressed when that is over the limit (cloud-init inflates it).
     for (variant, stack) in [("example", example()), ("shop-domain", shop(true))] {
         for (role, ud) in all_scripts(&stack) {
             let len = ud.script.len();
@@ -143,7 +143,7 @@ fn scripts_fit_in_user_data() {
                 payload.len()
             );
             assert!(payload.len() <= USER_DATA_LIMIT);
-            if variant == "example" {
+            if role == "worker" {
                 assert_eq!(payload, ud.script.as_bytes(), "{role}: {len} bytes");
             }
         }
@@ -210,8 +210,31 @@ fn service_spec_is_deterministic_key_value_lines() {
 /// Host tools the scripts (and the stubs) may use; anything else is a stub or missing, so a
 /// script can never touch the real system (the real docker least of all).
 const HOST_TOOLS: &[&str] = &[
-    "awk", "cat", "chmod", "cmp", "cp", "cut", "date", "find", "grep", "head", "install", "ln",
-    "mkdir", "mv", "rm", "sed", "sleep", "sort", "tail", "tee", "timeout", "touch", "tr", "uname",
+    "awk",
+    "cat",
+    "chmod",
+    "cmp",
+    "cp",
+    "cut",
+    "date",
+    "find",
+    "grep",
+    "head",
+    "install",
+    "ln",
+    "mkdir",
+    "mv",
+    "rm",
+    "sed",
+    "sha256sum",
+    "sleep",
+    "sort",
+    "tail",
+    "tee",
+    "timeout",
+    "touch",
+    "tr",
+    "uname",
 ];
 
 /// The swarm sandbox: a fake root with an os-release of `os_id` (`ubuntu` or `amzn`), the swarm
@@ -256,6 +279,8 @@ fn manager_1_initialises_once_and_publishes_tokens_and_address() {
     let out = sb.run_ok(&[]);
     let calls = sb.calls();
     let log = sb.log();
+    // No secret in an argv, the service's environment, the log or the output.
+    let secret = assert_service_secrets_hidden(&sb, &out, "EMPTY=");
 
     assert_eq!(count_calls(&calls, "docker swarm init"), 1, "{calls}");
     assert!(calls.contains("docker swarm init --advertise-addr 10.0.1.23\n"));
@@ -319,19 +344,27 @@ fn manager_1_initialises_once_and_publishes_tokens_and_address() {
         "--health-cmd if command -v curl",
         "curl -fsS -m 5 -o /dev/null 'http://127.0.0.1:8080/health?deep=1&x=$y'",
         "--env-file ",
+        "--config source=shop-app-entry-",
+        ",target=/run/iac/entry,mode=0555 --entrypoint /run/iac/entry ",
     ] {
         assert!(create.contains(flag), "{flag}:\n{create}");
     }
-    assert!(create.ends_with(" ghcr.io/example/shop:2.0"), "{create}");
-    assert_eq!(
-        sb.state("create-env"),
-        format!(
-            "EMPTY=\nGREETING=it's \"quoted\" $HOME `id` & ${{MORE}} # not a comment\n\
-             SECRET_KEY={SECRET_VALUE}\nSIGNING_SALT=salty\n"
-        )
+    // The tasks start through the entrypoint, which runs the image's own command.
+    assert!(
+        create.ends_with(" ghcr.io/example/shop:2.0 python3 /app/app.py"),
+        "{create}"
     );
-    assert_eq!(sb.state("create-env-modes"), "600\n600\n");
-    sb.assert_not_leaked(&out, SECRET_VALUE, true);
+    assert!(
+        create.contains(&format!(
+            "--secret source={secret},target=iac.env,mode=0400 "
+        )),
+        "{create}"
+    );
+    assert!(calls.contains(&format!("docker secret create {secret} -\n")));
+    assert_eq!(
+        sb.container_env(),
+        "EMPTY=\nGREETING=it's \"quoted\" $HOME `id` & ${MORE} # not a comment\n"
+    );
     let leftovers: Vec<_> = fs::read_dir(sb.full("/etc/iac"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -410,6 +443,67 @@ fn joinable(sb: &Sandbox, stack: &str) {
     sb.param(&param_name(stack, MANAGER_TOKEN_PARAM), MANAGER_TOKEN);
 }
 
+/// The docker secrets the service script created (the swarm-docker stub's state): name and
+/// content of each.
+fn docker_secrets(sb: &Sandbox) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = fs::read_dir(sb.base.join("stub-state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_prefix("secret-").map(str::to_string))
+        .map(|name| {
+            let content = sb.state(&format!("secret-{name}"));
+            (name, content)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The service's secrets went into one docker secret (on stdin) that the tasks' entrypoint
+/// reads, never into an argument, the service's environment, the log or the output; `plain`
+/// is a setting the service's environment does carry.
+fn assert_service_secrets_hidden(sb: &Sandbox, out: &std::process::Output, plain: &str) -> String {
+    sb.assert_secrets_hidden(out, &[SECRET_VALUE, "salty"], plain);
+    let secrets = docker_secrets(sb);
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+    let (name, content) = &secrets[0];
+    assert!(name.starts_with("shop-app-env-"), "{name}");
+    assert_eq!(
+        content,
+        &format!("SECRET_KEY={SECRET_VALUE}\nSIGNING_SALT=salty\n")
+    );
+    name.clone()
+}
+
+/// How many joins went to the Docker API (the curl stub's POST /swarm/join).
+fn joins(calls: &str) -> usize {
+    calls
+        .lines()
+        .filter(|l| l.starts_with("curl ") && l.ends_with(" http://localhost/swarm/join"))
+        .count()
+}
+
+/// The last join went to the Docker API on the local socket, with `token` in a root-only body
+/// file (removed afterwards), never in an argument.
+fn assert_joined_with(sb: &Sandbox, out: &std::process::Output, token: &str) {
+    sb.assert_not_leaked(out, token, true);
+    assert_eq!(
+        sb.state("join-body"),
+        format!(
+            "{{\"ListenAddr\":\"0.0.0.0:2377\",\"AdvertiseAddr\":\"{STUB_PRIVATE_IP}\",\
+             \"RemoteAddrs\":[\"{LEADER_IP}:2377\"],\"JoinToken\":\"{token}\"}}"
+        )
+    );
+    assert_eq!(sb.state("join-body-mode"), "600\n");
+    assert!(!sb.full("/etc/iac/.join-body").exists());
+    let calls = sb.calls();
+    assert!(
+        calls.contains(" --unix-socket /var/run/docker.sock -X POST "),
+        "{calls}"
+    );
+    assert!(!calls.contains("docker swarm join"), "{calls}");
+}
+
 #[test]
 fn worker_waits_for_the_leader_then_joins_once() {
     let ud = worker(&shop(false)).unwrap();
@@ -420,6 +514,7 @@ fn worker_waits_for_the_leader_then_joins_once() {
         let out = sb.run_ok(&[("STUB_SSM_MISSING", &format!("{name}:3"))]);
         let calls = sb.calls();
         let log = sb.log();
+        sb.assert_not_leaked(&out, WORKER_TOKEN, true);
         assert_eq!(
             count_calls(&calls, &format!("aws ssm get-parameter --name {name} ")),
             4,
@@ -431,24 +526,19 @@ fn worker_waits_for_the_leader_then_joins_once() {
             )),
             "{log}"
         );
-        assert_eq!(count_calls(&calls, "docker swarm join"), 1, "{calls}");
-        assert!(calls.contains(&format!(
-            "docker swarm join --token {WORKER_TOKEN} --advertise-addr {STUB_PRIVATE_IP} {LEADER_IP}:2377\n"
-        )));
+        assert_eq!(joins(&calls), 1, "{calls}");
+        assert_joined_with(&sb, &out, WORKER_TOKEN);
         assert!(
             log.contains("joined the swarm at 10.0.1.10:2377 as a worker"),
             "{log}"
         );
         assert!(last_line(&log).ends_with("iac bootstrap finished: swarm worker at 10.0.1.23"));
-        // The token is an argument of `docker swarm join` (docker has no other way), but
-        // never in the log or the output.
-        sb.assert_not_leaked(&out, WORKER_TOKEN, false);
         assert!(!calls.contains("put-parameter"));
 
         sb.clear_calls();
         sb.run_ok(&[]);
         let calls = sb.calls();
-        assert!(!calls.contains("docker swarm join"), "{calls}");
+        assert_eq!(joins(&calls), 0, "{calls}");
         assert!(sb.log().contains("in the swarm already: not joining again"));
     }
 }
@@ -463,7 +553,7 @@ fn worker_on_amazon_linux_installs_docker_and_the_aws_cli() {
     assert!(calls.contains("dnf -q -y install docker\n"), "{calls}");
     assert!(calls.contains("dnf -q -y install awscli-2\n"), "{calls}");
     assert!(!calls.contains("apt-get"), "{calls}");
-    assert_eq!(count_calls(&calls, "docker swarm join"), 1, "{calls}");
+    assert_eq!(joins(&calls), 1, "{calls}");
     // No region in the stack: from IMDS.
     assert!(calls.contains("/latest/meta-data/placement/region"));
 }
@@ -476,7 +566,7 @@ fn worker_retries_a_failed_join_then_succeeds() {
     let out = sb.run_ok(&[("STUB_JOIN_FAIL", "2")]);
     let calls = sb.calls();
     let log = sb.log();
-    assert_eq!(count_calls(&calls, "docker swarm join"), 3, "{calls}");
+    assert_eq!(joins(&calls), 3, "{calls}");
     assert!(
         log.contains("joining the swarm at 10.0.1.10:2377 failed (attempt 1, state inactive)"),
         "{log}"
@@ -484,7 +574,7 @@ fn worker_retries_a_failed_join_then_succeeds() {
     // docker's error quotes the token: it is masked before it is logged.
     assert!(log.contains("with token <token>"), "{log}");
     assert!(log.contains("joined the swarm at 10.0.1.10:2377 as a worker"));
-    sb.assert_not_leaked(&out, WORKER_TOKEN, false);
+    assert_joined_with(&sb, &out, WORKER_TOKEN);
 }
 
 #[test]
@@ -496,7 +586,7 @@ fn worker_gives_up_after_the_bound_with_a_failed_line() {
     assert!(!out.status.success(), "{}", sb.explain(&out));
     let calls = sb.calls();
     let log = sb.log();
-    assert_eq!(count_calls(&calls, "docker swarm join"), 3, "{calls}");
+    assert_eq!(joins(&calls), 3, "{calls}");
     assert!(
         log.contains("FAILED to join the swarm at 10.0.1.10:2377 as a worker after 3 attempts"),
         "{log}"
@@ -505,7 +595,7 @@ fn worker_gives_up_after_the_bound_with_a_failed_line() {
         log.contains("iac bootstrap FAILED in step 3/3 swarm"),
         "{log}"
     );
-    sb.assert_not_leaked(&out, WORKER_TOKEN, false);
+    sb.assert_not_leaked(&out, WORKER_TOKEN, true);
 }
 
 #[test]
@@ -522,7 +612,7 @@ fn worker_gives_up_when_the_tokens_never_come() {
         "{log}"
     );
     assert!(log.contains("FAILED in step 3/3 swarm"), "{log}");
-    assert!(!sb.calls().contains("docker swarm join"));
+    assert_eq!(joins(&sb.calls()), 0);
 }
 
 #[test]
@@ -534,9 +624,7 @@ fn other_managers_join_with_the_manager_token() {
     let out = sb.run_ok(&[]);
     let calls = sb.calls();
     let log = sb.log();
-    assert!(calls.contains(&format!(
-        "docker swarm join --token {MANAGER_TOKEN} --advertise-addr {STUB_PRIVATE_IP} {LEADER_IP}:2377\n"
-    )));
+    assert_joined_with(&sb, &out, MANAGER_TOKEN);
     assert!(!calls.contains("docker swarm init"));
     assert!(!calls.contains("put-parameter"));
     assert!(!calls.contains("docker service"));
@@ -548,11 +636,10 @@ fn other_managers_join_with_the_manager_token() {
     let site = fs::read_to_string(sb.full("/etc/nginx/conf.d/iac-shop.conf")).unwrap();
     assert!(site.contains("proxy_pass http://127.0.0.1:8000;"), "{site}");
     assert!(log.contains("HTTPS not enabled"), "{log}");
-    sb.assert_not_leaked(&out, MANAGER_TOKEN, false);
 
     sb.clear_calls();
     sb.run_ok(&[]);
-    assert!(!sb.calls().contains("docker swarm join"));
+    assert_eq!(joins(&sb.calls()), 0);
 }
 
 #[test]
@@ -633,10 +720,7 @@ fn apply_creates_the_service_when_absent() {
             assert!(create.contains(flag), "{flag}: {create}");
         }
         assert!(!calls.contains("docker service update"));
-        assert!(sb
-            .state("create-env")
-            .contains(&format!("SECRET_KEY={SECRET_VALUE}\n")));
-        sb.assert_not_leaked(&out, SECRET_VALUE, true);
+        assert_service_secrets_hidden(&sb, &out, "EMPTY=");
     }
 }
 
@@ -653,6 +737,8 @@ fn apply_updates_an_existing_service_in_place() {
         );
         sb.set_state("service-constraints", "node.role==manager\n");
         sb.set_state("service-ports", "8000:8080 ");
+        sb.set_state("service-secrets", "shop-app-env-0ld\n");
+        sb.set_state("secret-shop-app-env-0ld", "SECRET_KEY=old\n");
         let out = sb.run_with(&shell, &[], &[]);
         assert!(out.status.success(), "{}", sb.explain(&out));
         let calls = sb.calls();
@@ -675,22 +761,31 @@ fn apply_updates_an_existing_service_in_place() {
             "--constraint-rm node.role==manager",
             "--constraint-add node.role==worker",
             "--env-rm OLD_VAR",
+            // A secret an older version put in the environment leaves it.
+            "--env-rm SECRET_KEY",
             "--env-add EMPTY=",
             "--env-add GREETING=it's \"quoted\" $HOME `id` & ${MORE} # not a comment",
-            "--env-add SECRET_KEY ",
-            "--env-add SIGNING_SALT ",
+            "--secret-rm shop-app-env-0ld ",
+            "--config-add source=shop-app-entry-",
+            "--entrypoint /run/iac/entry --args 'python3' '/app/app.py' ",
         ] {
             assert!(update.contains(flag), "{flag}: {update}");
         }
         assert!(!update.contains("--publish"), "ports unchanged: {update}");
-        assert!(!update.contains("--env-rm SECRET_KEY"), "{update}");
+        assert!(!update.contains("--env-add SECRET_KEY"), "{update}");
         assert!(update.ends_with(" shop-app"), "{update}");
-        // The secrets reached docker through its environment, not its arguments.
-        assert_eq!(
-            sb.state("update-env"),
-            format!("SECRET_KEY={SECRET_VALUE}\nSIGNING_SALT=salty\n")
+        // The new secret version replaces the old one, which is then removed.
+        let secret = assert_service_secrets_hidden(&sb, &out, "EMPTY=");
+        assert!(
+            update.contains(&format!(
+                "--secret-add source={secret},target=iac.env,mode=0400 "
+            )),
+            "{update}"
         );
-        sb.assert_not_leaked(&out, SECRET_VALUE, true);
+        assert!(
+            calls.contains("docker secret rm shop-app-env-0ld\n"),
+            "{calls}"
+        );
         let leftovers: Vec<_> = fs::read_dir(sb.full("/etc/iac"))
             .unwrap()
             .map(|e| e.unwrap().file_name())

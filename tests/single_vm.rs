@@ -61,12 +61,14 @@ fn ingress(g: &aws_sdk_ec2::types::SecurityGroup) -> Vec<(String, i32, i32, Stri
         .ip_permissions()
         .iter()
         .flat_map(|p| {
-            p.ip_ranges().iter().map(move |r| {
+            let v4 = p.ip_ranges().iter().map(|r| r.cidr_ip());
+            let v6 = p.ipv6_ranges().iter().map(|r| r.cidr_ipv6());
+            v4.chain(v6).map(move |cidr| {
                 (
                     p.ip_protocol().unwrap_or_default().to_string(),
                     p.from_port().unwrap_or(-1),
                     p.to_port().unwrap_or(-1),
-                    r.cidr_ip().unwrap_or_default().to_string(),
+                    cidr.unwrap_or_default().to_string(),
                 )
             })
         })
@@ -176,7 +178,9 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
         vec![
             ("tcp".into(), 22, 22, "203.0.113.0/24".into()),
             ("tcp".into(), 80, 80, "0.0.0.0/0".into()),
+            ("tcp".into(), 80, 80, "::/0".into()),
             ("tcp".into(), 443, 443, "0.0.0.0/0".into()),
+            ("tcp".into(), 443, 443, "::/0".into()),
         ]
     );
 

@@ -80,6 +80,13 @@ async fn swarm_up_update_scale_in_and_down() {
                 x.cidr_ip().unwrap_or_default().to_string(),
             )
         }));
+        rules.extend(p.ipv6_ranges().iter().map(|x| {
+            (
+                proto.clone(),
+                port,
+                x.cidr_ipv6().unwrap_or_default().to_string(),
+            )
+        }));
         rules.extend(p.user_id_group_pairs().iter().map(|u| {
             (
                 proto.clone(),
@@ -96,6 +103,7 @@ async fn swarm_up_update_scale_in_and_down() {
     let want: Vec<(String, i32, String)> = vec![
         ("tcp".into(), 22, "203.0.113.0/24".into()),
         ("tcp".into(), 80, "0.0.0.0/0".into()),
+        ("tcp".into(), 80, "::/0".into()),
         ("tcp".into(), 2377, "self".into()),
         ("tcp".into(), 7946, "self".into()),
         ("udp".into(), 4789, "self".into()),

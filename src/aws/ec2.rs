@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, IpPermission,
-    IpRange, ResourceType, Tag, TagSpecification, UserIdGroupPair, VolumeType,
+    IpRange, Ipv6Range, ResourceType, Tag, TagSpecification, UserIdGroupPair, VolumeType,
 };
 use base64::Engine;
 
@@ -274,6 +274,15 @@ pub async fn discover_security_groups(aws: &Aws, stack: &str) -> Result<Vec<Obse
                         description: r.description().unwrap_or_default().to_string(),
                     });
                 }
+                for r in p.ipv6_ranges() {
+                    ingress.push(IngressRule {
+                        protocol: protocol.clone(),
+                        from_port: from,
+                        to_port: to,
+                        source: Source::Cidr(r.cidr_ipv6().unwrap_or_default().to_string()),
+                        description: r.description().unwrap_or_default().to_string(),
+                    });
+                }
                 for pair in p.user_id_group_pairs() {
                     let gid = pair.group_id().unwrap_or_default();
                     let src = logical.get(gid).cloned().unwrap_or_else(|| gid.to_string());
@@ -309,6 +318,15 @@ fn permission(
         .from_port(i32::from(rule.from_port))
         .to_port(i32::from(rule.to_port));
     Ok(match &rule.source {
+        // An IPv6 range goes in its own list (`::/0` beside `0.0.0.0/0`).
+        Source::Cidr(c) if c.contains(':') => b
+            .ipv6_ranges(
+                Ipv6Range::builder()
+                    .cidr_ipv6(c)
+                    .description(&rule.description)
+                    .build(),
+            )
+            .build(),
         Source::Cidr(c) => b
             .ip_ranges(
                 IpRange::builder()

@@ -19,8 +19,9 @@ use serde::Serialize;
 use super::app_spec::{update_command, Switch, EXTRA_ENV, UPDATE_SCRIPT};
 use super::lb_common::ScriptHead;
 use super::{
-    cert_dir, check_app_env_file, invalid, render, require_word, tier_environment, RenderError,
-    UserData, CERTBOT_RENEW_SERVICE as RENEW_SERVICE, CERTBOT_RENEW_TIMER as RENEW_TIMER,
+    cert_dir, certbot_script, check_app_env_file, invalid, render, require_word, tier_environment,
+    CertbotCtx, RenderError, UserData, ACME_ROOT, CERTBOT_RENEW_SERVICE as RENEW_SERVICE,
+    CERTBOT_RENEW_TIMER as RENEW_TIMER, NGINX_HTTP, NGINX_HTTPS,
 };
 use crate::stack::{Database, Stack, Tier};
 
@@ -322,6 +323,21 @@ pub fn balancer(stack: &Stack) -> Result<UserData, RenderError> {
             "755",
             render(&env, "templates/haproxy-certbot-deploy-hook.sh.j2", &hook)?,
         ));
+        files.push(certbot_script(
+            &env,
+            &CertbotCtx {
+                stack: &s.name,
+                domain: &d.name,
+                email: &d.email,
+                cert: pem_path(&d.name),
+                acme_root: ACME_ROOT,
+                acme_port: Some(ACME_PORT),
+                hook: Some(DEPLOY_HOOK),
+                site: String::new(),
+                https_conf: NGINX_HTTPS,
+                http_conf: NGINX_HTTP,
+            },
+        )?);
         let renew = RenewCtx { stack: &s.name };
         files.push((
             RENEW_SERVICE.to_string(),
@@ -553,6 +569,8 @@ struct DatabaseCtx<'a> {
     device: &'static str,
     data_dir: &'static str,
     mongo_users: &'static str,
+    /// The fingerprint MongoDB's signing key must have (MongoDB only).
+    mongo_key: &'static str,
 }
 
 /// The database VM's boot script: mount the data volume (formatting it only when blank),
@@ -568,6 +586,23 @@ pub fn database(stack: &Stack) -> Result<UserData, RenderError> {
         ));
     };
     let engine = check_database(db)?;
+    let mongo_key = match engine {
+        Engine::Mongodb => super::pins::mongodb_key(&db.version).ok_or_else(|| {
+            invalid(
+                "database.version",
+                format!(
+                    "no pinned signing key for MongoDB {}; iac knows {}",
+                    db.version,
+                    super::pins::MONGODB_KEYS
+                        .iter()
+                        .map(|(v, _)| *v)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?,
+        _ => "",
+    };
     let env = lb_environment()?;
     let mut files = Vec::new();
     if engine == Engine::Mongodb {
@@ -593,6 +628,7 @@ pub fn database(stack: &Stack) -> Result<UserData, RenderError> {
         device: DATA_DEVICE,
         data_dir: engine.data_dir(),
         mongo_users: MONGO_USERS_JS,
+        mongo_key,
     };
     let script = render(&env, "userdata/lb-database.sh.j2", &ctx)?;
     Ok(UserData {

@@ -11,6 +11,7 @@ pub mod custom_scaler;
 mod filters;
 mod lb_common;
 pub mod lb_vms;
+pub mod pins;
 pub mod single_vm;
 pub mod swarm;
 
@@ -222,6 +223,8 @@ pub(crate) const CERTBOT_RENEW_SERVICE: &str = "/etc/systemd/system/iac-certbot-
 pub(crate) const CERTBOT_RENEW_TIMER: &str = "/etc/systemd/system/iac-certbot-renew.timer";
 pub(crate) const NGINX_DEPLOY_HOOK: &str =
     "/etc/letsencrypt/renewal-hooks/deploy/iac-reload-nginx.sh";
+/// Obtains the certificate (the boot script; the timer when none exists yet) or renews it.
+pub const CERTBOT_SCRIPT: &str = "/usr/local/sbin/iac-certbot";
 
 #[derive(Serialize)]
 struct TlsCtx {
@@ -246,6 +249,37 @@ struct NginxCtx<'a> {
 #[derive(Serialize)]
 struct RenewCtx<'a> {
     stack: &'a str,
+}
+
+/// Context of `templates/iac-certbot.sh.j2`.
+#[derive(Serialize)]
+pub(crate) struct CertbotCtx<'a> {
+    pub stack: &'a str,
+    pub domain: &'a str,
+    pub email: &'a str,
+    /// The file whose presence means a certificate is installed.
+    pub cert: String,
+    pub acme_root: &'static str,
+    /// certbot's own server on this loopback port (behind HAProxy) instead of nginx's webroot.
+    pub acme_port: Option<u16>,
+    /// Run after a first certificate (HAProxy's deploy hook) instead of switching nginx's site.
+    pub hook: Option<&'static str>,
+    /// The live nginx site, and the staged variants copied onto it.
+    pub site: String,
+    pub https_conf: &'static str,
+    pub http_conf: &'static str,
+}
+
+/// The [`CERTBOT_SCRIPT`] file.
+pub(crate) fn certbot_script(
+    env: &Environment,
+    ctx: &CertbotCtx,
+) -> Result<(String, &'static str, String), RenderError> {
+    Ok((
+        CERTBOT_SCRIPT.to_string(),
+        "755",
+        render(env, "templates/iac-certbot.sh.j2", ctx)?,
+    ))
 }
 
 /// The files of an nginx site proxying to `127.0.0.1:<port>`, as `(path, mode, content)`: the
@@ -303,6 +337,19 @@ pub(crate) fn nginx_files(
         ] {
             files.push((path.to_string(), mode, render(env, name, &renew)?));
         }
+        let certbot = CertbotCtx {
+            stack,
+            domain: &d.name,
+            email: &d.email,
+            cert: format!("{dir}/fullchain.pem"),
+            acme_root: ACME_ROOT,
+            acme_port: None,
+            hook: None,
+            site: format!("/etc/nginx/conf.d/iac-{stack}.conf"),
+            https_conf: NGINX_HTTPS,
+            http_conf: NGINX_HTTP,
+        };
+        files.push(certbot_script(env, &certbot)?);
     }
     Ok(files)
 }
@@ -347,6 +394,26 @@ fn payload_of(script: &[u8]) -> Result<Vec<u8>, RenderError> {
 
 /// Every embedded template, by name. Names keep their real file names so errors point at files.
 const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "templates/iac-certbot.sh.j2",
+        include_str!("../../templates/iac-certbot.sh.j2"),
+    ),
+    (
+        "templates/certbot-install.sh.j2",
+        include_str!("../../templates/certbot-install.sh.j2"),
+    ),
+    (
+        "templates/compose-install.sh.j2",
+        include_str!("../../templates/compose-install.sh.j2"),
+    ),
+    (
+        "templates/app-container.sh.j2",
+        include_str!("../../templates/app-container.sh.j2"),
+    ),
+    (
+        "templates/app-secrets.sh.j2",
+        include_str!("../../templates/app-secrets.sh.j2"),
+    ),
     (
         "templates/app-update.sh.j2",
         include_str!("../../templates/app-update.sh.j2"),
@@ -407,6 +474,8 @@ fn environment() -> Result<Environment<'static>, RenderError> {
     env.add_filter("shell_quote", filters::shell_quote);
     env.add_filter("yaml_str", filters::yaml_str);
     env.add_filter("compose_str", filters::compose_str);
+    env.add_global("pins", minijinja::Value::from_serialize(pins::pins()));
+    env.add_global("certbot_script", CERTBOT_SCRIPT);
     add_templates(&mut env, TEMPLATES)?;
     Ok(env)
 }

@@ -16,12 +16,19 @@ use super::{
 };
 #[cfg(test)]
 use super::{
-    CERTBOT_RENEW_SERVICE as RENEW_SERVICE, CERTBOT_RENEW_TIMER as RENEW_TIMER,
+    CERTBOT_RENEW_SERVICE as RENEW_SERVICE, CERTBOT_RENEW_TIMER as RENEW_TIMER, CERTBOT_SCRIPT,
     NGINX_DEPLOY_HOOK as DEPLOY_HOOK,
 };
 use crate::stack::{Stack, Tier};
 
-const DB_ENV: &str = "/etc/iac/db.env";
+/// Root-only file holding the app user's password (from SSM), mounted read-only into the
+/// database container as `MYSQL_PASSWORD_FILE`.
+const DB_PASSWORD_FILE: &str = "/etc/iac/db-password";
+/// MySQL's administrator password (under [`DATA_DIR`]), generated on the instance and kept on
+/// the data volume beside the data it guards; mounted read-only as `MYSQL_ROOT_PASSWORD_FILE`.
+fn db_root_password_file() -> String {
+    format!("{DATA_DIR}/.iac/mysql-root-password")
+}
 /// Where the data volume is mounted: MySQL's data directory and `/etc/letsencrypt` live on it.
 pub const DATA_DIR: &str = "/var/lib/iac-data";
 /// Where iac attaches the data volume (Nitro instances show it as NVMe).
@@ -35,7 +42,8 @@ struct ComposeDb {
     image: String,
     name: String,
     user: String,
-    env_file: &'static str,
+    password_file: &'static str,
+    root_password_file: String,
     data_dir: String,
 }
 
@@ -51,7 +59,8 @@ struct ComposeCtx<'a> {
 #[derive(Serialize)]
 struct ScriptDb<'a> {
     password_ssm: String,
-    env_file: &'static str,
+    password_file: &'static str,
+    root_password_file: String,
     name: &'a str,
     user: &'a str,
     url_env: &'a str,
@@ -122,7 +131,8 @@ pub fn single_vm(stack: &Stack) -> Result<UserData, RenderError> {
                 image: format!("mysql:{}", db.version),
                 name: db.name.clone(),
                 user: db.user.clone(),
-                env_file: DB_ENV,
+                password_file: DB_PASSWORD_FILE,
+                root_password_file: db_root_password_file(),
                 data_dir: format!("{DATA_DIR}/mysql"),
             },
         };
@@ -152,7 +162,8 @@ pub fn single_vm(stack: &Stack) -> Result<UserData, RenderError> {
             .password
             .as_ref()
             .map_or_else(|| param_name(&s.name, DB_PASSWORD_PARAM), |p| p.ssm.clone()),
-        env_file: DB_ENV,
+        password_file: DB_PASSWORD_FILE,
+        root_password_file: db_root_password_file(),
         name: &db.name,
         user: &db.user,
         url_env: &db.url_env,
@@ -216,6 +227,7 @@ mod tests {
                 RENEW_SERVICE,
                 RENEW_TIMER,
                 DEPLOY_HOOK,
+                CERTBOT_SCRIPT,
                 UPDATE_SCRIPT,
             ]
         );

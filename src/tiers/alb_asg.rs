@@ -19,7 +19,7 @@ use crate::plan::*;
 use crate::render::{self, alb_asg as r};
 use crate::stack::Stack;
 
-use super::{security_group, tcp_rule, with_ssh, Inputs, TierError};
+use super::{public_tcp, security_group, tcp_rule, with_ssh, Inputs, TierError};
 
 pub const ALB_SG: &str = "alb-sg";
 pub const WEB_SG: &str = "web-sg";
@@ -33,8 +33,6 @@ pub const TG: &str = "tg";
 pub const ALB: &str = "alb";
 pub const ASG: &str = "asg";
 pub const POLICY: &str = "cpu-policy";
-
-const ANYWHERE: &str = "0.0.0.0/0";
 
 pub fn listener_id(port: u16) -> String {
     format!("listener-{port}")
@@ -84,10 +82,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             inputs,
             ALB_SG,
             "alb",
-            vec![
-                tcp_rule(80, Source::Cidr(ANYWHERE.into()), "http"),
-                tcp_rule(443, Source::Cidr(ANYWHERE.into()), "https"),
-            ],
+            [public_tcp(80, "http"), public_tcp(443, "https")].concat(),
             &[],
         ),
         security_group(

@@ -21,7 +21,7 @@ use crate::render::custom_scaler as r;
 use crate::render::RenderError;
 use crate::stack::{FleetKind, Stack, StackFile};
 
-use super::{security_group, tcp_rule, with_ssh, Inputs, TierError};
+use super::{public_tcp, security_group, tcp_rule, with_ssh, Inputs, TierError};
 
 pub const AGENTS_SG: &str = "agents-sg";
 pub const MONITOR_SG: &str = "monitor-sg";
@@ -38,8 +38,6 @@ pub use crate::scaler::ec2::{
 };
 /// The value of [`SCALER_TAG`] on the instances the monitor launched.
 pub const POOL_VALUE: &str = "pool";
-
-const ANYWHERE: &str = "0.0.0.0/0";
 
 /// Whether a set of tags marks a pool instance.
 pub fn is_pool(tags: &BTreeMap<String, String>) -> bool {
@@ -174,11 +172,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             "agents",
             with_ssh(
                 stack,
-                vec![tcp_rule(
-                    s.app.port,
-                    Source::Cidr(ANYWHERE.into()),
-                    "app (no load balancer in front)",
-                )],
+                public_tcp(s.app.port, "app (no load balancer in front)"),
             ),
             &[],
         ),
@@ -368,7 +362,7 @@ mod tests {
         assert!(m
             .ingress
             .iter()
-            .all(|r| r.source != Source::Cidr(ANYWHERE.into())));
+            .all(|r| !matches!(&r.source, Source::Cidr(c) if super::super::ANYWHERE.contains(&c.as_str()))));
         let Spec::SsmParameter(addr) = &find(&rs, "monitor-address").spec else {
             panic!("param")
         };

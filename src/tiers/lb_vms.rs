@@ -17,7 +17,7 @@ use crate::render::app_spec::{self, Switch};
 use crate::render::lb_vms as r;
 use crate::stack::{Database, Stack};
 
-use super::{security_group, tcp_rule, with_ssh, Inputs, TierError};
+use super::{public_tcp, security_group, tcp_rule, with_ssh, Inputs, TierError};
 
 pub const LB_SG: &str = "lb-sg";
 pub const WEB_SG: &str = "web-sg";
@@ -27,8 +27,6 @@ pub const DATA: &str = "data";
 pub const LB: &str = "lb";
 pub const EIP: &str = "eip";
 pub const DNS: &str = "dns";
-
-const ANYWHERE: &str = "0.0.0.0/0";
 
 /// Machine roles: the HAProxy VM, the web VMs, the database VM.
 pub const BALANCER_ROLE: &str = "balancer";
@@ -88,10 +86,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             "balancer",
             with_ssh(
                 stack,
-                vec![
-                    tcp_rule(80, Source::Cidr(ANYWHERE.into()), "http"),
-                    tcp_rule(443, Source::Cidr(ANYWHERE.into()), "https"),
-                ],
+                [public_tcp(80, "http"), public_tcp(443, "https")].concat(),
             ),
             &[],
         ),

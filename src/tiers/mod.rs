@@ -39,6 +39,18 @@ pub(crate) fn tcp_rule(port: u16, source: Source, description: &str) -> IngressR
     }
 }
 
+/// Where a public port is open from: every IPv4 and every IPv6 address (IPv6 clients reach
+/// the app wherever the subnet and the load balancer have IPv6; elsewhere the rule is inert).
+pub(crate) const ANYWHERE: [&str; 2] = ["0.0.0.0/0", "::/0"];
+
+/// TCP `port` open to the world, over IPv4 and IPv6.
+pub(crate) fn public_tcp(port: u16, description: &str) -> Vec<IngressRule> {
+    ANYWHERE
+        .iter()
+        .map(|cidr| tcp_rule(port, Source::Cidr((*cidr).to_string()), description))
+        .collect()
+}
+
 /// `rules` plus SSH from `network.ssh_from` when the stack opens it.
 pub(crate) fn with_ssh(stack: &Stack, mut rules: Vec<IngressRule>) -> Vec<IngressRule> {
     if let Some(cidr) = &stack.spec.network.ssh_from {

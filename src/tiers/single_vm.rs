@@ -19,7 +19,7 @@ use crate::render::app_spec::{self, Switch};
 use crate::render::single_vm::{DATA_DEVICE, DB_PASSWORD_PARAM};
 use crate::stack::Stack;
 
-use super::{Inputs, TierError};
+use super::{public_tcp, Inputs, TierError};
 
 pub const SG: &str = "web-sg";
 pub const KEY: &str = "key";
@@ -29,8 +29,6 @@ pub const DNS: &str = "dns";
 pub const DATA: &str = "data";
 /// The data volume's size: MySQL's data and the certificates of a small shop.
 pub const DATA_GB: u32 = 8;
-
-const ANYWHERE: &str = "0.0.0.0/0";
 
 fn tcp(port: u16, cidr: &str, description: &str) -> IngressRule {
     IngressRule {
@@ -44,7 +42,7 @@ fn tcp(port: u16, cidr: &str, description: &str) -> IngressRule {
 
 /// The security group rules: web from anywhere, SSH only from `ssh_from` (closed without it).
 pub fn ingress(stack: &Stack) -> Vec<IngressRule> {
-    let mut rules = vec![tcp(80, ANYWHERE, "http"), tcp(443, ANYWHERE, "https")];
+    let mut rules = [public_tcp(80, "http"), public_tcp(443, "https")].concat();
     if let Some(cidr) = &stack.spec.network.ssh_from {
         rules.push(tcp(22, cidr, "ssh"));
     }

@@ -16,7 +16,7 @@ use crate::plan::*;
 use crate::render::swarm as r;
 use crate::stack::Stack;
 
-use super::{Drain, Inputs, TierError};
+use super::{public_tcp, Drain, Inputs, TierError};
 
 pub const SG: &str = "swarm-sg";
 pub const LEADER: &str = "manager-1";
@@ -30,8 +30,6 @@ pub const SWARM_PORTS: &[(&str, u16, &str)] = &[
     ("udp", 7946, "swarm gossip"),
     ("udp", 4789, "overlay network (VXLAN)"),
 ];
-
-const ANYWHERE: &str = "0.0.0.0/0";
 
 /// Machine roles: the first manager (it initialises the swarm and is the leader `iac` talks
 /// to), the other managers, the workers.
@@ -105,26 +103,11 @@ pub fn ingress(stack: &Stack) -> Vec<IngressRule> {
         .map(|(proto, port, what)| rule(proto, *port, Source::Group(ResourceId::new(SG)), what))
         .collect();
     if s.domain.is_some() {
-        rules.push(rule(
-            "tcp",
-            80,
-            Source::Cidr(ANYWHERE.into()),
-            "http (nginx on the managers)",
-        ));
-        rules.push(rule(
-            "tcp",
-            443,
-            Source::Cidr(ANYWHERE.into()),
-            "https (nginx on the managers)",
-        ));
+        rules.extend(public_tcp(80, "http (nginx on the managers)"));
+        rules.extend(public_tcp(443, "https (nginx on the managers)"));
     } else {
         let port = s.swarm.as_ref().map(|w| w.published_port).unwrap_or(80);
-        rules.push(rule(
-            "tcp",
-            port,
-            Source::Cidr(ANYWHERE.into()),
-            "the app through the routing mesh",
-        ));
+        rules.extend(public_tcp(port, "the app through the routing mesh"));
     }
     if let Some(cidr) = &s.network.ssh_from {
         rules.push(rule("tcp", 22, Source::Cidr(cidr.clone()), "ssh"));

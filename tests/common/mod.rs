@@ -198,6 +198,23 @@ impl Emulator {
         aws_sdk_ssm::Client::new(&self.config().await)
     }
 
+    /// The decrypted value of SSM parameter `name`; panics when it cannot be read.
+    #[allow(dead_code)]
+    pub async fn secure_value(&self, name: &str) -> String {
+        self.ssm()
+            .await
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .parameter()
+            .and_then(|p| p.value())
+            .unwrap_or_default()
+            .to_string()
+    }
+
     pub async fn tagging(&self) -> aws_sdk_resourcegroupstagging::Client {
         aws_sdk_resourcegroupstagging::Client::new(&self.config().await)
     }
@@ -584,6 +601,11 @@ pub async fn group_rules(
                     p.ip_ranges()
                         .iter()
                         .map(|r| (port, r.cidr_ip().unwrap_or_default().to_string())),
+                );
+                v.extend(
+                    p.ipv6_ranges()
+                        .iter()
+                        .map(|r| (port, r.cidr_ipv6().unwrap_or_default().to_string())),
                 );
                 v.extend(p.user_id_group_pairs().iter().map(|u| {
                     let id = u.group_id().unwrap_or_default();

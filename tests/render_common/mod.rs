@@ -358,6 +358,34 @@ impl Sandbox {
         )
     }
 
+    /// What the stubs saw given to containers' environments (`docker run -e/--env-file`,
+    /// compose's `environment:`/`env_file:`, `docker service --env/--env-add/--env-file`), one
+    /// `NAME=VALUE` a line: what `docker inspect` would show.
+    #[allow(dead_code)]
+    pub fn container_env(&self) -> String {
+        fs::read_to_string(self.base.join("container-env.log")).unwrap_or_default()
+    }
+
+    /// Asserts none of `secrets` reached a recorded argv, a container's environment, the log or
+    /// the output, and that the recording worked (`plain`, a non-secret `NAME=VALUE` the
+    /// containers do get, is in the environment).
+    #[allow(dead_code)]
+    pub fn assert_secrets_hidden(&self, out: &Output, secrets: &[&str], plain: &str) {
+        let env = self.container_env();
+        assert!(
+            env.lines().any(|l| l == plain),
+            "the stubs recorded no {plain} in the containers' environment:\n{env}"
+        );
+        for secret in secrets {
+            assert!(!secret.is_empty());
+            assert!(
+                !env.contains(secret),
+                "{secret} in a container's environment:\n{env}"
+            );
+            self.assert_not_leaked(out, secret, true);
+        }
+    }
+
     /// Asserts `secret` appears in none of the places a careless script would leak it to: the
     /// log, the output, and (where `argv_too`) the recorded argv.
     #[allow(dead_code)]
