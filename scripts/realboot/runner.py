@@ -180,14 +180,17 @@ class Runner:
         if gone:
             # A VM with a volume that outlives it shuts down cleanly first, as EC2's stop and
             # terminate do (systemd stops Docker and the database, which flushes and unmounts
-            # the volume); the others are removed at once, which nothing can tell apart.
+            # the volume); the others are removed at once (nothing on them outlives them).
             keep = [name for iid, name in gone.items() if self.instances.get(iid, {}).get("volumes")]
             for iid, name in gone.items():
                 state = live.get(iid, {}).get("State", {}).get("Name", "gone")
                 log(f"{iid} is {state}: {'shutting down' if name in keep else 'removing'} {name}")
+            others = [name for name in gone.values() if name not in keep]
+            if others:
+                docker("rm", "-f", "-v", *others, check=False)
             if keep:
                 docker("stop", "-t", "60", *keep, check=False)
-            docker("rm", "-f", "-v", *gone.values(), check=False)
+                docker("rm", "-f", "-v", *keep, check=False)
             for iid in gone:
                 self.instances.pop(iid, None)
         for iid, inst in running.items():
