@@ -574,7 +574,7 @@ async fn custom_scaler_monitor_launches_only_tagged_pool_instances_from_its_temp
     assert!(!log.contains(&token), "the -vvv log holds the scaler token");
     // The TLS bundle iac generated: a key, the monitor's certificate and the CA; the key is in
     // no log.
-    let bundle = secure_value(&emu, &p(stack, "scaler-tls")).await;
+    let bundle = emu.secure_value(&p(stack, "scaler-tls")).await;
     assert!(
         bundle.starts_with("-----BEGIN PRIVATE KEY-----\n"),
         "{}",

@@ -419,6 +419,69 @@ fn answering_ids(
     seen
 }
 
+/// The instance ids of `all` (id, logical id) whose logical id starts with `prefix`.
+fn by_role(all: &[(String, String)], prefix: &str) -> Vec<String> {
+    all.iter()
+        .filter(|(_, id)| id.starts_with(prefix))
+        .map(|(i, _)| i.clone())
+        .collect()
+}
+
+/// An lb-vms stack booted for real, with a row written through its balancer.
+struct LbVms {
+    ids: Vec<String>,
+    report: Value,
+    balancer: Vec<String>,
+    webs: Vec<String>,
+    /// The catalog through the balancer's published port 80.
+    url: String,
+}
+
+/// Waits for the four VMs of lb-vms stack `name` to boot, writes the row `title` through
+/// HAProxy (which admits a web VM a few seconds after its boot, once its checks pass), and
+/// asserts both web VMs answer with it, from the database VM.
+async fn lb_vms_booted_with_a_row(
+    emu: &Emulator,
+    runner: &Runner,
+    name: &str,
+    title: &str,
+) -> LbVms {
+    let all = stack_instances(emu, name).await;
+    let ids: Vec<String> = all.iter().map(|(i, _)| i.clone()).collect();
+    assert_eq!(ids.len(), 4, "balancer, two web VMs, database: {all:?}");
+    let report = runner.wait_booted(&ids);
+    let balancer = by_role(&all, "lb");
+    let webs = by_role(&all, "web");
+    assert_eq!((balancer.len(), webs.len()), (1, 2), "{all:?}");
+    let lb = report["instances"][&balancer[0]]["ports"]["80"]
+        .as_str()
+        .expect("balancer port 80")
+        .to_string();
+    let url = format!("http://{lb}/book/catalog");
+    let mut answer = (0, String::new());
+    for _ in 0..60 {
+        answer = http("POST", &url, Some(title));
+        if answer.0 != 503 {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(answer.0, 201, "{}", answer.1);
+    let want: std::collections::BTreeSet<String> = webs.iter().cloned().collect();
+    assert_eq!(
+        answering_ids(&url, title, 2, 40),
+        want,
+        "both web VMs answer through HAProxy, from the database VM"
+    );
+    LbVms {
+        ids,
+        report,
+        balancer,
+        webs,
+        url,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn lb_vms_boot_for_real_and_balance_across_web_vms() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -434,43 +497,16 @@ async fn lb_vms_boot_for_real_and_balance_across_web_vms() {
         c.args(["up", "--yes"]).arg(stack.path());
         c
     });
-    let runner = Runner::start(&emu, "rb-lb");
-    let by_role = |all: &[(String, String)], prefix: &str| -> Vec<String> {
-        all.iter()
-            .filter(|(_, id)| id.starts_with(prefix))
-            .map(|(i, _)| i.clone())
-            .collect()
-    };
-    let all = stack_instances(&emu, "rb-lb").await;
-    let ids: Vec<String> = all.iter().map(|(i, _)| i.clone()).collect();
-    assert_eq!(ids.len(), 4, "balancer, two web VMs, database: {all:?}");
-    let report = runner.wait_booted(&ids);
-    let balancer = by_role(&all, "lb");
-    let webs = by_role(&all, "web");
-    assert_eq!((balancer.len(), webs.len()), (1, 2), "{all:?}");
-    let lb = report["instances"][&balancer[0]]["ports"]["80"]
-        .as_str()
-        .expect("balancer port 80")
-        .to_string();
-    let url = format!("http://{lb}/book/catalog");
-
-    // HAProxy admits a web VM after its health checks pass, a few seconds after its boot.
+    // The scale-up's reload goes through the strict layer, so its real result counts.
+    let (runner, cloud) = runner_as_ssm_agent(&emu, "rb-lb");
     let title = format!("lb real boot {}", std::process::id());
-    let mut answer = (0, String::new());
-    for _ in 0..60 {
-        answer = http("POST", &url, Some(&title));
-        if answer.0 != 503 {
-            break;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    assert_eq!(answer.0, 201, "{}", answer.1);
-    let seen = answering_ids(&url, &title, 2, 40);
-    let want: std::collections::BTreeSet<String> = webs.iter().cloned().collect();
-    assert_eq!(
-        seen, want,
-        "both web VMs answer through HAProxy, from the database VM"
-    );
+    let LbVms {
+        ids,
+        report,
+        balancer,
+        webs,
+        url,
+    } = lb_vms_booted_with_a_row(&emu, &runner, "rb-lb", &title).await;
 
     // The password iac generated is in no process listing on any VM, nor in `docker inspect`
     // of the web VMs' app containers.
@@ -492,11 +528,7 @@ async fn lb_vms_boot_for_real_and_balance_across_web_vms() {
     // A third web VM: iac reloads HAProxy in place (Run Command, run by the runner on the
     // balancer), and the new VM answers too.
     stack.rewrite(&[("count: 2", "count: 3")]);
-    run_ok({
-        let mut c = emu.iac();
-        c.args(["up", "--yes"]).arg(stack.path());
-        c
-    });
+    assert_exit(&iac_via(&emu, &cloud, &stack, &["up", "--yes"]), 0);
     let all = stack_instances(&emu, "rb-lb").await;
     let webs = by_role(&all, "web");
     assert_eq!(webs.len(), 3, "{all:?}");
@@ -521,5 +553,326 @@ async fn lb_vms_boot_for_real_and_balance_across_web_vms() {
         c.args(["down", "--yes", "--delete-data"]).arg(stack.path());
         c
     });
+    runner.wait_no_vms();
+}
+
+/// The exit code of `iac` is `code` (its output shown when not).
+fn assert_exit(r: &Run, code: i32) {
+    assert_eq!(r.code, code, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+}
+
+/// The ids of the stack's live instances.
+async fn instance_ids(emu: &Emulator, name: &str) -> Vec<String> {
+    stack_instances(emu, name)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// The runner for stack `name`, and the strict layer in front of the emulator with the runner
+/// as its SSM agent (docs/real-boot.md): `iac` through it sees what each Run Command really did
+/// in the VM, where the emulator alone says Success at once.
+fn runner_as_ssm_agent(emu: &Emulator, name: &str) -> (Runner, StrictAws) {
+    let runner = Runner::start(emu, name);
+    let cloud = StrictAws::start(
+        emu,
+        serde_json::json!({ "ssm_agent": runner.state.path().join("instances.json") }),
+    );
+    (runner, cloud)
+}
+
+/// `iac ARGS STACK-FILE` through the strict layer `cloud`.
+fn iac_via(emu: &Emulator, cloud: &StrictAws, stack: &StackFile, args: &[&str]) -> Run {
+    let mut c = emu.iac_at(&cloud.url);
+    c.args(args).arg(stack.path());
+    run(c)
+}
+
+/// The spec parameter `/iac/<stack>/app` as it is now.
+async fn app_spec_param(emu: &Emulator, stack: &str) -> String {
+    emu.ssm()
+        .await
+        .get_parameter()
+        .name(format!("/iac/{stack}/app"))
+        .send()
+        .await
+        .expect("the app spec parameter")
+        .parameter()
+        .and_then(|p| p.value())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The image of the container nginx sends requests to (the slot iac-app-update switched to).
+fn serving_image(c: &str) -> String {
+    vm_exec(
+        c,
+        "docker inspect --format '{{.Config.Image}}' \"app-$(cat /etc/iac/app.slot)\"",
+    )
+    .trim()
+    .to_string()
+}
+
+/// GET /book/catalog through the VM's published port 80: answered by `instance`, with `title`.
+fn assert_row_read_back(port80: &str, instance: &str, title: &str, when: &str) {
+    let (code, body) = http("GET", &format!("http://{port80}/book/catalog"), None);
+    assert_eq!(code, 200, "{when}: {body}");
+    let catalog = json(&body);
+    assert_eq!(catalog["instance_id"], instance, "{when}: {body}");
+    assert!(
+        catalog["books"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|x| x["title"] == title)),
+        "{when}: the row written before is not read back: {body}"
+    );
+}
+
+/// The statuses of the Run Command invocations the runner ran on `instance`, in order.
+fn invocation_statuses(report: &Value, instance: &str) -> Vec<String> {
+    let mut inv: Vec<&Value> = report["invocations"]
+        .as_object()
+        .map(|m| m.values().filter(|v| v["instance"] == instance).collect())
+        .unwrap_or_default();
+    inv.sort_by(|a, b| {
+        a["start"]
+            .as_f64()
+            .partial_cmp(&b["start"].as_f64())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    inv.iter()
+        .map(|v| v["status"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Issue 10 for real on single-vm, one `up` reused across three changes. iac reaches the
+/// emulator through the strict layer, which answers GetCommandInvocation from what the runner
+/// (playing the SSM agent) really ran in the VM: a failed update is seen as failed.
+/// 1. An image update is applied in place (same VM, blue/green behind nginx); the row written
+///    before is read back.
+/// 2. An update to an image that exits at start: `up` exits 1 naming the failing step, the
+///    spec parameter is set back to the last good spec, the old container keeps serving.
+/// 3. An instance-type change: a new VM boots with the same data volume (a loop device kept per
+///    volume id), the row is read back from its MySQL, and the old VM is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn single_vm_updates_in_place_rolls_back_and_keeps_its_data_across_a_replacement() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    require_engine();
+    let emu = Emulator::start();
+    let name = "rb-upd";
+    let stack = StackFile::example(
+        name,
+        &[
+            ("ghcr.io/example/bookstore:1.0.0", "bookstore:test"),
+            (
+                "domain:\n  name: books.example.org\n  email: ops@example.org\n  hosted_zone: example.org",
+                "",
+            ),
+        ],
+    );
+    let (runner, cloud) = runner_as_ssm_agent(&emu, name);
+    let iac = |args: &[&str]| iac_via(&emu, &cloud, &stack, args);
+    let r = iac(&["up", "--yes"]);
+    assert_exit(&r, 0);
+    let ids: Vec<String> = instance_ids(&emu, name).await;
+    assert_eq!(ids.len(), 1, "one instance: {ids:?}");
+    let vm = ids[0].clone();
+    let report = runner.wait_booted(&ids);
+    let c = report["instances"][&vm]["container"]
+        .as_str()
+        .expect("container")
+        .to_string();
+    let port80 = report["instances"][&vm]["ports"]["80"]
+        .as_str()
+        .expect("port 80 published")
+        .to_string();
+    let ec2 = emu.ec2().await;
+    let volumes = data_volumes(&ec2, name).await;
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    assert_eq!(volumes[0].1.as_deref(), Some(vm.as_str()), "{volumes:?}");
+    let title = format!("kept across updates {}", std::process::id());
+    let (code, body) = http(
+        "POST",
+        &format!("http://{port80}/book/catalog"),
+        Some(&title),
+    );
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(serving_image(&c), "bookstore:test");
+
+    // 1. An image update, in place.
+    stack.rewrite(&[("image: bookstore:test", "image: bookstore:test2")]);
+    let r = iac(&["up", "--yes"]);
+    assert_exit(&r, 0);
+    let now: Vec<String> = instance_ids(&emu, name).await;
+    assert_eq!(now, ids, "the same VM");
+    let good_spec = app_spec_param(&emu, name).await;
+    assert!(good_spec.contains("IMAGE=bookstore:test2\n"), "{good_spec}");
+    assert_eq!(serving_image(&c), "bookstore:test2", "nginx switched");
+    assert_eq!(
+        invocation_statuses(&runner.report(), &vm),
+        ["Success"],
+        "the update ran in the VM"
+    );
+    assert_row_read_back(&port80, &vm, &title, "after the image update");
+
+    // 2. An image whose container exits at start: rolled back, the old one keeps serving.
+    stack.rewrite(&[("image: bookstore:test2", "image: bookstore:crash")]);
+    let r = iac(&["up", "--yes"]);
+    assert_exit(&r, 1);
+    assert!(
+        format!("{}{}", r.stdout, r.stderr)
+            .contains("FAILED in step health: app-blue exited and was restarted"),
+        "the failing step is named:\n{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(
+        app_spec_param(&emu, name).await,
+        good_spec,
+        "the spec parameter is back to the last good spec"
+    );
+    assert_eq!(
+        invocation_statuses(&runner.report(), &vm),
+        ["Success", "Failed"]
+    );
+    assert_eq!(
+        serving_image(&c),
+        "bookstore:test2",
+        "the old container serves"
+    );
+    assert_row_read_back(&port80, &vm, &title, "after the failed update");
+
+    // 3. A new instance type replaces the VM; the data volume moves to the new one.
+    stack.rewrite(&[
+        ("image: bookstore:crash", "image: bookstore:test2"),
+        ("type: t3.small", "type: t3.medium"),
+    ]);
+    let r = iac(&["up", "--yes"]);
+    assert_exit(&r, 0);
+    let now: Vec<String> = instance_ids(&emu, name).await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    let new_vm = now[0].clone();
+    assert_ne!(new_vm, vm, "a new VM");
+    assert_eq!(
+        data_volumes(&ec2, name).await,
+        vec![(volumes[0].0.clone(), Some(new_vm.clone()))],
+        "the same data volume, attached to the new VM"
+    );
+    let report = runner.wait_booted(&now);
+    assert_eq!(
+        vm_containers(name),
+        [format!("iac-vm-{new_vm}")],
+        "the old VM is gone"
+    );
+    let new_c = report["instances"][&new_vm]["container"]
+        .as_str()
+        .expect("container");
+    let port80 = report["instances"][&new_vm]["ports"]["80"]
+        .as_str()
+        .expect("port 80 published");
+    let log = vm_exec(new_c, "cat /var/log/cloud-init-output.log");
+    assert!(
+        !log.contains("formatting the blank data volume"),
+        "the new VM formatted the data volume:\n{log}"
+    );
+    assert_row_read_back(port80, &new_vm, &title, "on the new VM");
+    assert_eq!(serving_image(new_c), "bookstore:test2");
+
+    let r = iac(&["down", "--yes", "--delete-data"]);
+    assert_exit(&r, 0);
+    runner.wait_no_vms();
+}
+
+/// Issue 10 for real on lb-vms: an image update goes through HAProxy one web VM at a time
+/// (drain, update, ready), with iac reading the real Run Command results through the strict
+/// layer, while the test keeps asking the balancer: every request gets an answer with the row
+/// written before, so there is no moment without a healthy backend.
+#[tokio::test(flavor = "multi_thread")]
+async fn lb_vms_image_update_drains_one_web_vm_at_a_time_while_the_balancer_answers() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    require_engine();
+    let emu = Emulator::start();
+    let name = "rb-lbupd";
+    let stack = StackFile::from_example(
+        "stacks/bookstore-lb-vms.yaml",
+        name,
+        &[("ghcr.io/example/bookstore:1.0.0", "bookstore:test")],
+    );
+    let (runner, cloud) = runner_as_ssm_agent(&emu, name);
+    let iac = |args: &[&str]| iac_via(&emu, &cloud, &stack, args);
+    let r = iac(&["up", "--yes"]);
+    assert_exit(&r, 0);
+    let title = format!("lb update {}", std::process::id());
+    let LbVms {
+        ids,
+        balancer,
+        webs,
+        url,
+        ..
+    } = lb_vms_booted_with_a_row(&emu, &runner, name, &title).await;
+    let want: std::collections::BTreeSet<String> = webs.iter().cloned().collect();
+
+    // Requests to the balancer during the whole update, from another thread.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asker = {
+        let (stop, url, title) = (stop.clone(), url.clone(), title.clone());
+        std::thread::spawn(move || {
+            let mut answers: Vec<(u16, String)> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (code, body) = http("GET", &url, None);
+                let ok = code == 200
+                    && json(&body)["books"]
+                        .as_array()
+                        .is_some_and(|b| b.iter().any(|x| x["title"] == title.as_str()));
+                answers.push((if ok { 200 } else { code }, body));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            answers
+        })
+    };
+    stack.rewrite(&[("image: bookstore:test", "image: bookstore:test2")]);
+    let r = iac(&["up", "--yes"]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answers = asker.join().expect("the request loop");
+    assert_exit(&r, 0);
+    let failed: Vec<&(u16, String)> = answers.iter().filter(|(c, _)| *c != 200).collect();
+    assert!(
+        answers.len() > 10 && failed.is_empty(),
+        "{} of {} requests during the update got no good answer: {failed:?}",
+        failed.len(),
+        answers.len()
+    );
+    let now: Vec<String> = instance_ids(&emu, name).await;
+    assert_eq!(now, ids, "no instance replaced");
+    let report = runner.report();
+    for web in &webs {
+        let c = report["instances"][web]["container"]
+            .as_str()
+            .expect("container");
+        assert_eq!(
+            vm_exec(c, "docker inspect --format '{{.Config.Image}}' app").trim(),
+            "bookstore:test2",
+            "{web} runs the new image"
+        );
+        assert_eq!(
+            invocation_statuses(&report, web),
+            ["Success"],
+            "{web} ran its update"
+        );
+    }
+    // The balancer ran drain and ready around each web VM's update.
+    let lb_runs = invocation_statuses(&report, &balancer[0]);
+    assert!(
+        lb_runs.len() >= 4 && lb_runs.iter().all(|s| s == "Success"),
+        "{lb_runs:?}"
+    );
+    assert_eq!(
+        answering_ids(&url, &title, 2, 40),
+        want,
+        "both back in rotation"
+    );
+
+    let r = iac(&["down", "--yes", "--delete-data"]);
+    assert_exit(&r, 0);
     runner.wait_no_vms();
 }

@@ -863,3 +863,47 @@ fn renewal_timer_obtains_a_missing_certificate_then_renews() {
     assert!(has_call(&calls, "certbot renew --quiet"), "{calls}");
     assert!(!calls.contains("certonly"), "{calls}");
 }
+
+/// A new container that crashes at start stays "running" under its restart policy: while an
+/// older one serves, its first restart ends the wait (not the whole health wait), and the
+/// error says it kept exiting. On a first run (nothing older) restarts are waited through.
+#[test]
+fn update_to_a_crash_looping_container_gives_up_at_its_first_restart() {
+    let stack = example();
+    let sb = sandbox_for(
+        &stack,
+        &update_command(&stack, Switch::Nginx),
+        "ubuntu",
+        &[],
+    );
+    let dash = tool("dash", "dash");
+    check_output(
+        "first run, restarting while the database starts",
+        &sb.run_with(&dash, &[], &[("STUB_RESTARTS", "2")]),
+    );
+    let mut broken = stack.clone();
+    broken.spec.app.image = "ghcr.io/example/bookstore:crashes".to_string();
+    sb.param("/iac/bookstore-vm/app", &app_spec(&broken).unwrap());
+    sb.clear_calls();
+    let out = sb.run_with(
+        &dash,
+        &[],
+        &[
+            ("STUB_UNHEALTHY_PORT", "5001"),
+            ("STUB_RESTARTS", "3"),
+            ("IAC_HEALTH_WAIT_SECONDS", "600"),
+        ],
+    );
+    assert!(!out.status.success(), "{}", sb.explain(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        last_line(&stderr)
+            .contains("FAILED in step health: app-green exited and was restarted (3 times)")
+            && last_line(&stderr).contains("app-blue keeps serving"),
+        "{stderr}"
+    );
+    assert_eq!(sb.state("container-app-blue"), "running\n");
+    assert!(sb
+        .read("/etc/nginx/conf.d/iac-bookstore-vm-upstream.conf")
+        .contains("server 127.0.0.1:5000;"));
+}

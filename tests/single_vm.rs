@@ -125,40 +125,6 @@ fn down(emu: &Emulator, stack: &str) -> Run {
     run_ok(c)
 }
 
-/// The stack's data volumes as (volume id, attached instance).
-async fn data_volumes(ec2: &aws_sdk_ec2::Client, stack: &str) -> Vec<(String, Option<String>)> {
-    let out = ec2
-        .describe_volumes()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:iac:stack")
-                .values(stack)
-                .build(),
-        )
-        // The root volume carries the stack's tags too; the data volume is `iac:id=data`.
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:iac:id")
-                .values("data")
-                .build(),
-        )
-        .send()
-        .await
-        .expect("describe volumes");
-    out.volumes()
-        .iter()
-        .map(|v| {
-            (
-                v.volume_id().unwrap_or_default().to_string(),
-                v.attachments()
-                    .first()
-                    .and_then(|a| a.instance_id())
-                    .map(str::to_string),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn up_creates_every_resource_as_specified_and_down_removes_them() {
     let emu = Emulator::start();
@@ -528,6 +494,71 @@ async fn ssh_change_updates_the_group_in_place_and_app_change_updates_the_vm_in_
     assert!(live_instances(&ec2, stack).await.is_empty());
     down(&emu, stack);
     assert!(data_volumes(&ec2, stack).await.is_empty());
+}
+
+/// A stack made before single-vm had a data volume keeps MySQL on its VM's own disk. A change
+/// that replaces that VM would delete the data: `plan` says so under data loss, `up` refuses
+/// (exit 2) before any change, and goes ahead only with `--allow-data-loss`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vm_made_before_its_data_volume_is_not_replaced_without_allow_data_loss() {
+    let emu = Emulator::start();
+    let stack = "vm-old";
+    let file = StackFile::example(stack, &[]);
+    up(&emu, file.path());
+    let ec2 = emu.ec2().await;
+    let vm = live_instances(&ec2, stack).await[0]
+        .instance_id()
+        .map(str::to_string);
+    // What an older iac left: the VM without its data volume.
+    for (vid, attached) in data_volumes(&ec2, stack).await {
+        ec2.detach_volume()
+            .volume_id(&vid)
+            .set_instance_id(attached)
+            .force(true)
+            .send()
+            .await
+            .expect("detach");
+        ec2.delete_volume()
+            .volume_id(&vid)
+            .send()
+            .await
+            .expect("delete");
+    }
+    file.rewrite(&[("type: t3.small", "type: t3.medium")]);
+
+    let mut c = emu.iac();
+    c.arg("plan").arg(file.path());
+    let p = run_ok(c);
+    assert!(
+        p.stdout.contains("its data is on its own disk"),
+        "{}",
+        p.stdout
+    );
+    let mut c = emu.iac();
+    c.args(["up", "--yes"]).arg(file.path());
+    let r = run(c);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("--allow-data-loss"), "{}", r.stderr);
+    let now = live_instances(&ec2, stack).await;
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].instance_id().map(str::to_string), vm, "untouched");
+    assert!(
+        data_volumes(&ec2, stack).await.is_empty(),
+        "nothing created"
+    );
+
+    let mut c = emu.iac();
+    c.args(["up", "--yes", "--allow-data-loss"])
+        .arg(file.path());
+    run_ok(c);
+    let now = live_instances(&ec2, stack).await;
+    assert_eq!(now.len(), 1);
+    let new_vm = now[0].instance_id().map(str::to_string);
+    assert_ne!(new_vm, vm, "replaced once allowed");
+    let vols = data_volumes(&ec2, stack).await;
+    assert_eq!(vols.len(), 1, "{vols:?}");
+    assert_eq!(vols[0].1, new_vm, "the new VM has its data volume");
+    down(&emu, stack);
 }
 
 #[tokio::test(flavor = "multi_thread")]

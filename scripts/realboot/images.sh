@@ -6,7 +6,8 @@
 #   local/base:bookworm   mmdebstrap minbase, then docker import
 #   local/vm:bookworm     systemd, metadata stub, AWS CLI, user-data unit (the "VM")
 #   mysql:8.0             MariaDB with the mysql image's MYSQL_* / *_FILE variables
-#   bookstore:test        the BookStore stand-in
+#   bookstore:test        the BookStore stand-in, also as bookstore:test2 (an "update" to it)
+#   bookstore:crash       a release that exits at start (the tests' failed update)
 # Needs the engine and registry of daemons.sh.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,6 +48,7 @@ build() {
 build local/vm:$IAC_RB_SUITE vm
 build local/mysql:8.0 db
 build local/bookstore:test app
+build local/bookstore:crash app-crash
 
 # The mirror answers Docker Hub names: mysql:8.0 is library/mysql:8.0 there.
 publish() {
@@ -64,4 +66,6 @@ publish() {
 }
 publish local/mysql:8.0 mysql:8.0
 publish local/bookstore:test bookstore:test
+publish local/bookstore:test bookstore:test2
+publish local/bookstore:crash bookstore:crash
 rb_log "images ready"

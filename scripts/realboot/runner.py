@@ -12,8 +12,11 @@ Each pass (once a second) it:
 - gives the container the instance's private address on a docker network with the VPC's CIDR,
   so the addresses the emulator hands out (database host, HAProxy backends) really connect;
 - turns each EBS volume attached to the instance into a loop device at its device name;
-- runs each SSM Run Command (AWS-RunShellScript) sent to its instances, as the SSM agent would;
-- stops and removes the container of an instance that is no longer running;
+- runs each SSM Run Command (AWS-RunShellScript) sent to its instances, as the SSM agent would,
+  and keeps each invocation's status, exit code, stdout and stderr in the report (the emulator
+  says Success at once; tests/proxy/strict_aws.py answers GetCommandInvocation from here);
+- removes the container of an instance that is no longer running (after a clean shutdown when
+  it has a volume attached that outlives it);
 - writes DIR/instances.json: per instance the container, the address, the published ports on
   127.0.0.1 and the user-data's exit code once it finished.
 
@@ -133,7 +136,8 @@ class Runner:
         self.state_file = os.path.join(args.state, "instances.json")
         self.instances = {}  # instance id -> report entry
         self.loops = {}  # volume id -> loop device
-        self.commands_done = set()
+        self.invocations = {}  # "command id/instance id" -> status, rc, stdout, stderr, times
+        self.lock = threading.Lock()
         self.gateway = None
         self.forwarder = None
         self.stopping = False
@@ -172,10 +176,22 @@ class Runner:
         live = self.instances_of_stack()
         running = {k: v for k, v in live.items() if v["State"]["Name"] == "running"}
         have = self.containers()
-        for iid, name in have.items():
-            if iid not in running:
-                log(f"{iid} is {live.get(iid, {}).get('State', {}).get('Name', 'gone')}: removing {name}")
-                docker("rm", "-f", "-v", name, check=False)
+        gone = {iid: name for iid, name in have.items() if iid not in running}
+        if gone:
+            # A VM with a volume that outlives it shuts down cleanly first, as EC2's stop and
+            # terminate do (systemd stops Docker and the database, which flushes and unmounts
+            # the volume); the others are removed at once (nothing on them outlives them).
+            keep = [name for iid, name in gone.items() if self.instances.get(iid, {}).get("volumes")]
+            for iid, name in gone.items():
+                state = live.get(iid, {}).get("State", {}).get("Name", "gone")
+                log(f"{iid} is {state}: {'shutting down' if name in keep else 'removing'} {name}")
+            others = [name for name in gone.values() if name not in keep]
+            if others:
+                docker("rm", "-f", "-v", *others, check=False)
+            if keep:
+                docker("stop", "-t", "60", *keep, check=False)
+                docker("rm", "-f", "-v", *keep, check=False)
+            for iid in gone:
                 self.instances.pop(iid, None)
         for iid, inst in running.items():
             if iid not in have:
@@ -292,34 +308,63 @@ class Runner:
             log(f"{iid}: user-data exited {entry['user_data_rc']}")
 
     def run_commands(self, running):
+        """The SSM agent's part: each AWS-RunShellScript invocation runs once in its VM, in a
+        thread of its own (the pass goes on booting and watching meanwhile), and its status and
+        output are kept for GetCommandInvocation (tests/proxy/strict_aws.py answers it from the
+        report)."""
         try:
-            cmds = self.ssm.list_commands()["Commands"]
+            cmds = []
+            for page in self.ssm.get_paginator("list_commands").paginate():
+                cmds += page["Commands"]
         except Exception as e:  # the emulator may not list commands yet
             log(f"list_commands: {e}")
             return
         for c in cmds:
             cid = c["CommandId"]
-            if cid in self.commands_done or c.get("DocumentName") != "AWS-RunShellScript":
+            if c.get("DocumentName") != "AWS-RunShellScript":
                 continue
-            targets = [i for i in c.get("InstanceIds", []) if i in running and i in self.instances
-                       and "container" in self.instances[i]]
-            if not targets:
-                continue
-            self.commands_done.add(cid)
             script = "\n".join(c.get("Parameters", {}).get("commands", []))
-            for iid in targets:
-                name = self.instances[iid]["container"]
-                r = docker("exec", "-i", name, "bash", "-c",
-                           "set -a; . /etc/iac-localcloud/aws.env; set +a; exec bash -s", stdin=script.encode(),
-                           check=False)
-                self.instances[iid].setdefault("commands", []).append(
-                    {"id": cid, "rc": r.returncode, "output": (r.stdout + r.stderr).decode(errors="replace")[-4000:]})
-                log(f"{iid}: ran command {cid}: exit {r.returncode}")
+            for iid in c.get("InstanceIds", []):
+                key = f"{cid}/{iid}"
+                # An instance without its VM yet gets the command once it has one, as the agent
+                # picks commands up once it runs.
+                if key in self.invocations or iid not in running or "container" not in self.instances.get(iid, {}):
+                    continue
+                with self.lock:
+                    self.invocations[key] = {"command": cid, "instance": iid, "status": "InProgress",
+                                             "rc": None, "start": time.time()}
+                threading.Thread(target=self.invoke, args=(key, self.instances[iid]["container"], script),
+                                 daemon=True).start()
+
+    def invoke(self, key, container, script):
+        """Runs one invocation as the agent does: the commands in a `_script.sh` of their own
+        under the agent's orchestration directory, run with `sh` (dash here, as on Ubuntu) as
+        root, stdout and stderr kept apart."""
+        cid, iid = key.split("/")
+        workdir = f"/var/lib/amazon/ssm/{iid}/document/orchestration/{cid}/awsrunShellScript/0.awsrunShellScript"
+        setup = (f"set -a; . /etc/iac-localcloud/aws.env; set +a; mkdir -p {workdir}; cd {workdir}; "
+                 "cat >_script.sh; chmod 700 _script.sh; exec sh -c \"$PWD/_script.sh\" </dev/null")
+        r = docker("exec", "-i", container, "sh", "-c", setup, stdin=script.encode(), check=False)
+        with self.lock:
+            self.invocations[key].update(
+                status="Success" if r.returncode == 0 else "Failed", rc=r.returncode, end=time.time(),
+                # What the API reports: the first 24,000 characters of each.
+                stdout=r.stdout.decode(errors="replace")[:24000], stderr=r.stderr.decode(errors="replace")[:24000])
+        log(f"{iid}: ran command {cid}: exit {r.returncode}")
 
     def write_state(self):
         tmp = self.state_file + ".tmp"
+        with self.lock:
+            for entry in self.instances.values():
+                entry.pop("commands", None)
+            for inv in self.invocations.values():
+                if inv["instance"] in self.instances:
+                    self.instances[inv["instance"]].setdefault("commands", []).append(
+                        {"id": inv["command"], "status": inv["status"], "rc": inv["rc"]})
+            state = json.dumps({"gateway": self.gateway, "instances": self.instances,
+                                "invocations": self.invocations}, indent=1)
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"gateway": self.gateway, "instances": self.instances}, f, indent=1)
+            f.write(state)
         os.replace(tmp, self.state_file)
 
     def cleanup(self):

@@ -565,6 +565,40 @@ pub async fn instances_by_logical_id(
         .collect()
 }
 
+/// The stack's data volumes as (volume id, attached instance).
+pub async fn data_volumes(ec2: &aws_sdk_ec2::Client, stack: &str) -> Vec<(String, Option<String>)> {
+    let out = ec2
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:iac:stack")
+                .values(stack)
+                .build(),
+        )
+        // The root volume carries the stack's tags too; the data volume is `iac:id=data`.
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:iac:id")
+                .values("data")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe volumes");
+    out.volumes()
+        .iter()
+        .map(|v| {
+            (
+                v.volume_id().unwrap_or_default().to_string(),
+                v.attachments()
+                    .first()
+                    .and_then(|a| a.instance_id())
+                    .map(str::to_string),
+            )
+        })
+        .collect()
+}
+
 /// The stack's security groups by logical id, with their single-port TCP rules as sorted
 /// (port, source) where the source is a CIDR or `group:<logical id>` (the group id when the
 /// group is not the stack's).

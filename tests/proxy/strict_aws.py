@@ -8,7 +8,8 @@ re-read on every request, so a test changes the proxy's world between two runs o
     {"parameters": {"/aws/service/...": "ami-..."},   # public SSM parameters, answered from here
      "fresh_seconds": 2,                            # how long a new group/profile is invisible
      "forget_terminated": false,                    # hide terminated instances (an hour passed)
-     "engine_versions": {"aurora-mysql": ["8.0.mysql_aurora.3.08.2"]}}  # what new clusters may use
+     "engine_versions": {"aurora-mysql": ["8.0.mysql_aurora.3.08.2"]},  # what new clusters may use
+     "ssm_agent": "/tmp/.../instances.json"}        # the instance runner's report (real boots)
 
 Rules (from the EC2, ELBv2, EFS and SSM API references):
 - RunInstances ClientToken: the same token with the same parameters answers the first launch
@@ -26,6 +27,12 @@ Rules (from the EC2, ELBv2, EFS and SSM API references):
   does not answer it); a deprecated version is simply not listed, as on AWS.
 - DetachVolume from a running instance: accepted, but the volume never leaves `in-use` (on AWS
   a volume the OS still has mounted stays `busy`); a stopped or terminated instance lets go.
+- SendCommand with InstanceIds runs on those instances only (moto, given no Targets, lists every
+  instance of the account as the command's, and the instance runner would run it on all).
+- With `ssm_agent` (the report of scripts/realboot/runner.py, which runs each Run Command in its
+  VM): GetCommandInvocation tells what the command really did, where the emulator says Success at
+  once. Pending until the runner picked it up, InProgress while it runs, then Success or Failed
+  with the exit code as ResponseCode and the first 24,000 characters of stdout and stderr.
 """
 import hashlib
 import http.client
@@ -301,6 +308,15 @@ def ssm(target, body, forward):
         return {"Name": name, "Type": "String", "Value": params[name], "Version": 1, "DataType": "aws:ec2:image",
                 "LastModifiedDate": now, "ARN": "arn:aws:ssm:us-east-1::parameter" + name}
 
+    if target == "AmazonSSM.SendCommand" and req.get("InstanceIds") and not req.get("Targets"):
+        # moto resolves an empty Targets list to every instance of the account and lists them
+        # all as the command's instances; AWS runs it on the instances named. An instance-id
+        # filter, which moto applies to its instances, keeps the list to those.
+        req["Targets"] = [{"Key": "instance-id", "Values": req["InstanceIds"]}]
+        return forward(json.dumps(req).encode())
+    agent = table().get("ssm_agent")
+    if agent and target == "AmazonSSM.GetCommandInvocation":
+        return command_invocation(agent, req, forward)
     if target == "AmazonSSM.GetParameter" and req.get("Name") in params:
         return 200, [("Content-Type", "application/x-amz-json-1.1")], json.dumps({"Parameter": param(req["Name"])}).encode()
     if target == "AmazonSSM.GetParameters" and any(n in params for n in req.get("Names", [])):
@@ -326,6 +342,34 @@ def rds(params, forward):
     return 200, [("Content-Type", "text/xml")], body.encode()
 
 
+def iso(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % (int(t * 1000) % 1000)
+
+
+def command_invocation(report_path, req, forward):
+    """The emulator's answer (so unknown ids fail as they do there) with the status, exit code
+    and output of the runner's report in place of its instant Success."""
+    answer = forward()
+    if answer[0] != 200:
+        return answer
+    out = json.loads(answer[2])
+    try:
+        with open(report_path) as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        report = {}
+    inv = report.get("invocations", {}).get("%s/%s" % (req.get("CommandId"), req.get("InstanceId")))
+    status = inv["status"] if inv else "Pending"
+    done = status in ("Success", "Failed")
+    out.update(Status=status, StatusDetails=status, ResponseCode=inv["rc"] if done else -1,
+               StandardOutputContent=inv.get("stdout", "") if done else "",
+               StandardErrorContent=inv.get("stderr", "") if done else "",
+               ExecutionStartDateTime=iso(inv["start"]) if inv else "",
+               ExecutionEndDateTime=iso(inv["end"]) if done else "",
+               ExecutionElapsedTime="PT%.3fS" % (inv["end"] - inv["start"]) if done else "")
+    return 200, [("Content-Type", "application/x-amz-json-1.1")], json.dumps(out).encode()
+
+
 def service_of(headers):
     m = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/", headers.get("Authorization") or "")
     return m.group(1) if m else ""
@@ -343,8 +387,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("content-length", "connection", "expect")}
         auth = {k: v for k, v in headers.items() if k.lower() in ("authorization", "x-amz-date", "x-amz-security-token")}
 
-        def forward():
-            return upstream(self.command, self.path, body or None, headers)
+        def forward(new_body=None):
+            return upstream(self.command, self.path, new_body or body or None, headers)
 
         # Header names are case-insensitive (the SDK sends them in lowercase): read them here.
         service = service_of(self.headers)
