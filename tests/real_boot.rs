@@ -296,99 +296,6 @@ fn assert_imds_local(c: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn single_vm_boots_for_real_and_serves_from_mysql() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    require_engine();
-    let emu = Emulator::start();
-    let stack = StackFile::example(
-        "rb-vm",
-        &[
-            ("ghcr.io/example/bookstore:1.0.0", "bookstore:test"),
-            (
-                "domain:\n  name: books.example.org\n  email: ops@example.org\n  hosted_zone: example.org",
-                "",
-            ),
-        ],
-    );
-    run_ok({
-        let mut c = emu.iac();
-        c.args(["up", "--yes"]).arg(stack.path());
-        c
-    });
-    let runner = Runner::start(&emu, "rb-vm");
-    let ids: Vec<String> = stack_instances(&emu, "rb-vm")
-        .await
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    assert_eq!(ids.len(), 1, "one instance: {ids:?}");
-    let report = runner.wait_booted(&ids);
-    let vm = &report["instances"][&ids[0]];
-    let c = vm["container"].as_str().expect("container");
-    let port80 = vm["ports"]["80"].as_str().expect("port 80 published");
-    assert!(
-        port80.starts_with("127.0.0.1:"),
-        "published on loopback only: {port80}"
-    );
-
-    // Through nginx to the app: a row written, then read back from MySQL.
-    let title = format!("real boot {}", std::process::id());
-    let (code, body) = http(
-        "POST",
-        &format!("http://{port80}/book/catalog"),
-        Some(&title),
-    );
-    assert_eq!(code, 201, "{body}");
-    let (code, body) = http("GET", &format!("http://{port80}/book/catalog"), None);
-    assert_eq!(code, 200, "{body}");
-    let catalog = json(&body);
-    assert_eq!(catalog["instance_id"], ids[0].as_str());
-    assert!(
-        catalog["books"]
-            .as_array()
-            .is_some_and(|b| b.iter().any(|x| x["title"] == title.as_str())),
-        "the row written is not read back: {body}"
-    );
-    // nginx, not the app, answered on port 80 (the app listens on the VM's loopback only).
-    let (_, headers) = {
-        let out = Command::new("curl")
-            .args(["-sSI", "-m", "20", &format!("http://{port80}/book/catalog")])
-            .output()
-            .expect("curl");
-        (0, String::from_utf8_lossy(&out.stdout).to_string())
-    };
-    assert!(
-        headers.to_lowercase().contains("server: nginx"),
-        "{headers}"
-    );
-
-    // The app's secret came from SSM through the AWS CLI, the emulator and the metadata
-    // stub's role credentials.
-    // The running container's secrets file: iac-app-update keeps one per slot (blue/green).
-    let app_secrets = vm_exec(
-        c,
-        "cat /etc/iac/app.secrets.app-\"$(cat /etc/iac/app.slot)\"",
-    );
-    assert!(app_secrets.contains("SECRET_KEY="), "{app_secrets}");
-    // The database passwords (the app's from SSM, MySQL's own from the data volume) are in no
-    // process listing and no `docker inspect` of the app and the database, while the app
-    // answered from the database above.
-    let db_pw = emu.secure_value("/iac/rb-vm/db-password").await;
-    let root_pw = vm_exec(c, "cat /var/lib/iac-data/.iac/mysql-root-password");
-    for pw in [db_pw.as_str(), root_pw.trim()] {
-        assert_secret_hidden_in_vm(c, pw, 2);
-    }
-    assert_imds_local(c);
-
-    run_ok({
-        let mut c = emu.iac();
-        c.args(["down", "--yes", "--delete-data"]).arg(stack.path());
-        c
-    });
-    runner.wait_no_vms();
-}
-
 /// GETs `url` until the set of instance ids that answered holds `want` ids (or `tries` ran
 /// out); each answer must be a 200 with the row `title` read from the database.
 fn answering_ids(
@@ -492,13 +399,13 @@ async fn lb_vms_boot_for_real_and_balance_across_web_vms() {
         "rb-lb",
         &[("ghcr.io/example/bookstore:1.0.0", "bookstore:test")],
     );
-    run_ok({
-        let mut c = emu.iac();
-        c.args(["up", "--yes"]).arg(stack.path());
-        c
-    });
-    // The scale-up's reload goes through the strict layer, so its real result counts.
-    let (runner, cloud) = runner_as_ssm_agent(&emu, "rb-lb");
+    // iac reaches the emulator through the strict layer, which answers GetCommandInvocation from
+    // what the runner (playing the SSM agent) really ran: the update's and the reload's real
+    // results count.
+    let name = "rb-lb";
+    let (runner, cloud) = runner_as_ssm_agent(&emu, name);
+    let iac = |args: &[&str]| iac_via(&emu, &cloud, &stack, args);
+    assert_exit(&iac(&["up", "--yes"]), 0);
     let title = format!("lb real boot {}", std::process::id());
     let LbVms {
         ids,
@@ -525,10 +432,74 @@ async fn lb_vms_boot_for_real_and_balance_across_web_vms() {
         assert_secret_hidden_in_vm(c, &pw, 1);
     }
 
+    // Issue 10 for real on lb-vms: an image update goes through HAProxy one web VM at a time
+    // (drain, update, ready) while the test keeps asking the balancer: every request gets an
+    // answer with the row written before, so there is no moment without a healthy backend.
+    let want: std::collections::BTreeSet<String> = webs.iter().cloned().collect();
+    // Requests to the balancer during the whole update, from another thread.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asker = {
+        let (stop, url, title) = (stop.clone(), url.clone(), title.clone());
+        std::thread::spawn(move || {
+            let mut answers: Vec<(u16, String)> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (code, body) = http("GET", &url, None);
+                let ok = code == 200
+                    && json(&body)["books"]
+                        .as_array()
+                        .is_some_and(|b| b.iter().any(|x| x["title"] == title.as_str()));
+                answers.push((if ok { 200 } else { code }, body));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            answers
+        })
+    };
+    stack.rewrite(&[("image: bookstore:test", "image: bookstore:test2")]);
+    let r = iac(&["up", "--yes"]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answers = asker.join().expect("the request loop");
+    assert_exit(&r, 0);
+    let failed: Vec<&(u16, String)> = answers.iter().filter(|(c, _)| *c != 200).collect();
+    assert!(
+        answers.len() > 10 && failed.is_empty(),
+        "{} of {} requests during the update got no good answer: {failed:?}",
+        failed.len(),
+        answers.len()
+    );
+    let now: Vec<String> = instance_ids(&emu, name).await;
+    assert_eq!(now, ids, "no instance replaced");
+    let report = runner.report();
+    for web in &webs {
+        let c = report["instances"][web]["container"]
+            .as_str()
+            .expect("container");
+        assert_eq!(
+            vm_exec(c, "docker inspect --format '{{.Config.Image}}' app").trim(),
+            "bookstore:test2",
+            "{web} runs the new image"
+        );
+        assert_eq!(
+            invocation_statuses(&report, web),
+            ["Success"],
+            "{web} ran its update"
+        );
+    }
+    // The balancer ran drain and ready around each web VM's update.
+    let lb_runs = invocation_statuses(&report, &balancer[0]);
+    assert!(
+        lb_runs.len() >= 4 && lb_runs.iter().all(|s| s == "Success"),
+        "{lb_runs:?}"
+    );
+    assert_eq!(
+        answering_ids(&url, &title, 2, 40),
+        want,
+        "both back in rotation"
+    );
+
     // A third web VM: iac reloads HAProxy in place (Run Command, run by the runner on the
     // balancer), and the new VM answers too.
     stack.rewrite(&[("count: 2", "count: 3")]);
-    assert_exit(&iac_via(&emu, &cloud, &stack, &["up", "--yes"]), 0);
+    assert_exit(&iac(&["up", "--yes"]), 0);
     let all = stack_instances(&emu, "rb-lb").await;
     let webs = by_role(&all, "web");
     assert_eq!(webs.len(), 3, "{all:?}");
@@ -690,6 +661,11 @@ async fn single_vm_updates_in_place_rolls_back_and_keeps_its_data_across_a_repla
     let volumes = data_volumes(&ec2, name).await;
     assert_eq!(volumes.len(), 1, "{volumes:?}");
     assert_eq!(volumes[0].1.as_deref(), Some(vm.as_str()), "{volumes:?}");
+    assert!(
+        port80.starts_with("127.0.0.1:"),
+        "published on loopback only: {port80}"
+    );
+    // Through nginx to the app: a row written, then read back from MySQL.
     let title = format!("kept across updates {}", std::process::id());
     let (code, body) = http(
         "POST",
@@ -697,7 +673,31 @@ async fn single_vm_updates_in_place_rolls_back_and_keeps_its_data_across_a_repla
         Some(&title),
     );
     assert_eq!(code, 201, "{body}");
+    assert_row_read_back(&port80, &vm, &title, "after the first boot");
     assert_eq!(serving_image(&c), "bookstore:test");
+    // nginx, not the app, answered on port 80 (the app listens on the VM's loopback only).
+    let headers = Command::new("curl")
+        .args(["-sSI", "-m", "20", &format!("http://{port80}/book/catalog")])
+        .output()
+        .expect("curl");
+    let headers = String::from_utf8_lossy(&headers.stdout).to_lowercase();
+    assert!(headers.contains("server: nginx"), "{headers}");
+    // The app's secret came from SSM through the AWS CLI, the emulator and the metadata stub's
+    // role credentials, into the running slot's secrets file (one per blue/green slot).
+    let app_secrets = vm_exec(
+        &c,
+        "cat /etc/iac/app.secrets.app-\"$(cat /etc/iac/app.slot)\"",
+    );
+    assert!(app_secrets.contains("SECRET_KEY="), "{app_secrets}");
+    // The database passwords (the app's from SSM, MySQL's own from the data volume) are in no
+    // process listing and no `docker inspect` of the app and the database, while the app
+    // answered from the database above.
+    let db_pw = emu.secure_value(&format!("/iac/{name}/db-password")).await;
+    let root_pw = vm_exec(&c, "cat /var/lib/iac-data/.iac/mysql-root-password");
+    for pw in [db_pw.as_str(), root_pw.trim()] {
+        assert_secret_hidden_in_vm(&c, pw, 2);
+    }
+    assert_imds_local(&c);
 
     // 1. An image update, in place.
     stack.rewrite(&[("image: bookstore:test", "image: bookstore:test2")]);
@@ -777,100 +777,6 @@ async fn single_vm_updates_in_place_rolls_back_and_keeps_its_data_across_a_repla
     );
     assert_row_read_back(port80, &new_vm, &title, "on the new VM");
     assert_eq!(serving_image(new_c), "bookstore:test2");
-
-    let r = iac(&["down", "--yes", "--delete-data"]);
-    assert_exit(&r, 0);
-    runner.wait_no_vms();
-}
-
-/// Issue 10 for real on lb-vms: an image update goes through HAProxy one web VM at a time
-/// (drain, update, ready), with iac reading the real Run Command results through the strict
-/// layer, while the test keeps asking the balancer: every request gets an answer with the row
-/// written before, so there is no moment without a healthy backend.
-#[tokio::test(flavor = "multi_thread")]
-async fn lb_vms_image_update_drains_one_web_vm_at_a_time_while_the_balancer_answers() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    require_engine();
-    let emu = Emulator::start();
-    let name = "rb-lbupd";
-    let stack = StackFile::from_example(
-        "stacks/bookstore-lb-vms.yaml",
-        name,
-        &[("ghcr.io/example/bookstore:1.0.0", "bookstore:test")],
-    );
-    let (runner, cloud) = runner_as_ssm_agent(&emu, name);
-    let iac = |args: &[&str]| iac_via(&emu, &cloud, &stack, args);
-    let r = iac(&["up", "--yes"]);
-    assert_exit(&r, 0);
-    let title = format!("lb update {}", std::process::id());
-    let LbVms {
-        ids,
-        balancer,
-        webs,
-        url,
-        ..
-    } = lb_vms_booted_with_a_row(&emu, &runner, name, &title).await;
-    let want: std::collections::BTreeSet<String> = webs.iter().cloned().collect();
-
-    // Requests to the balancer during the whole update, from another thread.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let asker = {
-        let (stop, url, title) = (stop.clone(), url.clone(), title.clone());
-        std::thread::spawn(move || {
-            let mut answers: Vec<(u16, String)> = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let (code, body) = http("GET", &url, None);
-                let ok = code == 200
-                    && json(&body)["books"]
-                        .as_array()
-                        .is_some_and(|b| b.iter().any(|x| x["title"] == title.as_str()));
-                answers.push((if ok { 200 } else { code }, body));
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            answers
-        })
-    };
-    stack.rewrite(&[("image: bookstore:test", "image: bookstore:test2")]);
-    let r = iac(&["up", "--yes"]);
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let answers = asker.join().expect("the request loop");
-    assert_exit(&r, 0);
-    let failed: Vec<&(u16, String)> = answers.iter().filter(|(c, _)| *c != 200).collect();
-    assert!(
-        answers.len() > 10 && failed.is_empty(),
-        "{} of {} requests during the update got no good answer: {failed:?}",
-        failed.len(),
-        answers.len()
-    );
-    let now: Vec<String> = instance_ids(&emu, name).await;
-    assert_eq!(now, ids, "no instance replaced");
-    let report = runner.report();
-    for web in &webs {
-        let c = report["instances"][web]["container"]
-            .as_str()
-            .expect("container");
-        assert_eq!(
-            vm_exec(c, "docker inspect --format '{{.Config.Image}}' app").trim(),
-            "bookstore:test2",
-            "{web} runs the new image"
-        );
-        assert_eq!(
-            invocation_statuses(&report, web),
-            ["Success"],
-            "{web} ran its update"
-        );
-    }
-    // The balancer ran drain and ready around each web VM's update.
-    let lb_runs = invocation_statuses(&report, &balancer[0]);
-    assert!(
-        lb_runs.len() >= 4 && lb_runs.iter().all(|s| s == "Success"),
-        "{lb_runs:?}"
-    );
-    assert_eq!(
-        answering_ids(&url, &title, 2, 40),
-        want,
-        "both back in rotation"
-    );
 
     let r = iac(&["down", "--yes", "--delete-data"]);
     assert_exit(&r, 0);
