@@ -1,7 +1,8 @@
 //! Least privilege, read back from the emulator: with `instance_profile: create`, every tier's
 //! machine roles are created one per role, and what IAM holds is checked against what each role
 //! needs (no managed policy, no parameter outside its read set, writes only where a role
-//! publishes, secrets only in alb-asg, the monitor's EC2 rights all conditioned); every instance
+//! publishes besides its instances' boot reports (write-only, under the stack's boot path),
+//! secrets only in alb-asg, the monitor's EC2 rights all conditioned); every instance
 //! and launch template has an IMDS hop limit of 1; a `-vvv` log of `up` holds none of the
 //! secrets `up` generated; `down` removes every role.
 
@@ -55,6 +56,19 @@ impl Role {
     fn allows(&self, action: &str) -> bool {
         self.statements.iter().any(|s| s.allows(action))
     }
+
+    /// Parameters it may write besides its instances' boot reports (checked apart, in
+    /// `assert_general`).
+    fn writes(&self, stack: &str) -> BTreeSet<String> {
+        let mut w = self.params("ssm:PutParameter");
+        w.remove(&boot_reports(stack));
+        w
+    }
+}
+
+/// The one pattern a role may write through: its instances' boot reports.
+fn boot_reports(stack: &str) -> String {
+    format!("/iac/{stack}/boot/i-*")
 }
 
 fn list(v: &Value) -> Vec<String> {
@@ -145,8 +159,52 @@ async fn roles(emu: &Emulator, stack: &str) -> BTreeMap<String, Role> {
 }
 
 /// What holds for every role of every tier.
-fn assert_general(role: &Role, secrets_allowed: bool) {
-    for s in &role.statements {
+fn assert_general(role: &Role, secrets_allowed: bool, stack: &str) {
+    // Its instances publish their boot reports: write-only, in a statement of its own that
+    // covers only instance-named parameters under the stack's boot path.
+    let boot = boot_reports(stack);
+    let report_grants: Vec<&Statement> = role
+        .statements
+        .iter()
+        .filter(|s| {
+            s.resources
+                .iter()
+                .any(|r| r.ends_with(&format!(":parameter{boot}")))
+        })
+        .collect();
+    assert_eq!(
+        report_grants.len(),
+        1,
+        "{}: boot report grants {report_grants:?}",
+        role.name
+    );
+    assert_eq!(
+        report_grants[0].actions,
+        vec!["ssm:PutParameter".to_string()],
+        "{}",
+        role.name
+    );
+    assert_eq!(report_grants[0].resources.len(), 1, "{}", role.name);
+    let boot_path = format!("/iac/{stack}/boot/");
+    for action in [
+        "ssm:GetParameter",
+        "ssm:GetParameters",
+        "ssm:DeleteParameter",
+    ] {
+        assert!(
+            !role
+                .params(action)
+                .iter()
+                .any(|p| p.starts_with(&boot_path)),
+            "{}: {action} on the boot reports",
+            role.name
+        );
+    }
+    for s in role
+        .statements
+        .iter()
+        .filter(|s| !std::ptr::eq(*s, report_grants[0]))
+    {
         assert!(
             !s.actions.iter().any(|a| a == "*" || a.ends_with(":*")),
             "{}: a wildcard action: {s:?}",
@@ -322,8 +380,8 @@ async fn single_vm_role_reads_only_its_secrets() {
         vec![format!("{stack}-vm")]
     );
     let vm = &roles[&format!("{stack}-vm")];
-    assert_general(vm, false);
-    assert!(vm.params("ssm:PutParameter").is_empty(), "{vm:?}");
+    assert_general(vm, false, stack);
+    assert!(vm.writes(stack).is_empty(), "{vm:?}");
     let reads = vm.params("ssm:GetParameter");
     assert!(reads.contains("/bookstore/secret-key"), "{reads:?}");
     // The app's spec, which the in-place update reads on the VM.
@@ -352,12 +410,8 @@ async fn lb_vms_roles_read_only_what_their_vm_reads_and_none_writes() {
         set(&[name("balancer"), name("web"), name("database")])
     );
     for r in roles.values() {
-        assert_general(r, false);
-        assert!(
-            r.params("ssm:PutParameter").is_empty(),
-            "{} writes: {r:?}",
-            r.name
-        );
+        assert_general(r, false, stack);
+        assert!(r.writes(stack).is_empty(), "{} writes: {r:?}", r.name);
     }
     let reads = |r: &str| roles[&name(r)].params("ssm:GetParameter");
     assert_eq!(reads("balancer"), set(&[p(stack, "haproxy.cfg")]));
@@ -406,7 +460,7 @@ async fn swarm_workers_cannot_read_the_manager_token_and_only_manager_1_writes()
     }
     assert_eq!(roles.keys().cloned().collect::<BTreeSet<_>>(), set(&want));
     for r in roles.values() {
-        assert_general(r, false);
+        assert_general(r, false, stack);
     }
     let workers = &roles[&name("workers")];
     let reads = workers.params("ssm:GetParameter");
@@ -418,10 +472,10 @@ async fn swarm_workers_cannot_read_the_manager_token_and_only_manager_1_writes()
         ])
     );
     assert!(!reads.contains(&p(stack, "swarm/manager-token")));
-    assert!(!workers.allows("ssm:PutParameter"), "{workers:?}");
+    assert!(workers.writes(stack).is_empty(), "{workers:?}");
     let leader = &roles[&name("manager-1")];
     assert_eq!(
-        leader.params("ssm:PutParameter"),
+        leader.writes(stack),
         set(&[
             p(stack, "swarm/leader-addr"),
             p(stack, "swarm/manager-token"),
@@ -429,7 +483,7 @@ async fn swarm_workers_cannot_read_the_manager_token_and_only_manager_1_writes()
         ])
     );
     if managers {
-        assert!(!roles[&name("managers")].allows("ssm:PutParameter"));
+        assert!(roles[&name("managers")].writes(stack).is_empty());
     }
     assert_hop_limit_and_profiles(&emu, stack, &|id| match id {
         "manager-1" => "manager-1".to_string(),
@@ -450,8 +504,8 @@ async fn alb_asg_role_reads_only_its_own_clusters_secret() {
     let roles = roles(&emu, stack).await;
     let web = &roles[&format!("{stack}-web")];
     assert_eq!(roles.len(), 1);
-    assert_general(web, true);
-    assert!(!web.allows("ssm:PutParameter"));
+    assert_general(web, true, stack);
+    assert!(web.writes(stack).is_empty());
     let secret = web
         .statements
         .iter()
@@ -485,12 +539,12 @@ async fn custom_scaler_monitor_launches_only_tagged_pool_instances_from_its_temp
         set(&[name("monitor"), name("agents")])
     );
     for r in roles.values() {
-        assert_general(r, false);
+        assert_general(r, false, stack);
     }
     let agents = &roles[&name("agents")];
     // TLS: the monitor alone reads its key and certificates, and writes only the CA certificate
     // the agents pin; the agents read that CA and write nothing.
-    assert!(!agents.allows("ssm:PutParameter"), "{agents:?}");
+    assert!(agents.writes(stack).is_empty(), "{agents:?}");
     assert!(agents
         .params("ssm:GetParameter")
         .contains(&p(stack, "scaler-ca")));
@@ -498,10 +552,7 @@ async fn custom_scaler_monitor_launches_only_tagged_pool_instances_from_its_temp
         .params("ssm:GetParameter")
         .contains(&p(stack, "scaler-tls")));
     let monitor_role = &roles[&name("monitor")];
-    assert_eq!(
-        monitor_role.params("ssm:PutParameter"),
-        set(&[p(stack, "scaler-ca")])
-    );
+    assert_eq!(monitor_role.writes(stack), set(&[p(stack, "scaler-ca")]));
     assert!(monitor_role
         .params("ssm:GetParameter")
         .contains(&p(stack, "scaler-tls")));

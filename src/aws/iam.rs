@@ -82,6 +82,20 @@ pub fn policy_document(g: &RoleGrants) -> Value {
             "Resource": g.writes.iter().map(|n| param_arn(n)).collect::<Vec<_>>(),
         }));
     }
+    if let Some(path) = &g.boot_reports {
+        // Write-only, and only parameters named like an instance under the stack's boot path.
+        // IAM has no policy variable that resolves to the caller's bare instance id:
+        // `${ec2:SourceInstanceARN}` is the whole instance ARN and `${aws:userid}` is
+        // `<role id>:<instance id>`, and a parameter name can hold no `:`. So the prefix is
+        // the narrowest grant: an instance of the stack could overwrite another's report, and
+        // nothing else.
+        statements.push(json!({
+            "Sid": "PublishBootReport",
+            "Effect": "Allow",
+            "Action": ["ssm:PutParameter"],
+            "Resource": param_arn(&format!("{path}i-*")),
+        }));
+    }
     if let Some(cluster) = &g.db_secret_of {
         // RDS names its secrets `rds!cluster-<uuid>` and tags them with the cluster's ARN: the
         // tag is what ties a secret to this stack's cluster.

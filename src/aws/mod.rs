@@ -3,6 +3,7 @@
 //! Providers here do the I/O; tiers never call AWS and the executor never knows about services.
 
 pub mod autoscaling;
+pub mod boot_report;
 pub mod calls;
 pub mod ec2;
 pub mod efs;

@@ -78,6 +78,8 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
     // The stack lock lives under the same path but is no resource of the stack: `up` must not
     // delete it as unwanted, `down` removes it last (see `lock`).
     let lock = super::lock::name(stack);
+    // Boot reports are the instances' own (see `boot_report`): `down` deletes them apart.
+    let reports = super::boot_report::path(stack);
     let pages = aws
         .ssm
         .get_parameters_by_path()
@@ -93,6 +95,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
         .iter()
         .flat_map(|p| p.parameters())
         .filter(|p| p.name() != Some(lock.as_str()))
+        .filter(|p| !p.name().is_some_and(|n| n.starts_with(&reports)))
         .filter_map(|p| {
             let name = p.name()?.to_string();
             let secure = p.r#type() == Some(&ParameterType::SecureString);

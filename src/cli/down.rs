@@ -9,7 +9,7 @@ use super::stack_args::StackArgs;
 use super::{common, locked, Exit, Global};
 use crate::apply::{self, Reporter};
 use crate::aws::provider::{self, Applier};
-use crate::aws::{lock, tagging, Aws};
+use crate::aws::{boot_report, lock, tagging, Aws};
 use crate::plan::{Details, Kind, Observed};
 
 /// The stack name and region from a file (validated) or from `--stack`.
@@ -218,6 +218,13 @@ async fn delete(
                 apply::run(applier.delete_nodes(&late), parallelism, reporter.clone()).await;
             }
         }
+    }
+    // The instances' boot reports are no resources of the stack, but its own all the same.
+    let reports = boot_report::delete_all(&aws, &name)
+        .await
+        .context("deleting the instances' boot reports")?;
+    if reports > 0 {
+        printer.line(format!("    deleted {reports} boot report(s)"));
     }
     let kept_ids: Vec<&str> = kept.iter().map(|o| o.physical_id.as_str()).collect();
     // Aurora snapshots are data kept on purpose (the final one), or the cluster's automated

@@ -15,6 +15,9 @@ pub struct RoleGrants {
     /// SSM parameters it publishes. Empty for every role but the one that owns a fact (swarm's
     /// first manager and its join tokens).
     pub writes: Vec<String>,
+    /// The path (`/iac/<stack>/boot/`) under which each of its instances publishes its boot
+    /// report, a parameter named after the instance. Set for every role of a stack.
+    pub boot_reports: Option<String>,
     /// The Aurora cluster (identifier) whose password secret, managed by RDS, it reads.
     pub db_secret_of: Option<String>,
     /// Launching and terminating a pool of instances (the custom scaler's monitor).

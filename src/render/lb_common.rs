@@ -18,6 +18,8 @@ pub(crate) struct ScriptHead<'a> {
     tier: &'static str,
     role: &'static str,
     region: Option<&'a str>,
+    /// Where the instance publishes its boot report (`templates/boot-report.sh.j2`).
+    boot_reports: String,
     log_file: &'static str,
     project_dir: String,
     etc_dir: &'static str,
@@ -49,6 +51,7 @@ impl<'a> ScriptHead<'a> {
             tier: s.tier.as_str(),
             role,
             region: s.region.as_deref(),
+            boot_reports: super::boot_reports_path(&s.name),
             log_file: LOG_FILE,
             project_dir: format!("{PROJECT_ROOT}/{}", s.name),
             etc_dir: ETC_DIR,

@@ -197,6 +197,12 @@ pub fn param_name(stack: &str, leaf: &str) -> String {
     format!("/iac/{stack}/{leaf}")
 }
 
+/// Where each instance publishes its boot report (`templates/boot-report.sh.j2`): one
+/// parameter per instance, this path followed by the instance id.
+pub fn boot_reports_path(stack: &str) -> String {
+    param_name(stack, "boot/")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Where every tier's boot script puts things on the instance (the shared head of the multi-VM
 // tiers, templates/lb-common.sh.j2, uses them for its own files too)
@@ -447,6 +453,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/certbot-deploy-hook.sh.j2"),
     ),
     // Boot-script steps shared by the tiers (all environments start from this one).
+    (
+        "templates/boot-report.sh.j2",
+        include_str!("../../templates/boot-report.sh.j2"),
+    ),
     (
         "templates/nginx-sites.sh.j2",
         include_str!("../../templates/nginx-sites.sh.j2"),

@@ -78,6 +78,8 @@ struct ScriptDomain<'a> {
 struct ScriptCtx<'a> {
     stack: &'a str,
     region: Option<&'a str>,
+    /// Where the instance publishes its boot report (`templates/boot-report.sh.j2`).
+    boot_reports: String,
     log_file: &'static str,
     project_dir: String,
     etc_dir: &'static str,
@@ -171,6 +173,7 @@ pub fn single_vm(stack: &Stack) -> Result<UserData, RenderError> {
     let ctx = ScriptCtx {
         stack: &s.name,
         region: s.region.as_deref(),
+        boot_reports: super::boot_reports_path(&s.name),
         log_file: LOG_FILE,
         project_dir,
         etc_dir: ETC_DIR,

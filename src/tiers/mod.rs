@@ -243,15 +243,20 @@ pub(crate) fn app_secret_params(stack: &Stack) -> Vec<String> {
         .collect()
 }
 
-/// The machine roles of the stack's tier.
+/// The machine roles of the stack's tier. Every boot script reports its boot, so every role
+/// may publish its instances' boot reports.
 pub fn roles(stack: &Stack) -> Vec<MachineRole> {
-    match stack.spec.tier {
+    let mut roles = match stack.spec.tier {
         Tier::SingleVm => single_vm::roles(stack),
         Tier::LbVms => lb_vms::roles(stack),
         Tier::Swarm => swarm::roles(stack),
         Tier::AlbAsg => alb_asg::roles(stack),
         Tier::CustomScaler => custom_scaler::roles(stack),
+    };
+    for r in &mut roles {
+        r.grants.boot_reports = Some(crate::render::boot_reports_path(stack.name()));
     }
+    roles
 }
 
 /// One role and profile per machine role, for `instance_profile: create`.
