@@ -16,7 +16,7 @@ use iac::render::{single_vm, RenderError, UserData, USER_DATA_LIMIT};
 use iac::stack::Stack;
 use render_common::{
     check_output, file, has_call, last_line, manifest_dir, position, ran, shellcheck, stack_from,
-    tool, Sandbox, Setup,
+    tool, Sandbox, Setup, HOST_TOOLS,
 };
 use tempfile::TempDir;
 
@@ -360,36 +360,6 @@ fn rendered_output_holds_secret_names_only() {
 
 // ---------------------------------------------------------------------------------------------
 // 6. Running the script against stubs
-
-/// Host tools the script (and the stubs) may use; anything else is a stub or missing, so the
-/// script can never touch the real system.
-const HOST_TOOLS: &[&str] = &[
-    "awk",
-    "cat",
-    "chmod",
-    "cmp",
-    "cp",
-    "date",
-    "dirname",
-    "grep",
-    "head",
-    "install",
-    "ln",
-    "mkdir",
-    "mv",
-    "od",
-    "readlink",
-    "rm",
-    "sed",
-    "sha256sum",
-    "sleep",
-    "sort",
-    "tail",
-    "tee",
-    "touch",
-    "tr",
-    "uname",
-];
 
 /// Disks as `lsblk -dnrpo NAME,TYPE,MODEL` prints them on a Nitro instance: the root disk and
 /// the blank data volume.

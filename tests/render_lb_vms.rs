@@ -20,7 +20,7 @@ use iac::render::{UserData, USER_DATA_LIMIT};
 use iac::stack::Stack;
 use render_common::{
     check_output, count_calls, file, last_line, position, ran, shellcheck, stack_from, tool,
-    Sandbox, Setup,
+    Sandbox, Setup, HOST_TOOLS,
 };
 use tempfile::TempDir;
 
@@ -345,36 +345,6 @@ fn haproxy_health_path_with_quote_stays_literal() {
 
 // ---------------------------------------------------------------------------------------------
 // Stub runs
-
-/// Host tools the scripts (and the stubs) may use; anything else is a stub or missing, so a
-/// script can never touch the real system.
-const HOST_TOOLS: &[&str] = &[
-    "awk",
-    "cat",
-    "chmod",
-    "cmp",
-    "cp",
-    "date",
-    "dirname",
-    "grep",
-    "head",
-    "install",
-    "ln",
-    "mkdir",
-    "mv",
-    "od",
-    "readlink",
-    "rm",
-    "sed",
-    "sha256sum",
-    "sleep",
-    "sort",
-    "tail",
-    "tee",
-    "touch",
-    "tr",
-    "uname",
-];
 
 /// The lb-vms sandbox; stubs named in `missing` are left out so the script has to install
 /// them. `text` is the script to run.

@@ -4,6 +4,7 @@ mod common;
 mod completions;
 mod down;
 mod locked;
+mod logs;
 pub mod output;
 mod plan;
 mod probe;
@@ -189,6 +190,24 @@ pub enum Command {
         #[arg(long, conflicts_with_all = ["file", "stack_files", "set"])]
         stack: Option<String>,
     },
+    /// Show each instance's boot report: its state (starting, running, ready, failed), its
+    /// current or failed step and, when it failed, the end of its boot log. Exits 1 when a
+    /// shown instance's boot failed.
+    Logs {
+        #[command(flatten)]
+        src: StackArgs,
+        /// Only the instances of this role: `web` shows web-1, web-2... (names as in the NAME
+        /// column).
+        #[arg(long)]
+        role: Option<String>,
+        /// Only this instance: its EC2 id or its name.
+        #[arg(long)]
+        instance: Option<String>,
+        /// Keep looking (every 3s), printing each step as it is reported, until every shown
+        /// instance is ready or failed.
+        #[arg(long)]
+        follow: bool,
+    },
     /// Print exactly the user-data an instance receives.
     Render {
         #[command(flatten)]
@@ -267,6 +286,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             unlock::run(&printer, g, file.as_deref(), stack.as_deref(), *yes).await
         }
         Command::Status { src, stack } => status::run(&printer, g, src, stack.as_deref()).await,
+        Command::Logs {
+            src,
+            role,
+            instance,
+            follow,
+        } => {
+            let opts = logs::LogsOptions {
+                role: role.clone(),
+                instance: instance.clone(),
+                follow: *follow,
+            };
+            logs::run(&printer, g, src, opts).await
+        }
         Command::Render { src, files, role } => render::run(&printer, src, *files, role.as_deref()),
         Command::Scale(args) => scale::run(&printer, g, args).await,
         Command::Completions { shell } => completions::completions(*shell),

@@ -61,6 +61,7 @@ pub async fn run(
     if !printer.json() && !found.pool.is_empty() {
         pool_report(printer, &found.pool);
     }
+    boot_states(printer, &aws, &name).await;
     super::plan::print_cost(
         printer,
         &aws.region,
@@ -141,6 +142,26 @@ async fn group_report(printer: &Printer, aws: &Aws, found: &[Observed]) -> anyho
     report.insert("event".into(), "group_status".into());
     printer.record(&serde_json::Value::Object(report));
     Ok(())
+}
+
+/// Each instance's boot state, from the reports the instances publish (`iac logs` shows the
+/// steps and, on failure, the log). A failure here is reported, not fatal.
+async fn boot_states(printer: &Printer, aws: &Aws, stack: &str) {
+    match super::logs::rows(aws, stack).await {
+        Ok(rows) if printer.json() => {
+            for row in &rows {
+                printer.record(&super::logs::record(row));
+            }
+        }
+        Ok(rows) if rows.is_empty() => {}
+        Ok(rows) => {
+            printer.line(printer.bold("Boot (details: iac logs):"));
+            for row in &rows {
+                printer.line(format!("  {}", super::logs::summary_line(row)));
+            }
+        }
+        Err(e) => printer.line(format!("Boot reports: unknown ({e:#})")),
+    }
 }
 
 /// custom-scaler: the instances the monitor launched (not resources of `iac up`).

@@ -100,6 +100,37 @@ pub fn shellcheck(shell: &str, name: &str, text: &str) {
 // ---------------------------------------------------------------------------------------------
 // The sandbox
 
+/// Host tools most boot scripts (and the stubs) may use; anything else is a stub or missing,
+/// so a script can never touch the real system.
+#[allow(dead_code)]
+pub const HOST_TOOLS: &[&str] = &[
+    "awk",
+    "cat",
+    "chmod",
+    "cmp",
+    "cp",
+    "date",
+    "dirname",
+    "grep",
+    "head",
+    "install",
+    "ln",
+    "mkdir",
+    "mv",
+    "od",
+    "readlink",
+    "rm",
+    "sed",
+    "sha256sum",
+    "sleep",
+    "sort",
+    "tail",
+    "tee",
+    "touch",
+    "tr",
+    "uname",
+];
+
 /// How a tier's sandbox differs from the others'.
 #[derive(Clone, Copy)]
 pub struct Setup<'a> {
