@@ -3,17 +3,19 @@
 # baseline run in the same loop: check-jsonschema (the independent validator the tests use, from
 # .venv) validating the same file against schemas/stack.schema.json. Runs alternate, so the
 # machine's load falls on both alike; the result is reported as a ratio of medians.
-#   bench/cold_start.sh [-n RUNS] [-s STACK]
+#   bench/cold_start.sh [-n RUNS] [-s STACK] [-B]     (-B: use the binaries already built)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-runs=30; stack=stacks/bookstore-vm.yaml
-while getopts "n:s:" o; do
-  case $o in n) runs=$OPTARG ;; s) stack=$OPTARG ;; *) exit 2 ;; esac
+runs=30; stack=stacks/bookstore-vm.yaml; build=1
+while getopts "n:s:B" o; do
+  case $o in n) runs=$OPTARG ;; s) stack=$OPTARG ;; B) build= ;; *) exit 2 ;; esac
 done
 
-cargo build --quiet --release --bin iac
-cargo build --quiet --bin iac
+if [ -n "$build" ]; then
+  cargo build --quiet --release --bin iac
+  cargo build --quiet --bin iac
+fi
 target="$(bash "$root/scripts/target-dir.sh")"
 iac="$target/release/iac"
 bash scripts/emulator.sh install
@@ -28,7 +30,7 @@ ms() {
   echo $(((t1 - t0) / 1000000))
 }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-kb() { echo $(($(stat -c %s "$1") / 1024)); }
+kb() { if [ -f "$1" ]; then echo $(($(stat -c %s "$1") / 1024)); else echo "-"; fi; }
 # Peak resident memory of one run, in kB (GNU time).
 rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; }
 
