@@ -14,26 +14,6 @@ use aws_sdk_ec2::types::{
 };
 use common::*;
 
-/// (type, value) of a parameter, decrypted.
-async fn param(emu: &Emulator, name: &str) -> Option<(String, String)> {
-    let out = emu
-        .ssm()
-        .await
-        .get_parameter()
-        .name(name)
-        .with_decryption(true)
-        .send()
-        .await
-        .ok()?;
-    let p = out.parameter()?;
-    Some((
-        p.r#type()
-            .map(|t| t.as_str().to_string())
-            .unwrap_or_default(),
-        p.value().unwrap_or_default().to_string(),
-    ))
-}
-
 fn iac_json(emu: &Emulator, args: &[&str], file: &std::path::Path) -> Run {
     let mut c = emu.iac();
     c.args(["-o", "json"]).args(args).arg(file);
@@ -188,16 +168,18 @@ async fn custom_scaler_up_pool_and_down() {
         .to_string();
 
     // SSM: the token a SecureString, the monitor's address, the stack file for the monitor.
-    let (kind, token) = param(&emu, &format!("/iac/{stack}/scaler-token"))
+    let (kind, token) = emu
+        .param(&format!("/iac/{stack}/scaler-token"))
         .await
         .expect("token parameter");
     assert_eq!(kind, "SecureString");
     assert!(token.len() >= 24, "a generated token");
     assert_eq!(
-        param(&emu, &format!("/iac/{stack}/monitor-address")).await,
+        emu.param(&format!("/iac/{stack}/monitor-address")).await,
         Some(("String".to_string(), format!("{monitor_ip}:7700")))
     );
-    let (kind, stored) = param(&emu, &format!("/iac/{stack}/stack-file"))
+    let (kind, stored) = emu
+        .param(&format!("/iac/{stack}/stack-file"))
         .await
         .expect("stack file parameter");
     assert_eq!(kind, "String");
@@ -340,7 +322,8 @@ async fn custom_scaler_up_pool_and_down() {
         .await
         .expect("groups");
     assert!(groups.security_groups().is_empty());
-    assert!(param(&emu, &format!("/iac/{stack}/scaler-token"))
+    assert!(emu
+        .param(&format!("/iac/{stack}/scaler-token"))
         .await
         .is_none());
 }
@@ -375,10 +358,11 @@ async fn custom_scaler_with_own_monitor_creates_no_monitor_vm() {
         vec!["agents-sg"]
     );
     assert_eq!(
-        param(&emu, &format!("/iac/{stack}/monitor-address")).await,
+        emu.param(&format!("/iac/{stack}/monitor-address")).await,
         Some(("String".to_string(), "10.0.42.7:7700".to_string()))
     );
-    assert!(param(&emu, &format!("/iac/{stack}/stack-file"))
+    assert!(emu
+        .param(&format!("/iac/{stack}/stack-file"))
         .await
         .is_none());
     assert_eq!(

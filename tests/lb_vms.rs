@@ -8,24 +8,6 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::types::Filter;
 use common::*;
 
-async fn param(emu: &Emulator, name: &str) -> Option<(String, String)> {
-    let out = emu
-        .ssm()
-        .await
-        .get_parameter()
-        .name(name)
-        .send()
-        .await
-        .ok()?;
-    let p = out.parameter()?;
-    Some((
-        p.r#type()
-            .map(|t| t.as_str().to_string())
-            .unwrap_or_default(),
-        p.value().unwrap_or_default().to_string(),
-    ))
-}
-
 /// Run Command invocations as (instance id, document, commands).
 async fn commands(emu: &Emulator) -> Vec<(String, String, String)> {
     let out = emu
@@ -155,18 +137,20 @@ async fn lb_vms_up_scale_and_down() {
 
     // Runtime facts in SSM: the password a SecureString, the database address, the HAProxy
     // configuration naming every web VM, and no password anywhere in the user-data or output.
-    let (kind, _) = param(&emu, &format!("/iac/{stack}/db-password"))
+    let (kind, _) = emu
+        .param(&format!("/iac/{stack}/db-password"))
         .await
         .expect("password parameter");
     assert_eq!(kind, "SecureString");
     let db_ip = vms["db"].private_ip_address().expect("db ip").to_string();
     assert_eq!(
-        param(&emu, &format!("/iac/{stack}/db-host"))
+        emu.param(&format!("/iac/{stack}/db-host"))
             .await
             .map(|p| p.1),
         Some(db_ip)
     );
-    let (_, cfg) = param(&emu, &format!("/iac/{stack}/haproxy.cfg"))
+    let (_, cfg) = emu
+        .param(&format!("/iac/{stack}/haproxy.cfg"))
         .await
         .expect("haproxy.cfg");
     for id in ["web-1", "web-2"] {
@@ -198,19 +182,7 @@ async fn lb_vms_up_scale_and_down() {
         "haproxy -c failed:\n{}\n{cfg}",
         String::from_utf8_lossy(&check.stderr)
     );
-    let password = emu
-        .ssm()
-        .await
-        .get_parameter()
-        .name(format!("/iac/{stack}/db-password"))
-        .with_decryption(true)
-        .send()
-        .await
-        .expect("password")
-        .parameter()
-        .and_then(|p| p.value())
-        .expect("value")
-        .to_string();
+    let password = emu.secure_value(&format!("/iac/{stack}/db-password")).await;
     assert!(password.len() >= 24);
     assert!(!r.stdout.contains(&password) && !r.stderr.contains(&password));
     let mut render = emu.iac();
@@ -240,7 +212,8 @@ async fn lb_vms_up_scale_and_down() {
         "the balancer was replaced"
     );
     assert_eq!(vms3["web-1"].instance_id(), vms["web-1"].instance_id());
-    let (_, cfg3) = param(&emu, &format!("/iac/{stack}/haproxy.cfg"))
+    let (_, cfg3) = emu
+        .param(&format!("/iac/{stack}/haproxy.cfg"))
         .await
         .expect("haproxy.cfg");
     let ip3 = vms3["web-3"].private_ip_address().expect("web-3 ip");
@@ -277,7 +250,8 @@ async fn lb_vms_up_scale_and_down() {
         vec!["db", "lb", "web-1", "web-2"]
     );
     assert_eq!(vms2["lb"].instance_id().map(str::to_string), lb_id);
-    let (_, cfg2) = param(&emu, &format!("/iac/{stack}/haproxy.cfg"))
+    let (_, cfg2) = emu
+        .param(&format!("/iac/{stack}/haproxy.cfg"))
         .await
         .expect("haproxy.cfg");
     assert!(
@@ -301,9 +275,7 @@ async fn lb_vms_up_scale_and_down() {
         Some(1)
     );
     assert!(instances_by_logical_id(&ec2, stack).await.is_empty());
-    assert!(param(&emu, &format!("/iac/{stack}/db-host"))
-        .await
-        .is_none());
+    assert!(emu.param(&format!("/iac/{stack}/db-host")).await.is_none());
     let vol_state = ec2
         .describe_volumes()
         .volume_ids(&vol_id)
@@ -369,7 +341,8 @@ async fn lb_vms_image_change_updates_web_vms_one_at_a_time_behind_a_drain() {
     for id in ["db", "lb", "web-1", "web-2"] {
         assert_eq!(id_of(&after, id), id_of(&before, id), "{id} replaced");
     }
-    let (_, spec) = param(&emu, &format!("/iac/{stack}/app"))
+    let (_, spec) = emu
+        .param(&format!("/iac/{stack}/app"))
         .await
         .expect("app spec");
     assert!(

@@ -562,17 +562,7 @@ fn iac_via(emu: &Emulator, cloud: &StrictAws, stack: &StackFile, args: &[&str]) 
 
 /// The spec parameter `/iac/<stack>/app` as it is now.
 async fn app_spec_param(emu: &Emulator, stack: &str) -> String {
-    emu.ssm()
-        .await
-        .get_parameter()
-        .name(format!("/iac/{stack}/app"))
-        .send()
-        .await
-        .expect("the app spec parameter")
-        .parameter()
-        .and_then(|p| p.value())
-        .unwrap_or_default()
-        .to_string()
+    emu.secure_value(&format!("/iac/{stack}/app")).await
 }
 
 /// The image of the container nginx sends requests to (the slot iac-app-update switched to).

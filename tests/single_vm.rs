@@ -226,35 +226,14 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
         decoded
     };
     assert_eq!(String::from_utf8_lossy(&decoded), rendered);
-    let secret = emu
-        .ssm()
-        .await
-        .get_parameter()
-        .name("/bookstore/secret-key")
-        .with_decryption(true)
-        .send()
-        .await
-        .expect("secret");
-    let secret = secret
-        .parameter()
-        .and_then(|p| p.value())
-        .expect("value")
-        .to_string();
+    let secret = emu.secure_value("/bookstore/secret-key").await;
     assert!(
         !rendered.contains(&secret),
         "the secret value leaked into the user-data"
     );
     // The secret is referenced by name in the app's spec parameter (read at boot and on each
     // update), never by value.
-    let spec = emu
-        .ssm()
-        .await
-        .get_parameter()
-        .name(format!("/iac/{stack}/app"))
-        .send()
-        .await
-        .expect("app spec parameter");
-    let spec = spec.parameter().and_then(|p| p.value()).unwrap_or_default();
+    let spec = emu.secure_value(&format!("/iac/{stack}/app")).await;
     assert!(spec.contains("=/bookstore/secret-key"), "{spec}");
     assert!(
         !spec.contains(&secret),
@@ -406,15 +385,7 @@ async fn ssh_change_updates_the_group_in_place_and_app_change_updates_the_vm_in_
     let vms = live_instances(&ec2, stack).await;
     assert_eq!(vms.len(), 1);
     assert_eq!(vms[0].instance_id().map(str::to_string), vm_before);
-    let spec = emu
-        .ssm()
-        .await
-        .get_parameter()
-        .name(format!("/iac/{stack}/app"))
-        .send()
-        .await
-        .expect("app spec");
-    let spec = spec.parameter().and_then(|p| p.value()).unwrap_or_default();
+    let spec = emu.secure_value(&format!("/iac/{stack}/app")).await;
     assert!(
         spec.contains("IMAGE=ghcr.io/example/bookstore:1.0.1\n"),
         "{spec}"

@@ -198,6 +198,27 @@ impl Emulator {
         aws_sdk_ssm::Client::new(&self.config().await)
     }
 
+    /// The type and the decrypted value of SSM parameter `name`, if it exists.
+    #[allow(dead_code)]
+    pub async fn param(&self, name: &str) -> Option<(String, String)> {
+        let out = self
+            .ssm()
+            .await
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+            .ok()?;
+        let p = out.parameter()?;
+        Some((
+            p.r#type()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
+            p.value().unwrap_or_default().to_string(),
+        ))
+    }
+
     /// The decrypted value of SSM parameter `name`; panics when it cannot be read.
     #[allow(dead_code)]
     pub async fn secure_value(&self, name: &str) -> String {
