@@ -227,7 +227,11 @@ class Runner:
             # On EC2 the profile's role serves credentials; here they are the emulator's dummies.
             "role": profile.rsplit("/", 1)[-1] if profile else "",
         }
-        aws_env = f"AWS_ENDPOINT_URL=http://{self.gateway}:{self.port}\n"
+        # The metadata stub is a Python process on a shared machine: under load it can take
+        # longer than the CLI's 1 s default to hand out the role's credentials, which real IMDS
+        # never does (a loaded CI run once failed a boot with "Unable to locate credentials").
+        aws_env = (f"AWS_ENDPOINT_URL=http://{self.gateway}:{self.port}\n"
+                   "AWS_METADATA_SERVICE_TIMEOUT=10\nAWS_METADATA_SERVICE_NUM_ATTEMPTS=5\n")
         name = f"iac-vm-{iid}"
         publish = []
         for p in self.args.publish:
