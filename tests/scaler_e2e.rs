@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use iac::scaler::fleet::{Fleet, FleetError, LocalFleet};
 use iac::scaler::monitor::{run, serve, MonitorService, Shared};
 use iac::scaler::policy::{Health, Mode, PolicyConfig};
+use iac::scaler::stats::Refusal;
 use iac_proto::{MonitorServer, RegisterRequest};
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -182,8 +183,9 @@ async fn local_fleet_scales_out_on_load_and_replaces_a_killed_agent() {
         "scale-in at {first_in:?} inside the cooldown after the scale-out at {last_out:?}"
     );
 
-    // A call without the token is refused, and the pool is unchanged.
-    let before = shared.members().len();
+    // A call without the token is refused, counted as such, and registers nobody. (The pool's
+    // size is no witness: a drained member may still be leaving it.)
+    let refused_before = shared.stats().refused_by[&Refusal::Token];
     let mut client = iac_proto::MonitorClient::connect(url.clone())
         .await
         .expect("connect");
@@ -199,7 +201,10 @@ async fn local_fleet_scales_out_on_load_and_replaces_a_killed_agent() {
         refused.expect_err("refused").code(),
         tonic::Code::Unauthenticated
     );
-    assert_eq!(shared.members().len(), before);
+    assert_eq!(
+        shared.stats().refused_by[&Refusal::Token],
+        refused_before + 1
+    );
     assert!(!shared.members().iter().any(|m| m.id == "intruder"));
 
     // Every decision is on the timeline.
