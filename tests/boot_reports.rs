@@ -118,20 +118,33 @@ async fn report_values(emu: &Emulator) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn logs_and_status_show_what_the_real_boot_script_reported() {
-    let emu = Emulator::start();
+/// The lb-vms example as STACK, up (without waiting: the emulator boots nothing), with the
+/// instance ids by logical id.
+async fn up_lb_vms(
+    emu: &Emulator,
+) -> (
+    StackFile,
+    common::Run,
+    iac::stack::Stack,
+    std::collections::BTreeMap<String, String>,
+) {
     let file = StackFile::from_example("stacks/bookstore-lb-vms.yaml", STACK, &[]);
     let mut up = emu.iac();
     up.args(["up"]).arg(file.path()).arg("--yes");
-    run_ok(up);
+    let r = run_ok(up);
     let stack = iac::stack::load(file.path()).expect("stack loads");
-    let ids: std::collections::BTreeMap<String, String> =
-        instances_by_logical_id(&emu.ec2().await, STACK)
-            .await
-            .into_iter()
-            .map(|(k, i)| (k, i.instance_id().unwrap_or_default().to_string()))
-            .collect();
+    let ids = instances_by_logical_id(&emu.ec2().await, STACK)
+        .await
+        .into_iter()
+        .map(|(k, i)| (k, i.instance_id().unwrap_or_default().to_string()))
+        .collect();
+    (file, r, stack, ids)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_and_status_show_what_the_real_boot_script_reported() {
+    let emu = Emulator::start();
+    let (file, _, stack, ids) = up_lb_vms(&emu).await;
     let (web1, web2) = (&ids["web-1"], &ids["web-2"]);
 
     // Before any boot: every instance is listed, none has a report.
@@ -272,4 +285,137 @@ async fn logs_and_status_show_what_the_real_boot_script_reported() {
     let r = run(down);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(report_values(&emu).await.is_empty());
+}
+
+/// `iac up --wait` against the emulator, `--wait` standing in for the local cloud that would
+/// boot the instances: the real web script, run in the sandbox as each web VM, reports to the
+/// emulator's SSM, and `up` waits on those reports.
+fn up_wait(emu: &Emulator, file: &StackFile, timeout: &str) -> common::Run {
+    let mut c = emu.iac();
+    c.args(["up"])
+        .arg(file.path())
+        .args(["--yes", "--wait", "--wait-timeout", timeout]);
+    run(c)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_waits_for_the_boot_reports_and_says_why_the_app_is_not_up() {
+    let emu = Emulator::start();
+    // Under an endpoint override, `up` does not wait unless told to: the emulator boots nothing.
+    let (file, r, stack, ids) = up_lb_vms(&emu).await;
+    assert!(
+        r.stdout.contains("not waiting for the app")
+            || r.stderr.contains("not waiting for the app"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+
+    // web-1 boots; web-2's image pull fails: `up` stops at once (well before its deadline),
+    // naming the instance, the step and the log line. The balancer and the database ran
+    // before this `up` and sent no report: they are not waited for.
+    let sb1 = web_sandbox(&stack);
+    let out = boot_as(&emu, &sb1, &ids["web-1"], &[]);
+    assert!(out.status.success(), "{}", sb1.explain(&out));
+    let sb2 = web_sandbox(&stack);
+    let out = boot_as(&emu, &sb2, &ids["web-2"], &[("STUB_PULL_FAIL", "1")]);
+    assert!(!out.status.success(), "{}", sb2.explain(&out));
+    let r = up_wait(&emu, &file, "10m");
+    eprintln!("{}", r.stderr);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(&format!("web-2 ({})", ids["web-2"]))
+            && r.stderr.contains("boot FAILED in step 4/4 app")
+            && r.stderr.contains("manifest unknown"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("web-1"), "web-1 is fine: {}", r.stderr);
+
+    // web-2 boots again, and this time well: the app is up.
+    let out = boot_as(&emu, &sb2, &ids["web-2"], &[]);
+    assert!(out.status.success(), "{}", sb2.explain(&out));
+    let r = up_wait(&emu, &file, "10m");
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("The app is up"), "{}", r.stdout);
+
+    // A third web VM that never reports: the deadline, naming it, with its console output.
+    file.rewrite(&[("count: 2", "count: 3")]);
+    let r = up_wait(&emu, &file, "4s");
+    eprintln!("{}", r.stderr);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let web3 = instances_by_logical_id(&emu.ec2().await, STACK)
+        .await
+        .into_iter()
+        .find(|(k, _)| k == "web-3")
+        .and_then(|(_, i)| i.instance_id().map(str::to_string))
+        .expect("web-3 launched");
+    assert!(
+        r.stderr.contains("the app did not come up within")
+            && r.stderr.contains(&format!("web-3 ({web3}) never reported"))
+            // moto's console output: a kernel's boot lines.
+            && r.stderr.contains("Kernel command line"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("web-2 ("), "{}", r.stderr);
+
+    let mut down = emu.iac();
+    down.args(["down"])
+        .arg(file.path())
+        .args(["--yes", "--delete-data"]);
+    let r = run(down);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+}
+
+/// alb-asg: `up` follows the instance refresh it started (moto has none: the strict layer
+/// answers the refresh calls as AWS does) and fails when the refresh ends rolled back, with
+/// AWS's reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_fails_when_the_instance_refresh_it_started_rolls_back() {
+    let emu = Emulator::start();
+    let reason = "Rollback completed: the new instances failed their health checks";
+    let strict = common::StrictAws::start(
+        &emu,
+        serde_json::json!({"refresh": {"outcome": "RollbackSuccessful", "reason": reason, "after": 1}}),
+    );
+    let name = "br-asg";
+    let file = StackFile::from_example("stacks/bookstore-asg.yaml", name, &[]);
+    let iac = |args: &[&str]| {
+        let mut c = emu.iac_at(&strict.url);
+        c.arg("up").arg(file.path()).arg("--yes").args(args);
+        run(c)
+    };
+    let r = iac(&["--no-wait"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+
+    // A new image: a new template version and a refresh, which rolls back.
+    file.rewrite(&[("bookstore:1.0.0", "bookstore:1.1.0")]);
+    let r = iac(&["--wait", "--wait-timeout", "10m"]);
+    eprintln!("{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let all = format!("{}\n{}", r.stdout, r.stderr);
+    assert!(
+        all.contains("rolling instance refresh refresh-1 started"),
+        "{all}"
+    );
+    // Followed while it ran, then the outcome with AWS's reason.
+    assert!(
+        all.contains("instance refresh refresh-1: InProgress"),
+        "{all}"
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "instance refresh refresh-1 of {name}-asg ended RollbackSuccessful: {reason}"
+        )),
+        "{}",
+        r.stderr
+    );
+
+    let mut down = emu.iac_at(&strict.url);
+    down.args(["down"])
+        .arg(file.path())
+        .args(["--yes", "--delete-data", "--skip-final-snapshot"]);
+    let r = run(down);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
 }

@@ -329,9 +329,38 @@ async fn cancel_instance_refresh(aws: &Aws, group: &str) -> Result<(), AwsError>
     }
 }
 
-/// The group's latest instance refresh as (status, percentage complete), for `status`;
-/// `None` when it never had one.
-pub async fn latest_refresh(aws: &Aws, group: &str) -> Result<Option<(String, i32)>, AwsError> {
+/// One instance refresh, as DescribeInstanceRefreshes tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refresh {
+    pub id: String,
+    /// `Pending`, `InProgress`, `Successful`, `Failed`, `Cancelling`, `Cancelled`,
+    /// `RollbackInProgress`, `RollbackFailed`, `RollbackSuccessful`, `Baking`.
+    pub status: String,
+    pub percent: i32,
+    pub instances_to_update: i32,
+    /// Why it is in that status (AWS's words), when it says.
+    pub reason: Option<String>,
+    /// When it started, in seconds since the Unix epoch.
+    pub started_s: Option<i64>,
+}
+
+impl Refresh {
+    /// Still moving: `up` keeps following it.
+    pub fn in_progress(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "Pending" | "InProgress" | "Cancelling" | "RollbackInProgress" | "Baking"
+        )
+    }
+
+    /// Ended with the new configuration on every instance.
+    pub fn succeeded(&self) -> bool {
+        self.status == "Successful"
+    }
+}
+
+/// The group's latest instance refresh; `None` when it never had one.
+pub async fn latest_refresh(aws: &Aws, group: &str) -> Result<Option<Refresh>, AwsError> {
     let out = aws
         .autoscaling
         .describe_instance_refreshes()
@@ -340,13 +369,16 @@ pub async fn latest_refresh(aws: &Aws, group: &str) -> Result<Option<(String, i3
         .send()
         .await
         .map_err(err("autoscaling:DescribeInstanceRefreshes"))?;
-    Ok(out.instance_refreshes().first().map(|r| {
-        (
-            r.status()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
-            r.percentage_complete().unwrap_or(0),
-        )
+    Ok(out.instance_refreshes().first().map(|r| Refresh {
+        id: r.instance_refresh_id().unwrap_or_default().to_string(),
+        status: r
+            .status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        percent: r.percentage_complete().unwrap_or(0),
+        instances_to_update: r.instances_to_update().unwrap_or(0),
+        reason: r.status_reason().map(str::to_string),
+        started_s: r.start_time().map(|t| t.secs()),
     }))
 }
 

@@ -516,6 +516,37 @@ pub struct InstanceScan {
 }
 
 /// Instances tagged with the stack.
+/// The last `lines` lines of an instance's console output (what the kernel, cloud-init and the
+/// boot script printed), when EC2 has any: it shows why an instance that never reported its
+/// boot did not get that far. EC2 keeps only the most recent output, and none for a while
+/// after launch.
+pub async fn console_tail(
+    aws: &Aws,
+    instance_id: &str,
+    lines: usize,
+) -> Result<Vec<String>, AwsError> {
+    let out = aws
+        .ec2
+        .get_console_output()
+        .instance_id(instance_id)
+        .latest(true)
+        .send()
+        .await
+        .map_err(err("ec2:GetConsoleOutput"))?;
+    let Some(encoded) = out.output() else {
+        return Ok(Vec::new());
+    };
+    let text = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|_| encoded.to_string());
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    Ok(all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect())
+}
+
 pub async fn discover_instances(aws: &Aws, stack: &str) -> Result<InstanceScan, AwsError> {
     let pages = aws
         .ec2

@@ -8,6 +8,7 @@ mod logs;
 pub mod output;
 mod plan;
 mod probe;
+mod ready;
 mod render;
 mod scale;
 mod stack_args;
@@ -42,7 +43,7 @@ pub enum Exit {
     Locked = 5,
 }
 
-/// `--lock-wait`: how long `up` and `down` wait for another run's stack lock.
+/// `--lock-wait`, `--wait-timeout`: a duration (`30s`, `10m`, `1h`).
 fn lock_wait(s: &str) -> Result<std::time::Duration, String> {
     crate::lease::parse_duration(s)
 }
@@ -129,9 +130,18 @@ pub enum Command {
         /// How many resource operations may run at once.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallelism: u16,
-        /// Do not wait for the application to answer over HTTP.
-        #[arg(long)]
+        /// Return once the changes are applied, without waiting for the instances to report
+        /// their boot and the app to answer.
+        #[arg(long, conflicts_with = "wait")]
         no_wait: bool,
+        /// Wait for the boot reports even under an endpoint override (an emulator whose
+        /// instances a local cloud boots; scripts/realboot). Without it, an endpoint override
+        /// skips the wait: an emulator boots nothing by itself.
+        #[arg(long)]
+        wait: bool,
+        /// How long to wait for the app to come up (`90s`, `15m`, `1h`).
+        #[arg(long, value_name = "DURATION", value_parser = lock_wait, default_value = "15m")]
+        wait_timeout: std::time::Duration,
         /// Apply even changes that destroy data without moving it (the plan lists them as
         /// `data loss`); refused without this flag.
         #[arg(long)]
@@ -250,6 +260,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             yes,
             parallelism,
             no_wait,
+            wait,
+            wait_timeout,
             allow_data_loss,
             lock_wait,
             refresh_image,
@@ -257,7 +269,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             let opts = up::UpOptions {
                 yes: *yes,
                 parallelism: usize::from(*parallelism),
-                no_wait: *no_wait,
+                wait: if *no_wait {
+                    up::Wait::No
+                } else if *wait {
+                    up::Wait::Always
+                } else {
+                    up::Wait::Auto
+                },
+                wait_timeout: *wait_timeout,
                 allow_data_loss: *allow_data_loss,
                 lock_wait: *lock_wait,
                 refresh_image: *refresh_image,

@@ -118,11 +118,19 @@ async fn group_report(printer: &Printer, aws: &Aws, found: &[Observed]) -> anyho
     if let Some(g) = found.iter().find(|o| o.kind == Kind::AutoScalingGroup) {
         // Best effort: a report that cannot be read does not hide the rest of the status.
         match autoscaling::latest_refresh(aws, &g.physical_id).await {
-            Ok(Some((status, pct))) => {
-                printer.line(format!("Instance refresh: {status} ({pct}% complete)"));
+            Ok(Some(r)) => {
+                printer.line(format!(
+                    "Instance refresh: {} ({}% complete){}",
+                    r.status,
+                    r.percent,
+                    r.reason
+                        .as_deref()
+                        .map(|w| format!(": {w}"))
+                        .unwrap_or_default()
+                ));
                 report.insert(
                     "refresh".into(),
-                    serde_json::json!({"status": status, "percent": pct}),
+                    serde_json::json!({"status": r.status, "percent": r.percent, "reason": r.reason}),
                 );
             }
             Ok(None) => {}

@@ -7,18 +7,30 @@ use anyhow::bail;
 
 use super::output::Printer;
 use super::stack_args::StackArgs;
-use super::{common, locked, plan, probe, Exit, Global};
+use super::{common, locked, plan, ready, Exit, Global};
 use crate::apply::{self, Event, Reporter};
 use crate::aws::provider::{self, Applier};
 use crate::aws::Aws;
 use crate::stack::Loaded;
+
+/// Whether `up` waits for the app to come up (see `ready`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// `--no-wait`.
+    No,
+    /// On AWS; not under an endpoint override (an emulator boots nothing by itself).
+    Auto,
+    /// `--wait`: also under an endpoint override (a local cloud boots the emulator's instances).
+    Always,
+}
 
 /// What `up` may do.
 #[derive(Debug, Clone, Copy)]
 pub struct UpOptions {
     pub yes: bool,
     pub parallelism: usize,
-    pub no_wait: bool,
+    pub wait: Wait,
+    pub wait_timeout: Duration,
     /// Apply even changes that destroy data without moving it (`--allow-data-loss`).
     pub allow_data_loss: bool,
     /// How long to wait for another run's lock (zero: fail at once, exit code 5).
@@ -60,12 +72,29 @@ async fn converge(
     let UpOptions {
         yes,
         parallelism,
-        no_wait,
         allow_data_loss,
         refresh_image,
         ..
     } = opts;
+    let since_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     let planned = plan::compute_with(loaded, aws, reporter.clone(), refresh_image).await?;
+    // The instances that run now and stay: they need not report a boot they may have done
+    // before boot reports existed.
+    let kept: std::collections::BTreeSet<String> = planned
+        .plan
+        .changes
+        .iter()
+        .filter(|c| c.kind == crate::plan::Kind::Instance)
+        .filter(|c| {
+            matches!(
+                c.action,
+                crate::plan::Action::Keep | crate::plan::Action::Update { .. }
+            )
+        })
+        .filter_map(|c| c.actual.as_ref().map(|a| a.physical_id.clone()))
+        .collect();
     let summary = planned.plan.summary();
     let aws = planned.aws.clone();
     if summary.has_changes() {
@@ -111,23 +140,33 @@ async fn converge(
     }
     let found = provider::discover(&aws, planned.stack.name()).await?;
     let outputs = provider::outputs(&planned.stack, &found.resources);
-    if let Some(ip) = outputs.get("public_ip") {
-        if no_wait {
-        } else if let Some(endpoint) = &aws.endpoint_override {
-            reporter.event(&Event::Info {
-                message: format!("readiness probe skipped: endpoint override {endpoint} in effect (emulated addresses are not reachable)"),
-            });
-        } else {
-            let host = planned.stack.spec.domain.as_ref().map(|d| d.name.clone());
-            probe::http_ready(
-                ip,
-                80,
-                host.as_deref(),
-                &planned.stack.spec.app.health_path,
-                Duration::from_secs(900),
+    match (opts.wait, &aws.endpoint_override) {
+        (Wait::No, _) => {}
+        (Wait::Auto, Some(endpoint)) => reporter.event(&Event::Info {
+            message: format!("not waiting for the app: endpoint override {endpoint} in effect (an emulator boots nothing by itself; --wait waits for the boot reports of a local cloud)"),
+        }),
+        (_, endpoint) => {
+            let wf = ready::WaitFor {
+                kept,
+                deadline: opts.wait_timeout,
+                probe_http: endpoint.is_none(),
+                since_s,
+            };
+            let waited = ready::wait(
+                printer,
+                &aws,
+                &planned.stack,
+                &found.resources,
+                &outputs,
+                wf,
                 reporter.as_ref(),
             )
-            .await?;
+            .await;
+            if let Err(e) = waited {
+                printer.outputs(&outputs);
+                common::summary(printer, "up", &aws, started);
+                return Err(e);
+            }
         }
     }
     printer.outputs(&outputs);

@@ -14,6 +14,8 @@ use crate::aws::{tags, Aws};
 
 /// On a pool instance: its role in the stack.
 pub const ROLE: &str = "iac:role";
+/// The value of [`ROLE`] on pool instances, and so their name in `iac logs`.
+pub const AGENT_ROLE_VALUE: &str = "agent";
 /// On a pool instance: it belongs to the monitor's pool (not to `iac up`'s resources).
 pub const SCALER: &str = "iac:scaler";
 
@@ -28,7 +30,7 @@ pub fn pool_tags(stack: &str, extra: &BTreeMap<String, String>) -> BTreeMap<Stri
     t.insert("Name".to_string(), format!("{stack}-agent"));
     t.insert(tags::STACK.to_string(), stack.to_string());
     t.insert(tags::MANAGED_BY.to_string(), "iac".to_string());
-    t.insert(ROLE.to_string(), "agent".to_string());
+    t.insert(ROLE.to_string(), AGENT_ROLE_VALUE.to_string());
     t.insert(SCALER.to_string(), "pool".to_string());
     t
 }

@@ -147,6 +147,50 @@ pub(crate) fn dns_record(stack: &Stack, inputs: &Inputs, id: &str, eip: &str) ->
     ))
 }
 
+/// What "the app came up" means for a tier, for `up` to wait on (after every instance it
+/// launched has reported its boot ready).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Readiness {
+    /// The port the public address answers HTTP on (single-vm, lb-vms, swarm: the `url`
+    /// output's host; alb-asg: the load balancer's name). `None`: no one public address.
+    pub http_port: Option<u16>,
+    /// alb-asg: healthy targets the target group must have.
+    pub healthy_targets: Option<u32>,
+    /// Instances of this name (the custom scaler's `agent` pool) that must have reported
+    /// their boot ready, besides every instance `up` launched.
+    pub ready_at_least: Option<(&'static str, u32)>,
+}
+
+/// The readiness conditions of the stack's tier.
+pub fn readiness(stack: &Stack) -> Readiness {
+    let s = &stack.spec;
+    let http_port = match s.tier {
+        Tier::Swarm => Some(s.swarm.as_ref().map_or(80, |sw| {
+            if s.domain.is_some() {
+                80
+            } else {
+                sw.published_port
+            }
+        })),
+        Tier::SingleVm | Tier::LbVms | Tier::AlbAsg => Some(80),
+        Tier::CustomScaler => None,
+    };
+    Readiness {
+        http_port,
+        healthy_targets: match s.tier {
+            Tier::AlbAsg => Some(s.scaling.as_ref().map_or(1, |sc| sc.min.max(1))),
+            _ => None,
+        },
+        ready_at_least: match s.tier {
+            Tier::CustomScaler => Some((
+                crate::scaler::ec2::AGENT_ROLE_VALUE,
+                s.scaler.as_ref().map_or(1, |sc| sc.min),
+            )),
+            _ => None,
+        },
+    }
+}
+
 /// Builds the command, sent to the leader, that drains and removes the node with a private IP.
 pub type DrainCommand = std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>;
 

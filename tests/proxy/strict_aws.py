@@ -9,7 +9,9 @@ re-read on every request, so a test changes the proxy's world between two runs o
      "fresh_seconds": 2,                            # how long a new group/profile is invisible
      "forget_terminated": false,                    # hide terminated instances (an hour passed)
      "engine_versions": {"aurora-mysql": ["8.0.mysql_aurora.3.08.2"]},  # what new clusters may use
-     "ssm_agent": "/tmp/.../instances.json"}        # the instance runner's report (real boots)
+     "ssm_agent": "/tmp/.../instances.json",        # the instance runner's report (real boots)
+     "refresh": {"outcome": "RollbackSuccessful",   # instance refreshes (moto has none): how
+                 "reason": "...", "after": 2}}      # they end, after how many looks
 
 Rules (from the EC2, ELBv2, EFS and SSM API references):
 - RunInstances ClientToken: the same token with the same parameters answers the first launch
@@ -29,6 +31,10 @@ Rules (from the EC2, ELBv2, EFS and SSM API references):
   a volume the OS still has mounted stays `busy`); a stopped or terminated instance lets go.
 - SendCommand with InstanceIds runs on those instances only (moto, given no Targets, lists every
   instance of the account as the command's, and the instance runner would run it on all).
+- With `refresh`: StartInstanceRefresh, CancelInstanceRefresh and DescribeInstanceRefreshes,
+  which moto does not implement, answered here as AWS does. A started refresh is InProgress
+  for `after` DescribeInstanceRefreshes, then ends as `outcome` with `reason`; a start while one
+  is in progress is refused with InstanceRefreshInProgress.
 - With `ssm_agent` (the report of scripts/realboot/runner.py, which runs each Run Command in its
   VM): GetCommandInvocation tells what the command really did, where the emulator says Success at
   once. Pending until the runner picked it up, InProgress while it runs, then Success or Failed
@@ -52,6 +58,7 @@ lock = threading.Lock()
 tokens = {}  # ClientToken -> (parameter fingerprint, first answer)
 fresh_groups = {}  # group id -> creation time
 fresh_profiles = {}  # profile name -> creation time
+refreshes = {}  # group name -> [refresh records, newest last]
 
 
 def table():
@@ -342,6 +349,52 @@ def rds(params, forward):
     return 200, [("Content-Type", "text/xml")], body.encode()
 
 
+def autoscaling(params, forward):
+    """Instance refreshes, when the table says how they end (see the module's doc)."""
+    conf = table().get("refresh")
+    action = params.get("Action")
+    if conf is None or action not in ("StartInstanceRefresh", "CancelInstanceRefresh", "DescribeInstanceRefreshes"):
+        return forward()
+    group = params.get("AutoScalingGroupName", "")
+    ns = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
+
+    def answer(result):
+        body = ('<%sResponse xmlns="%s"><%sResult>%s</%sResult><ResponseMetadata><RequestId>strict-proxy</RequestId>'
+                "</ResponseMetadata></%sResponse>" % (action, ns, action, result, action, action))
+        return 200, [("Content-Type", "text/xml")], body.encode()
+
+    with lock:
+        mine = refreshes.setdefault(group, [])
+        active = [r for r in mine if r["status"] == "InProgress"]
+        if action == "StartInstanceRefresh":
+            if active:
+                return query_error("InstanceRefreshInProgress", "An Instance Refresh is already in progress and blocks the execution of this Instance Refresh.")
+            r = {"id": "refresh-%d" % (len(mine) + 1), "status": "InProgress", "start": time.time(), "looks": 0,
+                 "rollback": params.get("Preferences.AutoRollback") == "true"}
+            mine.append(r)
+            return answer("<InstanceRefreshId>%s</InstanceRefreshId>" % r["id"])
+        if action == "CancelInstanceRefresh":
+            if not active:
+                return query_error("ActiveInstanceRefreshNotFound", "No in progress or pending Instance Refresh found for this Auto Scaling group.")
+            active[0]["status"] = "Cancelled"
+            return answer("<InstanceRefreshId>%s</InstanceRefreshId>" % active[0]["id"])
+        items = []
+        for r in reversed(mine):
+            if r["status"] == "InProgress":
+                r["looks"] += 1
+                if r["looks"] > int(conf.get("after", 1)):
+                    r["status"] = conf.get("outcome", "Successful")
+                    r["reason"] = conf.get("reason", "")
+            done = 100 if r["status"] == "Successful" else min(90, 30 * r["looks"])
+            items.append("<member><InstanceRefreshId>%s</InstanceRefreshId><AutoScalingGroupName>%s</AutoScalingGroupName>"
+                         "<Status>%s</Status>%s<StartTime>%s</StartTime><PercentageComplete>%d</PercentageComplete>"
+                         "<InstancesToUpdate>%d</InstancesToUpdate></member>"
+                         % (r["id"], group, r["status"],
+                            "<StatusReason>%s</StatusReason>" % r["reason"] if r.get("reason") else "",
+                            iso(r["start"]), done, 0 if r["status"] == "Successful" else 1))
+        return answer("<InstanceRefreshes>%s</InstanceRefreshes>" % "".join(items))
+
+
 def iso(t):
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % (int(t * 1000) % 1000)
 
@@ -398,6 +451,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 answer = ssm(target, body, forward)
             elif service == "elasticfilesystem" and self.command == "POST" and self.path.startswith("/2015-02-01/mount-targets"):
                 answer = efs_mount_target(auth, body, forward)
+            elif service == "autoscaling" and self.command == "POST":
+                answer = autoscaling(dict(urllib.parse.parse_qsl(body.decode(), keep_blank_values=True)), forward)
             elif service in ("ec2", "elasticloadbalancing", "iam", "rds") and self.command == "POST":
                 params = dict(urllib.parse.parse_qsl(body.decode(), keep_blank_values=True))
                 if service == "ec2":
