@@ -459,6 +459,20 @@ async fn alb_asg_up_change_rollout_and_down() {
     let v2 = template_versions(&ec2, &lt_id, &["2"]).await;
     let ud2 = user_data(v2[0].launch_template_data().expect("data"));
     assert!(ud2.contains("bookstore:1.1.0"));
+    // The group runs the new version, a number (the emulator cannot refresh: the group takes
+    // it at once), and the next plan has nothing to do. (Through the strict layer: moto lists a
+    // launch template's tags as they were at its creation, not the new version's spec hash.)
+    assert_eq!(
+        group(&asg, stack).await.and_then(|g| g
+            .launch_template()
+            .and_then(|l| l.version().map(str::to_string))),
+        Some("2".to_string())
+    );
+    let strict = StrictAws::start(&emu, serde_json::json!({}));
+    let mut p = emu.iac_at(&strict.url);
+    p.args(["plan"]).arg(file.path()).arg("--detailed-exitcode");
+    let p = run(p);
+    assert_eq!(p.code, 0, "{}\n{}", p.stdout, p.stderr);
 
     // `down`: a final snapshot and the file system are kept (exit 4); nothing else is left.
     let mut d = emu.iac();

@@ -395,8 +395,10 @@ async fn up_fails_when_the_instance_refresh_it_started_rolls_back() {
     eprintln!("{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     let all = format!("{}\n{}", r.stdout, r.stderr);
+    // To the new template version, with AWS's automatic rollback to the one the group ran.
     assert!(
-        all.contains("rolling instance refresh refresh-1 started"),
+        all.contains("rolling instance refresh refresh-1 to launch template version 2 started")
+            && all.contains("rolls back to version 1 if it fails"),
         "{all}"
     );
     // Followed while it ran, then the outcome with AWS's reason.
@@ -409,6 +411,19 @@ async fn up_fails_when_the_instance_refresh_it_started_rolls_back() {
             "instance refresh refresh-1 of {name}-asg ended RollbackSuccessful: {reason}"
         )),
         "{}",
+        r.stderr
+    );
+
+    // AWS left the group on version 1: the next plan says so and refreshes again.
+    let mut plan = emu.iac_at(&strict.url);
+    plan.args(["plan"]).arg(file.path());
+    let r = run(plan);
+    assert!(
+        r.stdout.contains(
+            "runs launch template version 1, the template's default is 2 (an instance refresh failed or rolled back)"
+        ),
+        "{}\n{}",
+        r.stdout,
         r.stderr
     );
 

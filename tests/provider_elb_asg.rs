@@ -1108,7 +1108,12 @@ async fn instance_refresh_against_a_stub() {
             .expect("latest refresh"),
         None
     );
-    let id = autoscaling::start_instance_refresh(&aws, "web", 90, 60)
+    let to = autoscaling::Desired {
+        launch_template_id: "lt-1".to_string(),
+        version: "7".to_string(),
+        auto_rollback: true,
+    };
+    let id = autoscaling::start_instance_refresh(&aws, "web", 90, 60, Some(&to))
         .await
         .expect("start refresh");
     assert_eq!(id, "refresh-1");
@@ -1120,6 +1125,13 @@ async fn instance_refresh_against_a_stub() {
     assert_eq!(sent["Preferences.InstanceWarmup"], "60");
     assert_eq!(sent["Preferences.SkipMatching"], "false");
     assert_eq!(sent["Preferences.ScaleInProtectedInstances"], "Refresh");
+    // To version 7, rolled back by AWS if it fails.
+    assert_eq!(sent["Preferences.AutoRollback"], "true");
+    assert_eq!(
+        sent["DesiredConfiguration.LaunchTemplate.LaunchTemplateId"],
+        "lt-1"
+    );
+    assert_eq!(sent["DesiredConfiguration.LaunchTemplate.Version"], "7");
     assert_eq!(
         autoscaling::latest_refresh(&aws, "web")
             .await
@@ -1129,7 +1141,7 @@ async fn instance_refresh_against_a_stub() {
     );
 
     // A refresh in progress is cancelled, and the new one started once the old one lets go.
-    let id = autoscaling::start_instance_refresh(&aws, "web", 50, 30)
+    let id = autoscaling::start_instance_refresh(&aws, "web", 50, 30, None)
         .await
         .expect("restart refresh");
     assert_eq!(id, "refresh-2");
@@ -1150,7 +1162,7 @@ async fn instance_refresh_against_a_stub() {
         Some(("InProgress".to_string(), 40))
     );
 
-    let err = autoscaling::start_instance_refresh(&aws, "gone", 90, 60)
+    let err = autoscaling::start_instance_refresh(&aws, "gone", 90, 60, None)
         .await
         .expect_err("a missing group");
     assert!(err.is(ErrorClass::NotFound), "{err}");

@@ -405,7 +405,9 @@ async fn lb_vms_boot_for_real_and_balance_across_web_vms() {
     let name = "rb-lb";
     let (runner, cloud) = runner_as_ssm_agent(&emu, name);
     let iac = |args: &[&str]| iac_via(&emu, &cloud, &stack, args);
-    assert_exit(&iac(&["up", "--yes"]), 0);
+    let r = iac(&UP_WAIT);
+    assert_exit(&r, 0);
+    assert_app_up(&r);
     let title = format!("lb real boot {}", std::process::id());
     let LbVms {
         ids,
@@ -553,6 +555,19 @@ fn runner_as_ssm_agent(emu: &Emulator, name: &str) -> (Runner, StrictAws) {
     (runner, cloud)
 }
 
+/// `up` that waits for the boot reports of the VMs the local cloud boots.
+const UP_WAIT: [&str; 5] = ["up", "--yes", "--wait", "--wait-timeout", "10m"];
+
+/// `up` waited for every instance it launched to report its boot ready.
+fn assert_app_up(r: &Run) {
+    assert!(
+        r.stdout.contains("The app is up"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+}
+
 /// `iac ARGS STACK-FILE` through the strict layer `cloud`.
 fn iac_via(emu: &Emulator, cloud: &StrictAws, stack: &StackFile, args: &[&str]) -> Run {
     let mut c = emu.iac_at(&cloud.url);
@@ -633,8 +648,11 @@ async fn single_vm_updates_in_place_rolls_back_and_keeps_its_data_across_a_repla
     );
     let (runner, cloud) = runner_as_ssm_agent(&emu, name);
     let iac = |args: &[&str]| iac_via(&emu, &cloud, &stack, args);
-    let r = iac(&["up", "--yes"]);
+    // `up --wait` returns once the VM's boot script has reported ready (the local cloud boots
+    // it; without --wait an endpoint override skips the wait).
+    let r = iac(&UP_WAIT);
     assert_exit(&r, 0);
+    assert_app_up(&r);
     let ids: Vec<String> = instance_ids(&emu, name).await;
     assert_eq!(ids.len(), 1, "one instance: {ids:?}");
     let vm = ids[0].clone();
@@ -737,8 +755,9 @@ async fn single_vm_updates_in_place_rolls_back_and_keeps_its_data_across_a_repla
         ("image: bookstore:crash", "image: bookstore:test2"),
         ("type: t3.small", "type: t3.medium"),
     ]);
-    let r = iac(&["up", "--yes"]);
+    let r = iac(&UP_WAIT);
     assert_exit(&r, 0);
+    assert_app_up(&r);
     let now: Vec<String> = instance_ids(&emu, name).await;
     assert_eq!(now.len(), 1, "{now:?}");
     let new_vm = now[0].clone();

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_autoscaling::types::{
-    Filter, LaunchTemplateSpecification, MetricType, PredefinedMetricSpecification,
-    RefreshPreferences, RefreshStrategy, ScaleInProtectedInstances, Tag,
-    TargetTrackingConfiguration,
+    DesiredConfiguration, Filter, LaunchTemplateSpecification, MetricType,
+    PredefinedMetricSpecification, RefreshPreferences, RefreshStrategy, ScaleInProtectedInstances,
+    Tag, TargetTrackingConfiguration,
 };
 
 use super::error::{sdk as err, AwsError, ErrorClass};
@@ -247,8 +247,10 @@ pub async fn update_group(
 /// Starts a rolling replacement of all the group's instances (after a new launch template
 /// version), keeping `min_healthy_percent` of the capacity in service, each new instance counted
 /// after `warmup_s`. Scale-in protected instances are replaced too (otherwise the refresh would
-/// wait an hour for them and fail). SkipMatching is off on purpose: with the group on `$Default`
-/// or `$Latest` its saved configuration does not change when a new version becomes the default,
+/// wait an hour for them and fail). With `to`, the refresh moves the group to that version
+/// (AWS saves it on the group when the refresh succeeds) and, with `auto_rollback`, AWS puts
+/// back the version the group ran when it fails. SkipMatching is off on purpose: a group on
+/// `$Default` or `$Latest` keeps its saved configuration when a new version becomes the default,
 /// so skip matching could count the old instances as matching and replace nothing. Returns the
 /// refresh id.
 ///
@@ -261,6 +263,7 @@ pub async fn start_instance_refresh(
     group: &str,
     min_healthy_percent: u32,
     warmup_s: u32,
+    to: Option<&Desired>,
 ) -> Result<String, AwsError> {
     const OP: &str = "autoscaling:StartInstanceRefresh";
     let deadline = tokio::time::Instant::now() + REFRESH_CANCEL_DEADLINE;
@@ -278,8 +281,14 @@ pub async fn start_instance_refresh(
                     .instance_warmup(warmup_s as i32)
                     .skip_matching(false)
                     .scale_in_protected_instances(ScaleInProtectedInstances::Refresh)
+                    .set_auto_rollback(to.map(|d| d.auto_rollback))
                     .build(),
             )
+            .set_desired_configuration(to.map(|d| {
+                DesiredConfiguration::builder()
+                    .launch_template(launch_template(&d.launch_template_id, &d.version))
+                    .build()
+            }))
             .send()
             .await
             .map_err(err(OP));
@@ -311,6 +320,15 @@ pub async fn start_instance_refresh(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// What a refresh moves the group to: a launch template version and, when the group ran a
+/// numbered version, AWS's automatic rollback to it if the refresh fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub launch_template_id: String,
+    pub version: String,
+    pub auto_rollback: bool,
 }
 
 /// Cancels the group's refresh in progress; fine when there is none.

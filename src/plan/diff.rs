@@ -558,6 +558,8 @@ fn compare_alb(
                     "instance refresh (min healthy {}%)",
                     s.min_healthy_percent
                 ));
+            } else if let Some(why) = group_behind_template(o, kept.get(&s.launch_template)) {
+                reasons.push(why);
             }
             update_if(reasons)
         }
@@ -586,6 +588,35 @@ fn compare_alb(
         }
         _ => return None,
     })
+}
+
+/// Why a group whose template did not change still needs an update: it runs another version
+/// than the template's default (an instance refresh failed or rolled back, so AWS left the
+/// group on the version before), or a moving `$Default` / `$Latest` from an older iac (a
+/// numbered version is what makes AWS's automatic rollback possible).
+pub fn group_behind_template(group: &Observed, template: Option<&&Observed>) -> Option<String> {
+    let Details::AutoScalingGroup {
+        launch_template_version: runs,
+        ..
+    } = &group.details
+    else {
+        return None;
+    };
+    let Details::LaunchTemplate {
+        default_version, ..
+    } = &template?.details
+    else {
+        return None;
+    };
+    match runs.parse::<i64>() {
+        Ok(v) if v == *default_version => None,
+        Ok(v) => Some(format!(
+            "runs launch template version {v}, the template's default is {default_version} (an instance refresh failed or rolled back): instance refresh to {default_version}"
+        )),
+        Err(_) => Some(format!(
+            "launch template version {runs} becomes {default_version}, a number, so that a failed instance refresh rolls back"
+        )),
+    }
 }
 
 fn is_written_by_instances(r: &Resource) -> bool {
@@ -654,6 +685,48 @@ mod tests {
             },
             tags: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_group_behind_its_templates_default_version_needs_a_refresh() {
+        let observed = |kind, details| Observed {
+            id: ResourceId::new("x"),
+            kind,
+            physical_id: "x".into(),
+            state: "active".into(),
+            details,
+            tags: Default::default(),
+        };
+        let group = |runs: &str| {
+            observed(
+                Kind::AutoScalingGroup,
+                Details::AutoScalingGroup {
+                    min: 1,
+                    max: 2,
+                    desired: 1,
+                    launch_template_version: runs.into(),
+                    target_group_arns: vec![],
+                    health_check_type: "ELB".into(),
+                    health_check_grace_s: 0,
+                    scale_in_protection: false,
+                    instances: 1,
+                },
+            )
+        };
+        let lt = observed(
+            Kind::LaunchTemplate,
+            Details::LaunchTemplate {
+                spec_hash: None,
+                latest_version: 3,
+                default_version: 3,
+            },
+        );
+        assert_eq!(group_behind_template(&group("3"), Some(&&lt)), None);
+        let behind = group_behind_template(&group("2"), Some(&&lt)).expect("behind");
+        assert!(behind.starts_with("runs launch template version 2, the template's default is 3"));
+        let moving = group_behind_template(&group("$Default"), Some(&&lt)).expect("moving");
+        assert!(moving.contains("$Default becomes 3, a number"), "{moving}");
+        assert_eq!(group_behind_template(&group("2"), None), None);
     }
 
     #[test]

@@ -248,6 +248,11 @@ pub fn attrs_of(o: &Observed) -> BTreeMap<String, String> {
         Details::LoadBalancer { dns_name, .. } => {
             a.insert("dns".to_string(), dns_name.clone());
         }
+        Details::LaunchTemplate {
+            default_version, ..
+        } => {
+            a.insert("version".to_string(), default_version.to_string());
+        }
         _ => {}
     }
     a

@@ -27,6 +27,8 @@ Rules (from the EC2, ELBv2, EFS and SSM API references):
 - ReleaseAddress of an associated Elastic IP: 400 InvalidIPAddress.InUse.
 - DescribeDBEngineVersions: answered from `engine_versions` when the table has it (the emulator
   does not answer it); a deprecated version is simply not listed, as on AWS.
+- DescribeLaunchTemplates lists each template's tags as they are now (moto lists the tags it
+  was created with, whatever CreateTags did since).
 - DetachVolume from a running instance: accepted, but the volume never leaves `in-use` (on AWS
   a volume the OS still has mounted stays `busy`); a stopped or terminated instance lets go.
 - SendCommand with InstanceIds runs on those instances only (moto, given no Targets, lists every
@@ -213,6 +215,25 @@ def instance_state(auth, iid):
     return None
 
 
+def template_tags(auth, data):
+    """Each launch template's tagSet from DescribeTags, which CreateTags keeps up to date."""
+    ET.register_namespace("", EC2_NS)
+    root = parse(data)
+    for lt in root.iter("{%s}item" % EC2_NS):
+        lid = lt.find("{%s}launchTemplateId" % EC2_NS)
+        tag_set = lt.find("{%s}tagSet" % EC2_NS)
+        if lid is None or tag_set is None:
+            continue
+        now = ec2_call(auth, {"Action": "DescribeTags", "Filter.1.Name": "resource-id", "Filter.1.Value.1": lid.text})
+        for old in list(tag_set):
+            tag_set.remove(old)
+        for item in now.iter("{%s}item" % EC2_NS):
+            new = ET.SubElement(tag_set, "{%s}item" % EC2_NS)
+            for field in ("key", "value"):
+                ET.SubElement(new, "{%s}%s" % (EC2_NS, field)).text = item.findtext("{%s}%s" % (EC2_NS, field))
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
 def forget_terminated(data):
     """DescribeInstances without the terminated instances: AWS lists them for about an hour."""
     ET.register_namespace("", EC2_NS)
@@ -265,6 +286,9 @@ def ec2(auth, params, forward):
                     % (EC2_NS, params["VolumeId"], iids[0], (texts(root, "device") or [""])[0]))
             return 200, [("Content-Type", "text/xml")], body.encode()
         return forward()
+    if action == "DescribeLaunchTemplates":
+        answer = forward()
+        return answer if answer[0] != 200 else (200, answer[1], template_tags(auth, answer[2]))
     if action == "DescribeInstances" and table().get("forget_terminated"):
         answer = forward()
         if answer[0] == 200:

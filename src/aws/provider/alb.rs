@@ -83,6 +83,8 @@ impl Applier {
                 .collect(),
             ..Default::default()
         };
+        // What the resource's dependents read besides its id (a template's version).
+        let mut attrs: Vec<(&str, Option<String>)> = Vec::new();
         let out = match spec {
             Spec::InstanceProfile(s) => {
                 let hash = short_hash(serde_json::to_string(s).unwrap_or_default().as_bytes());
@@ -248,6 +250,7 @@ impl Applier {
                 match physical {
                     Some(id) if !create => {
                         let v = ec2::new_launch_template_version(aws, &id, s, sgs).await?;
+                        attrs.push(("version", Some(v.to_string())));
                         let mut tag = self.image_tags(&s.image_id);
                         tag.insert(tags::SPEC_HASH.to_string(), hash);
                         ec2::set_tags(aws, &id, &tag).await?;
@@ -263,21 +266,30 @@ impl Applier {
                         let mut t = t.clone();
                         t.insert(tags::SPEC_HASH.to_string(), hash);
                         t.extend(self.image_tags(&s.image_id));
+                        // A new template's only version is 1.
+                        attrs.push(("version", Some("1".to_string())));
                         ec2::create_launch_template(aws, s, sgs, &t).await?
                     }
                 }
             }
             Spec::AutoScalingGroup(s) => {
-                let lt = self
-                    .need(&s.launch_template, "autoscaling:CreateAutoScalingGroup")?
-                    .physical_id;
+                let template =
+                    self.need(&s.launch_template, "autoscaling:CreateAutoScalingGroup")?;
+                let lt = template.physical_id.clone();
+                // The group runs a numbered version (AWS rolls a failed refresh back only
+                // then); `$Default` when the template's version is unknown.
+                let version = template
+                    .attrs
+                    .get("version")
+                    .cloned()
+                    .unwrap_or_else(|| "$Default".to_string());
                 if create {
                     let tgs = self.ids(&s.target_groups, "autoscaling:CreateAutoScalingGroup")?;
                     let mut t = t.clone();
                     t.insert(tags::DESIRED.to_string(), s.desired.to_string());
                     // The launch template's instance profile may have been created a moment ago.
                     self.retry_fresh(&r.id, "the launch template's instance profile", || {
-                        autoscaling::create_group(aws, s, &lt, "$Default", tgs.clone(), &t)
+                        autoscaling::create_group(aws, s, &lt, &version, tgs.clone(), &t)
                     })
                     .await?;
                 } else {
@@ -288,7 +300,35 @@ impl Applier {
                         .and_then(|a| a.tags.get(tags::DESIRED))
                         .and_then(|d| d.parse::<u32>().ok());
                     let desired = (applied != Some(s.desired)).then_some(s.desired);
-                    autoscaling::update_group(aws, s, &lt, "$Default", desired).await?;
+                    let runs = match actual.as_ref().map(|a| &a.details) {
+                        Some(Details::AutoScalingGroup {
+                            launch_template_version,
+                            ..
+                        }) => launch_template_version.clone(),
+                        _ => "$Default".to_string(),
+                    };
+                    let updated = self
+                        .lt_updated
+                        .lock()
+                        .map(|u| u.contains(&s.launch_template))
+                        .unwrap_or(false);
+                    // A template made in this run (replaced): the group's old one is gone.
+                    let renewed = self
+                        .preexisting
+                        .lock()
+                        .map(|p| !p.contains(&s.launch_template))
+                        .unwrap_or(false);
+                    let numbered = runs.parse::<i64>().is_ok();
+                    // A new version or template, or a group left behind by a refresh that
+                    // failed or rolled back: an instance refresh moves it. Otherwise the group
+                    // takes the template's version as it is (from `$Default`, the same content).
+                    let refresh = updated || renewed || (numbered && runs != version);
+                    // AWS can roll back only to a numbered version of the same template.
+                    let rollback = numbered && !renewed;
+                    // The refresh moves the group to the new version and, when it fails, AWS
+                    // rolls back to the one it ran: until then the group keeps that one.
+                    let keep = if refresh && rollback { &runs } else { &version };
+                    autoscaling::update_group(aws, s, &lt, keep, desired).await?;
                     if desired.is_some() {
                         autoscaling::set_group_tag(
                             aws,
@@ -298,26 +338,25 @@ impl Applier {
                         )
                         .await?;
                     }
-                    let refresh = self
-                        .preexisting
-                        .lock()
-                        .map(|p| !p.contains(&s.launch_template))
-                        .unwrap_or(false)
-                        || self
-                            .lt_updated
-                            .lock()
-                            .map(|u| u.contains(&s.launch_template))
-                            .unwrap_or(false);
                     if refresh {
-                        match autoscaling::start_instance_refresh(aws, &s.name, s.min_healthy_percent, s.warmup_s).await {
+                        let to = autoscaling::Desired {
+                            launch_template_id: lt.clone(),
+                            version: version.clone(),
+                            auto_rollback: rollback,
+                        };
+                        match autoscaling::start_instance_refresh(aws, &s.name, s.min_healthy_percent, s.warmup_s, Some(&to)).await {
                             Ok(id) => self.reporter.event(&Event::Info {
-                                message: format!("{}: rolling instance refresh {id} started (min healthy {}%); `iac status` shows its progress", r.id, s.min_healthy_percent),
+                                message: format!("{}: rolling instance refresh {id} to launch template version {version} started (min healthy {}%{}); `iac status` shows its progress", r.id, s.min_healthy_percent, if rollback { format!(", rolls back to version {runs} if it fails") } else { String::new() }),
                             }),
                             // Emulators (moto 5.2.5) do not implement instance refreshes and
-                            // answer with a bare server error; real AWS always does.
-                            Err(e) if aws.endpoint_override.is_some() && e.code.is_none() && e.class == ErrorClass::Other => self.reporter.event(&Event::Warning {
-                                message: format!("{}: the endpoint cannot start an instance refresh ({}); instances get the new template version when they are replaced", r.id, e.op),
-                            }),
+                            // answer with a bare server error; real AWS always does. The group
+                            // then takes the new version at once.
+                            Err(e) if aws.endpoint_override.is_some() && e.code.is_none() && e.class == ErrorClass::Other => {
+                                autoscaling::update_group(aws, s, &lt, &version, None).await?;
+                                self.reporter.event(&Event::Warning {
+                                    message: format!("{}: the endpoint cannot start an instance refresh ({}); the group takes version {version} and instances get it when they are replaced", r.id, e.op),
+                                })
+                            }
                             Err(e) => return Err(e),
                         }
                     }
@@ -339,7 +378,7 @@ impl Applier {
                 ))
             }
         };
-        self.remember(&r.id, known(out.clone(), &[]));
+        self.remember(&r.id, known(out.clone(), &attrs));
         Ok(Some(out))
     }
 
