@@ -1074,8 +1074,9 @@ fn known_of(o: &Observed) -> Known {
 }
 
 /// custom-scaler: the instances the monitor launched (`pool[i]` for `nodes[i]`) are terminated
-/// after the stack's other instances (the monitor, which would replace them) and before the
-/// launch template they come from (which reverse kind order would delete first).
+/// after the stack's other instances and Auto Scaling groups (a monitor, on an instance or as a
+/// group's instance, would replace them; groups go first by kind order) and before the launch
+/// template they come from (which reverse kind order would delete first).
 fn order_pool_deletes(nodes: &mut [Node<AwsError>], pool: &[bool]) {
     if !pool.iter().any(|p| *p) {
         return;
@@ -1160,6 +1161,26 @@ mod tests {
         assert_eq!(
             deps(&nodes, "agents-sg"),
             ["agent-lt", "monitor", "pool-1", "pool-2"]
+        );
+    }
+
+    #[test]
+    fn pool_goes_after_the_monitor_group_and_before_the_templates() {
+        let mut nodes = vec![
+            node("monitor-sg", Kind::SecurityGroup),
+            node("monitor", Kind::AutoScalingGroup),
+            node("monitor-lt", Kind::LaunchTemplate),
+            node("pool-1", Kind::Instance),
+            node("agent-lt", Kind::LaunchTemplate),
+        ];
+        order_deletes(&mut nodes);
+        order_pool_deletes(&mut nodes, &[false, false, false, true, false]);
+        assert_eq!(deps(&nodes, "monitor"), Vec::<String>::new());
+        assert_eq!(deps(&nodes, "pool-1"), ["monitor"]);
+        assert_eq!(deps(&nodes, "agent-lt"), ["monitor", "pool-1"]);
+        assert_eq!(
+            deps(&nodes, "monitor-sg"),
+            ["agent-lt", "monitor", "monitor-lt", "pool-1"]
         );
     }
 
