@@ -542,7 +542,7 @@ async fn custom_scaler_monitor_launches_only_tagged_pool_instances_from_its_temp
         assert_general(r, false, stack);
     }
     let agents = &roles[&name("agents")];
-    // TLS: the monitor alone reads its key and certificates, and writes only the CA certificate
+    // TLS: the monitor alone reads its key and certificates, and publishes the CA certificate
     // the agents pin; the agents read that CA and write nothing.
     assert!(agents.writes(stack).is_empty(), "{agents:?}");
     assert!(agents
@@ -551,8 +551,16 @@ async fn custom_scaler_monitor_launches_only_tagged_pool_instances_from_its_temp
     assert!(!agents
         .params("ssm:GetParameter")
         .contains(&p(stack, "scaler-tls")));
+    assert!(agents
+        .params("ssm:GetParameter")
+        .contains(&p(stack, "monitor-address")));
+    // Each monitor VM publishes its own address (a replacement VM its new one): the monitor
+    // writes exactly that parameter and the CA's, the agents read it.
     let monitor_role = &roles[&name("monitor")];
-    assert_eq!(monitor_role.writes(stack), set(&[p(stack, "scaler-ca")]));
+    assert_eq!(
+        monitor_role.writes(stack),
+        set(&[p(stack, "scaler-ca"), p(stack, "monitor-address")])
+    );
     assert!(monitor_role
         .params("ssm:GetParameter")
         .contains(&p(stack, "scaler-tls")));
@@ -620,6 +628,24 @@ async fn custom_scaler_monitor_launches_only_tagged_pool_instances_from_its_temp
         "{pass:?}"
     );
     assert_hop_limit_and_profiles(&emu, stack, &|_| "monitor".to_string()).await;
+    // The monitor VM is launched by its group from the monitor's template, with the monitor's
+    // profile; the pool from the agents' template, with the agents'.
+    let ec2 = emu.ec2().await;
+    for (template, role) in [("monitor", "monitor"), ("agent", "agents")] {
+        let versions = ec2
+            .describe_launch_template_versions()
+            .launch_template_name(format!("{stack}-{template}"))
+            .versions("$Default")
+            .send()
+            .await
+            .expect("template versions");
+        let profile = versions.launch_template_versions()[0]
+            .launch_template_data()
+            .and_then(|d| d.iam_instance_profile())
+            .and_then(|p| p.name())
+            .map(str::to_string);
+        assert_eq!(profile, Some(name(role)), "{template}");
+    }
     let token = emu.secure_value(&p(stack, "scaler-token")).await;
     assert!(token.len() >= 16);
     assert!(!log.contains(&token), "the -vvv log holds the scaler token");

@@ -793,6 +793,11 @@ async fn load_balancing_and_auto_scaling_against_the_emulator() {
             health_check_grace_s: 200,
             scale_in_protection: false,
             instances: 3,
+            in_service: {
+                let mut ids = group_instances.clone();
+                ids.sort();
+                ids
+            },
         }
     );
     let o = find(&found, autoscaling::CPU_POLICY_ID);

@@ -12,9 +12,9 @@ mod render_common;
 use std::fs;
 
 use iac::render::custom_scaler::{
-    agent, monitor, monitor_refresh_command, AGENT_BIN, AGENT_CA, AGENT_ENV, AGENT_UNIT, IAC_BIN,
-    MONITOR_ENV, MONITOR_STACK_FILE, MONITOR_TLS_CERT, MONITOR_TLS_KEY, MONITOR_UNIT,
-    REFRESH_SCRIPT,
+    agent, monitor, monitor_refresh_command, AGENT_ADDRESS_ENV, AGENT_ADDRESS_SCRIPT, AGENT_BIN,
+    AGENT_CA, AGENT_ENV, AGENT_UNIT, IAC_BIN, MONITOR_ENV, MONITOR_STACK_FILE, MONITOR_TLS_CERT,
+    MONITOR_TLS_KEY, MONITOR_UNIT, REFRESH_SCRIPT,
 };
 use iac::render::USER_DATA_LIMIT;
 use iac::stack::Stack;
@@ -142,10 +142,19 @@ fn units_restart_always_and_read_the_token_from_a_file() {
     );
     assert!(
         unit.contains(&format!(
-            "\nExecStart={AGENT_BIN} --monitor https://${{IAC_MONITOR_ADDRESS}} --ca-file %d/scaler-ca.pem --admin 127.0.0.1:7799\n"
+            "\nExecStart={AGENT_BIN} --monitor https://${{IAC_MONITOR_ADDRESS}} --ca-file %d/scaler-ca.pem --admin 127.0.0.1:7799 --give-up-after 60\n"
         )),
         "{unit}"
     );
+    // Every start reads the monitor's address anew, as root, keeping the last one on failure:
+    // after the agent gave up on a monitor VM that was replaced, it finds the new one.
+    assert!(
+        unit.contains(&format!(
+            "\nEnvironmentFile={AGENT_ADDRESS_ENV}\nExecStartPre=-+{AGENT_ADDRESS_SCRIPT}\n"
+        )),
+        "{unit}"
+    );
+    assert!(file(&a, AGENT_ADDRESS_SCRIPT).starts_with("#!/bin/sh\n"));
     assert!(!unit.contains("--allow-plaintext"), "{unit}");
     let m = monitor(&stack).unwrap();
     let unit = file(&m, MONITOR_UNIT);
@@ -303,7 +312,7 @@ fn agent_with_the_wrong_checksum_is_refused_and_never_started() {
 #[test]
 fn agent_with_the_right_checksum_is_installed_as_a_unit() {
     let sb = agent_sandbox();
-    // The monitor's address is written by iac once the monitor VM runs: the script waits.
+    // The monitor's address is written by the monitor VM once it boots: the script waits.
     let out = sb.run(&[
         ("STUB_DOWNLOAD", AGENT_BYTES),
         ("STUB_SSM_MISSING", "/iac/shop/monitor-address:2"),
@@ -317,12 +326,17 @@ fn agent_with_the_right_checksum_is_installed_as_a_unit() {
     assert_eq!(sb.mode(AGENT_BIN), 0o755);
     let unit = sb.read(AGENT_UNIT);
     assert!(unit.contains("\nRestart=always\n"), "{unit}");
-    assert!(unit.contains("--admin 127.0.0.1:7799\n"), "{unit}");
-    assert_eq!(
-        sb.read(AGENT_ENV),
-        format!("IAC_AGENT_TOKEN={TOKEN}\nIAC_MONITOR_ADDRESS={MONITOR_ADDRESS}\n")
+    assert!(
+        unit.contains("--admin 127.0.0.1:7799 --give-up-after 60\n"),
+        "{unit}"
     );
+    assert_eq!(sb.read(AGENT_ENV), format!("IAC_AGENT_TOKEN={TOKEN}\n"));
     assert_eq!(sb.mode(AGENT_ENV), 0o600);
+    assert_eq!(
+        sb.read(AGENT_ADDRESS_ENV),
+        format!("IAC_MONITOR_ADDRESS={MONITOR_ADDRESS}\n")
+    );
+    assert_eq!(sb.mode(AGENT_ADDRESS_SCRIPT), 0o755);
     assert_eq!(sb.mode("/etc/iac"), 0o700);
     // The CA the monitor published, for the unit to pin.
     assert!(
@@ -341,7 +355,7 @@ fn agent_with_the_right_checksum_is_installed_as_a_unit() {
     assert!(has_call(&calls, "systemctl restart iac-agent"), "{calls}");
     assert!(
         sb.log()
-            .contains("waiting for SSM parameter /iac/shop/monitor-address"),
+            .contains("iac-agent-address: waiting for /iac/shop/monitor-address"),
         "{}",
         sb.log()
     );
@@ -397,7 +411,61 @@ fn agent_refuses_a_monitor_address_that_is_not_host_port() {
     assert!(!out.status.success(), "{}", sb.explain(&out));
     assert!(sb.log().contains("does not hold host:port"), "{}", sb.log());
     assert!(!sb.full(AGENT_ENV).exists());
+    assert!(!sb.full(AGENT_ADDRESS_ENV).exists());
     assert!(!unit_touched(&sb.calls(), "iac-agent"));
+}
+
+/// The script the agent's unit runs before every start (`ExecStartPre`, with /bin/sh): one read
+/// of the address, no wait; a new address replaces the old one, a missing or malformed one
+/// fails and keeps the last known address.
+#[test]
+fn address_script_rereads_the_monitor_address_before_every_start() {
+    let a = agent(&shop()).unwrap();
+    let sb = sandbox(file(&a, AGENT_ADDRESS_SCRIPT));
+    sb.param("/iac/shop/monitor-address", MONITOR_ADDRESS);
+    let dash = tool("dash", "dash");
+    // As systemd runs it: no wait configured.
+    let env = [("IAC_REGION", "us-east-1"), ("IAC_PARAM_WAIT_SECONDS", "")];
+    let out = sb.run_with(&dash, &[], &env);
+    assert!(out.status.success(), "{}", sb.explain(&out));
+    assert_eq!(
+        sb.read(AGENT_ADDRESS_ENV),
+        format!("IAC_MONITOR_ADDRESS={MONITOR_ADDRESS}\n")
+    );
+    assert_eq!(sb.mode(AGENT_ADDRESS_ENV), 0o600);
+
+    // The monitor VM was replaced and published its own address.
+    sb.param("/iac/shop/monitor-address", "10.0.7.42:7700");
+    let out = sb.run_with(&dash, &[], &env);
+    assert!(out.status.success(), "{}", sb.explain(&out));
+    assert_eq!(
+        sb.read(AGENT_ADDRESS_ENV),
+        "IAC_MONITOR_ADDRESS=10.0.7.42:7700\n"
+    );
+
+    // SSM cannot be read: one attempt (a start must not hang), and the last address stays.
+    let failing = [env[0], env[1], ("STUB_SSM_FAIL", "1")];
+    let out = sb.run_with(&dash, &[], &failing);
+    assert!(!out.status.success(), "{}", sb.explain(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .matches("/iac/shop/monitor-address")
+            .count(),
+        1,
+        "{}",
+        sb.explain(&out)
+    );
+    assert_eq!(
+        sb.read(AGENT_ADDRESS_ENV),
+        "IAC_MONITOR_ADDRESS=10.0.7.42:7700\n"
+    );
+    sb.param("/iac/shop/monitor-address", "10.0.0.1:7700; reboot");
+    let out = sb.run_with(&dash, &[], &env);
+    assert!(!out.status.success(), "{}", sb.explain(&out));
+    assert_eq!(
+        sb.read(AGENT_ADDRESS_ENV),
+        "IAC_MONITOR_ADDRESS=10.0.7.42:7700\n"
+    );
 }
 
 fn monitor_sandbox() -> Sandbox {
@@ -420,6 +488,12 @@ fn assert_tls_installed(sb: &Sandbox, out: &std::process::Output, t: &iac_scaler
     );
     let key_line = t.key_pem.lines().nth(1).expect("a key line");
     sb.assert_not_leaked(out, key_line, true);
+    // The VM's own address (from the instance metadata) for the agents: a replacement VM
+    // publishes its own.
+    assert!(
+        calls.contains("aws ssm put-parameter --name /iac/shop/monitor-address --type String --overwrite --value 10.0.1.23:7700 "),
+        "{calls}"
+    );
 }
 
 #[test]

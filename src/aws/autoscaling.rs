@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_autoscaling::types::{
-    DesiredConfiguration, Filter, LaunchTemplateSpecification, MetricType,
+    DesiredConfiguration, Filter, LaunchTemplateSpecification, LifecycleState, MetricType,
     PredefinedMetricSpecification, RefreshPreferences, RefreshStrategy, ScaleInProtectedInstances,
     Tag, TargetTrackingConfiguration,
 };
@@ -116,6 +116,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
                 health_check_grace_s: g.health_check_grace_period().unwrap_or(0).max(0) as u32,
                 scale_in_protection: g.new_instances_protected_from_scale_in().unwrap_or(false),
                 instances: g.instances().len() as u32,
+                in_service: in_service_ids(g),
             },
             tags: t.clone(),
         });
@@ -179,6 +180,45 @@ async fn policies(
     }
 }
 
+/// The sorted ids of a group's `InService` instances.
+fn in_service_ids(g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Vec<String> {
+    let mut ids: Vec<String> = g
+        .instances()
+        .iter()
+        .filter(|i| i.lifecycle_state() == Some(&LifecycleState::InService))
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The ids of the instances the group has in service now (none when the group is gone).
+pub async fn in_service_instances(aws: &Aws, group: &str) -> Result<Vec<String>, AwsError> {
+    let out = aws
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(group)
+        .send()
+        .await
+        .map_err(err("autoscaling:DescribeAutoScalingGroups"))?;
+    Ok(out
+        .auto_scaling_groups()
+        .iter()
+        .find(|g| g.auto_scaling_group_name() == Some(group))
+        .map(in_service_ids)
+        .unwrap_or_default())
+}
+
+/// ELB health checks for a group behind target groups; EC2 status checks for one without (a
+/// group of one that replaces its instance when the instance or its host fails).
+fn health_check_type(s: &AutoScalingGroupSpec) -> &'static str {
+    if s.target_groups.is_empty() {
+        "EC2"
+    } else {
+        "ELB"
+    }
+}
+
 fn launch_template(id: &str, version: &str) -> LaunchTemplateSpecification {
     LaunchTemplateSpecification::builder()
         .launch_template_id(id)
@@ -187,7 +227,8 @@ fn launch_template(id: &str, version: &str) -> LaunchTemplateSpecification {
 }
 
 /// Creates the group from launch template `launch_template_id` at `version` (a number as a
-/// string, or `$Default` / `$Latest`) across the spec's subnets, attached to the target groups, with ELB health checks;
+/// string, or `$Default` / `$Latest`) across the spec's subnets, attached to the target groups, with
+/// ELB health checks (EC2 status checks without target groups);
 /// tagged at creation (see [`group_tags`] for what propagates to instances).
 pub async fn create_group(
     aws: &Aws,
@@ -206,7 +247,7 @@ pub async fn create_group(
         .desired_capacity(s.desired as i32)
         .vpc_zone_identifier(s.subnet_ids.join(","))
         .set_target_group_arns(Some(target_group_arns))
-        .health_check_type("ELB")
+        .health_check_type(health_check_type(s))
         .health_check_grace_period(s.health_check_grace_s as i32)
         .new_instances_protected_from_scale_in(s.scale_in_protection)
         .default_instance_warmup(s.warmup_s as i32)
@@ -234,7 +275,7 @@ pub async fn update_group(
         .min_size(s.min as i32)
         .max_size(s.max as i32)
         .set_desired_capacity(desired.map(|d| d as i32))
-        .health_check_type("ELB")
+        .health_check_type(health_check_type(s))
         .health_check_grace_period(s.health_check_grace_s as i32)
         .new_instances_protected_from_scale_in(s.scale_in_protection)
         .default_instance_warmup(s.warmup_s as i32)

@@ -58,6 +58,7 @@ pub async fn run(
             ));
         }
     }
+    monitor_report(printer, &found.resources);
     if !printer.json() && !found.pool.is_empty() {
         pool_report(printer, &found.pool);
     }
@@ -170,6 +171,35 @@ async fn boot_states(printer: &Printer, aws: &Aws, stack: &str) {
         }
         Err(e) => printer.line(format!("Boot reports: unknown ({e:#})")),
     }
+}
+
+/// custom-scaler: the monitor VM's group of one, its capacity and the instance it has now.
+fn monitor_report(printer: &Printer, found: &[Observed]) {
+    let Some((group, desired, in_service)) = found.iter().find_map(|o| match &o.details {
+        crate::plan::Details::AutoScalingGroup {
+            desired,
+            in_service,
+            ..
+        } if o.id.as_str() == crate::tiers::custom_scaler::MONITOR => {
+            Some((&o.physical_id, *desired, in_service))
+        }
+        _ => None,
+    }) else {
+        return;
+    };
+    if printer.json() {
+        printer.record(&serde_json::json!({"event": "monitor_group", "group": group, "desired": desired, "in_service": in_service}));
+        return;
+    }
+    let now = if in_service.is_empty() {
+        "none (the group is replacing it)".to_string()
+    } else {
+        in_service.join(", ")
+    };
+    printer.line(printer.bold(&format!(
+        "Monitor group {group}: desired {desired}, {} in service; monitor VM: {now}",
+        in_service.len()
+    )));
 }
 
 /// custom-scaler: the instances the monitor launched (not resources of `iac up`).

@@ -710,6 +710,7 @@ mod tests {
                     health_check_grace_s: 0,
                     scale_in_protection: false,
                     instances: 1,
+                    in_service: vec![],
                 },
             )
         };

@@ -281,6 +281,8 @@ pub fn fill_template(
 /// the new value up in place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Notify {
+    /// An instance, or an Auto Scaling group: the command then goes to each instance the group
+    /// has in service at that moment (one at a time), whichever it replaced since discovery.
     pub instance: ResourceId,
     pub command: String,
     pub comment: String,
@@ -560,6 +562,9 @@ pub enum Details {
         health_check_grace_s: u32,
         scale_in_protection: bool,
         instances: u32,
+        /// The ids of its instances in service (`InService`), sorted: what `status` shows and
+        /// what a command for the group goes to.
+        in_service: Vec<String>,
     },
     ScalingPolicy {
         group: String,

@@ -243,19 +243,15 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
     let ud = r::web(stack)?;
     out.push(Resource::new(
         LT,
-        Spec::LaunchTemplate(LaunchTemplateSpec {
-            name: format!("{name}-web"),
-            image_id: inputs.image_id.clone(),
-            root_device: inputs.root_device.clone(),
-            instance_type: s.instance.instance_type.clone(),
-            key_name: s.instance.key_pair.as_ref().map(|k| k.name.clone()),
-            instance_profile: super::profile_name(stack, WEB_ROLE),
-            security_groups: vec![ResourceId::new(WEB_SG)],
-            disk_gb: s.instance.disk_gb,
-            metadata_hop_limit: s.instance.metadata_hop_limit,
-            user_data: ud.payload()?,
-            user_data_sha: ud.sha256(),
-        }),
+        Spec::LaunchTemplate(super::launch_template_spec(
+            stack,
+            inputs,
+            format!("{name}-web"),
+            WEB_ROLE,
+            None,
+            WEB_SG,
+            &ud,
+        )?),
         &[WEB_SG],
     ));
     let mut asg_deps: Vec<&str> = vec![LT, TG];

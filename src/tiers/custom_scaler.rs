@@ -5,14 +5,36 @@
 //!
 //! ```text
 //! agents-sg ─▶ monitor-sg (monitor port from agents-sg only) ─┐
-//! scaler-token (generated SecureString) ──────────────────────┼─▶ monitor ─▶ monitor-address ─┐
-//! stack-file (the stack as the monitor reads it) ─────────────┘                               │
-//! agents-sg, scaler-token ────────────────────────────────────────────────────────────────────┴─▶ agent-lt
+//! scaler-token (generated SecureString) ──────────────────────┼─▶ monitor-lt ─▶ monitor (group of one)
+//! stack-file (the stack as the monitor reads it), scaler-tls ─┘
+//! agents-sg, scaler-token, monitor-address ─▶ agent-lt
 //! ```
+//! **A monitor that outlives its VM.** The monitor VM is an Auto Scaling group of exactly one
+//! (min = max = desired = 1, EC2 status checks, every usable subnet) launched from its own
+//! template, so AWS replaces a monitor VM that dies or whose host fails, in any zone. The new VM
+//! runs the same boot script: `iac scale --custom-monitor` adopts the running pool from its tags
+//! before it decides anything, so nothing is launched twice.
+//!
+//! **A stable address: the parameter, published by the monitor VM.** The agents reach the
+//! monitor at whatever `monitor-address` holds. Each monitor VM writes `<its private IP>:<port>`
+//! there at boot (its role may write that parameter and the CA's, nothing else), so the
+//! parameter follows a replacement; the agents verify the monitor's certificate against the
+//! fixed name `iac-monitor`, never the address, so the address may move. An agent that cannot
+//! reach the monitor for a minute exits (`iac-agent --give-up-after`), and its unit's start reads
+//! the parameter again. The alternatives were weighed. One network interface handed from VM to
+//! VM: an interface lives in one subnet, so the group would be pinned to one zone; an Auto
+//! Scaling group cannot launch with an existing interface as the primary one, so each new VM
+//! would attach it as a second interface itself (`ec2:AttachNetworkInterface` on the monitor's
+//! role) and route its replies out of it (source-based policy routing on the instance: replies
+//! leaving by the primary interface with the second one's address are dropped by the
+//! source/destination check). A Route 53 private hosted zone: a billed resource (about $0.50 a
+//! month) to associate with the VPC, Route 53 write rights on the monitor's role, and a TTL that
+//! still delays the move; SSM already carries everything else the agents read.
+//!
 //! With `scaler.monitor.address` there is no monitor VM nor its group, and `monitor-address`
 //! holds the given address. Pool instances carry no `iac:id`, so `up` and `plan` never adopt or
-//! delete them; `down` terminates them (after the monitor, before the launch template) and
-//! `status` lists them.
+//! delete them; `down` terminates them (after the monitor group, before the launch template)
+//! and `status` lists them.
 
 use std::collections::BTreeMap;
 
@@ -25,7 +47,12 @@ use super::{public_tcp, security_group, tcp_rule, with_ssh, Inputs, TierError};
 
 pub const AGENTS_SG: &str = "agents-sg";
 pub const MONITOR_SG: &str = "monitor-sg";
+/// The monitor VM's Auto Scaling group (of one), and its launch template.
 pub const MONITOR: &str = "monitor";
+pub const MONITOR_LT: &str = "monitor-lt";
+/// How long a new monitor VM may take to pass its EC2 status checks before the group counts it
+/// as unhealthy (AWS's default grace).
+pub const MONITOR_GRACE_S: u32 = 300;
 pub const LT: &str = "agent-lt";
 /// The logical id under which discovery reports the pool's instances (they have no `iac:id`).
 pub const POOL: &str = "pool";
@@ -79,9 +106,10 @@ pub fn monitor_stack_file(s: &StackFile) -> Result<String, RenderError> {
 pub const MONITOR_ROLE: &str = "monitor";
 pub const AGENTS_ROLE: &str = "agents";
 
-/// The agents read the token, the monitor's address and the app's secrets. The monitor reads
-/// the token and its stack file, and may launch from the agent template only instances tagged
-/// as the pool (handing them only the agents' role), and terminate only those. Neither writes.
+/// The agents read the token, the monitor's address and the app's secrets; they write nothing.
+/// The monitor reads the token and its stack file, writes only its own address and the stack's
+/// CA certificate, and may launch from the agent template only instances tagged as the pool
+/// (handing them only the agents' role), and terminate only those.
 pub fn roles(stack: &Stack) -> Vec<super::MachineRole> {
     let param = |leaf| super::param(stack, leaf);
     let managed_monitor = stack
@@ -122,8 +150,9 @@ pub fn roles(stack: &Stack) -> Vec<super::MachineRole> {
                     param(r::STACK_FILE_PARAM),
                     param(r::TLS_PARAM),
                 ],
-                // The stack's CA, for the agents (public; from the TLS bundle).
-                writes: vec![param(r::CA_PARAM)],
+                // The stack's CA, for the agents (public; from the TLS bundle), and the
+                // address the agents reach this monitor VM at (written by each new one).
+                writes: vec![param(r::CA_PARAM), param(r::MONITOR_ADDRESS_PARAM)],
                 pool: Some(PoolGrant {
                     template_tags,
                     pool_tags: pool,
@@ -236,14 +265,14 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         ));
         let ud = r::monitor(stack)?;
         out.push(Resource::new(
-            MONITOR,
-            Spec::Instance(super::instance_spec(
+            MONITOR_LT,
+            Spec::LaunchTemplate(super::launch_template_spec(
                 stack,
                 inputs,
+                format!("{}-monitor", stack.name()),
                 MONITOR_ROLE,
                 sc.monitor.instance_type.as_ref(),
                 MONITOR_SG,
-                inputs.subnet_id.clone(),
                 &ud,
             )?),
             &[
@@ -253,16 +282,33 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
                 r::TLS_PARAM,
             ],
         ));
+        out.push(Resource::new(
+            MONITOR,
+            Spec::AutoScalingGroup(AutoScalingGroupSpec {
+                name: format!("{}-monitor", stack.name()),
+                launch_template: ResourceId::new(MONITOR_LT),
+                min: 1,
+                max: 1,
+                desired: 1,
+                // Any zone: a replacement is not bound to the zone of the VM it replaces.
+                subnet_ids: inputs.subnets.iter().map(|(id, _)| id.clone()).collect(),
+                target_groups: Vec::new(),
+                health_check_grace_s: MONITOR_GRACE_S,
+                scale_in_protection: false,
+                // A new template version replaces the one VM: there is no second to keep.
+                min_healthy_percent: 0,
+                warmup_s: 60,
+            }),
+            &[MONITOR_LT],
+        ));
+        // Each monitor VM writes its own address here at boot (see the module's doc).
         out.push(super::stack_param(
             stack,
             r::MONITOR_ADDRESS_PARAM,
             false,
-            plain(
-                format!("{}:{}", ip_placeholder(MONITOR), sc.monitor.port),
-                &[MONITOR],
-            ),
+            ParamValue::WrittenByInstances,
             None,
-            &[MONITOR],
+            &[],
         ));
     } else {
         let address = sc.monitor.address.clone().unwrap_or_default();
@@ -278,19 +324,15 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
     let ud = r::agent(stack)?;
     out.push(Resource::new(
         LT,
-        Spec::LaunchTemplate(LaunchTemplateSpec {
-            name: launch_template_name(stack.name()),
-            image_id: inputs.image_id.clone(),
-            root_device: inputs.root_device.clone(),
-            instance_type: s.instance.instance_type.clone(),
-            key_name: s.instance.key_pair.as_ref().map(|k| k.name.clone()),
-            instance_profile: super::profile_name(stack, AGENTS_ROLE),
-            security_groups: vec![ResourceId::new(AGENTS_SG)],
-            disk_gb: s.instance.disk_gb,
-            metadata_hop_limit: s.instance.metadata_hop_limit,
-            user_data: ud.payload()?,
-            user_data_sha: ud.sha256(),
-        }),
+        Spec::LaunchTemplate(super::launch_template_spec(
+            stack,
+            inputs,
+            launch_template_name(stack.name()),
+            AGENTS_ROLE,
+            None,
+            AGENTS_SG,
+            &ud,
+        )?),
         // The monitor launches from the template as soon as it exists: everything an agent
         // reads at boot is there first.
         &[AGENTS_SG, r::TOKEN_PARAM, r::MONITOR_ADDRESS_PARAM],
@@ -319,7 +361,10 @@ mod tests {
         Inputs {
             vpc_id: "vpc-1".into(),
             subnet_id: Some("subnet-1".into()),
-            subnets: vec![("subnet-1".into(), "us-east-1a".into())],
+            subnets: vec![
+                ("subnet-1".into(), "us-east-1a".into()),
+                ("subnet-2".into(), "us-east-1b".into()),
+            ],
             image_id: "ami-1".into(),
             root_device: "/dev/sda1".into(),
             hosted_zone_id: None,
@@ -333,7 +378,7 @@ mod tests {
     #[test]
     fn managed_monitor_graph() {
         let s = stack(&format!(
-            "  monitor:\n    binary: {{ url: https://example.org/iac, sha256: {SHA} }}\n"
+            "  monitor:\n    type: t3.small\n    binary: {{ url: https://example.org/iac, sha256: {SHA} }}\n"
         ));
         let rs = desired(&s, &inputs()).unwrap();
         let ids: Vec<&str> = rs.iter().map(|r| r.id.as_str()).collect();
@@ -346,6 +391,7 @@ mod tests {
                 "scaler-ca",
                 MONITOR_SG,
                 "stack-file",
+                MONITOR_LT,
                 MONITOR,
                 "monitor-address",
                 LT
@@ -363,16 +409,31 @@ mod tests {
             .ingress
             .iter()
             .all(|r| !matches!(&r.source, Source::Cidr(c) if super::super::ANYWHERE.contains(&c.as_str()))));
+        // The monitor VM writes its own address: iac never does.
         let Spec::SsmParameter(addr) = &find(&rs, "monitor-address").spec else {
             panic!("param")
         };
-        assert_eq!(
-            addr.value,
-            ParamValue::Template {
-                text: "iac-ip-of-monitor.invalid:7700".into(),
-                refs: vec![ResourceId::new(MONITOR)]
-            }
-        );
+        assert_eq!(addr.value, ParamValue::WrittenByInstances);
+        // A group of exactly one, from the monitor's own template, in every usable subnet.
+        let Spec::AutoScalingGroup(g) = &find(&rs, MONITOR).spec else {
+            panic!("group")
+        };
+        assert_eq!((g.min, g.max, g.desired), (1, 1, 1));
+        assert_eq!(g.name, "pool-monitor");
+        assert_eq!(g.launch_template, ResourceId::new(MONITOR_LT));
+        assert!(g.target_groups.is_empty());
+        assert_eq!(g.subnet_ids, ["subnet-1", "subnet-2"]);
+        let Spec::LaunchTemplate(mlt) = &find(&rs, MONITOR_LT).spec else {
+            panic!("monitor lt")
+        };
+        assert_eq!(mlt.name, "pool-monitor");
+        assert_eq!(mlt.security_groups, [ResourceId::new(MONITOR_SG)]);
+        assert_eq!(mlt.instance_type, "t3.small");
+        // A stack-file change restarts the monitor on the group's instance.
+        let Spec::SsmParameter(file) = &find(&rs, "stack-file").spec else {
+            panic!("param")
+        };
+        assert_eq!(file.notify[0].instance, ResourceId::new(MONITOR));
         let Spec::SsmParameter(token) = &find(&rs, "scaler-token").spec else {
             panic!("param")
         };

@@ -110,6 +110,35 @@ pub(crate) fn instance_spec(
     })
 }
 
+/// A launch template `name` of the stack with the shared `instance` settings, the profile of
+/// its machine `role`, an optional per-role type, one security group and the given user-data.
+pub(crate) fn launch_template_spec(
+    stack: &Stack,
+    inputs: &Inputs,
+    name: String,
+    role: &str,
+    instance_type: Option<&String>,
+    security_group: &str,
+    ud: &crate::render::UserData,
+) -> Result<crate::plan::LaunchTemplateSpec, TierError> {
+    let s = &stack.spec;
+    Ok(crate::plan::LaunchTemplateSpec {
+        name,
+        image_id: inputs.image_id.clone(),
+        root_device: inputs.root_device.clone(),
+        instance_type: instance_type
+            .cloned()
+            .unwrap_or_else(|| s.instance.instance_type.clone()),
+        key_name: s.instance.key_pair.as_ref().map(|k| k.name.clone()),
+        instance_profile: profile_name(stack, role),
+        security_groups: vec![crate::plan::ResourceId::new(security_group)],
+        disk_gb: s.instance.disk_gb,
+        metadata_hop_limit: s.instance.metadata_hop_limit,
+        user_data: ud.payload()?,
+        user_data_sha: ud.sha256(),
+    })
+}
+
 /// A parameter under the stack's SSM path.
 pub(crate) fn stack_param(
     stack: &Stack,

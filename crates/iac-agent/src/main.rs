@@ -5,7 +5,9 @@
 //! up at the interval the monitor assigns, directives (DRAIN, DEREGISTER) come down. When the
 //! stream breaks it re-registers, because a restarted monitor rebuilds its pool from
 //! re-registrations. SIGTERM/SIGINT (or `POST /unregister` on the loopback admin endpoint)
-//! deregisters and exits 0.
+//! deregisters and exits 0. With `--give-up-after SECONDS` it exits with [`GAVE_UP`] once the
+//! monitor has been out of reach that long, so that its service manager starts it again and the
+//! unit's start reads the monitor's address anew (a replaced monitor VM has a new one).
 //!
 //! Kept small on purpose (it runs on every instance): a current-thread runtime, tonic's client
 //! transport, and hand-written `/proc` parsing, admin HTTP and IMDSv2 client.
@@ -102,7 +104,15 @@ struct Cli {
     /// Cap on the retry delay.
     #[arg(long, default_value_t = 30_000, hide = true)]
     backoff_max_ms: u64,
+    /// Exit with code 75 when the monitor has been out of reach (no registration accepted) for
+    /// this long, so that the service manager restarts the agent and the restart can look up
+    /// the monitor's address again. 0: retry forever.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    give_up_after: u64,
 }
+
+/// The exit code after `--give-up-after` (EX_TEMPFAIL: try again, from a fresh start).
+pub const GAVE_UP: i32 = 75;
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -435,16 +445,24 @@ async fn run(cli: Cli) -> i32 {
         labels: cli.labels.iter().cloned().collect(),
     };
 
+    let give_up = (cli.give_up_after > 0).then(|| Duration::from_secs(cli.give_up_after));
     loop {
         // Register (retrying), unless asked to stop first: then there is nothing to undo.
         let registered = tokio::select! {
-            r = register(&endpoint, &interceptor, &request, &mut backoff) => r,
+            r = register(&endpoint, &interceptor, &request, &mut backoff, give_up) => r,
             _ = stop_rx.wait_for(Option::is_some) => {
                 log!("stopping before registration completed");
                 return 0;
             }
         };
-        let (mut client, member_id, interval, session) = registered;
+        let Some((mut client, member_id, interval, session)) = registered else {
+            log!(
+                "the monitor at {} has been out of reach for {} s; exiting (code {GAVE_UP}) so that the agent is started again with the monitor's current address",
+                cli.monitor,
+                cli.give_up_after
+            );
+            return GAVE_UP;
+        };
         shared.set_member(Some(member_id.clone()));
         shared.draining.store(false, Ordering::Relaxed);
         log!("registered as member {member_id}, heartbeat every {interval} ms");
@@ -504,14 +522,17 @@ fn spawn_signal_handler(shared: Arc<Shared>) {
     });
 }
 
-/// Registers, retrying forever with backoff: a monitor that is down, restarting or refusing our
-/// token is logged and retried, never fatal (the operator may fix the token while we wait).
+/// Registers, retrying with backoff: a monitor that is down, restarting or refusing our token
+/// is logged and retried (the operator may fix the token while we wait), forever or, with
+/// `give_up`, until that long has passed without success (`None`).
 async fn register(
     endpoint: &Endpoint,
     interceptor: &TokenInterceptor,
     request: &RegisterRequest,
     backoff: &mut Backoff,
-) -> (Client, String, u32, String) {
+    give_up: Option<Duration>,
+) -> Option<(Client, String, u32, String)> {
+    let deadline = give_up.map(|g| tokio::time::Instant::now() + g);
     loop {
         let attempt = async {
             let channel = endpoint
@@ -549,10 +570,18 @@ async fn register(
         match attempt.await {
             Ok((client, member, interval, session)) => {
                 backoff.reset();
-                return (client, member, clamp_interval(interval), session);
+                return Some((client, member, clamp_interval(interval), session));
             }
             Err(e) => {
-                let delay = backoff.next_delay();
+                let mut delay = backoff.next_delay();
+                if let Some(end) = deadline {
+                    let left = end.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
+                        log!("{e}");
+                        return None;
+                    }
+                    delay = delay.min(left);
+                }
                 log!("{e}; retrying in {} ms", delay.as_millis());
                 tokio::time::sleep(delay).await;
             }

@@ -16,6 +16,20 @@ fn heartbeat_count(mon: &TestMonitor) -> usize {
     mon.with(|s| s.heartbeats.len())
 }
 
+/// An agent for `instance` (with `extra` arguments) once it has sent `mon` two heartbeats.
+fn heartbeating(mon: &TestMonitor, instance: &str, extra: &[&str]) -> Agent {
+    let url = mon.url();
+    let mut args = vec!["--monitor", url.as_str(), "--instance-id", instance];
+    args.extend_from_slice(extra);
+    let agent = Agent::spawn(Some(TOKEN), &args);
+    assert!(
+        wait_until(WAIT, || heartbeat_count(mon) >= 2),
+        "no heartbeats:\n{}",
+        agent.log()
+    );
+    agent
+}
+
 #[test]
 fn registers_with_instance_id_and_token() {
     let mon = TestMonitor::start(TOKEN, 200);
@@ -273,15 +287,7 @@ fn wrong_token_is_refused_and_retried_without_crashing() {
 fn monitor_restart_leads_to_reregistration() {
     let mon = TestMonitor::start(TOKEN, 200);
     let port = mon.addr.port();
-    let agent = Agent::spawn(
-        Some(TOKEN),
-        &["--monitor", &mon.url(), "--instance-id", "i-restart"],
-    );
-    assert!(
-        wait_until(WAIT, || heartbeat_count(&mon) >= 2),
-        "no heartbeats:\n{}",
-        agent.log()
-    );
+    let agent = heartbeating(&mon, "i-restart", &[]);
     mon.kill();
     // Down for a while: the agent must notice and retry without exiting.
     assert!(
@@ -305,6 +311,64 @@ fn monitor_restart_leads_to_reregistration() {
             "seq restarts with the new registration"
         );
     });
+}
+
+/// With `--give-up-after`, a monitor that went away and stays away makes the agent exit with
+/// 75 (its systemd unit starts it again, and the start reads the monitor's address anew), and
+/// only after that long: a monitor back within it is simply registered with again.
+#[test]
+fn a_monitor_gone_for_longer_than_give_up_after_makes_the_agent_exit_75() {
+    let mon = TestMonitor::start(TOKEN, 200);
+    let mut agent = heartbeating(&mon, "i-moved", &["--give-up-after", "3"]);
+    mon.kill();
+    assert!(
+        agent.wait_log("re-registering", WAIT),
+        "break not noticed:\n{}",
+        agent.log()
+    );
+    let broke = Instant::now();
+    let status = agent.wait_exit(WAIT).expect("the agent did not give up");
+    assert_eq!(status.code(), Some(75), "{}", agent.log());
+    assert!(
+        broke.elapsed() >= Duration::from_millis(2500),
+        "gave up after {:?}, before --give-up-after",
+        broke.elapsed()
+    );
+    assert!(
+        agent
+            .log()
+            .contains("has been out of reach for 3 s; exiting (code 75)"),
+        "{}",
+        agent.log()
+    );
+}
+
+/// A monitor that never answers from the start: the same exit, with no registration ever.
+#[test]
+fn an_unreachable_monitor_at_start_is_given_up_on_too() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let started = Instant::now();
+    let mut agent = Agent::spawn(
+        Some(TOKEN),
+        &[
+            "--monitor",
+            &format!("http://127.0.0.1:{port}"),
+            "--instance-id",
+            "i-nowhere",
+            "--give-up-after",
+            "2",
+        ],
+    );
+    let status = agent.wait_exit(WAIT).expect("the agent did not give up");
+    assert_eq!(status.code(), Some(75), "{}", agent.log());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

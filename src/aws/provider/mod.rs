@@ -88,6 +88,9 @@ pub struct Applier {
     pub skip_final_snapshot: bool,
     /// Launch templates that get a new version in this run (their groups refresh).
     lt_updated: Arc<Mutex<std::collections::BTreeSet<ResourceId>>>,
+    /// The kind of each resource the plan keeps or makes, by logical id: a [`Notify`] for an
+    /// Auto Scaling group goes to the group's instances.
+    kinds: Arc<Mutex<BTreeMap<ResourceId, Kind>>>,
     /// The stack's `instance.image` (alias or AMI id), tagged beside the image id it resolved
     /// to on what is launched from it, so the next run can keep that image (`pin_image`).
     image: String,
@@ -117,6 +120,7 @@ impl Applier {
             drain: None,
             skip_final_snapshot: false,
             lt_updated: Arc::default(),
+            kinds: Arc::default(),
             image: stack.spec.instance.image.clone(),
             launch_nonce: ec2::launch_nonce(),
         }
@@ -136,6 +140,7 @@ impl Applier {
             drain: None,
             skip_final_snapshot: false,
             lt_updated: Arc::default(),
+            kinds: Arc::default(),
             image: String::new(),
             launch_nonce: ec2::launch_nonce(),
         }
@@ -191,6 +196,14 @@ impl Applier {
                         c.kind == Kind::LaunchTemplate && matches!(c.action, Action::Update { .. })
                     })
                     .map(|c| c.id.clone()),
+            );
+        }
+        if let Ok(mut kinds) = self.kinds.lock() {
+            kinds.extend(
+                plan.changes
+                    .iter()
+                    .filter(|c| c.desired.is_some())
+                    .map(|c| (c.id.clone(), c.kind)),
             );
         }
         if let Ok(mut pre) = self.preexisting.lock() {
@@ -679,9 +692,32 @@ impl Applier {
         Ok(())
     }
 
-    /// One [`Notify`]: `around.before`, the command, then `around.after` (also after a failure).
+    /// The instances a command for `target` goes to: the instance itself, or the instances an
+    /// Auto Scaling group has in service now (it may have replaced one since discovery).
+    async fn command_targets(&self, target: &ResourceId) -> Result<Vec<String>, AwsError> {
+        let known = self.need(target, "ssm:SendCommand")?;
+        let kind = self.kinds.lock().ok().and_then(|k| k.get(target).copied());
+        if kind == Some(Kind::AutoScalingGroup) {
+            super::autoscaling::in_service_instances(&self.aws, &known.physical_id).await
+        } else {
+            Ok(vec![known.physical_id])
+        }
+    }
+
+    /// One [`Notify`]: `around.before`, the command (to each of its targets, one at a time),
+    /// then `around.after` (also after a failure).
     async fn notify_one(&self, id: &ResourceId, n: &Notify) -> Result<(), AwsError> {
-        let target = self.need(&n.instance, "ssm:SendCommand")?;
+        let targets = self.command_targets(&n.instance).await?;
+        if targets.is_empty() {
+            // A group between instances: the next one reads the new value at boot.
+            self.reporter.event(&Event::Info {
+                message: format!(
+                    "{id}: {} has no instance in service; its next one reads the new value at boot",
+                    n.instance
+                ),
+            });
+            return Ok(());
+        }
         let around = match &n.around {
             Some(a) if self.is_preexisting(&a.instance) => {
                 let other = self.need(&a.instance, "ssm:SendCommand")?;
@@ -692,9 +728,16 @@ impl Applier {
             }
             _ => None,
         };
-        let result = self
-            .run_and_wait(id, &target.physical_id, &n.command, &n.comment)
-            .await;
+        let mut result = Ok(());
+        for target in &targets {
+            result = self
+                .run_and_wait(id, target, &n.command, &n.comment)
+                .await
+                .map(|_| ());
+            if result.is_err() {
+                break;
+            }
+        }
         if let Some((a, other)) = around {
             let comment = format!("{} ({}: after)", a.comment, n.instance);
             self.run_and_wait(id, &other.physical_id, &a.after, &comment)
@@ -1031,8 +1074,9 @@ fn known_of(o: &Observed) -> Known {
 }
 
 /// custom-scaler: the instances the monitor launched (`pool[i]` for `nodes[i]`) are terminated
-/// after the stack's other instances (the monitor, which would replace them) and before the
-/// launch template they come from (which reverse kind order would delete first).
+/// after the stack's other instances and Auto Scaling groups (a monitor, on an instance or as a
+/// group's instance, would replace them; groups go first by kind order) and before the launch
+/// template they come from (which reverse kind order would delete first).
 fn order_pool_deletes(nodes: &mut [Node<AwsError>], pool: &[bool]) {
     if !pool.iter().any(|p| *p) {
         return;
@@ -1117,6 +1161,26 @@ mod tests {
         assert_eq!(
             deps(&nodes, "agents-sg"),
             ["agent-lt", "monitor", "pool-1", "pool-2"]
+        );
+    }
+
+    #[test]
+    fn pool_goes_after_the_monitor_group_and_before_the_templates() {
+        let mut nodes = vec![
+            node("monitor-sg", Kind::SecurityGroup),
+            node("monitor", Kind::AutoScalingGroup),
+            node("monitor-lt", Kind::LaunchTemplate),
+            node("pool-1", Kind::Instance),
+            node("agent-lt", Kind::LaunchTemplate),
+        ];
+        order_deletes(&mut nodes);
+        order_pool_deletes(&mut nodes, &[false, false, false, true, false]);
+        assert_eq!(deps(&nodes, "monitor"), Vec::<String>::new());
+        assert_eq!(deps(&nodes, "pool-1"), ["monitor"]);
+        assert_eq!(deps(&nodes, "agent-lt"), ["monitor", "pool-1"]);
+        assert_eq!(
+            deps(&nodes, "monitor-sg"),
+            ["agent-lt", "monitor", "monitor-lt", "pool-1"]
         );
     }
 

@@ -120,8 +120,17 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
         if let Some(a) = address {
             out.insert("monitor_address".to_string(), a);
         }
-        if let Some(m) = instance(crate::tiers::custom_scaler::MONITOR) {
-            out.insert("monitor_instance_id".to_string(), m.physical_id.clone());
+        // The monitor VM is its group's instance in service (the group replaces it).
+        let monitor = found.iter().find_map(|o| match &o.details {
+            Details::AutoScalingGroup { in_service, .. }
+                if o.id.as_str() == crate::tiers::custom_scaler::MONITOR =>
+            {
+                in_service.first()
+            }
+            _ => None,
+        });
+        if let Some(m) = monitor {
+            out.insert("monitor_instance_id".to_string(), m.clone());
         }
     }
     for (prefix, key) in [
