@@ -332,6 +332,22 @@ async fn up_waits_for_the_boot_reports_and_says_why_the_app_is_not_up() {
     );
     assert!(!r.stderr.contains("web-1"), "web-1 is fine: {}", r.stderr);
 
+    // web-2 boots again; its new app never passes its health check: failed too.
+    let out = boot_as(
+        &emu,
+        &sb2,
+        &ids["web-2"],
+        &[("STUB_UNHEALTHY_PORT", "5001")],
+    );
+    assert!(!out.status.success(), "{}", sb2.explain(&out));
+    let r = up_wait(&emu, &file, "10m");
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("boot FAILED in step 4/4 app") && r.stderr.contains("is not healthy"),
+        "{}",
+        r.stderr
+    );
+
     // web-2 boots again, and this time well: the app is up.
     let out = boot_as(&emu, &sb2, &ids["web-2"], &[]);
     assert!(out.status.success(), "{}", sb2.explain(&out));

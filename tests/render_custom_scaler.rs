@@ -18,7 +18,7 @@ use iac::render::custom_scaler::{
 };
 use iac::render::USER_DATA_LIMIT;
 use iac::stack::Stack;
-use render_common::{file, has_call, shellcheck, stack_from, tool, Sandbox, Setup};
+use render_common::{file, has_call, last_line, shellcheck, stack_from, tool, Sandbox, Setup};
 use sha2::{Digest, Sha256};
 
 /// What the stub `curl` serves for any https:// URL.
@@ -224,7 +224,9 @@ const HOST_TOOLS: &[&str] = &[
     "uname",
 ];
 
-/// Serves IMDSv2 and, for any https:// URL with `-o FILE`, writes $STUB_DOWNLOAD to FILE.
+/// Serves IMDSv2 and, for any https:// URL with `-o FILE`, writes $STUB_DOWNLOAD to FILE; the
+/// agent's admin `/status` says it registered (not with $STUB_UNREGISTERED), and the header file
+/// of `-H @FILE` is kept as `admin-header` in the stub's state.
 const CURL_STUB: &str = r#"#!/bin/bash
 # Stub (custom-scaler tests): IMDSv2 answers; any https:// download writes $STUB_DOWNLOAD.
 . "${0%/*}/_lib.sh"
@@ -236,6 +238,10 @@ while [ $# -gt 0 ]; do
     */meta-data/placement/region) printf 'us-east-1' ;;
     */meta-data/local-ipv4) printf '10.0.1.23' ;;
     https://*) [ -z "$out" ] || printf '%s' "${STUB_DOWNLOAD:?}" >"$out" ;;
+    -H) case $2 in @*) cp "${2#@}" "$(stub_state)/admin-header" ;; esac; shift ;;
+    http://127.0.0.1:*/status)
+      if [ -n "${STUB_UNREGISTERED:-}" ]; then printf '{"member_id":null,"connected":false}'
+      else printf '{"member_id":"m-7","connected":true}'; fi ;;
   esac
   shift
 done
@@ -288,7 +294,7 @@ fn agent_with_the_wrong_checksum_is_refused_and_never_started() {
         "{log}"
     );
     assert!(
-        log.contains("iac bootstrap FAILED in step 2/6 the agent binary"),
+        log.contains("iac bootstrap FAILED in step 2/7 the agent binary"),
         "{log}"
     );
     assert!(!sb.full(AGENT_BIN).exists(), "the binary was installed");
@@ -359,6 +365,19 @@ fn agent_with_the_right_checksum_is_installed_as_a_unit() {
         "{}",
         sb.log()
     );
+    // Ready once the agent's admin endpoint says it registered, asked with the token in a
+    // header file (never in argv: assert_secrets_hidden below checks every call).
+    assert!(
+        sb.log().contains(&format!(
+            "agent registered with the monitor at {MONITOR_ADDRESS}"
+        )),
+        "{}",
+        sb.log()
+    );
+    assert_eq!(
+        sb.state("admin-header"),
+        format!("Authorization: Bearer {TOKEN}\n")
+    );
     // The app runs with its settings and secrets, as on the lb-vms web VMs.
     sb.assert_secrets_hidden(&out, &[TOKEN, "s3cr3t-value"], GREETING);
     // Plain settings in the env file; the secret in the root-only file the container's
@@ -377,7 +396,7 @@ fn agent_with_the_right_checksum_is_installed_as_a_unit() {
     assert!(!app_env.contains(TOKEN), "the app sees the token");
     assert!(!secrets.contains(TOKEN), "the app sees the token");
     assert!(sb.log().ends_with(&format!(
-        "iac bootstrap finished: app on port 8080, agent reporting to {MONITOR_ADDRESS}\n"
+        "iac bootstrap finished: app on port 8080, agent registered with the monitor at {MONITOR_ADDRESS}\n"
     )));
 
     // A second run (a reboot, or by hand) downloads nothing and restarts nothing.
@@ -401,6 +420,25 @@ fn agent_with_the_right_checksum_is_installed_as_a_unit() {
     assert!(sb
         .read(AGENT_ENV)
         .starts_with("IAC_AGENT_TOKEN=rotated-token\n"));
+}
+
+#[test]
+fn an_agent_that_never_registers_fails_its_boot_in_the_registration_step() {
+    let sb = agent_sandbox();
+    let out = sb.run(&[
+        ("STUB_DOWNLOAD", AGENT_BYTES),
+        ("STUB_UNREGISTERED", "1"),
+        ("IAC_REGISTER_WAIT_SECONDS", "1"),
+    ]);
+    assert!(!out.status.success(), "{}", sb.explain(&out));
+    let log = sb.log();
+    assert!(
+        log.contains("the agent has not registered with the monitor at")
+            && last_line(&log).contains("FAILED in step 7/7 registration"),
+        "{log}"
+    );
+    // The agent runs (it keeps trying); only the boot says it is not a member yet.
+    assert!(has_call(&sb.calls(), "systemctl restart iac-agent"));
 }
 
 #[test]

@@ -184,6 +184,8 @@ struct AgentCtx<'a> {
     address_script: &'static str,
     ca_param: Option<String>,
     ca_file: &'static str,
+    /// The agent's admin endpoint on loopback: the boot is ready once it says "registered".
+    admin_port: u16,
 }
 
 /// Whether the stack runs its own monitor VM (not `scaler.monitor.address`): its agents then
@@ -260,6 +262,7 @@ pub fn agent(stack: &Stack) -> Result<UserData, RenderError> {
         address_script: AGENT_ADDRESS_SCRIPT,
         ca_param: managed_monitor(sc).then(|| param_name(&s.name, CA_PARAM)),
         ca_file: AGENT_CA,
+        admin_port: agent.admin_port,
     };
     let script = render(&env, "userdata/custom-scaler-agent.sh.j2", &ctx)?;
     Ok(UserData {
