@@ -68,6 +68,10 @@ async fn wait_for(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) 
     start.elapsed()
 }
 
+/// Scheduling slack on the stated deadlines: the agents are real processes on a machine that
+/// may be running other tests.
+const SLACK: Duration = Duration::from_millis(1000);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_fleet_scales_out_on_load_and_replaces_a_killed_agent() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -120,9 +124,10 @@ async fn local_fleet_scales_out_on_load_and_replaces_a_killed_agent() {
     })
     .await;
     eprintln!("scale-out {reacted:?} after the load step");
-    // One interval for the agents to report, one for the decision, plus scheduling slack.
+    // One interval for the agents to report, one for the decision, plus slack for a loaded CI
+    // machine (the reaction benchmark measures the real figure: BENCHMARKS.md).
     assert!(
-        reacted <= policy().heartbeat * 2 + Duration::from_millis(300),
+        reacted <= policy().heartbeat * 2 + SLACK,
         "scale-out took {reacted:?}"
     );
 
@@ -149,7 +154,7 @@ async fn local_fleet_scales_out_on_load_and_replaces_a_killed_agent() {
     let replaced = killed_at.elapsed();
     eprintln!("replacement launched {replaced:?} after kill -9");
     assert!(
-        replaced <= policy().dead_after + policy().heartbeat * 2 + Duration::from_millis(400),
+        replaced <= policy().dead_after + policy().heartbeat * 2 + SLACK,
         "replacement took {replaced:?}"
     );
     assert!(shared.members().len() <= policy().max as usize);

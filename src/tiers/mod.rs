@@ -390,6 +390,45 @@ mod tests {
     use super::*;
     use crate::plan::{ParamValue, SsmParameterSpec};
 
+    fn example(file: &str) -> Stack {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("stacks")
+            .join(file);
+        crate::stack::load(&path).expect("the example loads")
+    }
+
+    #[test]
+    fn each_tier_says_what_up_waits_for() {
+        let vm = readiness(&example("bookstore-vm.yaml"));
+        assert_eq!(vm.http_port, Some(80));
+        assert_eq!((vm.healthy_targets, vm.ready_at_least), (None, None));
+        let asg_stack = example("bookstore-asg.yaml");
+        let asg = readiness(&asg_stack);
+        let min = asg_stack.spec.scaling.as_ref().map(|s| s.min);
+        assert_eq!((asg.http_port, asg.healthy_targets), (Some(80), min));
+        let swarm_stack = example("bookstore-swarm.yaml");
+        let published = swarm_stack.spec.swarm.as_ref().map(|s| s.published_port);
+        let swarm = readiness(&swarm_stack);
+        assert_eq!(
+            swarm.http_port,
+            if swarm_stack.spec.domain.is_some() {
+                Some(80)
+            } else {
+                published
+            }
+        );
+        let scaler_stack = example("custom-scaler.yaml");
+        let scaler = readiness(&scaler_stack);
+        assert_eq!(scaler.http_port, None);
+        assert_eq!(
+            scaler.ready_at_least,
+            Some((
+                "agent",
+                scaler_stack.spec.scaler.as_ref().map_or(0, |s| s.min)
+            ))
+        );
+    }
+
     fn param(len: usize) -> Resource {
         Resource::new(
             "haproxy.cfg",
