@@ -262,8 +262,9 @@ async fn look(w: &Watch<'_>) -> anyhow::Result<Findings> {
 async fn refresh(aws: &Aws, group: &str, wf: &WaitFor, f: &mut Findings) -> anyhow::Result<()> {
     let latest = match autoscaling::latest_refresh(aws, group).await {
         Ok(r) => r,
-        // An endpoint without instance refreshes (moto) started none either.
-        Err(_) if aws.endpoint_override.is_some() => None,
+        // An endpoint without instance refreshes (moto answers a bare server error, no code)
+        // started none either.
+        Err(e) if aws.endpoint_override.is_some() && e.code.is_none() => None,
         Err(e) => return Err(e.into()),
     };
     let Some(r) = latest.filter(|r| r.started_s.is_some_and(|t| t >= wf.since_s)) else {
