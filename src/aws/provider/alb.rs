@@ -62,6 +62,34 @@ impl Applier {
         .map_err(|e| wait_err(e, "wait"))
     }
 
+    /// Waits until a new Aurora cluster has its writer endpoint and the ARN of the password
+    /// secret RDS manages (both assigned while it is still creating), and returns them.
+    async fn cluster_names(
+        &self,
+        id: &ResourceId,
+        cluster: &str,
+        deadline: Duration,
+    ) -> Result<(Option<String>, Option<String>), AwsError> {
+        let aws = &self.aws;
+        let what = format!("Aurora cluster {cluster}'s endpoint and password secret");
+        wait::until(id, &what, deadline, Backoff::default(), self.reporter.as_ref(), || async {
+            Ok(match rds::cluster_state(aws, cluster).await? {
+                Some((state, _, _)) if state.contains("fail") => {
+                    return Err(AwsError::state(
+                        "rds:DescribeDBClusters",
+                        ErrorClass::Other,
+                        format!("{what}: state {state}"),
+                    ))
+                }
+                Some((_, Some(e), Some(sec))) => Poll::Ready((Some(e), Some(sec))),
+                Some((state, _, _)) => Poll::Pending(state),
+                None => Poll::Pending("not listed yet".to_string()),
+            })
+        })
+        .await
+        .map_err(|e| wait_err(e, "rds:DescribeDBClusters"))
+    }
+
     /// The alb-asg tier's kinds (load balancing, auto scaling, Aurora, EFS).
     pub(super) async fn apply_alb(
         &self,
@@ -108,22 +136,27 @@ impl Applier {
             }
             Spec::DbCluster(s) => {
                 let sgs = self.ids(&s.security_groups, "rds:CreateDBCluster")?;
-                if create {
+                let (endpoint, secret) = if create {
                     let subnet_group = self
                         .need(&s.subnet_group, "rds:CreateDBCluster")?
                         .physical_id;
                     rds::create_cluster(aws, s, &subnet_group, sgs, &t).await?;
+                    // Its instances are created while it is still creating (AWS allows it):
+                    // what its dependents need now is its endpoint and password secret, known
+                    // from the start. The parameters that hand them to the instances wait for
+                    // the database instances to be available (see the tier).
+                    self.cluster_names(&r.id, &s.identifier, long).await?
                 } else {
                     rds::modify_cluster(aws, s, sgs).await?;
-                }
-                let what = format!("Aurora cluster {} to be available", s.identifier);
-                self.wait_state(&r.id, &what, long, Some("available"), || async {
-                    Ok(rds::cluster_state(aws, &s.identifier).await?.map(|x| x.0))
-                })
-                .await?;
-                let (endpoint, secret) = match rds::cluster_state(aws, &s.identifier).await? {
-                    Some((_, e, sec)) => (e, sec),
-                    None => (None, None),
+                    let what = format!("Aurora cluster {} to be available", s.identifier);
+                    self.wait_state(&r.id, &what, long, Some("available"), || async {
+                        Ok(rds::cluster_state(aws, &s.identifier).await?.map(|x| x.0))
+                    })
+                    .await?;
+                    match rds::cluster_state(aws, &s.identifier).await? {
+                        Some((_, e, sec)) => (e, sec),
+                        None => (None, None),
+                    }
                 };
                 self.remember(
                     &r.id,
@@ -137,7 +170,20 @@ impl Applier {
             Spec::DbInstance(s) => {
                 if create {
                     let cluster = self.need(&s.cluster, "rds:CreateDBInstance")?.physical_id;
-                    rds::create_instance(aws, s, &cluster, &t).await?;
+                    // Created while its cluster is still creating; should RDS refuse that for
+                    // a while (InvalidDBClusterStateFault), it is asked again.
+                    let what = format!("Aurora cluster {cluster} to take instance {}", s.identifier);
+                    wait::until(&r.id, &what, long, Backoff::default(), self.reporter.as_ref(), || async {
+                        match rds::create_instance(aws, s, &cluster, &t).await {
+                            Ok(()) => Ok(Poll::Ready(())),
+                            Err(e) if e.code.as_deref() == Some("InvalidDBClusterStateFault") => {
+                                Ok(Poll::Pending(e.message))
+                            }
+                            Err(e) => Err(e),
+                        }
+                    })
+                    .await
+                    .map_err(|e| wait_err(e, "rds:CreateDBInstance"))?;
                     let what = format!("Aurora instance {} to be available", s.identifier);
                     self.wait_state(&r.id, &what, long, Some("available"), || {
                         rds::instance_state(aws, &s.identifier)
