@@ -380,11 +380,26 @@ async fn alb_asg_up_change_rollout_and_down() {
         .collect();
     assert_eq!(mt_subnets, group_subnets);
 
-    // A second `up`: no mutating call.
+    // A second `up`: no mutating call, and its outputs come from what its plan saw, not from a
+    // second discovery (one DescribeInstances, one DescribeAutoScalingGroups).
     let again = up(&emu, file.path());
-    assert_eq!(
-        again.record("summary")["mutating_calls"],
-        serde_json::json!({})
+    let summary = again.record("summary");
+    assert_eq!(summary["mutating_calls"], serde_json::json!({}));
+    for op in [
+        "ec2:DescribeInstances",
+        "autoscaling:DescribeAutoScalingGroups",
+        "elasticloadbalancingv2:DescribeLoadBalancers",
+    ] {
+        assert_eq!(
+            summary["api_calls"][op], 1,
+            "{op}: {}",
+            summary["api_calls"]
+        );
+    }
+    assert!(
+        again.stdout.contains("load_balancer_dns"),
+        "the outputs are there: {}",
+        again.stdout
     );
 
     // Sizes and the CPU target change in place: no new template version, no refresh.

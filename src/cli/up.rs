@@ -138,8 +138,20 @@ async fn converge(
             planned.stack.name()
         ));
     }
-    let found = provider::discover(&aws, planned.stack.name()).await?;
-    let outputs = provider::outputs(&planned.stack, &found.resources);
+    // What the stack is now: after changes, discovered again; with none, what the plan saw.
+    let found: Vec<crate::plan::Observed> = if summary.has_changes() {
+        provider::discover(&aws, planned.stack.name())
+            .await?
+            .resources
+    } else {
+        planned
+            .plan
+            .changes
+            .iter()
+            .filter_map(|c| c.actual.clone())
+            .collect()
+    };
+    let outputs = provider::outputs(&planned.stack, &found);
     match (opts.wait, &aws.endpoint_override) {
         (Wait::No, _) => {}
         (Wait::Auto, Some(endpoint)) => reporter.event(&Event::Info {
@@ -156,7 +168,7 @@ async fn converge(
                 printer,
                 &aws,
                 &planned.stack,
-                &found.resources,
+                &found,
                 &outputs,
                 wf,
                 reporter.as_ref(),

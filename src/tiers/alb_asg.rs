@@ -159,7 +159,10 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
     // The instances read these at boot to reach the database: written once its instances are
     // available (the cluster's names are known earlier, while it creates).
     let db_instances: Vec<String> = (1..=db.instances).map(|n| format!("db-{n}")).collect();
-    for (leaf, attr) in [(r::DB_ENDPOINT_PARAM, "endpoint"), (r::DB_SECRET_PARAM, "secret")] {
+    for (leaf, attr) in [
+        (r::DB_ENDPOINT_PARAM, "endpoint"),
+        (r::DB_SECRET_PARAM, "secret"),
+    ] {
         let mut p = param(stack, leaf, DB, attr);
         p.deps.extend(db_instances.iter().map(ResourceId::new));
         out.push(p);

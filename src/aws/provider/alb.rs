@@ -72,20 +72,27 @@ impl Applier {
     ) -> Result<(Option<String>, Option<String>), AwsError> {
         let aws = &self.aws;
         let what = format!("Aurora cluster {cluster}'s endpoint and password secret");
-        wait::until(id, &what, deadline, Backoff::default(), self.reporter.as_ref(), || async {
-            Ok(match rds::cluster_state(aws, cluster).await? {
-                Some((state, _, _)) if state.contains("fail") => {
-                    return Err(AwsError::state(
-                        "rds:DescribeDBClusters",
-                        ErrorClass::Other,
-                        format!("{what}: state {state}"),
-                    ))
-                }
-                Some((_, Some(e), Some(sec))) => Poll::Ready((Some(e), Some(sec))),
-                Some((state, _, _)) => Poll::Pending(state),
-                None => Poll::Pending("not listed yet".to_string()),
-            })
-        })
+        wait::until(
+            id,
+            &what,
+            deadline,
+            Backoff::default(),
+            self.reporter.as_ref(),
+            || async {
+                Ok(match rds::cluster_state(aws, cluster).await? {
+                    Some((state, _, _)) if state.contains("fail") => {
+                        return Err(AwsError::state(
+                            "rds:DescribeDBClusters",
+                            ErrorClass::Other,
+                            format!("{what}: state {state}"),
+                        ))
+                    }
+                    Some((_, Some(e), Some(sec))) => Poll::Ready((Some(e), Some(sec))),
+                    Some((state, _, _)) => Poll::Pending(state),
+                    None => Poll::Pending("not listed yet".to_string()),
+                })
+            },
+        )
         .await
         .map_err(|e| wait_err(e, "rds:DescribeDBClusters"))
     }
@@ -172,16 +179,26 @@ impl Applier {
                     let cluster = self.need(&s.cluster, "rds:CreateDBInstance")?.physical_id;
                     // Created while its cluster is still creating; should RDS refuse that for
                     // a while (InvalidDBClusterStateFault), it is asked again.
-                    let what = format!("Aurora cluster {cluster} to take instance {}", s.identifier);
-                    wait::until(&r.id, &what, long, Backoff::default(), self.reporter.as_ref(), || async {
-                        match rds::create_instance(aws, s, &cluster, &t).await {
-                            Ok(()) => Ok(Poll::Ready(())),
-                            Err(e) if e.code.as_deref() == Some("InvalidDBClusterStateFault") => {
-                                Ok(Poll::Pending(e.message))
+                    let what =
+                        format!("Aurora cluster {cluster} to take instance {}", s.identifier);
+                    wait::until(
+                        &r.id,
+                        &what,
+                        long,
+                        Backoff::default(),
+                        self.reporter.as_ref(),
+                        || async {
+                            match rds::create_instance(aws, s, &cluster, &t).await {
+                                Ok(()) => Ok(Poll::Ready(())),
+                                Err(e)
+                                    if e.code.as_deref() == Some("InvalidDBClusterStateFault") =>
+                                {
+                                    Ok(Poll::Pending(e.message))
+                                }
+                                Err(e) => Err(e),
                             }
-                            Err(e) => Err(e),
-                        }
-                    })
+                        },
+                    )
                     .await
                     .map_err(|e| wait_err(e, "rds:CreateDBInstance"))?;
                     let what = format!("Aurora instance {} to be available", s.identifier);
