@@ -817,11 +817,17 @@ async fn load_balancing_and_auto_scaling_against_the_emulator() {
         .expect("discover")
         .is_empty());
 
-    // The emulator records no scaling activities, but the call must work.
-    let acts = autoscaling::activities(&aws, &asg.name, 5)
+    // The call works and keeps to its bound (the emulator records the launches as activities,
+    // or none: at most the two asked for, each with a status and a description).
+    let acts = autoscaling::activities(&aws, &asg.name, 2)
         .await
         .expect("activities");
-    assert!(acts.len() <= 5);
+    assert!(acts.len() <= 2, "{acts:?}");
+    assert!(
+        acts.iter()
+            .all(|(status, what)| !status.is_empty() && !what.is_empty()),
+        "{acts:?}"
+    );
 
     // ── Deletion ──────────────────────────────────────────────────────────────────────────────
     autoscaling::delete_policy(&aws, &asg.name, &policy.name)
