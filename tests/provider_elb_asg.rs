@@ -817,17 +817,12 @@ async fn load_balancing_and_auto_scaling_against_the_emulator() {
         .expect("discover")
         .is_empty());
 
-    // The call works and keeps to its bound (the emulator records the launches as activities,
-    // or none: at most the two asked for, each with a status and a description).
+    // moto 5.2.5 answers DescribeScalingActivities with no activity at all: the call and the
+    // parsing of its answer work (status reads them from real AWS).
     let acts = autoscaling::activities(&aws, &asg.name, 2)
         .await
         .expect("activities");
-    assert!(acts.len() <= 2, "{acts:?}");
-    assert!(
-        acts.iter()
-            .all(|(status, what)| !status.is_empty() && !what.is_empty()),
-        "{acts:?}"
-    );
+    assert_eq!(acts, Vec::<(String, String)>::new());
 
     // ── Deletion ──────────────────────────────────────────────────────────────────────────────
     autoscaling::delete_policy(&aws, &asg.name, &policy.name)
