@@ -76,9 +76,13 @@ async fn converge(
         refresh_image,
         ..
     } = opts;
+    // A refresh AWS says started after this (by its clock, so a minute of margin for this
+    // machine's) is this run's to follow. Only the group's latest refresh is looked at, and a
+    // new one replaces any in progress, so the margin cannot make another run's refresh ours.
     let since_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+        .map_or(0, |d| d.as_secs() as i64)
+        - 60;
     let planned = plan::compute_with(loaded, aws, reporter.clone(), refresh_image).await?;
     // The instances that run now and stay: they need not report a boot they may have done
     // before boot reports existed.
