@@ -175,11 +175,15 @@ async fn swarm_up_update_scale_in_and_down() {
         serde_json::json!({})
     );
     let mut plan = emu.iac();
-    plan.args(["plan", "--detailed-exitcode"]).arg(file.path());
+    plan.args(["plan", "--detailed-exitcode", "--show-unchanged"])
+        .arg(file.path());
     let plan = run(plan);
     assert_eq!(plan.code, 0, "{}\n{}", plan.stdout, plan.stderr);
     assert!(
-        plan.stdout.contains("ssm-parameter   swarm/worker-token"),
+        plan.stdout.lines().any(|l| l
+            .split_whitespace()
+            .take(2)
+            .eq(["ssm-parameter", "swarm/worker-token"])),
         "{}",
         plan.stdout
     );

@@ -174,6 +174,9 @@ impl AwsError {
             ),
             _ => (ErrorClass::Other, None, causes(&err)),
         };
+        // A service's message may span lines (an HTML error page, a stack trace): errors are
+        // one line.
+        let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
         let message = match &code {
             Some(c) => format!("{c}: {message}"),
             None => message,
@@ -194,6 +197,12 @@ impl AwsError {
             code: None,
             message: message.into(),
         }
+    }
+
+    /// The error on one line, without its hint: `service:Operation failed: Code: message`
+    /// (for reports that go on when one call fails).
+    pub fn line(&self) -> String {
+        format!("{} failed: {}", self.op, self.message)
     }
 
     pub fn is(&self, class: ErrorClass) -> bool {
@@ -300,6 +309,43 @@ mod tests {
             code: Some(code.into()),
             message: format!("{code}: {message}"),
         }
+    }
+
+    #[test]
+    fn a_failed_call_is_one_line_naming_the_operation_and_the_code() {
+        use aws_sdk_ssm::operation::get_parameter::GetParameterError;
+        use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+        let answer = |status: u16, meta: ErrorMetadata| {
+            let status = StatusCode::try_from(status).expect("a status");
+            AwsError::from_sdk(
+                "ssm:GetParameter",
+                SdkError::service_error(
+                    GetParameterError::generic(meta),
+                    HttpResponse::new(status, SdkBody::empty()),
+                ),
+            )
+        };
+        let e = answer(
+            400,
+            ErrorMetadata::builder()
+                .code("ValidationException")
+                .message("bad value\n  for Name\n")
+                .build(),
+        );
+        assert_eq!(
+            e.line(),
+            "ssm:GetParameter failed: ValidationException: bad value for Name"
+        );
+        assert_eq!(e.to_string(), e.line());
+        // A bare server error (an emulator's unimplemented call): no dump of the answer.
+        let e = answer(500, ErrorMetadata::builder().build());
+        assert_eq!(
+            e.line(),
+            "ssm:GetParameter failed: HTTP 500 without an error message"
+        );
     }
 
     #[test]

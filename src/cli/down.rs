@@ -6,6 +6,7 @@ use anyhow::Context;
 
 use super::output::Printer;
 use super::stack_args::StackArgs;
+use super::table::Table;
 use super::{common, locked, Exit, Global};
 use crate::apply::{self, Reporter};
 use crate::aws::provider::{self, Applier};
@@ -176,14 +177,16 @@ async fn delete(
         ));
     } else {
         printer.line(printer.bold(&format!("Deleting stack `{name}` in {}:", aws.region)));
+        let mut table = Table::new(4);
         for o in &doomed {
-            printer.line(format!(
-                "    - {:<15} {} ({})",
+            table.row([
+                "-",
                 o.kind.as_str(),
-                o.id,
-                o.physical_id
-            ));
+                o.id.as_str(),
+                &format!("({})", o.physical_id),
+            ]);
         }
+        printer.table(&table);
         if !common::confirm(
             printer,
             &format!("Delete these {} resources?", doomed.len()),

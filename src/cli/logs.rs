@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::output::Printer;
 use super::stack_args::StackArgs;
+use super::table::Table;
 use super::{Exit, Global};
 use crate::aws::boot_report::{self, BootReport, BootState};
 use crate::aws::{ec2, tags, Aws};
@@ -123,8 +124,8 @@ pub fn record(row: &BootRow) -> serde_json::Value {
     serde_json::json!({"event": "boot", "name": row.name, "instance_id": row.instance_id, "state": row.state(), "ec2_state": row.ec2_state, "report": row.report})
 }
 
-/// One line per instance: name, id, boot state and step.
-pub fn summary_line(row: &BootRow) -> String {
+/// One table row per instance: name, id, boot state and step.
+pub fn summary_cells(row: &BootRow) -> [String; 4] {
     let detail = match &row.report {
         None => format!("(EC2: {})", row.ec2_state),
         Some(r) if r.state == BootState::Failed => format!(
@@ -136,12 +137,12 @@ pub fn summary_line(row: &BootRow) -> String {
         Some(r) if r.state == BootState::Ready => format!("since {}", r.updated),
         Some(r) => format!("{} (since {})", r.step, r.updated),
     };
-    format!(
-        "{:<12} {:<20} {:<10} {detail}",
-        row.name,
-        row.instance_id,
-        row.state()
-    )
+    [
+        row.name.clone(),
+        row.instance_id.clone(),
+        row.state().to_string(),
+        detail,
+    ]
 }
 
 /// What has been shown of each instance, so `--follow` prints only what is new.
@@ -151,8 +152,9 @@ struct Shown {
 }
 
 impl Shown {
-    /// Prints what `row` adds to what was shown; `false` when nothing changed.
-    fn show(&mut self, printer: &Printer, row: &BootRow, first: bool) -> bool {
+    /// Prints what `row` adds to what was shown (`line`: its row of the table); `false` when
+    /// nothing changed.
+    fn show(&mut self, printer: &Printer, row: &BootRow, line: &str, first: bool) -> bool {
         let state = row.report.as_ref().map(|r| r.state);
         let steps = row.report.as_ref().map_or(0, |r| r.steps.len());
         let before = self.steps.insert(row.instance_id.clone(), (steps, state));
@@ -173,10 +175,10 @@ impl Shown {
                     ));
                 }
                 if r.state.is_final() {
-                    printer.line(summary_line(row));
+                    printer.line(line);
                 }
             }
-            _ => printer.line(summary_line(row)),
+            _ => printer.line(line),
         }
         if let Some(r) = row.report.as_ref().filter(|r| r.state == BootState::Failed) {
             for l in &r.log {
@@ -211,14 +213,16 @@ pub async fn run(
                 opts.instance.as_deref().map(|i| format!(" named `{i}`")).unwrap_or_default(),
             );
         }
-        if first && !printer.json() {
-            printer.line(printer.bold(&format!(
-                "{:<12} {:<20} {:<10} STEP",
-                "NAME", "INSTANCE", "BOOT"
-            )));
-        }
+        let mut table = Table::new(0).header(&["NAME", "INSTANCE", "BOOT", "STEP"]);
         for row in &rows {
-            shown.show(printer, row, first);
+            table.row(summary_cells(row));
+        }
+        let (header, lines) = table.lines();
+        if let Some(header) = header.filter(|_| first && !printer.json()) {
+            printer.line(printer.bold(&header));
+        }
+        for (row, line) in rows.iter().zip(&lines) {
+            shown.show(printer, row, line, first);
         }
         first = false;
         // Done when not following, or when every instance's script has exited.

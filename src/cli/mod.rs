@@ -13,6 +13,7 @@ mod render;
 mod scale;
 mod stack_args;
 mod status;
+mod table;
 mod unlock;
 mod up;
 
@@ -119,6 +120,10 @@ pub enum Command {
         /// Show what moving the image alias to its newest image would replace.
         #[arg(long)]
         refresh_image: bool,
+        /// Also list the resources that stay as they are (by default only counted; `-o json`
+        /// always holds every resource).
+        #[arg(long)]
+        show_unchanged: bool,
     },
     /// Create or converge a stack.
     Up {
@@ -154,6 +159,10 @@ pub enum Command {
         /// instances that run an older one (the stack otherwise keeps the image it runs).
         #[arg(long)]
         refresh_image: bool,
+        /// Also list the resources that stay as they are in the plan shown before applying (by
+        /// default only counted).
+        #[arg(long)]
+        show_unchanged: bool,
     },
     /// Delete everything tagged with the stack, then check that nothing is left.
     Down {
@@ -254,7 +263,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             src,
             detailed_exitcode,
             refresh_image,
-        } => plan::run(&printer, g, src, *detailed_exitcode, *refresh_image).await,
+            show_unchanged,
+        } => {
+            plan::run(
+                &printer,
+                g,
+                src,
+                *detailed_exitcode,
+                *refresh_image,
+                *show_unchanged,
+            )
+            .await
+        }
         Command::Up {
             src,
             yes,
@@ -265,6 +285,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             allow_data_loss,
             lock_wait,
             refresh_image,
+            show_unchanged,
         } => {
             let opts = up::UpOptions {
                 yes: *yes,
@@ -280,6 +301,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 allow_data_loss: *allow_data_loss,
                 lock_wait: *lock_wait,
                 refresh_image: *refresh_image,
+                show_unchanged: *show_unchanged,
             };
             up::run(&printer, g, src, opts).await
         }

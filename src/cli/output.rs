@@ -9,6 +9,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::table::Table;
 use crate::apply::events::{Event, Reporter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,6 +71,17 @@ impl Printer {
         }
     }
 
+    /// A table: its header in bold, then its rows (nothing in JSON mode).
+    pub fn table(&self, table: &Table) {
+        let (header, rows) = table.lines();
+        if let Some(h) = header {
+            self.line(self.bold(&h));
+        }
+        for r in rows {
+            self.line(r);
+        }
+    }
+
     pub fn reporter(&self) -> Box<dyn Reporter> {
         match (self.format, self.fancy) {
             (Format::Json, _) => Box::new(JsonReporter),
@@ -84,10 +96,11 @@ impl Printer {
             self.record(&serde_json::json!({ "event": "outputs", "outputs": outputs }));
         } else if !outputs.is_empty() {
             self.line(self.bold("Outputs:"));
-            let width = outputs.keys().map(String::len).max().unwrap_or(0);
+            let mut t = Table::new(2);
             for (k, v) in outputs {
-                self.line(format!("  {k:width$}  {v}"));
+                t.row([k.as_str(), v.as_str()]);
             }
+            self.table(&t);
         }
     }
 }

@@ -7,6 +7,7 @@ use anyhow::Context;
 use super::common;
 use super::output::{Format, Printer};
 use super::stack_args::StackArgs;
+use super::table::Table;
 use super::{Exit, Global};
 use crate::apply::Reporter;
 use crate::aws::provider;
@@ -101,45 +102,71 @@ pub async fn compute_with(
     })
 }
 
-/// Prints a plan for people, or as one JSON record.
-pub fn print(printer: &Printer, plan: &Plan) {
+/// The changes a plan lists for people: every change, and the unchanged resources that exist
+/// only with `show_unchanged` (parameters the instances write themselves are not shown until
+/// they exist).
+fn listed(plan: &Plan, show_unchanged: bool) -> Vec<&plan::Change> {
+    plan.changes
+        .iter()
+        .filter(|c| c.action.is_change() || (show_unchanged && c.actual.is_some()))
+        .collect()
+}
+
+/// Why a change is planned, one line per reason (nothing for a create or a keep).
+fn reasons(action: &Action) -> &[String] {
+    match action {
+        Action::Update { reasons } | Action::Replace { reasons } => reasons,
+        Action::Delete { reason } => std::slice::from_ref(reason),
+        Action::Create | Action::Keep => &[],
+    }
+}
+
+/// The plan's closing line: the counts, and how to see the unchanged resources it left out.
+fn summary_line(plan: &Plan, show_unchanged: bool) -> String {
+    let hidden = !show_unchanged
+        && plan
+            .changes
+            .iter()
+            .any(|c| !c.action.is_change() && c.actual.is_some());
+    let hint = if hidden {
+        " (`--show-unchanged` lists them)"
+    } else {
+        ""
+    };
+    format!("{}{hint}.", plan.summary())
+}
+
+/// Prints a plan for people: the changes, unchanged resources as a count (listed too with
+/// `show_unchanged`). With `-o json`, one `plan` record that holds every resource.
+pub fn print(printer: &Printer, plan: &Plan, show_unchanged: bool) {
     if printer.json() {
         printer.record(&serde_json::json!({"event": "plan", "stack": plan.stack, "changes": plan.changes, "data_loss": plan.data_loss, "summary": plan.summary()}));
         return;
     }
     printer.line(printer.bold(&format!("Plan for stack `{}`:", plan.stack)));
-    // Parameters the instances write themselves are not shown until they exist.
-    for c in plan
-        .changes
-        .iter()
-        .filter(|c| c.action.is_change() || c.actual.is_some())
-    {
+    let shown = listed(plan, show_unchanged);
+    if shown.is_empty() {
+        printer.line("  No changes.");
+    }
+    let mut table = Table::new(2).right(0);
+    for c in &shown {
         let physical = c
             .actual
             .as_ref()
-            .map(|a| format!(" ({})", a.physical_id))
+            .map(|a| format!("({})", a.physical_id))
             .unwrap_or_default();
-        printer.line(format!(
-            "  {:>3} {:<15} {}{}",
-            c.action.symbol(),
-            c.kind.as_str(),
-            c.id,
-            physical
-        ));
-        match &c.action {
-            Action::Update { reasons } | Action::Replace { reasons } => {
-                for r in reasons {
-                    printer.line(format!("          {r}"));
-                }
-            }
-            Action::Delete { reason } => printer.line(format!("          {reason}")),
-            _ => {}
+        table.row([c.action.symbol(), c.kind.as_str(), c.id.as_str(), &physical]);
+    }
+    for (c, line) in shown.iter().zip(table.lines().1) {
+        printer.line(line);
+        for r in reasons(&c.action) {
+            printer.line(format!("        {r}"));
         }
     }
     for loss in &plan.data_loss {
         printer.line(format!("  data loss: {loss}"));
     }
-    printer.line(format!("{}.", plan.summary()));
+    printer.line(summary_line(plan, show_unchanged));
 }
 
 /// Values that did not come as written from the first stack file, and where they came from.
@@ -152,10 +179,15 @@ pub fn print_values(printer: &Printer, values: &[Provenance]) {
         return;
     }
     printer.line(printer.bold("Values from outside the stack file:"));
-    let width = values.iter().map(|v| v.path.len()).max().unwrap_or(0);
+    let mut table = Table::new(2);
     for v in values {
-        printer.line(format!("  {:width$} = {}  <- {}", v.path, v.value, v.from));
+        table.row([
+            v.path.clone(),
+            format!("= {}", v.value),
+            format!("<- {}", v.from),
+        ]);
     }
+    printer.table(&table);
 }
 
 /// The estimated monthly cost of `items` in `region`, as lines and a total (or a JSON record).
@@ -181,30 +213,21 @@ pub fn print_cost(printer: &Printer, region: &str, items: &[cost::Item]) {
         "Estimated monthly cost (on-demand, {}, prices as of {}):",
         e.region, e.as_of
     )));
-    let width = e.lines.iter().map(|l| l.id.len()).max().unwrap_or(0).max(5);
+    let mut table = Table::new(2).right(2);
     for l in &e.lines {
-        let plus = l
-            .plus
-            .as_deref()
-            .map(|p| format!(" {p}"))
-            .unwrap_or_default();
-        printer.line(format!(
-            "  {:width$}  {:<28} {:>10}{plus}",
-            l.id,
-            l.what,
-            cost::dollars(l.monthly_cents)
-        ));
+        table.row([
+            l.id.as_str(),
+            &l.what,
+            &cost::dollars(l.monthly_cents),
+            l.plus.as_deref().unwrap_or_default(),
+        ]);
     }
     let unknown = match e.unknown {
         0 => String::new(),
-        n => format!(" (+ {n} unknown)"),
+        n => format!("(+ {n} unknown)"),
     };
-    printer.line(format!(
-        "  {:width$}  {:<28} {:>10}{unknown}",
-        "Total",
-        "",
-        cost::dollars(Some(e.total_cents))
-    ));
+    table.row(["Total", "", &cost::dollars(Some(e.total_cents)), &unknown]);
+    printer.table(&table);
 }
 
 pub async fn run(
@@ -213,6 +236,7 @@ pub async fn run(
     src: &StackArgs,
     detailed: bool,
     refresh_image: bool,
+    show_unchanged: bool,
 ) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
@@ -232,10 +256,11 @@ pub async fn run(
             &planned.plan,
             &planned.provenance,
             estimate.as_ref(),
+            show_unchanged,
         ));
     } else {
         print_values(printer, &planned.provenance);
-        print(printer, &planned.plan);
+        print(printer, &planned.plan, show_unchanged);
         print_cost(printer, &planned.aws.region, &items);
     }
     common::summary(printer, "plan", &planned.aws, started);
@@ -246,26 +271,24 @@ pub async fn run(
     })
 }
 
-/// The plan as GitHub-flavoured Markdown: changes, values from outside the file, the cost.
-pub fn markdown(plan: &Plan, values: &[Provenance], estimate: Option<&cost::Estimate>) -> String {
+/// The plan as GitHub-flavoured Markdown: the same rows as the text plan (changes; unchanged
+/// resources with `show_unchanged`), values from outside the file, the cost.
+pub fn markdown(
+    plan: &Plan,
+    values: &[Provenance],
+    estimate: Option<&cost::Estimate>,
+    show_unchanged: bool,
+) -> String {
     // A `|` inside a cell would end it.
     let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
     let mut md = format!("### Plan for stack `{}`\n\n", plan.stack);
-    let shown: Vec<_> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action.is_change() || c.actual.is_some())
-        .collect();
+    let shown = listed(plan, show_unchanged);
     if shown.is_empty() {
-        md.push_str("No resources.\n");
+        md.push_str("No changes.\n");
     } else {
         md.push_str("| action | kind | id | AWS id | why |\n|---|---|---|---|---|\n");
         for c in shown {
-            let why = match &c.action {
-                Action::Update { reasons } | Action::Replace { reasons } => reasons.join("; "),
-                Action::Delete { reason } => reason.clone(),
-                _ => String::new(),
-            };
+            let why = reasons(&c.action).join("; ");
             let physical = c
                 .actual
                 .as_ref()
@@ -281,7 +304,7 @@ pub fn markdown(plan: &Plan, values: &[Provenance], estimate: Option<&cost::Esti
             ));
         }
     }
-    md.push_str(&format!("\n**{}.**\n", plan.summary()));
+    md.push_str(&format!("\n**{}**\n", summary_line(plan, show_unchanged)));
     if !values.is_empty() {
         md.push_str(
             "\n#### Values from outside the stack file\n\n| path | value | from |\n|---|---|---|\n",

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::output::Printer;
+use super::table::Table;
 use super::{common, Exit, Global, UsageError};
 use crate::aws::Aws;
 use crate::scaler::fleet::{Fleet, LocalFleet};
@@ -498,18 +499,19 @@ async fn status(printer: &Printer, g: &Global, file: &Path) -> anyhow::Result<Ex
         v["pool"], v["min"], v["max"], v["uptime_s"]
     ));
     if let Some(members) = v["members"].as_array() {
+        let mut table = Table::new(2).right(2);
         for m in members {
             let load = m["load"]
                 .as_f64()
                 .map_or("-".to_string(), |l| format!("{l:.1}%"));
-            printer.line(format!(
-                "  {:<22} {:<9} load {:>6}  age {}s",
-                m["id"].as_str().unwrap_or_default(),
-                m["state"].as_str().unwrap_or_default(),
-                load,
-                m["age_s"]
-            ));
+            table.row([
+                m["id"].as_str().unwrap_or_default().to_string(),
+                m["state"].as_str().unwrap_or_default().to_string(),
+                format!("load {load}"),
+                format!("age {}s", m["age_s"]),
+            ]);
         }
+        printer.table(&table);
     }
     Ok(Exit::Ok)
 }
@@ -558,20 +560,28 @@ fn simulate_main(
             trace.len(),
             boot_secs
         ));
-        printer.line(format!(
-            "  {:<16} {:>22} {:>18} {:>14} {:>8}",
-            "controller", "seconds above thresh.", "instance-seconds", "peak instances", "actions"
-        ));
+        let mut table = Table::new(2)
+            .header(&[
+                "controller",
+                "seconds above thresh.",
+                "instance-seconds",
+                "peak instances",
+                "actions",
+            ])
+            .right(1)
+            .right(2)
+            .right(3)
+            .right(4);
         for (name, r) in &reports {
-            printer.line(format!(
-                "  {:<16} {:>22.0} {:>18.0} {:>14} {:>8}",
-                name,
-                r.seconds_above_threshold,
-                r.instance_seconds,
-                r.max_instances,
-                r.decisions.len()
-            ));
+            table.row([
+                name.to_string(),
+                format!("{:.0}", r.seconds_above_threshold),
+                format!("{:.0}", r.instance_seconds),
+                r.max_instances.to_string(),
+                r.decisions.len().to_string(),
+            ]);
         }
+        printer.table(&table);
     }
     if let Some(dir) = out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -4,6 +4,7 @@ use anyhow::Context;
 
 use super::output::Printer;
 use super::stack_args::StackArgs;
+use super::table::Table;
 use super::{common, down, Exit, Global};
 use std::sync::Arc;
 
@@ -44,19 +45,14 @@ pub async fn run(
         ));
     } else {
         printer.line(printer.bold(&format!("Stack `{name}` in {}:", aws.region)));
-        printer.line(format!(
-            "  {:<15} {:<10} {:<28} {}",
-            "KIND", "ID", "AWS ID", "STATE"
-        ));
-        for o in &found.resources {
-            printer.line(format!(
-                "  {:<15} {:<10} {:<28} {}",
-                o.kind.as_str(),
-                o.id,
-                o.physical_id,
-                o.state
-            ));
+        // In creation order, the same on every run; the AWS id last: ARNs are long.
+        let mut rows: Vec<&Observed> = found.resources.iter().collect();
+        rows.sort_by(|a, b| (a.kind, &a.id, &a.physical_id).cmp(&(b.kind, &b.id, &b.physical_id)));
+        let mut t = Table::new(2).header(&["KIND", "ID", "STATE", "AWS ID"]);
+        for o in rows {
+            t.row([o.kind.as_str(), o.id.as_str(), &o.state, &o.physical_id]);
         }
+        printer.table(&t);
     }
     monitor_report(printer, &found.resources);
     if !printer.json() && !found.pool.is_empty() {
@@ -110,9 +106,13 @@ async fn group_report(printer: &Printer, aws: &Aws, found: &[Observed]) -> anyho
     let mut report = serde_json::Map::new();
     if let Some(tg) = found.iter().find(|o| o.kind == Kind::TargetGroup) {
         let health = elbv2::target_health(aws, &tg.physical_id).await?;
-        printer.line(printer.bold("Targets:"));
+        let mut t = Table::new(2);
         for (id, state, reason) in &health {
-            printer.line(format!("  {id:<22} {state:<10} {reason}"));
+            t.row([id, state, reason]);
+        }
+        if !t.is_empty() {
+            printer.line(printer.bold("Targets:"));
+            printer.table(&t);
         }
         report.insert("targets".into(), serde_json::json!(health));
     }
@@ -135,17 +135,27 @@ async fn group_report(printer: &Printer, aws: &Aws, found: &[Observed]) -> anyho
                 );
             }
             Ok(None) => {}
-            Err(e) => printer.line(format!("Instance refresh: unknown ({})", e.message)),
+            Err(e) => {
+                printer.line(format!("Instance refresh: unknown ({})", e.line()));
+                report.insert("refresh_error".into(), e.line().into());
+            }
         }
         match autoscaling::activities(aws, &g.physical_id, 5).await {
             Ok(acts) => {
-                printer.line(printer.bold("Recent group activities:"));
+                let mut t = Table::new(2);
                 for (status, what) in &acts {
-                    printer.line(format!("  {status:<12} {what}"));
+                    t.row([status, what]);
+                }
+                if !t.is_empty() {
+                    printer.line(printer.bold("Recent group activities:"));
+                    printer.table(&t);
                 }
                 report.insert("activities".into(), serde_json::json!(acts));
             }
-            Err(e) => printer.line(format!("Group activities: unknown ({})", e.message)),
+            Err(e) => {
+                printer.line(format!("Group activities: unknown ({})", e.line()));
+                report.insert("activities_error".into(), e.line().into());
+            }
         }
     }
     report.insert("event".into(), "group_status".into());
@@ -165,9 +175,11 @@ async fn boot_states(printer: &Printer, aws: &Aws, stack: &str) {
         Ok(rows) if rows.is_empty() => {}
         Ok(rows) => {
             printer.line(printer.bold("Boot (details: iac logs):"));
+            let mut t = Table::new(2);
             for row in &rows {
-                printer.line(format!("  {}", super::logs::summary_line(row)));
+                t.row(super::logs::summary_cells(row));
             }
+            printer.table(&t);
         }
         Err(e) => printer.line(format!("Boot reports: unknown ({e:#})")),
     }
@@ -209,18 +221,15 @@ fn pool_report(printer: &Printer, pool: &[Observed]) {
         "Pool launched by the monitor: {} instance(s), {running} running:",
         pool.len()
     )));
+    let mut t = Table::new(2);
     for o in pool {
         let ip = match &o.details {
             crate::plan::Details::Instance { private_ip, .. } => private_ip.as_deref(),
             _ => None,
         };
-        printer.line(format!(
-            "  {:<22} {:<10} {}",
-            o.physical_id,
-            o.state,
-            ip.unwrap_or("-")
-        ));
+        t.row([o.physical_id.as_str(), &o.state, ip.unwrap_or("-")]);
     }
+    printer.table(&t);
 }
 
 /// Who holds the stack lock, if anyone (status does not take it).

@@ -37,6 +37,8 @@ pub struct UpOptions {
     pub lock_wait: Duration,
     /// Move the image alias to its newest image (`--refresh-image`).
     pub refresh_image: bool,
+    /// List the unchanged resources in the plan too (`--show-unchanged`).
+    pub show_unchanged: bool,
 }
 
 pub async fn run(
@@ -74,6 +76,7 @@ async fn converge(
         parallelism,
         allow_data_loss,
         refresh_image,
+        show_unchanged,
         ..
     } = opts;
     // A refresh AWS says started after this (by its clock, so a minute of margin for this
@@ -103,7 +106,7 @@ async fn converge(
     let aws = planned.aws.clone();
     if summary.has_changes() {
         plan::print_values(printer, &planned.provenance);
-        plan::print(printer, &planned.plan);
+        plan::print(printer, &planned.plan, show_unchanged);
         if !planned.plan.data_loss.is_empty() && !allow_data_loss {
             return Err(super::UsageError(format!(
                 "refusing to apply: {} change(s) above would destroy data without moving it; back the data up, then run again with --allow-data-loss (see the README: data)",

@@ -1,0 +1,268 @@
+//! What users see, snapshotted: the plan of every example stack, a status table, the help
+//! texts; and how plan shows unchanged resources, how status reports a call the endpoint does
+//! not support. Snapshots are normalised (ids, ARNs, the emulator's port), keeping each
+//! value's width so that a table's alignment is part of what is checked.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use regex::{Captures, Regex};
+
+/// `text` with what varies from run to run replaced by `x`s of the same width: EC2 and EFS
+/// ids, the random parts of ARNs and of RDS endpoints, and the emulator's port.
+fn normalise(text: &str) -> String {
+    let same_width = |caps: &Captures| {
+        let prefix = caps.get(1).map_or("", |m| m.as_str());
+        let random = caps.get(2).map_or("", |m| m.as_str());
+        format!("{prefix}{}", "x".repeat(random.chars().count()))
+    };
+    let patterns = [
+        // i-0123…, sg-…, subnet-…, fs-…, fsmt-…, ami-…, lt-…, eipalloc-…, vol-…
+        r"\b((?:i|sg|subnet|vpc|fs|fsmt|ami|lt|eipalloc|eipassoc|vol|eni|igw|rtb)-)([0-9a-f]{8,17})\b",
+        // The hex id that ends an ELB ARN part (target group, load balancer, listener).
+        r"(:(?:targetgroup|loadbalancer/app|listener/app)/[a-z0-9-]+/(?:[0-9a-f]{16}/)?)([0-9a-f]{16})",
+        r"(/app/[a-z0-9-]+/)([0-9a-f]{16})",
+        // A UUID (scaling policies).
+        r"()([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})",
+        // An RDS endpoint's random part.
+        r"(\.cluster-(?:ro-)?)([a-z0-9]{12})\b",
+        // The emulator's port.
+        r"(127\.0\.0\.1:)([0-9]+)",
+    ];
+    let mut out = text.to_string();
+    for p in patterns {
+        let re = Regex::new(p).expect("a valid pattern");
+        out = re.replace_all(&out, same_width).into_owned();
+    }
+    out
+}
+
+/// stdout and stderr of a finished command, normalised, with its exit code.
+fn shown(r: &Run) -> String {
+    normalise(&format!(
+        "exit code: {}\n--- stdout\n{}--- stderr\n{}",
+        r.code, r.stdout, r.stderr
+    ))
+}
+
+/// The example stacks (stacks/*.yaml), by file stem.
+fn examples() -> Vec<(String, PathBuf)> {
+    let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(root().join("stacks"))
+        .expect("stacks/")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| {
+            let stem = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default();
+            (stem, p)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn iac_run(emu: &Emulator, args: &[&str], file: &Path) -> Run {
+    let mut c = emu.iac();
+    c.args(args).arg(file);
+    run(c)
+}
+
+#[test]
+fn normalising_keeps_widths_and_the_words_around() {
+    let text = "  sg-0123456789abcdef0  i-0123456789abcdef0 ami-785db401 http://127.0.0.1:24117 \
+        arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/b-alb/9f27e983893a4ae2/7ac7c3d76009157d";
+    let n = normalise(text);
+    assert_eq!(n.len(), text.len());
+    assert_eq!(
+        n,
+        "  sg-xxxxxxxxxxxxxxxxx  i-xxxxxxxxxxxxxxxxx ami-xxxxxxxx http://127.0.0.1:xxxxx \
+        arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/b-alb/xxxxxxxxxxxxxxxx/xxxxxxxxxxxxxxxx"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_of_every_example_stack_against_a_fresh_account() {
+    let emu = Emulator::start();
+    let stacks = examples();
+    assert!(stacks.len() >= 6, "{stacks:?}");
+    for (stem, path) in &stacks {
+        // plan makes no mutating call, so every stack sees the account as it was seeded.
+        let r = iac_run(&emu, &["plan"], path);
+        insta::assert_snapshot!(format!("plan-{stem}"), shown(&r));
+    }
+    let vm = root().join("stacks/bookstore-vm.yaml");
+    let r = iac_run(&emu, &["-o", "markdown", "plan"], &vm);
+    insta::assert_snapshot!("plan-markdown-bookstore-vm", shown(&r));
+}
+
+/// What a call the endpoint does not implement looks like: the emulator answers
+/// DescribeInstanceRefreshes with a bare HTTP 500 (an HTML page). `status` says which call
+/// failed, on one line, and goes on; no SDK Debug dump anywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_after_up_and_a_call_the_endpoint_does_not_support() {
+    let emu = Emulator::start();
+    let file = root().join("stacks/bookstore-asg.yaml");
+    let up = iac_run(&emu, &["up", "--yes"], &file);
+    assert_eq!(up.code, 0, "{}\n{}", up.stdout, up.stderr);
+
+    let r = iac_run(&emu, &["status"], &file);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let refresh: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("Instance refresh:"))
+        .collect();
+    assert_eq!(
+        refresh,
+        vec!["Instance refresh: unknown (autoscaling:DescribeInstanceRefreshes failed: HTTP 500 without an error message)"],
+        "{}",
+        r.stdout
+    );
+    for text in [&r.stdout, &r.stderr] {
+        for dump in [
+            "ServiceError",
+            "SdkError",
+            "ErrorMetadata",
+            "raw: Response",
+            "source:",
+            "<html",
+            "Internal Server Error",
+        ] {
+            assert!(!text.contains(dump), "`{dump}` in:\n{text}");
+        }
+    }
+    insta::assert_snapshot!("status-bookstore-asg", shown(&r));
+
+    // The same with -o json: the failure is a field of the group's record, one line.
+    let json = iac_run(&emu, &["-o", "json", "status"], &file);
+    assert_eq!(
+        json.record("group_status")["refresh_error"],
+        "autoscaling:DescribeInstanceRefreshes failed: HTTP 500 without an error message"
+    );
+}
+
+/// `plan` lists changes and counts unchanged resources; `--show-unchanged` lists them too;
+/// `-o json` holds every resource; Markdown shows the same rows as text.
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_counts_unchanged_resources_and_lists_them_on_request() {
+    let emu = Emulator::start();
+    let file = StackFile::example("vm-shown", &[]);
+    let up = iac_run(&emu, &["up", "--yes"], file.path());
+    assert_eq!(up.code, 0, "{}\n{}", up.stdout, up.stderr);
+    file.rewrite(&[("ssh_from: 203.0.113.0/24", "ssh_from: 198.51.100.0/24")]);
+
+    // The resource rows of a text plan (a reason is indented deeper than any row), as
+    // "symbol kind id" ("kind id (aws id)" for an unchanged one).
+    let changed = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("  ") && l.len() - l.trim_start().len() < 8)
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let plain = iac_run(&emu, &["plan"], file.path());
+    assert_eq!(plain.code, 0, "{}", plain.stderr);
+    let plan_part = plain
+        .stdout
+        .split("Estimated monthly cost")
+        .next()
+        .unwrap_or_default();
+    assert_eq!(
+        changed(plan_part),
+        vec!["~ security-group web-sg"],
+        "{plan_part}"
+    );
+    assert!(
+        plan_part.contains(
+            "0 to create, 1 to update, 0 to replace, 0 to delete, 6 unchanged (`--show-unchanged` lists them)."
+        ),
+        "{plan_part}"
+    );
+
+    let all = iac_run(&emu, &["plan", "--show-unchanged"], file.path());
+    let plan_part = all
+        .stdout
+        .split("Estimated monthly cost")
+        .next()
+        .unwrap_or_default();
+    let rows = changed(plan_part);
+    assert_eq!(rows.len(), 7, "{plan_part}");
+    assert!(rows.contains(&"~ security-group web-sg".to_string()));
+    assert!(
+        rows.iter().any(|r| r.starts_with("instance vm (i-")),
+        "{rows:?}"
+    );
+    assert!(
+        plan_part.contains("6 unchanged.") && !plan_part.contains("--show-unchanged"),
+        "{plan_part}"
+    );
+
+    let json = iac_run(&emu, &["-o", "json", "plan"], file.path());
+    let changes = json.record("plan")["changes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(changes.len(), 7, "{changes:?}");
+    assert_eq!(
+        changes
+            .iter()
+            .filter(|c| c["action"]["action"] == "keep")
+            .count(),
+        6,
+        "{changes:?}"
+    );
+
+    let md = iac_run(&emu, &["-o", "markdown", "plan"], file.path());
+    let rows: Vec<&str> = md
+        .stdout
+        .lines()
+        .take_while(|l| !l.starts_with("####"))
+        .filter(|l| l.starts_with("| `"))
+        .collect();
+    assert_eq!(rows.len(), 1, "{}", md.stdout);
+    assert!(
+        rows[0].starts_with("| `~` | security-group | `web-sg` |"),
+        "{}",
+        rows[0]
+    );
+    assert!(md
+        .stdout
+        .contains("6 unchanged (`--show-unchanged` lists them)."));
+    let md_all = iac_run(
+        &emu,
+        &["-o", "markdown", "plan", "--show-unchanged"],
+        file.path(),
+    );
+    let rows = md_all
+        .stdout
+        .lines()
+        .take_while(|l| !l.starts_with("####"))
+        .filter(|l| l.starts_with("| `"))
+        .count();
+    assert_eq!(rows, 7, "{}", md_all.stdout);
+}
+
+/// The help texts, at a fixed width (clap wraps to the terminal's, or to `COLUMNS`).
+#[test]
+fn help_texts() {
+    for (name, args) in [
+        ("help-iac", vec!["--help"]),
+        ("help-up", vec!["up", "--help"]),
+    ] {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin("iac"));
+        c.args(&args)
+            .env("COLUMNS", "100")
+            .env("LINES", "50")
+            .env_remove("IAC_REGION")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("CLICOLOR_FORCE");
+        let r = run(c);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        insta::assert_snapshot!(name, r.stdout);
+    }
+}
