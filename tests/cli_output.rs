@@ -179,7 +179,7 @@ async fn plan_counts_unchanged_resources_and_lists_them_on_request() {
     );
     assert!(
         plan_part.contains(
-            "0 to create, 1 to update, 0 to replace, 0 to delete, 6 unchanged (`--show-unchanged` lists them)."
+            "0 to create, 1 to update, 0 to replace, 0 to delete, 7 unchanged (`--show-unchanged` lists them)."
         ),
         "{plan_part}"
     );
@@ -191,14 +191,14 @@ async fn plan_counts_unchanged_resources_and_lists_them_on_request() {
         .next()
         .unwrap_or_default();
     let rows = changed(plan_part);
-    assert_eq!(rows.len(), 7, "{plan_part}");
+    assert_eq!(rows.len(), 8, "{plan_part}");
     assert!(rows.contains(&"~ security-group web-sg".to_string()));
     assert!(
         rows.iter().any(|r| r.starts_with("instance vm (i-")),
         "{rows:?}"
     );
     assert!(
-        plan_part.contains("6 unchanged.") && !plan_part.contains("--show-unchanged"),
+        plan_part.contains("7 unchanged.") && !plan_part.contains("--show-unchanged"),
         "{plan_part}"
     );
 
@@ -207,13 +207,13 @@ async fn plan_counts_unchanged_resources_and_lists_them_on_request() {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    assert_eq!(changes.len(), 7, "{changes:?}");
+    assert_eq!(changes.len(), 8, "{changes:?}");
     assert_eq!(
         changes
             .iter()
             .filter(|c| c["action"]["action"] == "keep")
             .count(),
-        6,
+        7,
         "{changes:?}"
     );
 
@@ -232,7 +232,7 @@ async fn plan_counts_unchanged_resources_and_lists_them_on_request() {
     );
     assert!(md
         .stdout
-        .contains("6 unchanged (`--show-unchanged` lists them)."));
+        .contains("7 unchanged (`--show-unchanged` lists them)."));
     let md_all = iac_run(
         &emu,
         &["-o", "markdown", "plan", "--show-unchanged"],
@@ -244,7 +244,7 @@ async fn plan_counts_unchanged_resources_and_lists_them_on_request() {
         .take_while(|l| !l.starts_with("####"))
         .filter(|l| l.starts_with("| `"))
         .count();
-    assert_eq!(rows, 7, "{}", md_all.stdout);
+    assert_eq!(rows, 8, "{}", md_all.stdout);
 }
 
 /// The help texts, at a fixed width (clap wraps to the terminal's, or to `COLUMNS`).

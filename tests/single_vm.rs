@@ -132,6 +132,18 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
     let file = StackFile::example(stack, &[]);
     let r = up(&emu, file.path());
     let outputs = r.record("outputs")["outputs"].clone();
+    // The record of the kinds the stack has is written before anything else is started, so a
+    // run killed halfway leaves nothing the next run's discovery would not look for.
+    let events = r.records();
+    let recorded = events
+        .iter()
+        .position(|e| e["event"] == "done" && e["id"] == "discovery-kinds")
+        .expect("the record was written");
+    let first_start = events
+        .iter()
+        .position(|e| e["event"] == "started" && e["id"] != "discovery-kinds")
+        .expect("resources were created");
+    assert!(recorded < first_start, "{events:#?}");
 
     let ec2 = emu.ec2().await;
     // Security group: web from anywhere, SSH only from ssh_from, nothing else.
@@ -280,7 +292,7 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
         .filter_map(|e| e["kind"].as_str().map(str::to_string))
         .collect();
     // (The data volume goes after the instance it was attached to; the parameters the instance
-    // read go last.)
+    // read, and the record of the kinds discovery reads, go last.)
     assert_eq!(
         order,
         vec![
@@ -289,6 +301,7 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
             "instance",
             "volume",
             "security-group",
+            "ssm-parameter",
             "ssm-parameter",
             "ssm-parameter"
         ]
@@ -306,8 +319,8 @@ async fn plan_is_data_and_detailed_exitcode_says_whether_there_are_changes() {
     assert_eq!(r.code, 3, "{}", r.stderr);
     let plan = r.record("plan");
     // The security group, the app spec and database password parameters, the VM, its data
-    // volume, the Elastic IP and the DNS record.
-    assert_eq!(plan["summary"]["create"], 7);
+    // volume, the Elastic IP, the DNS record, and the record of the kinds discovery reads.
+    assert_eq!(plan["summary"]["create"], 8);
     // plan made no mutating call.
     assert_eq!(r.record("summary")["mutating_calls"], serde_json::json!({}));
     assert!(live_instances(&emu.ec2().await, "vm-plan").await.is_empty());
@@ -316,7 +329,24 @@ async fn plan_is_data_and_detailed_exitcode_says_whether_there_are_changes() {
     c.args(["plan", "--detailed-exitcode"]).arg(file.path());
     let r = run(c);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("7 unchanged"), "{}", r.stdout);
+    assert!(r.stdout.contains("8 unchanged"), "{}", r.stdout);
+
+    // Discovery asked only the services the stack uses (its record names them).
+    let mut c = emu.iac();
+    c.args(["-o", "json", "plan"]).arg(file.path());
+    let r = run_ok(c);
+    let calls = r.record("summary")["api_calls"].clone();
+    let services: std::collections::BTreeSet<&str> = calls
+        .as_object()
+        .expect("api_calls")
+        .keys()
+        .filter_map(|k| k.split(':').next())
+        .collect();
+    assert_eq!(
+        services,
+        ["ec2", "route53", "ssm"].into_iter().collect(),
+        "{calls}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -26,6 +26,10 @@ pub const IMAGE: &str = "iac:image";
 pub const IMAGE_ID: &str = "iac:image-id";
 /// On an Elastic IP: the Route 53 record pointing at it, `<zone id>/<name>` (records have no tags).
 pub const DNS_RECORD: &str = "iac:dns-record";
+/// On an Elastic IP, beside [`DNS_RECORD`]: the record's logical id.
+pub const DNS_ID: &str = "iac:dns-id";
+/// The logical id of a record written before [`DNS_ID`] existed (every tier called it `dns`).
+pub const LEGACY_DNS_ID: &str = "dns";
 
 /// Whether a resource whose `iac:stack` tag is `value` belongs to `stack`. Tag filters (EC2's
 /// `tag:` filters, the tagging API) read `*` and `?` as wildcards; every lookup by tag checks the

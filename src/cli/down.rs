@@ -12,6 +12,7 @@ use crate::apply::{self, Reporter};
 use crate::aws::provider::{self, Applier};
 use crate::aws::{boot_report, lock, tagging, Aws};
 use crate::plan::{Details, Kind, Observed};
+use crate::tiers;
 
 /// The stack name and region from a file (validated) or from `--stack`.
 pub fn target(src: &StackArgs, stack: Option<&str>) -> anyhow::Result<(String, Option<String>)> {
@@ -169,7 +170,8 @@ async fn delete(
         .partition(|o| is_kept_data(o, delete_data));
     // custom-scaler: the instances the monitor launched go too (after the monitor, before the
     // launch template: see the provider's delete order).
-    doomed.extend(found.pool.iter().cloned());
+    let pool = tiers::custom_scaler::pool(&found.untracked);
+    doomed.extend(pool.iter().cloned());
     if doomed.is_empty() {
         printer.line(format!(
             "Nothing to delete for stack `{name}` in {}.",
@@ -197,7 +199,8 @@ async fn delete(
         }
         let mut applier = Applier::for_stack(aws.clone(), &name, reporter.clone());
         applier.skip_final_snapshot = skip_final_snapshot;
-        let nodes = applier.delete_nodes(&doomed);
+        let launched = |o: &Observed| tiers::custom_scaler::is_pool(&o.tags);
+        let nodes = applier.delete_nodes(&doomed, &launched);
         applier
             .revoke_group_references(&doomed)
             .await
@@ -208,17 +211,23 @@ async fn delete(
         }
         // A monitor still running elsewhere (`scaler.monitor.address`) may have launched more
         // while the template existed: terminate those too.
-        if !found.pool.is_empty() || doomed.iter().any(|o| o.kind == Kind::LaunchTemplate) {
+        if !pool.is_empty() || doomed.iter().any(|o| o.kind == Kind::LaunchTemplate) {
             let late = provider::discover(&aws, &name)
                 .await
                 .with_context(|| format!("looking for instances launched during `down` of {name}"))?
-                .pool;
+                .untracked;
+            let late = tiers::custom_scaler::pool(&late);
             if !late.is_empty() {
                 printer.line(format!(
                     "    {} instance(s) launched by the monitor during `down`; terminating them",
                     late.len()
                 ));
-                apply::run(applier.delete_nodes(&late), parallelism, reporter.clone()).await;
+                apply::run(
+                    applier.delete_nodes(&late, &launched),
+                    parallelism,
+                    reporter.clone(),
+                )
+                .await;
             }
         }
     }

@@ -74,14 +74,19 @@ pub async fn compute_with(
                 stack.name()
             )
         })?;
-    let discovered = provider::discover(&aws, stack.name())
-        .await
-        .with_context(|| {
-            format!(
-                "discovering the resources tagged iac:stack={}",
-                stack.name()
-            )
-        })?;
+    // The graph names the kinds to look for; the image it is built with may still move to
+    // the one the stack runs (below).
+    let mut desired = tiers::desired(&stack, &inputs)?;
+    let discovered =
+        provider::discover_scoped(&aws, stack.name(), &plan::scope::declared(&desired))
+            .await
+            .with_context(|| {
+                format!(
+                    "discovering the resources tagged iac:stack={}",
+                    stack.name()
+                )
+            })?;
+    let latest = inputs.clone();
     provider::pin_image(
         &aws,
         &stack,
@@ -92,7 +97,20 @@ pub async fn compute_with(
     )
     .await
     .with_context(|| format!("looking up the image stack `{}` runs", stack.name()))?;
-    let desired = tiers::desired(&stack, &inputs)?;
+    if inputs != latest {
+        desired = tiers::desired(&stack, &inputs)?;
+    }
+    // The record is written before anything it names is created, so a run killed halfway
+    // leaves no resource of a kind the next run would not look for.
+    let record = plan::scope::record(
+        crate::render::param_name(stack.name(), plan::scope::RECORD),
+        &desired,
+        &discovered.resources,
+    );
+    for r in &mut desired {
+        r.deps.push(record.id.clone());
+    }
+    desired.push(record);
     let plan = plan::diff(stack.name(), &desired, &discovered.resources);
     Ok(Planned {
         stack,

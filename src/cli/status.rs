@@ -23,9 +23,11 @@ pub async fn run(
     let started = std::time::Instant::now();
     let (name, region) = down::target(src, stack)?;
     let aws = Aws::connect(&g.aws(), region.as_deref()).await;
-    let found = provider::discover(&aws, &name)
+    // The kinds the stack recorded at its last `up` (every service when it has no record).
+    let found = provider::discover_scoped(&aws, &name, &Default::default())
         .await
         .with_context(|| format!("discovering the resources tagged iac:stack={name}"))?;
+    let pool = crate::tiers::custom_scaler::pool(&found.untracked);
     let loaded = if src.is_empty() {
         None
     } else {
@@ -33,12 +35,12 @@ pub async fn run(
     };
     lock_report(printer, &aws, &name).await?;
     let outputs = match &loaded {
-        Some(stack) => provider::outputs(stack, &found.resources),
+        Some(stack) => crate::tiers::outputs(stack, &found.resources),
         None => Default::default(),
     };
     if printer.json() {
-        printer.record(&serde_json::json!({"event": "status", "stack": name, "region": aws.region, "resources": found.resources, "pool": found.pool}));
-    } else if found.resources.is_empty() && found.pool.is_empty() {
+        printer.record(&serde_json::json!({"event": "status", "stack": name, "region": aws.region, "resources": found.resources, "pool": pool}));
+    } else if found.resources.is_empty() && pool.is_empty() {
         printer.line(format!(
             "Stack `{name}` has no resources in {}.",
             aws.region
@@ -55,8 +57,8 @@ pub async fn run(
         printer.table(&t);
     }
     monitor_report(printer, &found.resources);
-    if !printer.json() && !found.pool.is_empty() {
-        pool_report(printer, &found.pool);
+    if !printer.json() && !pool.is_empty() {
+        pool_report(printer, &pool);
     }
     boot_states(printer, &aws, &name).await;
     super::plan::print_cost(

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
 use super::output::Printer;
 use super::stack_args::StackArgs;
@@ -145,20 +145,33 @@ async fn converge(
             planned.stack.name()
         ));
     }
-    // What the stack is now: after changes, discovered again; with none, what the plan saw.
-    let found: Vec<crate::plan::Observed> = if summary.has_changes() {
-        provider::discover(&aws, planned.stack.name())
-            .await?
-            .resources
-    } else {
-        planned
-            .plan
-            .changes
-            .iter()
-            .filter_map(|c| c.actual.clone())
-            .collect()
-    };
-    let outputs = provider::outputs(&planned.stack, &found);
+    // What the stack is now: what the plan saw, with the kinds this run changed read again
+    // (their addresses, endpoints and ids are new).
+    let mut found: Vec<crate::plan::Observed> = planned
+        .plan
+        .changes
+        .iter()
+        .filter(|c| !c.action.is_change())
+        .filter_map(|c| c.actual.clone())
+        .collect();
+    let changed: std::collections::BTreeSet<crate::plan::Kind> = planned
+        .plan
+        .changes
+        .iter()
+        .filter(|c| c.action.is_change())
+        .map(|c| c.kind)
+        .collect();
+    if !changed.is_empty() {
+        // Every kind the calls for these kinds find comes back (an address with its record).
+        let changed = provider::found_with(&changed);
+        let fresh = provider::discover_kinds(&aws, planned.stack.name(), &changed)
+            .await
+            .context("reading what this run created")?
+            .resources;
+        found.retain(|o| !changed.contains(&o.kind));
+        found.extend(fresh);
+    }
+    let outputs = crate::tiers::outputs(&planned.stack, &found);
     match (opts.wait, &aws.endpoint_override) {
         (Wait::No, _) => {}
         (Wait::Auto, Some(endpoint)) => reporter.event(&Event::Info {

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
-use super::alb::ListenerAction;
+use super::alb::{LaunchTemplateSpec, ListenerAction};
 use super::resource::*;
 use super::{Action, Change, Plan};
 
@@ -12,6 +12,11 @@ use super::{Action, Change, Plan};
 pub fn short_hash(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The content hash a launch template's latest version is compared by.
+pub fn launch_template_hash(s: &LaunchTemplateSpec) -> String {
+    short_hash(serde_json::to_string(s).unwrap_or_default().as_bytes())
 }
 
 /// Hash of the instance settings that cannot change in place. Security groups are compared
@@ -511,7 +516,7 @@ fn compare_alb(
             update_if(reasons)
         }
         (Spec::LaunchTemplate(s), Details::LaunchTemplate { spec_hash, .. }) => {
-            let want = crate::tiers::alb_asg::launch_template_hash(s);
+            let want = launch_template_hash(s);
             update_if(if spec_hash.as_deref() == Some(want.as_str()) {
                 vec![]
             } else {

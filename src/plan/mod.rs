@@ -8,6 +8,7 @@ pub mod data;
 pub mod diff;
 pub mod resource;
 pub mod role;
+pub mod scope;
 
 pub use alb::*;
 pub use diff::diff;
@@ -15,6 +16,31 @@ pub use resource::*;
 pub use role::*;
 
 use serde::Serialize;
+
+/// Facts about the account that the desired graph depends on, looked up before planning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inputs {
+    pub vpc_id: String,
+    /// The subnet a single instance goes into (the first of `subnets`).
+    pub subnet_id: Option<String>,
+    /// Every usable subnet with its availability zone; instances of a pool are spread over them.
+    pub subnets: Vec<(String, String)>,
+    pub image_id: String,
+    /// The image's root device name, for the encrypted root volume mapping.
+    pub root_device: String,
+    /// Route 53 zone id when the stack names a hosted zone.
+    pub hosted_zone_id: Option<String>,
+}
+
+/// Builds the command, sent to the leader, that drains and removes the node with a private IP.
+pub type DrainCommand = std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// Nodes of a cluster are drained through its leader before they are terminated (swarm).
+#[derive(Clone)]
+pub struct Drain {
+    pub leader: ResourceId,
+    pub command: DrainCommand,
+}
 
 /// What `up` will do to one resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -273,6 +273,44 @@ pub struct Balancer {
     pub instance_type: Option<String>,
 }
 
+impl StackFile {
+    /// The stack file as another machine reads it (the custom scaler's monitor VM): the parsed
+    /// file with its defaults, comments and unset keys dropped, and without `public_key_file` (a
+    /// path on this machine). It loads and validates like the original.
+    pub fn portable_yaml(&self) -> Result<String, String> {
+        let mut copy = self.clone();
+        if let Some(kp) = copy.instance.key_pair.as_mut() {
+            kp.public_key_file = None;
+        }
+        let mut v = serde_json::to_value(&copy).map_err(|e| e.to_string())?;
+        strip_nulls(&mut v);
+        let body = yaml_serde::to_string(&v).map_err(|e| e.to_string())?;
+        Ok(format!(
+            "# Stack `{}` as `iac up` stored it for the monitor: edit the original and run `iac up`.\n{body}",
+            self.name
+        ))
+    }
+}
+
+fn strip_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(strip_nulls);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+/// Ports Docker Swarm itself uses (so the app cannot publish them): (protocol, port, what).
+pub const SWARM_PORTS: &[(&str, u16, &str)] = &[
+    ("tcp", 2377, "swarm management"),
+    ("tcp", 7946, "swarm gossip"),
+    ("udp", 7946, "swarm gossip"),
+    ("udp", 4789, "overlay network (VXLAN)"),
+];
+
 /// swarm: Docker Swarm managers and workers, and the app as a replicated service.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

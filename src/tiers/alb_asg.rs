@@ -14,7 +14,6 @@
 //! boot, so the launch template changes only when the app does, and each change rolls out as a
 //! new template version plus an instance refresh.
 
-use crate::plan::diff::short_hash;
 use crate::plan::*;
 use crate::render::{self, alb_asg as r};
 use crate::stack::Stack;
@@ -58,10 +57,7 @@ fn param(stack: &Stack, leaf: &str, of: &str, attr: &str) -> Resource {
     )
 }
 
-/// The content hash a launch template's latest version is compared by.
-pub fn launch_template_hash(s: &LaunchTemplateSpec) -> String {
-    short_hash(serde_json::to_string(s).unwrap_or_default().as_bytes())
-}
+pub use crate::plan::diff::launch_template_hash;
 
 pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierError> {
     let s = &stack.spec;

@@ -72,34 +72,24 @@ pub fn is_pool(tags: &BTreeMap<String, String>) -> bool {
         && !tags.contains_key(crate::aws::tags::ID)
 }
 
-fn strip_nulls(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(m) => {
-            m.retain(|_, x| !x.is_null());
-            m.values_mut().for_each(strip_nulls);
-        }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_nulls),
-        _ => {}
-    }
+/// The instances of `untracked` (see `Discovered::untracked`) that the monitor launched,
+/// reported with the logical id [`POOL`].
+pub fn pool(untracked: &[Observed]) -> Vec<Observed> {
+    untracked
+        .iter()
+        .filter(|o| is_pool(&o.tags))
+        .map(|o| Observed {
+            id: ResourceId::new(POOL),
+            ..o.clone()
+        })
+        .collect()
 }
 
-/// The stack file as the monitor VM reads it (`/iac/<stack>/stack-file`): the parsed file with
-/// its defaults, comments and unset keys dropped, and without `public_key_file` (a path on this
-/// machine). It loads and validates like the original.
+/// The stack file as the monitor VM reads it (`/iac/<stack>/stack-file`): see
+/// [`StackFile::portable_yaml`].
 pub fn monitor_stack_file(s: &StackFile) -> Result<String, RenderError> {
-    let mut copy = s.clone();
-    if let Some(kp) = copy.instance.key_pair.as_mut() {
-        kp.public_key_file = None;
-    }
-    let fail =
-        |e: String| crate::render::invalid("scaler", format!("cannot store the stack file: {e}"));
-    let mut v = serde_json::to_value(&copy).map_err(|e| fail(e.to_string()))?;
-    strip_nulls(&mut v);
-    let body = yaml_serde::to_string(&v).map_err(|e| fail(e.to_string()))?;
-    Ok(format!(
-        "# Stack `{}` as `iac up` stored it for the monitor: edit the original and run `iac up`.\n{body}",
-        s.name
-    ))
+    s.portable_yaml()
+        .map_err(|e| crate::render::invalid("scaler", format!("cannot store the stack file: {e}")))
 }
 
 /// Machine roles: the monitor VM, and the pool's instances (the agents).

@@ -4,8 +4,11 @@
 pub mod alb_asg;
 pub mod custom_scaler;
 pub mod lb_vms;
+mod outputs;
 pub mod single_vm;
 pub mod swarm;
+
+pub use outputs::outputs;
 
 use crate::plan::{
     IngressRule, InstanceProfileSpec, Resource, RoleGrants, SecurityGroupSpec, Source, Spec,
@@ -13,20 +16,7 @@ use crate::plan::{
 use crate::render::RenderError;
 use crate::stack::{Stack, Tier};
 
-/// Facts about the account that the desired graph depends on, looked up before planning.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Inputs {
-    pub vpc_id: String,
-    /// The subnet a single instance goes into (the first of `subnets`).
-    pub subnet_id: Option<String>,
-    /// Every usable subnet with its availability zone; instances of a pool are spread over them.
-    pub subnets: Vec<(String, String)>,
-    pub image_id: String,
-    /// The image's root device name, for the encrypted root volume mapping.
-    pub root_device: String,
-    /// Route 53 zone id when the stack names a hosted zone.
-    pub hosted_zone_id: Option<String>,
-}
+pub use crate::plan::Inputs;
 
 /// A TCP rule opening one port to `source`.
 pub(crate) fn tcp_rule(port: u16, source: Source, description: &str) -> IngressRule {
@@ -220,15 +210,7 @@ pub fn readiness(stack: &Stack) -> Readiness {
     }
 }
 
-/// Builds the command, sent to the leader, that drains and removes the node with a private IP.
-pub type DrainCommand = std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>;
-
-/// Nodes of a cluster are drained through its leader before they are terminated (swarm).
-#[derive(Clone)]
-pub struct Drain {
-    pub leader: crate::plan::ResourceId,
-    pub command: DrainCommand,
-}
+pub use crate::plan::{Drain, DrainCommand};
 
 /// The drain hook of a stack's tier, if it has one.
 pub fn drain(stack: &Stack) -> Option<Drain> {

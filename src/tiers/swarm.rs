@@ -23,13 +23,7 @@ pub const LEADER: &str = "manager-1";
 pub const EIP: &str = "eip";
 pub const DNS: &str = "dns";
 
-/// Ports Swarm itself uses: (protocol, port, what).
-pub const SWARM_PORTS: &[(&str, u16, &str)] = &[
-    ("tcp", 2377, "swarm management"),
-    ("tcp", 7946, "swarm gossip"),
-    ("udp", 7946, "swarm gossip"),
-    ("udp", 4789, "overlay network (VXLAN)"),
-];
+pub use crate::stack::model::SWARM_PORTS;
 
 /// Machine roles: the first manager (it initialises the swarm and is the leader `iac` talks
 /// to), the other managers, the workers.

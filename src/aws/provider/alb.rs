@@ -309,7 +309,7 @@ impl Applier {
             }
             Spec::LaunchTemplate(s) => {
                 let sgs = self.ids(&s.security_groups, "ec2:CreateLaunchTemplate")?;
-                let hash = crate::tiers::alb_asg::launch_template_hash(s);
+                let hash = crate::plan::diff::launch_template_hash(s);
                 match physical {
                     Some(id) if !create => {
                         let v = ec2::new_launch_template_version(aws, &id, s, sgs).await?;

@@ -1,44 +1,137 @@
 //! Discovery by tag, and the read-only look-ups a tier's graph needs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::apply::events::{Event, Reporter};
 use crate::aws::error::{AwsError, ErrorClass};
 use crate::aws::{autoscaling, ec2, efs, elbv2, iam, rds, route53, ssm, tags, Aws};
+use crate::plan::scope;
 use crate::plan::*;
 use crate::stack::model::ImagePolicy;
 use crate::stack::validate::IMAGE_ALIASES;
 use crate::stack::Stack;
-use crate::tiers::Inputs;
 
 /// Everything tagged with a stack.
 #[derive(Debug, Default, Clone)]
 pub struct Discovered {
     pub resources: Vec<Observed>,
     pub terminated_ids: Vec<String>,
-    /// custom-scaler: the instances the monitor launched (tagged `iac:scaler=pool`, no `iac:id`),
-    /// reported with the logical id `pool`. Not part of `resources`: `up` and `plan` neither
-    /// adopt nor delete them; `down` terminates them and `status` lists them.
-    pub pool: Vec<Observed>,
+    /// Live instances tagged with the stack but without an `iac:id`: launched on the stack's
+    /// behalf by something else (an Auto Scaling group, a scaler's monitor). Not part of
+    /// `resources`: `up` and `plan` neither adopt nor delete them; the tier that launches them
+    /// says which are its own (`tiers::custom_scaler::pool`).
+    pub untracked: Vec<Observed>,
 }
 
-/// Finds every resource of `stack` through its tags (no local state).
+/// Finds every resource of `stack` through its tags (no local state), in every service.
 pub async fn discover(aws: &Aws, stack: &str) -> Result<Discovered, AwsError> {
-    let (keys, groups, instances, addresses, volumes, params) = tokio::try_join!(
-        ec2::discover_key_pairs(aws, stack),
-        ec2::discover_security_groups(aws, stack),
-        ec2::discover_instances(aws, stack),
-        ec2::discover_addresses(aws, stack),
-        ec2::discover_volumes(aws, stack),
-        ssm::discover(aws, stack),
-    )?;
-    let (profiles, templates, balancing, groups_as, databases, files) = tokio::try_join!(
-        iam::discover(aws, stack),
-        ec2::discover_launch_templates(aws, stack),
-        elbv2::discover(aws, stack),
-        autoscaling::discover(aws, stack),
-        rds::discover(aws, stack),
-        efs::discover(aws, stack),
+    discover_kinds(aws, stack, &Kind::ALL.into_iter().collect()).await
+}
+
+/// Finds the resources of `stack` of the kinds `wanted` (what the stack file declares), and of
+/// the kinds the stack's [`scope`] record names (what it had before: a resource of a kind the
+/// file no longer uses must still be found, to be deleted). A stack without the record (made
+/// by an older iac, or the record deleted by hand) is looked for in every service.
+pub async fn discover_scoped(
+    aws: &Aws,
+    stack: &str,
+    wanted: &BTreeSet<Kind>,
+) -> Result<Discovered, AwsError> {
+    let mut asked: BTreeSet<Kind> = wanted.iter().copied().chain(scope::ALWAYS).collect();
+    let mut found = discover_kinds(aws, stack, &asked).await?;
+    let recorded = scope::recorded(&found.resources).unwrap_or_else(|| Kind::ALL.into());
+    let missing: BTreeSet<Kind> = recorded
+        .difference(&asked)
+        .copied()
+        .filter(|k| !asked.iter().any(|a| same_call(*a, *k)))
+        .collect();
+    if !missing.is_empty() {
+        let more = discover_kinds(aws, stack, &missing).await?;
+        found.resources.extend(more.resources);
+        asked.extend(missing);
+    }
+    Ok(found)
+}
+
+/// Every kind the discovery calls for `kinds` find.
+pub fn found_with(kinds: &BTreeSet<Kind>) -> BTreeSet<Kind> {
+    Kind::ALL
+        .into_iter()
+        .filter(|k| kinds.iter().any(|a| same_call(*a, *k)))
+        .collect()
+}
+
+/// Whether one discovery call finds both kinds (it is asked once for either).
+fn same_call(a: Kind, b: Kind) -> bool {
+    call_of(a) == call_of(b)
+}
+
+/// The discovery call that finds a kind.
+fn call_of(k: Kind) -> u8 {
+    match k {
+        Kind::KeyPair => 0,
+        Kind::SecurityGroup => 1,
+        Kind::Instance => 2,
+        Kind::ElasticIp | Kind::DnsRecord => 3,
+        Kind::Volume => 4,
+        Kind::SsmParameter => 5,
+        Kind::InstanceProfile => 6,
+        Kind::LaunchTemplate => 7,
+        Kind::TargetGroup | Kind::LoadBalancer | Kind::Listener => 8,
+        Kind::AutoScalingGroup | Kind::ScalingPolicy => 9,
+        Kind::DbSubnetGroup | Kind::DbCluster | Kind::DbInstance => 10,
+        Kind::FileSystem | Kind::MountTarget => 11,
+    }
+}
+
+/// One concurrent round of discovery calls: those that find a kind of `kinds`.
+pub async fn discover_kinds(
+    aws: &Aws,
+    stack: &str,
+    kinds: &BTreeSet<Kind>,
+) -> Result<Discovered, AwsError> {
+    let calls: BTreeSet<u8> = kinds.iter().map(|k| call_of(*k)).collect();
+    let asks = |call: u8| calls.contains(&call);
+    // An empty answer for a call not asked.
+    async fn none<T: Default>() -> Result<T, AwsError> {
+        Ok(T::default())
+    }
+    macro_rules! ask {
+        ($call:expr, $f:expr) => {
+            async {
+                if asks($call) {
+                    $f.await
+                } else {
+                    none().await
+                }
+            }
+        };
+    }
+    // Every call at once: they are independent, and each service answers at its own pace.
+    let (
+        (keys, groups, instances, addresses, volumes, params),
+        (profiles, templates, balancing, groups_as, databases, files),
+    ) = tokio::try_join!(
+        async {
+            tokio::try_join!(
+                ask!(0, ec2::discover_key_pairs(aws, stack)),
+                ask!(1, ec2::discover_security_groups(aws, stack)),
+                ask!(2, ec2::discover_instances(aws, stack)),
+                ask!(3, ec2::discover_addresses(aws, stack)),
+                ask!(4, ec2::discover_volumes(aws, stack)),
+                ask!(5, ssm::discover(aws, stack)),
+            )
+        },
+        async {
+            tokio::try_join!(
+                ask!(6, iam::discover(aws, stack)),
+                ask!(7, ec2::discover_launch_templates(aws, stack)),
+                ask!(8, elbv2::discover(aws, stack)),
+                ask!(9, autoscaling::discover(aws, stack)),
+                ask!(10, rds::discover(aws, stack)),
+                ask!(11, efs::discover(aws, stack)),
+            )
+        },
     )?;
     let mut records = Vec::new();
     for a in &addresses {
@@ -50,7 +143,11 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Discovered, AwsError> {
         };
         match route53::get_a_record(aws, zone_id, name).await {
             Ok(Some((values, _))) => records.push(Observed {
-                id: ResourceId::new(crate::tiers::single_vm::DNS),
+                id: ResourceId::new(
+                    a.tags
+                        .get(tags::DNS_ID)
+                        .map_or(tags::LEGACY_DNS_ID, String::as_str),
+                ),
                 kind: Kind::DnsRecord,
                 physical_id: format!("{zone_id}/{name}"),
                 state: "present".to_string(),
@@ -78,19 +175,10 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Discovered, AwsError> {
     resources.extend(instances.live);
     resources.extend(addresses);
     resources.extend(records);
-    let pool = instances
-        .untracked
-        .into_iter()
-        .filter(|o| crate::tiers::custom_scaler::is_pool(&o.tags))
-        .map(|o| Observed {
-            id: ResourceId::new(crate::tiers::custom_scaler::POOL),
-            ..o
-        })
-        .collect();
     Ok(Discovered {
         resources,
         terminated_ids: instances.terminated_ids,
-        pool,
+        untracked: instances.untracked,
     })
 }
 
@@ -276,7 +364,7 @@ async fn check_engine_version(
     let Some((engine, version)) = s
         .database
         .as_ref()
-        .filter(|_| s.tier == crate::stack::Tier::AlbAsg)
+        .filter(|d| d.engine.starts_with("aurora"))
         .and_then(|d| {
             crate::stack::validate::aurora_engine_version(&d.version).map(|v| (&d.engine, v))
         })

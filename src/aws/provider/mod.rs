@@ -6,14 +6,14 @@
 //! - this file: the [`Applier`], which builds executor nodes and applies or deletes the
 //!   single-instance kinds (groups, keys, instances, addresses, records, parameters, volumes).
 //! - `alb`: the same for the alb-asg kinds (load balancing, auto scaling, Aurora, EFS, IAM).
-//! - `outputs`: what `up` and `status` print.
 
 mod alb;
 mod discover;
-mod outputs;
 
-pub use discover::{discover, pin_image, resolve_inputs, resolve_network, Discovered};
-pub use outputs::outputs;
+pub use discover::{
+    discover, discover_kinds, discover_scoped, found_with, pin_image, resolve_inputs,
+    resolve_network, Discovered,
+};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -83,7 +83,7 @@ pub struct Applier {
     /// `down --delete-data`: also delete data volumes.
     pub delete_data: bool,
     /// Swarm: nodes are drained through the leader before they are terminated.
-    pub drain: Option<crate::tiers::Drain>,
+    pub drain: Option<Drain>,
     /// `down --skip-final-snapshot`: delete Aurora clusters without a final snapshot.
     pub skip_final_snapshot: bool,
     /// Launch templates that get a new version in this run (their groups refresh).
@@ -265,7 +265,14 @@ impl Applier {
     }
 
     /// Deletion nodes for everything observed (for `down`), most dependent kinds first.
-    pub fn delete_nodes(&self, observed: &[Observed]) -> Vec<Node<AwsError>> {
+    /// `launched` tells the instances launched from the stack's templates by something other
+    /// than iac (a scaler's pool): they go after the stack's own instances (which may launch
+    /// more until they are gone) and before the templates.
+    pub fn delete_nodes(
+        &self,
+        observed: &[Observed],
+        launched: &dyn Fn(&Observed) -> bool,
+    ) -> Vec<Node<AwsError>> {
         // What the deletions refer to by logical id (the groups a rule names) is known.
         for o in observed {
             self.remember(&o.id, known_of(o));
@@ -274,7 +281,7 @@ impl Applier {
         order_deletes(&mut nodes);
         let pool: Vec<bool> = observed
             .iter()
-            .map(|o| o.kind == Kind::Instance && crate::tiers::custom_scaler::is_pool(&o.tags))
+            .map(|o| o.kind == Kind::Instance && launched(o))
             .collect();
         order_pool_deletes(&mut nodes, &pool);
         nodes
@@ -593,6 +600,7 @@ impl Applier {
                     tags::DNS_RECORD.to_string(),
                     format!("{}/{}", s.zone_id, s.name),
                 );
+                t.insert(tags::DNS_ID.to_string(), r.id.to_string());
                 ec2::set_tags(aws, &eip.physical_id, &t).await?;
                 route53::upsert_a(aws, &s.zone_id, &s.name, &ip, s.ttl).await?;
                 Ok(Some(format!("{} A {ip}", s.name)))

@@ -258,7 +258,7 @@ pub(super) fn check_custom_scaler(c: &mut Checker, s: &StackFile) {
         );
     }
     if m.address.is_none() {
-        let stored = crate::tiers::custom_scaler::monitor_stack_file(s).unwrap_or_default();
+        let stored = s.portable_yaml().unwrap_or_default();
         if stored.len() > crate::aws::ssm::STANDARD_VALUE_MAX {
             c.err(
                 "scaler",

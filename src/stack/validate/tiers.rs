@@ -343,7 +343,7 @@ pub(super) fn check_swarm(c: &mut Checker, s: &StackFile) {
             "",
         );
     }
-    if let Some((_, _, what)) = crate::tiers::swarm::SWARM_PORTS
+    if let Some((_, _, what)) = crate::stack::model::SWARM_PORTS
         .iter()
         .find(|(_, p, _)| *p == sw.published_port)
     {

@@ -50,16 +50,16 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
             .iter()
             .find(|o| o.kind == Kind::Instance && o.id.as_str() == id)
     };
-    if let Some(vm) = instance(crate::tiers::single_vm::VM) {
+    if let Some(vm) = instance(super::single_vm::VM) {
         out.insert("instance_id".to_string(), vm.physical_id.clone());
     }
-    if let Some(lb) = instance(crate::tiers::lb_vms::LB) {
+    if let Some(lb) = instance(super::lb_vms::LB) {
         out.insert("balancer_instance_id".to_string(), lb.physical_id.clone());
     }
     if let Some(Details::Instance {
         private_ip: Some(ip),
         ..
-    }) = instance(crate::tiers::lb_vms::DB).map(|o| &o.details)
+    }) = instance(super::lb_vms::DB).map(|o| &o.details)
     {
         out.insert("database_private_ip".to_string(), ip.clone());
     }
@@ -103,7 +103,7 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
         let name = stack.name();
         out.insert(
             "launch_template".to_string(),
-            crate::tiers::custom_scaler::launch_template_name(name),
+            super::custom_scaler::launch_template_name(name),
         );
         // The parameter's name only: the token itself is never read back.
         out.insert(
@@ -123,7 +123,7 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
         // The monitor VM is its group's instance in service (the group replaces it).
         let monitor = found.iter().find_map(|o| match &o.details {
             Details::AutoScalingGroup { in_service, .. }
-                if o.id.as_str() == crate::tiers::custom_scaler::MONITOR =>
+                if o.id.as_str() == super::custom_scaler::MONITOR =>
             {
                 in_service.first()
             }
