@@ -11,9 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use aws_sdk_ec2::types::{
-    Filter, LaunchTemplateSpecification, ResourceType, Tag, TagSpecification,
-};
+use aws_sdk_ec2::types::{Filter, Tag};
 use common::*;
 
 fn iac_json(emu: &Emulator, args: &[&str], file: &std::path::Path) -> Run {
@@ -71,44 +69,6 @@ async fn launch_template(
         String::from_utf8(raw).expect("utf-8 user-data")
     };
     (lt.tags().to_vec(), data, ud)
-}
-
-/// Launches one pool instance the way the monitor does: RunInstances from the launch template,
-/// tagged at creation with the pool tags and no `iac:id`.
-async fn launch_pool_instance(ec2: &aws_sdk_ec2::Client, stack: &str) -> String {
-    let tags: Vec<Tag> = [
-        ("Name", format!("{stack}-agent")),
-        ("iac:stack", stack.to_string()),
-        ("iac:role", "agent".to_string()),
-        ("iac:scaler", "pool".to_string()),
-        ("managed-by", "iac".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| Tag::builder().key(k).value(v).build())
-    .collect();
-    let out = ec2
-        .run_instances()
-        .launch_template(
-            LaunchTemplateSpecification::builder()
-                .launch_template_name(format!("{stack}-agent"))
-                .version("$Default")
-                .build(),
-        )
-        .min_count(1)
-        .max_count(1)
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Instance)
-                .set_tags(Some(tags))
-                .build(),
-        )
-        .send()
-        .await
-        .expect("launch from the template");
-    out.instances()[0]
-        .instance_id()
-        .expect("instance id")
-        .to_string()
 }
 
 /// The monitor VM's Auto Scaling group (`<stack>-monitor`).

@@ -35,16 +35,6 @@ fn assert_identity(t: &BTreeMap<String, String>, stack: &str, id: &str) {
     );
 }
 
-async fn groups(ec2: &aws_sdk_ec2::Client, stack: &str) -> Vec<aws_sdk_ec2::types::SecurityGroup> {
-    ec2.describe_security_groups()
-        .filters(stack_filter(stack))
-        .send()
-        .await
-        .expect("describe groups")
-        .security_groups()
-        .to_vec()
-}
-
 async fn addresses(ec2: &aws_sdk_ec2::Client, stack: &str) -> Vec<aws_sdk_ec2::types::Address> {
     ec2.describe_addresses()
         .filters(stack_filter(stack))
@@ -147,7 +137,7 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
 
     let ec2 = emu.ec2().await;
     // Security group: web from anywhere, SSH only from ssh_from, nothing else.
-    let sgs = groups(&ec2, stack).await;
+    let sgs = security_groups(&ec2, stack).await;
     assert_eq!(sgs.len(), 1);
     let sg = &sgs[0];
     assert_identity(&tags(sg.tags()), stack, "web-sg");
@@ -280,7 +270,7 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
     // `down` from the stack name alone removes everything, including the record.
     let d = down(&emu, stack);
     assert_eq!(d.record("verified")["remaining"], serde_json::json!([]));
-    assert!(groups(&ec2, stack).await.is_empty());
+    assert!(security_groups(&ec2, stack).await.is_empty());
     assert!(live_instances(&ec2, stack).await.is_empty());
     assert!(addresses(&ec2, stack).await.is_empty());
     assert_eq!(a_record(&emu, "books.example.org.").await, None);
@@ -357,7 +347,9 @@ async fn ssh_change_updates_the_group_in_place_and_app_change_updates_the_vm_in_
     let file = StackFile::example(stack, &[]);
     up(&emu, file.path());
     let ec2 = emu.ec2().await;
-    let sg_before = groups(&ec2, stack).await[0].group_id().map(str::to_string);
+    let sg_before = security_groups(&ec2, stack).await[0]
+        .group_id()
+        .map(str::to_string);
     let vm_before = live_instances(&ec2, stack).await[0]
         .instance_id()
         .map(str::to_string);
@@ -382,7 +374,7 @@ async fn ssh_change_updates_the_group_in_place_and_app_change_updates_the_vm_in_
         p.stdout
     );
     up(&emu, file.path());
-    let sgs = groups(&ec2, stack).await;
+    let sgs = security_groups(&ec2, stack).await;
     assert_eq!(sgs.len(), 1);
     assert_eq!(
         sgs[0].group_id().map(str::to_string),
@@ -641,7 +633,7 @@ async fn up_killed_part_way_converges_without_duplicates() {
     run_ok(unlock);
     let ec2 = emu.ec2().await;
     up(&emu, file.path());
-    assert_eq!(groups(&ec2, stack).await.len(), 1);
+    assert_eq!(security_groups(&ec2, stack).await.len(), 1);
     assert_eq!(live_instances(&ec2, stack).await.len(), 1);
     assert_eq!(addresses(&ec2, stack).await.len(), 1);
     let again = up(&emu, file.path());
@@ -690,7 +682,7 @@ async fn up_and_down_ride_out_injected_faults() {
         "no fault was injected"
     );
     let ec2 = emu.ec2().await;
-    assert_eq!(groups(&ec2, stack).await.len(), 1);
+    assert_eq!(security_groups(&ec2, stack).await.len(), 1);
     assert_eq!(live_instances(&ec2, stack).await.len(), 1);
     assert_eq!(addresses(&ec2, stack).await.len(), 1);
     let mut d = emu.iac_at(&proxy.url);

@@ -124,6 +124,9 @@ pub struct DownOptions {
     pub skip_final_snapshot: bool,
     /// How long to wait for another run's lock (zero: fail at once, exit code 5).
     pub lock_wait: std::time::Duration,
+    /// `--dependency-timeout`: how long a deletion retries while something still uses the
+    /// resource, security groups included (`None`: the provider's own deadlines).
+    pub dependency_timeout: Option<std::time::Duration>,
 }
 
 pub async fn run(
@@ -199,6 +202,10 @@ async fn delete(
         }
         let mut applier = Applier::for_stack(aws.clone(), &name, reporter.clone());
         applier.skip_final_snapshot = skip_final_snapshot;
+        if let Some(timeout) = opts.dependency_timeout {
+            applier.deadlines.dependency = timeout;
+            applier.deadlines.group_dependency = timeout;
+        }
         let launched = |o: &Observed| tiers::custom_scaler::is_pool(&o.tags);
         let nodes = applier.delete_nodes(&doomed, &launched);
         applier

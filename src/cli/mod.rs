@@ -188,6 +188,11 @@ pub enum Command {
         /// instead of failing at once with exit code 5.
         #[arg(long, value_name = "DURATION", value_parser = lock_wait, default_value = "0")]
         lock_wait: std::time::Duration,
+        /// How long a deletion keeps retrying while AWS says something still uses the resource
+        /// (DependencyViolation) before `down` fails (`30s`, `10m`, `1h`; by default 5 minutes,
+        /// and 30 for security groups, whose load balancer's interfaces can take 20 to go).
+        #[arg(long, value_name = "DURATION", value_parser = lock_wait)]
+        dependency_timeout: Option<std::time::Duration>,
     },
     /// Break a stack's lock left by a run that is gone (a lost laptop, a killed CI job).
     Unlock {
@@ -313,6 +318,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             delete_data,
             skip_final_snapshot,
             lock_wait,
+            dependency_timeout,
         } => {
             let opts = down::DownOptions {
                 yes: *yes,
@@ -320,6 +326,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 delete_data: *delete_data,
                 skip_final_snapshot: *skip_final_snapshot,
                 lock_wait: *lock_wait,
+                dependency_timeout: *dependency_timeout,
             };
             down::run(&printer, g, src, stack.as_deref(), opts).await
         }

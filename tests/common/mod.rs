@@ -321,6 +321,23 @@ pub fn run_ok(cmd: Command) -> Run {
     r
 }
 
+/// `iac -o json up FILE --yes` against `url` (the emulator or a proxy in front of it); must
+/// succeed.
+pub fn iac_up(emu: &Emulator, url: &str, file: &Path) -> Run {
+    let mut c = emu.iac_at(url);
+    c.args(["-o", "json", "up"]).arg(file).arg("--yes");
+    run_ok(c)
+}
+
+/// `iac -o json down --stack STACK --yes EXTRA...` against `url`; the caller checks the exit
+/// code (4 when data is kept).
+pub fn iac_down(emu: &Emulator, url: &str, stack: &str, extra: &[&str]) -> Run {
+    let mut c = emu.iac_at(url);
+    c.args(["-o", "json", "down", "--stack", stack, "--yes"])
+        .args(extra);
+    run(c)
+}
+
 /// A copy of an example stack with its `name` and some text replaced, in a temp dir.
 pub struct StackFile {
     pub dir: tempfile::TempDir,
@@ -530,6 +547,20 @@ pub fn stack_filter(stack: &str) -> aws_sdk_ec2::types::Filter {
         .build()
 }
 
+/// The security groups tagged with the stack.
+pub async fn security_groups(
+    ec2: &aws_sdk_ec2::Client,
+    stack: &str,
+) -> Vec<aws_sdk_ec2::types::SecurityGroup> {
+    ec2.describe_security_groups()
+        .filters(stack_filter(stack))
+        .send()
+        .await
+        .expect("describe groups")
+        .security_groups()
+        .to_vec()
+}
+
 /// The value of tag `key`.
 pub fn tag(t: &[aws_sdk_ec2::types::Tag], key: &str) -> Option<String> {
     t.iter()
@@ -674,17 +705,31 @@ pub async fn group_rules(
 }
 
 /// bench/slow_proxy.py in front of an emulator: a delay per request and, optionally, seeded
-/// throttling errors and bare 503s in each service's own format. Stopped on drop.
+/// throttling errors and bare 503s in each service's own format, or DependencyViolation refusals.
+/// Every request it answers is logged in order (see [`Calls`]). Stopped on drop.
 pub struct AwsProxy {
     child: Child,
     pub url: String,
     stats: tempfile::NamedTempFile,
+    calls: tempfile::NamedTempFile,
 }
 
 impl AwsProxy {
     /// Adds `delay_ms` to every request.
     pub fn slow(emu: &Emulator, delay_ms: u64) -> AwsProxy {
         AwsProxy::start(emu, &[delay_ms.to_string()])
+    }
+
+    /// Forwards every request at once, logging each (see [`AwsProxy::calls`]).
+    pub fn logging(emu: &Emulator) -> AwsProxy {
+        AwsProxy::start(emu, &["0".to_string()])
+    }
+
+    /// Answers the first `times` requests for `op` (`ec2:DeleteSecurityGroup`) with the
+    /// service's 400 DependencyViolation, as AWS does while something still uses the resource;
+    /// forwards the rest.
+    pub fn violating(emu: &Emulator, op: &str, times: u64) -> AwsProxy {
+        AwsProxy::start(emu, &["0".to_string(), format!("--violate={op}:{times}")])
     }
 
     /// Answers a share `throttle` of the requests with the service's throttling error and a
@@ -705,11 +750,13 @@ impl AwsProxy {
         let python = moto_server().with_file_name("python");
         let port = free_port();
         let stats = tempfile::NamedTempFile::new().expect("stats file");
+        let calls = tempfile::NamedTempFile::new().expect("calls file");
         let child = Command::new(python)
             .arg(root().join("bench/slow_proxy.py"))
             .args([port.to_string(), emu.port.to_string()])
             .args(args)
             .arg(format!("--stats={}", stats.path().display()))
+            .arg(format!("--calls={}", calls.path().display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -723,6 +770,7 @@ impl AwsProxy {
             child,
             url: format!("http://127.0.0.1:{port}"),
             stats,
+            calls,
         }
     }
 
@@ -735,6 +783,16 @@ impl AwsProxy {
             v["unavailable"].as_u64().unwrap_or(0),
         )
     }
+
+    /// Every request answered so far, in the order the answers were sent.
+    pub fn calls(&self) -> Calls {
+        let text = std::fs::read_to_string(self.calls.path()).expect("read the proxy's call log");
+        Calls(
+            text.lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+                .collect(),
+        )
+    }
 }
 
 impl Drop for AwsProxy {
@@ -742,6 +800,149 @@ impl Drop for AwsProxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One request the proxy answered: the operation (`ec2:RunInstances`, as the service is named
+/// in the request's credential scope), the ids the request names, the ids a create answered
+/// with, the status, the injected error if any, and when it was sent and answered on one
+/// counter shared by all requests.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Call {
+    pub op: String,
+    pub ids: Vec<String>,
+    pub created: Vec<String>,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Call {
+    /// Whether the request or its answer names `id` (any call when `id` is empty).
+    pub fn names(&self, id: &str) -> bool {
+        id.is_empty() || self.ids.iter().chain(&self.created).any(|i| i == id)
+    }
+}
+
+/// The proxy's call log, with order assertions that name the calls they looked at.
+pub struct Calls(pub Vec<Call>);
+
+impl Calls {
+    /// The calls after the first `n` (those of a later run through the same proxy).
+    pub fn since(self, n: usize) -> Calls {
+        Calls(self.0.into_iter().skip(n).collect())
+    }
+
+    /// Calls of `op` naming `id` (in the request or the answer; any when `id` is empty).
+    pub fn of(&self, op: &str, id: &str) -> Vec<&Call> {
+        self.0
+            .iter()
+            .filter(|c| c.op == op && c.names(id))
+            .collect()
+    }
+
+    /// The one id the single successful `op` naming `id` answered with: the group id of
+    /// `CreateSecurityGroup` for its name, the instance of a `RunInstances`.
+    pub fn created(&self, op: &str, id: &str) -> String {
+        let made: Vec<&String> = self
+            .of(op, id)
+            .into_iter()
+            .filter(|c| c.error.is_none())
+            .flat_map(|c| &c.created)
+            .collect();
+        assert_eq!(
+            made.len(),
+            1,
+            "{op} {id} made {made:?}:\n{}",
+            self.changes()
+        );
+        made[0].clone()
+    }
+
+    /// Asserts that every call `a` (op, id) was answered before any call `b` was sent, and that
+    /// there is at least one of each.
+    pub fn assert_before(&self, a: (&str, &str), b: (&str, &str)) {
+        let (first, then) = (self.of(a.0, a.1), self.of(b.0, b.1));
+        assert!(!first.is_empty(), "no {a:?} in:\n{}", self.changes());
+        assert!(!then.is_empty(), "no {b:?} in:\n{}", self.changes());
+        let answered = first.iter().map(|c| c.end).max().unwrap_or(0);
+        let sent = then.iter().map(|c| c.start).min().unwrap_or(0);
+        assert!(
+            answered < sent,
+            "{a:?} (answered at {answered}) must come before {b:?} (sent at {sent}):\n{}",
+            self.changes()
+        );
+    }
+
+    /// Asserts each step happened after the one before it (see [`Calls::assert_before`]).
+    pub fn assert_in_order(&self, steps: &[(&str, &str)]) {
+        for pair in steps.windows(2) {
+            self.assert_before(pair[0], pair[1]);
+        }
+    }
+
+    /// The log without reads (Describe, List, Get), one call a line, for failure messages.
+    pub fn changes(&self) -> String {
+        self.0
+            .iter()
+            .filter(|c| {
+                let name = c.op.split(':').nth(1).unwrap_or_default();
+                !["Describe", "List", "Get"]
+                    .iter()
+                    .any(|p| name.starts_with(p))
+            })
+            .map(|c| {
+                format!(
+                    "  {:>4}-{:<4} {} {:?} -> {:?} {}",
+                    c.start,
+                    c.end,
+                    c.op,
+                    c.ids,
+                    c.created,
+                    c.error.as_deref().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Launches one pool instance the way the monitor does: RunInstances from the launch template,
+/// tagged at creation with the pool tags and no `iac:id`.
+pub async fn launch_pool_instance(ec2: &aws_sdk_ec2::Client, stack: &str) -> String {
+    let tags: Vec<aws_sdk_ec2::types::Tag> = [
+        ("Name", format!("{stack}-agent")),
+        ("iac:stack", stack.to_string()),
+        ("iac:role", "agent".to_string()),
+        ("iac:scaler", "pool".to_string()),
+        ("managed-by", "iac".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+    .collect();
+    let out = ec2
+        .run_instances()
+        .launch_template(
+            aws_sdk_ec2::types::LaunchTemplateSpecification::builder()
+                .launch_template_name(format!("{stack}-agent"))
+                .version("$Default")
+                .build(),
+        )
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                .set_tags(Some(tags))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("launch from the template");
+    out.instances()[0]
+        .instance_id()
+        .expect("instance id")
+        .to_string()
 }
 
 /// The file systems created for the stack (by creation token).
@@ -756,4 +957,175 @@ pub async fn file_systems(
         .expect("describe file systems")
         .file_systems()
         .to_vec()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secret values in what commands print
+
+/// Reads every secret of Secrets Manager (the Aurora managed password) as `[[name, value]]`,
+/// with boto3 from the emulator's own venv (the crate has no Secrets Manager client).
+const READ_SECRETS: &str = r#"
+import json, sys, boto3
+sm = boto3.client("secretsmanager", endpoint_url=sys.argv[1])
+out = []
+for page in sm.get_paginator("list_secrets").paginate():
+    for s in page["SecretList"]:
+        value = sm.get_secret_value(SecretId=s["ARN"]).get("SecretString")
+        if value:
+            out.append([s["Name"], value])
+print(json.dumps(out))
+"#;
+
+/// The shortest run of a secret's characters that counts as leaked.
+pub const LEAK_WINDOW: usize = 12;
+
+/// The secret values in the emulator, read back by value (never guessed from key names): the
+/// generated passwords and tokens, the private keys of TLS bundles, whatever the stack's
+/// instances wrote as SecureStrings (swarm join tokens), the app's own secret parameters, and
+/// the secrets in Secrets Manager (Aurora's managed password).
+pub struct Secrets {
+    /// (where it is kept, the secret text).
+    pub values: Vec<(String, String)>,
+}
+
+impl Secrets {
+    /// Every SecureString parameter of the (test's own) account, the stack's under
+    /// `/iac/<stack>/` among them, and every Secrets Manager secret. A multi-line parameter
+    /// that is no PEM bundle is a spec (`KEY=VALUE` lines: an image, plain settings, secret
+    /// parameter *names*) that `plan` may show; the values it names are parameters of their
+    /// own, read here.
+    pub async fn read(emu: &Emulator, stack: &str) -> Secrets {
+        let ssm = emu.ssm().await;
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let page = ssm
+                .describe_parameters()
+                .parameter_filters(
+                    aws_sdk_ssm::types::ParameterStringFilter::builder()
+                        .key("Type")
+                        .values("SecureString")
+                        .build()
+                        .expect("a filter"),
+                )
+                .set_next_token(token)
+                .send()
+                .await
+                .expect("describe parameters");
+            names.extend(
+                page.parameters()
+                    .iter()
+                    .filter_map(|p| p.name().map(str::to_string)),
+            );
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        let mut values = Vec::new();
+        for name in names {
+            let value = emu.secure_value(&name).await;
+            values.extend(
+                secret_material(&value)
+                    .into_iter()
+                    .map(|v| (name.clone(), v)),
+            );
+        }
+        let out = Command::new(moto_server().with_file_name("python"))
+            .args(["-c", READ_SECRETS, &emu.url])
+            .envs(dummy_env())
+            .output()
+            .expect("read Secrets Manager");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stored: Vec<(String, String)> =
+            serde_json::from_slice(&out.stdout).expect("the secrets as JSON");
+        for (name, value) in stored {
+            // A JSON secret (RDS's: username, password, engine...): its password fields.
+            let fields: Option<serde_json::Map<String, serde_json::Value>> =
+                serde_json::from_str(&value).ok();
+            match fields {
+                Some(map) => values.extend(
+                    map.iter()
+                        .filter(|(k, _)| k.to_ascii_lowercase().contains("password"))
+                        .filter_map(|(_, v)| v.as_str())
+                        .map(|v| (name.clone(), v.to_string())),
+                ),
+                None => values.push((name, value)),
+            }
+        }
+        let prefix = format!("/iac/{stack}/");
+        assert!(
+            !values.is_empty(),
+            "no secret found for stack {stack} (looked under {prefix} and in the whole account): the check would prove nothing"
+        );
+        Secrets { values }
+    }
+
+    /// Where each secret is kept (a parameter or secret name), for tests that assert which
+    /// ones were checked.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.values.iter().map(|(n, _)| n.as_str()).collect();
+        v.dedup();
+        v
+    }
+
+    /// Asserts that no secret, nor any run of [`LEAK_WINDOW`] of its characters, is in the
+    /// stdout or stderr of any of `runs` (also with the output's whitespace removed, for a key
+    /// printed across lines).
+    pub fn assert_absent(&self, runs: &[&Run]) {
+        for (i, r) in runs.iter().enumerate() {
+            for (stream, text) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
+                let squeezed: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+                let mut seen = std::collections::HashSet::new();
+                for t in [text.as_bytes(), squeezed.as_bytes()] {
+                    seen.extend(t.windows(LEAK_WINDOW));
+                }
+                for (name, secret) in &self.values {
+                    let b = secret.as_bytes();
+                    let leaked = if b.len() < LEAK_WINDOW {
+                        text.contains(secret.as_str())
+                    } else {
+                        b.windows(LEAK_WINDOW).any(|w| seen.contains(w))
+                    };
+                    assert!(
+                        !leaked,
+                        "run {i} (exit {}) printed (part of) the secret in {name} on its {stream}:\n{text}",
+                        r.code
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The secret text in one SecureString value: the base64 bodies of its private keys (a TLS
+/// bundle's certificates are public), nothing for a multi-line spec, else the whole value.
+fn secret_material(value: &str) -> Vec<String> {
+    if value.contains("-----BEGIN ") {
+        let mut keys = Vec::new();
+        let mut body: Option<String> = None;
+        for line in value.lines() {
+            if line.starts_with("-----BEGIN ") && line.contains("PRIVATE KEY") {
+                body = Some(String::new());
+            } else if line.starts_with("-----END ") {
+                keys.extend(body.take());
+            } else if let Some(b) = body.as_mut() {
+                b.push_str(line.trim());
+            }
+        }
+        return keys;
+    }
+    if value.trim().contains('\n') || value.trim().is_empty() {
+        return Vec::new();
+    }
+    vec![value.trim().to_string()]
+}
+
+/// Reads the secrets (see [`Secrets::read`]) and asserts none is in the output of `runs`.
+pub async fn assert_no_secrets(emu: &Emulator, stack: &str, runs: &[&Run]) {
+    Secrets::read(emu, stack).await.assert_absent(runs);
 }
