@@ -102,8 +102,9 @@ async fn plan_of_every_example_stack_against_a_fresh_account() {
 }
 
 /// What a call the endpoint does not implement looks like: the emulator answers
-/// DescribeInstanceRefreshes with a bare HTTP 500 (an HTML page). `status` says which call
-/// failed, on one line, and goes on; no SDK Debug dump anywhere.
+/// DescribeInstanceRefreshes with a bare HTTP 500 (an HTML page). `status` says the endpoint
+/// lacks the call and which answer showed it, on one line, and goes on; no SDK Debug dump
+/// anywhere.
 #[tokio::test(flavor = "multi_thread")]
 async fn status_after_up_and_a_call_the_endpoint_does_not_support() {
     let emu = Emulator::start();
@@ -120,7 +121,7 @@ async fn status_after_up_and_a_call_the_endpoint_does_not_support() {
         .collect();
     assert_eq!(
         refresh,
-        vec!["Instance refresh: unknown (autoscaling:DescribeInstanceRefreshes failed: HTTP 500 without an error message)"],
+        vec!["Instance refresh: not implemented by the endpoint (autoscaling:DescribeInstanceRefreshes failed: HTTP 500 without an error message)"],
         "{}",
         r.stdout
     );

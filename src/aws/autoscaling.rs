@@ -418,6 +418,55 @@ impl Refresh {
     }
 }
 
+/// The endpoint does not implement instance refreshes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshesMissing {
+    /// The endpoint's answer that showed it.
+    pub why: String,
+    /// Set for the one caller (per run) that found out, which reports it.
+    pub first: bool,
+}
+
+/// Whether the endpoint lacks instance refreshes: known from an earlier answer in this
+/// run, or asked (see [`observed_refresh`]).
+pub async fn refreshes_missing(
+    aws: &Aws,
+    group: &str,
+) -> Result<Option<RefreshesMissing>, AwsError> {
+    Ok(observed_refresh(aws, group).await?.err())
+}
+
+/// The group's latest instance refresh, or `Err(RefreshesMissing)` when the endpoint does
+/// not implement them. The Auto Scaling API names every error it returns; an answer without an
+/// error code (moto 5.2.5 answers each action it lacks with a bare HTTP 500, after the retries)
+/// is not that API's, so the call is missing. That is learnt once per run and remembered on
+/// `aws`; any other error is an error.
+pub async fn observed_refresh(
+    aws: &Aws,
+    group: &str,
+) -> Result<Result<Option<Refresh>, RefreshesMissing>, AwsError> {
+    let known = &aws.capabilities.instance_refresh;
+    if let Some(Some(why)) = known.get() {
+        return Ok(Err(RefreshesMissing {
+            why: why.clone(),
+            first: false,
+        }));
+    }
+    match latest_refresh(aws, group).await {
+        Ok(r) => {
+            // Already known as supported, or this answer says so.
+            let _ = known.set(None);
+            Ok(Ok(r))
+        }
+        Err(e) if e.code.is_none() && e.class == ErrorClass::Other => {
+            let why = e.line();
+            let first = known.set(Some(why.clone())).is_ok();
+            Ok(Err(RefreshesMissing { why, first }))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The group's latest instance refresh; `None` when it never had one.
 pub async fn latest_refresh(aws: &Aws, group: &str) -> Result<Option<Refresh>, AwsError> {
     let out = aws

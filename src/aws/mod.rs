@@ -85,6 +85,16 @@ pub struct Aws {
     /// since emulated addresses are fake.
     pub endpoint_override: Option<String>,
     pub calls: Arc<CallLog>,
+    /// What the endpoint turned out to support, learnt once per run from its answers.
+    pub capabilities: Arc<Capabilities>,
+}
+
+/// Optional parts of an API that an endpoint may lack (an emulator does; AWS never does), each
+/// learnt once from the endpoint's answer to one call and then remembered.
+#[derive(Debug, Default)]
+pub struct Capabilities {
+    /// `None` when instance refreshes work; otherwise the answer that showed they do not.
+    pub(crate) instance_refresh: std::sync::OnceLock<Option<String>>,
 }
 
 impl Aws {
@@ -177,6 +187,7 @@ impl Aws {
             region,
             endpoint_override,
             calls,
+            capabilities: Arc::default(),
         }
     }
 }

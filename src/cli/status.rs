@@ -120,7 +120,18 @@ async fn group_report(printer: &Printer, aws: &Aws, found: &[Observed]) -> anyho
     }
     if let Some(g) = found.iter().find(|o| o.kind == Kind::AutoScalingGroup) {
         // Best effort: a report that cannot be read does not hide the rest of the status.
-        match autoscaling::latest_refresh(aws, &g.physical_id).await {
+        let refresh = match autoscaling::observed_refresh(aws, &g.physical_id).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(autoscaling::RefreshesMissing { why, .. })) => {
+                printer.line(format!(
+                    "Instance refresh: not implemented by the endpoint ({why})"
+                ));
+                report.insert("refresh_error".into(), why.into());
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        };
+        match refresh {
             Ok(Some(r)) => {
                 printer.line(format!(
                     "Instance refresh: {} ({}% complete){}",

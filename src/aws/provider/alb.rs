@@ -402,25 +402,38 @@ impl Applier {
                         .await?;
                     }
                     if refresh {
-                        let to = autoscaling::Desired {
-                            launch_template_id: lt.clone(),
-                            version: version.clone(),
-                            auto_rollback: rollback,
-                        };
-                        match autoscaling::start_instance_refresh(aws, &s.name, s.min_healthy_percent, s.warmup_s, Some(&to)).await {
-                            Ok(id) => self.reporter.event(&Event::Info {
-                                message: format!("{}: rolling instance refresh {id} to launch template version {version} started (min healthy {}%{}); `iac status` shows its progress", r.id, s.min_healthy_percent, if rollback { format!(", rolls back to version {runs} if it fails") } else { String::new() }),
-                            }),
-                            // Emulators (moto 5.2.5) do not implement instance refreshes and
-                            // answer with a bare server error; real AWS always does. The group
-                            // then takes the new version at once.
-                            Err(e) if aws.endpoint_override.is_some() && e.code.is_none() && e.class == ErrorClass::Other => {
-                                autoscaling::update_group(aws, s, &lt, &version, None).await?;
-                                self.reporter.event(&Event::Warning {
-                                    message: format!("{}: the endpoint cannot start an instance refresh ({}); the group takes version {version} and instances get it when they are replaced", r.id, e.op),
-                                })
+                        match autoscaling::refreshes_missing(aws, &s.name).await? {
+                            None => {
+                                let to = autoscaling::Desired {
+                                    launch_template_id: lt.clone(),
+                                    version: version.clone(),
+                                    auto_rollback: rollback,
+                                };
+                                let id = autoscaling::start_instance_refresh(
+                                    aws,
+                                    &s.name,
+                                    s.min_healthy_percent,
+                                    s.warmup_s,
+                                    Some(&to),
+                                )
+                                .await?;
+                                self.reporter.event(&Event::Info {
+                                    message: format!("{}: rolling instance refresh {id} to launch template version {version} started (min healthy {}%{}); `iac status` shows its progress", r.id, s.min_healthy_percent, if rollback { format!(", rolls back to version {runs} if it fails") } else { String::new() }),
+                                });
                             }
-                            Err(e) => return Err(e),
+                            // The group takes the new version at once; its instances get it
+                            // when they are replaced.
+                            Some(autoscaling::RefreshesMissing { why, first }) => {
+                                autoscaling::update_group(aws, s, &lt, &version, None).await?;
+                                if first {
+                                    self.reporter.event(&Event::Warning {
+                                        message: format!("the endpoint does not implement instance refreshes ({why}); a group takes its new launch template version at once and its instances get it when they are replaced"),
+                                    });
+                                }
+                                self.reporter.event(&Event::Info {
+                                    message: format!("{}: now on launch template version {version}, without an instance refresh", r.id),
+                                });
+                            }
                         }
                     }
                 }
