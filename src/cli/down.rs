@@ -7,7 +7,7 @@ use anyhow::Context;
 use super::output::Printer;
 use super::stack_args::StackArgs;
 use super::table::Table;
-use super::{common, locked, Exit, Global};
+use super::{locked, Exit, Global};
 use crate::apply::{self, Reporter};
 use crate::aws::provider::{self, Applier};
 use crate::aws::{boot_report, lock, tagging, Aws};
@@ -192,7 +192,7 @@ async fn delete(
             ]);
         }
         printer.table(&table);
-        if !common::confirm(
+        if !super::output::confirm(
             printer,
             &format!("Delete these {} resources?", doomed.len()),
             yes,
@@ -267,7 +267,7 @@ async fn delete(
         .collect();
     kept_list.extend(final_snapshots.iter().map(|s| format!("snapshot {s}")));
     printer.record(&serde_json::json!({"event": "verified", "stack": name, "remaining": left, "kept": kept_list}));
-    common::summary(printer, "down", &aws, started);
+    super::output::summary(printer, "down", &aws, started);
     for k in &kept_list {
         if k.starts_with("snapshot ") {
             printer.line(format!("Kept {k}: the final Aurora snapshot; restore it or delete it yourself (`--skip-final-snapshot` takes none)."));

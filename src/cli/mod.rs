@@ -1,6 +1,5 @@
 //! Command-line interface: clap types and one module per command.
 
-mod common;
 mod completions;
 mod down;
 mod locked;
@@ -16,6 +15,7 @@ mod status;
 mod table;
 mod unlock;
 mod up;
+mod validate;
 
 use std::path::PathBuf;
 
@@ -263,7 +263,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
     let printer = Printer::new(cli.global.output);
     let g = &cli.global;
     match &cli.command {
-        Command::Validate { src } => common::validate(&printer, src),
+        Command::Validate { src } => validate::run(&printer, src),
         Command::Plan {
             src,
             detailed_exitcode,

@@ -2,14 +2,16 @@
 //! `CI=true`), NDJSON with `--output json`. indicatif lives only here.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::table::Table;
+use super::UsageError;
 use crate::apply::events::{Event, Reporter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -203,4 +205,47 @@ impl Reporter for BarReporter {
             _ => bar.set_message(describe(event)),
         }
     }
+}
+
+/// Asks before a destructive step: a prompt on a terminal, `--yes` anywhere else.
+pub fn confirm(printer: &Printer, question: &str, yes: bool) -> anyhow::Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() || printer.json() {
+        return Err(UsageError(format!(
+            "{question}: refusing without --yes when not on a terminal"
+        ))
+        .into());
+    }
+    let mut err = std::io::stderr().lock();
+    write!(err, "{question} [y/N] ").context("writing the prompt")?;
+    err.flush().ok();
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .context("reading the answer")?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+/// The final NDJSON record of a command that talked to AWS.
+pub fn summary(
+    printer: &Printer,
+    command: &str,
+    aws: &crate::aws::Aws,
+    started: std::time::Instant,
+) {
+    let calls = aws.calls.snapshot();
+    let mutating = aws.calls.mutating();
+    printer.record(&serde_json::json!({
+        "event": "summary",
+        "command": command,
+        "elapsed_ms": started.elapsed().as_millis() as u64,
+        "api_calls_total": calls.values().sum::<u64>(),
+        "api_calls": calls,
+        "mutating_calls": mutating,
+    }));
+    tracing::info!(total = calls.values().sum::<u64>(), "aws calls");
 }

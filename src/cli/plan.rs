@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::common;
 use super::output::{Format, Printer};
 use super::stack_args::StackArgs;
 use super::table::Table;
@@ -281,7 +280,7 @@ pub async fn run(
         print(printer, &planned.plan, show_unchanged);
         print_cost(printer, &planned.aws.region, &items);
     }
-    common::summary(printer, "plan", &planned.aws, started);
+    super::output::summary(printer, "plan", &planned.aws, started);
     Ok(if detailed && planned.plan.summary().has_changes() {
         Exit::Changes
     } else {

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 
 use super::output::Printer;
 use super::table::Table;
-use super::{common, Exit, Global, UsageError};
+use super::{Exit, Global, UsageError};
 use crate::aws::Aws;
 use crate::scaler::fleet::{Fleet, LocalFleet};
 use crate::scaler::monitor::{self, timeline_csv, timeline_report, Shared};
@@ -122,7 +122,7 @@ pub async fn run(printer: &Printer, g: &Global, args: &ScaleArgs) -> anyhow::Res
 
 /// The stack and its `scaler` section; a stack of another tier is a usage error.
 fn scaler_stack(file: &Path) -> anyhow::Result<(Stack, ScalerConf)> {
-    let stack = common::load(file)?;
+    let stack = crate::stack::load(file)?;
     if stack.spec.tier != Tier::CustomScaler {
         return Err(UsageError(format!(
             "{}: `iac scale` works on custom-scaler stacks; this one is `{}`",

@@ -5,7 +5,7 @@ use anyhow::Context;
 use super::output::Printer;
 use super::stack_args::StackArgs;
 use super::table::Table;
-use super::{common, down, Exit, Global};
+use super::{down, Exit, Global};
 use std::sync::Arc;
 
 use crate::apply::Reporter;
@@ -73,7 +73,7 @@ pub async fn run(
     if loaded.as_ref().is_some_and(|s| s.spec.tier == Tier::AlbAsg) {
         group_report(printer, &aws, &found.resources).await?;
     }
-    common::summary(printer, "status", &aws, started);
+    super::output::summary(printer, "status", &aws, started);
     Ok(Exit::Ok)
 }
 

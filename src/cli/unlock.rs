@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::output::Printer;
-use super::{common, down, Exit, Global};
+use super::{down, Exit, Global};
 use crate::aws::{lock, Aws};
 use crate::lease;
 
@@ -41,7 +41,7 @@ pub async fn run(
     let question = format!(
         "Break the lock of stack `{name}`? If that run is still working, two runs would then change the stack at once"
     );
-    if !common::confirm(printer, &question, yes)? {
+    if !super::output::confirm(printer, &question, yes)? {
         printer.line("Nothing done.");
         return Ok(Exit::Ok);
     }

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 
 use super::output::Printer;
 use super::stack_args::StackArgs;
-use super::{common, locked, plan, ready, Exit, Global};
+use super::{locked, plan, ready, Exit, Global};
 use crate::apply::{self, Event, Reporter};
 use crate::aws::provider::{self, Applier};
 use crate::aws::Aws;
@@ -115,7 +115,7 @@ async fn converge(
             .into());
         }
         let question = format!("Apply these changes to stack `{}`?", planned.stack.name());
-        if !common::confirm(printer, &question, yes)? {
+        if !super::output::confirm(printer, &question, yes)? {
             printer.line("Nothing done.");
             return Ok(Exit::Ok);
         }
@@ -124,7 +124,7 @@ async fn converge(
         let (apply_nodes, delete_nodes) = applier.nodes(&planned.plan);
         let outcome = apply::run(apply_nodes, parallelism, reporter.clone()).await;
         if !outcome.ok() {
-            common::summary(printer, "up", &aws, started);
+            super::output::summary(printer, "up", &aws, started);
             bail!(
                 "{} operation(s) failed, {} skipped; what was created is tagged and will be adopted by the next `iac up` (or removed by `iac down`)",
                 outcome.failed.len(),
@@ -133,7 +133,7 @@ async fn converge(
         }
         let outcome = apply::run(delete_nodes, parallelism, reporter.clone()).await;
         if !outcome.ok() {
-            common::summary(printer, "up", &aws, started);
+            super::output::summary(printer, "up", &aws, started);
             bail!(
                 "{} deletion(s) failed; run `iac up` again to retry",
                 outcome.failed.len()
@@ -196,12 +196,12 @@ async fn converge(
             .await;
             if let Err(e) = waited {
                 printer.outputs(&outputs);
-                common::summary(printer, "up", &aws, started);
+                super::output::summary(printer, "up", &aws, started);
                 return Err(e);
             }
         }
     }
     printer.outputs(&outputs);
-    common::summary(printer, "up", &aws, started);
+    super::output::summary(printer, "up", &aws, started);
     Ok(Exit::Ok)
 }

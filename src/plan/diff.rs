@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
-use super::alb::{LaunchTemplateSpec, ListenerAction};
+use super::managed::{LaunchTemplateSpec, ListenerAction};
 use super::resource::*;
 use super::{Action, Change, Plan};
 

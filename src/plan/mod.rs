@@ -3,15 +3,15 @@
 //! Everything here is pure data: a [`Plan`] is computed without side effects, printed by
 //! `iac plan` and executed by `iac up`.
 
-pub mod alb;
 pub mod data;
 pub mod diff;
+pub mod managed;
 pub mod resource;
 pub mod role;
 pub mod scope;
 
-pub use alb::*;
 pub use diff::diff;
+pub use managed::*;
 pub use resource::*;
 pub use role::*;
 

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::alb::*;
+use super::managed::*;
 
 /// The logical id of a resource within its stack (`web-sg`, `instance`, …), stored in the
 /// `iac:id` tag. Stable across runs: it is how `up` finds what it made before.

@@ -8,13 +8,13 @@
 //! root-only env file, the one place it lands on disk.
 //!
 //! The script shares its head (logging, retries, packages, IMDSv2, SSM reads) with the lb-vms
-//! tier: `templates/lb-common.sh.j2`.
+//! tier: `templates/script-head.sh.j2`.
 
 use minijinja::Environment;
 use serde::Serialize;
 
-use super::lb_common::ScriptHead;
 use super::lb_vms::MYSQL_PORT;
+use super::script_head::ScriptHead;
 use super::{
     app_environment, app_secrets, check_app_env_file, invalid, render, require_word,
     tier_environment, KeyValue, RenderError, UserData, APP_ENV,
@@ -50,8 +50,8 @@ pub fn mount_path(stack: &Stack) -> &str {
 /// Templates of this tier, added to the shared environment.
 const ALB_TEMPLATES: &[(&str, &str)] = &[
     (
-        "templates/lb-common.sh.j2",
-        include_str!("../../templates/lb-common.sh.j2"),
+        "templates/script-head.sh.j2",
+        include_str!("../../templates/script-head.sh.j2"),
     ),
     (
         "userdata/alb-web.sh.j2",
@@ -73,7 +73,7 @@ struct DropInCtx<'a> {
     mount_path: &'a str,
 }
 
-/// Context of `userdata/alb-web.sh.j2`; the first block is what `templates/lb-common.sh.j2`
+/// Context of `userdata/alb-web.sh.j2`; the first block is what `templates/script-head.sh.j2`
 /// reads.
 #[derive(Serialize)]
 struct WebCtx<'a> {

@@ -13,12 +13,12 @@
 //! environment files and nowhere else.
 //!
 //! The scripts share their head (logging, retries, packages, IMDSv2, SSM reads) with the lb-vms
-//! tier: `templates/lb-common.sh.j2`.
+//! tier: `templates/script-head.sh.j2`.
 
 use minijinja::Environment;
 use serde::Serialize;
 
-use super::lb_common::ScriptHead;
+use super::script_head::ScriptHead;
 use super::{
     app_environment, app_secrets, check_app_env_file, invalid, param_name, render, require_word,
     tier_environment, KeyValue, RenderError, UserData, APP_ENV,
@@ -68,8 +68,8 @@ pub const REFRESH_SCRIPT: &str = "/usr/local/sbin/iac-monitor-refresh";
 /// Templates of this tier, added to the shared environment.
 const SCALER_TEMPLATES: &[(&str, &str)] = &[
     (
-        "templates/lb-common.sh.j2",
-        include_str!("../../templates/lb-common.sh.j2"),
+        "templates/script-head.sh.j2",
+        include_str!("../../templates/script-head.sh.j2"),
     ),
     (
         "templates/custom-scaler-fetch.sh.j2",

@@ -17,7 +17,7 @@ use minijinja::{Environment, Error, ErrorKind, Value};
 use serde::Serialize;
 
 use super::app_spec::{update_command, Switch, EXTRA_ENV, UPDATE_SCRIPT};
-use super::lb_common::ScriptHead;
+use super::script_head::ScriptHead;
 use super::{
     cert_dir, certbot_script, check_app_env_file, invalid, render, require_word, tier_environment,
     CertbotCtx, RenderError, UserData, ACME_ROOT, CERTBOT_RENEW_SERVICE as RENEW_SERVICE,
@@ -72,8 +72,8 @@ const MONGO_USERS_JS: &str = "/etc/iac/mongo-users.js";
 /// Templates of this tier, added to the shared environment.
 const LB_TEMPLATES: &[(&str, &str)] = &[
     (
-        "templates/lb-common.sh.j2",
-        include_str!("../../templates/lb-common.sh.j2"),
+        "templates/script-head.sh.j2",
+        include_str!("../../templates/script-head.sh.j2"),
     ),
     (
         "userdata/lb-balancer.sh.j2",

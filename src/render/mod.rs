@@ -9,9 +9,9 @@ pub mod alb_asg;
 pub mod app_spec;
 pub mod custom_scaler;
 mod filters;
-mod lb_common;
 pub mod lb_vms;
 pub mod pins;
+mod script_head;
 pub mod single_vm;
 pub mod swarm;
 
@@ -205,7 +205,7 @@ pub fn boot_reports_path(stack: &str) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Where every tier's boot script puts things on the instance (the shared head of the multi-VM
-// tiers, templates/lb-common.sh.j2, uses them for its own files too)
+// tiers, templates/script-head.sh.j2, uses them for its own files too)
 
 /// Where the app's project lives: `/opt/iac/<stack>` (for compose, the directory name becomes
 /// the project name).

@@ -15,8 +15,8 @@ use std::net::Ipv4Addr;
 use minijinja::Environment;
 use serde::Serialize;
 
-use super::lb_common::ScriptHead;
 pub use super::param_name;
+use super::script_head::ScriptHead;
 use super::{
     cert_dir, invalid, nginx_files, render, require_word, tier_environment, RenderError, UserData,
     ACME_ROOT, NGINX_HTTP, NGINX_HTTPS,
@@ -53,8 +53,8 @@ pub fn network_name(stack: &Stack) -> String {
 /// reused as it is (it is registered under its own name here too).
 const SWARM_TEMPLATES: &[(&str, &str)] = &[
     (
-        "templates/lb-common.sh.j2",
-        include_str!("../../templates/lb-common.sh.j2"),
+        "templates/script-head.sh.j2",
+        include_str!("../../templates/script-head.sh.j2"),
     ),
     (
         "templates/swarm-node.sh.j2",
@@ -132,7 +132,7 @@ struct HttpsCtx<'a> {
 }
 
 /// Context of `userdata/swarm-manager.sh.j2` and `userdata/swarm-worker.sh.j2` (and of
-/// `templates/lb-common.sh.j2`, which they include).
+/// `templates/script-head.sh.j2`, which they include).
 #[derive(Serialize)]
 struct NodeCtx<'a> {
     #[serde(flatten)]

@@ -7,8 +7,8 @@
 //!   single-instance kinds (groups, keys, instances, addresses, records, parameters, volumes).
 //! - `alb`: the same for the alb-asg kinds (load balancing, auto scaling, Aurora, EFS, IAM).
 
-mod alb;
 mod discover;
+mod managed;
 
 pub use discover::{
     discover, discover_kinds, discover_scoped, found_with, pin_image, resolve_inputs,

@@ -1,4 +1,4 @@
-//! The head every multi-VM boot script starts with (`templates/lb-common.sh.j2`: logging,
+//! The head every multi-VM boot script starts with (`templates/script-head.sh.j2`: logging,
 //! retries, packages, IMDSv2, SSM reads and the embedded files): its context, shared by the
 //! lb-vms, swarm, alb-asg and custom-scaler tiers.
 
@@ -10,7 +10,7 @@ use super::{
 };
 use crate::stack::{Stack, Tier};
 
-/// Context of `templates/lb-common.sh.j2`; a script's own context flattens it in.
+/// Context of `templates/script-head.sh.j2`; a script's own context flattens it in.
 #[derive(Serialize)]
 pub(crate) struct ScriptHead<'a> {
     stack: &'a str,

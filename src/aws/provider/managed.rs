@@ -1,5 +1,6 @@
-//! Applying and deleting the alb-asg tier's kinds (and the IAM profile of `instance_profile:
-//! create`): load balancing, auto scaling, Aurora and EFS.
+//! Applying and deleting the managed-service kinds, whichever tier declares them: load
+//! balancing, launch templates, auto scaling, Aurora and EFS (and the IAM profile of
+//! `instance_profile: create`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,4 +1,5 @@
-//! Specs of the alb-asg tier's resources: load balancing, auto scaling, Aurora and EFS.
+//! Specs of the managed-service resources (load balancing, auto scaling, Aurora, EFS) and
+//! launch templates, whichever tier declares them.
 
 use serde::Serialize;
 
