@@ -99,17 +99,11 @@ pub async fn compute_with(
     if inputs != latest {
         desired = tiers::desired(&stack, &inputs)?;
     }
-    // The record is written before anything it names is created, so a run killed halfway
-    // leaves no resource of a kind the next run would not look for.
-    let record = plan::scope::record(
+    plan::scope::add_record(
+        &mut desired,
         crate::render::param_name(stack.name(), plan::scope::RECORD),
-        &desired,
         &discovered.resources,
     );
-    for r in &mut desired {
-        r.deps.push(record.id.clone());
-    }
-    desired.push(record);
     let plan = plan::diff(stack.name(), &desired, &discovered.resources);
     Ok(Planned {
         stack,

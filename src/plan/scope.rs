@@ -74,6 +74,17 @@ pub fn record(param_name: String, desired: &[Resource], observed: &[Observed]) -
     )
 }
 
+/// Adds the record to `desired`, written before anything of a kind it names is created (the
+/// kinds always looked for need not wait), so a run killed halfway leaves no resource of a kind
+/// the next run would not look for.
+pub fn add_record(desired: &mut Vec<Resource>, param_name: String, observed: &[Observed]) {
+    let record = record(param_name, desired, observed);
+    for r in desired.iter_mut().filter(|r| !ALWAYS.contains(&r.kind())) {
+        r.deps.push(record.id.clone());
+    }
+    desired.push(record);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +102,44 @@ mod tests {
             },
             tags: Default::default(),
         }
+    }
+
+    #[test]
+    fn kinds_not_always_looked_for_wait_for_the_record() {
+        let param = |id: &str| {
+            Resource::new(
+                id,
+                Spec::SsmParameter(SsmParameterSpec {
+                    name: format!("/iac/s/{id}"),
+                    secure: false,
+                    value: ParamValue::Template {
+                        text: String::new(),
+                        refs: Vec::new(),
+                    },
+                    notify: Vec::new(),
+                }),
+                &[],
+            )
+        };
+        let mut volume = param("data");
+        volume.spec = Spec::Volume(crate::plan::VolumeSpec {
+            size_gb: 8,
+            availability_zone: "us-east-1a".into(),
+            attach_to: ResourceId::new("vm"),
+            device: "/dev/sdf".into(),
+            keep_on_down: true,
+            protected: false,
+        });
+        let mut desired = vec![param("app"), volume];
+        add_record(&mut desired, "/iac/s/kinds".into(), &[]);
+        let deps: Vec<(&str, Vec<&str>)> = desired
+            .iter()
+            .map(|r| (r.id.as_str(), r.deps.iter().map(|d| d.as_str()).collect()))
+            .collect();
+        assert_eq!(
+            deps,
+            vec![("app", vec![]), ("data", vec![RECORD]), (RECORD, vec![]),]
+        );
     }
 
     #[test]
