@@ -146,7 +146,9 @@ async fn alb_asg_up_change_rollout_and_down() {
     let emu = Emulator::start();
     let stack = "asg-full";
     let file = StackFile::from_example("stacks/bookstore-asg.yaml", stack, &[]);
-    let r = up(&emu, file.path());
+    // Every command's output, checked for secret values once the stack is down.
+    let mut runs = Runs::default();
+    let r = runs.keep("up", up(&emu, file.path()));
     let cfg = emu.config().await;
     let ec2 = aws_sdk_ec2::Client::new(&cfg);
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(&cfg);
@@ -349,7 +351,28 @@ async fn alb_asg_up_change_rollout_and_down() {
         r.record("outputs")["outputs"]["database_endpoint"],
         endpoint.as_str()
     );
-    assert!(!r.stdout.contains("MasterUserPassword"));
+    // The password RDS manages is in Secrets Manager, and neither it nor any other secret
+    // value is in what `up` printed (checked by value, not by the name of a field).
+    let master_secret = c
+        .master_user_secret()
+        .and_then(|s| s.secret_arn())
+        .expect("the secret's ARN")
+        .to_string();
+    let mut secrets = Secrets::read(&emu, stack).await;
+    assert!(
+        secrets
+            .names()
+            .iter()
+            .any(|n| !n.starts_with('/') && master_secret.contains(n)),
+        "the managed password ({master_secret}) was not read: {:?}",
+        secrets.names()
+    );
+    assert!(
+        secrets.names().contains(&"/bookstore/secret-key"),
+        "{:?}",
+        secrets.names()
+    );
+    secrets.assert_absent(&[&r]);
 
     // EFS: encrypted, a mount target in every subnet of the group.
     let fss = file_systems(&efs, stack).await;
@@ -379,10 +402,18 @@ async fn alb_asg_up_change_rollout_and_down() {
         .map(str::to_string)
         .collect();
     assert_eq!(mt_subnets, group_subnets);
+    // The load balancer is in exactly the group's subnets.
+    let lb_subnets: std::collections::BTreeSet<String> = lb
+        .availability_zones()
+        .iter()
+        .filter_map(|z| z.subnet_id())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lb_subnets, group_subnets);
 
     // A second `up`: no mutating call, and its outputs come from what its plan saw, not from a
     // second discovery (one DescribeInstances, one DescribeAutoScalingGroups).
-    let again = up(&emu, file.path());
+    let again = runs.keep("up (again)", up(&emu, file.path()));
     let summary = again.record("summary");
     assert_eq!(summary["mutating_calls"], serde_json::json!({}));
     for op in [
@@ -401,13 +432,38 @@ async fn alb_asg_up_change_rollout_and_down() {
         "the outputs are there: {}",
         again.stdout
     );
+    // `plan` (as data) has nothing to do; `status` shows the group and the database.
+    let mut c = emu.iac();
+    c.args(["-o", "json", "plan"]).arg(file.path());
+    let plan = runs.keep("-o json plan", run_ok(c));
+    let counts = plan.record("plan")["summary"].clone();
+    assert_eq!(
+        [
+            &counts["create"],
+            &counts["update"],
+            &counts["replace"],
+            &counts["delete"]
+        ],
+        [&serde_json::json!(0); 4],
+        "{counts}"
+    );
+    let mut c = emu.iac();
+    c.arg("status").arg(file.path());
+    let status = runs.keep("status", run_ok(c));
+    for name in [format!("{stack}-asg"), endpoint.clone()] {
+        assert!(
+            status.stdout.contains(&name),
+            "{name} missing from:\n{}",
+            status.stdout
+        );
+    }
 
     // Sizes and the CPU target change in place: no new template version, no refresh.
     file.rewrite(&[
         ("desired: 2", "desired: 3"),
         ("cpu_target: 50", "cpu_target: 60"),
     ]);
-    let r = up(&emu, file.path());
+    let r = runs.keep("up (sizes)", up(&emu, file.path()));
     let summary = &r.record("plan")["summary"];
     assert_eq!(
         (
@@ -439,7 +495,7 @@ async fn alb_asg_up_change_rollout_and_down() {
 
     // A new image: a new template version (the default) and a rolling instance refresh.
     file.rewrite(&[("bookstore:1.0.0", "bookstore:1.1.0")]);
-    let r = up(&emu, file.path());
+    let r = runs.keep("up (image)", up(&emu, file.path()));
     let mutating = r.record("summary")["mutating_calls"].clone();
     assert_eq!(mutating["ec2:CreateLaunchTemplateVersion"], 1, "{mutating}");
     // moto 5.2.5 does not implement instance refreshes: iac finds out from its answer to
@@ -487,13 +543,14 @@ async fn alb_asg_up_change_rollout_and_down() {
     let strict = StrictAws::start(&emu, serde_json::json!({}));
     let mut p = emu.iac_at(&strict.url);
     p.args(["plan"]).arg(file.path()).arg("--detailed-exitcode");
-    let p = run(p);
+    let p = runs.keep("plan --detailed-exitcode", run(p));
     assert_eq!(p.code, 0, "{}\n{}", p.stdout, p.stderr);
 
     // `down`: a final snapshot and the file system are kept (exit 4); nothing else is left.
+    secrets.merge(Secrets::read(&emu, stack).await);
     let mut d = emu.iac();
     d.args(["-o", "json", "down", "--stack", stack, "--yes"]);
-    let d = run(d);
+    let d = runs.keep("down", run(d));
     assert_eq!(d.code, 4, "{}\n{}", d.stdout, d.stderr);
     let verified = d.record("verified");
     assert_eq!(verified["remaining"], serde_json::json!([]));
@@ -529,6 +586,9 @@ async fn alb_asg_up_change_rollout_and_down() {
             .len(),
         1
     );
+    // No command printed a secret, nor a part of one.
+    assert_eq!(runs.0.len(), 8, "{:?}", runs.commands());
+    runs.assert_no_secret(&secrets);
 }
 
 #[tokio::test(flavor = "multi_thread")]

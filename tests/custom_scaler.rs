@@ -128,7 +128,9 @@ async fn custom_scaler_up_pool_and_down() {
             &format!("    type: t3.micro\n    admin: 127.0.0.1:{admin}\n"),
         )],
     );
-    let r = up(&emu, file.path());
+    // Every command's output, checked for secret values once the stack is down.
+    let mut runs = Runs::default();
+    let r = runs.keep("up", up(&emu, file.path()));
     let ec2 = emu.ec2().await;
     let asg = aws_sdk_autoscaling::Client::new(&emu.config().await);
 
@@ -242,7 +244,11 @@ async fn custom_scaler_up_pool_and_down() {
         .await
         .expect("token parameter");
     assert_eq!(kind, "SecureString");
-    assert!(token.len() >= 24, "a generated token");
+    // Generated: 24 random bytes, URL-safe base64 without padding.
+    assert_eq!(token.len(), 32, "a generated token: {token}");
+    assert!(token
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     assert_eq!(
         emu.param(&format!("/iac/{stack}/monitor-address")).await,
         None
@@ -315,7 +321,7 @@ async fn custom_scaler_up_pool_and_down() {
         .send()
         .await
         .expect("the VM's put");
-    let again = up(&emu, file.path());
+    let again = runs.keep("up (again)", up(&emu, file.path()));
     assert_eq!(
         again.record("summary")["mutating_calls"],
         serde_json::json!({})
@@ -347,7 +353,7 @@ async fn custom_scaler_up_pool_and_down() {
         vec![second[0].as_str()]
     );
     // Nothing for `up` to do: the group is what the stack says.
-    let after = up(&emu, file.path());
+    let after = runs.keep("up (monitor replaced)", up(&emu, file.path()));
     assert_eq!(
         after.record("summary")["mutating_calls"],
         serde_json::json!({})
@@ -355,7 +361,7 @@ async fn custom_scaler_up_pool_and_down() {
     // `status` shows the group, its capacity and the instance it has now.
     let mut text_status = emu.iac();
     text_status.arg("status").arg(file.path());
-    let text_status = run_ok(text_status);
+    let text_status = runs.keep("status", run_ok(text_status));
     assert!(
         text_status.stdout.contains(&format!(
             "Monitor group {stack}-monitor: desired 1, 1 in service; monitor VM: {}",
@@ -364,7 +370,7 @@ async fn custom_scaler_up_pool_and_down() {
         "{}",
         text_status.stdout
     );
-    let status = iac_json(&emu, &["status"], file.path());
+    let status = runs.keep("-o json status", iac_json(&emu, &["status"], file.path()));
     let group_record = status.record("monitor_group");
     assert_eq!(group_record["desired"], 1);
     assert_eq!(group_record["in_service"], serde_json::json!(second));
@@ -376,7 +382,7 @@ async fn custom_scaler_up_pool_and_down() {
     // A changed stack file restarts the monitor in place: the refresh command goes to the
     // instance the group has now.
     file.rewrite(&[("  high: 75 ", "  high: 80 ")]);
-    let changed = up(&emu, file.path());
+    let changed = runs.keep("up (stack file)", up(&emu, file.path()));
     assert_eq!(
         changed.record("summary")["api_calls"]["ssm:SendCommand"],
         1,
@@ -413,7 +419,7 @@ async fn custom_scaler_up_pool_and_down() {
         launch_pool_instance(&ec2, stack).await,
         launch_pool_instance(&ec2, stack).await,
     ];
-    let third = up(&emu, file.path());
+    let third = runs.keep("up (pool)", up(&emu, file.path()));
     assert_eq!(
         third.record("summary")["mutating_calls"],
         serde_json::json!({}),
@@ -421,14 +427,32 @@ async fn custom_scaler_up_pool_and_down() {
     );
     let mut plan = emu.iac();
     plan.args(["plan", "--detailed-exitcode"]).arg(file.path());
-    let plan = run(plan);
+    let plan = runs.keep("plan (pool)", run(plan));
     assert_eq!(plan.code, 0, "{}\n{}", plan.stdout, plan.stderr);
-    let status = iac_json(&emu, &["status"], file.path());
+    let json_plan = runs.keep(
+        "-o json plan (pool)",
+        iac_json(&emu, &["plan"], file.path()),
+    );
+    let counts = json_plan.record("plan")["summary"].clone();
+    assert_eq!(
+        [
+            &counts["create"],
+            &counts["update"],
+            &counts["replace"],
+            &counts["delete"]
+        ],
+        [&serde_json::json!(0); 4],
+        "{counts}"
+    );
+    let status = runs.keep(
+        "-o json status (pool)",
+        iac_json(&emu, &["status"], file.path()),
+    );
     let pool = status.record("status")["pool"].clone();
     assert_eq!(pool.as_array().map(Vec::len), Some(2), "{pool}");
     let mut text_status = emu.iac();
     text_status.arg("status").arg(file.path());
-    let text_status = run_ok(text_status);
+    let text_status = runs.keep("status (pool)", run_ok(text_status));
     assert!(
         text_status
             .stdout
@@ -446,7 +470,7 @@ async fn custom_scaler_up_pool_and_down() {
         .args(["-o", "json", "scale", "--custom-monitor"])
         .arg(file.path())
         .args(["--listen", "127.0.0.1:0", "--stop-after", "2"]);
-    let m = run_ok(m);
+    let m = runs.keep("-o json scale --custom-monitor", run_ok(m));
     assert_eq!(m.record("monitor")["fleet"], "ec2");
     let mut live: Vec<String> = live_instances(&ec2, stack)
         .await
@@ -460,9 +484,19 @@ async fn custom_scaler_up_pool_and_down() {
 
     // `down` deletes the monitor's group (its instance with it), then the pool, then the
     // templates, and leaves nothing.
+    // The secrets, read by value before `down` deletes them: the token the monitor decrypted
+    // (and every agent reads), the private key of the monitor's TLS bundle, the app's secret.
+    let secrets = Secrets::read(&emu, stack).await;
+    for name in [
+        "/bookstore/secret-key",
+        &format!("/iac/{stack}/scaler-token"),
+        &format!("/iac/{stack}/scaler-tls"),
+    ] {
+        assert!(secrets.names().contains(&name), "{:?}", secrets.names());
+    }
     let mut d = emu.iac();
     d.args(["-o", "json", "down", "--stack", stack, "--yes"]);
-    let d = run_ok(d);
+    let d = runs.keep("down", run_ok(d));
     assert_eq!(d.record("verified")["remaining"], serde_json::json!([]));
     for p in &pooled {
         assert!(
@@ -515,6 +549,9 @@ async fn custom_scaler_up_pool_and_down() {
             "{leaf}"
         );
     }
+    // No command printed a secret, nor a part of one.
+    assert_eq!(runs.0.len(), 13, "{:?}", runs.commands());
+    runs.assert_no_secret(&secrets);
 }
 
 /// With `scaler.monitor.address` the stack has no monitor VM nor its group: the agents dial the
@@ -535,7 +572,9 @@ async fn custom_scaler_with_own_monitor_creates_no_monitor_vm() {
             ),
         )],
     );
-    let r = up(&emu, file.path());
+    // Every command's output, checked for secret values once the stack is down.
+    let mut runs = Runs::default();
+    let r = runs.keep("up", up(&emu, file.path()));
     let ec2 = emu.ec2().await;
     assert!(live_instances(&ec2, stack).await.is_empty());
     let groups = aws_sdk_autoscaling::Client::new(&emu.config().await)
@@ -565,6 +604,27 @@ async fn custom_scaler_with_own_monitor_creates_no_monitor_vm() {
         "10.0.42.7:7700"
     );
     launch_template(&ec2, &format!("{stack}-agent")).await;
+    // `plan` (as data) has nothing to do; `status` names the monitor's address.
+    let json_plan = runs.keep("-o json plan", iac_json(&emu, &["plan"], file.path()));
+    let counts = json_plan.record("plan")["summary"].clone();
+    assert_eq!(
+        [
+            &counts["create"],
+            &counts["update"],
+            &counts["replace"],
+            &counts["delete"]
+        ],
+        [&serde_json::json!(0); 4],
+        "{counts}"
+    );
+    let mut c = emu.iac();
+    c.arg("status").arg(file.path());
+    let status = runs.keep("status", run_ok(c));
+    assert!(
+        status.stdout.contains("10.0.42.7:7700"),
+        "{}",
+        status.stdout
+    );
 
     // The monitor as users run it, with the ec2 fleet: the token comes from the SecureString
     // `up` generated, and the pool (min 2) is launched from the template with the pool tags.
@@ -573,7 +633,7 @@ async fn custom_scaler_with_own_monitor_creates_no_monitor_vm() {
         .args(["-o", "json", "scale", "--custom-monitor"])
         .arg(file.path())
         .args(["--listen", "127.0.0.1:0", "--stop-after", "3"]);
-    let m = run_ok(m);
+    let m = runs.keep("-o json scale --custom-monitor", run_ok(m));
     assert_eq!(m.record("monitor")["fleet"], "ec2");
     let pool = live_instances(&ec2, stack).await;
     assert_eq!(pool.len(), 2, "{pool:#?}");
@@ -589,12 +649,24 @@ async fn custom_scaler_with_own_monitor_creates_no_monitor_vm() {
         .args(["scale", "--custom-monitor"])
         .arg(file.path())
         .args(["--listen", "127.0.0.1:0", "--stop-after", "2"]);
-    run_ok(m);
+    runs.keep("scale --custom-monitor (again)", run_ok(m));
     assert_eq!(live_instances(&ec2, stack).await.len(), 2);
+
+    // The secrets, read by value before `down` deletes them.
+    let secrets = Secrets::read(&emu, stack).await;
+    for name in [
+        "/bookstore/secret-key",
+        &format!("/iac/{stack}/scaler-token"),
+    ] {
+        assert!(secrets.names().contains(&name), "{:?}", secrets.names());
+    }
 
     let mut d = emu.iac();
     d.args(["-o", "json", "down", "--stack", stack, "--yes"]);
-    let d = run_ok(d);
+    let d = runs.keep("down", run_ok(d));
     assert_eq!(d.record("verified")["remaining"], serde_json::json!([]));
     assert!(live_instances(&ec2, stack).await.is_empty());
+    // No command printed a secret, nor a part of one.
+    assert_eq!(runs.0.len(), 6, "{:?}", runs.commands());
+    runs.assert_no_secret(&secrets);
 }

@@ -43,7 +43,9 @@ async fn lb_vms_up_scale_and_down() {
     let emu = Emulator::start();
     let stack = "lb-full";
     let file = StackFile::from_example("stacks/bookstore-lb-vms.yaml", stack, &[]);
-    let r = up(&emu, file.path());
+    // Every command's output, checked for secret values once the stack is down.
+    let mut runs = Runs::default();
+    let r = runs.keep("up", up(&emu, file.path()));
     let ec2 = emu.ec2().await;
 
     // Four VMs: database, two web, balancer.
@@ -183,27 +185,73 @@ async fn lb_vms_up_scale_and_down() {
         String::from_utf8_lossy(&check.stderr)
     );
     let password = emu.secure_value(&format!("/iac/{stack}/db-password")).await;
-    assert!(password.len() >= 24);
+    // Generated: 24 random bytes, URL-safe base64 without padding.
+    assert_eq!(password.len(), 32, "{password}");
+    assert!(password
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     assert!(!r.stdout.contains(&password) && !r.stderr.contains(&password));
     let mut render = emu.iac();
     render.arg("render").arg(file.path());
-    assert!(!run_ok(render).stdout.contains(&password));
+    assert!(!runs
+        .keep("render", run_ok(render))
+        .stdout
+        .contains(&password));
+    // The secrets, read by value (the first `down` below deletes the stack's).
+    let mut secrets = Secrets::read(&emu, stack).await;
+    for name in [
+        "/bookstore/secret-key",
+        &format!("/iac/{stack}/db-password"),
+    ] {
+        assert!(secrets.names().contains(&name), "{:?}", secrets.names());
+    }
     assert!(
         commands(&emu).await.is_empty(),
         "a new balancer reads its configuration at boot"
     );
 
     // A second `up` changes nothing.
-    let again = up(&emu, file.path());
+    let again = runs.keep("up (again)", up(&emu, file.path()));
     assert_eq!(
         again.record("summary")["mutating_calls"],
         serde_json::json!({})
     );
+    // `plan` (as data) has nothing to do; `status` shows every VM.
+    let mut c = emu.iac();
+    c.args(["-o", "json", "plan"]).arg(file.path());
+    let plan = runs.keep("-o json plan", run_ok(c));
+    let summary = plan.record("plan")["summary"].clone();
+    assert_eq!(
+        (
+            &summary["create"],
+            &summary["update"],
+            &summary["replace"],
+            &summary["delete"]
+        ),
+        (
+            &serde_json::json!(0),
+            &serde_json::json!(0),
+            &serde_json::json!(0),
+            &serde_json::json!(0)
+        ),
+        "{summary}"
+    );
+    let mut c = emu.iac();
+    c.arg("status").arg(file.path());
+    let status = runs.keep("status", run_ok(c));
+    for vm in vms.values() {
+        let id = vm.instance_id().expect("id");
+        assert!(
+            status.stdout.contains(id),
+            "{id} missing from:\n{}",
+            status.stdout
+        );
+    }
 
     // 2 → 3 web VMs: one more VM, the configuration rewritten, HAProxy reloaded in place.
     let lb_id = vms["lb"].instance_id().map(str::to_string);
     file.rewrite(&[("count: 2", "count: 3")]);
-    let scaled = up(&emu, file.path());
+    let scaled = runs.keep("up (3 web VMs)", up(&emu, file.path()));
     let vms3 = instances_by_logical_id(&ec2, stack).await;
     assert_eq!(vms3.len(), 5);
     assert_eq!(
@@ -243,7 +291,7 @@ async fn lb_vms_up_scale_and_down() {
 
     // 3 → 2: web-3 goes, the configuration no longer names it, the balancer stays.
     file.rewrite(&[("count: 3", "count: 2")]);
-    up(&emu, file.path());
+    runs.keep("up (2 web VMs)", up(&emu, file.path()));
     let vms2 = instances_by_logical_id(&ec2, stack).await;
     assert_eq!(
         vms2.keys().cloned().collect::<Vec<_>>(),
@@ -261,9 +309,10 @@ async fn lb_vms_up_scale_and_down() {
     assert_eq!(commands(&emu).await.len(), 2);
 
     // `down` keeps the data volume and nothing else; `up` finds the data again.
+    secrets.merge(Secrets::read(&emu, stack).await);
     let mut d = emu.iac();
     d.args(["-o", "json", "down", "--stack", stack, "--yes"]);
-    let d = run(d);
+    let d = runs.keep("down", run(d));
     assert_eq!(
         d.code, 4,
         "exit 4 says data was kept:\n{}\n{}",
@@ -287,7 +336,7 @@ async fn lb_vms_up_scale_and_down() {
         Some("available")
     );
 
-    up(&emu, file.path());
+    runs.keep("up (after down)", up(&emu, file.path()));
     let vms_again = instances_by_logical_id(&ec2, stack).await;
     let vol_again = ec2
         .describe_volumes()
@@ -300,7 +349,8 @@ async fn lb_vms_up_scale_and_down() {
         vms_again["db"].instance_id()
     );
 
-    // `down --delete-data` leaves nothing at all.
+    // `down --delete-data` leaves nothing at all. (A new password came with the new `up`.)
+    secrets.merge(Secrets::read(&emu, stack).await);
     let mut d = emu.iac();
     d.args([
         "-o",
@@ -311,7 +361,7 @@ async fn lb_vms_up_scale_and_down() {
         "--yes",
         "--delete-data",
     ]);
-    let d = run_ok(d);
+    let d = runs.keep("down --delete-data", run_ok(d));
     assert_eq!(d.record("verified")["remaining"], serde_json::json!([]));
     assert_eq!(d.record("verified")["kept"], serde_json::json!([]));
     let gone = ec2.describe_volumes().volume_ids(&vol_id).send().await;
@@ -319,6 +369,9 @@ async fn lb_vms_up_scale_and_down() {
         gone.map(|v| v.volumes().is_empty()).unwrap_or(true),
         "the data volume survived --delete-data"
     );
+    // No command printed a secret, nor a part of one.
+    assert_eq!(runs.0.len(), 10, "{:?}", runs.commands());
+    runs.assert_no_secret(&secrets);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -120,7 +120,9 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
     let emu = Emulator::start();
     let stack = "vm-full";
     let file = StackFile::example(stack, &[]);
-    let r = up(&emu, file.path());
+    // Every command's output, checked for secret values once the stack is down.
+    let mut runs = Runs::default();
+    let r = runs.keep("up", up(&emu, file.path()));
     let outputs = r.record("outputs")["outputs"].clone();
     // The record of the kinds the stack has is written before anything of a kind discovery
     // does not always look for (the volume, the address, the DNS record) is started, so a run
@@ -218,7 +220,7 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
         .expect("base64");
     let mut render = emu.iac();
     render.arg("render").arg(file.path());
-    let rendered = run_ok(render).stdout;
+    let rendered = runs.keep("render", run_ok(render)).stdout;
     // Large scripts go gzip-compressed (EC2's 16 KB limit); cloud-init unpacks them.
     let decoded = if decoded.starts_with(&[0x1f, 0x8b]) {
         use std::io::Read;
@@ -261,7 +263,7 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
     );
 
     // A second `up` makes no mutating call at all.
-    let again = up(&emu, file.path());
+    let again = runs.keep("up (again)", up(&emu, file.path()));
     let summary = again.record("summary");
     assert_eq!(
         summary["mutating_calls"],
@@ -270,8 +272,28 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
     );
     assert!(summary["api_calls_total"].as_u64().unwrap_or(0) > 0);
 
+    // `plan` (as data) and `status` of the stack as it is: nothing to do, every resource shown.
+    let mut c = emu.iac();
+    c.args(["-o", "json", "plan"]).arg(file.path());
+    let plan = runs.keep("-o json plan", run_ok(c));
+    assert_eq!(plan.record("plan")["summary"]["keep"], 8, "{}", plan.stdout);
+    let mut c = emu.iac();
+    c.arg("status").arg(file.path());
+    let status = runs.keep("status", run_ok(c));
+    assert!(status.stdout.contains(&vm_id), "{}", status.stdout);
+
+    // The secrets, read before `down` deletes the stack's: the database password, the app's
+    // secret, nothing guessed from a name.
+    let secrets = Secrets::read(&emu, stack).await;
+    for name in [
+        "/bookstore/secret-key",
+        &format!("/iac/{stack}/db-password"),
+    ] {
+        assert!(secrets.names().contains(&name), "{:?}", secrets.names());
+    }
+
     // `down` from the stack name alone removes everything, including the record.
-    let d = down(&emu, stack);
+    let d = runs.keep("down --delete-data", down(&emu, stack));
     assert_eq!(d.record("verified")["remaining"], serde_json::json!([]));
     assert!(security_groups(&ec2, stack).await.is_empty());
     assert!(live_instances(&ec2, stack).await.is_empty());
@@ -298,6 +320,83 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
             "ssm-parameter",
             "ssm-parameter"
         ]
+    );
+    // No command printed a secret, nor a part of one.
+    assert_eq!(
+        runs.commands(),
+        [
+            "up",
+            "render",
+            "up (again)",
+            "-o json plan",
+            "status",
+            "down --delete-data"
+        ]
+    );
+    runs.assert_no_secret(&secrets);
+}
+
+/// The secret check can fail: a secret printed whole, a part of one, or one broken across
+/// lines, on either stream, is caught; output without one passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_check_catches_a_leak() {
+    let emu = Emulator::start();
+    let secrets = Secrets::read(&emu, "vm-leak").await;
+    assert!(
+        secrets.names().contains(&"/bookstore/secret-key"),
+        "{:?}",
+        secrets.names()
+    );
+    let secret = emu.secure_value("/bookstore/secret-key").await;
+    assert!(secret.len() > 2 * LEAK_WINDOW, "{secret}");
+    let fake = |stdout: String, stderr: String| Run {
+        code: 0,
+        stdout,
+        stderr,
+    };
+    let clean = fake(
+        "Plan for stack `vm-leak`:\n  + ssm-parameter db-password\n".into(),
+        "reading /bookstore/secret-key\n".into(),
+    );
+    secrets.assert_absent(&[&clean]);
+    let (a, b) = secret.split_at(secret.len() / 2);
+    let leaks = [
+        fake(format!("SECRET_KEY={secret}\n"), String::new()),
+        fake(
+            String::new(),
+            format!("error: bad value `{}`", &secret[3..3 + LEAK_WINDOW]),
+        ),
+        fake(format!("key:\n  {a}\n  {b}\n"), String::new()),
+    ];
+    for leak in &leaks {
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            secrets.assert_absent(&[&clean, leak])
+        }));
+        let message = caught.expect_err("the leak went unnoticed");
+        let message = message
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            message.contains("/bookstore/secret-key"),
+            "the failure names the secret: {message}"
+        );
+    }
+    // Through the scenario's own path too.
+    let mut runs = Runs::default();
+    runs.keep("status", clean.clone());
+    runs.keep("plan", leaks[0].clone());
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runs.assert_no_secret(&secrets)
+    }));
+    let message = caught.expect_err("the leak went unnoticed");
+    let message = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("`plan`"),
+        "the failure names the command: {message}"
     );
 }
 
@@ -348,7 +447,10 @@ async fn ssh_change_updates_the_group_in_place_and_app_change_updates_the_vm_in_
     let emu = Emulator::start();
     let stack = "vm-change";
     let file = StackFile::example(stack, &[]);
-    up(&emu, file.path());
+    // Every command's output, checked for secret values once the stack is down.
+    let mut runs = Runs::default();
+    runs.keep("up", up(&emu, file.path()));
+    let mut secrets = Secrets::read(&emu, stack).await;
     let ec2 = emu.ec2().await;
     let sg_before = security_groups(&ec2, stack).await[0]
         .group_id()
@@ -360,7 +462,7 @@ async fn ssh_change_updates_the_group_in_place_and_app_change_updates_the_vm_in_
     file.rewrite(&[("ssh_from: 203.0.113.0/24", "ssh_from: 198.51.100.7/32")]);
     let mut c = emu.iac();
     c.arg("plan").arg(file.path());
-    let p = run_ok(c);
+    let p = runs.keep("plan (ssh_from)", run_ok(c));
     assert!(
         p.stdout.contains("+ ingress tcp/22 from 198.51.100.7/32"),
         "{}",
@@ -376,7 +478,7 @@ async fn ssh_change_updates_the_group_in_place_and_app_change_updates_the_vm_in_
         "{}",
         p.stdout
     );
-    up(&emu, file.path());
+    runs.keep("up (ssh_from)", up(&emu, file.path()));
     let sgs = security_groups(&ec2, stack).await;
     assert_eq!(sgs.len(), 1);
     assert_eq!(
@@ -404,7 +506,7 @@ async fn ssh_change_updates_the_group_in_place_and_app_change_updates_the_vm_in_
         "  environment:\n    FEATURE_X: \"on\"\n",
     );
     std::fs::write(file.path(), text).unwrap();
-    let r = up(&emu, file.path());
+    let r = runs.keep("up (image, variable)", up(&emu, file.path()));
     assert_eq!(r.record("plan")["summary"]["replace"], 0, "{}", r.stdout);
     assert_eq!(r.record("plan")["summary"]["update"], 1, "{}", r.stdout);
     let vms = live_instances(&ec2, stack).await;
@@ -440,14 +542,14 @@ async fn ssh_change_updates_the_group_in_place_and_app_change_updates_the_vm_in_
     file.rewrite(&[("type: t3.small", "type: t3.medium")]);
     let mut c = emu.iac();
     c.arg("plan").arg(file.path());
-    let p = run_ok(c);
+    let p = runs.keep("plan (type)", run_ok(c));
     assert!(
         p.stdout
             .contains("the data volume (data) moves to the new VM"),
         "{}",
         p.stdout
     );
-    let r = up(&emu, file.path());
+    let r = runs.keep("up (type)", up(&emu, file.path()));
     assert_eq!(r.record("plan")["summary"]["replace"], 1);
     let vms = live_instances(&ec2, stack).await;
     assert_eq!(
@@ -481,15 +583,26 @@ async fn ssh_change_updates_the_group_in_place_and_app_change_updates_the_vm_in_
         vm_after
     );
 
-    // `down` keeps the data volume (exit 4); `--delete-data` removes it.
+    // `down` keeps the data volume (exit 4); `--delete-data` removes it. (The secrets are read
+    // again first: the first `down` deletes the stack's.)
+    secrets.merge(Secrets::read(&emu, stack).await);
+    assert!(
+        secrets
+            .names()
+            .contains(&format!("/iac/{stack}/db-password").as_str()),
+        "{:?}",
+        secrets.names()
+    );
     let mut c = emu.iac();
     c.args(["-o", "json", "down", "--stack", stack, "--yes"]);
-    let d = run(c);
+    let d = runs.keep("down", run(c));
     assert_eq!(d.code, 4, "{}", d.stderr);
     assert_eq!(data_volumes(&ec2, stack).await.len(), 1);
     assert!(live_instances(&ec2, stack).await.is_empty());
-    down(&emu, stack);
+    runs.keep("down --delete-data", down(&emu, stack));
     assert!(data_volumes(&ec2, stack).await.is_empty());
+    assert_eq!(runs.0.len(), 8, "{:?}", runs.commands());
+    runs.assert_no_secret(&secrets);
 }
 
 /// A stack made before single-vm had a data volume keeps MySQL on its VM's own disk. A change

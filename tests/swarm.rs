@@ -30,7 +30,9 @@ async fn swarm_up_update_scale_in_and_down() {
     let emu = Emulator::start();
     let stack = "sw-full";
     let file = StackFile::from_example("stacks/bookstore-swarm.yaml", stack, &[]);
-    let r = up(&emu, file.path());
+    // Every command's output, checked for secret values once the stack is down.
+    let mut runs = Runs::default();
+    let r = runs.keep("up", up(&emu, file.path()));
     let ec2 = emu.ec2().await;
     let ssm = emu.ssm().await;
 
@@ -169,7 +171,7 @@ async fn swarm_up_update_scale_in_and_down() {
             .expect("put token");
     }
     // A second `up` changes nothing (the tokens belong to the stack, they are not orphans).
-    let again = up(&emu, file.path());
+    let again = runs.keep("up (again)", up(&emu, file.path()));
     assert_eq!(
         again.record("summary")["mutating_calls"],
         serde_json::json!({})
@@ -177,7 +179,7 @@ async fn swarm_up_update_scale_in_and_down() {
     let mut plan = emu.iac();
     plan.args(["plan", "--detailed-exitcode", "--show-unchanged"])
         .arg(file.path());
-    let plan = run(plan);
+    let plan = runs.keep("plan --show-unchanged", run(plan));
     assert_eq!(plan.code, 0, "{}\n{}", plan.stdout, plan.stderr);
     assert!(
         plan.stdout.lines().any(|l| l
@@ -187,11 +189,33 @@ async fn swarm_up_update_scale_in_and_down() {
         "{}",
         plan.stdout
     );
+    // The same as data, which holds every resource, the tokens among them; and `status`.
+    let mut c = emu.iac();
+    c.args(["-o", "json", "plan"]).arg(file.path());
+    let json_plan = runs.keep("-o json plan", run_ok(c));
+    let changes = json_plan.record("plan")["changes"].clone();
+    assert!(
+        changes
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["id"] == "swarm/worker-token")),
+        "{changes}"
+    );
+    let mut c = emu.iac();
+    c.arg("status").arg(file.path());
+    let status = runs.keep("status", run_ok(c));
+    for vm in vms.values() {
+        let id = vm.instance_id().expect("id");
+        assert!(
+            status.stdout.contains(id),
+            "{id} missing from:\n{}",
+            status.stdout
+        );
+    }
 
     // More replicas: the spec is rewritten and the leader applies it in place.
     let leader = vms["manager-1"].instance_id().expect("leader").to_string();
     file.rewrite(&[("replicas: 6", "replicas: 8")]);
-    let r = up(&emu, file.path());
+    let r = runs.keep("up (replicas)", up(&emu, file.path()));
     let msgs = sent(&r);
     assert_eq!(msgs.len(), 1, "{msgs:?}");
     assert!(msgs[0].contains(&format!("to {leader} ")), "{msgs:?}");
@@ -218,7 +242,7 @@ async fn swarm_up_update_scale_in_and_down() {
     let w3 = vms["worker-3"].clone();
     let w3_ip = w3.private_ip_address().expect("ip").to_string();
     file.rewrite(&[("workers: 3", "workers: 2")]);
-    let r = up(&emu, file.path());
+    let r = runs.keep("up (workers)", up(&emu, file.path()));
     let events = r.records();
     let drained = events
         .iter()
@@ -264,9 +288,25 @@ async fn swarm_up_update_scale_in_and_down() {
     assert_eq!(now["manager-1"].instance_id(), Some(leader.as_str()));
 
     // `down` removes the nodes, the address, the group and every parameter (tokens included).
+    // The secrets, read by value before `down` deletes them: the join tokens the leader
+    // published, the app's secret.
+    let secrets = Secrets::read(&emu, stack).await;
+    for leaf in ["swarm/manager-token", "swarm/worker-token"] {
+        let name = format!("/iac/{stack}/{leaf}");
+        assert!(
+            secrets.names().contains(&name.as_str()),
+            "{:?}",
+            secrets.names()
+        );
+    }
+    assert!(
+        secrets.names().contains(&"/bookstore/secret-key"),
+        "{:?}",
+        secrets.names()
+    );
     let mut d = emu.iac();
     d.args(["-o", "json", "down", "--stack", stack, "--yes"]);
-    let d = run_ok(d);
+    let d = runs.keep("down", run_ok(d));
     assert_eq!(d.record("verified")["remaining"], serde_json::json!([]));
     assert!(instances_by_logical_id(&ec2, stack).await.is_empty());
     let left = ssm
@@ -279,4 +319,7 @@ async fn swarm_up_update_scale_in_and_down() {
     assert!(left.parameters().is_empty(), "{:?}", left.parameters());
     // `down` drains nothing: the whole cluster goes.
     assert!(sent(&d).is_empty());
+    // No command printed a secret, nor a part of one.
+    assert_eq!(runs.0.len(), 8, "{:?}", runs.commands());
+    runs.assert_no_secret(&secrets);
 }

@@ -282,6 +282,7 @@ pub fn dummy_env() -> Vec<(&'static str, &'static str)> {
 }
 
 /// Output of a finished command, with the NDJSON records parsed.
+#[derive(Clone)]
 pub struct Run {
     pub code: i32,
     pub stdout: String,
@@ -1073,11 +1074,32 @@ impl Secrets {
         v
     }
 
+    /// Adds the secrets of `other` not already here (a second read, after a secret was
+    /// replaced or before an earlier `down` deleted it).
+    pub fn merge(&mut self, other: Secrets) {
+        for v in other.values {
+            if !self.values.contains(&v) {
+                self.values.push(v);
+            }
+        }
+    }
+
     /// Asserts that no secret, nor any run of [`LEAK_WINDOW`] of its characters, is in the
     /// stdout or stderr of any of `runs` (also with the output's whitespace removed, for a key
     /// printed across lines).
     pub fn assert_absent(&self, runs: &[&Run]) {
-        for (i, r) in runs.iter().enumerate() {
+        let labels: Vec<String> = (0..runs.len()).map(|i| format!("run {i}")).collect();
+        let labelled: Vec<(&str, &Run)> = labels
+            .iter()
+            .map(String::as_str)
+            .zip(runs.iter().copied())
+            .collect();
+        self.assert_absent_labelled(&labelled);
+    }
+
+    /// [`Secrets::assert_absent`] with each run named (the command it was) in the failure.
+    pub fn assert_absent_labelled(&self, runs: &[(&str, &Run)]) {
+        for (label, r) in runs {
             for (stream, text) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
                 let squeezed: String = text.chars().filter(|c| !c.is_whitespace()).collect();
                 let mut seen = std::collections::HashSet::new();
@@ -1093,12 +1115,35 @@ impl Secrets {
                     };
                     assert!(
                         !leaked,
-                        "run {i} (exit {}) printed (part of) the secret in {name} on its {stream}:\n{text}",
+                        "`{label}` (exit {}) printed (part of) the secret in {name} on its {stream}:\n{text}",
                         r.code
                     );
                 }
             }
         }
+    }
+}
+
+/// Every run of a scenario, named by its command, kept for the secret check at its end.
+#[derive(Default)]
+pub struct Runs(pub Vec<(String, Run)>);
+
+impl Runs {
+    /// Keeps a copy of `r` under `what` (the command) and hands `r` back.
+    pub fn keep(&mut self, what: &str, r: Run) -> Run {
+        self.0.push((what.to_string(), r.clone()));
+        r
+    }
+
+    /// The commands kept, in order.
+    pub fn commands(&self) -> Vec<&str> {
+        self.0.iter().map(|(w, _)| w.as_str()).collect()
+    }
+
+    /// Asserts that no secret of `secrets` is in the output of any run kept.
+    pub fn assert_no_secret(&self, secrets: &Secrets) {
+        let labelled: Vec<(&str, &Run)> = self.0.iter().map(|(w, r)| (w.as_str(), r)).collect();
+        secrets.assert_absent_labelled(&labelled);
     }
 }
 
