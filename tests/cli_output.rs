@@ -138,6 +138,15 @@ async fn status_after_up_and_a_call_the_endpoint_does_not_support() {
             assert!(!text.contains(dump), "`{dump}` in:\n{text}");
         }
     }
+    // The group's instances cost money too: priced by their type, on one line.
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("asg (instances)")
+                && l.contains("2 x instance t3.micro")),
+        "{}",
+        r.stdout
+    );
     insta::assert_snapshot!("status-bookstore-asg", shown(&r));
 
     // The same with -o json: the failure is a field of the group's record, one line.

@@ -24,6 +24,8 @@ pub const PROTECTED: &str = "iac:protected";
 /// keeps that id even when the alias has moved on (see `provider::pin_image`).
 pub const IMAGE: &str = "iac:image";
 pub const IMAGE_ID: &str = "iac:image-id";
+/// AWS's own tag on the instances an Auto Scaling group launches: the group's name.
+pub const ASG_NAME: &str = "aws:autoscaling:groupName";
 /// On an Elastic IP: the Route 53 record pointing at it, `<zone id>/<name>` (records have no tags).
 pub const DNS_RECORD: &str = "iac:dns-record";
 /// On an Elastic IP, beside [`DNS_RECORD`]: the record's logical id.

@@ -151,9 +151,26 @@ pub fn items_from_resources(resources: &[Resource]) -> Vec<Item> {
     items
 }
 
-/// What the resources found by discovery cost (the status view). Root volumes are not
+/// What the resources found by discovery cost (the status view), and the instances launched
+/// on the stack's behalf (an Auto Scaling group's, a scaler's pool), each with the logical id
+/// of what launched it: priced by type, one line per launcher and type. Root volumes are not
 /// discovered, so they are not counted here.
-pub fn items_from_observed(found: &[Observed]) -> Vec<Item> {
+pub fn items_from_observed(found: &[Observed], launched: &[Observed]) -> Vec<Item> {
+    let mut groups: Vec<(String, String, u32)> = Vec::new();
+    for o in launched {
+        if let Details::Instance { instance_type, .. } = &o.details {
+            match groups
+                .iter_mut()
+                .find(|(id, t, _)| *id == o.id.as_str() && t == instance_type)
+            {
+                Some((_, _, n)) => *n += 1,
+                None => groups.push((o.id.to_string(), instance_type.clone(), 1)),
+            }
+        }
+    }
+    let launched = groups
+        .into_iter()
+        .map(|(id, t, n)| instance(&format!("{id} (instances)"), Some(&t), n));
     found
         .iter()
         .filter_map(|o| {
@@ -170,13 +187,13 @@ pub fn items_from_observed(found: &[Observed]) -> Vec<Item> {
                 Details::DbInstance { instance_class, .. } => Priced::DbInstance {
                     class: instance_class.clone(),
                 },
-                // The group's type lives in its launch template; its instances are listed
-                // (and priced) one by one when discovery finds them.
+                // The group's instances come with `launched`.
                 Details::AutoScalingGroup { .. } => return None,
                 _ => flat(o.kind)?,
             };
             Some(Item { id, priced })
         })
+        .chain(launched)
         .collect()
 }
 
@@ -310,6 +327,55 @@ mod tests {
             id: id.into(),
             priced,
         }
+    }
+
+    #[test]
+    fn launched_instances_are_priced_one_line_per_launcher_and_type() {
+        let vm = |id: &str, phys: &str, t: &str| Observed {
+            id: crate::plan::ResourceId::new(id),
+            kind: Kind::Instance,
+            physical_id: phys.into(),
+            state: "running".into(),
+            details: Details::Instance {
+                instance_type: t.into(),
+                image_id: "ami-1".into(),
+                key_name: None,
+                security_group_ids: Vec::new(),
+                spec_hash: None,
+                public_ip: None,
+                private_ip: None,
+            },
+            tags: Default::default(),
+        };
+        let items = items_from_observed(
+            &[vm("monitor", "i-0", "t3.small")],
+            &[
+                vm("pool", "i-1", "t3.micro"),
+                vm("asg", "i-2", "t3.micro"),
+                vm("pool", "i-3", "t3.micro"),
+                vm("pool", "i-4", "t3.small"),
+            ],
+        );
+        let shown: Vec<(String, Option<String>, u32)> = items
+            .into_iter()
+            .map(|i| match i.priced {
+                Priced::Instance {
+                    instance_type,
+                    count,
+                } => (i.id, instance_type, count),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let t = |s: &str| Some(s.to_string());
+        assert_eq!(
+            shown,
+            vec![
+                ("monitor".into(), t("t3.small"), 1),
+                ("pool (instances)".into(), t("t3.micro"), 2),
+                ("asg (instances)".into(), t("t3.micro"), 1),
+                ("pool (instances)".into(), t("t3.small"), 1),
+            ]
+        );
     }
 
     fn sample() -> Vec<Item> {
