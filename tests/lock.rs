@@ -1,6 +1,8 @@
 //! The stack lock against the emulator: concurrent `up` runs through a proxy adding 150 ms per
 //! call, a holder killed with SIGKILL, Ctrl-C and SIGTERM, `status` and `unlock`; exact stack
-//! names for `--stack`; a protected stack and `down --delete-data`.
+//! names for `--stack`; a protected stack and `down --delete-data` (alb-asg and lb-vms); the lock
+//! parameter's tags; `down` and `plan` while an `up` holds the lock; lease renewal by a holder
+//! outliving its lease; the CI run id in the holder record.
 
 mod common;
 
@@ -408,5 +410,262 @@ async fn a_protected_stack_survives_down_delete_data_until_an_up_lifts_protectio
         lock_value(&emu, stack).await,
         None,
         "`down` removes the lock last"
+    );
+}
+
+/// The lock parameter's (value, version), if it exists.
+async fn lock_param(emu: &Emulator, stack: &str) -> Option<(String, i64)> {
+    emu.ssm()
+        .await
+        .get_parameter()
+        .name(format!("/iac/{stack}/lock"))
+        .send()
+        .await
+        .ok()
+        .and_then(|o| {
+            o.parameter()
+                .map(|p| (p.value().unwrap_or_default().to_string(), p.version()))
+        })
+}
+
+/// Starts a slow `up` of a new stack (through a proxy adding `delay_ms` per call) with `env`,
+/// and waits until it holds the lock; returns it with the lock's value.
+async fn slow_holder(
+    emu: &Emulator,
+    proxy: &AwsProxy,
+    stack: &str,
+    file: &StackFile,
+    env: &[(&str, &str)],
+) -> (Child, String) {
+    // The emulator loads its SSM backend on the first call (seconds): not while the holder runs.
+    assert_eq!(lock_value(emu, stack).await, None);
+    let mut c = up_cmd(emu, &proxy.url, file.path(), &[]);
+    c.envs(env.iter().copied());
+    let mut holder = spawn(c);
+    let record = until_locked(emu, stack, &mut holder).await;
+    (holder, record)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lock_parameter_is_tagged_with_its_stack() {
+    let emu = Emulator::start();
+    let proxy = AwsProxy::slow(&emu, 200);
+    let stack = "lk-tagged";
+    let file = StackFile::example(stack, &[]);
+    let (holder, _) = slow_holder(&emu, &proxy, stack, &file, &[]).await;
+    let tags = emu
+        .ssm()
+        .await
+        .list_tags_for_resource()
+        .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
+        .resource_id(format!("/iac/{stack}/lock"))
+        .send()
+        .await
+        .expect("list tags of the lock parameter");
+    let tags: std::collections::BTreeMap<_, _> = tags
+        .tag_list()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect();
+    assert_eq!(
+        tags.get("iac:stack").map(String::as_str),
+        Some(stack),
+        "{tags:?}"
+    );
+    let r = finish(holder);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(lock_value(&emu, stack).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn down_is_refused_while_an_up_holds_the_lock_and_deletes_nothing() {
+    let emu = Emulator::start();
+    let proxy = AwsProxy::slow(&emu, 300);
+    let stack = "lk-down";
+    let file = StackFile::example(stack, &[]);
+    let (holder, _) = slow_holder(&emu, &proxy, stack, &file, &[]).await;
+    let pid = holder.id().to_string();
+    let mut c = emu.iac();
+    c.arg("down").arg(file.path()).arg("--yes");
+    let refused = run(c);
+    assert_eq!(refused.code, LOCK_LOST, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("stack `{stack}` is locked by another run"))
+            && refused.stderr.contains(&format!("pid {pid}"))
+            && refused.stderr.contains("running `up` for"),
+        "{}",
+        refused.stderr
+    );
+    // The holder goes on undisturbed and everything it made is still there.
+    let r = finish(holder);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ec2_census(&emu, stack).await, one_of_each());
+    assert_eq!(lock_value(&emu, stack).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_does_not_take_the_lock() {
+    let emu = Emulator::start();
+    let proxy = AwsProxy::slow(&emu, 200);
+    let stack = "lk-plan";
+    let file = StackFile::example(stack, &[]);
+    // A long lease: no renewal changes the record while `plan` runs.
+    let (holder, _) = slow_holder(
+        &emu,
+        &proxy,
+        stack,
+        &file,
+        &[("IAC_LOCK_LEASE_SECS", "600")],
+    )
+    .await;
+    let before = lock_param(&emu, stack).await.expect("the lock is held");
+    let mut c = emu.iac();
+    c.arg("plan").arg(file.path());
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        lock_param(&emu, stack).await,
+        Some(before),
+        "`plan` left the lock alone"
+    );
+    let r = finish(holder);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(lock_value(&emu, stack).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_holder_running_longer_than_its_lease_renews_it_and_keeps_the_lock() {
+    let emu = Emulator::start();
+    let proxy = AwsProxy::slow(&emu, 400);
+    let stack = "lk-renew";
+    let file = StackFile::example(stack, &[]);
+    let lease = Duration::from_secs(3);
+    let env = [("IAC_LOCK_LEASE_SECS", "3")];
+    let (mut holder, _) = slow_holder(&emu, &proxy, stack, &file, &env).await;
+    let locked_at = Instant::now();
+    let (_, first) = lock_param(&emu, stack).await.expect("held");
+    // Past the lease and its margin since the first write, with at least one renewal seen.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, version) = lock_param(&emu, stack).await.expect("the lock is kept");
+        if version > first && locked_at.elapsed() > lease + lease / 2 {
+            break;
+        }
+        if holder.try_wait().expect("holder").is_some() {
+            let r = finish(holder);
+            panic!(
+                "the holder ended ({}) before a renewal past its lease was seen:\n{}",
+                r.code, r.stderr
+            );
+        }
+        assert!(Instant::now() < deadline, "the lock was never renewed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(holder.try_wait().expect("holder").is_none());
+    let pid = holder.id().to_string();
+    let mut c = up_cmd(&emu, &emu.url, file.path(), &[]);
+    c.envs(env);
+    let refused = run(c);
+    assert_eq!(refused.code, LOCK_LOST, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&format!("pid {pid}")),
+        "{}",
+        refused.stderr
+    );
+    let r = finish(holder);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ec2_census(&emu, stack).await, one_of_each());
+    assert_eq!(lock_value(&emu, stack).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_holder_record_names_the_github_run() {
+    let emu = Emulator::start();
+    let proxy = AwsProxy::slow(&emu, 200);
+    let stack = "lk-ci";
+    let file = StackFile::example(stack, &[]);
+    let (holder, record) =
+        slow_holder(&emu, &proxy, stack, &file, &[("GITHUB_RUN_ID", "4242")]).await;
+    assert!(record.contains("GITHUB_RUN_ID=4242"), "{record}");
+    let mut c = up_cmd(&emu, &emu.url, file.path(), &[]);
+    c.env_remove("GITHUB_RUN_ID");
+    let refused = run(c);
+    assert_eq!(refused.code, LOCK_LOST, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("GITHUB_RUN_ID=4242"),
+        "{}",
+        refused.stderr
+    );
+    let r = finish(holder);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_protected_lb_vms_stack_keeps_its_data_volume_and_vms_on_down_delete_data() {
+    let emu = Emulator::start();
+    let stack = "lk-protected-vms";
+    let file = StackFile::from_example("stacks/bookstore-lb-vms.yaml", stack, &[]);
+    let text = std::fs::read_to_string(file.path()).expect("read");
+    std::fs::write(file.path(), format!("{text}\nprotect: true\n")).expect("write");
+    run_ok(up_cmd(&emu, &emu.url, file.path(), &[]));
+    let ec2 = emu.ec2().await;
+    let volumes = data_volumes(&ec2, stack).await;
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    let vol_id = volumes[0].0.clone();
+    let vol_tags = || async {
+        let out = ec2
+            .describe_volumes()
+            .volume_ids(&vol_id)
+            .send()
+            .await
+            .expect("the data volume");
+        tag_map(out.volumes()[0].tags())
+    };
+    assert_eq!(
+        vol_tags().await.get("iac:protected").map(String::as_str),
+        Some("true")
+    );
+    let vms = |v: Vec<aws_sdk_ec2::types::Instance>| {
+        let mut ids: Vec<String> = v
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let before = vms(live_instances(&ec2, stack).await);
+    assert_eq!(before.len(), 4, "{before:?}");
+
+    let mut c = emu.iac();
+    c.arg("down")
+        .arg(file.path())
+        .args(["--yes", "--delete-data"]);
+    let r = run(c);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("stack `{stack}` is protected")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        data_volumes(&ec2, stack).await,
+        volumes,
+        "the data volume is kept"
+    );
+    assert_eq!(
+        vol_tags().await.get("iac:stack").map(String::as_str),
+        Some(stack)
+    );
+    assert_eq!(
+        vms(live_instances(&ec2, stack).await),
+        before,
+        "no VM deleted"
+    );
+    assert_eq!(
+        lock_value(&emu, stack).await,
+        None,
+        "released after the refusal"
     );
 }
