@@ -504,3 +504,215 @@ async fn a_deprecated_aurora_version_is_refused_by_plan() {
     );
     assert!(live_instances(&emu.ec2().await, "aurora").await.is_empty());
 }
+
+/// `iac -o json ARGS FILE` through the strict layer, whatever its exit code.
+fn iac_json(strict: &StrictAws, emu: &Emulator, args: &[&str], file: &std::path::Path) -> Run {
+    let mut c = emu.iac_at(&strict.url);
+    c.args(["-o", "json"]).args(args).arg(file);
+    run(c)
+}
+
+/// The plan's change to the one resource of `kind`.
+fn change_of(r: &Run, kind: &str) -> serde_json::Value {
+    let changes = r.record("plan")["changes"].clone();
+    let mine: Vec<_> = changes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["kind"] == kind)
+        .cloned()
+        .collect();
+    assert_eq!(mine.len(), 1, "one {kind} expected: {changes}");
+    mine[0].clone()
+}
+
+/// Rule: the public image parameter moves. alb-asg pins the image on its launch template (tags
+/// `iac:image`, `iac:image-id` on the template, the id in its version's data): a newer image
+/// makes no new template version until `--refresh-image`.
+#[tokio::test]
+async fn a_newer_image_makes_no_new_launch_template_version() {
+    let emu = Emulator::start();
+    let strict = StrictAws::start(&emu, table(OLDER));
+    let stack = StackFile::from_example("stacks/bookstore-asg.yaml", "ltpin", &[]);
+    up(&strict, &emu, stack.path(), &[]);
+    let ec2 = emu.ec2().await;
+    let templates = |ec2: aws_sdk_ec2::Client| async move {
+        ec2.describe_launch_templates()
+            .filters(stack_filter("ltpin"))
+            .send()
+            .await
+            .expect("templates")
+            .launch_templates()
+            .to_vec()
+    };
+    let lts = templates(ec2.clone()).await;
+    assert_eq!(lts.len(), 1, "{lts:?}");
+    let lt = &lts[0];
+    let lt_id = lt.launch_template_id().expect("id").to_string();
+    let t = tag_map(lt.tags());
+    assert_eq!(t.get("iac:image-id").map(String::as_str), Some(OLDER));
+    assert_eq!(t.get("iac:image").map(String::as_str), Some("ubuntu-24.04"));
+    let version = |ec2: aws_sdk_ec2::Client, id: String| async move {
+        let v = ec2
+            .describe_launch_template_versions()
+            .launch_template_id(id)
+            .versions("$Latest")
+            .send()
+            .await
+            .expect("versions");
+        let v = v.launch_template_versions()[0].clone();
+        (
+            v.version_number(),
+            v.launch_template_data()
+                .and_then(|d| d.image_id())
+                .map(str::to_string),
+        )
+    };
+    let (first, image) = version(ec2.clone(), lt_id.clone()).await;
+    assert_eq!(image.as_deref(), Some(OLDER));
+
+    strict.set(table(NEWER));
+    let plan = iac_json(
+        &strict,
+        &emu,
+        &["plan", "--detailed-exitcode"],
+        stack.path(),
+    );
+    assert_eq!(plan.code, 0, "{}\n{}", plan.stdout, plan.stderr);
+    assert_eq!(
+        change_of(&plan, "launch-template")["action"]["action"],
+        "keep"
+    );
+    let again = iac_json(&strict, &emu, &["up", "--yes", "--no-wait"], stack.path());
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    // Nothing to do: `up` records no plan at all, or one that keeps the template.
+    if again.records().iter().any(|r| r["event"] == "plan") {
+        assert_eq!(
+            change_of(&again, "launch-template")["action"]["action"],
+            "keep"
+        );
+    }
+    assert!(
+        again.stdout.contains("a newer image is available"),
+        "{}",
+        again.stdout
+    );
+    let mutating = again.record("summary")["mutating_calls"].clone();
+    assert!(
+        mutating.get("ec2:CreateLaunchTemplateVersion").is_none()
+            && mutating.get("ec2:CreateLaunchTemplate").is_none(),
+        "{mutating}"
+    );
+    assert_eq!(
+        version(ec2.clone(), lt_id.clone()).await,
+        (first, Some(OLDER.to_string()))
+    );
+
+    let refresh = iac_json(
+        &strict,
+        &emu,
+        &["plan", "--detailed-exitcode", "--refresh-image"],
+        stack.path(),
+    );
+    assert_eq!(refresh.code, 3, "{}\n{}", refresh.stdout, refresh.stderr);
+    let lt_change = change_of(&refresh, "launch-template");
+    assert_ne!(lt_change["action"]["action"], "keep", "{lt_change}");
+    down(&strict, &emu, stack.path());
+}
+
+/// `instance.image_policy: latest`: the alias is resolved on every run, so once it moves `plan`
+/// replaces the instance without `--refresh-image`, and `up` moves it to the new image.
+#[tokio::test]
+async fn image_policy_latest_follows_the_alias_without_refresh_image() {
+    let emu = Emulator::start();
+    let strict = StrictAws::start(&emu, table(OLDER));
+    let stack = StackFile::example(
+        "latest",
+        &[(
+            "  image: ubuntu-24.04\n",
+            "  image: ubuntu-24.04\n  image_policy: latest\n",
+        )],
+    );
+    up(&strict, &emu, stack.path(), &[]);
+    let ec2 = emu.ec2().await;
+    let first = instances_by_logical_id(&ec2, "latest").await["vm"].clone();
+    assert_eq!(first.image_id(), Some(OLDER));
+
+    strict.set(table(NEWER));
+    let mut plan = emu.iac_at(&strict.url);
+    plan.arg("plan")
+        .arg(stack.path())
+        .arg("--detailed-exitcode");
+    let plan = run(plan);
+    assert_eq!(plan.code, 3, "{}\n{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stdout.contains(&format!("image {OLDER} → {NEWER}")),
+        "{}",
+        plan.stdout
+    );
+    let said = format!("{}{}", plan.stdout, plan.stderr);
+    assert!(said.contains("instance.image_policy: latest"), "{said}");
+    assert!(!said.contains("a newer image is available"), "{said}");
+    let json = iac_json(&strict, &emu, &["plan"], stack.path());
+    assert_eq!(
+        change_of(&json, "instance")["action"]["action"],
+        "replace",
+        "{}",
+        json.stdout
+    );
+
+    up(&strict, &emu, stack.path(), &[]);
+    let moved = instances_by_logical_id(&ec2, "latest").await["vm"].clone();
+    assert_ne!(moved.instance_id(), first.instance_id());
+    assert_eq!(moved.image_id(), Some(NEWER));
+    assert_eq!(
+        tag_map(moved.tags())
+            .get("iac:image-id")
+            .map(String::as_str),
+        Some(NEWER)
+    );
+    down(&strict, &emu, stack.path());
+}
+
+/// An endpoint that does not answer DescribeDBEngineVersions (a bare HTTP 500, no AWS error
+/// code, as an emulator that lacks the call answers): under an endpoint override the check of a
+/// pinned Aurora version is skipped with a note, and `plan` goes on.
+#[tokio::test]
+async fn an_unanswered_engine_version_check_is_skipped_with_a_note() {
+    let emu = Emulator::start();
+    let strict = StrictAws::start(
+        &emu,
+        json!({
+            "parameters": {UBUNTU_2404: OLDER},
+            "unanswered": ["DescribeDBEngineVersions"],
+        }),
+    );
+    let stack = StackFile::from_example(
+        "stacks/bookstore-asg.yaml",
+        "unchecked",
+        &[(
+            "  # version: 8.0.mysql_aurora.3.08.2",
+            "  version: 8.0.mysql_aurora.3.08.2 #",
+        )],
+    );
+    let mut c = emu.iac_at(&strict.url);
+    c.arg("plan").arg(stack.path());
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        said.contains(&format!(
+            "database.version 8.0.mysql_aurora.3.08.2 not checked: {} does not answer DescribeDBEngineVersions",
+            strict.url
+        )),
+        "{said}"
+    );
+    assert!(
+        r.stdout.contains("db-cluster") && r.stdout.contains(" to create,"),
+        "the plan goes on:\n{}",
+        r.stdout
+    );
+    assert!(live_instances(&emu.ec2().await, "unchecked")
+        .await
+        .is_empty());
+}

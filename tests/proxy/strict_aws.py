@@ -9,6 +9,7 @@ re-read on every request, so a test changes the proxy's world between two runs o
      "fresh_seconds": 2,                            # how long a new group/profile is invisible
      "forget_terminated": false,                    # hide terminated instances (an hour passed)
      "engine_versions": {"aurora-mysql": ["8.0.mysql_aurora.3.08.2"]},  # what new clusters may use
+     "unanswered": ["DescribeDBEngineVersions"],     # RDS actions answered with a bare HTTP 500
      "ssm_agent": "/tmp/.../instances.json",        # the instance runner's report (real boots)
      "refresh": {"outcome": "RollbackSuccessful",   # instance refreshes (moto has none): how
                  "reason": "...", "after": 2}}      # they end, after how many looks
@@ -27,6 +28,8 @@ Rules (from the EC2, ELBv2, EFS and SSM API references):
 - ReleaseAddress of an associated Elastic IP: 400 InvalidIPAddress.InUse.
 - DescribeDBEngineVersions: answered from `engine_versions` when the table has it (the emulator
   does not answer it); a deprecated version is simply not listed, as on AWS.
+- RDS actions listed in `unanswered`: a bare HTTP 500 without an AWS error code, as an endpoint
+  that does not implement them (an emulator) answers.
 - DescribeLaunchTemplates lists each template's tags as they are now (moto lists the tags it
   was created with, whatever CreateTags did since).
 - DetachVolume from a running instance: accepted, but the volume never leaves `in-use` (on AWS
@@ -360,6 +363,8 @@ def ssm(target, body, forward):
 def rds(params, forward):
     """DescribeDBEngineVersions from the table's `engine_versions` (engine -> versions available
     for new clusters), as AWS answers it: deprecated versions are not listed."""
+    if params.get("Action") in table().get("unanswered", []):
+        return 500, [("Content-Type", "text/plain")], b"Internal Server Error"
     known = table().get("engine_versions")
     if params.get("Action") != "DescribeDBEngineVersions" or known is None:
         return forward()
