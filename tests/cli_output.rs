@@ -276,3 +276,49 @@ fn help_texts() {
         insta::assert_snapshot!(name, r.stdout);
     }
 }
+
+/// A closed pipe (`iac … | head -0`) ends the commands that talk to AWS successfully too,
+/// without a panic or a "Broken pipe" error, and without leaving the stack's lock behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_pipe_is_success_for_the_commands_that_talk_to_aws() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let emu = Emulator::start();
+    let file = StackFile::example("pipe-vm", &[]);
+    for args in [
+        vec!["-o", "json", "up", "--yes"],
+        vec!["up", "--yes"],
+        vec!["plan"],
+        vec!["-o", "json", "plan"],
+        vec!["status"],
+        vec!["logs"],
+    ] {
+        let mut c = emu.iac();
+        let mut child = c
+            .args(&args)
+            .arg(file.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("iac starts");
+        drop(child.stdout.take());
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            e.read_to_string(&mut stderr).expect("stderr");
+        }
+        let status = child.wait().expect("iac ends");
+        assert_eq!(status.code(), Some(0), "{args:?}\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}\n{stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?}\n{stderr}");
+    }
+    assert!(
+        emu.ssm()
+            .await
+            .get_parameter()
+            .name("/iac/pipe-vm/lock")
+            .send()
+            .await
+            .is_err(),
+        "the lock was left behind"
+    );
+}
