@@ -349,15 +349,16 @@ class Proxy(BaseHTTPRequestHandler):
         self.reply(resp.status, out, data, call)
 
     def reply(self, status, headers, data, call):
+        # `end` is taken before the answer goes out: a call the client makes once it has read
+        # the answer always gets a later `start` (taken after the end, on another thread, it
+        # could come first).
+        call["end"] = tick()
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        # Logged once the answer is out: a call the client makes after reading it gets a
-        # later `start`.
-        call["end"] = tick()
         log_call(call)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = handle_any
