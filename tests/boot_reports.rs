@@ -1,107 +1,25 @@
-//! Boot reports end to end: `iac up` (lb-vms) against the emulator, then the real rendered boot
-//! script of the web VMs runs in the sandbox (fake root, stubs on PATH) as each of the
-//! instances the emulator launched, with an `aws` stub that sends `ssm put-parameter` of the
-//! boot reports to the emulator (through boto3, the library the AWS CLI is built on). `iac
-//! logs` and `iac status` then read what the real script reported: ready, a failed image pull
-//! (the step and the log line), a health check that never passes (failed, non-zero exit). No
-//! report holds a secret; `down` deletes them all.
+//! Boot reports end to end: `iac up` against the emulator, then the real boot script of each
+//! role runs in the sandbox (fake root, stubs on PATH) as instances the emulator launched, with
+//! an `aws` stub that sends `ssm put-parameter` of the boot reports to the emulator (through
+//! boto3, the library the AWS CLI is built on). `iac logs` and `iac status` then read what the
+//! real script reported. lb-vms web: ready, a failed image pull (the step and the log line), a
+//! health check that never passes (failed, non-zero exit), `up --wait` on those reports. Every
+//! other role (swarm manager and worker, alb-asg's web instances from the launch template's user
+//! data, the custom scaler's monitor and agents): each step reported, and a failed step with its
+//! log tail. No report holds a secret; `down` deletes them all.
 
 mod common;
 // Shared with the render tests, which use what this test does not.
 #[allow(dead_code)]
+#[path = "common/boot.rs"]
+mod boot;
+#[allow(dead_code)]
 mod render_common;
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
-
-use common::{instances_by_logical_id, moto_server, run, run_ok, Emulator, StackFile};
-use render_common::{manifest_dir, Sandbox, Setup, HOST_TOOLS};
-use serde_json::Value;
+use boot::{logs, Role, DB_PASSWORD};
+use common::{instances_by_logical_id, run, run_ok, Emulator, Run, StackFile};
 
 const STACK: &str = "br-lb";
-const DB_PASSWORD: &str = "db-pa55word-never-reported";
-
-/// `aws`: boot reports go to the emulator; every other call is the usual stub's.
-const AWS_FORWARD: &str = r#"#!/bin/bash
-if [ "${1:-} ${2:-}" = "ssm put-parameter" ]; then
-  name='' value='' prev=''
-  for a in "$@"; do
-    case $prev in --name) name=$a ;; --value) value=$a ;; esac
-    prev=$a
-  done
-  case $name in
-    /iac/*/boot/*)
-      printf 'aws %s\n' "$*" >>"$STUB_LOG"
-      exec "$STUB_PYTHON" -c '
-import sys, boto3
-name, path, url = sys.argv[1:4]
-ssm = boto3.client("ssm", endpoint_url=url, region_name="us-east-1",
-                   aws_access_key_id="testing", aws_secret_access_key="testing")
-ssm.put_parameter(Name=name, Value=open(path).read(), Type="String", Overwrite=True)
-' "$name" "${value#file://}" "$STUB_EMULATOR"
-      ;;
-  esac
-fi
-exec "$STUB_REAL_AWS" "$@"
-"#;
-
-/// The web VMs' script in a sandbox whose `aws` (once installed) publishes boot reports to
-/// the emulator named at run time (`boot_as`).
-fn web_sandbox(stack: &iac::stack::Stack) -> Sandbox {
-    let setup = Setup {
-        host_tools: HOST_TOOLS,
-        // Installed by the script's first step: the reports wait for it.
-        missing: &["aws"],
-        extra_stubs: &[("aws", AWS_FORWARD)],
-        env: &[
-            ("IAC_HEALTH_WAIT_SECONDS", "1"),
-            ("IAC_HEALTH_POLL_SECONDS", "1"),
-            ("IAC_RETRY_SLEEP", "0"),
-        ],
-        ..Setup::UBUNTU
-    };
-    let script = iac::render::lb_vms::web(stack).expect("web renders").script;
-    let sb = Sandbox::new(&setup, &script);
-    // The usual aws stub answers the reads, from the sandbox's parameter files.
-    let real = sb.base.join("aws-stub");
-    fs::create_dir_all(&real).unwrap();
-    for f in ["aws", "_lib.sh"] {
-        fs::copy(manifest_dir().join("tests/stubs").join(f), real.join(f)).unwrap();
-        fs::set_permissions(real.join(f), fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let p = |leaf: &str| iac::render::param_name(STACK, leaf);
-    sb.param(&p("app"), &iac::render::app_spec::app_spec(stack).unwrap());
-    sb.param(&p("db-host"), "10.0.9.9");
-    sb.param(&p("db-password"), DB_PASSWORD);
-    sb
-}
-
-/// Runs the script as instance `id`.
-fn boot_as(emu: &Emulator, sb: &Sandbox, id: &str, env: &[(&str, &str)]) -> std::process::Output {
-    let python = moto_server().with_file_name("python");
-    let real = sb.base.join("aws-stub/aws");
-    let mut all: Vec<(&str, &str)> = vec![
-        ("STUB_INSTANCE_ID", id),
-        ("STUB_EMULATOR", &emu.url),
-        ("STUB_PYTHON", python.to_str().unwrap()),
-        ("STUB_REAL_AWS", real.to_str().unwrap()),
-    ];
-    all.extend_from_slice(env);
-    sb.run(&all)
-}
-
-/// The `boot` records of `iac -o json logs` (and its exit code).
-fn logs(emu: &Emulator, file: &StackFile, args: &[&str]) -> (i32, Vec<Value>) {
-    let mut c = emu.iac();
-    c.args(["-o", "json", "logs"]).arg(file.path()).args(args);
-    let r = run(c);
-    let boots = r
-        .records()
-        .into_iter()
-        .filter(|v| v["event"] == "boot")
-        .collect();
-    (r.code, boots)
-}
 
 async fn report_values(emu: &Emulator) -> Vec<String> {
     let out = emu
@@ -148,16 +66,16 @@ async fn logs_and_status_show_what_the_real_boot_script_reported() {
     let (web1, web2) = (&ids["web-1"], &ids["web-2"]);
 
     // Before any boot: every instance is listed, none has a report.
-    let (code, boots) = logs(&emu, &file, &[]);
+    let (Run { code, .. }, boots) = logs(&emu, &file, &[]);
     assert_eq!(code, 0);
     assert_eq!(boots.len(), ids.len(), "{boots:?}");
     assert!(boots.iter().all(|b| b["state"] == "no report"), "{boots:?}");
 
     // web-1 boots: every step succeeds.
-    let sb = web_sandbox(&stack);
-    let out = boot_as(&emu, &sb, web1, &[]);
+    let sb = boot::sandbox(&emu, &stack, Role::LbWeb).await;
+    let out = sb.run_as(web1, &[]);
     assert!(out.status.success(), "{}", sb.explain(&out));
-    let (code, boots) = logs(&emu, &file, &["--instance", "web-1"]);
+    let (Run { code, .. }, boots) = logs(&emu, &file, &["--instance", "web-1"]);
     assert_eq!(code, 0, "{boots:?}");
     assert_eq!(boots.len(), 1);
     let report = &boots[0]["report"];
@@ -186,10 +104,10 @@ async fn logs_and_status_show_what_the_real_boot_script_reported() {
 
     // web-2 boots with an image the registry does not have: failed, in the app step, with
     // the pull's error in the log tail.
-    let sb2 = web_sandbox(&stack);
-    let out = boot_as(&emu, &sb2, web2, &[("STUB_PULL_FAIL", "1")]);
+    let sb2 = boot::sandbox(&emu, &stack, Role::LbWeb).await;
+    let out = sb2.run_as(web2, &[("STUB_PULL_FAIL", "1")]);
     assert!(!out.status.success(), "{}", sb2.explain(&out));
-    let (code, boots) = logs(&emu, &file, &["--role", "web"]);
+    let (Run { code, .. }, boots) = logs(&emu, &file, &["--role", "web"]);
     assert_eq!(code, 1, "a failed boot fails `logs`: {boots:?}");
     assert_eq!(boots.len(), 2, "web-1 and web-2: {boots:?}");
     let failed = boots
@@ -232,11 +150,11 @@ async fn logs_and_status_show_what_the_real_boot_script_reported() {
     assert!(r.stdout.contains("manifest unknown"), "{}", r.stdout);
 
     // --follow returns at once when every shown instance's script has exited.
-    let (code, _) = logs(&emu, &file, &["--role", "web", "--follow"]);
+    let (Run { code, .. }, _) = logs(&emu, &file, &["--role", "web", "--follow"]);
     assert_eq!(code, 1);
 
     // The same VM again, whose new app never passes its health check: failed, non-zero.
-    let out = boot_as(&emu, &sb2, web2, &[("STUB_UNHEALTHY_PORT", "5001")]);
+    let out = sb2.run_as(web2, &[("STUB_UNHEALTHY_PORT", "5001")]);
     assert!(!out.status.success(), "{}", sb2.explain(&out));
     let (_, boots) = logs(&emu, &file, &["--instance", web2.as_str()]);
     assert_eq!(boots[0]["state"], "failed", "{boots:?}");
@@ -268,7 +186,7 @@ async fn logs_and_status_show_what_the_real_boot_script_reported() {
     assert_eq!(values.len(), 2);
     for v in &values {
         assert!(
-            !v.contains(DB_PASSWORD) && !v.contains("s3cr3t-value"),
+            !v.contains(DB_PASSWORD) && !v.contains(boot::APP_SECRET),
             "{v}"
         );
     }
@@ -314,11 +232,11 @@ async fn up_waits_for_the_boot_reports_and_says_why_the_app_is_not_up() {
     // web-1 boots; web-2's image pull fails: `up` stops at once (well before its deadline),
     // naming the instance, the step and the log line. The balancer and the database ran
     // before this `up` and sent no report: they are not waited for.
-    let sb1 = web_sandbox(&stack);
-    let out = boot_as(&emu, &sb1, &ids["web-1"], &[]);
+    let sb1 = boot::sandbox(&emu, &stack, Role::LbWeb).await;
+    let out = sb1.run_as(&ids["web-1"], &[]);
     assert!(out.status.success(), "{}", sb1.explain(&out));
-    let sb2 = web_sandbox(&stack);
-    let out = boot_as(&emu, &sb2, &ids["web-2"], &[("STUB_PULL_FAIL", "1")]);
+    let sb2 = boot::sandbox(&emu, &stack, Role::LbWeb).await;
+    let out = sb2.run_as(&ids["web-2"], &[("STUB_PULL_FAIL", "1")]);
     assert!(!out.status.success(), "{}", sb2.explain(&out));
     let r = up_wait(&emu, &file, "10m");
     eprintln!("{}", r.stderr);
@@ -333,12 +251,7 @@ async fn up_waits_for_the_boot_reports_and_says_why_the_app_is_not_up() {
     assert!(!r.stderr.contains("web-1"), "web-1 is fine: {}", r.stderr);
 
     // web-2 boots again; its new app never passes its health check: failed too.
-    let out = boot_as(
-        &emu,
-        &sb2,
-        &ids["web-2"],
-        &[("STUB_UNHEALTHY_PORT", "5001")],
-    );
+    let out = sb2.run_as(&ids["web-2"], &[("STUB_UNHEALTHY_PORT", "5001")]);
     assert!(!out.status.success(), "{}", sb2.explain(&out));
     let r = up_wait(&emu, &file, "10m");
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
@@ -349,7 +262,7 @@ async fn up_waits_for_the_boot_reports_and_says_why_the_app_is_not_up() {
     );
 
     // web-2 boots again, and this time well: the app is up.
-    let out = boot_as(&emu, &sb2, &ids["web-2"], &[]);
+    let out = sb2.run_as(&ids["web-2"], &[]);
     assert!(out.status.success(), "{}", sb2.explain(&out));
     let r = up_wait(&emu, &file, "10m");
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
@@ -449,4 +362,215 @@ async fn up_fails_when_the_instance_refresh_it_started_rolls_back() {
         .args(["--yes", "--delete-data", "--skip-final-snapshot"]);
     let r = run(down);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every role's real boot script reports
+
+/// A role of a tier: its name in `iac logs --role`, the steps its script reports, and a way to
+/// make one of them fail (the environment, the step, a line of the log's tail).
+struct RoleCase {
+    role: Role,
+    name: &'static str,
+    steps: &'static [&'static str],
+    fail: Option<Fail>,
+}
+
+/// A failure: the environment that makes it, the step that fails, a line of the log's tail.
+type Fail = (
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    &'static str,
+);
+
+/// A tier's example stack and the roles its instances boot as.
+struct TierCase {
+    example: &'static str,
+    stack: &'static str,
+    roles: &'static [RoleCase],
+}
+
+const SWARM: TierCase = TierCase {
+    example: "stacks/bookstore-swarm.yaml",
+    stack: "br-swarm",
+    roles: &[
+        RoleCase {
+            role: Role::SwarmManager,
+            name: "manager",
+            steps: &[
+                "1/5 packages",
+                "2/5 instance metadata",
+                "3/5 swarm",
+                "4/5 join tokens and service",
+                "5/5 https",
+            ],
+            fail: None,
+        },
+        RoleCase {
+            role: Role::SwarmWorker,
+            name: "worker",
+            steps: &["1/3 packages", "2/3 instance metadata", "3/3 swarm"],
+            fail: Some((
+                &[("STUB_JOIN_FAIL", "always"), ("IAC_JOIN_ATTEMPTS", "2")],
+                "3/3 swarm",
+                "FAILED to join the swarm",
+            )),
+        },
+    ],
+};
+
+const ALB_ASG: TierCase = TierCase {
+    example: "stacks/bookstore-asg.yaml",
+    stack: "br-asg",
+    roles: &[RoleCase {
+        role: Role::AlbWeb,
+        // The group's instances carry its `iac:id`.
+        name: "asg",
+        steps: &[
+            "1/6 packages",
+            "2/6 instance metadata and parameters",
+            "3/6 shared storage",
+            "4/6 settings and secrets",
+            "5/6 app container",
+            "6/6 health check",
+        ],
+        fail: Some((
+            &[("STUB_PULL_FAIL", "1")],
+            "5/6 app container",
+            "manifest unknown",
+        )),
+    }],
+};
+
+const CUSTOM_SCALER: TierCase = TierCase {
+    example: "stacks/custom-scaler.yaml",
+    stack: "br-scaler",
+    roles: &[
+        RoleCase {
+            role: Role::ScalerMonitor,
+            name: "monitor",
+            steps: &[
+                "1/4 packages",
+                "2/4 the iac binary",
+                "3/4 configuration",
+                "4/4 the monitor",
+            ],
+            fail: Some((
+                &[("STUB_DOWNLOAD", "#!/bin/sh\necho another build\n")],
+                "2/4 the iac binary",
+                "REFUSED https://",
+            )),
+        },
+        RoleCase {
+            role: Role::ScalerAgent,
+            name: "agent",
+            steps: &[
+                "1/7 packages",
+                "2/7 the agent binary",
+                "3/7 settings and secrets",
+                "4/7 app container",
+                "5/7 health check",
+                "6/7 the agent",
+                "7/7 registration",
+            ],
+            fail: Some((
+                &[("STUB_UNREGISTERED", "1")],
+                "7/7 registration",
+                "has not registered with the monitor",
+            )),
+        },
+    ],
+};
+
+/// `up` of the tier's example, then each role's real boot script run as one of the role's
+/// instances: `iac logs` shows the failed step and the log's tail of a run made to fail, then
+/// every step of a run that succeeds, read from the emulator where the script reported.
+async fn every_role_reports(tier: &TierCase) {
+    let emu = Emulator::start();
+    let file = boot::stack_file(tier.example, tier.stack, &[]);
+    let r = boot::up(&emu, &file, &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let stack = iac::stack::load(file.path()).expect("stack loads");
+    if tier.stack == CUSTOM_SCALER.stack {
+        // The monitor launches the pool; one instance as it would.
+        common::launch_pool_instance(&emu.ec2().await, tier.stack).await;
+    }
+    for case in tier.roles {
+        let id = &boot::role_instances(&emu, &file, case.name)[0];
+        let env = boot::run_env(case.role);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        if let Some((fail_env, step, line)) = case.fail {
+            let sb = boot::sandbox(&emu, &stack, case.role).await;
+            let mut env = env.clone();
+            env.extend_from_slice(fail_env);
+            let out = sb.run_as(id, &env);
+            assert!(!out.status.success(), "{}: {}", case.name, sb.explain(&out));
+            let (r, boots) = logs(&emu, &file, &["--instance", id]);
+            assert_eq!(r.code, 1, "{}: {}\n{}", case.name, r.stdout, r.stderr);
+            let report = &boots[0]["report"];
+            assert_eq!(boots[0]["state"], "failed", "{}: {report}", case.name);
+            assert_eq!(report["step"], step, "{}: {report}", case.name);
+            assert!(report["exit"].as_i64().is_some_and(|c| c != 0), "{report}");
+            assert!(
+                report["log"].to_string().contains(line),
+                "{}: {report}",
+                case.name
+            );
+            // In text too: the instance, the step, the log line.
+            let mut c = emu.iac();
+            c.arg("logs").arg(file.path()).args(["--instance", id]);
+            let r = run(c);
+            assert!(
+                r.code == 1
+                    && r.stdout.contains(id.as_str())
+                    && r.stdout.contains(&format!("in step {step}"))
+                    && r.stdout.contains(line),
+                "{}: {}\n{}",
+                case.name,
+                r.stdout,
+                r.stderr
+            );
+        }
+        let sb = boot::sandbox(&emu, &stack, case.role).await;
+        let out = sb.run_as(id, &env);
+        assert!(out.status.success(), "{}: {}", case.name, sb.explain(&out));
+        let (r, boots) = logs(&emu, &file, &["--instance", id]);
+        assert_eq!(r.code, 0, "{}: {}\n{}", case.name, r.stdout, r.stderr);
+        let report = &boots[0]["report"];
+        assert_eq!(boots[0]["state"], "ready", "{}: {report}", case.name);
+        assert_eq!(boot::steps(report), case.steps, "{}: {report}", case.name);
+        assert!(report.get("log").is_none(), "{report}");
+    }
+    // No report holds a secret the scripts read.
+    let reports = emu
+        .ssm()
+        .await
+        .get_parameters_by_path()
+        .path(format!("/iac/{}/boot/", tier.stack))
+        .send()
+        .await
+        .expect("list reports");
+    assert_eq!(reports.parameters().len(), tier.roles.len());
+    for p in reports.parameters() {
+        let v = p.value().unwrap_or_default();
+        assert!(
+            !v.contains(boot::APP_SECRET) && !v.contains(DB_PASSWORD),
+            "{v}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn swarm_managers_and_workers_report_their_boot() {
+    every_role_reports(&SWARM).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alb_asg_web_instances_report_their_boot_from_the_launch_template() {
+    every_role_reports(&ALB_ASG).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn custom_scaler_monitor_and_agents_report_their_boot() {
+    every_role_reports(&CUSTOM_SCALER).await;
 }

@@ -678,11 +678,7 @@ const UNAME_STUB: &str = "#!/bin/bash\necho \"${STUB_ARCH:-x86_64}\"\n";
 
 /// The single-vm script on Amazon Linux (no compose package) for `arch`, run to its failure.
 fn compose_download_run(arch: &str) -> (Sandbox, String) {
-    let tools: Vec<&str> = HOST_TOOLS
-        .iter()
-        .copied()
-        .chain(["gzip", "mktemp", "tar"])
-        .collect();
+    let tools: Vec<&str> = HOST_TOOLS.iter().copied().chain(["gzip", "tar"]).collect();
     let setup = Setup {
         os_id: "amzn",
         host_tools: &tools,

@@ -1,9 +1,9 @@
 //! Checks the custom-scaler artifacts: shellcheck for the agent and monitor boot scripts and the
 //! monitor's refresh command, and runs of the scripts against a fake root with stub commands on
-//! PATH (tests/stubs, plus a `curl` that serves a fake binary), which prove that a binary with
-//! the wrong SHA-256 is never installed nor started, that the right one is installed as a
-//! `Restart=always` unit with a root-only environment file, and that the token read from SSM
-//! lands in that file and nowhere else.
+//! PATH (tests/stubs, with `scaler-curl` as a `curl` that serves a fake binary), which prove
+//! that a binary with the wrong SHA-256 is never installed nor started, that the right one is
+//! installed as a `Restart=always` unit with a root-only environment file, and that the token
+//! read from SSM lands in that file and nowhere else.
 //!
 //! A missing tool fails the test loudly instead of skipping it.
 
@@ -18,7 +18,9 @@ use iac::render::custom_scaler::{
 };
 use iac::render::USER_DATA_LIMIT;
 use iac::stack::Stack;
-use render_common::{file, has_call, last_line, shellcheck, stack_from, tool, Sandbox, Setup};
+use render_common::{
+    file, has_call, last_line, shellcheck, stack_from, tool, Sandbox, Setup, HOST_TOOLS,
+};
 use sha2::{Digest, Sha256};
 
 /// What the stub `curl` serves for any https:// URL.
@@ -197,63 +199,12 @@ fn units_restart_always_and_read_the_token_from_a_file() {
 // ---------------------------------------------------------------------------------------------
 // 2. Stub runs
 
-const HOST_TOOLS: &[&str] = &[
-    "awk",
-    "cat",
-    "chmod",
-    "cmp",
-    "cp",
-    "date",
-    "dirname",
-    "grep",
-    "head",
-    "install",
-    "ln",
-    "mkdir",
-    "mktemp",
-    "mv",
-    "readlink",
-    "rm",
-    "sed",
-    "sha256sum",
-    "sleep",
-    "tail",
-    "tee",
-    "touch",
-    "tr",
-    "uname",
-];
-
-/// Serves IMDSv2 and, for any https:// URL with `-o FILE`, writes $STUB_DOWNLOAD to FILE; the
-/// agent's admin `/status` says it registered (not with $STUB_UNREGISTERED), and the header file
-/// of `-H @FILE` is kept as `admin-header` in the stub's state.
-const CURL_STUB: &str = r#"#!/bin/bash
-# Stub (custom-scaler tests): IMDSv2 answers; any https:// download writes $STUB_DOWNLOAD.
-. "${0%/*}/_lib.sh"
-out=
-while [ $# -gt 0 ]; do
-  case $1 in
-    -o) out=$2; shift ;;
-    */latest/api/token) printf 'stub-imds-token' ;;
-    */meta-data/placement/region) printf 'us-east-1' ;;
-    */meta-data/local-ipv4) printf '10.0.1.23' ;;
-    https://*) [ -z "$out" ] || printf '%s' "${STUB_DOWNLOAD:?}" >"$out" ;;
-    -H) case $2 in @*) cp "${2#@}" "$(stub_state)/admin-header" ;; esac; shift ;;
-    http://127.0.0.1:*/status)
-      if [ -n "${STUB_UNREGISTERED:-}" ]; then printf '{"member_id":null,"connected":false}'
-      else printf '{"member_id":"m-7","connected":true}'; fi ;;
-  esac
-  shift
-done
-exit 0
-"#;
-
-/// The custom-scaler sandbox: a fake Ubuntu root, tests/stubs and the `curl` above; `text` is
-/// the script to run.
+/// The custom-scaler sandbox: a fake Ubuntu root, tests/stubs with `scaler-curl` as `curl`;
+/// `text` is the script to run.
 fn sandbox(text: &str) -> Sandbox {
     let setup = Setup {
         host_tools: HOST_TOOLS,
-        extra_stubs: &[("curl", CURL_STUB)],
+        stand_ins: &[("scaler-curl", "curl")],
         env: &[
             ("IAC_HEALTH_WAIT_SECONDS", "1"),
             ("IAC_HEALTH_POLL_SECONDS", "1"),

@@ -116,6 +116,7 @@ pub const HOST_TOOLS: &[&str] = &[
     "install",
     "ln",
     "mkdir",
+    "mktemp",
     "mv",
     "od",
     "readlink",
@@ -302,9 +303,65 @@ impl Sandbox {
         fs::read_to_string(self.base.join("stub-state").join(name)).unwrap_or_default()
     }
 
+    /// Sends the boot reports of this sandbox's script to the emulator at `url`: the sandbox's
+    /// `aws` (whichever stub plays it, installed yet or not) moves aside behind
+    /// [`REPORT_FORWARD`], which writes the reports into the emulator's SSM with `python`
+    /// (boto3, the library the AWS CLI is built on) and hands every other call to that stub.
+    /// Reports are sent only by a run that says which instance it is ([`Sandbox::run_as`]).
+    #[allow(dead_code)]
+    pub fn report_to(&mut self, url: &str, python: &Path) {
+        let real = self.base.join("aws-stub");
+        fs::create_dir_all(&real).unwrap();
+        for f in ["aws", "_lib.sh"] {
+            fs::copy(self.all_stubs.join(f), real.join(f)).unwrap();
+            fs::set_permissions(real.join(f), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let stubs = self.base.join("stubs");
+        for dir in [&self.all_stubs, &stubs] {
+            let aws = dir.join("aws");
+            if dir == &self.all_stubs || aws.exists() {
+                fs::write(&aws, REPORT_FORWARD).unwrap();
+                fs::set_permissions(&aws, fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
+        for (k, v) in [
+            ("STUB_EMULATOR", url.to_string()),
+            ("STUB_PYTHON", python.display().to_string()),
+            ("STUB_REAL_AWS", real.join("aws").display().to_string()),
+        ] {
+            self.env.push((k.to_string(), v));
+        }
+    }
+
+    /// Runs the script with bash as EC2 instance `id` (the instance id the metadata stub
+    /// answers, which boot reports are named by).
+    #[allow(dead_code)]
+    pub fn run_as(&self, id: &str, env: &[(&str, &str)]) -> Output {
+        let mut all = vec![("STUB_INSTANCE_ID", id)];
+        all.extend_from_slice(env);
+        self.run(&all)
+    }
+
+    /// Starts the script with bash as EC2 instance `id`, in the background (its output is
+    /// discarded: the log and the reports tell what it did).
+    #[allow(dead_code)]
+    pub fn spawn_as(&self, id: &str, env: &[(&str, &str)]) -> std::process::Child {
+        let mut all = vec![("STUB_INSTANCE_ID", id)];
+        all.extend_from_slice(env);
+        self.command(&tool("bash", "bash"), &[], &all)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// Runs the script with `shell` and `args` (under `timeout 120`), in a cleared environment:
     /// the sandbox's, the tier's, then `env`.
     pub fn run_with(&self, shell: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command(shell, args, env).output().unwrap()
+    }
+
+    fn command(&self, shell: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(tool("timeout", "coreutils"));
         cmd.arg("120")
             .arg(shell)
@@ -327,7 +384,7 @@ impl Sandbox {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.output().unwrap()
+        cmd
     }
 
     /// Runs the script with bash.
@@ -431,6 +488,31 @@ impl Sandbox {
         assert!(!String::from_utf8_lossy(&out.stderr).contains(secret));
     }
 }
+
+/// `aws` for the boot-report tests ([`Sandbox::report_to`]): `ssm put-parameter` of a boot
+/// report goes to the emulator at `$STUB_EMULATOR`; every other call to the sandbox's own stub.
+pub const REPORT_FORWARD: &str = r#"#!/bin/bash
+if [ "${1:-} ${2:-}" = "ssm put-parameter" ]; then
+  name='' value='' prev=''
+  for a in "$@"; do
+    case $prev in --name) name=$a ;; --value) value=$a ;; esac
+    prev=$a
+  done
+  case $name in
+    /iac/*/boot/*)
+      printf 'aws %s\n' "$*" >>"$STUB_LOG"
+      exec "$STUB_PYTHON" -c '
+import sys, boto3
+name, path, url = sys.argv[1:4]
+ssm = boto3.client("ssm", endpoint_url=url, region_name="us-east-1",
+                   aws_access_key_id="testing", aws_secret_access_key="testing")
+ssm.put_parameter(Name=name, Value=open(path).read(), Type="String", Overwrite=True)
+' "$name" "${value#file://}" "$STUB_EMULATOR"
+      ;;
+  esac
+fi
+exec "$STUB_REAL_AWS" "$@"
+"#;
 
 // ---------------------------------------------------------------------------------------------
 // The call log
