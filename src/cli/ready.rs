@@ -224,7 +224,8 @@ async fn look(w: &Watch<'_>) -> anyhow::Result<Findings> {
                 })
                 .collect();
             f.pending.push(format!(
-                "target group: {healthy} of at least {n} targets healthy{}",
+                "target group {}: {healthy} of at least {n} targets healthy{}",
+                target_group_name(&tg.physical_id),
                 if others.is_empty() {
                     String::new()
                 } else {
@@ -255,6 +256,13 @@ async fn look(w: &Watch<'_>) -> anyhow::Result<Findings> {
         }
     }
     Ok(f)
+}
+
+/// A target group's name, from its ARN (`...:targetgroup/NAME/ID`); the ARN when it has none.
+fn target_group_name(arn: &str) -> &str {
+    arn.split_once(":targetgroup/")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .unwrap_or(arn)
 }
 
 /// The group's latest refresh, when this `up` started it: in progress is pending; failed,
@@ -435,5 +443,16 @@ mod tests {
         assert_eq!(label(&rows[2], &rows), "web i-2");
         assert_eq!(short(Duration::from_secs(80)), "1m20s");
         assert_eq!(short(Duration::from_secs(9)), "9s");
+    }
+
+    #[test]
+    fn a_target_group_is_named_by_its_name() {
+        assert_eq!(
+            target_group_name(
+                "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/shop-tg/0123456789abcdef"
+            ),
+            "shop-tg"
+        );
+        assert_eq!(target_group_name("tg-1"), "tg-1");
     }
 }
