@@ -498,7 +498,7 @@ async fn every_role_reports(tier: &TierCase) {
     for case in tier.roles {
         let id = &boot::role_instances(&emu, &file, case.name)[0];
         let env = boot::run_env(case.role);
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let env = boot::refs(&env);
         if let Some((fail_env, step, line)) = case.fail {
             let sb = boot::sandbox(&emu, &stack, case.role).await;
             let mut env = env.clone();

@@ -21,6 +21,8 @@ mod common;
 #[allow(dead_code)]
 mod render_common;
 
+use std::time::{Duration, Instant};
+
 use boot::Role;
 use common::{Emulator, Run, StackFile};
 
@@ -30,10 +32,9 @@ async fn boot_all(emu: &Emulator, file: &StackFile, name: &str, role: Role) -> V
     let stack = iac::stack::load(file.path()).expect("stack loads");
     let ids = boot::role_instances(emu, file, name);
     let env = boot::run_env(role);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     for id in &ids {
         let sb = boot::sandbox(emu, &stack, role).await;
-        let out = sb.run_as(id, &env);
+        let out = sb.run_as(id, &boot::refs(&env));
         assert!(out.status.success(), "{id}: {}", sb.explain(&out));
     }
     ids
@@ -124,4 +125,155 @@ async fn alb_asg_up_waits_for_scaling_min_healthy_targets() {
         "{}",
         r.stderr
     );
+}
+
+/// A real `iac-agent` for pool instance `id`, registering with the monitor at `grpc`, its
+/// admin endpoint on `admin`; killed on drop.
+struct Agent(std::process::Child);
+
+impl Agent {
+    fn start(grpc: u16, id: &str, admin: u16, token: &str) -> Agent {
+        let child = std::process::Command::new(common::agent_bin())
+            .args(["--monitor", &format!("http://127.0.0.1:{grpc}")])
+            .arg("--allow-plaintext")
+            .args(["--instance-id", id])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .args(["--simulate", "steady:50"])
+            .env("IAC_AGENT_TOKEN", token)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start iac-agent");
+        Agent(child)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits, with a generous deadline, until `ok` holds.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut ok: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ok().await {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn custom_scaler_up_waits_for_min_members_of_the_monitor() {
+    let emu = Emulator::start();
+    let name = "rd-scaler";
+    let file = boot::stack_file("stacks/custom-scaler.yaml", name, &[]);
+    let r = boot::up(&emu, &file, &[]);
+    assert_eq!(r.code, 0, "{}", all(&r));
+    let stack = iac::stack::load(file.path()).expect("stack loads");
+    let conf = stack.spec.scaler.as_ref().expect("a scaler");
+    assert_eq!(conf.min, 2);
+    // The monitor VM boots with its real script.
+    boot_all(&emu, &file, "monitor", Role::ScalerMonitor).await;
+
+    // iac's monitor, with the stack's policy and token, launching the pool into the emulator.
+    let token = emu
+        .secure_value(&iac::render::param_name(name, "scaler-token"))
+        .await;
+    let shared = iac::scaler::monitor::Shared::new(iac::scaler::policy_from_stack(conf), &token);
+    let fleet = std::sync::Arc::new(iac::scaler::ec2::Ec2Fleet::new(
+        emu.aws().await,
+        name,
+        Vec::new(),
+        &Default::default(),
+    ));
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let grpc_port = grpc.local_addr().expect("addr").port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let monitor = tokio::spawn(iac::scaler::monitor::serve(
+        shared.clone(),
+        fleet,
+        grpc,
+        None,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    eventually("the monitor's pool of min instances", || {
+        let n = shared.members().len();
+        async move { n >= 2 }
+    })
+    .await;
+    let mut pool: Vec<String> = shared.members().into_iter().map(|m| m.id).collect();
+    pool.sort();
+    let (a, b) = (pool[0].clone(), pool[1].clone());
+
+    let stack_sb = |role| boot::sandbox(&emu, &stack, role);
+    let curl = render_common::tool("curl", "curl");
+    let env_for = |admin: u16| {
+        let mut env = boot::run_env(Role::ScalerAgent);
+        env.push(("STUB_ADMIN_URL", format!("http://127.0.0.1:{admin}")));
+        env.push(("STUB_REAL_CURL", curl.display().to_string()));
+        env.push(("IAC_REGISTER_WAIT_SECONDS", "600".to_string()));
+        env
+    };
+
+    // Agent a registers; its boot script's last step finds its member id: ready.
+    let (admin_a, admin_b) = (common::free_port(), common::free_port());
+    let _agent_a = Agent::start(grpc_port, &a, admin_a, &token);
+    let sb_a = stack_sb(Role::ScalerAgent).await;
+    let out = sb_a.run_as(&a, &boot::refs(&env_for(admin_a)));
+    assert!(out.status.success(), "{}", sb_a.explain(&out));
+
+    // Instance b boots, but no agent runs there yet: its script waits in its last step.
+    let sb_b = stack_sb(Role::ScalerAgent).await;
+    let mut script_b = sb_b.spawn_as(&b, &boot::refs(&env_for(admin_b)));
+    eventually("instance b's script in its registration step", || {
+        let (_, boots) = boot::logs(&emu, &file, &["--instance", &b]);
+        async move {
+            boots
+                .first()
+                .is_some_and(|r| r["report"]["step"] == "7/7 registration")
+        }
+    })
+    .await;
+
+    // One member of at least two by the deadline: up fails, saying so and where b is.
+    let r = boot::up(&emu, &file, &["--wait", "--wait-timeout", "5s"]);
+    assert_eq!(r.code, 1, "{}", all(&r));
+    assert!(
+        r.stderr.contains("the app did not come up within")
+            && r.stderr
+                .contains("agent: 1 of at least 2 report their boot ready")
+            && r.stderr
+                .contains(&format!("agent {b} ({b}): 7/7 registration")),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains(&format!("({a})")), "{}", r.stderr);
+
+    // b's agent starts and registers; its script ends ready; up succeeds.
+    let _agent_b = Agent::start(grpc_port, &b, admin_b, &token);
+    let status = tokio::task::spawn_blocking(move || script_b.wait())
+        .await
+        .expect("join")
+        .expect("wait for b's script");
+    assert!(status.success(), "{}", sb_b.log());
+    let r = boot::up(&emu, &file, &["--wait", "--wait-timeout", "2m"]);
+    assert_eq!(r.code, 0, "{}", all(&r));
+    assert!(r.stdout.contains("The app is up"), "{}", all(&r));
+    assert_eq!(
+        shared
+            .members()
+            .iter()
+            .filter(|m| m.registered_at.is_some())
+            .count(),
+        2
+    );
+
+    let _ = stop.send(());
+    let _ = monitor.await;
 }

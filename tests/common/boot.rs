@@ -203,6 +203,11 @@ pub fn run_env(role: Role) -> Vec<(&'static str, String)> {
     }
 }
 
+/// An environment as [`crate::render_common::Sandbox::run_as`] takes it.
+pub fn refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 /// `iac -o json logs FILE ARGS`: the `boot` records and the run.
 pub fn logs(emu: &Emulator, file: &StackFile, args: &[&str]) -> (Run, Vec<Value>) {
     let mut c = emu.iac();
