@@ -298,16 +298,20 @@ async fn up_waits_for_the_boot_reports_and_says_why_the_app_is_not_up() {
 }
 
 /// alb-asg: `up` follows the instance refresh it started (moto has none: the strict layer
-/// answers the refresh calls as AWS does) and fails when the refresh ends rolled back, with
-/// AWS's reason.
+/// answers the refresh calls as AWS does, and the group's scaling activities, of which moto
+/// answers none) and fails when the refresh ends rolled back, failed or cancelled, with AWS's
+/// reason and the group's activities.
 #[tokio::test(flavor = "multi_thread")]
-async fn up_fails_when_the_instance_refresh_it_started_rolls_back() {
+async fn up_fails_when_the_instance_refresh_it_started_does_not_succeed() {
     let emu = Emulator::start();
-    let reason = "Rollback completed: the new instances failed their health checks";
-    let strict = common::StrictAws::start(
-        &emu,
-        serde_json::json!({"refresh": {"outcome": "RollbackSuccessful", "reason": reason, "after": 1}}),
-    );
+    let activity = "Terminating EC2 instance: i-0abc, the new instance failed its ELB health check";
+    let table = |outcome: &str, reason: &str| {
+        serde_json::json!({
+            "refresh": {"outcome": outcome, "reason": reason, "after": 1},
+            "activities": [{"status": "Successful", "description": activity}],
+        })
+    };
+    let strict = common::StrictAws::start(&emu, table("Successful", ""));
     let name = "br-asg";
     let file = StackFile::from_example("stacks/bookstore-asg.yaml", name, &[]);
     let iac = |args: &[&str]| {
@@ -318,43 +322,61 @@ async fn up_fails_when_the_instance_refresh_it_started_rolls_back() {
     let r = iac(&["--no-wait"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
 
-    // A new image: a new template version and a refresh, which rolls back.
-    file.rewrite(&[("bookstore:1.0.0", "bookstore:1.1.0")]);
-    let r = iac(&["--wait", "--wait-timeout", "10m"]);
-    eprintln!("{}\n{}", r.stdout, r.stderr);
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
-    let all = format!("{}\n{}", r.stdout, r.stderr);
-    // To the new template version, with AWS's automatic rollback to the one the group ran.
-    assert!(
-        all.contains("rolling instance refresh refresh-1 to launch template version 2 started")
-            && all.contains("rolls back to version 1 if it fails"),
-        "{all}"
-    );
-    // Followed while it ran, then the outcome with AWS's reason.
-    assert!(
-        all.contains("instance refresh refresh-1: InProgress"),
-        "{all}"
-    );
-    assert!(
-        r.stderr.contains(&format!(
-            "instance refresh refresh-1 of {name}-asg ended RollbackSuccessful: {reason}"
-        )),
-        "{}",
-        r.stderr
-    );
-
-    // AWS left the group on version 1: the next plan says so and refreshes again.
-    let mut plan = emu.iac_at(&strict.url);
-    plan.args(["plan"]).arg(file.path());
-    let r = run(plan);
-    assert!(
-        r.stdout.contains(
-            "runs launch template version 1, the template's default is 2 (an instance refresh failed or rolled back)"
+    let outcomes = [
+        (
+            "RollbackSuccessful",
+            "Rollback completed: the new instances failed their health checks",
         ),
-        "{}\n{}",
-        r.stdout,
-        r.stderr
-    );
+        (
+            "Failed",
+            "Instance refresh failed: the new instances failed their health checks",
+        ),
+        ("Cancelled", "Instance refresh was cancelled by a user"),
+    ];
+    for (n, (outcome, reason)) in outcomes.into_iter().enumerate() {
+        strict.set(table(outcome, reason));
+        // A new image: a new template version and a refresh, which does not succeed.
+        let (refresh, version) = (n + 1, n + 2);
+        file.rewrite(&[(
+            &format!("bookstore:1.{n}.0"),
+            &format!("bookstore:1.{}.0", n + 1),
+        )]);
+        let r = iac(&["--wait", "--wait-timeout", "10m"]);
+        assert_eq!(r.code, 1, "{outcome}: {}\n{}", r.stdout, r.stderr);
+        let all = format!("{}\n{}", r.stdout, r.stderr);
+        // To the new template version, with AWS's automatic rollback to the one the group ran.
+        assert!(
+            all.contains(&format!(
+                "rolling instance refresh refresh-{refresh} to launch template version {version} started"
+            )) && all.contains("rolls back to version 1 if it fails"),
+            "{outcome}: {all}"
+        );
+        // Followed while it ran, then the outcome with AWS's reason and the group's activities.
+        assert!(
+            all.contains(&format!("instance refresh refresh-{refresh}: InProgress")),
+            "{outcome}: {all}"
+        );
+        assert!(
+            r.stderr.contains(&format!(
+                "instance refresh refresh-{refresh} of {name}-asg ended {outcome}: {reason}\n    | Successful: {activity}"
+            )),
+            "{outcome}: {}",
+            r.stderr
+        );
+
+        // AWS left the group on version 1: the next plan says so and refreshes again.
+        let mut plan = emu.iac_at(&strict.url);
+        plan.args(["plan"]).arg(file.path());
+        let r = run(plan);
+        assert!(
+            r.stdout.contains(&format!(
+                "runs launch template version 1, the template's default is {version} (an instance refresh failed or rolled back)"
+            )),
+            "{outcome}: {}\n{}",
+            r.stdout,
+            r.stderr
+        );
+    }
 
     let mut down = emu.iac_at(&strict.url);
     down.args(["down"])

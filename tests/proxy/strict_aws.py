@@ -12,7 +12,9 @@ re-read on every request, so a test changes the proxy's world between two runs o
      "unanswered": ["DescribeDBEngineVersions"],     # RDS actions answered with a bare HTTP 500
      "ssm_agent": "/tmp/.../instances.json",        # the instance runner's report (real boots)
      "refresh": {"outcome": "RollbackSuccessful",   # instance refreshes (moto has none): how
-                 "reason": "...", "after": 2}}      # they end, after how many looks
+                 "reason": "...", "after": 2},      # they end, after how many looks
+     "activities": [{"status": "Failed",            # the group's scaling activities, newest
+                     "description": "..."}]}        # first (moto answers none)
 
 Rules (from the EC2, ELBv2, EFS and SSM API references):
 - RunInstances ClientToken: the same token with the same parameters answers the first launch
@@ -40,6 +42,7 @@ Rules (from the EC2, ELBv2, EFS and SSM API references):
   which moto does not implement, answered here as AWS does. A started refresh is InProgress
   for `after` DescribeInstanceRefreshes, then ends as `outcome` with `reason`; a start while one
   is in progress is refused with InstanceRefreshInProgress.
+- With `activities`: DescribeScalingActivities answers them (moto always answers none).
 - With `ssm_agent` (the report of scripts/realboot/runner.py, which runs each Run Command in its
   VM): GetCommandInvocation tells what the command really did, where the emulator says Success at
   once. Pending until the runner picked it up, InProgress while it runs, then Success or Failed
@@ -55,6 +58,7 @@ import threading
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
+from xml.sax.saxutils import escape
 
 LISTEN, UPSTREAM, TABLE = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
@@ -382,8 +386,6 @@ def autoscaling(params, forward):
     """Instance refreshes, when the table says how they end (see the module's doc)."""
     conf = table().get("refresh")
     action = params.get("Action")
-    if conf is None or action not in ("StartInstanceRefresh", "CancelInstanceRefresh", "DescribeInstanceRefreshes"):
-        return forward()
     group = params.get("AutoScalingGroupName", "")
     ns = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
 
@@ -391,6 +393,17 @@ def autoscaling(params, forward):
         body = ('<%sResponse xmlns="%s"><%sResult>%s</%sResult><ResponseMetadata><RequestId>strict-proxy</RequestId>'
                 "</ResponseMetadata></%sResponse>" % (action, ns, action, result, action, action))
         return 200, [("Content-Type", "text/xml")], body.encode()
+
+    acts = table().get("activities")
+    if action == "DescribeScalingActivities" and acts is not None:
+        return answer("<Activities>%s</Activities>" % "".join(
+            "<member><ActivityId>activity-%d</ActivityId><AutoScalingGroupName>%s</AutoScalingGroupName>"
+            "<Description>%s</Description><Cause>%s</Cause><StartTime>%s</StartTime><StatusCode>%s</StatusCode>"
+            "<Progress>100</Progress></member>"
+            % (i, escape(group), escape(a["description"]), escape(a["description"]), iso(time.time()), escape(a["status"]))
+            for i, a in enumerate(acts)))
+    if conf is None or action not in ("StartInstanceRefresh", "CancelInstanceRefresh", "DescribeInstanceRefreshes"):
+        return forward()
 
     with lock:
         mine = refreshes.setdefault(group, [])
