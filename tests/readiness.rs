@@ -12,7 +12,8 @@
 //!   ready once the monitor made it a member; here the monitor is iac's own, in this process,
 //!   launching the pool into the emulator through its EC2 fleet, and the agents are real
 //!   `iac-agent` processes registering over gRPC on loopback, their boot scripts asking their
-//!   real admin endpoints.
+//!   real admin endpoints. Meanwhile `up`'s live line shows the step an instance is in, and
+//!   `iac logs --follow` prints each new step and the outcome as the reports arrive.
 
 #[allow(dead_code)]
 #[path = "common/boot.rs"]
@@ -164,6 +165,71 @@ async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut ok: i
     }
 }
 
+/// `iac logs FILE --instance ID --follow`, its stdout read line by line as it comes.
+struct Follow {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Follow {
+    fn start(emu: &Emulator, file: &StackFile, id: &str) -> Follow {
+        let mut c = emu.iac();
+        c.arg("logs")
+            .arg(file.path())
+            .args(["--instance", id, "--follow"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = c.spawn().expect("start iac logs --follow");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Follow {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line holding `text` (a generous deadline: no timing is asserted).
+    fn line_with(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "no line with `{text}` from `iac logs --follow` ({e}); it printed:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn exit_code(&mut self) -> i32 {
+        self.child.wait().ok().and_then(|s| s.code()).unwrap_or(-1)
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn custom_scaler_up_waits_for_min_members_of_the_monitor() {
     let emu = Emulator::start();
@@ -228,18 +294,16 @@ async fn custom_scaler_up_waits_for_min_members_of_the_monitor() {
     let out = sb_a.run_as(&a, &boot::refs(&env_for(admin_a)));
     assert!(out.status.success(), "{}", sb_a.explain(&out));
 
-    // Instance b boots, but no agent runs there yet: its script waits in its last step.
+    // `iac logs --follow` on instance b, which has sent no report yet.
+    let mut follow = Follow::start(&emu, &file, &b);
+    follow.line_with("no report");
+
+    // Instance b boots, but no agent runs there yet: its script waits in its last step. The
+    // follow prints each step as it comes.
     let sb_b = stack_sb(Role::ScalerAgent).await;
     let mut script_b = sb_b.spawn_as(&b, &boot::refs(&env_for(admin_b)));
-    eventually("instance b's script in its registration step", || {
-        let (_, boots) = boot::logs(&emu, &file, &["--instance", &b]);
-        async move {
-            boots
-                .first()
-                .is_some_and(|r| r["report"]["step"] == "7/7 registration")
-        }
-    })
-    .await;
+    follow.line_with(&format!("agent {b}: 1/7 packages ("));
+    follow.line_with(&format!("agent {b}: 7/7 registration ("));
 
     // One member of at least two by the deadline: up fails, saying so and where b is.
     let r = boot::up(&emu, &file, &["--wait", "--wait-timeout", "5s"]);
@@ -254,6 +318,14 @@ async fn custom_scaler_up_waits_for_min_members_of_the_monitor() {
         r.stderr
     );
     assert!(!r.stderr.contains(&format!("({a})")), "{}", r.stderr);
+    // Its live line said where b was.
+    assert!(
+        all(&r).contains(&format!(
+            "agent {b}: waiting for its boot: 7/7 registration ("
+        )),
+        "{}",
+        all(&r)
+    );
 
     // b's agent starts and registers; its script ends ready; up succeeds.
     let _agent_b = Agent::start(grpc_port, &b, admin_b, &token);
@@ -262,6 +334,10 @@ async fn custom_scaler_up_waits_for_min_members_of_the_monitor() {
         .expect("join")
         .expect("wait for b's script");
     assert!(status.success(), "{}", sb_b.log());
+    // The follow prints b's outcome, and ends: every shown instance's script has exited.
+    let line = follow.line_with(&b);
+    assert!(line.contains("ready"), "{line}");
+    assert_eq!(follow.exit_code(), 0);
     let r = boot::up(&emu, &file, &["--wait", "--wait-timeout", "2m"]);
     assert_eq!(r.code, 0, "{}", all(&r));
     assert!(r.stdout.contains("The app is up"), "{}", all(&r));
