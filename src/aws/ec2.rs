@@ -374,6 +374,49 @@ pub async fn subnets_by_id(aws: &Aws, ids: &[String]) -> Result<Vec<(String, Str
         .collect()
 }
 
+/// The state and private IP of each of `ids` that EC2 lists (one call, by filter: an id EC2
+/// does not know yet is left out rather than failing the others).
+pub async fn instance_states(
+    aws: &Aws,
+    ids: &std::collections::BTreeSet<String>,
+) -> Result<BTreeMap<String, (String, Option<String>)>, AwsError> {
+    let mut states = BTreeMap::new();
+    // A filter takes at most 200 values.
+    let ids: Vec<&String> = ids.iter().collect();
+    for chunk in ids.chunks(200) {
+        let pages = aws
+            .ec2
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("instance-id")
+                    .set_values(Some(chunk.iter().map(|s| s.to_string()).collect()))
+                    .build(),
+            )
+            .into_paginator()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(err("ec2:DescribeInstances"))?;
+        for i in pages
+            .iter()
+            .flat_map(|p| p.reservations())
+            .flat_map(|r| r.instances())
+        {
+            if let (Some(id), Some(state)) = (i.instance_id(), i.state().and_then(|s| s.name())) {
+                states.insert(
+                    id.to_string(),
+                    (
+                        state.as_str().to_string(),
+                        i.private_ip_address().map(str::to_string),
+                    ),
+                );
+            }
+        }
+    }
+    Ok(states)
+}
+
 /// State and private IP of an instance; `None` when it does not exist.
 pub async fn instance_state_ip(
     aws: &Aws,

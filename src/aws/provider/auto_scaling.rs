@@ -143,6 +143,11 @@ impl Provider for AutoScaling {
         Ok(Some(s.name.clone()))
     }
 
+    /// A group's instances are launched by AWS after the call: read again.
+    fn known_after_apply(&self, kind: Kind) -> bool {
+        kind != Kind::AutoScalingGroup
+    }
+
     async fn delete(&self, cx: &Applier, o: &Observed) -> Result<(), AwsError> {
         let (aws, id) = (&cx.aws, &o.physical_id);
         match (o.kind, &o.details) {

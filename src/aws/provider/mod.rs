@@ -34,7 +34,7 @@ pub use discover::{
     resolve_network, Discovered,
 };
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,6 +93,21 @@ pub trait Provider: Send + Sync {
     fn deletes_before_replacing(&self) -> bool {
         false
     }
+
+    /// Whether what a run made or changed of `kind` is known without reading it again (`up`
+    /// prints and waits on what it knows; an Auto Scaling group's instances are AWS's doing).
+    fn known_after_apply(&self, _kind: Kind) -> bool {
+        true
+    }
+}
+
+/// The kinds of `changed` that `up` must read again after applying: a run cannot know them.
+pub fn unknown_after_apply(changed: &BTreeSet<Kind>) -> BTreeSet<Kind> {
+    changed
+        .iter()
+        .copied()
+        .filter(|k| !provider(*k).known_after_apply(*k))
+        .collect()
 }
 
 /// The module that handles `kind`: the one registry of providers.
@@ -236,6 +251,8 @@ pub struct Applier {
     /// Part of every RunInstances client token: a new token for each `up`, the same one for
     /// every retry within it (AWS binds a token to its parameters for at least 24 hours).
     launch_nonce: String,
+    /// The instances being waited on, polled together.
+    instance_polls: Arc<instance::InstancePolls>,
 }
 
 fn wait_err(e: WaitError<AwsError>, op: &str) -> AwsError {
@@ -262,6 +279,7 @@ impl Applier {
             kinds: Arc::default(),
             image: stack.spec.instance.image.clone(),
             launch_nonce: instance::launch_nonce(),
+            instance_polls: Arc::default(),
         }
     }
 
@@ -282,6 +300,7 @@ impl Applier {
             kinds: Arc::default(),
             image: String::new(),
             launch_nonce: instance::launch_nonce(),
+            instance_polls: Arc::default(),
         }
     }
 
@@ -300,6 +319,11 @@ impl Applier {
         if let Some(ip) = &k.private_ip {
             k.attrs
                 .entry("ip".to_string())
+                .or_insert_with(|| ip.clone());
+        }
+        if let Some(ip) = &k.public_ip {
+            k.attrs
+                .entry("public_ip".to_string())
                 .or_insert_with(|| ip.clone());
         }
         if let Ok(mut m) = self.known.lock() {
@@ -323,6 +347,30 @@ impl Applier {
 
     fn tags_for(&self, id: &ResourceId, kind: Kind) -> BTreeMap<String, String> {
         tags::identity(&self.stack, id, kind, &self.extra_tags)
+    }
+
+    /// What the run knows of every resource the plan keeps or makes, once applied: what `up`
+    /// prints and waits on, without reading it again (see [`unknown_after_apply`]).
+    pub fn facts(&self, plan: &Plan) -> Facts {
+        plan.changes
+            .iter()
+            .filter(|c| c.desired.is_some())
+            .filter_map(|c| {
+                let kept = c
+                    .actual
+                    .as_ref()
+                    .filter(|_| matches!(c.action, Action::Keep | Action::Update { .. }));
+                let k = self.lookup(&c.id).or_else(|| kept.map(known_of))?;
+                Some((
+                    c.id.clone(),
+                    Fact {
+                        kind: c.kind,
+                        physical_id: k.physical_id,
+                        attrs: k.attrs,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// Nodes for the create/update phase and for the delete phase, in that order.
@@ -762,7 +810,11 @@ mod tests {
             }
         }
         let count: usize = families.iter().map(|f| f.len()).sum();
-        assert_eq!(count, Kind::ALL.len(), "a kind in two families: {families:?}");
+        assert_eq!(
+            count,
+            Kind::ALL.len(),
+            "a kind in two families: {families:?}"
+        );
     }
 
     #[test]

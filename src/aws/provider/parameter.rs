@@ -35,7 +35,7 @@ impl Provider for Parameters {
         };
         let t = ssm::param_tags(&cx.stack, &r.id, &cx.extra_tags);
         put(cx, s, &value, Some(&t)).await?;
-        cx.remember(&r.id, Known::id(&s.name));
+        remember(cx, r, s, value);
         Ok(Some(s.name.clone()))
     }
 
@@ -58,7 +58,7 @@ impl Provider for Parameters {
             ParamValue::Template { .. } => filled(cx, r, s)?,
         };
         put(cx, s, &value, None).await?;
-        cx.remember(&r.id, Known::id(&s.name));
+        remember(cx, r, s, value.clone());
         let previous = match &actual.details {
             Details::SsmParameter {
                 value: Some(v),
@@ -73,6 +73,14 @@ impl Provider for Parameters {
     async fn delete(&self, cx: &Applier, o: &Observed) -> Result<(), AwsError> {
         ssm::delete(&cx.aws, &o.physical_id).await
     }
+}
+
+/// The parameter known by its name, and by its value when that is not a secret.
+fn remember(cx: &Applier, r: &Resource, s: &SsmParameterSpec, value: String) {
+    cx.remember(
+        &r.id,
+        Known::id(&s.name).with_some("value", (!s.secure).then_some(value)),
+    );
 }
 
 /// A template's text with what it refers to filled in.
