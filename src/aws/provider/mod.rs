@@ -809,6 +809,13 @@ mod tests {
                 families.push(provider(k).kinds());
             }
         }
+        let listed: Vec<&[Kind]> = super::discover::DISCOVERY_ORDER
+            .iter()
+            .map(|k| provider(*k).kinds())
+            .collect();
+        for f in &families {
+            assert!(listed.contains(f), "{f:?} is not in the discovery order");
+        }
         let count: usize = families.iter().map(|f| f.len()).sum();
         assert_eq!(
             count,
