@@ -104,6 +104,12 @@ fn one_of_each() -> Vec<(String, usize)> {
     ]
 }
 
+/// What a run that kept the lock left: one of each EC2 resource, and the lock released.
+async fn assert_one_of_each_unlocked(emu: &Emulator, stack: &str) {
+    assert_eq!(ec2_census(emu, stack).await, one_of_each());
+    assert_eq!(lock_value(emu, stack).await, None, "the lock is released");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_up_from_scratch_one_wins_the_other_names_the_holder() {
     let emu = Emulator::start();
@@ -127,8 +133,7 @@ async fn concurrent_up_from_scratch_one_wins_the_other_names_the_holder() {
         "{}",
         loser.stderr
     );
-    assert_eq!(ec2_census(&emu, stack).await, one_of_each());
-    assert_eq!(lock_value(&emu, stack).await, None, "the lock is released");
+    assert_one_of_each_unlocked(&emu, stack).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -217,8 +222,7 @@ async fn a_holder_killed_with_sigkill_is_taken_over_once_its_lease_expires() {
         "{}",
         r.stderr
     );
-    assert_eq!(ec2_census(&emu, stack).await, one_of_each());
-    assert_eq!(lock_value(&emu, stack).await, None);
+    assert_one_of_each_unlocked(&emu, stack).await;
 }
 
 async fn interrupt_releases_the_lock(signal: &str, code: i32) {
@@ -501,8 +505,7 @@ async fn down_is_refused_while_an_up_holds_the_lock_and_deletes_nothing() {
     // The holder goes on undisturbed and everything it made is still there.
     let r = finish(holder);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(ec2_census(&emu, stack).await, one_of_each());
-    assert_eq!(lock_value(&emu, stack).await, None);
+    assert_one_of_each_unlocked(&emu, stack).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -576,8 +579,7 @@ async fn a_holder_running_longer_than_its_lease_renews_it_and_keeps_the_lock() {
     );
     let r = finish(holder);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(ec2_census(&emu, stack).await, one_of_each());
-    assert_eq!(lock_value(&emu, stack).await, None);
+    assert_one_of_each_unlocked(&emu, stack).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

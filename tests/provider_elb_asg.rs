@@ -642,13 +642,13 @@ async fn load_balancing_and_auto_scaling_against_the_emulator() {
         assert!(!t.contains_key(tags::ID), "{id} has iac:id: {t:?}");
         assert!(!t.contains_key(tags::KIND), "{id} has iac:kind: {t:?}");
     }
-    let scan = ec2::discover_instances(&aws, STACK)
+    let scan = iac::aws::provider::discover_kinds(&aws, STACK, &[Kind::Instance].into())
         .await
         .expect("discover instances");
     assert!(
-        scan.live.is_empty(),
+        scan.resources.is_empty(),
         "group instances are not stack resources: {:?}",
-        scan.live
+        scan.resources
     );
 
     // ── In-place update ───────────────────────────────────────────────────────────────────────

@@ -13,8 +13,8 @@ use super::stack_args::StackArgs;
 use super::table::Table;
 use super::{Exit, Global};
 use crate::aws::boot_report::{self, BootReport, BootState};
-use crate::aws::{ec2, tags, Aws};
-use crate::plan::Observed;
+use crate::aws::{provider, tags, Aws};
+use crate::plan::{Kind, Observed};
 
 /// How often `--follow` looks again: the scripts report at each step, which takes seconds to
 /// minutes.
@@ -95,8 +95,9 @@ fn instance_name(stack: &str, o: &Observed) -> String {
 /// Every live instance of the stack with its report, by name. Reports of instances that are
 /// gone (replaced, scaled in) are left out.
 pub async fn rows(aws: &Aws, stack: &str) -> anyhow::Result<Vec<BootRow>> {
+    let instances = [Kind::Instance].into();
     let (scan, reports) = tokio::try_join!(
-        ec2::discover_instances(aws, stack),
+        provider::discover_kinds(aws, stack, &instances),
         boot_report::list(aws, stack),
     )
     .with_context(|| format!("reading the instances and boot reports of stack {stack}"))?;
@@ -105,7 +106,7 @@ pub async fn rows(aws: &Aws, stack: &str) -> anyhow::Result<Vec<BootRow>> {
         .map(|r| (r.instance_id.clone(), r))
         .collect();
     let mut rows: Vec<BootRow> = scan
-        .live
+        .resources
         .iter()
         .chain(&scan.untracked)
         .map(|o| BootRow {

@@ -18,7 +18,7 @@ use crate::apply::wait::{self, Backoff, Poll, WaitError};
 use crate::apply::{Event, Reporter};
 use crate::aws::boot_report::BootState;
 use crate::aws::{autoscaling, ec2, elbv2, Aws};
-use crate::plan::{Kind, Observed, ResourceId};
+use crate::plan::{Facts, Kind, ResourceId};
 use crate::stack::Stack;
 use crate::tiers::Readiness;
 
@@ -122,7 +122,7 @@ impl Steps {
 struct Watch<'a> {
     aws: &'a Aws,
     stack: &'a Stack,
-    found: &'a [Observed],
+    facts: &'a Facts,
     outputs: &'a BTreeMap<String, String>,
     ready: Readiness,
     wf: WaitFor,
@@ -136,7 +136,7 @@ async fn look(w: &Watch<'_>) -> anyhow::Result<Findings> {
     let Watch {
         aws,
         stack,
-        found,
+        facts,
         outputs,
         ready,
         wf,
@@ -204,7 +204,7 @@ async fn look(w: &Watch<'_>) -> anyhow::Result<Findings> {
     }
     if let (Some(n), Some(tg)) = (
         ready.healthy_targets,
-        found.iter().find(|o| o.kind == Kind::TargetGroup),
+        facts.values().find(|f| f.kind == Kind::TargetGroup),
     ) {
         let health = elbv2::target_health(aws, &tg.physical_id).await?;
         let healthy = health.iter().filter(|(_, s, _)| s == "healthy").count();
@@ -234,7 +234,7 @@ async fn look(w: &Watch<'_>) -> anyhow::Result<Findings> {
             ));
         }
     }
-    if let Some(g) = found.iter().find(|o| o.kind == Kind::AutoScalingGroup) {
+    if let Some(g) = facts.values().find(|f| f.kind == Kind::AutoScalingGroup) {
         refresh(aws, &g.physical_id, wf, &mut f).await?;
     }
     if wf.probe_http && f.fatal.is_empty() {
@@ -305,7 +305,7 @@ pub async fn wait(
     printer: &Printer,
     aws: &Aws,
     stack: &Stack,
-    found: &[Observed],
+    facts: &Facts,
     outputs: &BTreeMap<String, String>,
     wf: WaitFor,
     reporter: &dyn Reporter,
@@ -314,7 +314,7 @@ pub async fn wait(
     let w = Watch {
         aws,
         stack,
-        found,
+        facts,
         outputs,
         ready: crate::tiers::readiness(stack),
         wf,

@@ -35,7 +35,7 @@ pub async fn run(
     };
     lock_report(printer, &aws, &name).await?;
     let outputs = match &loaded {
-        Some(stack) => crate::tiers::outputs(stack, &found.resources),
+        Some(stack) => crate::tiers::outputs(stack, &crate::plan::facts_of(&found.resources)),
         None => Default::default(),
     };
     if printer.json() {
@@ -64,7 +64,10 @@ pub async fn run(
     super::plan::print_cost(
         printer,
         &aws.region,
-        &crate::cost::items_from_observed(&found.resources, &launched(&found, &pool)),
+        &crate::cost::items_from_observed(
+            &found.resources,
+            &crate::tiers::launched(&found.untracked, &found.resources),
+        ),
     );
     printer.outputs(&outputs);
     if let Some(stack) = loaded.as_ref().filter(|s| s.spec.tier == Tier::Swarm) {
@@ -75,32 +78,6 @@ pub async fn run(
     }
     super::output::summary(printer, "status", &aws, started);
     Ok(Exit::Ok)
-}
-
-/// The live instances launched on the stack's behalf, each named after what launched it: the
-/// custom scaler's pool, the Auto Scaling group whose name it carries, else `untracked`.
-fn launched(found: &provider::Discovered, pool: &[Observed]) -> Vec<Observed> {
-    found
-        .untracked
-        .iter()
-        .map(|o| {
-            if let Some(p) = pool.iter().find(|p| p.physical_id == o.physical_id) {
-                return p.clone();
-            }
-            let group = o.tags.get(crate::aws::tags::ASG_NAME).and_then(|name| {
-                found
-                    .resources
-                    .iter()
-                    .find(|g| g.kind == Kind::AutoScalingGroup && &g.physical_id == name)
-            });
-            Observed {
-                id: group
-                    .map(|g| g.id.clone())
-                    .unwrap_or_else(|| crate::plan::ResourceId::new("untracked")),
-                ..o.clone()
-            }
-        })
-        .collect()
 }
 
 /// Nodes and service replicas as the swarm leader reports them, through SSM Run Command (the

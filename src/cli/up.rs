@@ -104,6 +104,7 @@ async fn converge(
         .collect();
     let summary = planned.plan.summary();
     let aws = planned.aws.clone();
+    let mut applier = Applier::new(aws.clone(), &planned.stack, reporter.clone());
     if summary.has_changes() {
         plan::print_values(printer, &planned.provenance);
         plan::print(printer, &planned.plan, show_unchanged);
@@ -119,7 +120,6 @@ async fn converge(
             printer.line("Nothing done.");
             return Ok(Exit::Ok);
         }
-        let mut applier = Applier::new(aws.clone(), &planned.stack, reporter.clone());
         applier.drain = crate::tiers::drain(&planned.stack);
         let (apply_nodes, delete_nodes) = applier.nodes(&planned.plan);
         let outcome = apply::run(apply_nodes, parallelism, reporter.clone()).await;
@@ -145,15 +145,9 @@ async fn converge(
             planned.stack.name()
         ));
     }
-    // What the stack is now: what the plan saw, with the kinds this run changed read again
-    // (their addresses, endpoints and ids are new).
-    let mut found: Vec<crate::plan::Observed> = planned
-        .plan
-        .changes
-        .iter()
-        .filter(|c| !c.action.is_change())
-        .filter_map(|c| c.actual.clone())
-        .collect();
+    // What the stack is now: what the plan kept and the run made, as the run knows it; only
+    // what a run cannot know (a new Auto Scaling group's instances) is read again.
+    let mut facts = applier.facts(&planned.plan);
     let changed: std::collections::BTreeSet<crate::plan::Kind> = planned
         .plan
         .changes
@@ -161,17 +155,19 @@ async fn converge(
         .filter(|c| c.action.is_change())
         .map(|c| c.kind)
         .collect();
-    if !changed.is_empty() {
-        // Every kind the calls for these kinds find comes back (an address with its record).
-        let changed = provider::found_with(&changed);
-        let fresh = provider::discover_kinds(&aws, planned.stack.name(), &changed)
+    let unknown = provider::unknown_after_apply(&changed);
+    if !unknown.is_empty() {
+        let fresh = provider::discover_kinds(&aws, planned.stack.name(), &unknown)
             .await
             .context("reading what this run created")?
             .resources;
-        found.retain(|o| !changed.contains(&o.kind));
-        found.extend(fresh);
+        facts.extend(
+            crate::plan::facts_of(&fresh)
+                .into_iter()
+                .filter(|(_, f)| unknown.contains(&f.kind)),
+        );
     }
-    let outputs = crate::tiers::outputs(&planned.stack, &found);
+    let outputs = crate::tiers::outputs(&planned.stack, &facts);
     match (opts.wait, &aws.endpoint_override) {
         (Wait::No, _) => {}
         (Wait::Auto, Some(endpoint)) => reporter.event(&Event::Info {
@@ -188,7 +184,7 @@ async fn converge(
                 printer,
                 &aws,
                 &planned.stack,
-                &found,
+                &facts,
                 &outputs,
                 wf,
                 reporter.as_ref(),

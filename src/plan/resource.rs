@@ -226,36 +226,90 @@ pub fn ip_placeholder(id: &str) -> String {
     ref_placeholder(id, "ip")
 }
 
-/// The attributes of an observed resource that templates can refer to.
+/// The attributes of an observed resource that templates, outputs and readiness read: `id`
+/// (physical), `ip` (private), `public_ip`, `dns`, `endpoint`, `secret`, `version` (a launch
+/// template's default), `value` (a plain parameter's), and a group's `desired`, `instances` and
+/// `in_service` (comma-separated ids).
 pub fn attrs_of(o: &Observed) -> BTreeMap<String, String> {
     let mut a = BTreeMap::new();
     a.insert("id".to_string(), o.physical_id.clone());
+    let mut set = |k: &str, v: &str| {
+        a.insert(k.to_string(), v.to_string());
+    };
     match &o.details {
         Details::Instance {
-            private_ip: Some(ip),
+            private_ip,
+            public_ip,
             ..
         } => {
-            a.insert("ip".to_string(), ip.clone());
+            private_ip.iter().for_each(|ip| set("ip", ip));
+            public_ip.iter().for_each(|ip| set("public_ip", ip));
         }
+        Details::ElasticIp { public_ip, .. } => set("public_ip", public_ip),
         Details::DbCluster {
             endpoint,
             secret_arn,
             ..
         } => {
-            a.extend(endpoint.clone().map(|e| ("endpoint".to_string(), e)));
-            a.extend(secret_arn.clone().map(|s| ("secret".to_string(), s)));
+            endpoint.iter().for_each(|e| set("endpoint", e));
+            secret_arn.iter().for_each(|s| set("secret", s));
         }
-        Details::LoadBalancer { dns_name, .. } => {
-            a.insert("dns".to_string(), dns_name.clone());
-        }
+        Details::LoadBalancer { dns_name, .. } => set("dns", dns_name),
         Details::LaunchTemplate {
             default_version, ..
+        } => set("version", &default_version.to_string()),
+        Details::SsmParameter {
+            value: Some(v),
+            secure: false,
+        } => set("value", v),
+        Details::AutoScalingGroup {
+            desired,
+            instances,
+            in_service,
+            ..
         } => {
-            a.insert("version".to_string(), default_version.to_string());
+            set("desired", &desired.to_string());
+            set("instances", &instances.to_string());
+            set("in_service", &in_service.join(","));
         }
         _ => {}
     }
     a
+}
+
+/// What is known of one resource, after a run or from discovery: its kind, physical id and
+/// [`attrs_of`]. What `up` and `status` print and what `up` waits for are read from these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fact {
+    pub kind: Kind,
+    pub physical_id: String,
+    pub attrs: BTreeMap<String, String>,
+}
+
+impl Fact {
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attrs.get(key).map(String::as_str)
+    }
+}
+
+/// Facts by logical id.
+pub type Facts = BTreeMap<ResourceId, Fact>;
+
+/// The facts of what discovery found (resources with a logical id).
+pub fn facts_of(found: &[Observed]) -> Facts {
+    found
+        .iter()
+        .map(|o| {
+            (
+                o.id.clone(),
+                Fact {
+                    kind: o.kind,
+                    physical_id: o.physical_id.clone(),
+                    attrs: attrs_of(o),
+                },
+            )
+        })
+        .collect()
 }
 
 /// Fills the placeholders of `refs` in `text`; `None` when one is still unknown.

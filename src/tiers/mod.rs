@@ -11,7 +11,8 @@ pub mod swarm;
 pub use outputs::outputs;
 
 use crate::plan::{
-    IngressRule, InstanceProfileSpec, Resource, RoleGrants, SecurityGroupSpec, Source, Spec,
+    IngressRule, InstanceProfileSpec, Kind, Observed, Resource, ResourceId, RoleGrants,
+    SecurityGroupSpec, Source, Spec,
 };
 use crate::render::RenderError;
 use crate::stack::{Stack, Tier};
@@ -178,6 +179,32 @@ pub struct Readiness {
     /// Instances of this name (the custom scaler's `agent` pool) that must have reported
     /// their boot ready, besides every instance `up` launched.
     pub ready_at_least: Option<(&'static str, u32)>,
+}
+
+/// The live instances launched on the stack's behalf (discovery's `untracked`), each named
+/// after what launched it: the custom scaler's pool ([`custom_scaler::pool`]), the Auto
+/// Scaling group of `resources` whose name it carries, else `untracked`.
+pub fn launched(untracked: &[Observed], resources: &[Observed]) -> Vec<Observed> {
+    let pool = custom_scaler::pool(untracked);
+    untracked
+        .iter()
+        .map(|o| {
+            if let Some(p) = pool.iter().find(|p| p.physical_id == o.physical_id) {
+                return p.clone();
+            }
+            let group = o.tags.get(crate::aws::tags::ASG_NAME).and_then(|name| {
+                resources
+                    .iter()
+                    .find(|g| g.kind == Kind::AutoScalingGroup && &g.physical_id == name)
+            });
+            Observed {
+                id: group
+                    .map(|g| g.id.clone())
+                    .unwrap_or_else(|| ResourceId::new("untracked")),
+                ..o.clone()
+            }
+        })
+        .collect()
 }
 
 /// The readiness conditions of the stack's tier.

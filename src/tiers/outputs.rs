@@ -5,13 +5,12 @@ use std::collections::BTreeMap;
 use crate::plan::*;
 use crate::stack::Stack;
 
-/// What `status` and `up` print at the end.
-pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
+/// What `status` and `up` print at the end, from what is known of the stack's resources
+/// (`up`: what the run made and kept; `status`: what discovery found).
+pub fn outputs(stack: &Stack, facts: &Facts) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let eip = found.iter().find_map(|o| match &o.details {
-        Details::ElasticIp { public_ip, .. } => Some(public_ip.clone()),
-        _ => None,
-    });
+    let of_kind = |kind: Kind| facts.iter().filter(move |(_, f)| f.kind == kind);
+    let eip = of_kind(Kind::ElasticIp).find_map(|(_, f)| f.attr("public_ip").map(str::to_string));
     if let Some(public_ip) = &eip {
         out.insert("public_ip".to_string(), public_ip.clone());
         let port = match (&stack.spec.tier, &stack.spec.swarm) {
@@ -46,9 +45,9 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
         }
     }
     let instance = |id: &str| {
-        found
-            .iter()
-            .find(|o| o.kind == Kind::Instance && o.id.as_str() == id)
+        facts
+            .get(&ResourceId::new(id))
+            .filter(|f| f.kind == Kind::Instance)
     };
     if let Some(vm) = instance(super::single_vm::VM) {
         out.insert("instance_id".to_string(), vm.physical_id.clone());
@@ -56,16 +55,12 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
     if let Some(lb) = instance(super::lb_vms::LB) {
         out.insert("balancer_instance_id".to_string(), lb.physical_id.clone());
     }
-    if let Some(Details::Instance {
-        private_ip: Some(ip),
-        ..
-    }) = instance(super::lb_vms::DB).map(|o| &o.details)
-    {
-        out.insert("database_private_ip".to_string(), ip.clone());
+    if let Some(ip) = instance(super::lb_vms::DB).and_then(|f| f.attr("ip")) {
+        out.insert("database_private_ip".to_string(), ip.to_string());
     }
-    for o in found {
-        match &o.details {
-            Details::LoadBalancer { dns_name, .. }
+    for f in facts.values() {
+        match (f.kind, f.attr("dns")) {
+            (Kind::LoadBalancer, Some(dns_name))
                 if stack.spec.tier == crate::stack::Tier::AlbAsg =>
             {
                 let https = stack
@@ -77,23 +72,23 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
                     "url".to_string(),
                     format!("{}://{dns_name}", if https { "https" } else { "http" }),
                 );
-                out.insert("load_balancer_dns".to_string(), dns_name.clone());
+                out.insert("load_balancer_dns".to_string(), dns_name.to_string());
             }
-            Details::DbCluster {
-                endpoint: Some(e), ..
-            } => {
-                out.insert("database_endpoint".to_string(), e.clone());
+            (Kind::DbCluster, _) => {
+                if let Some(e) = f.attr("endpoint") {
+                    out.insert("database_endpoint".to_string(), e.to_string());
+                }
             }
-            Details::FileSystem { .. } => {
-                out.insert("file_system_id".to_string(), o.physical_id.clone());
+            (Kind::FileSystem, _) => {
+                out.insert("file_system_id".to_string(), f.physical_id.clone());
             }
-            Details::AutoScalingGroup {
-                instances, desired, ..
-            } => {
-                out.insert(
-                    "group_instances".to_string(),
-                    format!("{instances} (desired {desired})"),
-                );
+            (Kind::AutoScalingGroup, _) => {
+                if let (Some(instances), Some(desired)) = (f.attr("instances"), f.attr("desired")) {
+                    out.insert(
+                        "group_instances".to_string(),
+                        format!("{instances} (desired {desired})"),
+                    );
+                }
             }
             _ => {}
         }
@@ -110,27 +105,21 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
             "token_parameter".to_string(),
             crate::render::param_name(name, cs::TOKEN_PARAM),
         );
-        let address = found.iter().find_map(|o| match &o.details {
-            Details::SsmParameter {
-                value: Some(v),
-                secure: false,
-            } if o.id.as_str() == cs::MONITOR_ADDRESS_PARAM => Some(v.clone()),
-            _ => None,
-        });
+        let address = facts
+            .get(&ResourceId::new(cs::MONITOR_ADDRESS_PARAM))
+            .filter(|f| f.kind == Kind::SsmParameter)
+            .and_then(|f| f.attr("value"));
         if let Some(a) = address {
-            out.insert("monitor_address".to_string(), a);
+            out.insert("monitor_address".to_string(), a.to_string());
         }
         // The monitor VM is its group's instance in service (the group replaces it).
-        let monitor = found.iter().find_map(|o| match &o.details {
-            Details::AutoScalingGroup { in_service, .. }
-                if o.id.as_str() == super::custom_scaler::MONITOR =>
-            {
-                in_service.first()
-            }
-            _ => None,
-        });
+        let monitor = facts
+            .get(&ResourceId::new(super::custom_scaler::MONITOR))
+            .filter(|f| f.kind == Kind::AutoScalingGroup)
+            .and_then(|f| f.attr("in_service"))
+            .and_then(|ids| ids.split(',').find(|id| !id.is_empty()));
         if let Some(m) = monitor {
-            out.insert("monitor_instance_id".to_string(), m.clone());
+            out.insert("monitor_instance_id".to_string(), m.to_string());
         }
     }
     for (prefix, key) in [
@@ -138,9 +127,8 @@ pub fn outputs(stack: &Stack, found: &[Observed]) -> BTreeMap<String, String> {
         ("manager-", "swarm_managers"),
         ("worker-", "swarm_workers"),
     ] {
-        let n = found
-            .iter()
-            .filter(|o| o.kind == Kind::Instance && o.id.as_str().starts_with(prefix))
+        let n = of_kind(Kind::Instance)
+            .filter(|(id, _)| id.as_str().starts_with(prefix))
             .count();
         if n > 0 {
             out.insert(key.to_string(), n.to_string());

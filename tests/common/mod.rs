@@ -14,6 +14,26 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs `c` with stdout a pipe whose reader is already gone (like `iac … | head -0`) and
+/// asserts that it ends successfully, without a panic or a "Broken pipe" message.
+pub fn assert_closed_pipe_is_success(mut c: Command) {
+    let what = format!("{c:?}");
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("iac starts");
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_string(&mut stderr).expect("stderr");
+    }
+    let status = child.wait().expect("iac ends");
+    assert_eq!(status.code(), Some(0), "{what}\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{what}\n{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{what}\n{stderr}");
+}
+
 /// The moto server executable: `IAC_MOTO_SERVER`, else the project's `.venv`. Missing is a
 /// failure, never a skip.
 pub fn moto_server() -> PathBuf {

@@ -2,9 +2,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures_util::future::try_join_all;
+
+use super::{provider, Provider};
 use crate::apply::events::{Event, Reporter};
 use crate::aws::error::{AwsError, ErrorClass};
-use crate::aws::{autoscaling, ec2, efs, elbv2, iam, rds, route53, ssm, tags, Aws};
+use crate::aws::{ec2, rds, route53, ssm, tags, Aws};
 use crate::plan::scope;
 use crate::plan::*;
 use crate::stack::model::ImagePolicy;
@@ -21,6 +24,16 @@ pub struct Discovered {
     /// `resources`: `up` and `plan` neither adopt nor delete them; the tier that launches them
     /// says which are its own (`tiers::custom_scaler::pool`).
     pub untracked: Vec<Observed>,
+}
+
+impl Discovered {
+    /// Resources found by a kind that is never launched on the stack's behalf.
+    pub fn of(resources: Vec<Observed>) -> Discovered {
+        Discovered {
+            resources,
+            ..Default::default()
+        }
+    }
 }
 
 /// Finds every resource of `stack` through its tags (no local state), in every service.
@@ -61,125 +74,53 @@ pub fn found_with(kinds: &BTreeSet<Kind>) -> BTreeSet<Kind> {
         .collect()
 }
 
-/// Whether one discovery call finds both kinds (it is asked once for either).
+/// Whether one discovery call finds both kinds (one provider handles both).
 fn same_call(a: Kind, b: Kind) -> bool {
-    call_of(a) == call_of(b)
+    provider(a).kinds() == provider(b).kinds()
 }
 
-/// The discovery call that finds a kind.
-fn call_of(k: Kind) -> u8 {
-    match k {
-        Kind::KeyPair => 0,
-        Kind::SecurityGroup => 1,
-        Kind::Instance => 2,
-        Kind::ElasticIp | Kind::DnsRecord => 3,
-        Kind::Volume => 4,
-        Kind::SsmParameter => 5,
-        Kind::InstanceProfile => 6,
-        Kind::LaunchTemplate => 7,
-        Kind::TargetGroup | Kind::LoadBalancer | Kind::Listener => 8,
-        Kind::AutoScalingGroup | Kind::ScalingPolicy => 9,
-        Kind::DbSubnetGroup | Kind::DbCluster | Kind::DbInstance => 10,
-        Kind::FileSystem | Kind::MountTarget => 11,
-    }
-}
+/// The order in which what each provider found is listed (one kind per provider): what
+/// `status`, `down` and the cost estimate list comes out in this order.
+pub(super) const DISCOVERY_ORDER: [Kind; 12] = [
+    Kind::KeyPair,
+    Kind::SsmParameter,
+    Kind::SecurityGroup,
+    Kind::Volume,
+    Kind::InstanceProfile,
+    Kind::LaunchTemplate,
+    Kind::LoadBalancer,
+    Kind::AutoScalingGroup,
+    Kind::DbCluster,
+    Kind::FileSystem,
+    Kind::Instance,
+    Kind::ElasticIp,
+];
 
-/// One concurrent round of discovery calls: those that find a kind of `kinds`.
+/// One concurrent round of discovery calls: those of the providers of `kinds`, each asked once.
 pub async fn discover_kinds(
     aws: &Aws,
     stack: &str,
     kinds: &BTreeSet<Kind>,
 ) -> Result<Discovered, AwsError> {
-    let calls: BTreeSet<u8> = kinds.iter().map(|k| call_of(*k)).collect();
-    let asks = |call: u8| calls.contains(&call);
-    // An empty answer for a call not asked.
-    async fn none<T: Default>() -> Result<T, AwsError> {
-        Ok(T::default())
-    }
-    macro_rules! ask {
-        ($call:expr, $f:expr) => {
-            async {
-                if asks($call) {
-                    $f.await
-                } else {
-                    none().await
-                }
-            }
-        };
-    }
-    // Every call at once: they are independent, and each service answers at its own pace.
-    let (
-        (keys, groups, instances, addresses, volumes, params),
-        (profiles, templates, balancing, groups_as, databases, files),
-    ) = tokio::try_join!(
-        async {
-            tokio::try_join!(
-                ask!(0, ec2::discover_key_pairs(aws, stack)),
-                ask!(1, ec2::discover_security_groups(aws, stack)),
-                ask!(2, ec2::discover_instances(aws, stack)),
-                ask!(3, ec2::discover_addresses(aws, stack)),
-                ask!(4, ec2::discover_volumes(aws, stack)),
-                ask!(5, ssm::discover(aws, stack)),
-            )
-        },
-        async {
-            tokio::try_join!(
-                ask!(6, iam::discover(aws, stack)),
-                ask!(7, ec2::discover_launch_templates(aws, stack)),
-                ask!(8, elbv2::discover(aws, stack)),
-                ask!(9, autoscaling::discover(aws, stack)),
-                ask!(10, rds::discover(aws, stack)),
-                ask!(11, efs::discover(aws, stack)),
-            )
-        },
-    )?;
-    let mut records = Vec::new();
-    for a in &addresses {
-        let Some(tag) = a.tags.get(tags::DNS_RECORD) else {
-            continue;
-        };
-        let Some((zone_id, name)) = tag.split_once('/') else {
-            continue;
-        };
-        match route53::get_a_record(aws, zone_id, name).await {
-            Ok(Some((values, _))) => records.push(Observed {
-                id: ResourceId::new(
-                    a.tags
-                        .get(tags::DNS_ID)
-                        .map_or(tags::LEGACY_DNS_ID, String::as_str),
-                ),
-                kind: Kind::DnsRecord,
-                physical_id: format!("{zone_id}/{name}"),
-                state: "present".to_string(),
-                details: Details::DnsRecord {
-                    zone_id: zone_id.to_string(),
-                    values,
-                },
-                tags: BTreeMap::new(),
-            }),
-            Ok(None) => {}
-            Err(e) if e.is(ErrorClass::NotFound) => {}
-            Err(e) => return Err(e),
+    let mut providers: Vec<&dyn Provider> = Vec::new();
+    for k in DISCOVERY_ORDER
+        .iter()
+        .filter(|k| kinds.iter().any(|a| same_call(*a, **k)))
+    {
+        let p = provider(*k);
+        if !providers.iter().any(|q| q.kinds() == p.kinds()) {
+            providers.push(p);
         }
     }
-    let mut resources = keys;
-    resources.extend(params);
-    resources.extend(groups);
-    resources.extend(volumes);
-    resources.extend(profiles);
-    resources.extend(templates);
-    resources.extend(balancing);
-    resources.extend(groups_as);
-    resources.extend(databases);
-    resources.extend(files);
-    resources.extend(instances.live);
-    resources.extend(addresses);
-    resources.extend(records);
-    Ok(Discovered {
-        resources,
-        terminated_ids: instances.terminated_ids,
-        untracked: instances.untracked,
-    })
+    // Every call at once: they are independent, and each service answers at its own pace.
+    let found = try_join_all(providers.iter().map(|p| p.discover(aws, stack))).await?;
+    let mut all = Discovered::default();
+    for d in found {
+        all.resources.extend(d.resources);
+        all.terminated_ids.extend(d.terminated_ids);
+        all.untracked.extend(d.untracked);
+    }
+    Ok(all)
 }
 
 /// The stack's VPC (`default` or an id that must exist) and its subnets as (id, zone): one per

@@ -1,32 +1,162 @@
-//! The provider: discovers a stack's resources by tag, resolves inputs, and turns plan changes
-//! into executor nodes that call the service modules.
+//! The provider: one module per resource kind (or close family, found by one discovery call),
+//! each behind [`Provider`]: discover, create, update, wait until ready, delete, wait until
+//! gone. The [`Applier`] turns plan changes into executor nodes that call them, and holds what
+//! they share: what the run has learnt so far, the deadlines, the retries.
 //!
-//! - `discover`: every resource of a stack, found by tag or path (no local state), and the
-//!   read-only look-ups the graph needs (VPC, subnets, image, zone).
-//! - this file: the [`Applier`], which builds executor nodes and applies or deletes the
-//!   single-instance kinds (groups, keys, instances, addresses, records, parameters, volumes).
-//! - `alb`: the same for the alb-asg kinds (load balancing, auto scaling, Aurora, EFS, IAM).
+//! - `discover`: every resource of a stack, found by tag or path (no local state), one
+//!   concurrent call per provider asked, and the read-only look-ups the graph needs (VPC,
+//!   subnets, image, zone).
+//! - one module per kind: `key_pair`, `parameter`, `security_group`, `instance`, `volume`,
+//!   `address` (Elastic IPs and the DNS records on them), `instance_profile`,
+//!   `launch_template`, `load_balancing` (target groups, load balancers, listeners),
+//!   `auto_scaling` (groups and their policies), `database` (Aurora: subnet group, cluster,
+//!   instance), `file_system` (EFS and its mount targets).
+//!
+//! Adding a kind: its types in `plan::resource` (`Kind`, `Spec`, `Details`), its module here
+//! registered in [`provider`], and a tier that declares it.
 
+mod address;
+mod auto_scaling;
+mod database;
 mod discover;
-mod managed;
+mod file_system;
+mod instance;
+mod instance_profile;
+mod key_pair;
+mod launch_template;
+mod load_balancing;
+mod parameter;
+mod security_group;
+mod volume;
 
 pub use discover::{
     discover, discover_kinds, discover_scoped, found_with, pin_image, resolve_inputs,
     resolve_network, Discovered,
 };
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::error::{AwsError, ErrorClass};
-use super::{ec2, iam, route53, ssm, tags, Aws};
+use super::{ssm, tags, Aws};
 use crate::apply::events::{Event, Reporter};
 use crate::apply::wait::{self, Backoff, Poll, WaitError};
 use crate::apply::{Node, Task};
-use crate::plan::diff::{instance_spec_hash, short_hash};
 use crate::plan::*;
 use crate::stack::Stack;
+
+/// What one module does for its kinds. Every call is idempotent where AWS allows it, and
+/// "already gone" on a delete is success (the [`Applier`] ignores it).
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    /// The kinds it handles: one, or a close family that one discovery call finds.
+    fn kinds(&self) -> &'static [Kind];
+
+    /// The stack's resources of [`Provider::kinds`], found by tag or path.
+    async fn discover(&self, aws: &Aws, stack: &str) -> Result<Discovered, AwsError>;
+
+    /// Creates `r`, remembers what its dependents read (`Applier::remember`), and returns its
+    /// physical id (`None`: nothing for iac to create, e.g. a parameter instances write).
+    async fn create(&self, cx: &Applier, r: &Resource) -> Result<Option<String>, AwsError>;
+
+    /// Changes `actual` in place to match `r` (the plan said it can), waiting for whatever
+    /// the change puts in motion.
+    async fn update(
+        &self,
+        cx: &Applier,
+        r: &Resource,
+        actual: &Observed,
+    ) -> Result<Option<String>, AwsError>;
+
+    /// After a create: waits until `r` is what its dependents need (only that: an Aurora
+    /// cluster's dependents need its endpoint, known at once, not the cluster available).
+    async fn wait_ready(
+        &self,
+        _cx: &Applier,
+        _r: &Resource,
+        _physical_id: &str,
+    ) -> Result<(), AwsError> {
+        Ok(())
+    }
+
+    /// Starts deleting `o` (retrying while something still uses it).
+    async fn delete(&self, cx: &Applier, o: &Observed) -> Result<(), AwsError>;
+
+    /// After a delete: waits until `o` is gone, when what depends on it going needs that.
+    async fn wait_gone(&self, _cx: &Applier, _o: &Observed) -> Result<(), AwsError> {
+        Ok(())
+    }
+
+    /// Whether a replacement must delete the old one before creating the new one (its name
+    /// is unique and kept: a key pair).
+    fn deletes_before_replacing(&self) -> bool {
+        false
+    }
+
+    /// Whether what a run made or changed of `kind` is known without reading it again (`up`
+    /// prints and waits on what it knows; an Auto Scaling group's instances are AWS's doing).
+    fn known_after_apply(&self, _kind: Kind) -> bool {
+        true
+    }
+}
+
+/// The kinds of `changed` that `up` must read again after applying: a run cannot know them.
+pub fn unknown_after_apply(changed: &BTreeSet<Kind>) -> BTreeSet<Kind> {
+    changed
+        .iter()
+        .copied()
+        .filter(|k| !provider(*k).known_after_apply(*k))
+        .collect()
+}
+
+/// The module that handles `kind`: the one registry of providers.
+pub(crate) fn provider(kind: Kind) -> &'static dyn Provider {
+    match kind {
+        Kind::KeyPair => &key_pair::KeyPairs,
+        Kind::SsmParameter => &parameter::Parameters,
+        Kind::SecurityGroup => &security_group::SecurityGroups,
+        Kind::Volume => &volume::Volumes,
+        Kind::InstanceProfile => &instance_profile::InstanceProfiles,
+        Kind::LaunchTemplate => &launch_template::LaunchTemplates,
+        Kind::TargetGroup | Kind::LoadBalancer | Kind::Listener => &load_balancing::LoadBalancing,
+        Kind::AutoScalingGroup | Kind::ScalingPolicy => &auto_scaling::AutoScaling,
+        Kind::DbSubnetGroup | Kind::DbCluster | Kind::DbInstance => &database::Databases,
+        Kind::FileSystem | Kind::MountTarget => &file_system::FileSystems,
+        Kind::Instance => &instance::Instances,
+        Kind::ElasticIp | Kind::DnsRecord => &address::Addresses,
+    }
+}
+
+/// What a node does with its resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Create,
+    Update,
+    /// Delete the old one, then create (see [`Provider::deletes_before_replacing`]).
+    Replace,
+    Delete,
+}
+
+impl Step {
+    fn as_str(self) -> &'static str {
+        match self {
+            Step::Create => "create",
+            Step::Update => "update",
+            Step::Replace => "replace",
+            Step::Delete => "delete",
+        }
+    }
+}
+
+/// The error for a resource handed to a provider that does not handle its kind (a bug).
+fn not_mine(r: &Resource) -> AwsError {
+    AwsError::state(
+        "apply",
+        ErrorClass::Other,
+        format!("{} ({}) reached the wrong provider", r.id, r.kind()),
+    )
+}
 
 /// Deadlines for the slow parts.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +198,30 @@ pub struct Known {
     pub attrs: BTreeMap<String, String>,
 }
 
+impl Known {
+    /// Known by its physical id only.
+    fn id(physical_id: &str) -> Known {
+        Known {
+            physical_id: physical_id.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// With one more attribute for templates to read.
+    fn with(mut self, key: &str, value: &str) -> Known {
+        self.attrs.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// With `key` when `value` is known.
+    fn with_some(self, key: &str, value: Option<String>) -> Known {
+        match value {
+            Some(v) => self.with(key, &v),
+            None => self,
+        }
+    }
+}
+
 /// Builds executor nodes for a plan.
 #[derive(Clone)]
 pub struct Applier {
@@ -97,6 +251,8 @@ pub struct Applier {
     /// Part of every RunInstances client token: a new token for each `up`, the same one for
     /// every retry within it (AWS binds a token to its parameters for at least 24 hours).
     launch_nonce: String,
+    /// The instances being waited on, polled together.
+    instance_polls: Arc<instance::InstancePolls>,
 }
 
 fn wait_err(e: WaitError<AwsError>, op: &str) -> AwsError {
@@ -122,7 +278,8 @@ impl Applier {
             lt_updated: Arc::default(),
             kinds: Arc::default(),
             image: stack.spec.instance.image.clone(),
-            launch_nonce: ec2::launch_nonce(),
+            launch_nonce: instance::launch_nonce(),
+            instance_polls: Arc::default(),
         }
     }
 
@@ -142,7 +299,8 @@ impl Applier {
             lt_updated: Arc::default(),
             kinds: Arc::default(),
             image: String::new(),
-            launch_nonce: ec2::launch_nonce(),
+            launch_nonce: instance::launch_nonce(),
+            instance_polls: Arc::default(),
         }
     }
 
@@ -161,6 +319,11 @@ impl Applier {
         if let Some(ip) = &k.private_ip {
             k.attrs
                 .entry("ip".to_string())
+                .or_insert_with(|| ip.clone());
+        }
+        if let Some(ip) = &k.public_ip {
+            k.attrs
+                .entry("public_ip".to_string())
                 .or_insert_with(|| ip.clone());
         }
         if let Ok(mut m) = self.known.lock() {
@@ -184,6 +347,30 @@ impl Applier {
 
     fn tags_for(&self, id: &ResourceId, kind: Kind) -> BTreeMap<String, String> {
         tags::identity(&self.stack, id, kind, &self.extra_tags)
+    }
+
+    /// What the run knows of every resource the plan keeps or makes, once applied: what `up`
+    /// prints and waits on, without reading it again (see [`unknown_after_apply`]).
+    pub fn facts(&self, plan: &Plan) -> Facts {
+        plan.changes
+            .iter()
+            .filter(|c| c.desired.is_some())
+            .filter_map(|c| {
+                let kept = c
+                    .actual
+                    .as_ref()
+                    .filter(|_| matches!(c.action, Action::Keep | Action::Update { .. }));
+                let k = self.lookup(&c.id).or_else(|| kept.map(known_of))?;
+                Some((
+                    c.id.clone(),
+                    Fact {
+                        kind: c.kind,
+                        physical_id: k.physical_id,
+                        attrs: k.attrs,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// Nodes for the create/update phase and for the delete phase, in that order.
@@ -227,16 +414,15 @@ impl Applier {
         for c in &plan.changes {
             match (&c.action, &c.desired, &c.actual) {
                 (Action::Keep, _, _) => {}
-                (Action::Create, Some(d), _) => apply.push(self.node(d, "create", None)),
+                (Action::Create, Some(d), _) => apply.push(self.node(d, Step::Create, None)),
                 (Action::Update { .. }, Some(d), Some(a)) => {
-                    apply.push(self.node(d, "update", Some(a.clone())))
+                    apply.push(self.node(d, Step::Update, Some(a.clone())))
                 }
                 (Action::Replace { .. }, Some(d), Some(a)) => {
-                    if d.kind() == Kind::KeyPair {
-                        // Key names are unique: the old key must go before the new one is imported.
-                        apply.push(self.node(d, "replace", Some(a.clone())));
+                    if provider(d.kind()).deletes_before_replacing() {
+                        apply.push(self.node(d, Step::Replace, Some(a.clone())));
                     } else {
-                        apply.push(self.node(d, "create", None));
+                        apply.push(self.node(d, Step::Create, None));
                         delete.push(self.delete_node(a, "#old"));
                     }
                 }
@@ -248,20 +434,47 @@ impl Applier {
         (apply, delete)
     }
 
-    fn node(&self, r: &Resource, action: &str, actual: Option<Observed>) -> Node<AwsError> {
+    fn node(&self, r: &Resource, step: Step, actual: Option<Observed>) -> Node<AwsError> {
         let this = self.clone();
         let r2 = r.clone();
-        let action_s = action.to_string();
         Node {
             id: r.id.clone(),
             kind: r.kind(),
-            action: action.to_string(),
+            action: step.as_str().to_string(),
             deps: r.deps.clone(),
             order_only: false,
             task: Box::new(move || -> Task<AwsError> {
-                Box::pin(async move { this.apply_one(&r2, &action_s, actual).await })
+                Box::pin(async move { this.apply(&r2, step, actual).await })
             }),
         }
+    }
+
+    /// One step for `r`, through its kind's provider.
+    async fn apply(
+        &self,
+        r: &Resource,
+        step: Step,
+        actual: Option<Observed>,
+    ) -> Result<Option<String>, AwsError> {
+        let p = provider(r.kind());
+        match (step, &actual) {
+            (Step::Update, Some(a)) => return p.update(self, r, a).await,
+            (Step::Replace, Some(a)) => self.delete(a).await?,
+            _ => {}
+        }
+        let out = p.create(self, r).await?;
+        if let Some(physical_id) = &out {
+            p.wait_ready(self, r, physical_id).await?;
+        }
+        Ok(out)
+    }
+
+    /// Deletes one resource and waits until it is gone; "already gone" is success, "still in
+    /// use" is retried until the dependency deadline.
+    pub async fn delete(&self, o: &Observed) -> Result<(), AwsError> {
+        let p = provider(o.kind);
+        ignore_gone(p.delete(self, o).await)?;
+        ignore_gone(p.wait_gone(self, o).await)
     }
 
     /// Deletion nodes for everything observed (for `down`), most dependent kinds first.
@@ -294,319 +507,63 @@ impl Applier {
             // Physical ids keep duplicates of one logical id apart.
             id: ResourceId::new(format!("{}{suffix} ({})", o.id, o.physical_id)),
             kind: o.kind,
-            action: "delete".to_string(),
+            action: Step::Delete.as_str().to_string(),
             deps: Vec::new(),
             order_only: true,
             task: Box::new(move || -> Task<AwsError> {
-                Box::pin(async move {
-                    this.delete_one(&o2)
-                        .await
-                        .map(|_| Some(o2.physical_id.clone()))
-                })
+                Box::pin(
+                    async move { this.delete(&o2).await.map(|_| Some(o2.physical_id.clone())) },
+                )
             }),
         }
     }
 
-    async fn apply_one(
+    fn ids(&self, refs: &[ResourceId], op: &str) -> Result<Vec<String>, AwsError> {
+        refs.iter()
+            .map(|g| self.need(g, op).map(|k| k.physical_id))
+            .collect()
+    }
+
+    /// Polls `state` until it answers `want` (or `None` for "gone"), within `deadline`.
+    async fn wait_state<F, Fut>(
         &self,
-        r: &Resource,
-        action: &str,
-        actual: Option<Observed>,
-    ) -> Result<Option<String>, AwsError> {
-        let aws = &self.aws;
-        let tags_ = self.tags_for(&r.id, r.kind());
-        match (&r.spec, action) {
-            (Spec::KeyPair(s), _) => {
-                if action == "replace" {
-                    ec2::delete_key_pair(aws, &s.key_name).await?;
-                }
-                let mut t = tags_;
-                t.insert(
-                    tags::KEY_FINGERPRINT.to_string(),
-                    short_hash(s.public_key.trim().as_bytes()),
-                );
-                ec2::import_key_pair(aws, &s.key_name, &s.public_key, &t).await.map_err(|e| {
-                    if e.is(ErrorClass::AlreadyExists) {
-                        AwsError::state("ec2:ImportKeyPair", ErrorClass::AlreadyExists, format!("a key pair named `{}` exists and was not imported by this stack; drop `public_key_file` to use it as is, or pick another name", s.key_name))
-                    } else {
-                        e
-                    }
-                })?;
-                self.remember(
-                    &r.id,
-                    Known {
-                        physical_id: s.key_name.clone(),
-                        public_ip: None,
-                        private_ip: None,
-                        ..Default::default()
-                    },
-                );
-                Ok(Some(s.key_name.clone()))
-            }
-            (Spec::SsmParameter(s), _) => {
-                let value = match &s.value {
-                    ParamValue::Generated | ParamValue::GeneratedTls { .. }
-                        if action != "create" =>
-                    {
-                        return Ok(Some(s.name.clone()))
-                    }
-                    ParamValue::WrittenByInstances => return Ok(None),
-                    ParamValue::Generated => ssm::generate_password()?,
-                    ParamValue::GeneratedTls { server_name } => {
-                        iac_scaler::tls::generate_for(server_name)
-                            .map_err(|e| {
-                                AwsError::state(
-                                    "ssm:PutParameter",
-                                    ErrorClass::Other,
-                                    e.to_string(),
-                                )
-                            })?
-                            .bundle()
-                    }
-                    ParamValue::Template { text, refs } => {
-                        fill_template(text, refs, &|id| self.lookup(id).map(|k| k.attrs))
-                            .ok_or_else(|| {
-                                AwsError::state(
-                                    "ssm:PutParameter",
-                                    ErrorClass::Other,
-                                    format!(
-                                        "{}: a resource it refers to is not available yet",
-                                        r.id
-                                    ),
-                                )
-                            })?
-                    }
-                };
-                let create_tags = (action == "create")
-                    .then(|| ssm::param_tags(&self.stack, &r.id, &self.extra_tags));
-                ssm::put(aws, &s.name, &value, s.secure, create_tags.as_ref()).await.map_err(|e| {
-                    if e.is(ErrorClass::AlreadyExists) {
-                        AwsError::state("ssm:PutParameter", ErrorClass::AlreadyExists, format!("parameter {} exists but was not found under the stack's path; delete it", s.name))
-                    } else {
-                        e
-                    }
-                })?;
-                self.remember(
-                    &r.id,
-                    Known {
-                        physical_id: s.name.clone(),
-                        public_ip: None,
-                        private_ip: None,
-                        ..Default::default()
-                    },
-                );
-                if action != "create" {
-                    let previous = match actual.as_ref().map(|a| &a.details) {
-                        Some(Details::SsmParameter {
-                            value: Some(v),
-                            secure: false,
-                        }) if v != &value => Some(v.clone()),
-                        _ => None,
-                    };
-                    self.notify_all(&r.id, s, previous).await?;
-                }
-                Ok(Some(s.name.clone()))
-            }
-            (Spec::Volume(s), _) => {
-                let instance = self.need(&s.attach_to, "ec2:AttachVolume")?;
-                let vid = match actual {
-                    Some(a) => {
-                        if let Details::Volume {
-                            attached_to,
-                            protected,
-                            ..
-                        } = &a.details
-                        {
-                            if *protected != s.protected {
-                                ec2::set_protected(aws, &a.physical_id, s.protected).await?;
-                            }
-                            match attached_to {
-                                // A protection change only: nothing to move.
-                                Some(old) if old == &instance.physical_id => {
-                                    self.remember(
-                                        &r.id,
-                                        Known {
-                                            physical_id: a.physical_id.clone(),
-                                            ..Default::default()
-                                        },
-                                    );
-                                    return Ok(Some(a.physical_id));
-                                }
-                                Some(old) => {
-                                    // Moving to a new instance: stop the old one first, so the
-                                    // database on the volume is shut down cleanly and nothing
-                                    // writes while it is detached (a mounted volume can stay
-                                    // `busy` or be left inconsistent). The old one is terminated
-                                    // later, in the delete phase.
-                                    self.release_volume(&r.id, old).await?;
-                                    ignore_gone(
-                                        ec2::detach_volume(aws, &a.physical_id, old).await,
-                                    )?;
-                                }
-                                None => {}
-                            }
+        id: &ResourceId,
+        what: &str,
+        deadline: Duration,
+        want: Option<&str>,
+        mut state: F,
+    ) -> Result<(), AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<String>, AwsError>>,
+    {
+        wait::until(
+            id,
+            what,
+            deadline,
+            Backoff::default(),
+            self.reporter.as_ref(),
+            || {
+                let fut = state();
+                async move {
+                    let now = fut.await?;
+                    Ok(match (now.as_deref(), want) {
+                        (None, None) => Poll::Ready(()),
+                        (Some(s), Some(w)) if s == w => Poll::Ready(()),
+                        (Some(s), _) if s.contains("fail") || s == "error" => {
+                            return Err(AwsError::state(
+                                "wait",
+                                ErrorClass::Other,
+                                format!("{what}: state {s}"),
+                            ))
                         }
-                        a.physical_id
-                    }
-                    None => {
-                        let mut t = tags_.clone();
-                        if s.keep_on_down {
-                            t.insert(tags::DATA.to_string(), "true".to_string());
-                        }
-                        if s.protected {
-                            t.insert(tags::PROTECTED.to_string(), "true".to_string());
-                        }
-                        ec2::create_volume(aws, &s.availability_zone, s.size_gb, &t).await?
-                    }
-                };
-                self.remember(
-                    &r.id,
-                    Known {
-                        physical_id: vid.clone(),
-                        public_ip: None,
-                        private_ip: None,
-                        ..Default::default()
-                    },
-                );
-                self.wait_volume(&r.id, &vid, "available").await?;
-                ec2::attach_volume(aws, &vid, &instance.physical_id, &s.device).await?;
-                Ok(Some(vid))
-            }
-            (Spec::SecurityGroup(s), "create") => {
-                let gid = ec2::create_security_group(aws, &s.group_name, &s.description, &s.vpc_id, &tags_).await.map_err(|e| {
-                    if e.is(ErrorClass::AlreadyExists) {
-                        AwsError::state("ec2:CreateSecurityGroup", ErrorClass::AlreadyExists, format!("a security group named `{}` exists in {} but is not tagged with this stack; delete or rename it", s.group_name, s.vpc_id))
-                    } else {
-                        e
-                    }
-                })?;
-                self.remember(
-                    &r.id,
-                    Known {
-                        physical_id: gid.clone(),
-                        public_ip: None,
-                        private_ip: None,
-                        ..Default::default()
-                    },
-                );
-                let groups = self.group_ids();
-                self.retry_fresh(&r.id, &format!("security group {gid}"), || {
-                    ec2::reconcile_ingress(aws, &gid, &s.ingress, &[], &groups)
-                })
-                .await?;
-                Ok(Some(gid))
-            }
-            (Spec::SecurityGroup(s), _) => {
-                let a = actual.ok_or_else(|| {
-                    AwsError::state("ec2:SecurityGroup", ErrorClass::Other, "nothing to update")
-                })?;
-                let have = match &a.details {
-                    Details::SecurityGroup { ingress, .. } => ingress.clone(),
-                    _ => Vec::new(),
-                };
-                ec2::reconcile_ingress(aws, &a.physical_id, &s.ingress, &have, &self.group_ids())
-                    .await?;
-                Ok(Some(a.physical_id))
-            }
-            (Spec::Instance(s), "create") => {
-                let sg_ids = s
-                    .security_groups
-                    .iter()
-                    .map(|g| self.need(g, "ec2:RunInstances").map(|k| k.physical_id))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let spec_hash = instance_spec_hash(s);
-                let mut t = tags_;
-                t.insert(tags::SPEC_HASH.to_string(), spec_hash.clone());
-                t.insert(tags::USER_DATA_SHA.to_string(), s.user_data_sha.clone());
-                t.extend(self.image_tags(&s.image_id));
-                // Unique to this launch of this run (its resolved groups included), and the
-                // same for every retry of it: a later run never replays a token with other
-                // parameters (IdempotentParameterMismatch), and counting the terminated
-                // instances AWS still lists cannot be relied on (they vanish after an hour).
-                let token = short_hash(
-                    format!(
-                        "{}/{}/{}/{}/{}",
-                        self.stack,
-                        r.id,
-                        spec_hash,
-                        sg_ids.join(","),
-                        self.launch_nonce
-                    )
-                    .as_bytes(),
-                );
-                // A group or profile created a moment ago can be unknown to EC2 for a few
-                // seconds; the same token makes every retry the same launch.
-                let what = format!(
-                    "groups {} and instance profile {}",
-                    sg_ids.join(","),
-                    s.instance_profile.as_deref().unwrap_or("-")
-                );
-                let iid = self
-                    .retry_fresh(&r.id, &what, || {
-                        ec2::run_instance(aws, s, &s.root_device, sg_ids.clone(), &t, &token)
+                        (s, _) => Poll::Pending(s.unwrap_or("gone").to_string()),
                     })
-                    .await?;
-                let private_ip = self.wait_instance(&r.id, &iid, "running").await?;
-                self.remember(
-                    &r.id,
-                    Known {
-                        physical_id: iid.clone(),
-                        public_ip: None,
-                        private_ip,
-                        ..Default::default()
-                    },
-                );
-                Ok(Some(iid))
-            }
-            (Spec::Instance(_), _) => {
-                let a = actual.ok_or_else(|| {
-                    AwsError::state("ec2:StartInstances", ErrorClass::Other, "nothing to update")
-                })?;
-                ec2::start_instance(aws, &a.physical_id).await?;
-                self.wait_instance(&r.id, &a.physical_id, "running").await?;
-                Ok(Some(a.physical_id))
-            }
-            (Spec::ElasticIp(s), _) => {
-                let instance = self.need(&s.instance, "ec2:AssociateAddress")?;
-                let (alloc, ip) = match actual {
-                    Some(a) => {
-                        let ip = match &a.details {
-                            Details::ElasticIp { public_ip, .. } => public_ip.clone(),
-                            _ => String::new(),
-                        };
-                        (a.physical_id, ip)
-                    }
-                    None => ec2::allocate_address(aws, &tags_).await?,
-                };
-                self.remember(
-                    &r.id,
-                    Known {
-                        physical_id: alloc.clone(),
-                        public_ip: Some(ip),
-                        private_ip: None,
-                        ..Default::default()
-                    },
-                );
-                ec2::associate_address(aws, &alloc, &instance.physical_id).await?;
-                Ok(Some(alloc))
-            }
-            (Spec::DnsRecord(s), _) => {
-                let eip = self.need(&s.target, "route53:ChangeResourceRecordSets")?;
-                let ip = eip.public_ip.clone().unwrap_or_default();
-                // Tag the address first: if we die right after the record is written, `down`
-                // still finds the record through it.
-                let mut t = BTreeMap::new();
-                t.insert(
-                    tags::DNS_RECORD.to_string(),
-                    format!("{}/{}", s.zone_id, s.name),
-                );
-                t.insert(tags::DNS_ID.to_string(), r.id.to_string());
-                ec2::set_tags(aws, &eip.physical_id, &t).await?;
-                route53::upsert_a(aws, &s.zone_id, &s.name, &ip, s.ttl).await?;
-                Ok(Some(format!("{} A {ip}", s.name)))
-            }
-            (other, _) => self.apply_alb(r, other, action, actual, tags_).await,
-        }
+                }
+            },
+        )
+        .await
+        .map_err(|e| wait_err(e, "wait"))
     }
 
     fn group_ids(&self) -> BTreeMap<ResourceId, String> {
@@ -621,137 +578,11 @@ impl Applier {
             .unwrap_or_default()
     }
 
-    /// Waits for an instance state; returns its private IP once there.
-    async fn wait_instance(
-        &self,
-        id: &ResourceId,
-        iid: &str,
-        want: &str,
-    ) -> Result<Option<String>, AwsError> {
-        let deadline = if want == "running" {
-            self.deadlines.instance_running
-        } else {
-            self.deadlines.instance_terminated
-        };
-        let what = format!("instance {iid} to be {want}");
-        wait::until(id, &what, deadline, Backoff::default(), self.reporter.as_ref(), || async {
-            let found = ec2::instance_state_ip(&self.aws, iid).await?;
-            let (state, ip) = match found {
-                Some((s, ip)) => (Some(s), ip),
-                None => (None, None),
-            };
-            Ok(match state.as_deref() {
-                Some(s) if s == want => Poll::Ready(ip),
-                // Gone counts as stopped too: all a stop is wanted for is that it runs no more.
-                None if want != "running" => Poll::Ready(None),
-                Some("terminated") if want == "stopped" => Poll::Ready(None),
-                Some("terminated") if want == "running" => {
-                    return Err(AwsError::state("ec2:DescribeInstances", ErrorClass::Other, format!("instance {iid} terminated while starting; check its console output and quotas")))
-                }
-                other => Poll::Pending(other.unwrap_or("unknown").to_string()),
-            })
-        })
-        .await
-        .map_err(|e| wait_err(e, "ec2:DescribeInstances"))
-    }
-
     fn is_preexisting(&self, id: &ResourceId) -> bool {
         self.preexisting
             .lock()
             .map(|p| p.contains(id))
             .unwrap_or(false)
-    }
-
-    /// Sends a changed parameter's commands one at a time (only to instances that existed
-    /// before this run: new ones read the value at boot). When one fails, the parameter goes
-    /// back to `previous` and the commands already sent are sent again, so every instance runs
-    /// the last good value; the error names the step that failed.
-    async fn notify_all(
-        &self,
-        id: &ResourceId,
-        s: &SsmParameterSpec,
-        previous: Option<String>,
-    ) -> Result<(), AwsError> {
-        let due: Vec<&Notify> = s
-            .notify
-            .iter()
-            .filter(|n| self.is_preexisting(&n.instance))
-            .collect();
-        for (i, n) in due.iter().enumerate() {
-            let Err(e) = self.notify_one(id, n).await else {
-                continue;
-            };
-            let Some(previous) = &previous else {
-                return Err(e);
-            };
-            ssm::put(&self.aws, &s.name, previous, s.secure, None).await?;
-            self.reporter.event(&Event::Info {
-                message: format!("{id}: set {} back to its last good value", s.name),
-            });
-            for done in &due[..i] {
-                if let Err(again) = self.notify_one(id, done).await {
-                    self.reporter.event(&Event::Info {
-                        message: format!("{id}: rolling back failed too: {}", again.message),
-                    });
-                }
-            }
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// The instances a command for `target` goes to: the instance itself, or the instances an
-    /// Auto Scaling group has in service now (it may have replaced one since discovery).
-    async fn command_targets(&self, target: &ResourceId) -> Result<Vec<String>, AwsError> {
-        let known = self.need(target, "ssm:SendCommand")?;
-        let kind = self.kinds.lock().ok().and_then(|k| k.get(target).copied());
-        if kind == Some(Kind::AutoScalingGroup) {
-            super::autoscaling::in_service_instances(&self.aws, &known.physical_id).await
-        } else {
-            Ok(vec![known.physical_id])
-        }
-    }
-
-    /// One [`Notify`]: `around.before`, the command (to each of its targets, one at a time),
-    /// then `around.after` (also after a failure).
-    async fn notify_one(&self, id: &ResourceId, n: &Notify) -> Result<(), AwsError> {
-        let targets = self.command_targets(&n.instance).await?;
-        if targets.is_empty() {
-            // A group between instances: the next one reads the new value at boot.
-            self.reporter.event(&Event::Info {
-                message: format!(
-                    "{id}: {} has no instance in service; its next one reads the new value at boot",
-                    n.instance
-                ),
-            });
-            return Ok(());
-        }
-        let around = match &n.around {
-            Some(a) if self.is_preexisting(&a.instance) => {
-                let other = self.need(&a.instance, "ssm:SendCommand")?;
-                let comment = format!("{} ({}: before)", a.comment, n.instance);
-                self.run_and_wait(id, &other.physical_id, &a.before, &comment)
-                    .await?;
-                Some((a, other))
-            }
-            _ => None,
-        };
-        let mut result = Ok(());
-        for target in &targets {
-            result = self
-                .run_and_wait(id, target, &n.command, &n.comment)
-                .await
-                .map(|_| ());
-            if result.is_err() {
-                break;
-            }
-        }
-        if let Some((a, other)) = around {
-            let comment = format!("{} ({}: after)", a.comment, n.instance);
-            self.run_and_wait(id, &other.physical_id, &a.after, &comment)
-                .await?;
-        }
-        result.map(|_| ())
     }
 
     /// Sends a shell script through Run Command and waits for it to succeed; returns its output.
@@ -796,195 +627,6 @@ impl Applier {
         )
         .await
         .map_err(|e| wait_err(e, "ssm:GetCommandInvocation"))
-    }
-
-    /// Stops the instance a data volume moves away from, before the detach: the database on
-    /// it still has the volume mounted, and AWS leaves a volume detached from under a mounted
-    /// file system `busy` indefinitely. Stopping shuts the database down cleanly and unmounts;
-    /// the instance is being replaced anyway (it is terminated once its successor runs).
-    async fn release_volume(&self, id: &ResourceId, instance_id: &str) -> Result<(), AwsError> {
-        let state = ec2::instance_state_ip(&self.aws, instance_id).await?;
-        if !matches!(state, Some((ref s, _)) if s == "running" || s == "pending" || s == "stopping")
-        {
-            return Ok(());
-        }
-        self.reporter.event(&Event::Info {
-            message: format!(
-                "{id}: stopping {instance_id} so that the data volume is unmounted before it moves"
-            ),
-        });
-        ignore_gone(ec2::stop_instance(&self.aws, instance_id).await)?;
-        self.wait_instance(id, instance_id, "stopped")
-            .await
-            .map(|_| ())
-    }
-
-    /// Waits until a volume is in `want` state (`available` after create or detach).
-    async fn wait_volume(&self, id: &ResourceId, vid: &str, want: &str) -> Result<(), AwsError> {
-        let what = format!("volume {vid} to be {want}");
-        wait::until(
-            id,
-            &what,
-            self.deadlines.dependency,
-            Backoff::default(),
-            self.reporter.as_ref(),
-            || async {
-                Ok(match ec2::volume_state(&self.aws, vid).await? {
-                    Some((state, _)) if state == want => Poll::Ready(()),
-                    Some((state, _)) => Poll::Pending(state),
-                    None => {
-                        return Err(AwsError::state(
-                            "ec2:DescribeVolumes",
-                            ErrorClass::NotFound,
-                            format!("volume {vid} disappeared"),
-                        ))
-                    }
-                })
-            },
-        )
-        .await
-        .map_err(|e| wait_err(e, "ec2:DescribeVolumes"))
-    }
-
-    /// Deletes one resource; "already gone" is success, "still in use" is retried until the
-    /// dependency deadline.
-    pub async fn delete_one(&self, o: &Observed) -> Result<(), AwsError> {
-        let aws = &self.aws;
-        let res = match (&o.kind, &o.details) {
-            (Kind::DnsRecord, Details::DnsRecord { zone_id, .. }) => {
-                let name = o
-                    .physical_id
-                    .split_once('/')
-                    .map(|(_, n)| n)
-                    .unwrap_or(&o.physical_id);
-                route53::delete_a(aws, zone_id, name).await
-            }
-            (Kind::ElasticIp, Details::ElasticIp { association_id, .. }) => {
-                if let Some(assoc) = association_id {
-                    ignore_gone(ec2::disassociate_address(aws, assoc).await)?;
-                }
-                self.retry_in_use(&o.id, &format!("Elastic IP {}", o.physical_id), || {
-                    ec2::release_address(aws, &o.physical_id)
-                })
-                .await
-            }
-            (Kind::Instance, details) => {
-                if let (
-                    Some(d),
-                    Details::Instance {
-                        private_ip: Some(ip),
-                        ..
-                    },
-                ) = (&self.drain, details)
-                {
-                    let leader_stays = o.id != d.leader
-                        && self
-                            .preexisting
-                            .lock()
-                            .map(|p| p.contains(&d.leader))
-                            .unwrap_or(false);
-                    if leader_stays {
-                        let leader = self.need(&d.leader, "ssm:SendCommand")?;
-                        self.run_and_wait(
-                            &o.id,
-                            &leader.physical_id,
-                            &(d.command)(ip),
-                            &format!("iac: drain and remove {} before terminating it", o.id),
-                        )
-                        .await?;
-                    }
-                }
-                ignore_gone(ec2::terminate_instance(aws, &o.physical_id).await)?;
-                self.wait_instance(&o.id, &o.physical_id, "terminated")
-                    .await
-                    .map(|_| ())
-            }
-            (Kind::SecurityGroup, _) => {
-                self.revoke_group_rules(o).await?;
-                let what = format!(
-                    "security group {} to be free (up to {} min: network interfaces of a deleted load balancer or instance can take that long to go)",
-                    o.physical_id,
-                    self.deadlines.group_dependency.as_secs() / 60
-                );
-                let in_use = |e: &AwsError| e.is(ErrorClass::DependencyViolation);
-                self.retry_while(
-                    &o.id,
-                    &what,
-                    self.deadlines.group_dependency,
-                    in_use,
-                    || ec2::delete_security_group(aws, &o.physical_id),
-                )
-                .await
-            }
-            (Kind::KeyPair, _) => ec2::delete_key_pair(aws, &o.physical_id).await,
-            (Kind::SsmParameter, _) => ssm::delete(aws, &o.physical_id).await,
-            (Kind::InstanceProfile, Details::InstanceProfile { role, .. }) => {
-                iam::delete(aws, &o.physical_id, role.as_deref()).await
-            }
-            (
-                Kind::ScalingPolicy
-                | Kind::AutoScalingGroup
-                | Kind::LaunchTemplate
-                | Kind::Listener
-                | Kind::LoadBalancer
-                | Kind::TargetGroup
-                | Kind::DbInstance
-                | Kind::DbCluster
-                | Kind::DbSubnetGroup
-                | Kind::MountTarget
-                | Kind::FileSystem,
-                _,
-            ) => self.delete_alb(o).await,
-            (Kind::Volume, _) => {
-                // Read the attachment now: the instance it was on may have been terminated by
-                // an earlier node of this same run, which detaches it.
-                if let Some((_, Some(on))) = ec2::volume_state(aws, &o.physical_id).await? {
-                    ignore_gone(ec2::detach_volume(aws, &o.physical_id, &on).await)?;
-                    self.wait_volume(&o.id, &o.physical_id, "available").await?;
-                }
-                self.retry_in_use(
-                    &o.id,
-                    &format!("volume {} to be free", o.physical_id),
-                    || ec2::delete_volume(aws, &o.physical_id),
-                )
-                .await
-            }
-            _ => Ok(()),
-        };
-        ignore_gone(res)
-    }
-
-    /// Revokes the rules of every group in `observed` that name another group, before any
-    /// deletion (`down`): a group another one still refers to cannot be deleted, so one group
-    /// held up (by a load balancer's network interfaces, which can take 10-20 minutes to go)
-    /// would otherwise hold up the others.
-    pub async fn revoke_group_references(&self, observed: &[Observed]) -> Result<(), AwsError> {
-        for o in observed {
-            self.remember(&o.id, known_of(o));
-        }
-        for o in observed.iter().filter(|o| o.kind == Kind::SecurityGroup) {
-            self.revoke_group_rules(o).await?;
-        }
-        Ok(())
-    }
-
-    /// Revokes the ingress rules of group `o` whose source is another group.
-    async fn revoke_group_rules(&self, o: &Observed) -> Result<(), AwsError> {
-        let Details::SecurityGroup { ingress, .. } = &o.details else {
-            return Ok(());
-        };
-        let keep: Vec<IngressRule> = ingress
-            .iter()
-            .filter(|r| matches!(r.source, Source::Cidr(_)))
-            .cloned()
-            .collect();
-        if keep.len() == ingress.len() {
-            return Ok(());
-        }
-        let groups = self.group_ids();
-        ignore_gone(
-            ec2::reconcile_ingress(&self.aws, &o.physical_id, &keep, ingress, &groups).await,
-        )
     }
 
     async fn retry_in_use<F, Fut>(&self, id: &ResourceId, what: &str, op: F) -> Result<(), AwsError>
@@ -1138,7 +780,7 @@ mod tests {
         Node {
             id: ResourceId::new(id),
             kind,
-            action: "delete".to_string(),
+            action: Step::Delete.as_str().to_string(),
             deps: Vec::new(),
             order_only: true,
             task: Box::new(|| -> Task<AwsError> { Box::pin(async { Ok(None) }) }),
@@ -1150,6 +792,36 @@ mod tests {
         let mut d: Vec<String> = n.deps.iter().map(|d| d.to_string()).collect();
         d.sort();
         d
+    }
+
+    #[test]
+    fn every_kind_has_one_provider_that_says_it_handles_it() {
+        for k in Kind::ALL {
+            let p = provider(k);
+            assert!(p.kinds().contains(&k), "{k:?}: {:?}", p.kinds());
+            for other in p.kinds() {
+                assert_eq!(provider(*other).kinds(), p.kinds(), "{other:?}");
+            }
+        }
+        let mut families: Vec<&[Kind]> = Vec::new();
+        for k in Kind::ALL {
+            if !families.contains(&provider(k).kinds()) {
+                families.push(provider(k).kinds());
+            }
+        }
+        let listed: Vec<&[Kind]> = super::discover::DISCOVERY_ORDER
+            .iter()
+            .map(|k| provider(*k).kinds())
+            .collect();
+        for f in &families {
+            assert!(listed.contains(f), "{f:?} is not in the discovery order");
+        }
+        let count: usize = families.iter().map(|f| f.len()).sum();
+        assert_eq!(
+            count,
+            Kind::ALL.len(),
+            "a kind in two families: {families:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,243 @@
+//! Elastic IPs and the DNS A records that point at them (found through the address's
+//! `iac:dns-record` tag, so one discovery call finds both).
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::ResourceType;
+
+use super::{ignore_gone, not_mine, Applier, Discovered, Known, Provider};
+use crate::aws::ec2::{self, observed, of_stack, stack_filter, tag_map, tag_spec};
+use crate::aws::error::{sdk as err, AwsError, ErrorClass};
+use crate::aws::{route53, tags, Aws};
+use crate::plan::*;
+
+pub struct Addresses;
+
+#[async_trait::async_trait]
+impl Provider for Addresses {
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::ElasticIp, Kind::DnsRecord]
+    }
+
+    async fn discover(&self, aws: &Aws, stack: &str) -> Result<Discovered, AwsError> {
+        let mut resources = discover_addresses(aws, stack).await?;
+        let records = discover_records(aws, &resources).await?;
+        resources.extend(records);
+        Ok(Discovered::of(resources))
+    }
+
+    async fn create(&self, cx: &Applier, r: &Resource) -> Result<Option<String>, AwsError> {
+        point(cx, r, None).await
+    }
+
+    async fn update(
+        &self,
+        cx: &Applier,
+        r: &Resource,
+        actual: &Observed,
+    ) -> Result<Option<String>, AwsError> {
+        point(cx, r, Some(actual)).await
+    }
+
+    async fn delete(&self, cx: &Applier, o: &Observed) -> Result<(), AwsError> {
+        let aws = &cx.aws;
+        match &o.details {
+            Details::DnsRecord { zone_id, .. } => {
+                let name = o
+                    .physical_id
+                    .split_once('/')
+                    .map(|(_, n)| n)
+                    .unwrap_or(&o.physical_id);
+                route53::delete_a(aws, zone_id, name).await
+            }
+            Details::ElasticIp { association_id, .. } => {
+                if let Some(assoc) = association_id {
+                    ignore_gone(disassociate_address(aws, assoc).await)?;
+                }
+                cx.retry_in_use(&o.id, &format!("Elastic IP {}", o.physical_id), || {
+                    release_address(aws, &o.physical_id)
+                })
+                .await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The address associated with its instance, or the record pointing at its address.
+async fn point(
+    cx: &Applier,
+    r: &Resource,
+    actual: Option<&Observed>,
+) -> Result<Option<String>, AwsError> {
+    let aws = &cx.aws;
+    match &r.spec {
+        Spec::ElasticIp(s) => {
+            let instance = cx.need(&s.instance, "ec2:AssociateAddress")?;
+            let (alloc, ip) = match actual {
+                Some(a) => {
+                    let ip = match &a.details {
+                        Details::ElasticIp { public_ip, .. } => public_ip.clone(),
+                        _ => String::new(),
+                    };
+                    (a.physical_id.clone(), ip)
+                }
+                None => allocate_address(aws, &cx.tags_for(&r.id, r.kind())).await?,
+            };
+            cx.remember(
+                &r.id,
+                Known {
+                    public_ip: Some(ip),
+                    ..Known::id(&alloc)
+                },
+            );
+            associate_address(aws, &alloc, &instance.physical_id).await?;
+            Ok(Some(alloc))
+        }
+        Spec::DnsRecord(s) => {
+            let eip = cx.need(&s.target, "route53:ChangeResourceRecordSets")?;
+            let ip = eip.public_ip.clone().unwrap_or_default();
+            // Tag the address first: if we die right after the record is written, `down`
+            // still finds the record through it.
+            let t = BTreeMap::from([
+                (
+                    tags::DNS_RECORD.to_string(),
+                    format!("{}/{}", s.zone_id, s.name),
+                ),
+                (tags::DNS_ID.to_string(), r.id.to_string()),
+            ]);
+            ec2::set_tags(aws, &eip.physical_id, &t).await?;
+            route53::upsert_a(aws, &s.zone_id, &s.name, &ip, s.ttl).await?;
+            Ok(Some(format!("{} A {ip}", s.name)))
+        }
+        _ => Err(not_mine(r)),
+    }
+}
+
+/// The records the addresses' `iac:dns-record` tags name, as they are now.
+async fn discover_records(aws: &Aws, addresses: &[Observed]) -> Result<Vec<Observed>, AwsError> {
+    let mut records = Vec::new();
+    for a in addresses {
+        let Some(tag) = a.tags.get(tags::DNS_RECORD) else {
+            continue;
+        };
+        let Some((zone_id, name)) = tag.split_once('/') else {
+            continue;
+        };
+        match route53::get_a_record(aws, zone_id, name).await {
+            Ok(Some((values, _))) => records.push(Observed {
+                id: ResourceId::new(
+                    a.tags
+                        .get(tags::DNS_ID)
+                        .map_or(tags::LEGACY_DNS_ID, String::as_str),
+                ),
+                kind: Kind::DnsRecord,
+                physical_id: format!("{zone_id}/{name}"),
+                state: "present".to_string(),
+                details: Details::DnsRecord {
+                    zone_id: zone_id.to_string(),
+                    values,
+                },
+                tags: BTreeMap::new(),
+            }),
+            Ok(None) => {}
+            Err(e) if e.is(ErrorClass::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(records)
+}
+
+/// Elastic IPs tagged with the stack.
+pub async fn discover_addresses(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError> {
+    let out = aws
+        .ec2
+        .describe_addresses()
+        .filters(stack_filter(stack))
+        .send()
+        .await
+        .map_err(err("ec2:DescribeAddresses"))?;
+    Ok(out
+        .addresses()
+        .iter()
+        .filter(|a| of_stack(a.tags(), stack))
+        .filter_map(|a| {
+            let details = Details::ElasticIp {
+                public_ip: a.public_ip().unwrap_or_default().to_string(),
+                instance_id: a.instance_id().map(str::to_string),
+                association_id: a.association_id().map(str::to_string),
+            };
+            let state = if a.association_id().is_some() {
+                "associated"
+            } else {
+                "allocated"
+            };
+            observed(
+                tag_map(a.tags()),
+                Kind::ElasticIp,
+                a.allocation_id()?.to_string(),
+                state.to_string(),
+                details,
+            )
+        })
+        .collect())
+}
+
+/// Allocates a VPC Elastic IP, tagged at creation. Returns (allocation id, public IP).
+pub async fn allocate_address(
+    aws: &Aws,
+    tags_: &BTreeMap<String, String>,
+) -> Result<(String, String), AwsError> {
+    let out = aws
+        .ec2
+        .allocate_address()
+        .domain(aws_sdk_ec2::types::DomainType::Vpc)
+        .tag_specifications(tag_spec(ResourceType::ElasticIp, tags_))
+        .send()
+        .await
+        .map_err(err("ec2:AllocateAddress"))?;
+    match (out.allocation_id(), out.public_ip()) {
+        (Some(a), Some(ip)) => Ok((a.to_string(), ip.to_string())),
+        _ => Err(AwsError::state(
+            "ec2:AllocateAddress",
+            ErrorClass::Other,
+            "no allocation id in the answer",
+        )),
+    }
+}
+
+pub async fn associate_address(
+    aws: &Aws,
+    allocation_id: &str,
+    instance_id: &str,
+) -> Result<(), AwsError> {
+    aws.ec2
+        .associate_address()
+        .allocation_id(allocation_id)
+        .instance_id(instance_id)
+        .allow_reassociation(true)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("ec2:AssociateAddress"))
+}
+
+pub async fn disassociate_address(aws: &Aws, association_id: &str) -> Result<(), AwsError> {
+    aws.ec2
+        .disassociate_address()
+        .association_id(association_id)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("ec2:DisassociateAddress"))
+}
+
+pub async fn release_address(aws: &Aws, allocation_id: &str) -> Result<(), AwsError> {
+    aws.ec2
+        .release_address()
+        .allocation_id(allocation_id)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(err("ec2:ReleaseAddress"))
+}
