@@ -403,11 +403,8 @@ async fn lb_vms_boot_for_real_and_balance_across_web_vms() {
     // what the runner (playing the SSM agent) really ran: the update's and the reload's real
     // results count.
     let name = "rb-lb";
-    let (runner, cloud) = runner_as_ssm_agent(&emu, name);
+    let (runner, cloud) = up_for_real(&emu, &stack, name);
     let iac = |args: &[&str]| iac_via(&emu, &cloud, &stack, args);
-    let r = iac(&UP_WAIT);
-    assert_exit(&r, 0);
-    assert_app_up(&r);
     let title = format!("lb real boot {}", std::process::id());
     let LbVms {
         ids,
@@ -630,11 +627,8 @@ async fn lb_vms_roll_back_a_web_vm_update_that_fails_its_health_check_then_roll_
         name,
         &[("ghcr.io/example/bookstore:1.0.0", "bookstore:test")],
     );
-    let (runner, cloud) = runner_as_ssm_agent(&emu, name);
+    let (runner, cloud) = up_for_real(&emu, &stack, name);
     let iac = |args: &[&str]| iac_via(&emu, &cloud, &stack, args);
-    let r = iac(&UP_WAIT);
-    assert_exit(&r, 0);
-    assert_app_up(&r);
     let title = format!("lb rollback {}", std::process::id());
     let LbVms {
         ids,
@@ -785,6 +779,17 @@ fn runner_as_ssm_agent(emu: &Emulator, name: &str) -> (Runner, StrictAws) {
     (runner, cloud)
 }
 
+/// The runner and the strict layer for stack `name` (`runner_as_ssm_agent`), then `iac up
+/// --wait` of `stack` through them: it returns once every VM the local cloud booted has reported
+/// its boot ready (without --wait an endpoint override skips the wait), exit 0, the app up.
+fn up_for_real(emu: &Emulator, stack: &StackFile, name: &str) -> (Runner, StrictAws) {
+    let (runner, cloud) = runner_as_ssm_agent(emu, name);
+    let r = iac_via(emu, &cloud, stack, &UP_WAIT);
+    assert_exit(&r, 0);
+    assert_app_up(&r);
+    (runner, cloud)
+}
+
 /// `up` that waits for the boot reports of the VMs the local cloud boots.
 const UP_WAIT: [&str; 5] = ["up", "--yes", "--wait", "--wait-timeout", "10m"];
 
@@ -876,13 +881,8 @@ async fn single_vm_updates_in_place_rolls_back_and_keeps_its_data_across_a_repla
             ),
         ],
     );
-    let (runner, cloud) = runner_as_ssm_agent(&emu, name);
+    let (runner, cloud) = up_for_real(&emu, &stack, name);
     let iac = |args: &[&str]| iac_via(&emu, &cloud, &stack, args);
-    // `up --wait` returns once the VM's boot script has reported ready (the local cloud boots
-    // it; without --wait an endpoint override skips the wait).
-    let r = iac(&UP_WAIT);
-    assert_exit(&r, 0);
-    assert_app_up(&r);
     let ids: Vec<String> = instance_ids(&emu, name).await;
     assert_eq!(ids.len(), 1, "one instance: {ids:?}");
     let vm = ids[0].clone();
