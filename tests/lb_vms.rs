@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use aws_sdk_ec2::types::Filter;
 use common::*;
 
 /// Run Command invocations as (instance id, document, commands).
@@ -105,26 +104,10 @@ async fn lb_vms_up_scale_and_down() {
     assert_eq!(group_of("web-1"), vec![format!("{stack}-web")]);
     assert_eq!(group_of("db"), vec![format!("{stack}-database")]);
 
-    // The data volume: encrypted, tagged as data, attached to the database VM.
-    let vols = ec2
-        .describe_volumes()
-        .filters(stack_filter(stack))
-        .filters(
-            Filter::builder()
-                .name("tag:iac:kind")
-                .values("volume")
-                .build(),
-        )
-        .send()
-        .await
-        .expect("volumes");
-    assert_eq!(vols.volumes().len(), 1);
-    let vol = &vols.volumes()[0];
+    // The data volume: encrypted, tagged as data, in the database VM's zone and attached to it.
+    let vol = assert_data_volume_on(&ec2, stack, "db").await;
     let vol_id = vol.volume_id().expect("volume id").to_string();
-    assert_eq!(vol.encrypted(), Some(true));
     assert_eq!(vol.size(), Some(10));
-    assert_eq!(tag(vol.tags(), "iac:data").as_deref(), Some("true"));
-    assert_eq!(vol.attachments()[0].instance_id(), vms["db"].instance_id());
 
     // The Elastic IP is on the balancer.
     let eips = ec2
@@ -310,44 +293,12 @@ async fn lb_vms_up_scale_and_down() {
 
     // `down` keeps the data volume and nothing else; `up` finds the data again.
     secrets.merge(Secrets::read(&emu, stack).await);
-    let mut d = emu.iac();
-    d.args(["-o", "json", "down", "--stack", stack, "--yes"]);
-    let d = runs.keep("down", run(d));
-    assert_eq!(
-        d.code, 4,
-        "exit 4 says data was kept:\n{}\n{}",
-        d.stdout, d.stderr
-    );
-    assert_eq!(d.record("verified")["remaining"], serde_json::json!([]));
-    assert_eq!(
-        d.record("verified")["kept"].as_array().map(Vec::len),
-        Some(1)
-    );
-    assert!(instances_by_logical_id(&ec2, stack).await.is_empty());
+    let d = runs.keep("down", iac_down(&emu, &emu.url, stack, &[]));
+    assert_down_kept_data(&ec2, stack, &d, &vol_id).await;
     assert!(emu.param(&format!("/iac/{stack}/db-host")).await.is_none());
-    let vol_state = ec2
-        .describe_volumes()
-        .volume_ids(&vol_id)
-        .send()
-        .await
-        .expect("volume kept");
-    assert_eq!(
-        vol_state.volumes()[0].state().map(|s| s.as_str()),
-        Some("available")
-    );
 
-    runs.keep("up (after down)", up(&emu, file.path()));
-    let vms_again = instances_by_logical_id(&ec2, stack).await;
-    let vol_again = ec2
-        .describe_volumes()
-        .volume_ids(&vol_id)
-        .send()
-        .await
-        .expect("volume");
-    assert_eq!(
-        vol_again.volumes()[0].attachments()[0].instance_id(),
-        vms_again["db"].instance_id()
-    );
+    let again = runs.keep("up (after down)", up(&emu, file.path()));
+    assert_data_volume_adopted(&ec2, stack, &vol_id, "db", &again).await;
 
     // `down --delete-data` leaves nothing at all. (A new password came with the new `up`.)
     secrets.merge(Secrets::read(&emu, stack).await);

@@ -403,11 +403,8 @@ async fn lb_vms_boot_for_real_and_balance_across_web_vms() {
     // what the runner (playing the SSM agent) really ran: the update's and the reload's real
     // results count.
     let name = "rb-lb";
-    let (runner, cloud) = runner_as_ssm_agent(&emu, name);
+    let (runner, cloud) = up_for_real(&emu, &stack, name);
     let iac = |args: &[&str]| iac_via(&emu, &cloud, &stack, args);
-    let r = iac(&UP_WAIT);
-    assert_exit(&r, 0);
-    assert_app_up(&r);
     let title = format!("lb real boot {}", std::process::id());
     let LbVms {
         ids,
@@ -438,36 +435,14 @@ async fn lb_vms_boot_for_real_and_balance_across_web_vms() {
     // (drain, update, ready) while the test keeps asking the balancer: every request gets an
     // answer with the row written before, so there is no moment without a healthy backend.
     let want: std::collections::BTreeSet<String> = webs.iter().cloned().collect();
-    // Requests to the balancer during the whole update, from another thread.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let asker = {
-        let (stop, url, title) = (stop.clone(), url.clone(), title.clone());
-        std::thread::spawn(move || {
-            let mut answers: Vec<(u16, String)> = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let (code, body) = http("GET", &url, None);
-                let ok = code == 200
-                    && json(&body)["books"]
-                        .as_array()
-                        .is_some_and(|b| b.iter().any(|x| x["title"] == title.as_str()));
-                answers.push((if ok { 200 } else { code }, body));
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            answers
-        })
-    };
+    let lb_c = report["instances"][&balancer[0]]["container"]
+        .as_str()
+        .expect("container")
+        .to_string();
     stack.rewrite(&[("image: bookstore:test", "image: bookstore:test2")]);
-    let r = iac(&["up", "--yes"]);
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let answers = asker.join().expect("the request loop");
+    let (r, watched) = watch_balancer(&url, &title, &lb_c, || iac(&["up", "--yes"]));
     assert_exit(&r, 0);
-    let failed: Vec<&(u16, String)> = answers.iter().filter(|(c, _)| *c != 200).collect();
-    assert!(
-        answers.len() > 10 && failed.is_empty(),
-        "{} of {} requests during the update got no good answer: {failed:?}",
-        failed.len(),
-        answers.len()
-    );
+    watched.assert_always_served("the update");
     let now: Vec<String> = instance_ids(&emu, name).await;
     assert_eq!(now, ids, "no instance replaced");
     let report = runner.report();
@@ -475,11 +450,7 @@ async fn lb_vms_boot_for_real_and_balance_across_web_vms() {
         let c = report["instances"][web]["container"]
             .as_str()
             .expect("container");
-        assert_eq!(
-            vm_exec(c, "docker inspect --format '{{.Config.Image}}' app").trim(),
-            "bookstore:test2",
-            "{web} runs the new image"
-        );
+        assert_eq!(app_image(c), "bookstore:test2", "{web} runs the new image");
         assert_eq!(
             invocation_statuses(&report, web),
             ["Success"],
@@ -529,6 +500,259 @@ async fn lb_vms_boot_for_real_and_balance_across_web_vms() {
     runner.wait_no_vms();
 }
 
+/// What the balancer did while `iac` worked: the answer to each request (a 200 only when it
+/// had the row written before) and, sampled between requests, each web VM's status in HAProxy.
+#[derive(Default)]
+struct Watched {
+    answers: Vec<(u16, String)>,
+    /// (server, status) of backend `app`, one list per sample (empty when the socket failed).
+    servers: Vec<Vec<(String, String)>>,
+}
+
+impl Watched {
+    /// Every request got a good answer and HAProxy had a web VM UP in every sample: no moment
+    /// without a healthy backend during `what`.
+    fn assert_always_served(&self, what: &str) {
+        let failed: Vec<&(u16, String)> = self.answers.iter().filter(|(c, _)| *c != 200).collect();
+        assert!(
+            self.answers.len() > 10 && failed.is_empty(),
+            "{} of {} requests during {what} got no good answer: {failed:?}",
+            failed.len(),
+            self.answers.len()
+        );
+        let none_up: Vec<&Vec<(String, String)>> = self
+            .servers
+            .iter()
+            .filter(|s| !s.iter().any(|(_, status)| status.starts_with("UP")))
+            .collect();
+        assert!(
+            none_up.is_empty(),
+            "HAProxy had no web VM UP in {} of {} samples during {what}: {none_up:?}",
+            none_up.len(),
+            self.servers.len()
+        );
+    }
+
+    /// The servers some sample saw out of rotation (drained) while another was UP.
+    fn drained(&self) -> std::collections::BTreeSet<String> {
+        self.servers
+            .iter()
+            .flat_map(|s| s.iter().filter(|(_, status)| status == "DRAIN"))
+            .map(|(server, _)| server.clone())
+            .collect()
+    }
+}
+
+/// The web VMs of backend `app` and their status, from HAProxy's admin socket on the balancer
+/// VM `c` (`show stat`: column 2 the server, column 18 its status).
+fn haproxy_servers(c: &str) -> Vec<(String, String)> {
+    vm_exec(
+        c,
+        "echo 'show stat' | socat stdio unix-connect:/run/iac-haproxy.sock",
+    )
+    .lines()
+    .map(|l| l.split(',').collect::<Vec<&str>>())
+    .filter(|f| f.len() > 17 && f[0] == "app" && !matches!(f[1], "FRONTEND" | "BACKEND"))
+    .map(|f| (f[1].to_string(), f[17].to_string()))
+    .collect()
+}
+
+/// Runs `during` while another thread keeps asking the balancer (`url`, for the row `title`)
+/// and sampling HAProxy on the balancer VM `balancer`; returns what `during` returned and what
+/// was seen.
+fn watch_balancer<T>(
+    url: &str,
+    title: &str,
+    balancer: &str,
+    during: impl FnOnce() -> T,
+) -> (T, Watched) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut seen = Watched::default();
+            while !stop.load(Ordering::SeqCst) {
+                let (code, body) = http("GET", url, None);
+                let ok = code == 200
+                    && json(&body)["books"]
+                        .as_array()
+                        .is_some_and(|b| b.iter().any(|x| x["title"] == title));
+                seen.answers.push((if ok { 200 } else { code }, body));
+                seen.servers.push(haproxy_servers(balancer));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            seen
+        });
+        // The watcher stops even when `during` panics.
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(during));
+        stop.store(true, Ordering::SeqCst);
+        let seen = watcher.join().expect("the watcher");
+        match out {
+            Ok(out) => (out, seen),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// The image of the container named `app` in the web VM `c`.
+fn app_image(c: &str) -> String {
+    vm_exec(c, "docker inspect --format '{{.Config.Image}}' app")
+        .trim()
+        .to_string()
+}
+
+/// The VM container of instance `id` in the runner's `report`.
+fn container_of(report: &Value, id: &str) -> String {
+    report["instances"][id]["container"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no VM container for {id}: {report:#}"))
+        .to_string()
+}
+
+/// Issue 10's rollback for real on lb-vms. A release that cannot start on web-2 only (the
+/// stand-in app exits at start when `BOOKSTORE_FAIL_ON_INSTANCE` names its instance) is
+/// deployed: web-1 is drained, updated and put back; web-2's new container fails its health
+/// check. `up` exits 1 naming the failing step on web-2, `/iac/<stack>/app` is the last good
+/// spec again, web-1 is sent it again (drained, updated back, put back), web-2's old container
+/// never stopped serving, and while all of that runs every request through the balancer gets
+/// the row and HAProxy always has a web VM UP. Then the fixed file rolls both forward.
+#[tokio::test(flavor = "multi_thread")]
+async fn lb_vms_roll_back_a_web_vm_update_that_fails_its_health_check_then_roll_forward() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    require_engine();
+    let emu = Emulator::start();
+    let name = "rb-lbrb";
+    let stack = StackFile::from_example(
+        "stacks/bookstore-lb-vms.yaml",
+        name,
+        &[("ghcr.io/example/bookstore:1.0.0", "bookstore:test")],
+    );
+    let (runner, cloud) = up_for_real(&emu, &stack, name);
+    let iac = |args: &[&str]| iac_via(&emu, &cloud, &stack, args);
+    let title = format!("lb rollback {}", std::process::id());
+    let LbVms {
+        ids,
+        report,
+        balancer,
+        url,
+        ..
+    } = lb_vms_booted_with_a_row(&emu, &runner, name, &title).await;
+    let all = stack_instances(&emu, name).await;
+    let web = |logical: &str| {
+        all.iter()
+            .find(|(_, l)| l == logical)
+            .map(|(i, _)| i.clone())
+            .unwrap_or_else(|| panic!("no {logical}: {all:?}"))
+    };
+    let (web1, web2) = (web("web-1"), web("web-2"));
+    let lb_c = container_of(&report, &balancer[0]);
+    let (web1_c, web2_c) = (container_of(&report, &web1), container_of(&report, &web2));
+    let good_spec = app_spec_param(&emu, name).await;
+    assert!(good_spec.contains("IMAGE=bookstore:test\n"), "{good_spec}");
+    let app_id = |c: &str| {
+        vm_exec(
+            c,
+            "docker inspect --format '{{.Id}} {{.State.StartedAt}}' app",
+        )
+        .trim()
+        .to_string()
+    };
+    let web2_app = app_id(&web2_c);
+    assert!(!web2_app.is_empty(), "web-2 runs its app container");
+
+    // The bad release: a new image and a setting with which the app cannot start on web-2.
+    let fail_on = format!("    BOOKSTORE_FAIL_ON_INSTANCE: {web2}\n");
+    stack.rewrite(&[
+        ("image: bookstore:test", "image: bookstore:test2"),
+        (
+            "    FLASK_ENV: production\n",
+            &format!("    FLASK_ENV: production\n{fail_on}"),
+        ),
+    ]);
+    let (r, watched) = watch_balancer(&url, &title, &lb_c, || iac(&["up", "--yes"]));
+    assert_exit(&r, 1);
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        out.contains(&format!(
+            "failed on {web2}: iac-app-update: FAILED in step health: app-next"
+        )) && out.contains("app keeps serving"),
+        "the failing step is named, on web-2:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("set /iac/{name}/app back to its last good value")),
+        "{out}"
+    );
+    watched.assert_always_served("the failed update and its rollback");
+    assert_eq!(
+        watched.drained(),
+        ["web-1", "web-2"].map(String::from).into(),
+        "each web VM was drained in turn, the other one UP"
+    );
+    assert_eq!(
+        app_spec_param(&emu, name).await,
+        good_spec,
+        "the spec parameter is back to the last good spec"
+    );
+    assert_eq!(instance_ids(&emu, name).await, ids, "no instance replaced");
+    let report = runner.report();
+    assert_eq!(
+        invocation_statuses(&report, &web1),
+        ["Success", "Success"],
+        "web-1 was updated, then sent the last good spec again"
+    );
+    assert_eq!(invocation_statuses(&report, &web2), ["Failed"]);
+    // Drain and ready around web-1, web-2, then web-1 again for the rollback.
+    assert_eq!(invocation_statuses(&report, &balancer[0]), ["Success"; 6]);
+    for c in [&web1_c, &web2_c] {
+        assert_eq!(
+            app_image(c),
+            "bookstore:test",
+            "{c} serves the last good image"
+        );
+        assert_eq!(
+            vm_exec(c, "docker ps -a --format '{{.Names}}'").trim(),
+            "app",
+            "{c}: nothing but the serving container is left"
+        );
+    }
+    assert_eq!(
+        app_id(&web2_c),
+        web2_app,
+        "web-2's old container kept serving, never stopped"
+    );
+    let both: std::collections::BTreeSet<String> = [web1.clone(), web2.clone()].into();
+    assert_eq!(answering_ids(&url, &title, 2, 40), both, "both in rotation");
+
+    // The fixed file rolls both forward.
+    stack.rewrite(&[(fail_on.as_str(), "")]);
+    let (r, watched) = watch_balancer(&url, &title, &lb_c, || iac(&["up", "--yes"]));
+    assert_exit(&r, 0);
+    watched.assert_always_served("the roll forward");
+    let spec = app_spec_param(&emu, name).await;
+    assert!(
+        spec.contains("IMAGE=bookstore:test2\n") && !spec.contains("BOOKSTORE_FAIL_ON_INSTANCE"),
+        "{spec}"
+    );
+    let report = runner.report();
+    assert_eq!(
+        invocation_statuses(&report, &web1),
+        ["Success", "Success", "Success"]
+    );
+    assert_eq!(invocation_statuses(&report, &web2), ["Failed", "Success"]);
+    for c in [&web1_c, &web2_c] {
+        assert_eq!(
+            app_image(c),
+            "bookstore:test2",
+            "{c} runs the fixed release"
+        );
+    }
+    assert_eq!(answering_ids(&url, &title, 2, 40), both, "both in rotation");
+
+    let r = iac(&["down", "--yes", "--delete-data"]);
+    assert_exit(&r, 0);
+    runner.wait_no_vms();
+}
+
 /// The exit code of `iac` is `code` (its output shown when not).
 fn assert_exit(r: &Run, code: i32) {
     assert_eq!(r.code, code, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
@@ -552,6 +776,17 @@ fn runner_as_ssm_agent(emu: &Emulator, name: &str) -> (Runner, StrictAws) {
         emu,
         serde_json::json!({ "ssm_agent": runner.state.path().join("instances.json") }),
     );
+    (runner, cloud)
+}
+
+/// The runner and the strict layer for stack `name` (`runner_as_ssm_agent`), then `iac up
+/// --wait` of `stack` through them: it returns once every VM the local cloud booted has reported
+/// its boot ready (without --wait an endpoint override skips the wait), exit 0, the app up.
+fn up_for_real(emu: &Emulator, stack: &StackFile, name: &str) -> (Runner, StrictAws) {
+    let (runner, cloud) = runner_as_ssm_agent(emu, name);
+    let r = iac_via(emu, &cloud, stack, &UP_WAIT);
+    assert_exit(&r, 0);
+    assert_app_up(&r);
     (runner, cloud)
 }
 
@@ -646,13 +881,8 @@ async fn single_vm_updates_in_place_rolls_back_and_keeps_its_data_across_a_repla
             ),
         ],
     );
-    let (runner, cloud) = runner_as_ssm_agent(&emu, name);
+    let (runner, cloud) = up_for_real(&emu, &stack, name);
     let iac = |args: &[&str]| iac_via(&emu, &cloud, &stack, args);
-    // `up --wait` returns once the VM's boot script has reported ready (the local cloud boots
-    // it; without --wait an endpoint override skips the wait).
-    let r = iac(&UP_WAIT);
-    assert_exit(&r, 0);
-    assert_app_up(&r);
     let ids: Vec<String> = instance_ids(&emu, name).await;
     assert_eq!(ids.len(), 1, "one instance: {ids:?}");
     let vm = ids[0].clone();

@@ -201,6 +201,11 @@ async fn up_creates_every_resource_as_specified_and_down_removes_them() {
     assert_eq!(vol.encrypted(), Some(true));
     assert_eq!(vol.size(), Some(20));
     assert_eq!(vol.volume_type().map(|t| t.as_str()), Some("gp3"));
+    // The data volume: encrypted gp3, 8 GB, tagged as data, in the VM's zone and attached to it.
+    let data = assert_data_volume_on(&ec2, stack, "vm").await;
+    assert_eq!(data.size(), Some(8));
+    assert_eq!(data.volume_type().map(|t| t.as_str()), Some("gp3"));
+    assert_ne!(data.volume_id(), vol.volume_id(), "not the root volume");
 
     // User-data: exactly what `iac render` prints, and no secret value in it.
     let ud = ec2
@@ -583,8 +588,9 @@ async fn ssh_change_updates_the_group_in_place_and_app_change_updates_the_vm_in_
         vm_after
     );
 
-    // `down` keeps the data volume (exit 4); `--delete-data` removes it. (The secrets are read
-    // again first: the first `down` deletes the stack's.)
+    // `down` keeps the data volume (exit 4) and a later `up` adopts it; `--delete-data`
+    // removes it. (The secrets are read again before each `down`: it deletes the stack's, and
+    // the next `up` generates a new database password.)
     secrets.merge(Secrets::read(&emu, stack).await);
     assert!(
         secrets
@@ -593,15 +599,19 @@ async fn ssh_change_updates_the_group_in_place_and_app_change_updates_the_vm_in_
         "{:?}",
         secrets.names()
     );
-    let mut c = emu.iac();
-    c.args(["-o", "json", "down", "--stack", stack, "--yes"]);
-    let d = runs.keep("down", run(c));
-    assert_eq!(d.code, 4, "{}", d.stderr);
-    assert_eq!(data_volumes(&ec2, stack).await.len(), 1);
-    assert!(live_instances(&ec2, stack).await.is_empty());
+    let vol_id = moved[0].0.clone();
+    let d = runs.keep("down", iac_down(&emu, &emu.url, stack, &[]));
+    assert_down_kept_data(&ec2, stack, &d, &vol_id).await;
+    let again = runs.keep("up (after down)", up(&emu, file.path()));
+    assert_data_volume_adopted(&ec2, stack, &vol_id, "vm", &again).await;
+    let adopter = live_instances(&ec2, stack).await[0]
+        .instance_id()
+        .map(str::to_string);
+    assert_ne!(adopter, vm_after, "a new VM");
+    secrets.merge(Secrets::read(&emu, stack).await);
     runs.keep("down --delete-data", down(&emu, stack));
     assert!(data_volumes(&ec2, stack).await.is_empty());
-    assert_eq!(runs.0.len(), 8, "{:?}", runs.commands());
+    assert_eq!(runs.0.len(), 9, "{:?}", runs.commands());
     runs.assert_no_secret(&secrets);
 }
 

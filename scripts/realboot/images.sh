@@ -6,7 +6,8 @@
 #   local/base:bookworm   mmdebstrap minbase, then docker import
 #   local/vm:bookworm     systemd, metadata stub, AWS CLI, user-data unit (the "VM")
 #   mysql:8.0             MariaDB with the mysql image's MYSQL_* / *_FILE variables
-#   bookstore:test        the BookStore stand-in, also as bookstore:test2 (an "update" to it)
+#   bookstore:test        the BookStore stand-in, also as bookstore:test2 (an "update" to it);
+#                         with BOOKSTORE_FAIL_ON_INSTANCE=<its instance id> it exits at start
 #   bookstore:crash       a release that exits at start (the tests' failed update)
 # Needs the engine and registry of daemons.sh.
 set -euo pipefail

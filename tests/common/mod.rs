@@ -638,16 +638,13 @@ pub async fn instances_by_logical_id(
         .collect()
 }
 
-/// The stack's data volumes as (volume id, attached instance).
-pub async fn data_volumes(ec2: &aws_sdk_ec2::Client, stack: &str) -> Vec<(String, Option<String>)> {
-    let out = ec2
-        .describe_volumes()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:iac:stack")
-                .values(stack)
-                .build(),
-        )
+/// The stack's data volumes (`iac:id=data`) as EC2 describes them.
+pub async fn describe_data_volumes(
+    ec2: &aws_sdk_ec2::Client,
+    stack: &str,
+) -> Vec<aws_sdk_ec2::types::Volume> {
+    ec2.describe_volumes()
+        .filters(stack_filter(stack))
         // The root volume carries the stack's tags too; the data volume is `iac:id=data`.
         .filters(
             aws_sdk_ec2::types::Filter::builder()
@@ -657,8 +654,15 @@ pub async fn data_volumes(ec2: &aws_sdk_ec2::Client, stack: &str) -> Vec<(String
         )
         .send()
         .await
-        .expect("describe volumes");
-    out.volumes()
+        .expect("describe volumes")
+        .volumes()
+        .to_vec()
+}
+
+/// The stack's data volumes as (volume id, attached instance).
+pub async fn data_volumes(ec2: &aws_sdk_ec2::Client, stack: &str) -> Vec<(String, Option<String>)> {
+    describe_data_volumes(ec2, stack)
+        .await
         .iter()
         .map(|v| {
             (
@@ -670,6 +674,78 @@ pub async fn data_volumes(ec2: &aws_sdk_ec2::Client, stack: &str) -> Vec<(String
             )
         })
         .collect()
+}
+
+/// The stack's one data volume, read back with DescribeVolumes: encrypted, tagged as data, in
+/// the availability zone of the live instance `holder` (a logical id, read back with
+/// DescribeInstances) and attached to it. Returned for the tier's own checks.
+pub async fn assert_data_volume_on(
+    ec2: &aws_sdk_ec2::Client,
+    stack: &str,
+    holder: &str,
+) -> aws_sdk_ec2::types::Volume {
+    let vols = describe_data_volumes(ec2, stack).await;
+    assert_eq!(vols.len(), 1, "one data volume: {vols:#?}");
+    let vol = vols[0].clone();
+    let vms = instances_by_logical_id(ec2, stack).await;
+    let vm = vms
+        .get(holder)
+        .unwrap_or_else(|| panic!("no live instance {holder}: {:?}", vms.keys()));
+    assert_eq!(vol.encrypted(), Some(true), "{vol:#?}");
+    assert_eq!(tag(vol.tags(), "iac:data").as_deref(), Some("true"));
+    let zone = vm.placement().and_then(|p| p.availability_zone());
+    assert!(zone.is_some(), "{holder} has no zone: {vm:#?}");
+    assert_eq!(vol.availability_zone(), zone, "in the zone of {holder}");
+    let attached: Vec<Option<&str>> = vol.attachments().iter().map(|a| a.instance_id()).collect();
+    assert_eq!(attached, [vm.instance_id()], "attached to {holder} only");
+    vol
+}
+
+/// `down` without `--delete-data` (run `d`) kept the data volume `vol_id` and nothing else:
+/// exit 4, one resource kept, none remaining, no live instance, the volume `available`.
+pub async fn assert_down_kept_data(ec2: &aws_sdk_ec2::Client, stack: &str, d: &Run, vol_id: &str) {
+    assert_eq!(
+        d.code, 4,
+        "exit 4 says data was kept:\n{}\n{}",
+        d.stdout, d.stderr
+    );
+    assert_eq!(d.record("verified")["remaining"], serde_json::json!([]));
+    assert_eq!(
+        d.record("verified")["kept"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        d.stdout
+    );
+    assert!(live_instances(ec2, stack).await.is_empty());
+    let vol = ec2
+        .describe_volumes()
+        .volume_ids(vol_id)
+        .send()
+        .await
+        .expect("the data volume is kept");
+    assert_eq!(
+        vol.volumes()[0].state().map(|s| s.as_str()),
+        Some("available")
+    );
+}
+
+/// The `up` run `r` after a `down` that kept the data volume `vol_id` adopted it: it is still
+/// the stack's only data volume, attached to the new `holder` (a logical id) in its zone, and
+/// `up` created no volume.
+pub async fn assert_data_volume_adopted(
+    ec2: &aws_sdk_ec2::Client,
+    stack: &str,
+    vol_id: &str,
+    holder: &str,
+    r: &Run,
+) {
+    let vol = assert_data_volume_on(ec2, stack, holder).await;
+    assert_eq!(vol.volume_id(), Some(vol_id), "the same volume");
+    let mutating = r.record("summary")["mutating_calls"].clone();
+    assert!(
+        mutating.get("ec2:CreateVolume").is_none() && mutating.get("ec2:AttachVolume").is_some(),
+        "up attached the kept volume and created none: {mutating}"
+    );
 }
 
 /// The stack's security groups by logical id, with their single-port TCP rules as sorted

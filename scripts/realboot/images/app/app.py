@@ -4,10 +4,15 @@ GET  /book/catalog   the books in the database, as JSON (with the instance id th
 POST /book/catalog   adds the book whose title is the request body, answers it as stored
 GET  /instance       the instance id, from the instance metadata service (IMDSv2)
 
+With BOOKSTORE_FAIL_ON_INSTANCE set to the id of the instance it runs on, it exits at start: a
+release that cannot start on one VM of several (the tests' update that fails on one web VM
+after another was updated).
+
 The database comes from DATABASE_URL (mysql+pymysql://user:pass@host:port/db), or from
 DB_HOST / DB_USER / DB_NAME with the password in DB_PASSWORD or the file DB_PASSWORD_FILE."""
 import json
 import os
+import sys
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -87,4 +92,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(500, {"error": str(e)})
 
 
+fail_on = os.environ.get("BOOKSTORE_FAIL_ON_INSTANCE", "")
+if fail_on and fail_on == instance_id():
+    sys.exit(f"bookstore: cannot start on {fail_on} (BOOKSTORE_FAIL_ON_INSTANCE)")
 ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "5000"))), Handler).serve_forever()
