@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# bench/instance_polls.sh IAC_BIN... : the ec2:DescribeInstances calls (and all calls) of `iac up`
+# for the lb-vms and swarm examples, through bench/aws_delay_proxy.py in ready mode (40 ms per
+# call; an instance looks `pending` for its first 3 s), three rounds, each binary in turn. For
+# comparing two builds side by side (issue 14: waits on several instances batched into one
+# describe per round). Needs the emulator venv (scripts/emulator.sh install).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+[ $# -gt 0 ] || { echo "usage: bench/instance_polls.sh IAC_BIN..." >&2; exit 2; }
+py="$root/.venv/bin/python"
+cd "$root"
+free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 100); do "$py" -c "import urllib.request; urllib.request.urlopen('$1', timeout=1)" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+tmp=$(mktemp -d)
+mp=$(free_port)
+MOTO_IAM_LOAD_MANAGED_POLICIES=true "$root/.venv/bin/moto_server" -H 127.0.0.1 -p "$mp" >"$tmp/moto.log" 2>&1 & moto=$!
+proxy=""
+trap 'kill $moto $proxy 2>/dev/null || true; rm -rf "$tmp"' EXIT
+wait_http "http://127.0.0.1:$mp/moto-api/data.json"
+AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 "$py" scripts/seed_emulator.py "http://127.0.0.1:$mp" >/dev/null
+pp=$(free_port)
+"$py" bench/aws_delay_proxy.py "$pp" "$mp" --delay-ms 40 --mode ready >"$tmp/proxy.log" 2>&1 & proxy=$!
+px="http://127.0.0.1:$pp"; wait_http "$px/__bench/counts"
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true CI=true
+control() { "$py" -c "import urllib.request as u; print(u.urlopen(u.Request('$px/__bench/$1', method='$2')).read().decode())"; }
+n=0
+for round in 1 2 3; do
+for bin in "$@"; do
+  for st in stacks/bookstore-lb-vms.yaml stacks/bookstore-swarm.yaml; do
+    n=$((n+1)); name="m$n"
+    sed -E "s/^name: .*/name: $name/" "$st" > "$tmp/$name.yaml"
+    control reset POST >/dev/null
+    t0=$(date +%s%N)
+    "$bin" --endpoint-url "$px" up "$tmp/$name.yaml" --yes --no-wait >"$tmp/$name.log" 2>&1 || { tail "$tmp/$name.log"; exit 1; }
+    t1=$(date +%s%N)
+    c=$(control counts GET | "$py" -c 'import json,sys; d=json.load(sys.stdin)["calls"]; print(d.get("ec2:DescribeInstances",0), sum(d.values()))')
+    echo "round $round $(basename "$bin") $(basename "$st") describe_instances/total=$c secs=$(( (t1-t0)/1000000 ))ms"
+    "$bin" --endpoint-url "$px" down "$tmp/$name.yaml" --yes --delete-data >/dev/null 2>&1 || true
+  done
+done
+done
