@@ -65,26 +65,47 @@ pub async fn compute_with(
     refresh_image: bool,
 ) -> anyhow::Result<Planned> {
     let Loaded { stack, provenance } = loaded;
-    let mut inputs = provider::resolve_inputs(&aws, &stack, reporter.as_ref())
-        .await
-        .with_context(|| {
-            format!(
-                "looking up the account's VPC, image and zone for stack `{}`",
-                stack.name()
-            )
-        })?;
-    // The graph names the kinds to look for; the image it is built with may still move to
-    // the one the stack runs (below).
+    // The stack file names the kinds to look for, so discovery runs beside the look-ups.
+    let wanted = tiers::kinds(&stack)?;
+    let (inputs, discovered) = tokio::try_join!(
+        async {
+            provider::resolve_inputs(&aws, &stack, reporter.as_ref())
+                .await
+                .with_context(|| {
+                    format!(
+                        "looking up the account's VPC, image and zone for stack `{}`",
+                        stack.name()
+                    )
+                })
+        },
+        async {
+            provider::discover_scoped(&aws, stack.name(), &wanted)
+                .await
+                .with_context(|| {
+                    format!(
+                        "discovering the resources tagged iac:stack={}",
+                        stack.name()
+                    )
+                })
+        },
+    )?;
+    let mut inputs = inputs;
+    // The image the graph is built with may still move to the one the stack runs (below).
     let mut desired = tiers::desired(&stack, &inputs)?;
-    let discovered =
-        provider::discover_scoped(&aws, stack.name(), &plan::scope::declared(&desired))
+    let declared = plan::scope::declared(&desired);
+    let discovered = if declared.is_subset(&wanted) {
+        discovered
+    } else {
+        // Not expected (`tiers::kinds` builds the same graph): asked again rather than missed.
+        provider::discover_scoped(&aws, stack.name(), &declared)
             .await
             .with_context(|| {
                 format!(
                     "discovering the resources tagged iac:stack={}",
                     stack.name()
                 )
-            })?;
+            })?
+    };
     let latest = inputs.clone();
     provider::pin_image(
         &aws,

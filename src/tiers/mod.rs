@@ -363,6 +363,28 @@ fn profile_resources(stack: &Stack) -> Vec<Resource> {
 }
 
 /// The desired resources of a stack, in creation order.
+/// The kinds the stack file declares, known before any look-up in the account: the graph built
+/// with stand-in inputs (what kinds it has does not depend on the VPC, subnets or image, only
+/// how many of them; a hosted zone the stack names is resolved or refused). So discovery can run
+/// beside the look-ups.
+pub fn kinds(stack: &Stack) -> Result<std::collections::BTreeSet<Kind>, TierError> {
+    let subnet = |n: &str| (format!("subnet-{n}"), format!("zone-{n}"));
+    let stand_in = Inputs {
+        vpc_id: "vpc-0".to_string(),
+        subnet_id: Some(subnet("a").0),
+        subnets: vec![subnet("a"), subnet("b")],
+        image_id: "ami-0".to_string(),
+        root_device: "/dev/xvda".to_string(),
+        hosted_zone_id: stack
+            .spec
+            .domain
+            .as_ref()
+            .and_then(|d| d.hosted_zone.as_ref())
+            .map(|_| "Z0".to_string()),
+    };
+    Ok(crate::plan::scope::declared(&desired(stack, &stand_in)?))
+}
+
 pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierError> {
     let mut out = tier_desired(stack, inputs)?;
     let profiles = profile_resources(stack);
@@ -404,6 +426,43 @@ mod tests {
             .join("stacks")
             .join(file);
         crate::stack::load(&path).expect("the example loads")
+    }
+
+    #[test]
+    fn the_kinds_known_from_the_file_are_those_of_the_graph_with_any_inputs() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("stacks");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("stacks/")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|f| f.ends_with(".yaml"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 5, "{files:?}");
+        for f in files {
+            let stack = example(&f);
+            if let Err(e) = kinds(&stack) {
+                // Refused with any inputs (a local fleet has nothing on AWS).
+                assert!(matches!(e, TierError::Unsupported(_)), "{f}: {e}");
+                continue;
+            }
+            let one_subnet = Inputs {
+                vpc_id: "vpc-1234".to_string(),
+                subnet_id: Some("subnet-9".to_string()),
+                subnets: vec![("subnet-9".to_string(), "us-east-1a".to_string())],
+                image_id: "ami-abcdef".to_string(),
+                root_device: "/dev/sda1".to_string(),
+                hosted_zone_id: kinds(&stack)
+                    .expect("kinds")
+                    .contains(&Kind::DnsRecord)
+                    .then(|| "Z123".to_string()),
+            };
+            let graph = desired(&stack, &one_subnet).expect("the graph");
+            assert_eq!(
+                kinds(&stack).expect("kinds"),
+                crate::plan::scope::declared(&graph),
+                "{f}"
+            );
+        }
     }
 
     #[test]

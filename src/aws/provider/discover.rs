@@ -52,7 +52,18 @@ pub async fn discover_scoped(
 ) -> Result<Discovered, AwsError> {
     let mut asked: BTreeSet<Kind> = wanted.iter().copied().chain(scope::ALWAYS).collect();
     let mut found = discover_kinds(aws, stack, &asked).await?;
-    let recorded = scope::recorded(&found.resources).unwrap_or_else(|| Kind::ALL.into());
+    // A stack with nothing at all of the kinds asked for (its security groups, instances and
+    // parameters always, the record among them) is new: every stack has a security group, and
+    // `down` deletes only parameters, profiles and key pairs after its groups. A leftover of a
+    // kind the file no longer declares, on a stack otherwise gone, is left to `down`, which
+    // sweeps every service. A stack made by an older iac, without a record, is looked for in
+    // every service.
+    let new = found.resources.is_empty() && found.untracked.is_empty();
+    let recorded = match scope::recorded(&found.resources) {
+        Some(kinds) => kinds,
+        None if new => BTreeSet::new(),
+        None => Kind::ALL.into(),
+    };
     let missing: BTreeSet<Kind> = recorded
         .difference(&asked)
         .copied()
