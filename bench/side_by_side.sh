@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# bench/instance_polls.sh IAC_BIN... : the ec2:DescribeInstances calls (and all calls) of `iac up`
-# for the lb-vms and swarm examples, through bench/aws_delay_proxy.py in ready mode (40 ms per
-# call; an instance looks `pending` for its first 3 s), three rounds, each binary in turn. For
-# comparing two builds side by side (issue 14: waits on several instances batched into one
-# describe per round). Needs the emulator venv (scripts/emulator.sh install).
+# bench/side_by_side.sh [-m ready|plain] [-n ROUNDS] [-s "STACK_FILE..."] IAC_BIN...
+# Two (or more) builds of iac side by side in one run: each round, each binary's first `up
+# --no-wait` of each stack (a new stack each time), through bench/aws_delay_proxy.py (40 ms per
+# call; in ready mode an instance looks `pending` for its first 3 s), then its `down`. Prints
+# per up: the ec2:DescribeInstances calls, all calls and the wall time. Defaults: ready, 3
+# rounds, the lb-vms and swarm examples. Needs the emulator venv (scripts/emulator.sh install).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-[ $# -gt 0 ] || { echo "usage: bench/instance_polls.sh IAC_BIN..." >&2; exit 2; }
+mode=ready; rounds=3; stacks="stacks/bookstore-lb-vms.yaml stacks/bookstore-swarm.yaml"
+while getopts "m:n:s:" o; do
+  case $o in
+    m) mode=$OPTARG ;; n) rounds=$OPTARG ;; s) stacks=$OPTARG ;;
+    *) exit 2 ;;
+  esac
+done
+shift $((OPTIND - 1))
+[ $# -gt 0 ] || { echo "usage: bench/side_by_side.sh [-m ready|plain] [-n ROUNDS] [-s \"STACK_FILE...\"] IAC_BIN..." >&2; exit 2; }
 py="$root/.venv/bin/python"
 cd "$root"
 free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -19,14 +28,14 @@ trap 'kill $moto $proxy 2>/dev/null || true; rm -rf "$tmp"' EXIT
 wait_http "http://127.0.0.1:$mp/moto-api/data.json"
 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 "$py" scripts/seed_emulator.py "http://127.0.0.1:$mp" >/dev/null
 pp=$(free_port)
-"$py" bench/aws_delay_proxy.py "$pp" "$mp" --delay-ms 40 --mode ready >"$tmp/proxy.log" 2>&1 & proxy=$!
+"$py" bench/aws_delay_proxy.py "$pp" "$mp" --delay-ms 40 --mode "$mode" >"$tmp/proxy.log" 2>&1 & proxy=$!
 px="http://127.0.0.1:$pp"; wait_http "$px/__bench/counts"
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true CI=true
 control() { "$py" -c "import urllib.request as u; print(u.urlopen(u.Request('$px/__bench/$1', method='$2')).read().decode())"; }
 n=0
-for round in 1 2 3; do
+for round in $(seq 1 "$rounds"); do
 for bin in "$@"; do
-  for st in stacks/bookstore-lb-vms.yaml stacks/bookstore-swarm.yaml; do
+  for st in $stacks; do
     n=$((n+1)); name="m$n"
     sed -E "s/^name: .*/name: $name/" "$st" > "$tmp/$name.yaml"
     control reset POST >/dev/null
@@ -35,7 +44,7 @@ for bin in "$@"; do
     t1=$(date +%s%N)
     c=$(control counts GET | "$py" -c 'import json,sys; d=json.load(sys.stdin)["calls"]; print(d.get("ec2:DescribeInstances",0), sum(d.values()))')
     echo "round $round $(basename "$bin") $(basename "$st") describe_instances/total=$c secs=$(( (t1-t0)/1000000 ))ms"
-    "$bin" --endpoint-url "$px" down "$tmp/$name.yaml" --yes --delete-data >/dev/null 2>&1 || true
+    "$bin" --endpoint-url "$px" down "$tmp/$name.yaml" --yes --delete-data --skip-final-snapshot >/dev/null 2>&1 || true
   done
 done
 done
