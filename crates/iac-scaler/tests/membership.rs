@@ -6,10 +6,11 @@ use std::time::Duration;
 
 mod common;
 
-use common::{policy, registration, Listed, TOKEN};
+use common::{policy, registration, Listed, Unlisted, TOKEN};
 use iac_proto::{
     DeregisterRequest, HeartbeatReply, HeartbeatRequest, MonitorClient, TokenInterceptor,
 };
+use iac_scaler::config::PolicyConfig;
 use iac_scaler::fleet::Fleet;
 use iac_scaler::health::Health;
 use iac_scaler::monitor::{serve, Shared};
@@ -24,12 +25,17 @@ type Client = MonitorClient<InterceptedService<Channel, TokenInterceptor>>;
 
 /// A monitor whose fleet runs `i-a` and `i-b`, and a client with the token.
 async fn monitor(hb: Duration) -> (Arc<Shared>, Client, String) {
+    let fleet = Arc::new(Listed(vec!["i-a".into(), "i-b".into()]));
+    monitor_of(policy(hb), fleet).await
+}
+
+/// A monitor with this policy and fleet, and a client with the token.
+async fn monitor_of(policy: PolicyConfig, fleet: Arc<dyn Fleet>) -> (Arc<Shared>, Client, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let shared = Shared::new(policy(hb), TOKEN);
-    let fleet: Arc<dyn Fleet> = Arc::new(Listed(vec!["i-a".into(), "i-b".into()]));
+    let shared = Shared::new(policy, TOKEN);
     let s = shared.clone();
     tokio::spawn(async move {
         serve(s, fleet, listener, None, std::future::pending())
@@ -287,4 +293,43 @@ async fn a_stream_that_ends_without_deregister_is_suspect_at_once_and_dead_one_i
     let (tx, _replies) = stream(&mut c).await;
     tx.send(beat("i-a", &a, 1, 10.0)).await.expect("send");
     wait_for("healthy again", || health(&shared) == Health::Healthy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_beyond_the_tables_cap_are_refused_and_counted() {
+    // A pool of at most 4 holds at most 4 + 4 entries. Heartbeats every 10 s, so that the
+    // control loop's drain of members beyond max (at its next pass) frees nothing meanwhile.
+    let mut p = policy(Duration::from_secs(10));
+    p.max = 4;
+    // The fleet launched 12 instances since the monitor started: those refused are refused for
+    // the table, not as strangers.
+    let ids: Vec<String> = (0..12).map(|i| format!("i-{i:02}")).collect();
+    let (shared, mut c, _) = monitor_of(p, Arc::new(Unlisted(Listed(ids.clone())))).await;
+    assert!(shared.members().is_empty());
+    let cap = shared.table_cap();
+    assert_eq!(cap, 8);
+    for id in &ids[..cap] {
+        register(&mut c, id).await;
+    }
+    let before = shared.members();
+    assert_eq!(before.len(), cap);
+    for id in &ids[cap..] {
+        let status = c.register(registration(id)).await.expect_err("refused");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{id}: {status:?}");
+    }
+    assert_eq!(
+        refused(&shared, Refusal::TableFull),
+        (ids.len() - cap) as u64
+    );
+    assert_eq!(refused(&shared, Refusal::NotInFleet), 0);
+    assert_eq!(shared.members(), before);
+    assert_eq!(shared.stats().registrations, cap as u64);
+    // A member already in the table may still register again (after a lost stream): the cap
+    // keeps strangers out, not the pool's own members.
+    register(&mut c, &ids[0]).await;
+    assert_eq!(shared.members().len(), cap);
+    assert_eq!(
+        refused(&shared, Refusal::TableFull),
+        (ids.len() - cap) as u64
+    );
 }

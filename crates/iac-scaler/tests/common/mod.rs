@@ -31,6 +31,26 @@ impl Fleet for Listed {
     }
 }
 
+/// The instances of `Listed`, launched after the monitor started: it admits them, but has
+/// nothing to adopt at its start.
+pub struct Unlisted(pub Listed);
+
+#[async_trait::async_trait]
+impl Fleet for Unlisted {
+    async fn launch(&self, count: u32) -> Result<Vec<String>, FleetError> {
+        self.0.launch(count).await
+    }
+    async fn terminate(&self, ids: &[String]) -> Result<(), FleetError> {
+        self.0.terminate(ids).await
+    }
+    async fn list(&self) -> Result<Vec<String>, FleetError> {
+        Ok(Vec::new())
+    }
+    async fn owns(&self, id: &str) -> Result<bool, FleetError> {
+        self.0.owns(id).await
+    }
+}
+
 /// Holds the pool as it is: no scaling, pool of 0..=4; heartbeats every `hb`.
 pub fn policy(hb: Duration) -> PolicyConfig {
     PolicyConfig {
