@@ -6,22 +6,16 @@ use std::time::Duration;
 
 mod common;
 
-use common::{policy, registration, Listed, Unlisted, TOKEN};
-use iac_proto::{
-    DeregisterRequest, HeartbeatReply, HeartbeatRequest, MonitorClient, TokenInterceptor,
-};
+use common::{client, policy, registration, start, wait_for, Client, Listed, Unlisted};
+use iac_proto::{DeregisterRequest, HeartbeatReply, HeartbeatRequest};
 use iac_scaler::config::PolicyConfig;
 use iac_scaler::fleet::Fleet;
 use iac_scaler::health::Health;
-use iac_scaler::monitor::{serve, Shared};
+use iac_scaler::monitor::{ServeOptions, Shared};
 use iac_scaler::stats::Refusal;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::codegen::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Code, Streaming};
-
-type Client = MonitorClient<InterceptedService<Channel, TokenInterceptor>>;
 
 /// A monitor whose fleet runs `i-a` and `i-b`, and a client with the token.
 async fn monitor(hb: Duration) -> (Arc<Shared>, Client, String) {
@@ -31,27 +25,9 @@ async fn monitor(hb: Duration) -> (Arc<Shared>, Client, String) {
 
 /// A monitor with this policy and fleet, and a client with the token.
 async fn monitor_of(policy: PolicyConfig, fleet: Arc<dyn Fleet>) -> (Arc<Shared>, Client, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let shared = Shared::new(policy, TOKEN);
-    let s = shared.clone();
-    tokio::spawn(async move {
-        serve(s, fleet, listener, None, std::future::pending())
-            .await
-            .expect("monitor")
-    });
-    (shared.clone(), client(&url).await, url)
-}
-
-async fn client(url: &str) -> Client {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
-    MonitorClient::with_interceptor(channel, iac_proto::token_interceptor(TOKEN).expect("token"))
+    let (shared, addr) = start(policy, fleet, ServeOptions::default()).await;
+    let url = format!("http://{addr}");
+    (shared, client(&url).await, url)
 }
 
 fn beat(member: &str, session: &str, seq: u64, cpu: f64) -> HeartbeatRequest {
@@ -88,15 +64,6 @@ async fn stream(c: &mut Client) -> (mpsc::Sender<HeartbeatRequest>, Streaming<He
         .expect("stream")
         .into_inner();
     (tx, replies)
-}
-
-async fn wait_for(what: &str, ok: impl Fn() -> bool) {
-    // A deadline so a broken monitor fails the test instead of hanging it; nothing is timed.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !ok() {
-        assert!(tokio::time::Instant::now() < deadline, "waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn refused(shared: &Shared, why: Refusal) -> u64 {
