@@ -207,12 +207,14 @@ async fn oversized_messages_are_refused_and_counted() {
     let status = c.register(big).await.expect_err("refused");
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert_eq!(refused(&shared, Refusal::Oversized), 1);
-    // Above what tonic decodes (64 KiB): refused before any handler runs.
+    // Above what tonic decodes (64 KiB): refused before any handler runs, and counted too.
     let mut huge = registration("i-a");
     huge.labels.insert("k".into(), "v".repeat(1024 * 1024));
     let status = c.register(huge).await.expect_err("refused");
     assert_eq!(status.code(), Code::OutOfRange);
+    assert_eq!(refused(&shared, Refusal::Oversized), 2);
     assert!(shared.members().iter().all(|m| m.registered_at.is_none()));
+    assert_eq!(shared.stats().registrations, 0);
 
     // On a stream: an oversized heartbeat is refused, counted, and ends the stream.
     let a = register(&mut c, "i-a").await;
@@ -222,7 +224,7 @@ async fn oversized_messages_are_refused_and_counted() {
     huge.member_id = "i".repeat(100 * 1024);
     tx.send(huge).await.expect("send");
     wait_for("the oversized heartbeat refused", || {
-        refused(&shared, Refusal::Oversized) == 2
+        refused(&shared, Refusal::Oversized) == 3
     })
     .await;
     assert_eq!(member(&shared, "i-a").load, Some(10.0));
