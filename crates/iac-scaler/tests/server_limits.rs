@@ -1,6 +1,6 @@
 //! The gRPC server's limits other than message sizes, seen from the outside over loopback:
-//! streams per connection, requests in flight per connection, the request deadline and the
-//! keepalive pings. Each test runs the monitor with the limits `iac scale` serves with
+//! streams per connection, requests in flight per connection, the size of a request's headers,
+//! the request deadline and the keepalive pings. Each test runs the monitor with the limits `iac scale` serves with
 //! ([`Limits::default`]), changed only where a test needs another limit out of its way.
 
 mod common;
@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::wire::{self, Frame, Wire, ACK, CANCEL, HEADERS, PING, REFUSED_STREAM, RST_STREAM};
+use common::wire::{
+    self, Frame, Wire, ACK, CANCEL, HEADERS, PING, PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM,
+};
 use common::{client, policy, registration, start, wait_for, Listed, TOKEN};
 use iac_scaler::fleet::{Fleet, FleetError};
 use iac_scaler::monitor::{Limits, ServeOptions, Shared};
@@ -258,4 +260,42 @@ async fn idle_connections_are_pinged_and_dropped_when_they_do_not_answer() {
     let id = answering.call("Heartbeat", TOKEN, None).await;
     let got = answers(&mut answering, &BTreeSet::from([id])).await;
     assert_eq!(got[&id].kind, HEADERS, "{:?}", got[&id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_headers_over_8_kib_are_refused() {
+    let limits = Limits::default();
+    assert_eq!(limits.max_header_list, 8 * 1024);
+    let (shared, addr) = monitor(limits, Arc::new(Listed(Vec::new()))).await;
+    let mut wire = Wire::connect(addr, true).await;
+    let small = "a".repeat(7 * 1024);
+    let big = "a".repeat(9 * 1024);
+    let fits = wire
+        .call_with("Heartbeat", TOKEN, &[("x-pad", &small)], None)
+        .await;
+    let over = wire
+        .call_with("Heartbeat", TOKEN, &[("x-pad", &big)], None)
+        .await;
+    // The server resets the oversized one (after a 431) before any handler runs.
+    let (mut answer, mut reset) = (None, None);
+    while answer.is_none() || reset.is_none() {
+        let f = wire
+            .until("answers on both streams", |f| {
+                f.stream == fits || f.stream == over
+            })
+            .await;
+        if f.stream == fits {
+            answer.get_or_insert(f);
+        } else if f.kind == RST_STREAM {
+            reset = Some(f);
+        }
+    }
+    let (answer, reset) = (answer.expect("answer"), reset.expect("reset"));
+    assert_eq!(answer.kind, HEADERS, "{answer:?}");
+    // (h2 resets it as a protocol error; refused would do as well.)
+    assert!(
+        matches!(reset.code(), Some(PROTOCOL_ERROR | REFUSED_STREAM)),
+        "{reset:?}"
+    );
+    assert_eq!(shared.stats().refused, 0);
 }

@@ -22,6 +22,7 @@ pub const ACK: u8 = 0x1;
 pub const END_HEADERS: u8 = 0x4;
 
 /// RST_STREAM codes.
+pub const PROTOCOL_ERROR: u32 = 0x1;
 pub const REFUSED_STREAM: u32 = 0x7;
 pub const CANCEL: u32 = 0x8;
 
@@ -63,7 +64,11 @@ impl Wire {
     /// Connects, sends the preface and (empty) SETTINGS.
     pub async fn connect(addr: SocketAddr, answer_pings: bool) -> Wire {
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (mut r, w) = tcp.into_split();
+        let (mut r, mut w) = tcp.into_split();
+        // The preface goes first, before the reader may acknowledge the server's SETTINGS.
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend(frame(SETTINGS, 0, 0, &[]));
+        w.write_all(&hello).await.expect("write the preface");
         let writer = Arc::new(Mutex::new(w));
         let (tx, frames) = mpsc::unbounded_channel();
         let answers = writer.clone();
@@ -100,15 +105,11 @@ impl Wire {
                 }
             }
         });
-        let wire = Wire {
+        Wire {
             writer,
             frames,
             next_stream: 1,
-        };
-        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        hello.extend(frame(SETTINGS, 0, 0, &[]));
-        wire.write(&hello).await;
-        wire
+        }
     }
 
     pub async fn write(&self, bytes: &[u8]) {
@@ -127,6 +128,17 @@ impl Wire {
     /// Opens a gRPC call to `method` of the monitor with the token; the request stays open
     /// (no END_STREAM) unless `message` is given, which is sent as its only message.
     pub async fn call(&mut self, method: &str, token: &str, message: Option<&[u8]>) -> u32 {
+        self.call_with(method, token, &[], message).await
+    }
+
+    /// [`Wire::call`] with these headers added.
+    pub async fn call_with(
+        &mut self,
+        method: &str,
+        token: &str,
+        extra: &[(&str, &str)],
+        message: Option<&[u8]>,
+    ) -> u32 {
         let id = self.next_stream;
         self.next_stream += 2;
         let mut headers = Vec::new();
@@ -139,6 +151,9 @@ impl Wire {
             ("te", "trailers"),
             ("authorization", &format!("Bearer {token}")),
         ] {
+            literal(&mut headers, name, value);
+        }
+        for (name, value) in extra {
             literal(&mut headers, name, value);
         }
         let mut bytes = frame(HEADERS, END_HEADERS, id, &headers);
@@ -159,15 +174,21 @@ impl Wire {
             .expect("the monitor said nothing for a minute")
     }
 
-    /// Frames until `f` is the one wanted; panics if the connection ends first.
+    /// Frames until `f` is the one wanted; panics if the connection ends first, or if it takes
+    /// longer than [`PATIENCE`] (keepalive pings alone never end the wait).
     pub async fn until(&mut self, what: &str, mut wanted: impl FnMut(&Frame) -> bool) -> Frame {
-        loop {
-            match self.next().await {
-                Some(f) if wanted(&f) => return f,
-                Some(_) => {}
-                None => panic!("the connection closed while waiting for {what}"),
+        let found = tokio::time::timeout(PATIENCE, async {
+            loop {
+                match self.frames.recv().await {
+                    Some(f) if wanted(&f) => return f,
+                    Some(_) => {}
+                    None => panic!("the connection closed while waiting for {what}"),
+                }
             }
-        }
+        });
+        found
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {PATIENCE:?}"))
     }
 
     /// Sends a PING and waits for its answer: every frame written before it has been read by
@@ -180,7 +201,7 @@ impl Wire {
             match self.next().await {
                 Some(f) if f.kind == PING && f.flags & ACK != 0 && f.payload == tag => return seen,
                 Some(f) => seen.push(f),
-                None => panic!("the connection closed before the PING was answered"),
+                None => panic!("the connection closed before the PING was answered: {seen:?}"),
             }
         }
     }
