@@ -65,20 +65,37 @@ scaler:
     path
 }
 
-/// The monitor process, killed if the test fails before it stops by itself.
+/// The monitor process, stopped if the test fails before it stops by itself: SIGTERM first, so
+/// that its local agents stop with it, SIGKILL if it does not exit.
 struct Monitor(Child);
 
 impl Drop for Monitor {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
 fn wait_status(stack: &Path, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    wait_status_with(iac, stack, want)
+}
+
+/// [`wait_status`] with `iac` as `base` makes it.
+fn wait_status_with(
+    base: impl Fn() -> Command,
+    stack: &Path,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let start = Instant::now();
     loop {
-        let mut c = iac();
+        let mut c = base();
         c.args(["-o", "json", "scale", "status"]).arg(stack);
         let (code, out, err) = output(c);
         if code == 0 {
@@ -125,6 +142,11 @@ fn monitor_with_the_local_fleet_status_add_remove_and_timeline() {
                 .is_some_and(|m| m.iter().all(|m| m["state"] == "healthy"))
     });
     assert_eq!(pool["min"], 2);
+    // The token the monitor was given in its environment is not passed on to its agents.
+    let procs = processes();
+    let agents = agents_of(&procs, monitor.0.id());
+    assert_eq!(agents.len(), 2);
+    hidden_from(&agents, TOKEN);
 
     // Text status names each member.
     let mut c = iac();
@@ -181,6 +203,162 @@ fn monitor_with_the_local_fleet_status_add_remove_and_timeline() {
     assert!(csv.contains("hold: average load 30.0%"), "{csv}");
     let svg = std::fs::read_to_string(timeline.join("timeline.svg")).expect("timeline.svg");
     assert!(svg.starts_with("<svg") && svg.contains("</svg>"));
+}
+
+/// `iac` without a token in its environment, its runtime files under `runtime`.
+fn iac_in(runtime: &Path) -> Command {
+    let mut c = iac();
+    c.env_remove("IAC_SCALER_TOKEN")
+        .env("XDG_RUNTIME_DIR", runtime);
+    c
+}
+
+/// A process: its id, its parent's id, its command line and its environment.
+type Process = (u32, u32, Vec<u8>, Vec<u8>);
+
+/// Every process this user can look at.
+fn processes() -> Vec<Process> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let dir = entry.path();
+        let (Ok(stat), Ok(cmdline), Ok(environ)) = (
+            std::fs::read_to_string(dir.join("stat")),
+            std::fs::read(dir.join("cmdline")),
+            std::fs::read(dir.join("environ")),
+        ) else {
+            continue; // gone, or another user's
+        };
+        // The parent's id is the second field after the command name, which ends at the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        out.push((pid, ppid, cmdline, environ));
+    }
+    out
+}
+
+/// The agent processes the monitor `pid` runs.
+fn agents_of(procs: &[Process], pid: u32) -> Vec<Process> {
+    let agents: Vec<Process> = procs.iter().filter(|p| p.1 == pid).cloned().collect();
+    for (_, _, cmdline, _) in &agents {
+        let cmdline = String::from_utf8_lossy(cmdline);
+        assert!(cmdline.contains("iac-agent"), "not an agent: {cmdline}");
+    }
+    agents
+}
+
+/// Fails if `token` is in a command line or an environment of `procs`.
+fn hidden_from(procs: &[Process], token: &str) {
+    let shows = |bytes: &[u8]| bytes.windows(token.len()).any(|w| w == token.as_bytes());
+    for (pid, _, cmdline, environ) in procs {
+        let what = String::from_utf8_lossy(cmdline).replace('\0', " ");
+        assert!(
+            !shows(cmdline),
+            "the token is in the command line of {pid}: {what}"
+        );
+        assert!(
+            !shows(environ),
+            "the token is in the environment of {pid}: {what}"
+        );
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn the_local_fleets_token_lives_in_a_private_directory_and_in_no_argv_or_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = tempfile::tempdir().expect("runtime dir");
+    let stack = local_stack(dir.path(), free_port(), free_port());
+    let mut c = iac_in(runtime.path());
+    c.args(["scale", "--custom-monitor"])
+        .arg(&stack)
+        .args(["--fleet", "local", "--stop-after", "120", "--agent-bin"])
+        .arg(common::agent_bin())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut monitor = Monitor(c.spawn().expect("start the monitor"));
+    // The agents registered and stream heartbeats: the token reached them.
+    let base = || iac_in(runtime.path());
+    wait_status_with(base, &stack, |p| {
+        p["pool"] == 2
+            && p["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().all(|m| m["state"] == "healthy"))
+    });
+
+    // The monitor made the token in $XDG_RUNTIME_DIR/iac, closed to everyone else.
+    let private = runtime.path().join("iac");
+    let file = private.join("cli-scaler.scaler-token");
+    assert_eq!(mode(&private), 0o700);
+    assert_eq!(mode(&file), 0o600);
+    let token = std::fs::read_to_string(&file).expect("token file");
+    let token = token.trim();
+    assert!(token.len() >= 16, "{token:?}");
+    // Nothing of it in a shared temporary directory.
+    let shared_tmp = std::env::temp_dir();
+    let uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").expect("/proc/self").uid()
+    };
+    assert!(!shared_tmp
+        .join(format!("iac-{uid}/cli-scaler.scaler-token"))
+        .exists());
+
+    // No process shows it: not in a command line, not in an environment.
+    let procs = processes();
+    assert_eq!(agents_of(&procs, monitor.0.id()).len(), 2);
+    hidden_from(&procs, token);
+
+    let stopped = Command::new("kill")
+        .args(["-TERM", &monitor.0.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(stopped.success());
+    assert!(monitor.0.wait().expect("monitor exit").success());
+}
+
+#[test]
+fn a_runtime_directory_open_to_others_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tmp = tempfile::tempdir().expect("TMPDIR");
+    let stack = local_stack(dir.path(), free_port(), free_port());
+    // Without $XDG_RUNTIME_DIR the token goes to $TMPDIR/iac-<uid>; one made by someone else
+    // first (here: open to everyone) is refused, not used.
+    let uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").expect("/proc/self").uid()
+    };
+    let planted = tmp.path().join(format!("iac-{uid}"));
+    std::fs::create_dir(&planted).expect("mkdir");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    }
+    let mut c = iac();
+    c.env_remove("IAC_SCALER_TOKEN")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("TMPDIR", tmp.path())
+        .args(["scale", "--custom-monitor"])
+        .arg(&stack)
+        .args(["--fleet", "local", "--stop-after", "1", "--agent-bin"])
+        .arg(common::agent_bin());
+    let (code, _, err) = output(c);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("mode 0700"), "{err}");
+    assert_eq!(std::fs::read_dir(&planted).expect("read").count(), 0);
 }
 
 #[test]

@@ -553,6 +553,10 @@ fn the_admin_endpoint_wants_the_token_and_small_headers() {
         assert_eq!(code, 401, "{headers:?}: {body}");
         let (code, _) = http_with(&admin, &headers, "POST", "/metric", "cpu=100");
         assert_eq!(code, 401);
+        // Reading the status needs it too: it names the member and its load.
+        let (code, body) = http_with(&admin, &headers, "GET", "/status", "");
+        assert_eq!(code, 401, "{headers:?}: {body}");
+        assert!(!body.contains("i-admin"), "{body}");
     }
     // Refused requests changed nothing: still registered, no override.
     let (code, status) = http(&admin, "GET", "/status", "");

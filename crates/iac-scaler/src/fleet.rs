@@ -3,6 +3,7 @@
 //! demos and tests) or an EC2 instance (`ec2`, to come).
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -95,7 +96,7 @@ impl Fleet for LocalFleet {
         for _ in 0..count {
             let id = format!("local-{}", self.next.fetch_add(1, Ordering::SeqCst));
             let port = Self::free_port()?;
-            let child = Command::new(&self.agent)
+            let mut child = Command::new(&self.agent)
                 .args([
                     "--monitor",
                     &self.monitor_url,
@@ -111,9 +112,13 @@ impl Fleet for LocalFleet {
                         .then_some("--allow-plaintext"),
                 )
                 .args(&self.args)
-                // The token travels in the environment, never on a command line `ps` shows.
-                .env("IAC_AGENT_TOKEN", &self.token)
-                .stdin(Stdio::null())
+                // The token travels through a pipe: never on a command line (`ps`) nor in an
+                // environment (`/proc/<pid>/environ`); one the monitor was itself given in its
+                // environment is not passed on either.
+                .args(["--token-file", "/dev/stdin"])
+                .env_remove("IAC_AGENT_TOKEN")
+                .env_remove("IAC_SCALER_TOKEN")
+                .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -121,6 +126,20 @@ impl Fleet for LocalFleet {
                     what: self.agent.display().to_string(),
                     source,
                 })?;
+            // A token is far smaller than a pipe's buffer, so this never blocks; dropping the
+            // pipe ends the agent's read.
+            let sent = match child.stdin.take() {
+                Some(mut pipe) => pipe.write_all(self.token.as_bytes()),
+                None => Err(std::io::Error::other("no pipe to the agent's stdin")),
+            };
+            if let Err(source) = sent {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(FleetError::Spawn {
+                    what: format!("{} (handing it the token)", self.agent.display()),
+                    source,
+                });
+            }
             // Inserted right after the spawn: the child needs far longer to start and register
             // than this takes, and a registration refused meanwhile is retried.
             if let Ok(mut c) = self.children.lock() {

@@ -6,46 +6,28 @@ use std::time::Duration;
 
 mod common;
 
-use common::{policy, registration, Listed, TOKEN};
-use iac_proto::{
-    DeregisterRequest, HeartbeatReply, HeartbeatRequest, MonitorClient, TokenInterceptor,
-};
+use common::{client, policy, registration, start, wait_for, Client, Listed, Unlisted};
+use iac_proto::{DeregisterRequest, HeartbeatReply, HeartbeatRequest};
+use iac_scaler::config::PolicyConfig;
 use iac_scaler::fleet::Fleet;
 use iac_scaler::health::Health;
-use iac_scaler::monitor::{serve, Shared};
+use iac_scaler::monitor::{ServeOptions, Shared};
 use iac_scaler::stats::Refusal;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::codegen::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Code, Streaming};
-
-type Client = MonitorClient<InterceptedService<Channel, TokenInterceptor>>;
 
 /// A monitor whose fleet runs `i-a` and `i-b`, and a client with the token.
 async fn monitor(hb: Duration) -> (Arc<Shared>, Client, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let shared = Shared::new(policy(hb), TOKEN);
-    let fleet: Arc<dyn Fleet> = Arc::new(Listed(vec!["i-a".into(), "i-b".into()]));
-    let s = shared.clone();
-    tokio::spawn(async move {
-        serve(s, fleet, listener, None, std::future::pending())
-            .await
-            .expect("monitor")
-    });
-    (shared.clone(), client(&url).await, url)
+    let fleet = Arc::new(Listed(vec!["i-a".into(), "i-b".into()]));
+    monitor_of(policy(hb), fleet).await
 }
 
-async fn client(url: &str) -> Client {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
-    MonitorClient::with_interceptor(channel, iac_proto::token_interceptor(TOKEN).expect("token"))
+/// A monitor with this policy and fleet, and a client with the token.
+async fn monitor_of(policy: PolicyConfig, fleet: Arc<dyn Fleet>) -> (Arc<Shared>, Client, String) {
+    let (shared, addr) = start(policy, fleet, ServeOptions::default()).await;
+    let url = format!("http://{addr}");
+    (shared, client(&url).await, url)
 }
 
 fn beat(member: &str, session: &str, seq: u64, cpu: f64) -> HeartbeatRequest {
@@ -82,15 +64,6 @@ async fn stream(c: &mut Client) -> (mpsc::Sender<HeartbeatRequest>, Streaming<He
         .expect("stream")
         .into_inner();
     (tx, replies)
-}
-
-async fn wait_for(what: &str, ok: impl Fn() -> bool) {
-    // A deadline so a broken monitor fails the test instead of hanging it; nothing is timed.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !ok() {
-        assert!(tokio::time::Instant::now() < deadline, "waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn refused(shared: &Shared, why: Refusal) -> u64 {
@@ -234,12 +207,14 @@ async fn oversized_messages_are_refused_and_counted() {
     let status = c.register(big).await.expect_err("refused");
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert_eq!(refused(&shared, Refusal::Oversized), 1);
-    // Above what tonic decodes (64 KiB): refused before any handler runs.
+    // Above what tonic decodes (64 KiB): refused before any handler runs, and counted too.
     let mut huge = registration("i-a");
     huge.labels.insert("k".into(), "v".repeat(1024 * 1024));
     let status = c.register(huge).await.expect_err("refused");
     assert_eq!(status.code(), Code::OutOfRange);
+    assert_eq!(refused(&shared, Refusal::Oversized), 2);
     assert!(shared.members().iter().all(|m| m.registered_at.is_none()));
+    assert_eq!(shared.stats().registrations, 0);
 
     // On a stream: an oversized heartbeat is refused, counted, and ends the stream.
     let a = register(&mut c, "i-a").await;
@@ -249,7 +224,7 @@ async fn oversized_messages_are_refused_and_counted() {
     huge.member_id = "i".repeat(100 * 1024);
     tx.send(huge).await.expect("send");
     wait_for("the oversized heartbeat refused", || {
-        refused(&shared, Refusal::Oversized) == 2
+        refused(&shared, Refusal::Oversized) == 3
     })
     .await;
     assert_eq!(member(&shared, "i-a").load, Some(10.0));
@@ -287,4 +262,43 @@ async fn a_stream_that_ends_without_deregister_is_suspect_at_once_and_dead_one_i
     let (tx, _replies) = stream(&mut c).await;
     tx.send(beat("i-a", &a, 1, 10.0)).await.expect("send");
     wait_for("healthy again", || health(&shared) == Health::Healthy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_beyond_the_tables_cap_are_refused_and_counted() {
+    // A pool of at most 4 holds at most 4 + 4 entries. Heartbeats every 10 s, so that the
+    // control loop's drain of members beyond max (at its next pass) frees nothing meanwhile.
+    let mut p = policy(Duration::from_secs(10));
+    p.max = 4;
+    // The fleet launched 12 instances since the monitor started: those refused are refused for
+    // the table, not as strangers.
+    let ids: Vec<String> = (0..12).map(|i| format!("i-{i:02}")).collect();
+    let (shared, mut c, _) = monitor_of(p, Arc::new(Unlisted(Listed(ids.clone())))).await;
+    assert!(shared.members().is_empty());
+    let cap = shared.table_cap();
+    assert_eq!(cap, 8);
+    for id in &ids[..cap] {
+        register(&mut c, id).await;
+    }
+    let before = shared.members();
+    assert_eq!(before.len(), cap);
+    for id in &ids[cap..] {
+        let status = c.register(registration(id)).await.expect_err("refused");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{id}: {status:?}");
+    }
+    assert_eq!(
+        refused(&shared, Refusal::TableFull),
+        (ids.len() - cap) as u64
+    );
+    assert_eq!(refused(&shared, Refusal::NotInFleet), 0);
+    assert_eq!(shared.members(), before);
+    assert_eq!(shared.stats().registrations, cap as u64);
+    // A member already in the table may still register again (after a lost stream): the cap
+    // keeps strangers out, not the pool's own members.
+    register(&mut c, &ids[0]).await;
+    assert_eq!(shared.members().len(), cap);
+    assert_eq!(
+        refused(&shared, Refusal::TableFull),
+        (ids.len() - cap) as u64
+    );
 }

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{policy, registration, Listed, TOKEN};
+use common::{policy, registration, start, wait_for, Listed, TOKEN};
 use iac_proto::MonitorClient;
 use iac_scaler::fleet::Fleet;
 use iac_scaler::monitor::{serve_with, ServeOptions, Shared, TlsIdentity};
@@ -17,11 +17,6 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 /// A monitor serving TLS with `tls`'s certificate; returns its state and port.
 async fn tls_monitor(tls: &StackTls) -> (Arc<Shared>, u16) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let shared = Shared::new(policy(Duration::from_secs(1)), TOKEN);
     let fleet: Arc<dyn Fleet> = Arc::new(Listed(vec!["i-a".into()]));
     let options = ServeOptions {
         tls: Some(TlsIdentity {
@@ -30,13 +25,8 @@ async fn tls_monitor(tls: &StackTls) -> (Arc<Shared>, u16) {
         }),
         ..ServeOptions::default()
     };
-    let s = shared.clone();
-    tokio::spawn(async move {
-        serve_with(s, fleet, listener, None, &options, std::future::pending())
-            .await
-            .expect("monitor")
-    });
-    (shared, port)
+    let (shared, addr) = start(policy(Duration::from_secs(1)), fleet, options).await;
+    (shared, addr.port())
 }
 
 /// Registers `i-a` over `endpoint`; the error's text when the call fails.
@@ -61,15 +51,6 @@ fn pinned(port: u16, ca_pem: &str) -> Endpoint {
                 .domain_name(iac_proto::MONITOR_TLS_NAME),
         )
         .expect("tls config")
-}
-
-async fn wait_for(what: &str, ok: impl Fn() -> bool) {
-    // A deadline so a broken monitor fails the test instead of hanging it; nothing is timed.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !ok() {
-        assert!(tokio::time::Instant::now() < deadline, "waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn tls_refusals(shared: &Shared) -> u64 {

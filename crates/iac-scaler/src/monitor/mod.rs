@@ -12,6 +12,8 @@ mod state;
 
 use std::sync::Arc;
 
+use tonic::codegen::http;
+
 pub use super::stats::StatsSnapshot;
 pub use control::{run, tick};
 pub use guard::Limits;
@@ -71,12 +73,72 @@ pub fn grpc_server(limits: &Limits) -> tonic::transport::Server {
         .tcp_nodelay(true)
 }
 
-/// The gRPC service with the decoding limit of `limits`.
-pub fn grpc_service(
-    svc: MonitorService,
-    limits: &Limits,
-) -> iac_proto::MonitorServer<MonitorService> {
-    iac_proto::MonitorServer::new(svc).max_decoding_message_size(limits.max_decoded)
+/// The gRPC service with the decoding limit of `limits`. A unary request beyond that limit is
+/// refused by tonic before any handler runs; it is counted (and logged) as oversized all the
+/// same.
+pub fn grpc_service(svc: MonitorService, limits: &Limits) -> CountingUndecodable {
+    let shared = svc.shared.clone();
+    CountingUndecodable {
+        inner: iac_proto::MonitorServer::new(svc).max_decoding_message_size(limits.max_decoded),
+        shared,
+    }
+}
+
+/// The monitor's gRPC service, counting the requests tonic refused to decode: their answer is
+/// a trailers-only `OUT_OF_RANGE`, which no handler of the monitor ever gives. (On a heartbeat
+/// stream, the handler sees the decoding error itself and counts it.)
+#[derive(Clone)]
+pub struct CountingUndecodable {
+    inner: iac_proto::MonitorServer<MonitorService>,
+    shared: Arc<Shared>,
+}
+
+impl tonic::server::NamedService for CountingUndecodable {
+    const NAME: &'static str =
+        <iac_proto::MonitorServer<MonitorService> as tonic::server::NamedService>::NAME;
+}
+
+type HttpResponse = http::Response<tonic::body::Body>;
+
+impl<B> tonic::codegen::Service<http::Request<B>> for CountingUndecodable
+where
+    iac_proto::MonitorServer<MonitorService>: tonic::codegen::Service<
+        http::Request<B>,
+        Response = HttpResponse,
+        Error = std::convert::Infallible,
+    >,
+    <iac_proto::MonitorServer<MonitorService> as tonic::codegen::Service<http::Request<B>>>::Future:
+        Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<HttpResponse, std::convert::Infallible>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let peer = req
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|i| i.remote_addr())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let answer = self.inner.call(req);
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let response = answer.await?;
+            let code = response.headers().get("grpc-status");
+            if code.is_some_and(|c| c.as_bytes() == b"11") {
+                shared.refuse(crate::stats::Refusal::Oversized, &peer);
+            }
+            Ok(response)
+        })
+    }
 }
 
 /// [`serve_with`] plaintext and with the default limits (the local fleet, tests, benchmarks).
