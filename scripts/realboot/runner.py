@@ -136,6 +136,7 @@ class Runner:
         self.state_file = os.path.join(args.state, "instances.json")
         self.instances = {}  # instance id -> report entry
         self.loops = {}  # volume id -> loop device
+        self.seen = set()  # running instances without a VM yet, seen by an earlier pass
         self.invocations = {}  # "command id/instance id" -> status, rc, stdout, stderr, times
         self.lock = threading.Lock()
         self.gateway = None
@@ -195,7 +196,16 @@ class Runner:
                 self.instances.pop(iid, None)
         for iid, inst in running.items():
             if iid not in have:
+                # The emulator lists an instance as running while its RunInstances is still
+                # being answered, before the instance profile is associated: a VM booted from
+                # that first sight had no role (its IMDS handed out no credentials). It boots
+                # one pass later, from a fresh read, as EC2 runs user-data well after launch.
+                if iid not in self.seen:
+                    self.seen.add(iid)
+                    continue
                 try:
+                    fresh = self.ec2.describe_instances(InstanceIds=[iid])["Reservations"]
+                    inst = next((i for r in fresh for i in r["Instances"]), inst)
                     self.boot(inst)
                 except (RuntimeError, KeyError, subprocess.SubprocessError) as e:
                     log(f"{iid}: boot failed: {e}")
