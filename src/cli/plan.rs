@@ -66,8 +66,16 @@ pub async fn compute_with(
 ) -> anyhow::Result<Planned> {
     let Loaded { stack, provenance } = loaded;
     // The stack file names the kinds to look for, so discovery runs beside the look-ups.
+    let discover = |kinds: std::collections::BTreeSet<plan::Kind>| {
+        let (aws, name) = (&aws, stack.name());
+        async move {
+            provider::discover_scoped(aws, name, &kinds)
+                .await
+                .with_context(|| format!("discovering the resources tagged iac:stack={name}"))
+        }
+    };
     let wanted = tiers::kinds(&stack)?;
-    let (inputs, discovered) = tokio::try_join!(
+    let (mut inputs, discovered) = tokio::try_join!(
         async {
             provider::resolve_inputs(&aws, &stack, reporter.as_ref())
                 .await
@@ -78,18 +86,8 @@ pub async fn compute_with(
                     )
                 })
         },
-        async {
-            provider::discover_scoped(&aws, stack.name(), &wanted)
-                .await
-                .with_context(|| {
-                    format!(
-                        "discovering the resources tagged iac:stack={}",
-                        stack.name()
-                    )
-                })
-        },
+        discover(wanted.clone()),
     )?;
-    let mut inputs = inputs;
     // The image the graph is built with may still move to the one the stack runs (below).
     let mut desired = tiers::desired(&stack, &inputs)?;
     let declared = plan::scope::declared(&desired);
@@ -97,14 +95,7 @@ pub async fn compute_with(
         discovered
     } else {
         // Not expected (`tiers::kinds` builds the same graph): asked again rather than missed.
-        provider::discover_scoped(&aws, stack.name(), &declared)
-            .await
-            .with_context(|| {
-                format!(
-                    "discovering the resources tagged iac:stack={}",
-                    stack.name()
-                )
-            })?
+        discover(declared).await?
     };
     let latest = inputs.clone();
     provider::pin_image(
