@@ -180,8 +180,25 @@ pub async fn key_pair_exists(aws: &Aws, name: &str) -> Result<bool, AwsError> {
     }
 }
 
-/// The root device name of an AMI (`/dev/sda1` on Ubuntu, `/dev/xvda` on Amazon Linux).
-pub async fn image_root_device(aws: &Aws, image_id: &str) -> Result<String, AwsError> {
+/// An AMI, with what launching it needs besides its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub id: String,
+    /// `/dev/sda1` on Ubuntu, `/dev/xvda` on Amazon Linux.
+    pub root_device: String,
+}
+
+impl Image {
+    fn of(i: &aws_sdk_ec2::types::Image) -> Option<Image> {
+        Some(Image {
+            id: i.image_id()?.to_string(),
+            root_device: i.root_device_name().unwrap_or("/dev/xvda").to_string(),
+        })
+    }
+}
+
+/// One AMI by id.
+pub async fn image(aws: &Aws, image_id: &str) -> Result<Image, AwsError> {
     let out = aws
         .ec2
         .describe_images()
@@ -189,14 +206,13 @@ pub async fn image_root_device(aws: &Aws, image_id: &str) -> Result<String, AwsE
         .send()
         .await
         .map_err(err("ec2:DescribeImages"))?;
-    let image = out.images().first().ok_or_else(|| {
+    out.images().iter().find_map(Image::of).ok_or_else(|| {
         AwsError::state(
             "ec2:DescribeImages",
             ErrorClass::NotFound,
             format!("image {image_id} does not exist in {}", aws.region),
         )
-    })?;
-    Ok(image.root_device_name().unwrap_or("/dev/xvda").to_string())
+    })
 }
 
 /// The newest image of `owner` whose name matches `pattern` (DescribeImages wildcards).
@@ -204,7 +220,7 @@ pub async fn newest_image(
     aws: &Aws,
     owner: &str,
     pattern: &str,
-) -> Result<Option<String>, AwsError> {
+) -> Result<Option<Image>, AwsError> {
     let out = aws
         .ec2
         .describe_images()
@@ -213,18 +229,12 @@ pub async fn newest_image(
         .send()
         .await
         .map_err(err("ec2:DescribeImages"))?;
-    let mut images: Vec<_> = out
+    Ok(out
         .images()
         .iter()
-        .filter_map(|i| {
-            Some((
-                i.creation_date().unwrap_or_default().to_string(),
-                i.image_id()?.to_string(),
-            ))
-        })
-        .collect();
-    images.sort();
-    Ok(images.pop().map(|(_, id)| id))
+        .filter_map(|i| Some((i.creation_date().unwrap_or_default(), Image::of(i)?)))
+        .max_by(|(a, x), (b, y)| (a, &x.id).cmp(&(b, &y.id)))
+        .map(|(_, image)| image))
 }
 
 /// Instances tagged with the stack.

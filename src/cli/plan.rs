@@ -35,7 +35,41 @@ pub async fn compute(
     refresh_image: bool,
 ) -> anyhow::Result<Planned> {
     let (loaded, aws) = connect(g, src, reporter.as_ref()).await?;
-    compute_with(loaded, aws, reporter, refresh_image).await
+    let look_ups = LookUps::start(&aws, &loaded.stack, reporter.clone());
+    compute_with(loaded, aws, look_ups, reporter, refresh_image).await
+}
+
+/// The account look-ups a plan needs (VPC, subnets, image, key pair, zone, secrets), started
+/// ahead: they read nothing of the stack, so `up` runs them while it takes the stack lock.
+/// Dropped before they finish (the lock is held elsewhere, Ctrl-C), they stop.
+pub struct LookUps(tokio::task::JoinHandle<anyhow::Result<plan::Inputs>>);
+
+impl LookUps {
+    pub fn start(aws: &Aws, stack: &Stack, reporter: Arc<dyn Reporter>) -> LookUps {
+        let (aws, stack) = (aws.clone(), stack.clone());
+        LookUps(tokio::spawn(async move {
+            provider::resolve_inputs(&aws, &stack, reporter.as_ref())
+                .await
+                .with_context(|| {
+                    format!(
+                        "looking up the account's VPC, image and zone for stack `{}`",
+                        stack.name()
+                    )
+                })
+        }))
+    }
+
+    async fn finish(&mut self) -> anyhow::Result<plan::Inputs> {
+        (&mut self.0)
+            .await
+            .context("the account look-ups stopped")?
+    }
+}
+
+impl Drop for LookUps {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Validates the files and sets up the clients (no request yet): what `up` does before it
@@ -57,10 +91,11 @@ pub async fn connect(
     Ok((loaded, aws))
 }
 
-/// Looks up inputs, discovers and diffs.
+/// Finishes the look-ups, discovers and diffs.
 pub async fn compute_with(
     loaded: Loaded,
     aws: Aws,
+    mut look_ups: LookUps,
     reporter: Arc<dyn Reporter>,
     refresh_image: bool,
 ) -> anyhow::Result<Planned> {
@@ -75,19 +110,7 @@ pub async fn compute_with(
         }
     };
     let wanted = tiers::kinds(&stack)?;
-    let (mut inputs, discovered) = tokio::try_join!(
-        async {
-            provider::resolve_inputs(&aws, &stack, reporter.as_ref())
-                .await
-                .with_context(|| {
-                    format!(
-                        "looking up the account's VPC, image and zone for stack `{}`",
-                        stack.name()
-                    )
-                })
-        },
-        discover(wanted.clone()),
-    )?;
+    let (mut inputs, discovered) = tokio::try_join!(look_ups.finish(), discover(wanted.clone()))?;
     // The image the graph is built with may still move to the one the stack runs (below).
     let mut desired = tiers::desired(&stack, &inputs)?;
     let declared = plan::scope::declared(&desired);

@@ -51,10 +51,13 @@ pub async fn run(
     let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
     let (loaded, aws) = plan::connect(g, src, reporter.as_ref()).await?;
     let name = loaded.stack.name().to_string();
+    // The look-ups read only the account, so they run while the lock is taken.
+    let look_ups = plan::LookUps::start(&aws, &loaded.stack, reporter.clone());
     let work = converge(
         printer,
         loaded,
         aws.clone(),
+        look_ups,
         reporter.clone(),
         opts,
         started,
@@ -67,6 +70,7 @@ async fn converge(
     printer: &Printer,
     loaded: Loaded,
     aws: Aws,
+    look_ups: plan::LookUps,
     reporter: Arc<dyn Reporter>,
     opts: UpOptions,
     started: std::time::Instant,
@@ -86,7 +90,8 @@ async fn converge(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
         - 60;
-    let planned = plan::compute_with(loaded, aws, reporter.clone(), refresh_image).await?;
+    let planned =
+        plan::compute_with(loaded, aws, look_ups, reporter.clone(), refresh_image).await?;
     // The instances that run now and stay: they need not report a boot they may have done
     // before boot reports existed.
     let kept: std::collections::BTreeSet<String> = planned

@@ -143,28 +143,29 @@ pub async fn resolve_network(
     spec: &crate::stack::model::StackFile,
 ) -> Result<(String, Vec<(String, String)>), AwsError> {
     let network = &spec.network;
-    let vpc_id = if network.vpc == "default" {
-        ec2::default_vpc(aws).await?
-    } else if ec2::vpc_exists(aws, &network.vpc).await? {
-        network.vpc.clone()
-    } else {
-        return Err(AwsError::state(
-            "ec2:DescribeVpcs",
-            ErrorClass::NotFound,
-            format!("VPC {} does not exist in {}", network.vpc, aws.region),
-        ));
-    };
     let types = instance_types(spec);
-    let (subnets, offered) = tokio::try_join!(
-        async {
-            if network.subnets.is_empty() {
-                ec2::subnets(aws, &vpc_id).await
-            } else {
-                ec2::subnets_by_id(aws, &network.subnets).await
-            }
-        },
-        ec2::zones_offering(aws, &types),
-    )?;
+    // The zones offering the types depend on nothing else: asked beside the VPC and subnets.
+    let vpc_and_subnets = async {
+        let vpc_id = if network.vpc == "default" {
+            ec2::default_vpc(aws).await?
+        } else if ec2::vpc_exists(aws, &network.vpc).await? {
+            network.vpc.clone()
+        } else {
+            return Err(AwsError::state(
+                "ec2:DescribeVpcs",
+                ErrorClass::NotFound,
+                format!("VPC {} does not exist in {}", network.vpc, aws.region),
+            ));
+        };
+        let subnets = if network.subnets.is_empty() {
+            ec2::subnets(aws, &vpc_id).await?
+        } else {
+            ec2::subnets_by_id(aws, &network.subnets).await?
+        };
+        Ok((vpc_id, subnets))
+    };
+    let ((vpc_id, subnets), offered) =
+        tokio::try_join!(vpc_and_subnets, ec2::zones_offering(aws, &types))?;
     let subnets =
         usable_subnets(subnets, &offered, !network.subnets.is_empty(), &types).map_err(|m| {
             AwsError::state(
@@ -248,11 +249,7 @@ pub async fn resolve_inputs(
     // and secrets. Each is a handful of sequential reads.
     let s = &stack.spec;
     let network = resolve_network(aws, s);
-    let image = async {
-        let image_id = resolve_image(aws, &s.instance.image, reporter).await?;
-        let root_device = ec2::image_root_device(aws, &image_id).await?;
-        Ok((image_id, root_device))
-    };
+    let image = resolve_image(aws, &s.instance.image, reporter);
     let key = async {
         match &s.instance.key_pair {
             Some(kp) if kp.public_key_file.is_none() && !ec2::key_pair_exists(aws, &kp.name).await? => Err(AwsError::state(
@@ -286,7 +283,7 @@ pub async fn resolve_inputs(
         }
         Ok(())
     };
-    let ((vpc_id, subnets), (image_id, root_device), (), hosted_zone_id, (), ()) = tokio::try_join!(
+    let ((vpc_id, subnets), image, (), hosted_zone_id, (), ()) = tokio::try_join!(
         network,
         image,
         key,
@@ -298,8 +295,8 @@ pub async fn resolve_inputs(
         vpc_id,
         subnet_id: subnets.first().map(|(id, _)| id.clone()),
         subnets,
-        image_id,
-        root_device,
+        image_id: image.id,
+        root_device: image.root_device,
         hosted_zone_id,
     })
 }
@@ -342,18 +339,19 @@ async fn check_engine_version(
     }
 }
 
-/// Alias → AMI through the public SSM parameter. Emulators lack some public parameters; with an
-/// endpoint override only, the newest matching image the endpoint knows is used instead, loudly.
+/// The AMI `image` names: an id, or an alias through its public SSM parameter. Emulators lack
+/// some public parameters; with an endpoint override only, the newest matching image the endpoint
+/// knows is used instead, loudly.
 async fn resolve_image(
     aws: &Aws,
     image: &str,
     reporter: &dyn Reporter,
-) -> Result<String, AwsError> {
+) -> Result<ec2::Image, AwsError> {
     let Some((alias, param)) = IMAGE_ALIASES.iter().find(|(a, _)| *a == image) else {
-        return Ok(image.to_string());
+        return ec2::image(aws, image).await;
     };
     if let Some(ami) = ssm::get_plain(aws, param).await? {
-        return Ok(ami);
+        return ec2::image(aws, &ami).await;
     }
     if let Some(endpoint) = &aws.endpoint_override {
         let (owner, pattern) = if alias.starts_with("ubuntu") {
@@ -361,11 +359,11 @@ async fn resolve_image(
         } else {
             ("amazon", "al2023-ami-*")
         };
-        if let Some(ami) = ec2::newest_image(aws, owner, pattern).await? {
+        if let Some(newest) = ec2::newest_image(aws, owner, pattern).await? {
             reporter.event(&Event::Warning {
-                message: format!("{endpoint} does not publish {param}; using its newest {pattern} image {ami} for `{alias}` (emulator only)"),
+                message: format!("{endpoint} does not publish {param}; using its newest {pattern} image {} for `{alias}` (emulator only)", newest.id),
             });
-            return Ok(ami);
+            return Ok(newest);
         }
     }
     Err(AwsError::state("ssm:GetParameter", ErrorClass::NotFound, format!("public parameter {param} (image alias `{alias}`) is not available in {}; give an AMI id instead", aws.region)))
@@ -405,13 +403,13 @@ pub async fn pin_image(
         });
         return Ok(());
     }
-    match ec2::image_root_device(aws, &pinned).await {
-        Ok(root_device) => {
+    match ec2::image(aws, &pinned).await {
+        Ok(kept) => {
             reporter.event(&Event::Info {
                 message: format!("a newer image is available for `{image}`: {latest} (the stack keeps {pinned}); `iac up --refresh-image` moves to it, replacing the instances"),
             });
-            inputs.image_id = pinned;
-            inputs.root_device = root_device;
+            inputs.image_id = kept.id;
+            inputs.root_device = kept.root_device;
         }
         Err(e) if e.is(ErrorClass::NotFound) => reporter.event(&Event::Warning {
             message: format!("the stack's image {pinned} is no longer available; moving to {latest} (`{image}`), which replaces the instances"),
