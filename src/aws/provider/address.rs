@@ -74,20 +74,34 @@ async fn point(
     match &r.spec {
         Spec::ElasticIp(s) => {
             let instance = cx.need(&s.instance, "ec2:AssociateAddress")?;
-            let (alloc, ip) = match actual {
+            let (alloc, ip, carried) = match actual {
                 Some(a) => {
                     let ip = match &a.details {
                         Details::ElasticIp { public_ip, .. } => public_ip.clone(),
                         _ => String::new(),
                     };
-                    (a.physical_id.clone(), ip)
+                    (a.physical_id.clone(), ip, a.tags.clone())
                 }
-                None => allocate_address(aws, &cx.tags_for(&r.id, r.kind())).await?,
+                None => {
+                    // Tagged at once with the records the plan writes on it, so writing them
+                    // needs no tagging call of its own.
+                    let mut t = cx.tags_for(&r.id, r.kind());
+                    for d in cx.desired() {
+                        if let Spec::DnsRecord(rec) = &d.spec {
+                            if rec.target == r.id {
+                                t.extend(record_tags(&d.id, rec));
+                            }
+                        }
+                    }
+                    let (alloc, ip) = allocate_address(aws, &t).await?;
+                    (alloc, ip, t)
+                }
             };
             cx.remember(
                 &r.id,
                 Known {
                     public_ip: Some(ip),
+                    tags: carried,
                     ..Known::id(&alloc)
                 },
             );
@@ -97,21 +111,28 @@ async fn point(
         Spec::DnsRecord(s) => {
             let eip = cx.need(&s.target, "route53:ChangeResourceRecordSets")?;
             let ip = eip.public_ip.clone().unwrap_or_default();
-            // Tag the address first: if we die right after the record is written, `down`
-            // still finds the record through it.
-            let t = BTreeMap::from([
-                (
-                    tags::DNS_RECORD.to_string(),
-                    format!("{}/{}", s.zone_id, s.name),
-                ),
-                (tags::DNS_ID.to_string(), r.id.to_string()),
-            ]);
-            ec2::set_tags(aws, &eip.physical_id, &t).await?;
+            // The address carries the record's tags before the record is written: if we die
+            // right after, `down` still finds the record through them.
+            let t = record_tags(&r.id, s);
+            if !t.iter().all(|(k, v)| eip.tags.get(k) == Some(v)) {
+                ec2::set_tags(aws, &eip.physical_id, &t).await?;
+            }
             route53::upsert_a(aws, &s.zone_id, &s.name, &ip, s.ttl).await?;
             Ok(Some(format!("{} A {ip}", s.name)))
         }
         _ => Err(not_mine(r)),
     }
+}
+
+/// The tags that tie an address to the record `id` written on it.
+fn record_tags(id: &ResourceId, s: &DnsRecordSpec) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            tags::DNS_RECORD.to_string(),
+            format!("{}/{}", s.zone_id, s.name),
+        ),
+        (tags::DNS_ID.to_string(), id.to_string()),
+    ])
 }
 
 /// The records the addresses' `iac:dns-record` tags name, as they are now.

@@ -196,6 +196,8 @@ pub struct Known {
     pub private_ip: Option<String>,
     /// What templates can refer to (see `plan::attrs_of`).
     pub attrs: BTreeMap<String, String>,
+    /// Tags it is known to carry (as discovered, or as created by this run).
+    pub tags: BTreeMap<String, String>,
 }
 
 impl Known {
@@ -253,6 +255,9 @@ pub struct Applier {
     launch_nonce: String,
     /// The instances being waited on, polled together.
     instance_polls: Arc<instance::InstancePolls>,
+    /// The resources the plan keeps or makes, as desired: a provider may look at the resources
+    /// related to the one it makes (an address is tagged with the records written on it).
+    desired: Arc<Mutex<Vec<Resource>>>,
 }
 
 fn wait_err(e: WaitError<AwsError>, op: &str) -> AwsError {
@@ -280,6 +285,7 @@ impl Applier {
             image: stack.spec.instance.image.clone(),
             launch_nonce: instance::launch_nonce(),
             instance_polls: Arc::default(),
+            desired: Arc::default(),
         }
     }
 
@@ -301,6 +307,7 @@ impl Applier {
             image: String::new(),
             launch_nonce: instance::launch_nonce(),
             instance_polls: Arc::default(),
+            desired: Arc::default(),
         }
     }
 
@@ -343,6 +350,11 @@ impl Applier {
                 format!("{id} is not available (did it fail?)"),
             )
         })
+    }
+
+    /// The resources the plan keeps or makes (see [`Applier::nodes`]).
+    fn desired(&self) -> Vec<Resource> {
+        self.desired.lock().map(|d| d.clone()).unwrap_or_default()
     }
 
     fn tags_for(&self, id: &ResourceId, kind: Kind) -> BTreeMap<String, String> {
@@ -392,6 +404,9 @@ impl Applier {
                     .filter(|c| c.desired.is_some())
                     .map(|c| (c.id.clone(), c.kind)),
             );
+        }
+        if let Ok(mut desired) = self.desired.lock() {
+            desired.extend(plan.changes.iter().filter_map(|c| c.desired.clone()));
         }
         if let Ok(mut pre) = self.preexisting.lock() {
             pre.extend(
@@ -720,6 +735,7 @@ fn known_of(o: &Observed) -> Known {
         public_ip,
         private_ip,
         attrs: attrs_of(o),
+        tags: o.tags.clone(),
     }
 }
 
