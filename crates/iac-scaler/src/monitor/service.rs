@@ -200,18 +200,14 @@ impl Monitor for MonitorService {
         })?;
         let admitted_by_fleet = match known {
             Ok(true) => {
-                return Err(self.refuse(
-                    Refusal::Live,
-                    id,
-                    Status::already_exists("this member's heartbeat stream is open"),
-                ))
+                return Err(self.refuse(Refusal::Live, id, registration_refused(Refusal::Live)))
             }
             Ok(false) => false,
             Err(len) if len >= cap => {
                 return Err(self.refuse(
                     Refusal::TableFull,
                     id,
-                    Status::resource_exhausted("the membership table is full"),
+                    registration_refused(Refusal::TableFull),
                 ))
             }
             Err(_) => match self.fleet.owns(id).await {
@@ -220,7 +216,7 @@ impl Monitor for MonitorService {
                     return Err(self.refuse(
                         Refusal::NotInFleet,
                         id,
-                        Status::permission_denied("not an instance of this fleet"),
+                        registration_refused(Refusal::NotInFleet),
                     ))
                 }
                 Err(e) => {
@@ -265,11 +261,8 @@ impl Monitor for MonitorService {
             Ok(())
         })?;
         if let Err(why) = outcome {
-            return Err(self.refuse(
-                why,
-                id,
-                Status::failed_precondition("the registration is no longer possible; retry"),
-            ));
+            // The same answer as the checks above give, when the table changed meanwhile.
+            return Err(self.refuse(why, id, registration_refused(why)));
         }
         add(&shared.stats.registrations, 1);
         tracing::info!(instance = %capped(id), address = %capped(&r.address), "registered");
@@ -386,5 +379,37 @@ impl Monitor for MonitorService {
         let r = req.into_inner();
         self.as_member(&r.member_id, &r.session, |e| e.drained = true)?;
         Ok(Response::new(AckDrainReply {}))
+    }
+}
+/// What a refused registration is told: the same whether the check fails before the fleet is
+/// asked or after it, when the table changed meanwhile.
+fn registration_refused(why: Refusal) -> Status {
+    match why {
+        Refusal::TableFull => Status::resource_exhausted("the membership table is full"),
+        Refusal::NotInFleet => Status::permission_denied("not an instance of this fleet"),
+        Refusal::Live => Status::already_exists("this member's heartbeat stream is open"),
+        _ => Status::failed_precondition("the registration is no longer possible; retry"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn a_registration_refused_in_the_race_gets_the_code_of_its_reason() {
+        assert_eq!(
+            registration_refused(Refusal::TableFull).code(),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            registration_refused(Refusal::NotInFleet).code(),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            registration_refused(Refusal::Live).code(),
+            Code::AlreadyExists
+        );
     }
 }
