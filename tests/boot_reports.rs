@@ -446,8 +446,8 @@ const ALB_ASG: TierCase = TierCase {
     stack: "br-asg",
     roles: &[RoleCase {
         role: Role::AlbWeb,
-        // The group's instances carry its `iac:id`.
-        name: "asg",
+        // The group tags its instances with their role (`iac:role`).
+        name: "web",
         steps: &[
             "1/6 packages",
             "2/6 instance metadata and parameters",

@@ -92,6 +92,10 @@ async fn single_vm_creates_before_use_and_deletes_in_reverse() {
         ("ec2:AllocateAddress", &eip),
         ("route53:ChangeResourceRecordSets", "books.example.org."),
     );
+    // The address is allocated with its record's tags (`iac:dns-record`, which `down` finds the
+    // record by): nothing is tagged after its creation.
+    let tagged = calls.of("ec2:CreateTags", "");
+    assert!(tagged.is_empty(), "tagged after creation: {tagged:?}");
 
     let calls = down_logged(&emu, &proxy, stack, &[]);
     calls.assert_in_order(&[

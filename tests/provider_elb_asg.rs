@@ -572,6 +572,7 @@ async fn load_balancing_and_auto_scaling_against_the_emulator() {
         scale_in_protection: false,
         min_healthy_percent: 90,
         warmup_s: 60,
+        role: "web".into(),
     };
     let asg_tags = ident("web-asg", Kind::AutoScalingGroup);
     autoscaling::create_group(&aws, &asg, &lt, "1", vec![tg.clone()], &asg_tags)

@@ -53,7 +53,7 @@ async fn alb_asg_up_waits_for_scaling_min_healthy_targets() {
     let r = boot::up(&emu, &file, &[]);
     assert_eq!(r.code, 0, "{}", all(&r));
     // The group's instances (scaling.min: 2) boot with the launch template's script.
-    let ids = boot_all(&emu, &file, "asg", Role::AlbWeb).await;
+    let ids = boot_all(&emu, &file, "web", Role::AlbWeb).await;
     assert_eq!(ids.len(), 2, "{ids:?}");
 
     // The group registered them with the target group; the emulator says healthy.

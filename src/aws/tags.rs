@@ -26,6 +26,9 @@ pub const IMAGE: &str = "iac:image";
 pub const IMAGE_ID: &str = "iac:image-id";
 /// AWS's own tag on the instances an Auto Scaling group launches: the group's name.
 pub const ASG_NAME: &str = "aws:autoscaling:groupName";
+/// On an instance a group or the scaler launched: its role in the stack (its name in `iac logs`,
+/// what `iac logs --role` selects).
+pub const ROLE: &str = "iac:role";
 /// On an Elastic IP: the Route 53 record pointing at it, `<zone id>/<name>` (records have no tags).
 pub const DNS_RECORD: &str = "iac:dns-record";
 /// On an Elastic IP, beside [`DNS_RECORD`]: the record's logical id.

@@ -79,7 +79,7 @@ fn instance_name(stack: &str, o: &Observed) -> String {
     if let Some(id) = o.tags.get(tags::ID) {
         return id.clone();
     }
-    if let Some(role) = o.tags.get(crate::scaler::ec2::ROLE) {
+    if let Some(role) = o.tags.get(tags::ROLE) {
         return role.clone();
     }
     o.tags

@@ -128,6 +128,8 @@ pub struct AutoScalingGroupSpec {
     /// Instance refresh: the share of capacity that stays in service during a rollout.
     pub min_healthy_percent: u32,
     pub warmup_s: u32,
+    /// The role its instances play in the stack: tagged on each (their name in `iac logs`).
+    pub role: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

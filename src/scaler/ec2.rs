@@ -12,8 +12,7 @@ use crate::aws::ec2::{launched_id, tag_spec};
 use crate::aws::error::{sdk as err, AwsError, ErrorClass};
 use crate::aws::{tags, Aws};
 
-/// On a pool instance: its role in the stack.
-pub const ROLE: &str = "iac:role";
+pub use crate::aws::tags::ROLE;
 /// The value of [`ROLE`] on pool instances, and so their name in `iac logs`.
 pub const AGENT_ROLE_VALUE: &str = "agent";
 /// On a pool instance: it belongs to the monitor's pool (not to `iac up`'s resources).

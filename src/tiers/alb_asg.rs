@@ -275,6 +275,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
             scale_in_protection: sc.scale_in_protection,
             min_healthy_percent: sc.min_healthy_percent,
             warmup_s: sc.warmup_s,
+            role: WEB_ROLE.to_string(),
         }),
         &asg_deps,
     ));

@@ -288,6 +288,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
                 // A new template version replaces the one VM: there is no second to keep.
                 min_healthy_percent: 0,
                 warmup_s: 60,
+                role: MONITOR_ROLE.to_string(),
             }),
             &[MONITOR_LT],
         ));

@@ -34,6 +34,7 @@ impl Provider for AutoScaling {
                 let tgs = cx.ids(&s.target_groups, "autoscaling:CreateAutoScalingGroup")?;
                 let mut t = cx.tags_for(&r.id, r.kind());
                 t.insert(tags::DESIRED.to_string(), s.desired.to_string());
+                t.insert(tags::ROLE.to_string(), s.role.clone());
                 // The launch template's instance profile may have been created a moment ago.
                 cx.retry_fresh(&r.id, "the launch template's instance profile", || {
                     autoscaling::create_group(aws, s, &lt, &version, tgs.clone(), &t)

@@ -90,23 +90,6 @@ fn same_call(a: Kind, b: Kind) -> bool {
     provider(a).kinds() == provider(b).kinds()
 }
 
-/// The order in which what each provider found is listed (one kind per provider): what
-/// `status`, `down` and the cost estimate list comes out in this order.
-pub(super) const DISCOVERY_ORDER: [Kind; 12] = [
-    Kind::KeyPair,
-    Kind::SsmParameter,
-    Kind::SecurityGroup,
-    Kind::Volume,
-    Kind::InstanceProfile,
-    Kind::LaunchTemplate,
-    Kind::LoadBalancer,
-    Kind::AutoScalingGroup,
-    Kind::DbCluster,
-    Kind::FileSystem,
-    Kind::Instance,
-    Kind::ElasticIp,
-];
-
 /// One concurrent round of discovery calls: those of the providers of `kinds`, each asked once.
 pub async fn discover_kinds(
     aws: &Aws,
@@ -114,7 +97,7 @@ pub async fn discover_kinds(
     kinds: &BTreeSet<Kind>,
 ) -> Result<Discovered, AwsError> {
     let mut providers: Vec<&dyn Provider> = Vec::new();
-    for k in DISCOVERY_ORDER
+    for k in super::DISCOVERY_ORDER
         .iter()
         .filter(|k| kinds.iter().any(|a| same_call(*a, **k)))
     {
