@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
-# bench/side_by_side.sh [-m ready|plain] [-n ROUNDS] [-s "STACK_FILE..."] IAC_BIN...
+# bench/side_by_side.sh [-m ready|plain] [-n ROUNDS] [-s "STACK_FILE..."] [-c OPERATION] IAC_BIN...
 # Two (or more) builds of iac side by side in one run: each round, each binary's first `up
 # --no-wait` of each stack (a new stack each time), through bench/aws_delay_proxy.py (40 ms per
 # call; in ready mode an instance looks `pending` for its first 3 s), then its `down`. Prints
-# per up: the ec2:DescribeInstances calls, all calls and the wall time. Defaults: ready, 3
-# rounds, the lb-vms and swarm examples. Needs the emulator venv (scripts/emulator.sh install).
+# per up: the calls of one operation (-c, default ec2:DescribeInstances), all calls and the wall
+# time. Defaults: ready, 3 rounds, the lb-vms and swarm examples. Needs the emulator venv (scripts/emulator.sh install).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-mode=ready; rounds=3; stacks="stacks/bookstore-lb-vms.yaml stacks/bookstore-swarm.yaml"
-while getopts "m:n:s:" o; do
+mode=ready; rounds=3; stacks="stacks/bookstore-lb-vms.yaml stacks/bookstore-swarm.yaml"; op=ec2:DescribeInstances
+while getopts "m:n:s:c:" o; do
   case $o in
-    m) mode=$OPTARG ;; n) rounds=$OPTARG ;; s) stacks=$OPTARG ;;
+    m) mode=$OPTARG ;; n) rounds=$OPTARG ;; s) stacks=$OPTARG ;; c) op=$OPTARG ;;
     *) exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
-[ $# -gt 0 ] || { echo "usage: bench/side_by_side.sh [-m ready|plain] [-n ROUNDS] [-s \"STACK_FILE...\"] IAC_BIN..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: bench/side_by_side.sh [-m ready|plain] [-n ROUNDS] [-s \"STACK_FILE...\"] [-c OPERATION] IAC_BIN..." >&2; exit 2; }
 py="$root/.venv/bin/python"
 cd "$root"
 free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -42,8 +42,8 @@ for bin in "$@"; do
     t0=$(date +%s%N)
     "$bin" --endpoint-url "$px" up "$tmp/$name.yaml" --yes --no-wait >"$tmp/$name.log" 2>&1 || { tail "$tmp/$name.log"; exit 1; }
     t1=$(date +%s%N)
-    c=$(control counts GET | "$py" -c 'import json,sys; d=json.load(sys.stdin)["calls"]; print(d.get("ec2:DescribeInstances",0), sum(d.values()))')
-    echo "round $round $(basename "$bin") $(basename "$st") describe_instances/total=$c secs=$(( (t1-t0)/1000000 ))ms"
+    c=$(control counts GET | "$py" -c 'import json,sys; d=json.load(sys.stdin)["calls"]; print(d.get(sys.argv[1],0), sum(d.values()))' "$op")
+    echo "round $round $(basename "$bin") $(basename "$st") $op/total=$c secs=$(( (t1-t0)/1000000 ))ms"
     "$bin" --endpoint-url "$px" down "$tmp/$name.yaml" --yes --delete-data --skip-final-snapshot >/dev/null 2>&1 || true
   done
 done

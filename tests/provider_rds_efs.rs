@@ -483,10 +483,11 @@ async fn efs_file_system_and_mount_targets() {
             .await
             .expect("create mount target");
         assert_eq!(
-            efs::mount_target_state(aws, &mt)
+            efs::mount_target_states(aws, &fs)
                 .await
-                .expect("state")
-                .as_deref(),
+                .expect("states")
+                .get(&mt)
+                .map(String::as_str),
             Some("available")
         );
         targets.push(mt);
@@ -550,7 +551,8 @@ async fn efs_file_system_and_mount_targets() {
         efs::delete_mount_target(aws, mt)
             .await
             .expect("delete mount target");
-        assert_eq!(efs::mount_target_state(aws, mt).await.expect("state"), None);
+        let states = efs::mount_target_states(aws, &fs).await.expect("states");
+        assert_eq!(states.get(mt), None, "{states:?}");
         let gone = efs::delete_mount_target(aws, mt)
             .await
             .expect_err("mount target gone");

@@ -266,21 +266,38 @@ pub async fn create_mount_target(
     }
 }
 
-/// The LifeCycleState of a mount target; `None` when it does not exist.
-pub async fn mount_target_state(aws: &Aws, id: &str) -> Result<Option<String>, AwsError> {
-    let out = aws
-        .efs
-        .describe_mount_targets()
-        .mount_target_id(id)
-        .send()
-        .await
-        .map_err(err("efs:DescribeMountTargets"))
-        .ignore_not_found()?;
-    Ok(out.and_then(|o| {
-        o.mount_targets()
-            .first()
-            .map(|m| m.life_cycle_state().as_str().to_string())
-    }))
+/// The life-cycle state of every mount target of file system `fs`, by mount target id (none
+/// once the file system is gone).
+pub async fn mount_target_states(
+    aws: &Aws,
+    fs: &str,
+) -> Result<BTreeMap<String, String>, AwsError> {
+    let mut states = BTreeMap::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let Some(out) = aws
+            .efs
+            .describe_mount_targets()
+            .file_system_id(fs)
+            .set_marker(marker.take())
+            .send()
+            .await
+            .map_err(err("efs:DescribeMountTargets"))
+            .ignore_not_found()?
+        else {
+            return Ok(states);
+        };
+        for m in out.mount_targets() {
+            states.insert(
+                m.mount_target_id().to_string(),
+                m.life_cycle_state().as_str().to_string(),
+            );
+        }
+        match out.next_marker() {
+            Some(next) if !next.is_empty() => marker = Some(next.to_string()),
+            _ => return Ok(states),
+        }
+    }
 }
 
 pub async fn delete_mount_target(aws: &Aws, id: &str) -> Result<(), AwsError> {

@@ -13,6 +13,29 @@ pub struct FileSystems;
 /// How long a file system or mount target may take to be available or gone.
 const EFS: Duration = Duration::from_secs(600);
 
+/// The mount targets being waited on (life-cycle state by id): one DescribeMountTargets of their
+/// file system per round answers all of them.
+pub(super) type MountTargetPolls = super::polls::SharedPolls<String>;
+
+impl Applier {
+    /// Waits for mount target `mt` of file system `fs` to reach `want` (`None`: to be gone).
+    async fn wait_mount_target(
+        &self,
+        id: &ResourceId,
+        what: &str,
+        fs: &str,
+        mt: &str,
+        want: Option<&str>,
+    ) -> Result<(), AwsError> {
+        let polls = &self.mount_target_polls;
+        let _waiting = polls.waiting(mt);
+        self.wait_state(id, what, EFS, want, || {
+            polls.get(mt, |_| efs::mount_target_states(&self.aws, fs))
+        })
+        .await
+    }
+}
+
 #[async_trait::async_trait]
 impl Provider for FileSystems {
     fn kinds(&self) -> &'static [Kind] {
@@ -67,9 +90,14 @@ impl Provider for FileSystems {
                     "mount target {physical_id} in {} to be available",
                     s.subnet_id
                 );
-                cx.wait_state(&r.id, &what, EFS, Some("available"), || {
-                    efs::mount_target_state(aws, physical_id)
-                })
+                let fs = cx.need(&s.file_system, "efs:DescribeMountTargets")?;
+                cx.wait_mount_target(
+                    &r.id,
+                    &what,
+                    &fs.physical_id,
+                    physical_id,
+                    Some("available"),
+                )
                 .await
             }
             _ => Ok(()),
@@ -108,17 +136,12 @@ impl Provider for FileSystems {
 
     /// A mount target gone (the file system can go only then).
     async fn wait_gone(&self, cx: &Applier, o: &Observed) -> Result<(), AwsError> {
-        if o.kind != Kind::MountTarget {
+        let Details::MountTarget { file_system_id, .. } = &o.details else {
             return Ok(());
-        }
+        };
         let id = &o.physical_id;
-        cx.wait_state(
-            &o.id,
-            &format!("mount target {id} to be deleted"),
-            EFS,
-            None,
-            || efs::mount_target_state(&cx.aws, id),
-        )
-        .await
+        let what = format!("mount target {id} to be deleted");
+        cx.wait_mount_target(&o.id, &what, file_system_id, id, None)
+            .await
     }
 }

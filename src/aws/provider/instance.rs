@@ -2,9 +2,7 @@
 //! found as `untracked`, never adopted). A swarm node is drained through the leader before it
 //! is terminated ([`Drain`]).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification,
@@ -21,7 +19,6 @@ use crate::aws::error::{sdk as err, AwsError, ErrorClass};
 use crate::aws::{tags, Aws};
 use crate::plan::diff::{instance_spec_hash, short_hash};
 use crate::plan::*;
-use tokio::time::Instant;
 
 pub struct Instances;
 
@@ -167,7 +164,9 @@ pub(super) async fn wait_instance(
     let polls = &cx.instance_polls;
     let _waiting = polls.waiting(iid);
     wait::until(id, &what, deadline, Backoff::default(), cx.reporter.as_ref(), || async {
-        let found = polls.state(&cx.aws, iid).await?;
+        let found = polls
+            .get(iid, |ids| async move { ec2::instance_states(&cx.aws, &ids).await })
+            .await?;
         let (state, ip) = match found {
             Some((s, ip)) => (Some(s), ip),
             None => (None, None),
@@ -187,71 +186,10 @@ pub(super) async fn wait_instance(
     .map_err(|e| wait_err(e, "ec2:DescribeInstances"))
 }
 
-/// The states of the instances being waited on, read for all of them at once: one
-/// DescribeInstances per round however many instances a run waits for (a swarm's managers and
-/// workers, lb-vms' web VMs).
-#[derive(Default)]
-pub(super) struct InstancePolls {
-    waiting: Mutex<BTreeSet<String>>,
-    last: tokio::sync::Mutex<Option<(Instant, States)>>,
-}
-
-/// State and private IP by instance id.
-type States = BTreeMap<String, (String, Option<String>)>;
-
-/// How old a read may be and still answer another waiter's poll: less than the shortest pause
-/// between two polls of one waiter (`Backoff`: 0.8 s), so no waiter is given the same read twice.
-const SHARED_READ: Duration = Duration::from_millis(500);
-
-impl InstancePolls {
-    /// `iid` is waited on until the guard is dropped.
-    fn waiting(&self, iid: &str) -> Waiting<'_> {
-        if let Ok(mut w) = self.waiting.lock() {
-            w.insert(iid.to_string());
-        }
-        Waiting {
-            polls: self,
-            iid: iid.to_string(),
-        }
-    }
-
-    /// `iid`'s state and private IP (`None`: not listed), from a read made for another waiter
-    /// in the last [`SHARED_READ`], or from a new read of every instance waited on.
-    async fn state(
-        &self,
-        aws: &Aws,
-        iid: &str,
-    ) -> Result<Option<(String, Option<String>)>, AwsError> {
-        let mut last = self.last.lock().await;
-        if let Some((at, states)) = last.as_ref() {
-            if at.elapsed() < SHARED_READ {
-                if let Some(s) = states.get(iid) {
-                    return Ok(Some(s.clone()));
-                }
-            }
-        }
-        let mut ids: BTreeSet<String> = self.waiting.lock().map(|w| w.clone()).unwrap_or_default();
-        ids.insert(iid.to_string());
-        let states = ec2::instance_states(aws, &ids).await?;
-        let answer = states.get(iid).cloned();
-        *last = Some((Instant::now(), states));
-        Ok(answer)
-    }
-}
-
-/// Removes its instance from those waited on when dropped.
-struct Waiting<'a> {
-    polls: &'a InstancePolls,
-    iid: String,
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut w) = self.polls.waiting.lock() {
-            w.remove(&self.iid);
-        }
-    }
-}
+/// The states of the instances being waited on (state and private IP by instance id), read for
+/// all of them at once: one DescribeInstances per round however many instances a run waits for
+/// (a swarm's managers and workers, lb-vms' web VMs).
+pub(super) type InstancePolls = super::polls::SharedPolls<(String, Option<String>)>;
 
 /// Stops the instance a data volume moves away from, before the detach: the database on
 /// it still has the volume mounted, and AWS leaves a volume detached from under a mounted

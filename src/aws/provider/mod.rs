@@ -26,6 +26,7 @@ mod key_pair;
 mod launch_template;
 mod load_balancing;
 mod parameter;
+mod polls;
 mod security_group;
 mod volume;
 
@@ -272,6 +273,8 @@ pub struct Applier {
     launch_nonce: String,
     /// The instances being waited on, polled together.
     instance_polls: Arc<instance::InstancePolls>,
+    /// The mount targets being waited on, polled together (by file system).
+    mount_target_polls: Arc<file_system::MountTargetPolls>,
     /// The resources the plan keeps or makes, as desired: a provider may look at the resources
     /// related to the one it makes (an address is tagged with the records written on it).
     desired: Arc<Mutex<Vec<Resource>>>,
@@ -302,6 +305,7 @@ impl Applier {
             image: stack.spec.instance.image.clone(),
             launch_nonce: instance::launch_nonce(),
             instance_polls: Arc::default(),
+            mount_target_polls: Arc::default(),
             desired: Arc::default(),
         }
     }
@@ -324,6 +328,7 @@ impl Applier {
             image: String::new(),
             launch_nonce: instance::launch_nonce(),
             instance_polls: Arc::default(),
+            mount_target_polls: Arc::default(),
             desired: Arc::default(),
         }
     }
