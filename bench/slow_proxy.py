@@ -17,6 +17,9 @@ returns, in each service's own error format, instead of forwarding them:
                        (repeatable)
   --calls FILE         append one JSON line per request answered, in the order the answers
                        were sent (see `Calls` below)
+  --hold SVC:OP:FILE   hold every request for operation OP of service SVC until FILE exists
+                       (a test keeps a run at one step for as long as it needs, with no
+                       timing; repeatable)
 
 A throttled (or violated) request never reaches the service, as with AWS, so a retry is not a
 duplicate. The service is read from the request's SigV4 credential scope.
@@ -33,6 +36,7 @@ means for calls made in parallel.
 
   slow_proxy.py LISTEN_PORT UPSTREAM_PORT DELAY_MS [--throttle 0.10] [--unavailable 0.05]
                 [--seed 1] [--stats FILE] [--violate ec2:DeleteSecurityGroup:3] [--calls FILE]
+                [--hold ec2:RunInstances:/tmp/go]
 """
 import argparse
 import http.client
@@ -56,6 +60,7 @@ parser.add_argument("--seed", type=int, default=1)
 parser.add_argument("--stats", default=None)
 parser.add_argument("--violate", action="append", default=[])
 parser.add_argument("--calls", default=None)
+parser.add_argument("--hold", action="append", default=[])
 args = parser.parse_args()
 
 rng = random.Random(args.seed)
@@ -67,6 +72,11 @@ violations = {}
 for spec in args.violate:
     op, _, count = spec.rpartition(":")
     violations[op] = int(count)
+# "ec2:RunInstances" -> the file whose existence lets its requests through
+holds = {}
+for spec in args.hold:
+    svc, op, path = spec.split(":", 2)
+    holds[f"{svc}:{op}"] = path
 clock = [0]  # the shared counter of `start` and `end`
 
 SCOPE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
@@ -315,6 +325,8 @@ class Proxy(BaseHTTPRequestHandler):
         m = SCOPE.search(self.headers.get("Authorization", ""))
         service = m.group(1) if m else "unknown"
         op, ids = describe(service, self.command, self.path, self.headers, body)
+        while op in holds and not os.path.exists(holds[op]):
+            time.sleep(0.05)
         call = {"op": op, "ids": ids, "created": [], "status": None, "error": None, "start": start}
         if violation(op):
             status, ctype, extra, text = dependency_violation(service, ids)

@@ -227,7 +227,8 @@ async fn a_holder_killed_with_sigkill_is_taken_over_once_its_lease_expires() {
 
 async fn interrupt_releases_the_lock(signal: &str, code: i32) {
     let emu = Emulator::start();
-    let proxy = AwsProxy::slow(&emu, 150);
+    // The run stays at its RunInstances until the signal: it is interrupted mid-way, always.
+    let proxy = AwsProxy::holding(&emu, 0, "ec2:RunInstances");
     let stack = format!("lk-{}", signal.to_ascii_lowercase());
     let file = StackFile::example(&stack, &[]);
     // The emulator loads its SSM backend on the first call (seconds): not while the holder runs.
@@ -432,31 +433,37 @@ async fn lock_param(emu: &Emulator, stack: &str) -> Option<(String, i64)> {
         })
 }
 
-/// Starts a slow `up` of a new stack (through a proxy adding `delay_ms` per call) with `env`,
-/// and waits until it holds the lock; returns it with the lock's value.
-async fn slow_holder(
+/// Starts an `up` of a new stack with `env` that stays at its `RunInstances` (held by a proxy)
+/// until [`finish_held`], and waits until it holds the lock; returns it with the lock's value
+/// and the proxy. How long it holds the lock is up to the test, not to timing.
+async fn held_holder(
     emu: &Emulator,
-    proxy: &AwsProxy,
     stack: &str,
     file: &StackFile,
     env: &[(&str, &str)],
-) -> (Child, String) {
+) -> (Child, String, AwsProxy) {
     // The emulator loads its SSM backend on the first call (seconds): not while the holder runs.
     assert_eq!(lock_value(emu, stack).await, None);
+    let proxy = AwsProxy::holding(emu, 0, "ec2:RunInstances");
     let mut c = up_cmd(emu, &proxy.url, file.path(), &[]);
     c.envs(env.iter().copied());
     let mut holder = spawn(c);
     let record = until_locked(emu, stack, &mut holder).await;
-    (holder, record)
+    (holder, record, proxy)
+}
+
+/// Lets a [`held_holder`] go on, and waits for it to end.
+fn finish_held(holder: Child, proxy: &AwsProxy) -> Run {
+    proxy.release();
+    finish(holder)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_lock_parameter_is_tagged_with_its_stack() {
     let emu = Emulator::start();
-    let proxy = AwsProxy::slow(&emu, 200);
     let stack = "lk-tagged";
     let file = StackFile::example(stack, &[]);
-    let (holder, _) = slow_holder(&emu, &proxy, stack, &file, &[]).await;
+    let (holder, _, proxy) = held_holder(&emu, stack, &file, &[]).await;
     let tags = emu
         .ssm()
         .await
@@ -476,7 +483,7 @@ async fn the_lock_parameter_is_tagged_with_its_stack() {
         Some(stack),
         "{tags:?}"
     );
-    let r = finish(holder);
+    let r = finish_held(holder, &proxy);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(lock_value(&emu, stack).await, None);
 }
@@ -484,10 +491,9 @@ async fn the_lock_parameter_is_tagged_with_its_stack() {
 #[tokio::test(flavor = "multi_thread")]
 async fn down_is_refused_while_an_up_holds_the_lock_and_deletes_nothing() {
     let emu = Emulator::start();
-    let proxy = AwsProxy::slow(&emu, 300);
     let stack = "lk-down";
     let file = StackFile::example(stack, &[]);
-    let (holder, _) = slow_holder(&emu, &proxy, stack, &file, &[]).await;
+    let (holder, _, proxy) = held_holder(&emu, stack, &file, &[]).await;
     let pid = holder.id().to_string();
     let mut c = emu.iac();
     c.arg("down").arg(file.path()).arg("--yes");
@@ -503,7 +509,7 @@ async fn down_is_refused_while_an_up_holds_the_lock_and_deletes_nothing() {
         refused.stderr
     );
     // The holder goes on undisturbed and everything it made is still there.
-    let r = finish(holder);
+    let r = finish_held(holder, &proxy);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_one_of_each_unlocked(&emu, stack).await;
 }
@@ -511,18 +517,11 @@ async fn down_is_refused_while_an_up_holds_the_lock_and_deletes_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_does_not_take_the_lock() {
     let emu = Emulator::start();
-    let proxy = AwsProxy::slow(&emu, 200);
     let stack = "lk-plan";
     let file = StackFile::example(stack, &[]);
     // A long lease: no renewal changes the record while `plan` runs.
-    let (holder, _) = slow_holder(
-        &emu,
-        &proxy,
-        stack,
-        &file,
-        &[("IAC_LOCK_LEASE_SECS", "600")],
-    )
-    .await;
+    let (holder, _, proxy) =
+        held_holder(&emu, stack, &file, &[("IAC_LOCK_LEASE_SECS", "600")]).await;
     let before = lock_param(&emu, stack).await.expect("the lock is held");
     let mut c = emu.iac();
     c.arg("plan").arg(file.path());
@@ -533,7 +532,7 @@ async fn plan_does_not_take_the_lock() {
         Some(before),
         "`plan` left the lock alone"
     );
-    let r = finish(holder);
+    let r = finish_held(holder, &proxy);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(lock_value(&emu, stack).await, None);
 }
@@ -541,12 +540,11 @@ async fn plan_does_not_take_the_lock() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_holder_running_longer_than_its_lease_renews_it_and_keeps_the_lock() {
     let emu = Emulator::start();
-    let proxy = AwsProxy::slow(&emu, 400);
     let stack = "lk-renew";
     let file = StackFile::example(stack, &[]);
     let lease = Duration::from_secs(3);
     let env = [("IAC_LOCK_LEASE_SECS", "3")];
-    let (mut holder, _) = slow_holder(&emu, &proxy, stack, &file, &env).await;
+    let (mut holder, _, proxy) = held_holder(&emu, stack, &file, &env).await;
     let locked_at = Instant::now();
     let (_, first) = lock_param(&emu, stack).await.expect("held");
     // Past the lease and its margin since the first write, with at least one renewal seen.
@@ -577,7 +575,7 @@ async fn a_holder_running_longer_than_its_lease_renews_it_and_keeps_the_lock() {
         "{}",
         refused.stderr
     );
-    let r = finish(holder);
+    let r = finish_held(holder, &proxy);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_one_of_each_unlocked(&emu, stack).await;
 }
@@ -585,11 +583,10 @@ async fn a_holder_running_longer_than_its_lease_renews_it_and_keeps_the_lock() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_holder_record_names_the_github_run() {
     let emu = Emulator::start();
-    let proxy = AwsProxy::slow(&emu, 200);
     let stack = "lk-ci";
     let file = StackFile::example(stack, &[]);
-    let (holder, record) =
-        slow_holder(&emu, &proxy, stack, &file, &[("GITHUB_RUN_ID", "4242")]).await;
+    let (holder, record, proxy) =
+        held_holder(&emu, stack, &file, &[("GITHUB_RUN_ID", "4242")]).await;
     assert!(record.contains("GITHUB_RUN_ID=4242"), "{record}");
     let mut c = up_cmd(&emu, &emu.url, file.path(), &[]);
     c.env_remove("GITHUB_RUN_ID");
@@ -600,7 +597,7 @@ async fn the_holder_record_names_the_github_run() {
         "{}",
         refused.stderr
     );
-    let r = finish(holder);
+    let r = finish_held(holder, &proxy);
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 

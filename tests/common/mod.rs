@@ -809,12 +809,27 @@ pub struct AwsProxy {
     pub url: String,
     stats: tempfile::NamedTempFile,
     calls: tempfile::NamedTempFile,
+    /// The directory of the file whose creation lets held requests through.
+    gate: tempfile::TempDir,
 }
 
 impl AwsProxy {
     /// Adds `delay_ms` to every request.
     pub fn slow(emu: &Emulator, delay_ms: u64) -> AwsProxy {
         AwsProxy::start(emu, &[delay_ms.to_string()])
+    }
+
+    /// Adds `delay_ms` to every request, and holds every request for `op` (`ec2:RunInstances`)
+    /// until [`AwsProxy::release`]: a run stays at that step for as long as a test needs.
+    pub fn holding(emu: &Emulator, delay_ms: u64, op: &str) -> AwsProxy {
+        let gate = tempfile::tempdir().expect("gate dir");
+        let hold = format!("--hold={op}:{}", gate.path().join("go").display());
+        AwsProxy::start_with(emu, &[delay_ms.to_string(), hold], gate)
+    }
+
+    /// Lets the held requests through, and those to come.
+    pub fn release(&self) {
+        std::fs::write(self.gate.path().join("go"), b"").expect("open the gate");
     }
 
     /// Forwards every request at once, logging each (see [`AwsProxy::calls`]).
@@ -844,6 +859,10 @@ impl AwsProxy {
     }
 
     fn start(emu: &Emulator, args: &[String]) -> AwsProxy {
+        AwsProxy::start_with(emu, args, tempfile::tempdir().expect("gate dir"))
+    }
+
+    fn start_with(emu: &Emulator, args: &[String], gate: tempfile::TempDir) -> AwsProxy {
         let python = moto_server().with_file_name("python");
         let port = free_port();
         let stats = tempfile::NamedTempFile::new().expect("stats file");
@@ -868,6 +887,7 @@ impl AwsProxy {
             url: format!("http://127.0.0.1:{port}"),
             stats,
             calls,
+            gate,
         }
     }
 
