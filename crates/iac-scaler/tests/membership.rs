@@ -20,7 +20,14 @@ use tonic::{Code, Streaming};
 /// A monitor whose fleet runs `i-a` and `i-b`, and a client with the token.
 async fn monitor(hb: Duration) -> (Arc<Shared>, Client, String) {
     let fleet = Arc::new(Listed(vec!["i-a".into(), "i-b".into()]));
-    monitor_of(policy(hb), fleet).await
+    let (shared, c, url) = monitor_of(policy(hb), fleet).await;
+    // The control loop's first pass adopts the fleet's instances: a test starts from the table
+    // that pass leaves, not from the empty one before it.
+    wait_for("the fleet's two instances in the table", || {
+        shared.members().len() == 2
+    })
+    .await;
+    (shared, c, url)
 }
 
 /// A monitor with this policy and fleet, and a client with the token.
