@@ -272,32 +272,18 @@ pub async fn mount_target_states(
     aws: &Aws,
     fs: &str,
 ) -> Result<BTreeMap<String, String>, AwsError> {
-    let mut states = BTreeMap::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let Some(out) = aws
-            .efs
-            .describe_mount_targets()
-            .file_system_id(fs)
-            .set_marker(marker.take())
-            .send()
-            .await
-            .map_err(err("efs:DescribeMountTargets"))
-            .ignore_not_found()?
-        else {
-            return Ok(states);
-        };
-        for m in out.mount_targets() {
-            states.insert(
+    Ok(mount_targets(aws, fs)
+        .await
+        .ignore_not_found()?
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            (
                 m.mount_target_id().to_string(),
                 m.life_cycle_state().as_str().to_string(),
-            );
-        }
-        match out.next_marker() {
-            Some(next) if !next.is_empty() => marker = Some(next.to_string()),
-            _ => return Ok(states),
-        }
-    }
+            )
+        })
+        .collect())
 }
 
 pub async fn delete_mount_target(aws: &Aws, id: &str) -> Result<(), AwsError> {

@@ -262,9 +262,6 @@ pub struct Applier {
     pub skip_final_snapshot: bool,
     /// Launch templates that get a new version in this run (their groups refresh).
     lt_updated: Arc<Mutex<std::collections::BTreeSet<ResourceId>>>,
-    /// The kind of each resource the plan keeps or makes, by logical id: a [`Notify`] for an
-    /// Auto Scaling group goes to the group's instances.
-    kinds: Arc<Mutex<BTreeMap<ResourceId, Kind>>>,
     /// The stack's `instance.image` (alias or AMI id), tagged beside the image id it resolved
     /// to on what is launched from it, so the next run can keep that image (`pin_image`).
     image: String,
@@ -275,9 +272,10 @@ pub struct Applier {
     instance_polls: Arc<instance::InstancePolls>,
     /// The mount targets being waited on, polled together (by file system).
     mount_target_polls: Arc<file_system::MountTargetPolls>,
-    /// The resources the plan keeps or makes, as desired: a provider may look at the resources
-    /// related to the one it makes (an address is tagged with the records written on it).
-    desired: Arc<Mutex<Vec<Resource>>>,
+    /// The resources the plan keeps or makes, as desired, by logical id: a provider may look at
+    /// the resources related to the one it makes (an address is tagged with the records written
+    /// on it; a [`Notify`] for an Auto Scaling group goes to the group's instances).
+    desired: Arc<Mutex<BTreeMap<ResourceId, Resource>>>,
 }
 
 fn wait_err(e: WaitError<AwsError>, op: &str) -> AwsError {
@@ -301,7 +299,6 @@ impl Applier {
             drain: None,
             skip_final_snapshot: false,
             lt_updated: Arc::default(),
-            kinds: Arc::default(),
             image: stack.spec.instance.image.clone(),
             launch_nonce: instance::launch_nonce(),
             instance_polls: Arc::default(),
@@ -324,7 +321,6 @@ impl Applier {
             drain: None,
             skip_final_snapshot: false,
             lt_updated: Arc::default(),
-            kinds: Arc::default(),
             image: String::new(),
             launch_nonce: instance::launch_nonce(),
             instance_polls: Arc::default(),
@@ -376,7 +372,15 @@ impl Applier {
 
     /// The resources the plan keeps or makes (see [`Applier::nodes`]).
     fn desired(&self) -> Vec<Resource> {
-        self.desired.lock().map(|d| d.clone()).unwrap_or_default()
+        self.desired
+            .lock()
+            .map(|d| d.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The kind of a resource the plan keeps or makes.
+    fn desired_kind(&self, id: &ResourceId) -> Option<Kind> {
+        self.desired.lock().ok()?.get(id).map(Resource::kind)
     }
 
     fn tags_for(&self, id: &ResourceId, kind: Kind) -> BTreeMap<String, String> {
@@ -419,16 +423,13 @@ impl Applier {
                     .map(|c| c.id.clone()),
             );
         }
-        if let Ok(mut kinds) = self.kinds.lock() {
-            kinds.extend(
+        if let Ok(mut desired) = self.desired.lock() {
+            desired.extend(
                 plan.changes
                     .iter()
-                    .filter(|c| c.desired.is_some())
-                    .map(|c| (c.id.clone(), c.kind)),
+                    .filter_map(|c| c.desired.clone())
+                    .map(|r| (r.id.clone(), r)),
             );
-        }
-        if let Ok(mut desired) = self.desired.lock() {
-            desired.extend(plan.changes.iter().filter_map(|c| c.desired.clone()));
         }
         if let Ok(mut pre) = self.preexisting.lock() {
             pre.extend(

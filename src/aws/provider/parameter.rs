@@ -163,7 +163,7 @@ async fn notify_all(
 /// Auto Scaling group has in service now (it may have replaced one since discovery).
 async fn command_targets(cx: &Applier, target: &ResourceId) -> Result<Vec<String>, AwsError> {
     let known = cx.need(target, "ssm:SendCommand")?;
-    let kind = cx.kinds.lock().ok().and_then(|k| k.get(target).copied());
+    let kind = cx.desired_kind(target);
     if kind == Some(Kind::AutoScalingGroup) {
         autoscaling::in_service_instances(&cx.aws, &known.physical_id).await
     } else {
