@@ -2,7 +2,8 @@
 //! call, a holder killed with SIGKILL, Ctrl-C and SIGTERM, `status` and `unlock`; exact stack
 //! names for `--stack`; a protected stack and `down --delete-data` (alb-asg and lb-vms); the lock
 //! parameter's tags; `down` and `plan` while an `up` holds the lock; lease renewal by a holder
-//! outliving its lease; the CI run id in the holder record.
+//! outliving its lease; the CI run id in the holder record; no look-up warning from a run the
+//! lock refuses.
 
 mod common;
 
@@ -512,6 +513,31 @@ async fn down_is_refused_while_an_up_holds_the_lock_and_deletes_nothing() {
     let r = finish_held(holder, &proxy);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_one_of_each_unlocked(&emu, stack).await;
+}
+
+/// A run the lock refuses says only that: what its look-ups found (here a secret not created
+/// yet) is held back until the lock is held, and then shown (by the holder).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_refused_by_the_lock_shows_no_look_up_warning() {
+    let emu = Emulator::start();
+    let stack = "lk-quiet";
+    let missing = "/lk-quiet/not-created";
+    let file = StackFile::example(stack, &[("/bookstore/secret-key", missing)]);
+    let (holder, _, proxy) = held_holder(&emu, stack, &file, &[]).await;
+    let refused = run(up_cmd(&emu, &emu.url, file.path(), &[]));
+    assert_eq!(refused.code, LOCK_LOST, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("stack `{stack}` is locked by another run")),
+        "{}",
+        refused.stderr
+    );
+    let warning = format!("SSM parameter {missing} does not exist yet");
+    assert!(!refused.stderr.contains(&warning), "{}", refused.stderr);
+    let r = finish_held(holder, &proxy);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stderr.matches(&warning).count(), 1, "{}", r.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -61,9 +61,19 @@ impl Reporter for Silent {
     fn event(&self, _event: &Event) {}
 }
 
-/// Keeps every event (tests).
+/// Keeps every event (tests; events held back until they may be shown).
 #[derive(Default)]
 pub struct Recorder(pub std::sync::Mutex<Vec<Event>>);
+
+impl Recorder {
+    /// The events kept so far, oldest first; the recorder is left empty.
+    pub fn take(&self) -> Vec<Event> {
+        self.0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+}
 
 impl Reporter for Recorder {
     fn event(&self, event: &Event) {

@@ -4,5 +4,5 @@ pub mod events;
 pub mod executor;
 pub mod wait;
 
-pub use events::{Event, Reporter};
+pub use events::{Event, Recorder, Reporter};
 pub use executor::{run, Node, Outcome, Task};

@@ -8,7 +8,7 @@ use super::output::{Format, Printer};
 use super::stack_args::StackArgs;
 use super::table::Table;
 use super::{Exit, Global};
-use crate::apply::Reporter;
+use crate::apply::{Recorder, Reporter};
 use crate::aws::provider;
 use crate::aws::Aws;
 use crate::cost;
@@ -41,14 +41,22 @@ pub async fn compute(
 
 /// The account look-ups a plan needs (VPC, subnets, image, key pair, zone, secrets), started
 /// ahead: they read nothing of the stack, so `up` runs them while it takes the stack lock.
-/// Dropped before they finish (the lock is held elsewhere, Ctrl-C), they stop.
-pub struct LookUps(tokio::task::JoinHandle<anyhow::Result<plan::Inputs>>);
+/// Dropped before they finish (the lock is held elsewhere, Ctrl-C), they stop. What they report
+/// (a missing secret, an emulator's stand-in image) is held back until [`LookUps::finish`], so a
+/// run refused by the lock says only that.
+pub struct LookUps {
+    task: tokio::task::JoinHandle<anyhow::Result<plan::Inputs>>,
+    held: Arc<Recorder>,
+    reporter: Arc<dyn Reporter>,
+}
 
 impl LookUps {
     pub fn start(aws: &Aws, stack: &Stack, reporter: Arc<dyn Reporter>) -> LookUps {
         let (aws, stack) = (aws.clone(), stack.clone());
-        LookUps(tokio::spawn(async move {
-            provider::resolve_inputs(&aws, &stack, reporter.as_ref())
+        let held = Arc::new(Recorder::default());
+        let events = held.clone();
+        let task = tokio::spawn(async move {
+            provider::resolve_inputs(&aws, &stack, events.as_ref())
                 .await
                 .with_context(|| {
                     format!(
@@ -56,19 +64,26 @@ impl LookUps {
                         stack.name()
                     )
                 })
-        }))
+        });
+        LookUps {
+            task,
+            held,
+            reporter,
+        }
     }
 
     async fn finish(&mut self) -> anyhow::Result<plan::Inputs> {
-        (&mut self.0)
-            .await
-            .context("the account look-ups stopped")?
+        let inputs = (&mut self.task).await;
+        for event in self.held.take() {
+            self.reporter.event(&event);
+        }
+        inputs.context("the account look-ups stopped")?
     }
 }
 
 impl Drop for LookUps {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
