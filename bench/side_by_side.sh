@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
-# bench/side_by_side.sh [-m ready|plain] [-n ROUNDS] [-s "STACK_FILE..."] [-c OPERATION] IAC_BIN...
+# bench/side_by_side.sh [-m ready|plain] [-n ROUNDS] [-s "STACK_FILE..."] [-c OPERATION] [-a] IAC_BIN...
 # Two (or more) builds of iac side by side in one run: each round, each binary's first `up
 # --no-wait` of each stack (a new stack each time), through bench/aws_delay_proxy.py (40 ms per
 # call; in ready mode an instance looks `pending` for its first 3 s), then its `down`. Prints
 # per up: the calls of one operation (-c, default ec2:DescribeInstances), all calls and the wall
-# time. Defaults: ready, 3 rounds, the lb-vms and swarm examples. Needs the emulator venv (scripts/emulator.sh install).
+# time. Defaults: ready, 3 rounds, the lb-vms and swarm examples. -a measures a second `up` of
+# the same file instead (nothing to change: a no-op). Needs the emulator venv (scripts/emulator.sh install).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-mode=ready; rounds=3; stacks="stacks/bookstore-lb-vms.yaml stacks/bookstore-swarm.yaml"; op=ec2:DescribeInstances
-while getopts "m:n:s:c:" o; do
+mode=ready; rounds=3; stacks="stacks/bookstore-lb-vms.yaml stacks/bookstore-swarm.yaml"; op=ec2:DescribeInstances; again=""
+while getopts "m:n:s:c:a" o; do
   case $o in
-    m) mode=$OPTARG ;; n) rounds=$OPTARG ;; s) stacks=$OPTARG ;; c) op=$OPTARG ;;
+    m) mode=$OPTARG ;; n) rounds=$OPTARG ;; s) stacks=$OPTARG ;; c) op=$OPTARG ;; a) again=1 ;;
     *) exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
-[ $# -gt 0 ] || { echo "usage: bench/side_by_side.sh [-m ready|plain] [-n ROUNDS] [-s \"STACK_FILE...\"] [-c OPERATION] IAC_BIN..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: bench/side_by_side.sh [-m ready|plain] [-n ROUNDS] [-s \"STACK_FILE...\"] [-c OPERATION] [-a] IAC_BIN..." >&2; exit 2; }
 py="$root/.venv/bin/python"
 cd "$root"
 free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -38,6 +39,9 @@ for bin in "$@"; do
   for st in $stacks; do
     n=$((n+1)); name="m$n"
     sed -E "s/^name: .*/name: $name/" "$st" > "$tmp/$name.yaml"
+    if [ -n "$again" ]; then
+      "$bin" --endpoint-url "$px" up "$tmp/$name.yaml" --yes --no-wait >"$tmp/$name.first.log" 2>&1 || { tail "$tmp/$name.first.log"; exit 1; }
+    fi
     control reset POST >/dev/null
     t0=$(date +%s%N)
     "$bin" --endpoint-url "$px" up "$tmp/$name.yaml" --yes --no-wait >"$tmp/$name.log" 2>&1 || { tail "$tmp/$name.log"; exit 1; }

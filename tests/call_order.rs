@@ -5,7 +5,8 @@
 //! listener, a cluster before its instance, the parameters an instance reads at boot before the
 //! instance), and `down` in reverse. single-vm's replacement moves the address and the data
 //! volume before the old VM goes. `down` rides out `DependencyViolation` on a security group
-//! and, past `--dependency-timeout`, fails naming the group.
+//! and, past `--dependency-timeout`, fails naming the group. A second `up` of each tier's
+//! example changes nothing but the lock and sends no read twice (one per kind).
 
 mod common;
 
@@ -483,4 +484,85 @@ async fn down_fails_naming_the_group_still_in_use_at_the_dependency_timeout() {
     // It kept asking until the deadline, then stopped: a few attempts, none after the failure.
     let attempts = proxy.calls().of(DEL_SG, &sg).len();
     assert!((2..=10).contains(&attempts), "{attempts} attempts");
+}
+
+/// A second `up` of the unchanged example `example`: it changes nothing but the stack lock (its
+/// own put and delete), and reads each kind once. No operation is sent twice, except two that
+/// serve distinct kinds: `ssm:GetParameter` (the image alias's public parameter, then the lock
+/// read again before it is released, so a lock taken over is never deleted) and
+/// `elasticloadbalancing:DescribeTags` (load balancers and target groups, then their
+/// listeners).
+fn no_op_up_reads_each_kind_once(example: &str, stack: &str) {
+    let (emu, proxy, file, first) = up_logged(example, stack);
+    let again = iac_up(&emu, &proxy.url, file.path());
+    assert_eq!(
+        again.record("summary")["mutating_calls"],
+        serde_json::json!({})
+    );
+    let calls = proxy.calls().since(first.0.len());
+    let lock = param(stack, "lock");
+    let writes: Vec<(&str, bool)> = calls
+        .0
+        .iter()
+        .filter(|c| !c.is_read())
+        .map(|c| (c.op.as_str(), c.names(&lock)))
+        .collect();
+    assert_eq!(
+        writes,
+        [(PUT, true), (DELETE_PARAM, true)],
+        "{}",
+        calls.changes()
+    );
+    let mut sent = std::collections::BTreeMap::<&str, Vec<&Call>>::new();
+    for c in &calls.0 {
+        sent.entry(c.op.as_str()).or_default().push(c);
+    }
+    let all: Vec<String> = calls
+        .0
+        .iter()
+        .map(|c| format!("{} {:?}", c.op, c.ids))
+        .collect();
+    for (op, sent) in &sent {
+        let allowed = match *op {
+            "ssm:GetParameter" => 2,
+            "elasticloadbalancing:DescribeTags" => 2,
+            _ => 1,
+        };
+        assert!(
+            sent.len() <= allowed,
+            "{op} sent {} times:\n{all:#?}",
+            sent.len()
+        );
+    }
+    // The two parameter reads are of two parameters; the last is the lock's, before its delete.
+    let gets = calls.of("ssm:GetParameter", "");
+    if gets.len() == 2 {
+        assert_ne!(gets[0].ids, gets[1].ids, "{all:#?}");
+    }
+    calls.assert_before(("ssm:GetParameter", &lock), (DELETE_PARAM, &lock));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn single_vm_no_op_up_reads_each_kind_once() {
+    no_op_up_reads_each_kind_once("stacks/bookstore-vm.yaml", "noop-vm");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lb_vms_no_op_up_reads_each_kind_once() {
+    no_op_up_reads_each_kind_once("stacks/bookstore-lb-vms.yaml", "noop-lbvms");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn swarm_no_op_up_reads_each_kind_once() {
+    no_op_up_reads_each_kind_once("stacks/bookstore-swarm.yaml", "noop-swarm");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alb_asg_no_op_up_reads_each_kind_once() {
+    no_op_up_reads_each_kind_once("stacks/bookstore-asg.yaml", "noop-asg");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn custom_scaler_no_op_up_reads_each_kind_once() {
+    no_op_up_reads_each_kind_once("stacks/custom-scaler.yaml", "noop-scaler");
 }

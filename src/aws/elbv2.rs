@@ -10,6 +10,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
     LoadBalancerTypeEnum, Matcher, ProtocolEnum, RedirectActionConfig,
     RedirectActionStatusCodeEnum, Tag, TargetGroupAttribute, TargetTypeEnum,
 };
+use futures_util::future::try_join_all;
 
 use super::error::{sdk as err, AwsError, ErrorClass, IgnoreNotFound};
 use super::tags;
@@ -147,28 +148,35 @@ fn observed_action_key(actions: &[Action]) -> String {
 
 /// Target groups, load balancers and listeners tagged `iac:stack=<stack>`.
 ///
-/// Listeners are listed for each of the stack's load balancers; their logical id comes from
-/// their `iac:id` tag, falling back to `listener-<port>` for an untagged one.
+/// Load balancers and target groups are listed at the same time, and their tags read together;
+/// then the stack's target groups' attributes and its load balancers' listeners are all asked at
+/// once. Listeners' logical id comes from their `iac:id` tag, falling back to
+/// `listener-<port>` for an untagged one.
 pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError> {
-    let lbs: Vec<_> = aws
-        .elbv2
-        .describe_load_balancers()
-        .into_paginator()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(err("elasticloadbalancing:DescribeLoadBalancers"))?
+    let lbs = async {
+        aws.elbv2
+            .describe_load_balancers()
+            .into_paginator()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(err("elasticloadbalancing:DescribeLoadBalancers"))
+    };
+    let tgs = async {
+        aws.elbv2
+            .describe_target_groups()
+            .into_paginator()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(err("elasticloadbalancing:DescribeTargetGroups"))
+    };
+    let (lbs, tgs) = tokio::try_join!(lbs, tgs)?;
+    let lbs: Vec<_> = lbs
         .into_iter()
         .flat_map(|p| p.load_balancers.unwrap_or_default())
         .collect();
-    let tgs: Vec<_> = aws
-        .elbv2
-        .describe_target_groups()
-        .into_paginator()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(err("elasticloadbalancing:DescribeTargetGroups"))?
+    let tgs: Vec<_> = tgs
         .into_iter()
         .flat_map(|p| p.target_groups.unwrap_or_default())
         .collect();
@@ -181,55 +189,29 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
         )
         .collect();
     let mut all_tags = tags_of(aws, &arns).await?;
-    let mut out = Vec::new();
-
-    for tg in &tgs {
-        let Some(arn) = tg.target_group_arn() else {
-            continue;
-        };
+    let mut ours = |arn: Option<&str>| {
+        let arn = arn?;
         let t = all_tags.remove(arn).unwrap_or_default();
-        if !in_stack(&t, stack) {
-            continue;
-        }
-        let deregistration_delay_s = match deregistration_delay(aws, arn).await {
-            Ok(d) => d,
-            // Deleted since it was listed.
-            Err(e) if e.is(ErrorClass::NotFound) => continue,
-            Err(e) => return Err(e),
-        };
-        let details = Details::TargetGroup {
-            port: tg.port().unwrap_or(0) as u16,
-            health_path: tg.health_check_path().unwrap_or_default().to_string(),
-            healthy_threshold: tg.healthy_threshold_count().unwrap_or(0),
-            unhealthy_threshold: tg.unhealthy_threshold_count().unwrap_or(0),
-            interval_s: tg.health_check_interval_seconds().unwrap_or(0),
-            timeout_s: tg.health_check_timeout_seconds().unwrap_or(0),
-            matcher: tg
-                .matcher()
-                .and_then(|m| m.http_code())
-                .unwrap_or_default()
-                .to_string(),
-            deregistration_delay_s,
-        };
-        out.extend(observed(
-            t,
-            Kind::TargetGroup,
-            arn.to_string(),
-            "available".to_string(),
-            details,
-        ));
-    }
-
-    let mut stack_lbs = Vec::new();
-    for lb in &lbs {
-        let Some(arn) = lb.load_balancer_arn() else {
-            continue;
-        };
-        let t = all_tags.remove(arn).unwrap_or_default();
-        if !in_stack(&t, stack) {
-            continue;
-        }
-        stack_lbs.push(arn.to_string());
+        in_stack(&t, stack).then(|| (arn.to_string(), t))
+    };
+    let stack_tgs: Vec<_> = tgs
+        .iter()
+        .filter_map(|tg| Some((tg, ours(tg.target_group_arn())?)))
+        .collect();
+    let stack_lbs: Vec<_> = lbs
+        .iter()
+        .filter_map(|lb| Some((lb, ours(lb.load_balancer_arn())?)))
+        .collect();
+    let (target_groups, listeners) = tokio::try_join!(
+        try_join_all(
+            stack_tgs
+                .into_iter()
+                .map(|(tg, (arn, t))| target_group(aws, tg, arn, t))
+        ),
+        try_join_all(stack_lbs.iter().map(|(_, (arn, _))| listeners_of(aws, arn))),
+    )?;
+    let mut out: Vec<Observed> = target_groups.into_iter().flatten().collect();
+    for (lb, (arn, t)) in stack_lbs {
         let details = Details::LoadBalancer {
             dns_name: lb.dns_name().unwrap_or_default().to_string(),
             scheme: lb
@@ -248,56 +230,88 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
             .and_then(|s| s.code())
             .map(|c| c.as_str().to_string())
             .unwrap_or_default();
-        out.extend(observed(
-            t,
-            Kind::LoadBalancer,
-            arn.to_string(),
-            state,
-            details,
-        ));
+        out.extend(observed(t, Kind::LoadBalancer, arn, state, details));
     }
+    out.extend(listeners.into_iter().flatten());
+    Ok(out)
+}
 
-    for lb_arn in &stack_lbs {
-        let pages = aws
-            .elbv2
-            .describe_listeners()
-            .load_balancer_arn(lb_arn)
-            .into_paginator()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(err("elasticloadbalancing:DescribeListeners"));
-        let listeners: Vec<_> = match pages {
-            Ok(pages) => pages
-                .into_iter()
-                .flat_map(|p| p.listeners.unwrap_or_default())
-                .collect(),
-            // The load balancer was deleted since it was listed: so were its listeners.
-            Err(e) if e.is(ErrorClass::NotFound) => continue,
-            Err(e) => return Err(e),
-        };
-        let arns: Vec<String> = listeners
-            .iter()
-            .filter_map(|l| l.listener_arn().map(str::to_string))
-            .collect();
-        let mut listener_tags = tags_of(aws, &arns).await?;
-        for l in &listeners {
-            let Some(arn) = l.listener_arn() else {
-                continue;
-            };
+/// One of the stack's target groups, with its deregistration delay; `None` when it was deleted
+/// since it was listed.
+async fn target_group(
+    aws: &Aws,
+    tg: &aws_sdk_elasticloadbalancingv2::types::TargetGroup,
+    arn: String,
+    t: BTreeMap<String, String>,
+) -> Result<Option<Observed>, AwsError> {
+    let Some(deregistration_delay_s) = deregistration_delay(aws, &arn).await.ignore_not_found()?
+    else {
+        return Ok(None);
+    };
+    let details = Details::TargetGroup {
+        port: tg.port().unwrap_or(0) as u16,
+        health_path: tg.health_check_path().unwrap_or_default().to_string(),
+        healthy_threshold: tg.healthy_threshold_count().unwrap_or(0),
+        unhealthy_threshold: tg.unhealthy_threshold_count().unwrap_or(0),
+        interval_s: tg.health_check_interval_seconds().unwrap_or(0),
+        timeout_s: tg.health_check_timeout_seconds().unwrap_or(0),
+        matcher: tg
+            .matcher()
+            .and_then(|m| m.http_code())
+            .unwrap_or_default()
+            .to_string(),
+        deregistration_delay_s,
+    };
+    Ok(observed(
+        t,
+        Kind::TargetGroup,
+        arn,
+        "available".to_string(),
+        details,
+    ))
+}
+
+/// The listeners of one of the stack's load balancers; none when it was deleted since it was
+/// listed (so were its listeners).
+async fn listeners_of(aws: &Aws, lb_arn: &str) -> Result<Vec<Observed>, AwsError> {
+    let pages = aws
+        .elbv2
+        .describe_listeners()
+        .load_balancer_arn(lb_arn)
+        .into_paginator()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(err("elasticloadbalancing:DescribeListeners"));
+    let Some(pages) = pages.ignore_not_found()? else {
+        return Ok(Vec::new());
+    };
+    let listeners: Vec<_> = pages
+        .into_iter()
+        .flat_map(|p| p.listeners.unwrap_or_default())
+        .collect();
+    let arns: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| l.listener_arn().map(str::to_string))
+        .collect();
+    let mut listener_tags = tags_of(aws, &arns).await?;
+    Ok(listeners
+        .iter()
+        .filter_map(|l| {
+            let arn = l.listener_arn()?;
             let port = l.port().unwrap_or(0) as u16;
             let t = listener_tags.remove(arn).unwrap_or_default();
             let id = t
                 .get(tags::ID)
                 .cloned()
                 .unwrap_or_else(|| format!("listener-{port}"));
-            out.push(Observed {
+            Some(Observed {
                 id: ResourceId::new(id),
                 kind: Kind::Listener,
                 physical_id: arn.to_string(),
                 state: "available".to_string(),
                 details: Details::Listener {
-                    load_balancer_arn: lb_arn.clone(),
+                    load_balancer_arn: lb_arn.to_string(),
                     port,
                     action: observed_action_key(l.default_actions()),
                     certificate_arn: l
@@ -307,10 +321,9 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
                         .map(str::to_string),
                 },
                 tags: t,
-            });
-        }
-    }
-    Ok(out)
+            })
+        })
+        .collect())
 }
 
 /// The deregistration delay of a target group, in seconds.

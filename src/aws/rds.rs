@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_rds::types::Tag;
+use futures_util::{stream, StreamExt, TryStreamExt};
 
 use super::error::{sdk as err, AwsError, ErrorClass, IgnoreNotFound};
 use super::tags;
@@ -71,50 +72,28 @@ async fn list_tags(aws: &Aws, arn: &str) -> Result<BTreeMap<String, String>, Aws
 /// each subnet group costs one ListTagsForResource. Clusters and instances being deleted are
 /// not listed.
 pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError> {
-    let mut found = Vec::new();
+    // The three listings at the same time.
+    let clusters = async {
+        aws.rds
+            .describe_db_clusters()
+            .into_paginator()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(err("rds:DescribeDBClusters"))
+    };
+    let instances = async {
+        aws.rds
+            .describe_db_instances()
+            .into_paginator()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(err("rds:DescribeDBInstances"))
+    };
+    let (mut found, clusters, instances) =
+        tokio::try_join!(subnet_groups(aws, stack), clusters, instances)?;
 
-    let groups = aws
-        .rds
-        .describe_db_subnet_groups()
-        .into_paginator()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(err("rds:DescribeDBSubnetGroups"))?;
-    for g in groups.iter().flat_map(|p| p.db_subnet_groups()) {
-        let (Some(name), Some(arn)) = (g.db_subnet_group_name(), g.db_subnet_group_arn()) else {
-            continue;
-        };
-        let t = match list_tags(aws, arn).await {
-            Ok(t) => t,
-            // Deleted between the two calls.
-            Err(e) if e.is(ErrorClass::NotFound) => continue,
-            Err(e) => return Err(e),
-        };
-        let mut subnet_ids: Vec<String> = g
-            .subnets()
-            .iter()
-            .filter_map(|s| s.subnet_identifier().map(str::to_string))
-            .collect();
-        subnet_ids.sort();
-        found.extend(observed(
-            stack,
-            t,
-            Kind::DbSubnetGroup,
-            name.to_string(),
-            g.subnet_group_status().unwrap_or("Complete").to_string(),
-            Details::DbSubnetGroup { subnet_ids },
-        ));
-    }
-
-    let clusters = aws
-        .rds
-        .describe_db_clusters()
-        .into_paginator()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(err("rds:DescribeDBClusters"))?;
     for c in clusters.iter().flat_map(|p| p.db_clusters()) {
         let Some(id) = c.db_cluster_identifier() else {
             continue;
@@ -144,14 +123,6 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
         ));
     }
 
-    let instances = aws
-        .rds
-        .describe_db_instances()
-        .into_paginator()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(err("rds:DescribeDBInstances"))?;
     for i in instances.iter().flat_map(|p| p.db_instances()) {
         let Some(id) = i.db_instance_identifier() else {
             continue;
@@ -174,6 +145,58 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
         ));
     }
     Ok(found)
+}
+
+/// The stack's DB subnet groups. Their listing has no tags: those of every group are asked
+/// together.
+async fn subnet_groups(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError> {
+    let pages = aws
+        .rds
+        .describe_db_subnet_groups()
+        .into_paginator()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(err("rds:DescribeDBSubnetGroups"))?;
+    let groups: Vec<_> = pages
+        .iter()
+        .flat_map(|p| p.db_subnet_groups())
+        .filter_map(|g| Some((g, g.db_subnet_group_name()?, g.db_subnet_group_arn()?)))
+        .collect();
+    // At most 8 at a time: the account may hold many groups that are not the stack's.
+    let arns: Vec<String> = groups.iter().map(|(_, _, arn)| arn.to_string()).collect();
+    let tagged: Vec<_> = stream::iter(arns.into_iter().map(|arn| tags_unless_gone(aws, arn)))
+        .buffered(8)
+        .try_collect()
+        .await?;
+    Ok(groups
+        .into_iter()
+        .zip(tagged)
+        .filter_map(|((g, name, _), t)| {
+            let mut subnet_ids: Vec<String> = g
+                .subnets()
+                .iter()
+                .filter_map(|s| s.subnet_identifier().map(str::to_string))
+                .collect();
+            subnet_ids.sort();
+            observed(
+                stack,
+                t?,
+                Kind::DbSubnetGroup,
+                name.to_string(),
+                g.subnet_group_status().unwrap_or("Complete").to_string(),
+                Details::DbSubnetGroup { subnet_ids },
+            )
+        })
+        .collect())
+}
+
+/// The tags of a resource; `None` when it was deleted since it was listed.
+async fn tags_unless_gone(
+    aws: &Aws,
+    arn: String,
+) -> Result<Option<BTreeMap<String, String>>, AwsError> {
+    list_tags(aws, &arn).await.ignore_not_found()
 }
 
 /// Creates a DB subnet group, tagged at creation. Returns its name as RDS stores it.

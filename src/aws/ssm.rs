@@ -1,6 +1,6 @@
 //! SSM: image aliases, secret references, the stack's own parameters and Run Command.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ssm::types::{ParameterType, Tag};
 
@@ -46,29 +46,43 @@ async fn get(aws: &Aws, name: &str, decrypt: bool) -> Result<Option<String>, Aws
     }
 }
 
-/// Whether a parameter exists, without reading its value.
-pub async fn exists(aws: &Aws, name: &str) -> Result<bool, AwsError> {
-    let out = aws
-        .ssm
-        .describe_parameters()
-        .parameter_filters(
-            aws_sdk_ssm::types::ParameterStringFilter::builder()
-                .key("Name")
-                .option("Equals")
-                .values(name)
-                .build()
-                .map_err(|e| {
-                    AwsError::state(
-                        "ssm:DescribeParameters",
-                        ErrorClass::InvalidInput,
-                        e.to_string(),
-                    )
-                })?,
-        )
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("ssm:DescribeParameters", e))?;
-    Ok(!out.parameters().is_empty())
+/// Which of `names` exist, without reading their values: one `DescribeParameters` per 50 names
+/// (the most a filter takes), its pages followed. A name matches with or without its leading
+/// `/`.
+pub async fn existing(aws: &Aws, names: &[&str]) -> Result<BTreeSet<String>, AwsError> {
+    const OP: &str = "ssm:DescribeParameters";
+    let bare = |n: &str| n.trim_start_matches('/').to_string();
+    let mut found = BTreeSet::new();
+    for chunk in names.chunks(50) {
+        let filter = aws_sdk_ssm::types::ParameterStringFilter::builder()
+            .key("Name")
+            .option("Equals")
+            .set_values(Some(chunk.iter().map(|n| n.to_string()).collect()))
+            .build()
+            .map_err(|e| AwsError::state(OP, ErrorClass::InvalidInput, e.to_string()))?;
+        let pages = aws
+            .ssm
+            .describe_parameters()
+            .parameter_filters(filter)
+            .max_results(50)
+            .into_paginator()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| AwsError::from_sdk(OP, e))?;
+        found.extend(
+            pages
+                .iter()
+                .flat_map(|p| p.parameters())
+                .filter_map(|p| p.name())
+                .map(bare),
+        );
+    }
+    Ok(names
+        .iter()
+        .filter(|n| found.contains(&bare(n)))
+        .map(|n| n.to_string())
+        .collect())
 }
 
 /// The stack's parameters (everything under its path, including ones instances wrote, such as

@@ -939,6 +939,14 @@ impl Call {
     pub fn names(&self, id: &str) -> bool {
         id.is_empty() || self.ids.iter().chain(&self.created).any(|i| i == id)
     }
+
+    /// Whether it is a read (Describe, List, Get).
+    pub fn is_read(&self) -> bool {
+        let name = self.op.split(':').nth(1).unwrap_or_default();
+        ["Describe", "List", "Get"]
+            .iter()
+            .any(|p| name.starts_with(p))
+    }
 }
 
 /// The proxy's call log, with order assertions that name the calls they looked at.
@@ -1002,12 +1010,7 @@ impl Calls {
     pub fn changes(&self) -> String {
         self.0
             .iter()
-            .filter(|c| {
-                let name = c.op.split(':').nth(1).unwrap_or_default();
-                !["Describe", "List", "Get"]
-                    .iter()
-                    .any(|p| name.starts_with(p))
-            })
+            .filter(|c| !c.is_read())
             .map(|c| {
                 format!(
                     "  {:>4}-{:<4} {} {:?} -> {:?} {}",
