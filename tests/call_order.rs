@@ -4,9 +4,10 @@
 //! instance or launch template that uses it, a target group and load balancer before their
 //! listener, a cluster before its instance, the parameters an instance reads at boot before the
 //! instance), and `down` in reverse. single-vm's replacement moves the address and the data
-//! volume before the old VM goes. `down` rides out `DependencyViolation` on a security group
-//! and, past `--dependency-timeout`, fails naming the group. A second `up` of each tier's
-//! example changes nothing but the lock and sends no read twice (one per kind).
+//! volume before the old VM goes; a new VM's address and volume are made while it launches.
+//! `down` rides out `DependencyViolation` on a security group and, past
+//! `--dependency-timeout`, fails naming the group. A second `up` of each tier's example
+//! changes nothing but the lock and sends no read twice (one per kind).
 
 mod common;
 
@@ -111,6 +112,73 @@ async fn single_vm_creates_before_use_and_deletes_in_reverse() {
         calls.assert_before((TERMINATE, &vm), (DELETE_PARAM, &param(stack, leaf)));
     }
     each_group_deleted_once(&calls, &[&sg]);
+}
+
+/// A new VM's address and data volume are made while the VM launches, not after it: with
+/// `RunInstances` held back by the proxy, the address is allocated and the volume created (and
+/// found `available`); once the VM runs, attaching them is what is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn single_vm_makes_the_address_and_volume_while_the_vm_launches() {
+    let emu = Emulator::start();
+    let proxy = AwsProxy::holding(&emu, 0, RUN);
+    let stack = "early-vm";
+    let file = StackFile::from_example("stacks/bookstore-vm.yaml", stack, &[]);
+    let mut c = emu.iac_at(&proxy.url);
+    c.args(["-o", "json", "up"])
+        .arg(file.path())
+        .arg("--yes")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut up = c.spawn().expect("spawn iac up");
+    let early = [
+        "ec2:AllocateAddress",
+        "ec2:CreateVolume",
+        "ec2:DescribeVolumes",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let calls = proxy.calls();
+        if early.iter().all(|op| !calls.of(op, "").is_empty()) {
+            assert!(calls.of(RUN, "").is_empty(), "{}", calls.changes());
+            break;
+        }
+        if let Ok(Some(status)) = up.try_wait() {
+            panic!(
+                "up ended ({status}) with RunInstances held:\n{}",
+                calls.changes()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing of {early:?} while RunInstances was held:\n{}",
+            calls.changes()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.release();
+    let out = up.wait_with_output().expect("wait for iac up");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = proxy.calls();
+    let vm = calls.created(RUN, "");
+    let eip = calls.created("ec2:AllocateAddress", "");
+    let vol = calls.created("ec2:CreateVolume", "");
+    calls.assert_before(("ec2:AllocateAddress", &eip), (RUN, &vm));
+    calls.assert_before(("ec2:CreateVolume", &vol), (RUN, &vm));
+    calls.assert_before((RUN, &vm), ("ec2:AssociateAddress", &vm));
+    calls.assert_before((RUN, &vm), ("ec2:AttachVolume", &vm));
+    // Made once each, with the tags that find them (the record's on the address).
+    assert_eq!(calls.of("ec2:AllocateAddress", "").len(), 1);
+    assert_eq!(calls.of("ec2:CreateVolume", "").len(), 1);
+    assert!(
+        calls.of("ec2:CreateTags", "").is_empty(),
+        "{}",
+        calls.changes()
+    );
 }
 
 /// A new instance type replaces the VM: the new one is launched and takes the address before

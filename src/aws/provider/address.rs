@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::ResourceType;
 
-use super::{ignore_gone, not_mine, Applier, Discovered, Known, Provider};
+use super::{ignore_gone, not_mine, Applier, Discovered, Early, Known, Provider};
 use crate::aws::ec2::{self, observed, of_stack, stack_filter, tag_map, tag_spec};
 use crate::aws::error::{sdk as err, AwsError, ErrorClass};
 use crate::aws::{route53, tags, Aws};
@@ -28,6 +28,19 @@ impl Provider for Addresses {
 
     async fn create(&self, cx: &Applier, r: &Resource) -> Result<Option<String>, AwsError> {
         point(cx, r, None).await
+    }
+
+    /// The address is allocated while its instance launches (a record waits for the address
+    /// to be associated).
+    fn create_early(&self, cx: &Applier, r: &Resource) -> Option<Early> {
+        if !matches!(r.spec, Spec::ElasticIp(_)) {
+            return None;
+        }
+        let (aws, t) = (cx.aws.clone(), new_address_tags(cx, r));
+        Some(Box::pin(async move {
+            let (alloc, ip) = allocate_address(&aws, &t).await?;
+            Ok(format!("{alloc} {ip}"))
+        }))
     }
 
     async fn update(
@@ -83,17 +96,15 @@ async fn point(
                     (a.physical_id.clone(), ip, a.tags.clone())
                 }
                 None => {
-                    // Tagged at once with the records the plan writes on it, so writing them
-                    // needs no tagging call of its own.
-                    let mut t = cx.tags_for(&r.id, r.kind());
-                    for d in cx.desired() {
-                        if let Spec::DnsRecord(rec) = &d.spec {
-                            if rec.target == r.id {
-                                t.extend(record_tags(&d.id, rec));
-                            }
+                    let t = new_address_tags(cx, r);
+                    let (alloc, ip) = match cx.made_early(&r.id).await {
+                        Some(made) => {
+                            let made = made?;
+                            let (alloc, ip) = made.split_once(' ').unwrap_or((&made, ""));
+                            (alloc.to_string(), ip.to_string())
                         }
-                    }
-                    let (alloc, ip) = allocate_address(aws, &t).await?;
+                        None => allocate_address(aws, &t).await?,
+                    };
                     (alloc, ip, t)
                 }
             };
@@ -122,6 +133,20 @@ async fn point(
         }
         _ => Err(not_mine(r)),
     }
+}
+
+/// The tags a new address is allocated with: the stack's, and those of the records the plan
+/// writes on it, so writing them needs no tagging call of its own.
+fn new_address_tags(cx: &Applier, r: &Resource) -> BTreeMap<String, String> {
+    let mut t = cx.tags_for(&r.id, r.kind());
+    for d in cx.desired() {
+        if let Spec::DnsRecord(rec) = &d.spec {
+            if rec.target == r.id {
+                t.extend(record_tags(&d.id, rec));
+            }
+        }
+    }
+    t
 }
 
 /// The tags that tie an address to the record `id` written on it.

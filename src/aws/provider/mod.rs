@@ -89,6 +89,15 @@ pub trait Provider: Send + Sync {
         Ok(())
     }
 
+    /// The part of creating `r` that needs none of its dependencies (allocating an address,
+    /// creating a volume in its zone): the [`Applier`] starts it as soon as the stack's record
+    /// of kinds is written, beside the dependencies, and [`Provider::create`] takes what it made
+    /// with [`Applier::made_early`]. The future gives the physical id. `None` (the default):
+    /// nothing to start early.
+    fn create_early(&self, _cx: &Applier, _r: &Resource) -> Option<Early> {
+        None
+    }
+
     /// Whether a replacement must delete the old one before creating the new one (its name
     /// is unique and kept: a key pair).
     fn deletes_before_replacing(&self) -> bool {
@@ -101,6 +110,12 @@ pub trait Provider: Send + Sync {
         true
     }
 }
+
+/// The early part of a create ([`Provider::create_early`]): it gives the physical id it made.
+pub type Early = std::pin::Pin<Box<dyn std::future::Future<Output = EarlyOutput> + Send>>;
+
+/// The physical id an early part made.
+pub type EarlyOutput = Result<String, AwsError>;
 
 /// The kinds of `changed` that `up` must read again after applying: a run cannot know them.
 pub fn unknown_after_apply(changed: &BTreeSet<Kind>) -> BTreeSet<Kind> {
@@ -276,6 +291,11 @@ pub struct Applier {
     /// the resources related to the one it makes (an address is tagged with the records written
     /// on it; a [`Notify`] for an Auto Scaling group goes to the group's instances).
     desired: Arc<Mutex<BTreeMap<ResourceId, Resource>>>,
+    /// New resources whose early part ([`Provider::create_early`]) waits for the record of
+    /// kinds to be written.
+    early_pending: Arc<Mutex<Vec<Resource>>>,
+    /// The early parts started, by logical id, until their create takes them.
+    early: Arc<Mutex<BTreeMap<ResourceId, tokio::task::JoinHandle<EarlyOutput>>>>,
 }
 
 fn wait_err(e: WaitError<AwsError>, op: &str) -> AwsError {
@@ -304,6 +324,8 @@ impl Applier {
             instance_polls: Arc::default(),
             mount_target_polls: Arc::default(),
             desired: Arc::default(),
+            early_pending: Arc::default(),
+            early: Arc::default(),
         }
     }
 
@@ -326,6 +348,8 @@ impl Applier {
             instance_polls: Arc::default(),
             mount_target_polls: Arc::default(),
             desired: Arc::default(),
+            early_pending: Arc::default(),
+            early: Arc::default(),
         }
     }
 
@@ -447,6 +471,24 @@ impl Applier {
                 self.remember(&c.id, known_of(a));
             }
         }
+        // What can be started early waits for the record of kinds when this run writes it
+        // (nothing of a kind it does not name yet may exist before it), else starts now.
+        let record = ResourceId::new(scope::RECORD);
+        if let Ok(mut pending) = self.early_pending.lock() {
+            pending.extend(
+                plan.changes
+                    .iter()
+                    .filter(|c| matches!(c.action, Action::Create))
+                    .filter_map(|c| c.desired.clone()),
+            );
+        }
+        let writes_record = plan
+            .changes
+            .iter()
+            .any(|c| c.id == record && matches!(c.action, Action::Create | Action::Update { .. }));
+        if !writes_record {
+            self.start_early();
+        }
         let mut apply = Vec::new();
         let mut delete = Vec::new();
         for c in &plan.changes {
@@ -495,16 +537,52 @@ impl Applier {
         actual: Option<Observed>,
     ) -> Result<Option<String>, AwsError> {
         let p = provider(r.kind());
-        match (step, &actual) {
-            (Step::Update, Some(a)) => return p.update(self, r, a).await,
-            (Step::Replace, Some(a)) => self.delete(a).await?,
-            _ => {}
-        }
-        let out = p.create(self, r).await?;
-        if let Some(physical_id) = &out {
-            p.wait_ready(self, r, physical_id).await?;
+        let out = match (step, &actual) {
+            (Step::Update, Some(a)) => p.update(self, r, a).await?,
+            (step, actual) => {
+                if let (Step::Replace, Some(a)) = (step, actual) {
+                    self.delete(a).await?;
+                }
+                let out = p.create(self, r).await?;
+                if let Some(physical_id) = &out {
+                    p.wait_ready(self, r, physical_id).await?;
+                }
+                out
+            }
+        };
+        if r.id.as_str() == scope::RECORD {
+            self.start_early();
         }
         Ok(out)
+    }
+
+    /// Starts the early parts of the pending new resources ([`Provider::create_early`]).
+    fn start_early(&self) {
+        let pending = self
+            .early_pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        for r in pending {
+            if let Some(work) = provider(r.kind()).create_early(self, &r) {
+                if let Ok(mut early) = self.early.lock() {
+                    early.insert(r.id.clone(), tokio::spawn(work));
+                }
+            }
+        }
+    }
+
+    /// What the early part of creating `id` made (its physical id), once it is done; `None`
+    /// when none was started (the create then does all of it).
+    pub async fn made_early(&self, id: &ResourceId) -> Option<Result<String, AwsError>> {
+        let started = self.early.lock().ok()?.remove(id)?;
+        Some(started.await.unwrap_or_else(|e| {
+            Err(AwsError::state(
+                "create",
+                ErrorClass::Other,
+                format!("the early part of creating {id} stopped: {e}"),
+            ))
+        }))
     }
 
     /// Deletes one resource and waits until it is gone; "already gone" is success, "still in

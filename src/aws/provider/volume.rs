@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::types::{Filter, ResourceType, VolumeType};
 
 use super::instance::release_volume;
-use super::{ignore_gone, not_mine, wait_err, Applier, Discovered, Known, Provider};
+use super::{ignore_gone, not_mine, wait_err, Applier, Discovered, Early, Known, Provider};
 use crate::apply::wait::{self, Backoff, Poll};
 use crate::aws::ec2::{self, observed, of_stack, stack_filter, tag_map, tag_spec};
 use crate::aws::error::{sdk as err, AwsError, ErrorClass};
@@ -28,6 +28,24 @@ impl Provider for Volumes {
 
     async fn create(&self, cx: &Applier, r: &Resource) -> Result<Option<String>, AwsError> {
         attach(cx, r, None).await
+    }
+
+    /// The volume is made in its zone (and becomes `available`) while its instance launches.
+    fn create_early(&self, cx: &Applier, r: &Resource) -> Option<Early> {
+        let Spec::Volume(s) = &r.spec else {
+            return None;
+        };
+        let (cx, id, s, t) = (
+            cx.clone(),
+            r.id.clone(),
+            s.clone(),
+            new_volume_tags(cx, r, s),
+        );
+        Some(Box::pin(async move {
+            let vid = create_volume(&cx.aws, &s.availability_zone, s.size_gb, &t).await?;
+            wait_volume(&cx, &id, &vid, "available").await?;
+            Ok(vid)
+        }))
     }
 
     async fn update(
@@ -98,21 +116,42 @@ async fn attach(
             }
             a.physical_id.clone()
         }
-        None => {
-            let mut t = cx.tags_for(&r.id, r.kind());
-            if s.keep_on_down {
-                t.insert(tags::DATA.to_string(), "true".to_string());
+        None => match cx.made_early(&r.id).await {
+            // Made and `available` already.
+            Some(made) => {
+                let vid = made?;
+                cx.remember(&r.id, Known::id(&vid));
+                attach_volume(aws, &vid, &instance.physical_id, &s.device).await?;
+                return Ok(Some(vid));
             }
-            if s.protected {
-                t.insert(tags::PROTECTED.to_string(), "true".to_string());
+            None => {
+                create_volume(
+                    aws,
+                    &s.availability_zone,
+                    s.size_gb,
+                    &new_volume_tags(cx, r, s),
+                )
+                .await?
             }
-            create_volume(aws, &s.availability_zone, s.size_gb, &t).await?
-        }
+        },
     };
     cx.remember(&r.id, Known::id(&vid));
     wait_volume(cx, &r.id, &vid, "available").await?;
     attach_volume(aws, &vid, &instance.physical_id, &s.device).await?;
     Ok(Some(vid))
+}
+
+/// The tags a new volume is made with: the stack's, and whether `down` keeps it and whether it
+/// is protected.
+fn new_volume_tags(cx: &Applier, r: &Resource, s: &VolumeSpec) -> BTreeMap<String, String> {
+    let mut t = cx.tags_for(&r.id, r.kind());
+    if s.keep_on_down {
+        t.insert(tags::DATA.to_string(), "true".to_string());
+    }
+    if s.protected {
+        t.insert(tags::PROTECTED.to_string(), "true".to_string());
+    }
+    t
 }
 
 /// Waits until a volume is in `want` state (`available` after create or detach).
