@@ -167,8 +167,17 @@ async fn single_vm_makes_the_address_and_volume_while_the_vm_launches() {
     let vm = calls.created(RUN, "");
     let eip = calls.created("ec2:AllocateAddress", "");
     let vol = calls.created("ec2:CreateVolume", "");
-    calls.assert_before(("ec2:AllocateAddress", &eip), (RUN, &vm));
-    calls.assert_before(("ec2:CreateVolume", &vol), (RUN, &vm));
+    // Answered before the VM was (it may have been sent while they were in flight).
+    let launched = calls.of(RUN, &vm).iter().map(|c| c.end).min().unwrap_or(0);
+    for (op, made) in [("ec2:AllocateAddress", &eip), ("ec2:CreateVolume", &vol)] {
+        let answered = calls
+            .of(op, made)
+            .iter()
+            .map(|c| c.end)
+            .max()
+            .unwrap_or(u64::MAX);
+        assert!(answered < launched, "{op} {made}:\n{}", calls.changes());
+    }
     calls.assert_before((RUN, &vm), ("ec2:AssociateAddress", &vm));
     calls.assert_before((RUN, &vm), ("ec2:AttachVolume", &vm));
     // Made once each, with the tags that find them (the record's on the address).
