@@ -47,8 +47,8 @@ async fn get(aws: &Aws, name: &str, decrypt: bool) -> Result<Option<String>, Aws
 }
 
 /// Which of `names` exist, without reading their values: one `DescribeParameters` per 50 names
-/// (the most a filter takes), its pages followed. A name matches with or without its leading
-/// `/`.
+/// (the most a filter takes; none for no names), its pages followed. A name matches with or
+/// without its leading `/`.
 pub async fn existing(aws: &Aws, names: &[&str]) -> Result<BTreeSet<String>, AwsError> {
     const OP: &str = "ssm:DescribeParameters";
     let bare = |n: &str| n.trim_start_matches('/').to_string();

@@ -39,7 +39,11 @@ impl Provider for Addresses {
         let (aws, t) = (cx.aws.clone(), new_address_tags(cx, r));
         Some(Box::pin(async move {
             let (alloc, ip) = allocate_address(&aws, &t).await?;
-            Ok(format!("{alloc} {ip}"))
+            Ok(Known {
+                public_ip: Some(ip),
+                tags: t,
+                ..Known::id(&alloc)
+            })
         }))
     }
 
@@ -95,18 +99,21 @@ async fn point(
                     };
                     (a.physical_id.clone(), ip, a.tags.clone())
                 }
-                None => {
-                    let t = new_address_tags(cx, r);
-                    let (alloc, ip) = match cx.made_early(&r.id).await {
-                        Some(made) => {
-                            let made = made?;
-                            let (alloc, ip) = made.split_once(' ').unwrap_or((&made, ""));
-                            (alloc.to_string(), ip.to_string())
-                        }
-                        None => allocate_address(aws, &t).await?,
-                    };
-                    (alloc, ip, t)
-                }
+                None => match cx.made_early(&r.id).await {
+                    Some(made) => {
+                        let made = made?;
+                        (
+                            made.physical_id,
+                            made.public_ip.unwrap_or_default(),
+                            made.tags,
+                        )
+                    }
+                    None => {
+                        let t = new_address_tags(cx, r);
+                        let (alloc, ip) = allocate_address(aws, &t).await?;
+                        (alloc, ip, t)
+                    }
+                },
             };
             cx.remember(
                 &r.id,

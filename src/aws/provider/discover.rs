@@ -259,12 +259,8 @@ pub async fn resolve_inputs(
         );
         let mut seen = std::collections::BTreeSet::new();
         refs.retain(|n| seen.insert(*n));
-        // One read for all of them, not one each.
-        let existing = if refs.is_empty() {
-            Default::default()
-        } else {
-            ssm::existing(aws, &refs).await?
-        };
+        // One read for all of them, not one each (none when there are none).
+        let existing = ssm::existing(aws, &refs).await?;
         for name in refs.into_iter().filter(|n| !existing.contains(*n)) {
             reporter.event(&Event::Warning {
                 message: format!("SSM parameter {name} does not exist yet; the instance reads it at boot, so create it first (aws ssm put-parameter --type SecureString --name {name} ...)"),

@@ -92,8 +92,8 @@ pub trait Provider: Send + Sync {
     /// The part of creating `r` that needs none of its dependencies (allocating an address,
     /// creating a volume in its zone): the [`Applier`] starts it as soon as the stack's record
     /// of kinds is written, beside the dependencies, and [`Provider::create`] takes what it made
-    /// with [`Applier::made_early`]. The future gives the physical id. `None` (the default):
-    /// nothing to start early.
+    /// with [`Applier::made_early`]. The future gives what is known of it. `None` (the
+    /// default): nothing to start early.
     fn create_early(&self, _cx: &Applier, _r: &Resource) -> Option<Early> {
         None
     }
@@ -111,11 +111,12 @@ pub trait Provider: Send + Sync {
     }
 }
 
-/// The early part of a create ([`Provider::create_early`]): it gives the physical id it made.
+/// The early part of a create ([`Provider::create_early`]): it gives what is known of what it
+/// made.
 pub type Early = std::pin::Pin<Box<dyn std::future::Future<Output = EarlyOutput> + Send>>;
 
-/// The physical id an early part made.
-pub type EarlyOutput = Result<String, AwsError>;
+/// What an early part made.
+pub type EarlyOutput = Result<Known, AwsError>;
 
 /// The kinds of `changed` that `up` must read again after applying: a run cannot know them.
 pub fn unknown_after_apply(changed: &BTreeSet<Kind>) -> BTreeSet<Kind> {
@@ -539,8 +540,8 @@ impl Applier {
         let p = provider(r.kind());
         let out = match (step, &actual) {
             (Step::Update, Some(a)) => p.update(self, r, a).await?,
-            (step, actual) => {
-                if let (Step::Replace, Some(a)) = (step, actual) {
+            _ => {
+                if let (Step::Replace, Some(a)) = (step, &actual) {
                     self.delete(a).await?;
                 }
                 let out = p.create(self, r).await?;
@@ -550,6 +551,7 @@ impl Applier {
                 out
             }
         };
+        // The record of kinds is written: what waited for it can start.
         if r.id.as_str() == scope::RECORD {
             self.start_early();
         }
@@ -572,9 +574,9 @@ impl Applier {
         }
     }
 
-    /// What the early part of creating `id` made (its physical id), once it is done; `None`
-    /// when none was started (the create then does all of it).
-    pub async fn made_early(&self, id: &ResourceId) -> Option<Result<String, AwsError>> {
+    /// What the early part of creating `id` made, once it is done; `None` when none was
+    /// started (the create then does all of it).
+    pub async fn made_early(&self, id: &ResourceId) -> Option<EarlyOutput> {
         let started = self.early.lock().ok()?.remove(id)?;
         Some(started.await.unwrap_or_else(|e| {
             Err(AwsError::state(

@@ -44,7 +44,7 @@ impl Provider for Volumes {
         Some(Box::pin(async move {
             let vid = create_volume(&cx.aws, &s.availability_zone, s.size_gb, &t).await?;
             wait_volume(&cx, &id, &vid, "available").await?;
-            Ok(vid)
+            Ok(Known::id(&vid))
         }))
     }
 
@@ -86,7 +86,8 @@ async fn attach(
     };
     let aws = &cx.aws;
     let instance = cx.need(&s.attach_to, "ec2:AttachVolume")?;
-    let vid = match actual {
+    // The volume, and whether it is `available` already (its early part waited for that).
+    let (vid, available) = match actual {
         Some(a) => {
             if let Details::Volume {
                 attached_to,
@@ -114,29 +115,21 @@ async fn attach(
                     None => {}
                 }
             }
-            a.physical_id.clone()
+            (a.physical_id.clone(), false)
         }
         None => match cx.made_early(&r.id).await {
-            // Made and `available` already.
-            Some(made) => {
-                let vid = made?;
-                cx.remember(&r.id, Known::id(&vid));
-                attach_volume(aws, &vid, &instance.physical_id, &s.device).await?;
-                return Ok(Some(vid));
-            }
+            Some(made) => (made?.physical_id, true),
             None => {
-                create_volume(
-                    aws,
-                    &s.availability_zone,
-                    s.size_gb,
-                    &new_volume_tags(cx, r, s),
-                )
-                .await?
+                let t = new_volume_tags(cx, r, s);
+                let vid = create_volume(aws, &s.availability_zone, s.size_gb, &t).await?;
+                (vid, false)
             }
         },
     };
     cx.remember(&r.id, Known::id(&vid));
-    wait_volume(cx, &r.id, &vid, "available").await?;
+    if !available {
+        wait_volume(cx, &r.id, &vid, "available").await?;
+    }
     attach_volume(aws, &vid, &instance.physical_id, &s.device).await?;
     Ok(Some(vid))
 }
