@@ -694,3 +694,74 @@ async fn a_protected_lb_vms_stack_keeps_its_data_volume_and_vms_on_down_delete_d
         "released after the refusal"
     );
 }
+
+/// An `up` with nothing to change takes no lock: another `up` of the stack, stopped halfway
+/// through its reads, neither holds it up nor refuses it, and neither writes the lock.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_op_ups_at_the_same_time_both_succeed_without_the_lock() {
+    let emu = Emulator::start();
+    let stack = "lk-noop";
+    let file = StackFile::example(stack, &[]);
+    run_ok(up_cmd(&emu, &emu.url, file.path(), &[]));
+    let proxy = AwsProxy::holding(&emu, 0, "ec2:DescribeInstances");
+    let mut first = spawn(up_cmd(&emu, &proxy.url, file.path(), &[]));
+    let lock = format!("/iac/{stack}/lock");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // The first run has read (or, were it to take it, written) the lock, and waits for its
+    // instances' answer.
+    while proxy.calls().of("ssm:GetParameters", &lock).is_empty()
+        && proxy.calls().of("ssm:PutParameter", &lock).is_empty()
+    {
+        if let Ok(Some(status)) = first.try_wait() {
+            panic!("the first up ended ({status}) with DescribeInstances held");
+        }
+        assert!(Instant::now() < deadline, "{}", proxy.calls().changes());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = run(up_cmd(&emu, &emu.url, file.path(), &[]));
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(second.stdout.contains("No changes"), "{}", second.stdout);
+    let first = finish_held(first, &proxy);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(first.stdout.contains("No changes"), "{}", first.stdout);
+    let calls = proxy.calls();
+    assert!(
+        calls.of("ssm:PutParameter", &lock).is_empty(),
+        "{}",
+        calls.changes()
+    );
+    assert_eq!(lock_value(&emu, stack).await, None);
+}
+
+/// A lock held by someone else still stops an `up` with nothing to change: it may be a run
+/// halfway through changing the stack, so what the reads see is not an answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_no_op_up_is_refused_while_the_lock_is_held() {
+    let emu = Emulator::start();
+    let stack = "lk-noop-held";
+    let file = StackFile::example(stack, &[]);
+    run_ok(up_cmd(&emu, &emu.url, file.path(), &[]));
+    emu.ssm()
+        .await
+        .put_parameter()
+        .name(format!("/iac/{stack}/lock"))
+        .value("held by hand")
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .expect("write a lock by hand");
+    let refused = run(up_cmd(&emu, &emu.url, file.path(), &[]));
+    assert_eq!(refused.code, LOCK_LOST, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("stack `{stack}` is locked by another run")),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stdout.contains("No changes"), "{}", refused.stdout);
+    assert_eq!(
+        lock_value(&emu, stack).await.as_deref(),
+        Some("held by hand")
+    );
+}

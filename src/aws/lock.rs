@@ -145,11 +145,32 @@ async fn read_selector(aws: &Aws, selector: &str) -> Result<Option<Seen>, AwsErr
             }
         }
     };
-    let Some(p) = out.parameter() else {
-        return Ok(None);
-    };
+    Ok(out.parameter().map(seen))
+}
+
+/// The lock and another parameter of the stack (`other`), in one read: who holds the lock (if
+/// anyone), and whether `other` exists.
+pub async fn read_beside(
+    aws: &Aws,
+    stack: &str,
+    other: &str,
+) -> Result<(Option<Seen>, bool), AwsError> {
+    let lock = name(stack);
+    let out = aws
+        .ssm
+        .get_parameters()
+        .names(&lock)
+        .names(other)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("ssm:GetParameters", e))?;
+    let named = |n: &str| out.parameters().iter().find(|p| p.name() == Some(n));
+    Ok((named(&lock).map(seen), named(other).is_some()))
+}
+
+fn seen(p: &aws_sdk_ssm::types::Parameter) -> Seen {
     let raw = p.value().unwrap_or_default().to_string();
-    Ok(Some(Seen {
+    Seen {
         record: Record::from_json(&raw),
         raw,
         version: p.version(),
@@ -157,7 +178,7 @@ async fn read_selector(aws: &Aws, selector: &str) -> Result<Option<Seen>, AwsErr
             .last_modified_date()
             .map(|d| d.as_secs_f64())
             .unwrap_or_else(now_unix),
-    }))
+    }
 }
 
 /// Creates the parameter if absent; false when it exists.

@@ -35,8 +35,8 @@ pub async fn compute(
     refresh_image: bool,
 ) -> anyhow::Result<Planned> {
     let (loaded, aws) = connect(g, src, reporter.as_ref()).await?;
-    let look_ups = LookUps::start(&aws, &loaded.stack, reporter.clone());
-    compute_with(loaded, aws, look_ups, reporter, refresh_image).await
+    let mut look_ups = LookUps::start(&aws, &loaded.stack, reporter.clone());
+    compute_with(loaded, aws, &mut look_ups, reporter, refresh_image, None).await
 }
 
 /// The account look-ups a plan needs (VPC, subnets, image, key pair, zone, secrets), started
@@ -46,6 +46,8 @@ pub async fn compute(
 /// run refused by the lock says only that.
 pub struct LookUps {
     task: tokio::task::JoinHandle<anyhow::Result<plan::Inputs>>,
+    /// Their answer, once finished (`up` may plan twice: without the lock, then holding it).
+    done: Option<plan::Inputs>,
     held: Arc<Recorder>,
     reporter: Arc<dyn Reporter>,
 }
@@ -67,17 +69,23 @@ impl LookUps {
         });
         LookUps {
             task,
+            done: None,
             held,
             reporter,
         }
     }
 
     async fn finish(&mut self) -> anyhow::Result<plan::Inputs> {
+        if let Some(inputs) = &self.done {
+            return Ok(inputs.clone());
+        }
         let inputs = (&mut self.task).await;
         for event in self.held.take() {
             self.reporter.event(&event);
         }
-        inputs.context("the account look-ups stopped")?
+        let inputs = inputs.context("the account look-ups stopped")??;
+        self.done = Some(inputs.clone());
+        Ok(inputs)
     }
 }
 
@@ -106,26 +114,42 @@ pub async fn connect(
     Ok((loaded, aws))
 }
 
-/// Finishes the look-ups, discovers and diffs.
+/// Discovers what is tagged with `stack`: the kinds its file declares, and those its record
+/// names.
+pub async fn discover(aws: &Aws, stack: &Stack) -> anyhow::Result<provider::Discovered> {
+    discover_kinds(aws, stack.name(), tiers::kinds(stack)?).await
+}
+
+async fn discover_kinds(
+    aws: &Aws,
+    name: &str,
+    kinds: std::collections::BTreeSet<plan::Kind>,
+) -> anyhow::Result<provider::Discovered> {
+    provider::discover_scoped(aws, name, &kinds)
+        .await
+        .with_context(|| format!("discovering the resources tagged iac:stack={name}"))
+}
+
+/// Finishes the look-ups, discovers (unless `discovered` is given: found by [`discover`]) and
+/// diffs.
 pub async fn compute_with(
     loaded: Loaded,
     aws: Aws,
-    mut look_ups: LookUps,
+    look_ups: &mut LookUps,
     reporter: Arc<dyn Reporter>,
     refresh_image: bool,
+    discovered: Option<provider::Discovered>,
 ) -> anyhow::Result<Planned> {
     let Loaded { stack, provenance } = loaded;
     // The stack file names the kinds to look for, so discovery runs beside the look-ups.
-    let discover = |kinds: std::collections::BTreeSet<plan::Kind>| {
-        let (aws, name) = (&aws, stack.name());
-        async move {
-            provider::discover_scoped(aws, name, &kinds)
-                .await
-                .with_context(|| format!("discovering the resources tagged iac:stack={name}"))
-        }
-    };
     let wanted = tiers::kinds(&stack)?;
-    let (mut inputs, discovered) = tokio::try_join!(look_ups.finish(), discover(wanted.clone()))?;
+    let (mut inputs, discovered) = match discovered {
+        Some(d) => (look_ups.finish().await?, d),
+        None => tokio::try_join!(
+            look_ups.finish(),
+            discover_kinds(&aws, stack.name(), wanted.clone())
+        )?,
+    };
     // The image the graph is built with may still move to the one the stack runs (below).
     let mut desired = tiers::desired(&stack, &inputs)?;
     let declared = plan::scope::declared(&desired);
@@ -133,7 +157,7 @@ pub async fn compute_with(
         discovered
     } else {
         // Not expected (`tiers::kinds` builds the same graph): asked again rather than missed.
-        discover(declared).await?
+        discover_kinds(&aws, stack.name(), declared).await?
     };
     let latest = inputs.clone();
     provider::pin_image(

@@ -8,9 +8,10 @@ use anyhow::{bail, Context};
 use super::output::Printer;
 use super::stack_args::StackArgs;
 use super::{locked, plan, ready, Exit, Global};
-use crate::apply::{self, Event, Reporter};
+use crate::apply::{self, Event, Recorder, Reporter};
 use crate::aws::provider::{self, Applier};
-use crate::aws::Aws;
+use crate::aws::{lock, Aws};
+use crate::plan::scope;
 use crate::stack::Loaded;
 
 /// Whether `up` waits for the app to come up (see `ready`).
@@ -51,8 +52,35 @@ pub async fn run(
     let reporter: Arc<dyn Reporter> = Arc::from(printer.reporter());
     let (loaded, aws) = plan::connect(g, src, reporter.as_ref()).await?;
     let name = loaded.stack.name().to_string();
-    // The look-ups read only the account, so they run while the lock is taken.
-    let look_ups = plan::LookUps::start(&aws, &loaded.stack, reporter.clone());
+    let since_s = refresh_since();
+    // The lock is read first (with the record of kinds): for a new stack or a lock held, its
+    // answer alone decides that the run takes the lock. The look-ups read only the account,
+    // so they run meanwhile.
+    let lock_read = tokio::spawn({
+        let (aws, record) = (aws.clone(), crate::render::param_name(&name, scope::RECORD));
+        let name = name.clone();
+        async move { lock::read_beside(&aws, &name, &record).await }
+    });
+    let mut look_ups = plan::LookUps::start(&aws, &loaded.stack, reporter.clone());
+    let lock_read = async {
+        lock_read
+            .await
+            .context("the lock's read stopped")?
+            .with_context(|| format!("reading the lock of stack `{name}`"))
+    };
+    if let Some(planned) =
+        unchanged(&loaded, &aws, lock_read, &mut look_ups, &reporter, opts).await?
+    {
+        printer.line(format!(
+            "No changes: stack `{}` is up to date.",
+            planned.stack.name()
+        ));
+        let applier = Applier::new(planned.aws.clone(), &planned.stack, reporter.clone());
+        return finish(
+            printer, &planned, &applier, &reporter, opts, since_s, started,
+        )
+        .await;
+    }
     let work = converge(
         printer,
         loaded,
@@ -60,9 +88,72 @@ pub async fn run(
         look_ups,
         reporter.clone(),
         opts,
-        started,
+        (since_s, started),
     );
     locked::run(&aws, &name, "up", opts.lock_wait, &reporter, work).await
+}
+
+/// The plan, when the stack has nothing to change and no run holds its lock. It is made
+/// without the lock, so a run with nothing to do writes nothing (not even the lock), and does
+/// not queue behind, or refuse, another run with nothing to do. A lock held (or left behind),
+/// a new stack (no record of kinds yet) or a change give `None`: the lock is taken and the
+/// stack discovered again under it. Unlocked reads may interleave with a run that takes the
+/// lock meanwhile; reads that all find the stack as the file wants it answer as if this run had
+/// gone first.
+async fn unchanged(
+    loaded: &Loaded,
+    aws: &Aws,
+    lock_read: impl std::future::Future<Output = anyhow::Result<(Option<lock::Seen>, bool)>>,
+    look_ups: &mut plan::LookUps,
+    reporter: &Arc<dyn Reporter>,
+    opts: UpOptions,
+) -> anyhow::Result<Option<plan::Planned>> {
+    // The discovery runs beside the lock's read, and is dropped when that read decides.
+    let discovery = plan::discover(aws, &loaded.stack);
+    tokio::pin!(lock_read, discovery);
+    let mut discovered = None;
+    let (held, recorded) = loop {
+        tokio::select! {
+            read = &mut lock_read => break read?,
+            found = &mut discovery, if discovered.is_none() => discovered = Some(found?),
+        }
+    };
+    if held.is_some() || !recorded {
+        return Ok(None);
+    }
+    let discovered = match discovered {
+        Some(d) => d,
+        None => discovery.await?,
+    };
+    // What planning reports (an image alias that moved) is said once, by the plan applied.
+    let planning = Arc::new(Recorder::default());
+    let planned = plan::compute_with(
+        loaded.clone(),
+        aws.clone(),
+        look_ups,
+        planning.clone(),
+        opts.refresh_image,
+        Some(discovered),
+    )
+    .await?;
+    if planned.plan.summary().has_changes() {
+        return Ok(None);
+    }
+    for event in planning.take() {
+        reporter.event(&event);
+    }
+    Ok(Some(planned))
+}
+
+/// From when a run may count an instance refresh as its own: one AWS says started after this
+/// (by its clock, so a minute of margin for this machine's). Only the group's latest refresh
+/// is looked at, and a new one replaces any in progress, so the margin cannot make another
+/// run's refresh ours.
+fn refresh_since() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+        - 60
 }
 
 /// Discovers, plans, confirms and applies (holding the stack lock).
@@ -70,10 +161,10 @@ async fn converge(
     printer: &Printer,
     loaded: Loaded,
     aws: Aws,
-    look_ups: plan::LookUps,
+    mut look_ups: plan::LookUps,
     reporter: Arc<dyn Reporter>,
     opts: UpOptions,
-    started: std::time::Instant,
+    (since_s, started): (i64, std::time::Instant),
 ) -> anyhow::Result<Exit> {
     let UpOptions {
         yes,
@@ -83,30 +174,15 @@ async fn converge(
         show_unchanged,
         ..
     } = opts;
-    // A refresh AWS says started after this (by its clock, so a minute of margin for this
-    // machine's) is this run's to follow. Only the group's latest refresh is looked at, and a
-    // new one replaces any in progress, so the margin cannot make another run's refresh ours.
-    let since_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-        - 60;
-    let planned =
-        plan::compute_with(loaded, aws, look_ups, reporter.clone(), refresh_image).await?;
-    // The instances that run now and stay: they need not report a boot they may have done
-    // before boot reports existed.
-    let kept: std::collections::BTreeSet<String> = planned
-        .plan
-        .changes
-        .iter()
-        .filter(|c| c.kind == crate::plan::Kind::Instance)
-        .filter(|c| {
-            matches!(
-                c.action,
-                crate::plan::Action::Keep | crate::plan::Action::Update { .. }
-            )
-        })
-        .filter_map(|c| c.actual.as_ref().map(|a| a.physical_id.clone()))
-        .collect();
+    let planned = plan::compute_with(
+        loaded,
+        aws,
+        &mut look_ups,
+        reporter.clone(),
+        refresh_image,
+        None,
+    )
+    .await?;
     let summary = planned.plan.summary();
     let aws = planned.aws.clone();
     let mut applier = Applier::new(aws.clone(), &planned.stack, reporter.clone());
@@ -150,6 +226,39 @@ async fn converge(
             planned.stack.name()
         ));
     }
+    finish(
+        printer, &planned, &applier, &reporter, opts, since_s, started,
+    )
+    .await
+}
+
+/// Reports what the stack is once the plan is applied (or had nothing to change): its outputs
+/// and, when `up` waits, whether the app came up.
+async fn finish(
+    printer: &Printer,
+    planned: &plan::Planned,
+    applier: &Applier,
+    reporter: &Arc<dyn Reporter>,
+    opts: UpOptions,
+    since_s: i64,
+    started: std::time::Instant,
+) -> anyhow::Result<Exit> {
+    let aws = &planned.aws;
+    // The instances that run now and stay: they need not report a boot they may have done
+    // before boot reports existed.
+    let kept: std::collections::BTreeSet<String> = planned
+        .plan
+        .changes
+        .iter()
+        .filter(|c| c.kind == crate::plan::Kind::Instance)
+        .filter(|c| {
+            matches!(
+                c.action,
+                crate::plan::Action::Keep | crate::plan::Action::Update { .. }
+            )
+        })
+        .filter_map(|c| c.actual.as_ref().map(|a| a.physical_id.clone()))
+        .collect();
     // What the stack is now: what the plan kept and the run made, as the run knows it; only
     // what a run cannot know (a new Auto Scaling group's instances) is read again.
     let mut facts = applier.facts(&planned.plan);
@@ -162,7 +271,7 @@ async fn converge(
         .collect();
     let unknown = provider::unknown_after_apply(&changed);
     if !unknown.is_empty() {
-        let fresh = provider::discover_kinds(&aws, planned.stack.name(), &unknown)
+        let fresh = provider::discover_kinds(aws, planned.stack.name(), &unknown)
             .await
             .context("reading what this run created")?
             .resources;
@@ -187,7 +296,7 @@ async fn converge(
             };
             let waited = ready::wait(
                 printer,
-                &aws,
+                aws,
                 &planned.stack,
                 &facts,
                 &outputs,
@@ -197,12 +306,12 @@ async fn converge(
             .await;
             if let Err(e) = waited {
                 printer.outputs(&outputs);
-                super::output::summary(printer, "up", &aws, started);
+                super::output::summary(printer, "up", aws, started);
                 return Err(e);
             }
         }
     }
     printer.outputs(&outputs);
-    super::output::summary(printer, "up", &aws, started);
+    super::output::summary(printer, "up", aws, started);
     Ok(Exit::Ok)
 }

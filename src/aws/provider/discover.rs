@@ -27,6 +27,13 @@ pub struct Discovered {
 }
 
 impl Discovered {
+    /// Nothing at all was found of the kinds asked for (its security groups, instances and
+    /// parameters always, the record among them): the stack is new. Every stack has a security
+    /// group, and `down` deletes only parameters, profiles and key pairs after its groups.
+    pub fn is_new(&self) -> bool {
+        self.resources.is_empty() && self.untracked.is_empty()
+    }
+
     /// Resources found by a kind that is never launched on the stack's behalf.
     pub fn of(resources: Vec<Observed>) -> Discovered {
         Discovered {
@@ -52,16 +59,12 @@ pub async fn discover_scoped(
 ) -> Result<Discovered, AwsError> {
     let mut asked: BTreeSet<Kind> = wanted.iter().copied().chain(scope::ALWAYS).collect();
     let mut found = discover_kinds(aws, stack, &asked).await?;
-    // A stack with nothing at all of the kinds asked for (its security groups, instances and
-    // parameters always, the record among them) is new: every stack has a security group, and
-    // `down` deletes only parameters, profiles and key pairs after its groups. A leftover of a
-    // kind the file no longer declares, on a stack otherwise gone, is left to `down`, which
-    // sweeps every service. A stack made by an older iac, without a record, is looked for in
-    // every service.
-    let new = found.resources.is_empty() && found.untracked.is_empty();
+    // On a new stack, a leftover of a kind the file no longer declares, on a stack otherwise
+    // gone, is left to `down`, which sweeps every service. A stack made by an older iac,
+    // without a record, is looked for in every service.
     let recorded = match scope::recorded(&found.resources) {
         Some(kinds) => kinds,
-        None if new => BTreeSet::new(),
+        None if found.is_new() => BTreeSet::new(),
         None => Kind::ALL.into(),
     };
     let missing: BTreeSet<Kind> = recorded
