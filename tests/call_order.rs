@@ -115,8 +115,9 @@ async fn single_vm_creates_before_use_and_deletes_in_reverse() {
 }
 
 /// A new VM's address and data volume are made while the VM launches, not after it: with
-/// `RunInstances` held back by the proxy, the address is allocated and the volume created (and
-/// found `available`); once the VM runs, attaching them is what is left.
+/// `RunInstances` held back by the proxy, the address is allocated, its DNS record written and
+/// the volume created (and found `available`); once the VM runs, attaching them is what is
+/// left.
 #[tokio::test(flavor = "multi_thread")]
 async fn single_vm_makes_the_address_and_volume_while_the_vm_launches() {
     let emu = Emulator::start();
@@ -132,6 +133,7 @@ async fn single_vm_makes_the_address_and_volume_while_the_vm_launches() {
     let mut up = c.spawn().expect("spawn iac up");
     let early = [
         "ec2:AllocateAddress",
+        "route53:ChangeResourceRecordSets",
         "ec2:CreateVolume",
         "ec2:DescribeVolumes",
     ];
@@ -183,6 +185,8 @@ async fn single_vm_makes_the_address_and_volume_while_the_vm_launches() {
     // Made once each, with the tags that find them (the record's on the address).
     assert_eq!(calls.of("ec2:AllocateAddress", "").len(), 1);
     assert_eq!(calls.of("ec2:CreateVolume", "").len(), 1);
+    let record = calls.of("route53:ChangeResourceRecordSets", "books.example.org.");
+    assert_eq!(record.len(), 1, "{}", calls.changes());
     assert!(
         calls.of("ec2:CreateTags", "").is_empty(),
         "{}",

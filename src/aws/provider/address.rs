@@ -30,18 +30,30 @@ impl Provider for Addresses {
         point(cx, r, None).await
     }
 
-    /// The address is allocated while its instance launches (a record waits for the address
-    /// to be associated).
+    /// The address is allocated while its instance launches, and the records that will hold
+    /// it are written then: a new address is a new ip, which is all they need, and the
+    /// address's tags (given at allocation) already name them for `down`. A record that fails
+    /// here is written again, and its error reported, by its own create.
     fn create_early(&self, cx: &Applier, r: &Resource) -> Option<Early> {
         if !matches!(r.spec, Spec::ElasticIp(_)) {
             return None;
         }
         let (aws, t) = (cx.aws.clone(), new_address_tags(cx, r));
+        let records = records_on(cx, &r.id);
         Some(Box::pin(async move {
             let (alloc, ip) = allocate_address(&aws, &t).await?;
+            let written = futures_util::future::join_all(records.iter().map(|(id, s)| {
+                let (aws, ip) = (&aws, &ip);
+                async move {
+                    let done = route53::upsert_a(aws, &s.zone_id, &s.name, ip, s.ttl).await;
+                    done.ok().map(|()| id.clone())
+                }
+            }))
+            .await;
             Ok(Known {
                 public_ip: Some(ip),
                 tags: t,
+                pointed_at: written.into_iter().flatten().collect(),
                 ..Known::id(&alloc)
             })
         }))
@@ -91,44 +103,42 @@ async fn point(
     match &r.spec {
         Spec::ElasticIp(s) => {
             let instance = cx.need(&s.instance, "ec2:AssociateAddress")?;
-            let (alloc, ip, carried) = match actual {
+            let known = match actual {
                 Some(a) => {
                     let ip = match &a.details {
                         Details::ElasticIp { public_ip, .. } => public_ip.clone(),
                         _ => String::new(),
                     };
-                    (a.physical_id.clone(), ip, a.tags.clone())
+                    Known {
+                        public_ip: Some(ip),
+                        tags: a.tags.clone(),
+                        ..Known::id(&a.physical_id)
+                    }
                 }
                 None => match cx.made_early(&r.id).await {
-                    Some(made) => {
-                        let made = made?;
-                        (
-                            made.physical_id,
-                            made.public_ip.unwrap_or_default(),
-                            made.tags,
-                        )
-                    }
+                    Some(made) => made?,
                     None => {
                         let t = new_address_tags(cx, r);
                         let (alloc, ip) = allocate_address(aws, &t).await?;
-                        (alloc, ip, t)
+                        Known {
+                            public_ip: Some(ip),
+                            tags: t,
+                            ..Known::id(&alloc)
+                        }
                     }
                 },
             };
-            cx.remember(
-                &r.id,
-                Known {
-                    public_ip: Some(ip),
-                    tags: carried,
-                    ..Known::id(&alloc)
-                },
-            );
+            let alloc = known.physical_id.clone();
+            cx.remember(&r.id, known);
             associate_address(aws, &alloc, &instance.physical_id).await?;
             Ok(Some(alloc))
         }
         Spec::DnsRecord(s) => {
             let eip = cx.need(&s.target, "route53:ChangeResourceRecordSets")?;
             let ip = eip.public_ip.clone().unwrap_or_default();
+            if eip.pointed_at.contains(&r.id) {
+                return Ok(Some(format!("{} A {ip}", s.name)));
+            }
             // The address carries the record's tags before the record is written: if we die
             // right after, `down` still finds the record through them.
             let t = record_tags(&r.id, s);
@@ -146,14 +156,21 @@ async fn point(
 /// writes on it, so writing them needs no tagging call of its own.
 fn new_address_tags(cx: &Applier, r: &Resource) -> BTreeMap<String, String> {
     let mut t = cx.tags_for(&r.id, r.kind());
-    for d in cx.desired() {
-        if let Spec::DnsRecord(rec) = &d.spec {
-            if rec.target == r.id {
-                t.extend(record_tags(&d.id, rec));
-            }
-        }
+    for (id, rec) in records_on(cx, &r.id) {
+        t.extend(record_tags(&id, &rec));
     }
     t
+}
+
+/// The records the stack wants pointed at the address `id`.
+fn records_on(cx: &Applier, id: &ResourceId) -> Vec<(ResourceId, DnsRecordSpec)> {
+    cx.desired()
+        .into_iter()
+        .filter_map(|d| match d.spec {
+            Spec::DnsRecord(rec) if rec.target == *id => Some((d.id, rec)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The tags that tie an address to the record `id` written on it.

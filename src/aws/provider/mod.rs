@@ -232,6 +232,9 @@ pub struct Known {
     pub attrs: BTreeMap<String, String>,
     /// Tags it is known to carry (as discovered, or as created by this run).
     pub tags: BTreeMap<String, String>,
+    /// The DNS records this run has already pointed at it (an address's, written as soon as
+    /// it was allocated).
+    pub pointed_at: BTreeSet<ResourceId>,
 }
 
 impl Known {
@@ -839,6 +842,7 @@ fn known_of(o: &Observed) -> Known {
         private_ip,
         attrs: attrs_of(o),
         tags: o.tags.clone(),
+        pointed_at: BTreeSet::new(),
     }
 }
 
