@@ -378,6 +378,9 @@ class Proxy(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog is 5: a client opening more connections at once (iac's
+    # concurrent discovery) would have the extra SYNs dropped and retried a second later.
+    request_queue_size = 128
 
     def handle_error(self, request, client_address):
         pass  # a client that hung up (a killed `iac`) is not the proxy's problem
