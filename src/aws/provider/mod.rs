@@ -312,24 +312,9 @@ fn wait_err(e: WaitError<AwsError>, op: &str) -> AwsError {
 impl Applier {
     pub fn new(aws: Aws, stack: &Stack, reporter: Arc<dyn Reporter>) -> Applier {
         Applier {
-            aws,
-            stack: stack.name().to_string(),
             extra_tags: stack.spec.tags.clone(),
-            reporter,
-            deadlines: Deadlines::default(),
-            known: Arc::default(),
-            preexisting: Arc::default(),
-            delete_data: false,
-            drain: None,
-            skip_final_snapshot: false,
-            lt_updated: Arc::default(),
             image: stack.spec.instance.image.clone(),
-            launch_nonce: instance::launch_nonce(),
-            instance_polls: Arc::default(),
-            mount_target_polls: Arc::default(),
-            desired: Arc::default(),
-            early_pending: Arc::default(),
-            early: Arc::default(),
+            ..Applier::for_stack(aws, stack.name(), reporter)
         }
     }
 
