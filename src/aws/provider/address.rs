@@ -38,8 +38,8 @@ impl Provider for Addresses {
         if !matches!(r.spec, Spec::ElasticIp(_)) {
             return None;
         }
-        let (aws, t) = (cx.aws.clone(), new_address_tags(cx, r));
         let records = records_on(cx, &r.id);
+        let (aws, t) = (cx.aws.clone(), new_address_tags(cx, r, &records));
         Some(Box::pin(async move {
             let (alloc, ip) = allocate_address(&aws, &t).await?;
             let written = futures_util::future::join_all(records.iter().map(|(id, s)| {
@@ -118,7 +118,7 @@ async fn point(
                 None => match cx.made_early(&r.id).await {
                     Some(made) => made?,
                     None => {
-                        let t = new_address_tags(cx, r);
+                        let t = new_address_tags(cx, r, &records_on(cx, &r.id));
                         let (alloc, ip) = allocate_address(aws, &t).await?;
                         Known {
                             public_ip: Some(ip),
@@ -152,12 +152,16 @@ async fn point(
     }
 }
 
-/// The tags a new address is allocated with: the stack's, and those of the records the plan
-/// writes on it, so writing them needs no tagging call of its own.
-fn new_address_tags(cx: &Applier, r: &Resource) -> BTreeMap<String, String> {
+/// The tags a new address is allocated with: the stack's, and those of `records`, the records
+/// the plan writes on it ([`records_on`]), so writing them needs no tagging call of its own.
+fn new_address_tags(
+    cx: &Applier,
+    r: &Resource,
+    records: &[(ResourceId, DnsRecordSpec)],
+) -> BTreeMap<String, String> {
     let mut t = cx.tags_for(&r.id, r.kind());
-    for (id, rec) in records_on(cx, &r.id) {
-        t.extend(record_tags(&id, &rec));
+    for (id, rec) in records {
+        t.extend(record_tags(id, rec));
     }
     t
 }
