@@ -71,10 +71,6 @@ pub async fn run(
     if let Some(planned) =
         unchanged(&loaded, &aws, lock_read, &mut look_ups, &reporter, opts).await?
     {
-        printer.line(format!(
-            "No changes: stack `{}` is up to date.",
-            planned.stack.name()
-        ));
         let applier = Applier::new(planned.aws.clone(), &planned.stack, reporter.clone());
         return finish(
             printer, &planned, &applier, &reporter, opts, since_s, started,
@@ -220,11 +216,6 @@ async fn converge(
                 outcome.failed.len()
             );
         }
-    } else {
-        printer.line(format!(
-            "No changes: stack `{}` is up to date.",
-            planned.stack.name()
-        ));
     }
     finish(
         printer, &planned, &applier, &reporter, opts, since_s, started,
@@ -232,8 +223,8 @@ async fn converge(
     .await
 }
 
-/// Reports what the stack is once the plan is applied (or had nothing to change): its outputs
-/// and, when `up` waits, whether the app came up.
+/// Reports what the stack is once the plan is applied (or that it had nothing to change): its
+/// outputs and, when `up` waits, whether the app came up.
 async fn finish(
     printer: &Printer,
     planned: &plan::Planned,
@@ -243,6 +234,12 @@ async fn finish(
     since_s: i64,
     started: std::time::Instant,
 ) -> anyhow::Result<Exit> {
+    if !planned.plan.summary().has_changes() {
+        printer.line(format!(
+            "No changes: stack `{}` is up to date.",
+            planned.stack.name()
+        ));
+    }
     let aws = &planned.aws;
     // The instances that run now and stay: they need not report a boot they may have done
     // before boot reports existed.
