@@ -137,26 +137,11 @@ async fn single_vm_makes_the_address_and_volume_while_the_vm_launches() {
         "ec2:CreateVolume",
         "ec2:DescribeVolumes",
     ];
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let calls = proxy.calls();
-        if early.iter().all(|op| !calls.of(op, "").is_empty()) {
-            assert!(calls.of(RUN, "").is_empty(), "{}", calls.changes());
-            break;
-        }
-        if let Ok(Some(status)) = up.try_wait() {
-            panic!(
-                "up ended ({status}) with RunInstances held:\n{}",
-                calls.changes()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nothing of {early:?} while RunInstances was held:\n{}",
-            calls.changes()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let calls = until_calls(&proxy, &mut up, |calls| {
+        early.iter().all(|op| !calls.of(op, "").is_empty())
+    })
+    .await;
+    assert!(calls.of(RUN, "").is_empty(), "{}", calls.changes());
     proxy.release();
     let out = up.wait_with_output().expect("wait for iac up");
     assert_eq!(

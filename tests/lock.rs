@@ -706,18 +706,13 @@ async fn no_op_ups_at_the_same_time_both_succeed_without_the_lock() {
     let proxy = AwsProxy::holding(&emu, 0, "ec2:DescribeInstances");
     let mut first = spawn(up_cmd(&emu, &proxy.url, file.path(), &[]));
     let lock = format!("/iac/{stack}/lock");
-    let deadline = Instant::now() + Duration::from_secs(120);
     // The first run has read (or, were it to take it, written) the lock, and waits for its
     // instances' answer.
-    while proxy.calls().of("ssm:GetParameters", &lock).is_empty()
-        && proxy.calls().of("ssm:PutParameter", &lock).is_empty()
-    {
-        if let Ok(Some(status)) = first.try_wait() {
-            panic!("the first up ended ({status}) with DescribeInstances held");
-        }
-        assert!(Instant::now() < deadline, "{}", proxy.calls().changes());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_calls(&proxy, &mut first, |calls| {
+        !calls.of("ssm:GetParameters", &lock).is_empty()
+            || !calls.of("ssm:PutParameter", &lock).is_empty()
+    })
+    .await;
     let second = run(up_cmd(&emu, &emu.url, file.path(), &[]));
     assert_eq!(second.code, 0, "{}", second.stderr);
     assert!(second.stdout.contains("No changes"), "{}", second.stdout);

@@ -813,6 +813,35 @@ pub struct AwsProxy {
     gate: tempfile::TempDir,
 }
 
+/// Polls the proxy's call log every 50 ms until `seen` holds of it, while `child` (an `iac`
+/// run held at some call by [`AwsProxy::holding`]) still runs; fails if the run ends first or
+/// after 120 s, showing the calls. Gives the log that satisfied `seen`.
+pub async fn until_calls(
+    proxy: &AwsProxy,
+    child: &mut Child,
+    seen: impl Fn(&Calls) -> bool,
+) -> Calls {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let calls = proxy.calls();
+        if seen(&calls) {
+            return calls;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "iac ended ({status}) before the calls awaited:\n{}",
+                calls.changes()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not the calls awaited in 120 s:\n{}",
+            calls.changes()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl AwsProxy {
     /// Adds `delay_ms` to every request.
     pub fn slow(emu: &Emulator, delay_ms: u64) -> AwsProxy {
