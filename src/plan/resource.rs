@@ -29,78 +29,68 @@ impl fmt::Display for ResourceId {
     }
 }
 
-/// Kinds of AWS resources `iac` manages. The order of the variants is the order of creation
-/// between kinds; deletion runs in reverse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    KeyPair,
-    InstanceProfile,
-    SsmParameter,
-    SecurityGroup,
-    DbSubnetGroup,
-    FileSystem,
-    MountTarget,
-    DbCluster,
-    DbInstance,
-    Volume,
-    Instance,
-    TargetGroup,
-    LoadBalancer,
-    Listener,
-    LaunchTemplate,
-    AutoScalingGroup,
-    ScalingPolicy,
-    ElasticIp,
-    DnsRecord,
+/// Declares the kinds of AWS resources `iac` manages, each with the type of its desired spec and
+/// the name it goes by (in tags, plans and the stack's record of kinds): [`Kind`], [`Kind::ALL`],
+/// [`Kind::as_str`], [`Spec`] and [`Spec::kind`] all come from this one list, so none of them
+/// can miss a kind.
+macro_rules! kinds {
+    ($($kind:ident($spec:ident) = $name:literal,)+) => {
+        /// Kinds of AWS resources `iac` manages. The order of the variants is the order of
+        /// creation between kinds; deletion runs in reverse.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(rename_all = "kebab-case")]
+        pub enum Kind {
+            $($kind,)+
+        }
+
+        impl Kind {
+            /// Every kind, in the order of creation.
+            pub const ALL: [Kind; [$($name),+].len()] = [$(Kind::$kind),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Kind::$kind => $name,)+
+                }
+            }
+        }
+
+        /// What a resource should be.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+        #[serde(tag = "kind", rename_all = "kebab-case")]
+        pub enum Spec {
+            $($kind($spec),)+
+        }
+
+        impl Spec {
+            pub fn kind(&self) -> Kind {
+                match self {
+                    $(Spec::$kind(_) => Kind::$kind,)+
+                }
+            }
+        }
+    };
 }
 
-impl Kind {
-    pub const ALL: [Kind; 19] = [
-        Kind::KeyPair,
-        Kind::InstanceProfile,
-        Kind::SsmParameter,
-        Kind::SecurityGroup,
-        Kind::DbSubnetGroup,
-        Kind::FileSystem,
-        Kind::MountTarget,
-        Kind::DbCluster,
-        Kind::DbInstance,
-        Kind::Volume,
-        Kind::Instance,
-        Kind::TargetGroup,
-        Kind::LoadBalancer,
-        Kind::Listener,
-        Kind::LaunchTemplate,
-        Kind::AutoScalingGroup,
-        Kind::ScalingPolicy,
-        Kind::ElasticIp,
-        Kind::DnsRecord,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::KeyPair => "key-pair",
-            Kind::InstanceProfile => "instance-profile",
-            Kind::SsmParameter => "ssm-parameter",
-            Kind::SecurityGroup => "security-group",
-            Kind::Volume => "volume",
-            Kind::DbSubnetGroup => "db-subnet-group",
-            Kind::FileSystem => "file-system",
-            Kind::MountTarget => "mount-target",
-            Kind::DbCluster => "db-cluster",
-            Kind::DbInstance => "db-instance",
-            Kind::TargetGroup => "target-group",
-            Kind::LoadBalancer => "load-balancer",
-            Kind::Listener => "listener",
-            Kind::LaunchTemplate => "launch-template",
-            Kind::AutoScalingGroup => "auto-scaling-group",
-            Kind::ScalingPolicy => "scaling-policy",
-            Kind::Instance => "instance",
-            Kind::ElasticIp => "elastic-ip",
-            Kind::DnsRecord => "dns-record",
-        }
-    }
+kinds! {
+    KeyPair(KeyPairSpec) = "key-pair",
+    InstanceProfile(InstanceProfileSpec) = "instance-profile",
+    SsmParameter(SsmParameterSpec) = "ssm-parameter",
+    SecurityGroup(SecurityGroupSpec) = "security-group",
+    DbSubnetGroup(DbSubnetGroupSpec) = "db-subnet-group",
+    FileSystem(FileSystemSpec) = "file-system",
+    MountTarget(MountTargetSpec) = "mount-target",
+    DbCluster(DbClusterSpec) = "db-cluster",
+    DbInstance(DbInstanceSpec) = "db-instance",
+    Volume(VolumeSpec) = "volume",
+    Instance(InstanceSpec) = "instance",
+    TargetGroup(TargetGroupSpec) = "target-group",
+    LoadBalancer(LoadBalancerSpec) = "load-balancer",
+    Listener(ListenerSpec) = "listener",
+    LaunchTemplate(LaunchTemplateSpec) = "launch-template",
+    AutoScalingGroup(AutoScalingGroupSpec) = "auto-scaling-group",
+    ScalingPolicy(ScalingPolicySpec) = "scaling-policy",
+    ElasticIp(ElasticIpSpec) = "elastic-ip",
+    DnsRecord(DnsRecordSpec) = "dns-record",
 }
 
 impl fmt::Display for Kind {
@@ -391,57 +381,6 @@ pub struct InstanceProfileSpec {
     pub grants: super::RoleGrants,
 }
 
-/// What a resource should be.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Spec {
-    KeyPair(KeyPairSpec),
-    InstanceProfile(InstanceProfileSpec),
-    SsmParameter(SsmParameterSpec),
-    Volume(VolumeSpec),
-    DbSubnetGroup(DbSubnetGroupSpec),
-    DbCluster(DbClusterSpec),
-    DbInstance(DbInstanceSpec),
-    FileSystem(FileSystemSpec),
-    MountTarget(MountTargetSpec),
-    TargetGroup(TargetGroupSpec),
-    LoadBalancer(LoadBalancerSpec),
-    Listener(ListenerSpec),
-    LaunchTemplate(LaunchTemplateSpec),
-    AutoScalingGroup(AutoScalingGroupSpec),
-    ScalingPolicy(ScalingPolicySpec),
-    SecurityGroup(SecurityGroupSpec),
-    Instance(InstanceSpec),
-    ElasticIp(ElasticIpSpec),
-    DnsRecord(DnsRecordSpec),
-}
-
-impl Spec {
-    pub fn kind(&self) -> Kind {
-        match self {
-            Spec::KeyPair(_) => Kind::KeyPair,
-            Spec::InstanceProfile(_) => Kind::InstanceProfile,
-            Spec::SsmParameter(_) => Kind::SsmParameter,
-            Spec::Volume(_) => Kind::Volume,
-            Spec::DbSubnetGroup(_) => Kind::DbSubnetGroup,
-            Spec::DbCluster(_) => Kind::DbCluster,
-            Spec::DbInstance(_) => Kind::DbInstance,
-            Spec::FileSystem(_) => Kind::FileSystem,
-            Spec::MountTarget(_) => Kind::MountTarget,
-            Spec::TargetGroup(_) => Kind::TargetGroup,
-            Spec::LoadBalancer(_) => Kind::LoadBalancer,
-            Spec::Listener(_) => Kind::Listener,
-            Spec::LaunchTemplate(_) => Kind::LaunchTemplate,
-            Spec::AutoScalingGroup(_) => Kind::AutoScalingGroup,
-            Spec::ScalingPolicy(_) => Kind::ScalingPolicy,
-            Spec::SecurityGroup(_) => Kind::SecurityGroup,
-            Spec::Instance(_) => Kind::Instance,
-            Spec::ElasticIp(_) => Kind::ElasticIp,
-            Spec::DnsRecord(_) => Kind::DnsRecord,
-        }
-    }
-}
-
 /// A desired resource: a node of the stack's graph.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Resource {
@@ -609,6 +548,9 @@ pub enum Details {
         min: u32,
         max: u32,
         desired: u32,
+        /// The desired capacity `iac` last applied (the `iac:desired` tag): the scaling policy
+        /// moves the live one between runs, so a change of the stack file is seen against this.
+        applied_desired: Option<u32>,
         /// The launch template version the group uses (`$Latest`, `$Default` or a number).
         launch_template_version: String,
         target_group_arns: Vec<String>,
@@ -625,4 +567,19 @@ pub enum Details {
         cpu_target: Option<String>,
         warmup_s: Option<i32>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_goes_by_the_same_name_in_json_and_in_tags() {
+        for k in Kind::ALL {
+            assert_eq!(
+                serde_json::to_value(k).expect("a kind serializes"),
+                serde_json::json!(k.as_str())
+            );
+        }
+    }
 }

@@ -99,16 +99,7 @@ pub async fn discover_kinds(
     stack: &str,
     kinds: &BTreeSet<Kind>,
 ) -> Result<Discovered, AwsError> {
-    let mut providers: Vec<&dyn Provider> = Vec::new();
-    for k in super::DISCOVERY_ORDER
-        .iter()
-        .filter(|k| kinds.iter().any(|a| same_call(*a, **k)))
-    {
-        let p = provider(*k);
-        if !providers.iter().any(|q| q.kinds() == p.kinds()) {
-            providers.push(p);
-        }
-    }
+    let providers: Vec<&dyn Provider> = super::providers_of(kinds).collect();
     // Every call at once: they are independent, and each service answers at its own pace.
     let found = try_join_all(providers.iter().map(|p| p.discover(aws, stack))).await?;
     let mut all = Discovered::default();
