@@ -574,7 +574,9 @@ async fn load_balancing_and_auto_scaling_against_the_emulator() {
         warmup_s: 60,
         role: "web".into(),
     };
-    let asg_tags = ident("web-asg", Kind::AutoScalingGroup);
+    let mut asg_tags = ident("web-asg", Kind::AutoScalingGroup);
+    // What `up` last applied, read back as the group's `applied_desired`.
+    asg_tags.insert(tags::DESIRED.to_string(), "3".to_string());
     autoscaling::create_group(&aws, &asg, &lt, "1", vec![tg.clone()], &asg_tags)
         .await
         .expect("create group");
@@ -608,7 +610,8 @@ async fn load_balancing_and_auto_scaling_against_the_emulator() {
         let propagates = t.propagate_at_launch().unwrap_or(false);
         assert_eq!(
             propagates,
-            key != tags::ID && key != tags::KIND,
+            // Its instances are not the group: no logical id, kind or applied capacity.
+            key != tags::ID && key != tags::KIND && key != tags::DESIRED,
             "PropagateAtLaunch of {key}"
         );
     }
@@ -788,6 +791,7 @@ async fn load_balancing_and_auto_scaling_against_the_emulator() {
             min: 3,
             max: 8,
             desired: 3,
+            applied_desired: Some(3),
             launch_template_version: "2".into(),
             target_group_arns: vec![tg.clone()],
             health_check_type: "ELB".into(),

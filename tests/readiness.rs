@@ -247,7 +247,7 @@ async fn custom_scaler_up_waits_for_min_members_of_the_monitor() {
     let token = emu
         .secure_value(&iac::render::param_name(name, "scaler-token"))
         .await;
-    let shared = iac::scaler::monitor::Shared::new(iac::scaler::policy_from_stack(conf), &token);
+    let shared = iac::scaler::monitor::Shared::new(conf.policy(), &token);
     let fleet = std::sync::Arc::new(iac::scaler::ec2::Ec2Fleet::new(
         emu.aws().await,
         name,

@@ -106,6 +106,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
                 min: g.min_size().unwrap_or(0).max(0) as u32,
                 max: g.max_size().unwrap_or(0).max(0) as u32,
                 desired: g.desired_capacity().unwrap_or(0).max(0) as u32,
+                applied_desired: t.get(tags::DESIRED).and_then(|d| d.parse().ok()),
                 launch_template_version: g
                     .launch_template()
                     .and_then(|l| l.version())

@@ -9,9 +9,7 @@ use super::{tags, Aws};
 
 use crate::plan::{Details, Kind, Observed, ResourceId};
 
-/// The most a standard-tier SSM parameter value holds, in bytes (the advanced tier is paid and
-/// opt-in, so `iac` never uses it).
-pub const STANDARD_VALUE_MAX: usize = 4096;
+pub use crate::stack::validate::SSM_STANDARD_VALUE_MAX as STANDARD_VALUE_MAX;
 
 /// The path under which a stack's parameters live; discovery lists it, `down` empties it.
 pub fn stack_path(stack: &str) -> String {

@@ -16,7 +16,7 @@ use crate::aws::Aws;
 use crate::scaler::fleet::{Fleet, LocalFleet};
 use crate::scaler::monitor::{self, timeline_csv, timeline_report, Shared};
 use crate::scaler::simulate::{self, SimOptions};
-use crate::scaler::{admin, ec2, policy_from_stack};
+use crate::scaler::{admin, ec2};
 use crate::stack::model::{FleetKind, ScalerConf};
 use crate::stack::{Stack, Tier};
 
@@ -304,7 +304,7 @@ async fn monitor_main(
         )
         .into());
     }
-    let policy = policy_from_stack(&conf);
+    let policy = conf.policy();
     let shared = Shared::with_drain_deadline(
         policy,
         &token,
@@ -535,7 +535,7 @@ fn simulate_main(
         .map_err(|e| UsageError(format!("cannot read {}: {e}", trace_path.display())))?;
     let trace = simulate::load_trace(&text)
         .map_err(|e| UsageError(format!("{}: {e}", trace_path.display())))?;
-    let policy = policy_from_stack(&conf);
+    let policy = conf.policy();
     let opts = SimOptions {
         tick: policy.heartbeat,
         boot_time: Duration::from_secs(boot_secs),

@@ -70,10 +70,12 @@ pub fn diff(stack: &str, desired: &[Resource], actual: &[Observed]) -> Plan {
         let action = match chosen {
             None if is_written_by_instances(r) => Action::Keep,
             None => Action::Create,
-            Some(o) => match compare_alb(r, o, &kept_physical, &renewed, &updated) {
-                Some(a) => a,
-                None => compare(r, o, &kept_physical, &renewed),
-            },
+            Some(o) => {
+                match compare_balancing_and_scaling(r, o, &kept_physical, &renewed, &updated) {
+                    Some(a) => a,
+                    None => compare(r, o, &kept_physical, &renewed),
+                }
+            }
         };
         if matches!(action, Action::Update { .. }) {
             updated.insert(&r.id);
@@ -369,8 +371,8 @@ fn differs<T: PartialEq + std::fmt::Debug>(
     }
 }
 
-/// The alb-asg kinds. `None` for every other kind.
-fn compare_alb(
+/// The load balancing and auto scaling kinds. `None` for every other kind.
+fn compare_balancing_and_scaling(
     r: &Resource,
     o: &Observed,
     kept: &BTreeMap<&ResourceId, &Observed>,
@@ -529,6 +531,7 @@ fn compare_alb(
                 min,
                 max,
                 desired,
+                applied_desired,
                 health_check_grace_s,
                 scale_in_protection,
                 ..
@@ -538,14 +541,12 @@ fn compare_alb(
             differs(&mut reasons, "min", *min, s.min);
             differs(&mut reasons, "max", *max, s.max);
             // The scaling policy moves the live capacity; compare against what iac last applied.
-            match o
-                .tags
-                .get(crate::aws::tags::DESIRED)
-                .and_then(|d| d.parse::<u32>().ok())
-            {
-                Some(applied) => differs(&mut reasons, "desired", applied, s.desired),
-                None => differs(&mut reasons, "desired", *desired, s.desired),
-            }
+            differs(
+                &mut reasons,
+                "desired",
+                applied_desired.unwrap_or(*desired),
+                s.desired,
+            );
             differs(
                 &mut reasons,
                 "health check grace (s)",
@@ -709,6 +710,7 @@ mod tests {
                     min: 1,
                     max: 2,
                     desired: 1,
+                    applied_desired: Some(1),
                     launch_template_version: runs.into(),
                     target_group_arns: vec![],
                     health_check_type: "ELB".into(),

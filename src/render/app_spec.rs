@@ -18,7 +18,7 @@ pub const UPDATE_SCRIPT: &str = "/usr/local/sbin/iac-app-update";
 /// Root-only env file the boot script writes for settings that are not in the spec (the
 /// database URL); appended to the app's environment.
 pub const EXTRA_ENV: &str = "/etc/iac/app-extra.env";
-use crate::aws::ssm::STANDARD_VALUE_MAX as SSM_VALUE_LIMIT;
+use crate::stack::validate::SSM_STANDARD_VALUE_MAX as SSM_VALUE_LIMIT;
 
 /// Names a secret cannot have: swarm's service script exports secrets to the docker CLI's
 /// environment on updates, where these would steer the shell or the CLI.

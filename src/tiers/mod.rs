@@ -260,7 +260,7 @@ pub enum TierError {
     ParameterTooLarge { name: String, size: usize },
 }
 
-use crate::aws::ssm::STANDARD_VALUE_MAX as SSM_STANDARD_MAX;
+use crate::stack::validate::SSM_STANDARD_VALUE_MAX as SSM_STANDARD_MAX;
 
 /// Refuses parameter values (`haproxy.cfg`, the swarm service spec, ...) that do not fit the
 /// standard tier. Placeholders are longer than the addresses that replace them, so the text

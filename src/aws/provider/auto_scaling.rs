@@ -68,18 +68,15 @@ impl Provider for AutoScaling {
         let (lt, version) = template(cx, s)?;
         // Only a change of the stack's desired capacity is applied: the live value
         // belongs to the scaling policy between runs.
-        let applied = actual
-            .tags
-            .get(tags::DESIRED)
-            .and_then(|d| d.parse::<u32>().ok());
-        let desired = (applied != Some(s.desired)).then_some(s.desired);
-        let runs = match &actual.details {
+        let (applied, runs) = match &actual.details {
             Details::AutoScalingGroup {
+                applied_desired,
                 launch_template_version,
                 ..
-            } => launch_template_version.clone(),
-            _ => "$Default".to_string(),
+            } => (*applied_desired, launch_template_version.clone()),
+            _ => (None, "$Default".to_string()),
         };
+        let desired = (applied != Some(s.desired)).then_some(s.desired);
         let updated = cx
             .lt_updated
             .lock()

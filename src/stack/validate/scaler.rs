@@ -3,12 +3,49 @@
 //! and the sections that belong to other tiers.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use iac_scaler::config::{self, Mode, PolicyConfig};
 
 use super::{check_type, is_domain, Checker};
 use crate::stack::model::*;
 
 /// Most pool instances iac lets a monitor run (AWS Academy allows about 9 running instances).
 pub const MAX_POOL: u32 = 20;
+
+impl ScalerConf {
+    /// The policy this section describes (checked with the scaler's own `config::validate`).
+    pub fn policy(&self) -> PolicyConfig {
+        let s = self;
+        let secs = |v: u32| Duration::from_secs(u64::from(v));
+        let millis = |v: u32| Duration::from_millis(u64::from(v));
+        PolicyConfig {
+            min: s.min,
+            max: s.max,
+            mode: match s.mode {
+                ScalerMode::Thresholds => Mode::Thresholds {
+                    high: s.high,
+                    low: s.low,
+                    out_samples: s.out_samples,
+                    in_samples: s.in_samples,
+                    step_out: s.step_out,
+                    step_in: s.step_in,
+                },
+                ScalerMode::TargetTracking => Mode::TargetTracking {
+                    target: s.target,
+                    tolerance: s.tolerance,
+                    scale_in_window: secs(s.scale_in_window_s),
+                },
+            },
+            cooldown_out: secs(s.cooldown_out_s),
+            cooldown_in: secs(s.cooldown_in_s),
+            warmup: secs(s.warmup_s),
+            heartbeat: millis(s.heartbeat_ms),
+            dead_after: millis(s.dead_after_ms),
+            boot_deadline: secs(s.boot_deadline_s),
+        }
+    }
+}
 
 /// What the policy checks expect, by field (the scaler's validation says what is wrong).
 fn policy_expectation(path: &str) -> (&'static str, &'static str) {
@@ -152,8 +189,8 @@ pub(super) fn check_custom_scaler(c: &mut Checker, s: &StackFile) {
         );
         return;
     };
-    let policy = crate::scaler::policy_from_stack(sc);
-    if let Err(problems) = crate::scaler::config::validate(&policy) {
+    let policy = sc.policy();
+    if let Err(problems) = config::validate(&policy) {
         for (path, message) in problems {
             let (expected, hint) = policy_expectation(&path);
             c.err(&path, message, expected, hint);
@@ -259,13 +296,13 @@ pub(super) fn check_custom_scaler(c: &mut Checker, s: &StackFile) {
     }
     if m.address.is_none() {
         let stored = s.portable_yaml().unwrap_or_default();
-        if stored.len() > crate::aws::ssm::STANDARD_VALUE_MAX {
+        if stored.len() > super::SSM_STANDARD_VALUE_MAX {
             c.err(
                 "scaler",
                 format!(
                     "the stack as stored for the monitor is {} bytes; an SSM String parameter holds {}",
                     stored.len(),
-                    crate::aws::ssm::STANDARD_VALUE_MAX
+                    super::SSM_STANDARD_VALUE_MAX
                 ),
                 "a shorter stack file",
                 "shorten `app.environment` or `tags`",
