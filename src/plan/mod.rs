@@ -3,6 +3,7 @@
 //! Everything here is pure data: a [`Plan`] is computed without side effects, printed by
 //! `iac plan` and executed by `iac up`.
 
+pub mod compare;
 pub mod data;
 pub mod diff;
 pub mod managed;

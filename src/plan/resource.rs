@@ -5,7 +5,9 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::compare::{Compare, Context};
 use super::managed::*;
+use super::Action;
 
 /// The logical id of a resource within its stack (`web-sg`, `instance`, …), stored in the
 /// `iac:id` tag. Stable across runs: it is how `up` finds what it made before.
@@ -65,6 +67,14 @@ macro_rules! kinds {
             pub fn kind(&self) -> Kind {
                 match self {
                     $(Spec::$kind(_) => Kind::$kind,)+
+                }
+            }
+
+            /// How this spec compares with what was found of it: its kind's [`Compare`],
+            /// which every spec type must implement.
+            pub fn compare(&self, found: &Observed, cx: &Context) -> Action {
+                match self {
+                    $(Spec::$kind(s) => s.compare(found, cx),)+
                 }
             }
         }

@@ -9,6 +9,7 @@ use super::{ignore_gone, not_mine, Applier, Discovered, Early, Known, Provider};
 use crate::aws::ec2::{self, observed, of_stack, stack_filter, tag_map, tag_spec};
 use crate::aws::error::{sdk as err, AwsError, ErrorClass};
 use crate::aws::{route53, tags, Aws};
+use crate::plan::compare::{kind_changed, Compare, Context};
 use crate::plan::*;
 
 pub struct Addresses;
@@ -314,4 +315,54 @@ pub async fn release_address(aws: &Aws, allocation_id: &str) -> Result<(), AwsEr
         .await
         .map(|_| ())
         .map_err(err("ec2:ReleaseAddress"))
+}
+
+impl Compare for ElasticIpSpec {
+    /// An address follows its instance: a new or another instance is an association.
+    fn compare(&self, found: &Observed, cx: &Context) -> Action {
+        let Details::ElasticIp { instance_id, .. } = &found.details else {
+            return kind_changed();
+        };
+        if cx.renewed.contains(&self.instance) {
+            return Action::Update {
+                reasons: vec![format!("associate with the new {}", self.instance)],
+            };
+        }
+        match cx.physical(&self.instance) {
+            Some(want) if instance_id.as_deref() != Some(want) => Action::Update {
+                reasons: vec![format!(
+                    "associate with {want} (now {})",
+                    instance_id.as_deref().unwrap_or("unassociated")
+                )],
+            },
+            _ => Action::Keep,
+        }
+    }
+}
+
+impl Compare for DnsRecordSpec {
+    /// A record holds its address's public IP; it cannot move to another hosted zone.
+    fn compare(&self, found: &Observed, cx: &Context) -> Action {
+        let Details::DnsRecord { zone_id, values } = &found.details else {
+            return kind_changed();
+        };
+        if &self.zone_id != zone_id {
+            return Action::Replace {
+                reasons: vec![format!("hosted zone {zone_id} → {}", self.zone_id)],
+            };
+        }
+        let want = match cx.kept.get(&self.target).map(|o| &o.details) {
+            Some(Details::ElasticIp { public_ip, .. }) => Some(public_ip.clone()),
+            _ => None,
+        };
+        match want {
+            Some(ip) if values == &vec![ip.clone()] => Action::Keep,
+            Some(ip) => Action::Update {
+                reasons: vec![format!("A {} → {ip}", values.join(","))],
+            },
+            None => Action::Update {
+                reasons: vec!["point at the new Elastic IP".to_string()],
+            },
+        }
+    }
 }

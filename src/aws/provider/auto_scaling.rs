@@ -9,6 +9,8 @@ use super::{not_mine, Applier, Discovered, Known, Provider};
 use crate::apply::events::Event;
 use crate::aws::error::AwsError;
 use crate::aws::{autoscaling, tags, Aws};
+use crate::plan::compare::{differs, kind_changed, update_if, Compare, Context};
+use crate::plan::diff::group_behind_template;
 use crate::plan::*;
 
 pub struct AutoScaling;
@@ -198,4 +200,82 @@ async fn put_policy(cx: &Applier, s: &ScalingPolicySpec) -> Result<String, AwsEr
         .physical_id;
     autoscaling::put_cpu_policy(&cx.aws, s, &group).await?;
     Ok(s.name.clone())
+}
+
+impl Compare for AutoScalingGroupSpec {
+    /// Sizes and settings change in place; a new template version is rolled out by an instance
+    /// refresh.
+    fn compare(&self, found: &Observed, cx: &Context) -> Action {
+        let Details::AutoScalingGroup {
+            min,
+            max,
+            desired,
+            applied_desired,
+            health_check_grace_s,
+            scale_in_protection,
+            ..
+        } = &found.details
+        else {
+            return kind_changed();
+        };
+        let s = self;
+        let mut reasons = Vec::new();
+        differs(&mut reasons, "min", *min, s.min);
+        differs(&mut reasons, "max", *max, s.max);
+        // The scaling policy moves the live capacity; compare against what iac last applied.
+        differs(
+            &mut reasons,
+            "desired",
+            applied_desired.unwrap_or(*desired),
+            s.desired,
+        );
+        differs(
+            &mut reasons,
+            "health check grace (s)",
+            *health_check_grace_s,
+            s.health_check_grace_s,
+        );
+        differs(
+            &mut reasons,
+            "scale-in protection",
+            *scale_in_protection,
+            s.scale_in_protection,
+        );
+        if cx.updated.contains(&s.launch_template) || cx.renewed.contains(&s.launch_template) {
+            reasons.push(format!(
+                "instance refresh (min healthy {}%)",
+                s.min_healthy_percent
+            ));
+        } else if let Some(why) = group_behind_template(found, cx.kept.get(&s.launch_template)) {
+            reasons.push(why);
+        }
+        update_if(reasons)
+    }
+}
+
+impl Compare for ScalingPolicySpec {
+    fn compare(&self, found: &Observed, _: &Context) -> Action {
+        let Details::ScalingPolicy {
+            cpu_target,
+            warmup_s,
+            ..
+        } = &found.details
+        else {
+            return kind_changed();
+        };
+        let mut reasons = Vec::new();
+        differs(
+            &mut reasons,
+            "CPU target",
+            cpu_target.clone(),
+            Some(format!("{}", self.cpu_target)),
+        );
+        differs(
+            &mut reasons,
+            "warm-up (s)",
+            *warmup_s,
+            Some(self.warmup_s as i32),
+        );
+        update_if(reasons)
+    }
 }

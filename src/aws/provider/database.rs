@@ -3,6 +3,8 @@
 //! nothing waits for the cluster itself: its dependents need only its endpoint and secret,
 //! assigned at once.
 
+use std::collections::BTreeSet;
+
 use std::time::Duration;
 
 use super::{not_mine, wait_err, Applier, Discovered, Known, Provider};
@@ -10,6 +12,7 @@ use crate::apply::events::Event;
 use crate::apply::wait::{self, Backoff, Poll};
 use crate::aws::error::{AwsError, ErrorClass};
 use crate::aws::{rds, Aws};
+use crate::plan::compare::{differs, kind_changed, protection, update_if, Compare, Context};
 use crate::plan::*;
 
 pub struct Databases;
@@ -225,4 +228,54 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+impl Compare for DbSubnetGroupSpec {
+    fn compare(&self, found: &Observed, _: &Context) -> Action {
+        let Details::DbSubnetGroup { subnet_ids } = &found.details else {
+            return kind_changed();
+        };
+        let want: BTreeSet<&String> = self.subnet_ids.iter().collect();
+        let have: BTreeSet<&String> = subnet_ids.iter().collect();
+        update_if(if want == have {
+            vec![]
+        } else {
+            vec!["subnets changed".to_string()]
+        })
+    }
+}
+
+impl Compare for DbClusterSpec {
+    /// Protection and backup retention change in place; nothing here replaces a database.
+    fn compare(&self, found: &Observed, _: &Context) -> Action {
+        let Details::DbCluster {
+            backup_retention_days,
+            deletion_protection,
+            ..
+        } = &found.details
+        else {
+            return kind_changed();
+        };
+        let mut reasons = Vec::new();
+        if *deletion_protection != self.deletion_protection {
+            reasons.push(protection(self.deletion_protection));
+        }
+        differs(
+            &mut reasons,
+            "backup retention (days)",
+            *backup_retention_days,
+            self.backup_retention_days,
+        );
+        update_if(reasons)
+    }
+}
+
+impl Compare for DbInstanceSpec {
+    /// Kept as found: its cluster holds what the stack file sets.
+    fn compare(&self, found: &Observed, _: &Context) -> Action {
+        match found.details {
+            Details::DbInstance { .. } => Action::Keep,
+            _ => kind_changed(),
+        }
+    }
 }

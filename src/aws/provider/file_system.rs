@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::{not_mine, Applier, Discovered, Known, Provider};
 use crate::aws::error::AwsError;
 use crate::aws::{efs, tags, Aws};
+use crate::plan::compare::{kind_changed, protection, update_if, Compare, Context};
 use crate::plan::*;
 
 pub struct FileSystems;
@@ -143,5 +144,28 @@ impl Provider for FileSystems {
         let what = format!("mount target {id} to be deleted");
         cx.wait_mount_target(&o.id, &what, file_system_id, id, None)
             .await
+    }
+}
+
+impl Compare for FileSystemSpec {
+    fn compare(&self, found: &Observed, _: &Context) -> Action {
+        let Details::FileSystem { protected, .. } = &found.details else {
+            return kind_changed();
+        };
+        update_if(if *protected == self.protected {
+            vec![]
+        } else {
+            vec![protection(self.protected)]
+        })
+    }
+}
+
+impl Compare for MountTargetSpec {
+    /// Kept as found: a mount target is its subnet and file system, both in its id.
+    fn compare(&self, found: &Observed, _: &Context) -> Action {
+        match found.details {
+            Details::MountTarget { .. } => Action::Keep,
+            _ => kind_changed(),
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! found as `untracked`, never adopted). A swarm node is drained through the leader before it
 //! is terminated ([`Drain`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification,
@@ -17,6 +17,7 @@ use crate::apply::wait::{self, Backoff, Poll};
 use crate::aws::ec2::{self, launched_id, observed, of_stack, stack_filter, tag_map, tag_spec};
 use crate::aws::error::{sdk as err, AwsError, ErrorClass};
 use crate::aws::{tags, Aws};
+use crate::plan::compare::{kind_changed, Compare, Context};
 use crate::plan::diff::{instance_spec_hash, short_hash};
 use crate::plan::*;
 
@@ -383,4 +384,55 @@ pub async fn terminate_instance(aws: &Aws, instance_id: &str) -> Result<(), AwsE
         .await
         .map(|_| ())
         .map_err(err("ec2:TerminateInstances"))
+}
+
+impl Compare for InstanceSpec {
+    /// What an instance launched with cannot change in place (its type, image, key, groups,
+    /// user-data: the spec hash); a stopped one is started.
+    fn compare(&self, found: &Observed, cx: &Context) -> Action {
+        let Details::Instance {
+            instance_type,
+            image_id,
+            key_name,
+            security_group_ids,
+            spec_hash,
+            ..
+        } = &found.details
+        else {
+            return kind_changed();
+        };
+        let s = self;
+        let mut reasons = Vec::new();
+        if &s.instance_type != instance_type {
+            reasons.push(format!("type {instance_type} → {}", s.instance_type));
+        }
+        if &s.image_id != image_id {
+            reasons.push(format!("image {image_id} → {}", s.image_id));
+        }
+        if &s.key_name != key_name {
+            reasons.push(format!(
+                "key pair {} → {}",
+                key_name.as_deref().unwrap_or("none"),
+                s.key_name.as_deref().unwrap_or("none")
+            ));
+        }
+        let wanted_groups: Option<BTreeSet<&str>> =
+            s.security_groups.iter().map(|g| cx.physical(g)).collect();
+        let have_groups: BTreeSet<&str> = security_group_ids.iter().map(String::as_str).collect();
+        if wanted_groups.as_ref() != Some(&have_groups) {
+            reasons.push("security groups changed".to_string());
+        }
+        if reasons.is_empty() && spec_hash.as_deref() != Some(instance_spec_hash(s).as_str()) {
+            reasons.push("user-data or launch settings changed".to_string());
+        }
+        if !reasons.is_empty() {
+            Action::Replace { reasons }
+        } else if found.state == "stopped" {
+            Action::Update {
+                reasons: vec!["instance is stopped: start it".to_string()],
+            }
+        } else {
+            Action::Keep
+        }
+    }
 }

@@ -4,6 +4,7 @@
 use super::{not_mine, Applier, Discovered, Known, Provider};
 use crate::aws::error::AwsError;
 use crate::aws::{iam, tags, Aws};
+use crate::plan::compare::{kind_changed, update_if, Compare, Context};
 use crate::plan::diff::short_hash;
 use crate::plan::*;
 
@@ -54,5 +55,21 @@ impl Provider for InstanceProfiles {
             return Ok(());
         };
         iam::delete(&cx.aws, &o.physical_id, role.as_deref()).await
+    }
+}
+
+impl Compare for InstanceProfileSpec {
+    /// The role's policies are compared by the hash tagged on the role when they were written.
+    fn compare(&self, found: &Observed, _: &Context) -> Action {
+        let Details::InstanceProfile { policy_hash, .. } = &found.details else {
+            return kind_changed();
+        };
+        update_if(
+            if policy_hash.as_deref() == Some(spec_hash(self).as_str()) {
+                vec![]
+            } else {
+                vec!["role policies changed".to_string()]
+            },
+        )
     }
 }

@@ -10,6 +10,7 @@ use super::{not_mine, Applier, Discovered, Known, Provider};
 use crate::aws::ec2::{observed, of_stack, stack_filter, tag_map, tag_spec};
 use crate::aws::error::{sdk as err, AwsError, ErrorClass};
 use crate::aws::{tags, Aws};
+use crate::plan::compare::{kind_changed, Compare, Context};
 use crate::plan::diff::short_hash;
 use crate::plan::*;
 
@@ -30,10 +31,7 @@ impl Provider for KeyPairs {
             return Err(not_mine(r));
         };
         let mut t = cx.tags_for(&r.id, r.kind());
-        t.insert(
-            tags::KEY_FINGERPRINT.to_string(),
-            short_hash(s.public_key.trim().as_bytes()),
-        );
+        t.insert(tags::KEY_FINGERPRINT.to_string(), fingerprint(s));
         import_key_pair(&cx.aws, &s.key_name, &s.public_key, &t)
             .await
             .map_err(|e| {
@@ -119,4 +117,26 @@ pub async fn delete_key_pair(aws: &Aws, name: &str) -> Result<(), AwsError> {
         .await
         .map(|_| ())
         .map_err(err("ec2:DeleteKeyPair"))
+}
+
+/// The public key's fingerprint, tagged on the key pair when it is imported.
+fn fingerprint(s: &KeyPairSpec) -> String {
+    short_hash(s.public_key.trim().as_bytes())
+}
+
+impl Compare for KeyPairSpec {
+    /// The public key is compared by the fingerprint tag written at import: a new key is a new
+    /// key pair.
+    fn compare(&self, found: &Observed, _: &Context) -> Action {
+        let Details::KeyPair { fingerprint_tag } = &found.details else {
+            return kind_changed();
+        };
+        if fingerprint_tag.as_deref() == Some(fingerprint(self).as_str()) {
+            Action::Keep
+        } else {
+            Action::Replace {
+                reasons: vec!["public key changed".to_string()],
+            }
+        }
+    }
 }

@@ -11,6 +11,7 @@ use crate::apply::events::Event;
 use crate::aws::ec2::{self, observed, of_stack, stack_filter, tag_map, tag_spec};
 use crate::aws::error::{sdk as err, AwsError, ErrorClass};
 use crate::aws::{tags, Aws};
+use crate::plan::compare::{kind_changed, update_if, Compare, Context};
 use crate::plan::diff::launch_template_hash;
 use crate::plan::*;
 
@@ -222,4 +223,20 @@ pub async fn delete_launch_template(aws: &Aws, id: &str) -> Result<(), AwsError>
         .await
         .map(|_| ())
         .map_err(err("ec2:DeleteLaunchTemplate"))
+}
+
+impl Compare for LaunchTemplateSpec {
+    /// A change is a new version of the template, compared by the hash tagged on it.
+    fn compare(&self, found: &Observed, _: &Context) -> Action {
+        let Details::LaunchTemplate { spec_hash, .. } = &found.details else {
+            return kind_changed();
+        };
+        update_if(
+            if spec_hash.as_deref() == Some(launch_template_hash(self).as_str()) {
+                vec![]
+            } else {
+                vec!["image, type, user-data or settings changed: new template version, then a rolling instance refresh".to_string()]
+            },
+        )
+    }
 }

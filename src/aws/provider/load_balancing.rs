@@ -1,10 +1,13 @@
 //! Elastic Load Balancing v2: target groups, application load balancers and their listeners.
 
+use std::collections::BTreeSet;
+
 use std::time::Duration;
 
 use super::{not_mine, Applier, Discovered, Known, Provider};
 use crate::aws::error::AwsError;
 use crate::aws::{elbv2, Aws};
+use crate::plan::compare::{differs, kind_changed, update_if, Compare, Context};
 use crate::plan::*;
 
 pub struct LoadBalancing;
@@ -130,4 +133,114 @@ fn forward_to(cx: &Applier, s: &ListenerSpec) -> Result<Option<String>, AwsError
         ListenerAction::Forward(tg) => Some(cx.need(tg, "elbv2:CreateListener")?.physical_id),
         ListenerAction::RedirectHttps => None,
     })
+}
+
+impl Compare for TargetGroupSpec {
+    /// Its health check and deregistration delay change in place.
+    fn compare(&self, found: &Observed, _: &Context) -> Action {
+        let Details::TargetGroup {
+            health_path,
+            healthy_threshold,
+            unhealthy_threshold,
+            interval_s,
+            timeout_s,
+            matcher,
+            deregistration_delay_s,
+            ..
+        } = &found.details
+        else {
+            return kind_changed();
+        };
+        let s = self;
+        let mut reasons = Vec::new();
+        differs(
+            &mut reasons,
+            "health path",
+            health_path.as_str(),
+            s.health_path.as_str(),
+        );
+        differs(
+            &mut reasons,
+            "healthy threshold",
+            *healthy_threshold,
+            s.healthy_threshold,
+        );
+        differs(
+            &mut reasons,
+            "unhealthy threshold",
+            *unhealthy_threshold,
+            s.unhealthy_threshold,
+        );
+        differs(&mut reasons, "interval (s)", *interval_s, s.interval_s);
+        differs(&mut reasons, "timeout (s)", *timeout_s, s.timeout_s);
+        differs(
+            &mut reasons,
+            "matcher",
+            matcher.as_str(),
+            s.matcher.as_str(),
+        );
+        differs(
+            &mut reasons,
+            "deregistration delay (s)",
+            *deregistration_delay_s,
+            Some(s.deregistration_delay_s),
+        );
+        update_if(reasons)
+    }
+}
+
+impl Compare for LoadBalancerSpec {
+    /// Its security groups change in place.
+    fn compare(&self, found: &Observed, cx: &Context) -> Action {
+        let Details::LoadBalancer {
+            security_group_ids, ..
+        } = &found.details
+        else {
+            return kind_changed();
+        };
+        let want: Option<BTreeSet<&str>> = self
+            .security_groups
+            .iter()
+            .map(|g| cx.physical(g))
+            .collect();
+        let have: BTreeSet<&str> = security_group_ids.iter().map(String::as_str).collect();
+        update_if(if want.as_ref() == Some(&have) {
+            vec![]
+        } else {
+            vec!["security groups changed".to_string()]
+        })
+    }
+}
+
+impl Compare for ListenerSpec {
+    /// Its action and certificate change in place.
+    fn compare(&self, found: &Observed, cx: &Context) -> Action {
+        let Details::Listener {
+            action,
+            certificate_arn,
+            ..
+        } = &found.details
+        else {
+            return kind_changed();
+        };
+        let want = match &self.action {
+            ListenerAction::RedirectHttps => Some("redirect:https".to_string()),
+            ListenerAction::Forward(tg) if cx.renewed.contains(tg) => None,
+            ListenerAction::Forward(tg) => cx.physical(tg).map(|arn| format!("forward:{arn}")),
+        };
+        let mut reasons = Vec::new();
+        if want.as_deref() != Some(action.as_str()) {
+            reasons.push(format!(
+                "action {action} → {}",
+                want.unwrap_or_else(|| "forward to the new target group".to_string())
+            ));
+        }
+        differs(
+            &mut reasons,
+            "certificate",
+            certificate_arn.as_deref(),
+            self.certificate_arn.as_deref(),
+        );
+        update_if(reasons)
+    }
 }

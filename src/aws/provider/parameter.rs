@@ -7,6 +7,8 @@ use super::{not_mine, Applier, Discovered, Known, Provider};
 use crate::apply::events::Event;
 use crate::aws::error::{AwsError, ErrorClass};
 use crate::aws::{autoscaling, ssm, Aws};
+use crate::plan::compare::{kind_changed, Compare, Context};
+use crate::plan::diff::resolve_template;
 use crate::plan::*;
 
 pub struct Parameters;
@@ -211,4 +213,52 @@ async fn notify_one(cx: &Applier, id: &ResourceId, n: &Notify) -> Result<(), Aws
             .await?;
     }
     result.map(|_| ())
+}
+
+impl Compare for SsmParameterSpec {
+    /// A value made from a template is compared once its references are known; generated
+    /// values (secrets, certificates) and values the instances write are never compared.
+    fn compare(&self, found: &Observed, cx: &Context) -> Action {
+        let Details::SsmParameter { value, secure } = &found.details else {
+            return kind_changed();
+        };
+        if self.secure != *secure {
+            return Action::Replace {
+                reasons: vec![format!(
+                    "type {} → {}",
+                    param_type(*secure),
+                    param_type(self.secure)
+                )],
+            };
+        }
+        match &self.value {
+            ParamValue::Generated
+            | ParamValue::GeneratedTls { .. }
+            | ParamValue::WrittenByInstances => Action::Keep,
+            ParamValue::Template { text, refs } => match resolve_template(text, refs, cx.kept) {
+                Some(want) if value.as_deref() == Some(want.as_str()) => Action::Keep,
+                Some(_) => Action::Update {
+                    reasons: vec!["value changed".to_string()],
+                },
+                None => Action::Update {
+                    reasons: vec![format!(
+                        "value depends on new {}",
+                        refs.iter()
+                            .filter(|r| !cx.kept.contains_key(r))
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )],
+                },
+            },
+        }
+    }
+}
+
+fn param_type(secure: bool) -> &'static str {
+    if secure {
+        "SecureString"
+    } else {
+        "String"
+    }
 }

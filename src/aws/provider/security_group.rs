@@ -1,7 +1,7 @@
 //! Security groups and their ingress rules, reconciled rule by rule (a rule may name another
 //! group of the stack by logical id).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, ResourceType, UserIdGroupPair};
 
@@ -9,6 +9,7 @@ use super::{ignore_gone, known_of, not_mine, Applier, Discovered, Known, Provide
 use crate::aws::ec2::{observed, of_stack, stack_filter, tag_map, tag_spec};
 use crate::aws::error::{sdk as err, AwsError, ErrorClass};
 use crate::aws::{tags, Aws};
+use crate::plan::compare::{kind_changed, update_if, Compare, Context};
 use crate::plan::*;
 
 pub struct SecurityGroups;
@@ -336,4 +337,33 @@ pub async fn delete_security_group(aws: &Aws, group_id: &str) -> Result<(), AwsE
         .await
         .map(|_| ())
         .map_err(err("ec2:DeleteSecurityGroup"))
+}
+
+impl Compare for SecurityGroupSpec {
+    /// Rules change in place; a group cannot move to another VPC.
+    fn compare(&self, found: &Observed, _: &Context) -> Action {
+        let Details::SecurityGroup { vpc_id, ingress } = &found.details else {
+            return kind_changed();
+        };
+        if &self.vpc_id != vpc_id {
+            return Action::Replace {
+                reasons: vec![format!("vpc {vpc_id} → {}", self.vpc_id)],
+            };
+        }
+        let want: BTreeSet<_> = self.ingress.iter().map(rule_key).collect();
+        let have: BTreeSet<_> = ingress.iter().map(rule_key).collect();
+        let mut reasons: Vec<String> = Vec::new();
+        for rule in self.ingress.iter().filter(|x| !have.contains(&rule_key(x))) {
+            reasons.push(format!("+ ingress {rule}"));
+        }
+        for rule in ingress.iter().filter(|x| !want.contains(&rule_key(x))) {
+            reasons.push(format!("- ingress {rule}"));
+        }
+        update_if(reasons)
+    }
+}
+
+/// Rules compare without their descriptions (AWS keeps those per range, not per rule).
+fn rule_key(r: &IngressRule) -> (String, u16, u16, Source) {
+    (r.protocol.clone(), r.from_port, r.to_port, r.source.clone())
 }

@@ -12,6 +12,7 @@ use crate::apply::wait::{self, Backoff, Poll};
 use crate::aws::ec2::{self, observed, of_stack, stack_filter, tag_map, tag_spec};
 use crate::aws::error::{sdk as err, AwsError, ErrorClass};
 use crate::aws::{tags, Aws};
+use crate::plan::compare::{kind_changed, protection, update_if, Compare, Context};
 use crate::plan::*;
 
 pub struct Volumes;
@@ -313,4 +314,40 @@ pub async fn delete_volume(aws: &Aws, volume_id: &str) -> Result<(), AwsError> {
         .await
         .map(|_| ())
         .map_err(err("ec2:DeleteVolume"))
+}
+
+impl Compare for VolumeSpec {
+    /// A volume stays in its zone; its protection and attachment change in place.
+    fn compare(&self, found: &Observed, cx: &Context) -> Action {
+        let Details::Volume {
+            attached_to,
+            availability_zone,
+            protected,
+            ..
+        } = &found.details
+        else {
+            return kind_changed();
+        };
+        // A volume attaches only to instances in its own zone.
+        if !self.availability_zone.is_empty() && &self.availability_zone != availability_zone {
+            return Action::Replace {
+                reasons: vec![format!(
+                    "zone {availability_zone} → {}",
+                    self.availability_zone
+                )],
+            };
+        }
+        let mut reasons = Vec::new();
+        if *protected != self.protected {
+            reasons.push(protection(self.protected));
+        }
+        if cx.renewed.contains(&self.attach_to) {
+            reasons.push(format!("attach to the new {}", self.attach_to));
+        } else if let Some(instance) = cx.physical(&self.attach_to) {
+            if attached_to.as_deref() != Some(instance) {
+                reasons.push(format!("attach to {instance}"));
+            }
+        }
+        update_if(reasons)
+    }
 }
