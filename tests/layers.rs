@@ -12,7 +12,14 @@ const RULES: &[(&str, &[&str])] = &[
     ("plan", &["aws", "cli", "cost", "scaler", "tiers"]),
     ("apply", &["aws", "cli", "cost", "scaler", "tiers"]),
     ("aws", &["cli", "cost", "scaler", "tiers"]),
+    ("cost", &["aws", "cli", "scaler", "tiers"]),
+    ("scaler", &["cli", "cost", "tiers"]),
+    ("tiers", &["cli", "cost"]),
 ];
+
+/// The layers whose code never names a tier (the stack file names its tier, the tiers are
+/// named by the tiers, and the scaler is a tier's own part).
+const TIERLESS: &[&str] = &["aws", "plan", "apply", "cost"];
 
 /// Words that name a tier in code (the stack's own `Tier` type included).
 const TIER_WORDS: &[&str] = &[
@@ -122,7 +129,7 @@ fn violations() -> Vec<String> {
                         ));
                     }
                 }
-                if *layer != "stack" && *layer != "render" {
+                if TIERLESS.contains(layer) {
                     for word in TIER_WORDS {
                         let named = code.match_indices(word).any(|(at, _)| {
                             let before = code[..at].chars().next_back();

@@ -64,7 +64,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
         )
         .into_paginator()
         .send()
-        .collect::<Result<Vec<_>, _>>()
+        .try_collect()
         .await
         .map_err(err("autoscaling:DescribeAutoScalingGroups"))?
         .into_iter()

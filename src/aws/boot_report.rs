@@ -112,7 +112,7 @@ pub async fn list(aws: &Aws, stack: &str) -> Result<Vec<BootReport>, AwsError> {
         .recursive(false)
         .into_paginator()
         .send()
-        .collect::<Result<Vec<_>, _>>()
+        .try_collect()
         .await
         .map_err(|e| AwsError::from_sdk("ssm:GetParametersByPath", e))?;
     let mut out: Vec<BootReport> = pages

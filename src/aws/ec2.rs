@@ -114,7 +114,7 @@ pub async fn subnets(aws: &Aws, vpc_id: &str) -> Result<Vec<(String, String)>, A
         .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
         .into_paginator()
         .send()
-        .collect::<Result<Vec<_>, _>>()
+        .try_collect()
         .await
         .map_err(err("ec2:DescribeSubnets"))?;
     let mut out: Vec<(bool, String, String)> = pages
@@ -150,7 +150,7 @@ pub async fn zones_offering(
         )
         .into_paginator()
         .send()
-        .collect::<Result<Vec<_>, _>>()
+        .try_collect()
         .await
         .map_err(err("ec2:DescribeInstanceTypeOfferings"))?;
     let mut by_zone: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
@@ -405,7 +405,7 @@ pub async fn instance_states(
             )
             .into_paginator()
             .send()
-            .collect::<Result<Vec<_>, _>>()
+            .try_collect()
             .await
             .map_err(err("ec2:DescribeInstances"))?;
         for i in pages

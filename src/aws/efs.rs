@@ -39,7 +39,7 @@ async fn mount_targets(
         .file_system_id(fs_id)
         .into_paginator()
         .send()
-        .collect::<Result<Vec<_>, _>>()
+        .try_collect()
         .await
         .map_err(err("efs:DescribeMountTargets"))?;
     Ok(pages
@@ -56,7 +56,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
         .describe_file_systems()
         .into_paginator()
         .send()
-        .collect::<Result<Vec<_>, _>>()
+        .try_collect()
         .await
         .map_err(err("efs:DescribeFileSystems"))?;
     let mut found = Vec::new();

@@ -158,7 +158,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
             .describe_load_balancers()
             .into_paginator()
             .send()
-            .collect::<Result<Vec<_>, _>>()
+            .try_collect()
             .await
             .map_err(err("elasticloadbalancing:DescribeLoadBalancers"))
     };
@@ -167,7 +167,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
             .describe_target_groups()
             .into_paginator()
             .send()
-            .collect::<Result<Vec<_>, _>>()
+            .try_collect()
             .await
             .map_err(err("elasticloadbalancing:DescribeTargetGroups"))
     };
@@ -280,7 +280,7 @@ async fn listeners_of(aws: &Aws, lb_arn: &str) -> Result<Vec<Observed>, AwsError
         .load_balancer_arn(lb_arn)
         .into_paginator()
         .send()
-        .collect::<Result<Vec<_>, _>>()
+        .try_collect()
         .await
         .map_err(err("elasticloadbalancing:DescribeListeners"));
     let Some(pages) = pages.ignore_not_found()? else {

@@ -78,7 +78,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
             .describe_db_clusters()
             .into_paginator()
             .send()
-            .collect::<Result<Vec<_>, _>>()
+            .try_collect()
             .await
             .map_err(err("rds:DescribeDBClusters"))
     };
@@ -87,7 +87,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
             .describe_db_instances()
             .into_paginator()
             .send()
-            .collect::<Result<Vec<_>, _>>()
+            .try_collect()
             .await
             .map_err(err("rds:DescribeDBInstances"))
     };
@@ -155,7 +155,7 @@ async fn subnet_groups(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError
         .describe_db_subnet_groups()
         .into_paginator()
         .send()
-        .collect::<Result<Vec<_>, _>>()
+        .try_collect()
         .await
         .map_err(err("rds:DescribeDBSubnetGroups"))?;
     let groups: Vec<_> = pages
@@ -433,7 +433,7 @@ pub async fn cluster_snapshots(aws: &Aws, prefix: &str) -> Result<Vec<String>, A
         .describe_db_cluster_snapshots()
         .into_paginator()
         .send()
-        .collect::<Result<Vec<_>, _>>()
+        .try_collect()
         .await
         .map_err(err("rds:DescribeDBClusterSnapshots"))?;
     let mut out: Vec<String> = pages

@@ -65,7 +65,7 @@ pub async fn existing(aws: &Aws, names: &[&str]) -> Result<BTreeSet<String>, Aws
             .max_results(50)
             .into_paginator()
             .send()
-            .collect::<Result<Vec<_>, _>>()
+            .try_collect()
             .await
             .map_err(|e| AwsError::from_sdk(OP, e))?;
         found.extend(
@@ -100,7 +100,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
         .with_decryption(false)
         .into_paginator()
         .send()
-        .collect::<Result<Vec<_>, _>>()
+        .try_collect()
         .await
         .map_err(|e| AwsError::from_sdk("ssm:GetParametersByPath", e))?;
     Ok(pages

@@ -14,7 +14,7 @@ pub async fn tagged_arns(aws: &Aws, stack: &str) -> Result<Vec<String>, AwsError
         .tag_filters(TagFilter::builder().key(tags::STACK).values(stack).build())
         .into_paginator()
         .send()
-        .collect::<Result<Vec<_>, _>>()
+        .try_collect()
         .await
         .map_err(|e| AwsError::from_sdk("tagging:GetResources", e))?;
     Ok(pages

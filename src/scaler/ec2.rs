@@ -180,7 +180,7 @@ impl Ec2Fleet {
         let pages = req
             .into_paginator()
             .send()
-            .collect::<Result<Vec<_>, _>>()
+            .try_collect()
             .await
             .map_err(err("ec2:DescribeInstances"))
             .map_err(fleet_error)?;

@@ -235,7 +235,7 @@ pub async fn discover_instances(aws: &Aws, stack: &str) -> Result<InstanceScan, 
         .filters(stack_filter(stack))
         .into_paginator()
         .send()
-        .collect::<Result<Vec<_>, _>>()
+        .try_collect()
         .await
         .map_err(err("ec2:DescribeInstances"))?;
     let mut scan = InstanceScan::default();

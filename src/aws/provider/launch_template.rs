@@ -125,7 +125,7 @@ pub async fn discover_launch_templates(aws: &Aws, stack: &str) -> Result<Vec<Obs
         .filters(stack_filter(stack))
         .into_paginator()
         .send()
-        .collect::<Result<Vec<_>, _>>()
+        .try_collect()
         .await
         .map_err(err("ec2:DescribeLaunchTemplates"))?;
     Ok(pages

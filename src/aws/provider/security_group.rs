@@ -131,7 +131,7 @@ pub async fn discover_security_groups(aws: &Aws, stack: &str) -> Result<Vec<Obse
         .filters(stack_filter(stack))
         .into_paginator()
         .send()
-        .collect::<Result<Vec<_>, _>>()
+        .try_collect()
         .await
         .map_err(err("ec2:DescribeSecurityGroups"))?;
     let groups: Vec<_> = pages

@@ -189,7 +189,7 @@ pub async fn discover_volumes(aws: &Aws, stack: &str) -> Result<Vec<Observed>, A
         )
         .into_paginator()
         .send()
-        .collect::<Result<Vec<_>, _>>()
+        .try_collect()
         .await
         .map_err(err("ec2:DescribeVolumes"))?;
     Ok(pages
