@@ -13,8 +13,9 @@ const RULES: &[(&str, &[&str])] = &[
     ("apply", &["aws", "cli", "cost", "scaler", "tiers"]),
     ("aws", &["cli", "cost", "scaler", "tiers"]),
     ("cost", &["aws", "cli", "scaler", "tiers"]),
-    ("scaler", &["cli", "cost", "tiers"]),
-    ("tiers", &["cli", "cost"]),
+    // The scaler runs the custom-scaler tier's pool: it follows that tier's declarations.
+    ("scaler", &["cli", "cost"]),
+    ("tiers", &["aws", "cli", "cost", "scaler"]),
 ];
 
 /// The layers whose code never names a tier (the stack file names its tier, the tiers are

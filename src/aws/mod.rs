@@ -16,7 +16,7 @@ pub mod rds;
 pub mod route53;
 pub mod ssm;
 pub mod tagging;
-pub mod tags;
+pub use crate::plan::tags;
 
 use std::sync::Arc;
 use std::time::Duration;

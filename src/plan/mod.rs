@@ -10,6 +10,7 @@ pub mod managed;
 pub mod resource;
 pub mod role;
 pub mod scope;
+pub mod tags;
 
 pub use diff::diff;
 pub use managed::*;

@@ -12,27 +12,11 @@ use crate::aws::ec2::{launched_id, tag_spec};
 use crate::aws::error::{sdk as err, AwsError, ErrorClass};
 use crate::aws::{tags, Aws};
 
-pub use crate::aws::tags::ROLE;
-/// The value of [`ROLE`] on pool instances, and so their name in `iac logs`.
-pub const AGENT_ROLE_VALUE: &str = "agent";
-/// On a pool instance: it belongs to the monitor's pool (not to `iac up`'s resources).
-pub const SCALER: &str = "iac:scaler";
-
-/// The name of a stack's agent launch template.
-pub fn launch_template_name(stack: &str) -> String {
-    format!("{stack}-agent")
-}
-
-/// Tags every pool instance (and its volume) carries from creation.
-pub fn pool_tags(stack: &str, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    let mut t = extra.clone();
-    t.insert("Name".to_string(), format!("{stack}-agent"));
-    t.insert(tags::STACK.to_string(), stack.to_string());
-    t.insert(tags::MANAGED_BY.to_string(), "iac".to_string());
-    t.insert(ROLE.to_string(), AGENT_ROLE_VALUE.to_string());
-    t.insert(SCALER.to_string(), "pool".to_string());
-    t
-}
+// What marks the pool is the tier's declaration; the fleet only follows it.
+pub use crate::tiers::custom_scaler::{
+    launch_template_name, pool_tags, AGENT_ROLE_VALUE, POOL_VALUE, ROLE_TAG as ROLE,
+    SCALER_TAG as SCALER,
+};
 
 /// Launches from the launch template, one instance per call so each gets its own subnet (spread
 /// over the zones) and its own client token (a retried call never launches twice).
@@ -172,7 +156,7 @@ impl Ec2Fleet {
             .ec2
             .describe_instances()
             .filters(filter(&format!("tag:{}", tags::STACK), &[&self.stack]))
-            .filters(filter(&format!("tag:{SCALER}"), &["pool"]))
+            .filters(filter(&format!("tag:{SCALER}"), &[POOL_VALUE]))
             .filters(filter("instance-state-name", &["pending", "running"]));
         if let Some(id) = id {
             req = req.filters(filter("instance-id", &[id]));

@@ -57,19 +57,38 @@ pub const LT: &str = "agent-lt";
 /// The logical id under which discovery reports the pool's instances (they have no `iac:id`).
 pub const POOL: &str = "pool";
 
-/// The tags the monitor gives every instance it launches, and the template it launches from,
-/// are the ec2 fleet's: one definition for the monitor that sets them and for `down` that
-/// finds them.
-pub use crate::scaler::ec2::{
-    launch_template_name, pool_tags, ROLE as ROLE_TAG, SCALER as SCALER_TAG,
-};
+// The tags the monitor gives every instance it launches, and the template it launches from,
+// are declared here: one definition for the ec2 fleet that sets them (`scaler::ec2`) and for
+// `down` that finds them.
+pub use crate::plan::tags::ROLE as ROLE_TAG;
+/// The value of [`ROLE_TAG`] on pool instances, and so their name in `iac logs`.
+pub const AGENT_ROLE_VALUE: &str = "agent";
+/// On a pool instance: it belongs to the monitor's pool (not to `iac up`'s resources).
+pub const SCALER_TAG: &str = "iac:scaler";
+
+/// The name of a stack's agent launch template.
+pub fn launch_template_name(stack: &str) -> String {
+    format!("{stack}-agent")
+}
+
+/// Tags every pool instance (and its volume) carries from creation.
+pub fn pool_tags(stack: &str, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut t = extra.clone();
+    t.insert("Name".to_string(), format!("{stack}-agent"));
+    t.insert(crate::plan::tags::STACK.to_string(), stack.to_string());
+    t.insert(crate::plan::tags::MANAGED_BY.to_string(), "iac".to_string());
+    t.insert(ROLE_TAG.to_string(), AGENT_ROLE_VALUE.to_string());
+    t.insert(SCALER_TAG.to_string(), POOL_VALUE.to_string());
+    t
+}
+
 /// The value of [`SCALER_TAG`] on the instances the monitor launched.
 pub const POOL_VALUE: &str = "pool";
 
 /// Whether a set of tags marks a pool instance.
 pub fn is_pool(tags: &BTreeMap<String, String>) -> bool {
     tags.get(SCALER_TAG).map(String::as_str) == Some(POOL_VALUE)
-        && !tags.contains_key(crate::aws::tags::ID)
+        && !tags.contains_key(crate::plan::tags::ID)
 }
 
 /// The instances of `untracked` (see `Discovered::untracked`) that the monitor launched,
@@ -122,13 +141,13 @@ pub fn roles(stack: &Stack) -> Vec<super::MachineRole> {
     if managed_monitor {
         let mut template_tags = BTreeMap::new();
         template_tags.insert(
-            crate::aws::tags::STACK.to_string(),
+            crate::plan::tags::STACK.to_string(),
             stack.name().to_string(),
         );
-        template_tags.insert(crate::aws::tags::ID.to_string(), LT.to_string());
+        template_tags.insert(crate::plan::tags::ID.to_string(), LT.to_string());
         let mut pool = BTreeMap::new();
         pool.insert(
-            crate::aws::tags::STACK.to_string(),
+            crate::plan::tags::STACK.to_string(),
             stack.name().to_string(),
         );
         pool.insert(SCALER_TAG.to_string(), POOL_VALUE.to_string());

@@ -192,7 +192,7 @@ pub fn launched(untracked: &[Observed], resources: &[Observed]) -> Vec<Observed>
             if let Some(p) = pool.iter().find(|p| p.physical_id == o.physical_id) {
                 return p.clone();
             }
-            let group = o.tags.get(crate::aws::tags::ASG_NAME).and_then(|name| {
+            let group = o.tags.get(crate::plan::tags::ASG_NAME).and_then(|name| {
                 resources
                     .iter()
                     .find(|g| g.kind == Kind::AutoScalingGroup && &g.physical_id == name)
@@ -229,7 +229,7 @@ pub fn readiness(stack: &Stack) -> Readiness {
         },
         ready_at_least: match s.tier {
             Tier::CustomScaler => Some((
-                crate::scaler::ec2::AGENT_ROLE_VALUE,
+                custom_scaler::AGENT_ROLE_VALUE,
                 s.scaler.as_ref().map_or(1, |sc| sc.min),
             )),
             _ => None,

@@ -1,8 +1,9 @@
-//! Identity tags: how `iac` finds what it made without any local state.
+//! Identity tags: how `iac` finds what it made without any local state. Plain data, here so
+//! that tiers can declare them and providers write and read them.
 
 use std::collections::BTreeMap;
 
-use crate::plan::{Kind, ResourceId};
+use super::resource::{Kind, ResourceId};
 
 pub const STACK: &str = "iac:stack";
 pub const ID: &str = "iac:id";
