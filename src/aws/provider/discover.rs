@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use futures_util::future::try_join_all;
 
-use super::{provider, Provider};
+use super::Provider;
 use crate::apply::events::{Event, Reporter};
 use crate::aws::error::{AwsError, ErrorClass};
 use crate::aws::{ec2, rds, route53, ssm, tags, Aws};
@@ -57,7 +57,7 @@ pub async fn discover_scoped(
     stack: &str,
     wanted: &BTreeSet<Kind>,
 ) -> Result<Discovered, AwsError> {
-    let mut asked: BTreeSet<Kind> = wanted.iter().copied().chain(scope::ALWAYS).collect();
+    let asked: BTreeSet<Kind> = wanted.iter().copied().chain(scope::ALWAYS).collect();
     let mut found = discover_kinds(aws, stack, &asked).await?;
     // On a new stack, a leftover of a kind the file no longer declares, on a stack otherwise
     // gone, is left to `down`, which sweeps every service. A stack made by an older iac,
@@ -67,30 +67,19 @@ pub async fn discover_scoped(
         None if found.is_new() => BTreeSet::new(),
         None => Kind::ALL.into(),
     };
-    let missing: BTreeSet<Kind> = recorded
-        .difference(&asked)
-        .copied()
-        .filter(|k| !asked.iter().any(|a| same_call(*a, *k)))
-        .collect();
+    let missing: BTreeSet<Kind> = recorded.difference(&found_with(&asked)).copied().collect();
     if !missing.is_empty() {
         let more = discover_kinds(aws, stack, &missing).await?;
         found.resources.extend(more.resources);
-        asked.extend(missing);
     }
     Ok(found)
 }
 
 /// Every kind the discovery calls for `kinds` find.
-pub fn found_with(kinds: &BTreeSet<Kind>) -> BTreeSet<Kind> {
-    Kind::ALL
-        .into_iter()
-        .filter(|k| kinds.iter().any(|a| same_call(*a, *k)))
+fn found_with(kinds: &BTreeSet<Kind>) -> BTreeSet<Kind> {
+    super::providers_of(kinds)
+        .flat_map(|p| p.kinds().iter().copied())
         .collect()
-}
-
-/// Whether one discovery call finds both kinds (one provider handles both).
-fn same_call(a: Kind, b: Kind) -> bool {
-    provider(a).kinds() == provider(b).kinds()
 }
 
 /// One concurrent round of discovery calls: those of the providers of `kinds`, each asked once.

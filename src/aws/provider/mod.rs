@@ -31,8 +31,8 @@ mod security_group;
 mod volume;
 
 pub use discover::{
-    discover, discover_kinds, discover_scoped, found_with, pin_image, resolve_inputs,
-    resolve_network, Discovered,
+    discover, discover_kinds, discover_scoped, pin_image, resolve_inputs, resolve_network,
+    Discovered,
 };
 
 use std::collections::{BTreeMap, BTreeSet};
