@@ -65,6 +65,8 @@ pub use crate::plan::tags::ROLE as ROLE_TAG;
 pub const AGENT_ROLE_VALUE: &str = "agent";
 /// On a pool instance: it belongs to the monitor's pool (not to `iac up`'s resources).
 pub const SCALER_TAG: &str = "iac:scaler";
+/// The value of [`SCALER_TAG`] on the instances the monitor launched.
+pub const POOL_VALUE: &str = "pool";
 
 /// The name of a stack's agent launch template.
 pub fn launch_template_name(stack: &str) -> String {
@@ -81,9 +83,6 @@ pub fn pool_tags(stack: &str, extra: &BTreeMap<String, String>) -> BTreeMap<Stri
     t.insert(SCALER_TAG.to_string(), POOL_VALUE.to_string());
     t
 }
-
-/// The value of [`SCALER_TAG`] on the instances the monitor launched.
-pub const POOL_VALUE: &str = "pool";
 
 /// Whether a set of tags marks a pool instance.
 pub fn is_pool(tags: &BTreeMap<String, String>) -> bool {

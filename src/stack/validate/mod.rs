@@ -18,11 +18,11 @@ pub const IMPLEMENTED_TIERS: &[Tier] = &[
     Tier::CustomScaler,
 ];
 
-/// Image aliases and the public SSM parameters they resolve through.
 /// The most a standard-tier SSM parameter value holds, in bytes (the advanced tier is paid and
 /// opt-in, so `iac` never uses it).
 pub const SSM_STANDARD_VALUE_MAX: usize = 4096;
 
+/// Image aliases and the public SSM parameters they resolve through.
 pub const IMAGE_ALIASES: &[(&str, &str)] = &[
     (
         "ubuntu-24.04",
