@@ -114,10 +114,18 @@ pub async fn connect(
     Ok((loaded, aws))
 }
 
+/// What [`discover`] found, and the kinds the stack file declares (which it looked for).
+pub struct Found {
+    discovered: provider::Discovered,
+    wanted: std::collections::BTreeSet<plan::Kind>,
+}
+
 /// Discovers what is tagged with `stack`: the kinds its file declares, and those its record
 /// names.
-pub async fn discover(aws: &Aws, stack: &Stack) -> anyhow::Result<provider::Discovered> {
-    discover_kinds(aws, stack.name(), tiers::kinds(stack)?).await
+pub async fn discover(aws: &Aws, stack: &Stack) -> anyhow::Result<Found> {
+    let wanted = tiers::kinds(stack)?;
+    let discovered = discover_kinds(aws, stack.name(), wanted.clone()).await?;
+    Ok(Found { discovered, wanted })
 }
 
 async fn discover_kinds(
@@ -130,25 +138,20 @@ async fn discover_kinds(
         .with_context(|| format!("discovering the resources tagged iac:stack={name}"))
 }
 
-/// Finishes the look-ups, discovers (unless `discovered` is given: found by [`discover`]) and
-/// diffs.
+/// Finishes the look-ups, discovers (unless `found` is given by [`discover`]) and diffs.
 pub async fn compute_with(
     loaded: Loaded,
     aws: Aws,
     look_ups: &mut LookUps,
     reporter: Arc<dyn Reporter>,
     refresh_image: bool,
-    discovered: Option<provider::Discovered>,
+    found: Option<Found>,
 ) -> anyhow::Result<Planned> {
     let Loaded { stack, provenance } = loaded;
     // The stack file names the kinds to look for, so discovery runs beside the look-ups.
-    let wanted = tiers::kinds(&stack)?;
-    let (mut inputs, discovered) = match discovered {
-        Some(d) => (look_ups.finish().await?, d),
-        None => tokio::try_join!(
-            look_ups.finish(),
-            discover_kinds(&aws, stack.name(), wanted.clone())
-        )?,
+    let (mut inputs, Found { discovered, wanted }) = match found {
+        Some(f) => (look_ups.finish().await?, f),
+        None => tokio::try_join!(look_ups.finish(), discover(&aws, &stack))?,
     };
     // The image the graph is built with may still move to the one the stack runs (below).
     let mut desired = tiers::desired(&stack, &inputs)?;

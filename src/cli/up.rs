@@ -107,18 +107,18 @@ async fn unchanged(
     // The discovery runs beside the lock's read, and is dropped when that read decides.
     let discovery = plan::discover(aws, &loaded.stack);
     tokio::pin!(lock_read, discovery);
-    let mut discovered = None;
+    let mut found = None;
     let (held, recorded) = loop {
         tokio::select! {
             read = &mut lock_read => break read?,
-            found = &mut discovery, if discovered.is_none() => discovered = Some(found?),
+            f = &mut discovery, if found.is_none() => found = Some(f?),
         }
     };
     if held.is_some() || !recorded {
         return Ok(None);
     }
-    let discovered = match discovered {
-        Some(d) => d,
+    let found = match found {
+        Some(f) => f,
         None => discovery.await?,
     };
     // What planning reports (an image alias that moved) is said once, by the plan applied.
@@ -129,7 +129,7 @@ async fn unchanged(
         look_ups,
         planning.clone(),
         opts.refresh_image,
-        Some(discovered),
+        Some(found),
     )
     .await?;
     if planned.plan.summary().has_changes() {
