@@ -111,6 +111,17 @@ async fn assert_one_of_each_unlocked(emu: &Emulator, stack: &str) {
     assert_eq!(lock_value(emu, stack).await, None, "the lock is released");
 }
 
+/// The run ended refused by the stack's lock, and said so.
+fn assert_refused_by_the_lock(r: &Run, stack: &str) {
+    assert_eq!(r.code, LOCK_LOST, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("stack `{stack}` is locked by another run")),
+        "{}",
+        r.stderr
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_up_from_scratch_one_wins_the_other_names_the_holder() {
     let emu = Emulator::start();
@@ -124,11 +135,9 @@ async fn concurrent_up_from_scratch_one_wins_the_other_names_the_holder() {
     codes.sort();
     assert_eq!(codes, [0, LOCK_LOST], "a:\n{}\nb:\n{}", a.stderr, b.stderr);
     let loser = if a.code == LOCK_LOST { &a } else { &b };
+    assert_refused_by_the_lock(loser, stack);
     assert!(
-        loser
-            .stderr
-            .contains(&format!("stack `{stack}` is locked by another run"))
-            && loser.stderr.contains("running `up` for")
+        loser.stderr.contains("running `up` for")
             && loser.stderr.contains("--lock-wait 10m")
             && loser.stderr.contains("iac unlock"),
         "{}",
@@ -499,12 +508,9 @@ async fn down_is_refused_while_an_up_holds_the_lock_and_deletes_nothing() {
     let mut c = emu.iac();
     c.arg("down").arg(file.path()).arg("--yes");
     let refused = run(c);
-    assert_eq!(refused.code, LOCK_LOST, "{}", refused.stderr);
+    assert_refused_by_the_lock(&refused, stack);
     assert!(
-        refused
-            .stderr
-            .contains(&format!("stack `{stack}` is locked by another run"))
-            && refused.stderr.contains(&format!("pid {pid}"))
+        refused.stderr.contains(&format!("pid {pid}"))
             && refused.stderr.contains("running `up` for"),
         "{}",
         refused.stderr
@@ -525,14 +531,7 @@ async fn a_run_refused_by_the_lock_shows_no_look_up_warning() {
     let file = StackFile::example(stack, &[("/bookstore/secret-key", missing)]);
     let (holder, _, proxy) = held_holder(&emu, stack, &file, &[]).await;
     let refused = run(up_cmd(&emu, &emu.url, file.path(), &[]));
-    assert_eq!(refused.code, LOCK_LOST, "{}", refused.stderr);
-    assert!(
-        refused
-            .stderr
-            .contains(&format!("stack `{stack}` is locked by another run")),
-        "{}",
-        refused.stderr
-    );
+    assert_refused_by_the_lock(&refused, stack);
     let warning = format!("SSM parameter {missing} does not exist yet");
     assert!(!refused.stderr.contains(&warning), "{}", refused.stderr);
     let r = finish_held(holder, &proxy);
@@ -746,14 +745,7 @@ async fn a_no_op_up_is_refused_while_the_lock_is_held() {
         .await
         .expect("write a lock by hand");
     let refused = run(up_cmd(&emu, &emu.url, file.path(), &[]));
-    assert_eq!(refused.code, LOCK_LOST, "{}", refused.stderr);
-    assert!(
-        refused
-            .stderr
-            .contains(&format!("stack `{stack}` is locked by another run")),
-        "{}",
-        refused.stderr
-    );
+    assert_refused_by_the_lock(&refused, stack);
     assert!(!refused.stdout.contains("No changes"), "{}", refused.stdout);
     assert_eq!(
         lock_value(&emu, stack).await.as_deref(),
