@@ -19,6 +19,8 @@ scripts/emulator.sh install
 export IAC_MOTO_SERVER="$root/.venv/bin/moto_server"
 
 cargo fmt --all -- --check
+# The provider modules are declared by build.rs's generated code, which cargo fmt does not follow.
+rustfmt --edition 2021 --check src/aws/provider/*.rs
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # Real boots (tests/real_boot.rs): a private Docker engine, the local registry and the images
 # (cached in ~/.cache/iac-realboot). Missing tools fail here, loudly; everything is stopped and

@@ -97,6 +97,9 @@ pub async fn discover_kinds(
         all.terminated_ids.extend(d.terminated_ids);
         all.untracked.extend(d.untracked);
     }
+    // Listed in the order the kinds are declared (`status`, `down` and the cost estimate),
+    // whatever order the providers are registered in.
+    all.resources.sort_by_key(|o| o.kind);
     Ok(all)
 }
 

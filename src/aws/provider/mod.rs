@@ -12,23 +12,13 @@
 //!   `auto_scaling` (groups and their policies), `database` (Aurora: subnet group, cluster,
 //!   instance), `file_system` (EFS and its mount targets).
 //!
-//! Adding a kind: its types in `plan::resource` (`Kind`, `Spec`, `Details`), its module here
-//! registered in [`provider`], and a tier that declares it.
+//! Adding a kind: its types in `plan::resource` (one `kinds!` line, its spec, its `Details`),
+//! its module in this folder (with the spec's `Compare` and a `PROVIDER` line), and a tier
+//! that declares it. The module is registered by being here: `build.rs` lists the folder.
 
-mod address;
-mod auto_scaling;
-mod database;
-mod discover;
-mod file_system;
-mod instance;
-mod instance_profile;
-mod key_pair;
-mod launch_template;
-mod load_balancing;
-mod parameter;
-mod polls;
-mod security_group;
-mod volume;
+// Every file in this folder is a module, and every provider module is in `PROVIDERS`
+// (`build.rs` writes both).
+include!(concat!(env!("OUT_DIR"), "/providers.rs"));
 
 pub use discover::{
     discover, discover_kinds, discover_scoped, pin_image, resolve_inputs, resolve_network,
@@ -127,24 +117,6 @@ pub fn unknown_after_apply(changed: &BTreeSet<Kind>) -> BTreeSet<Kind> {
         .collect()
 }
 
-/// The registry: every provider, in the order what they found is listed (`status`, `down` and
-/// the cost estimate). A new provider is one line here, beside its `mod` line above; the kinds
-/// it handles are its own [`Provider::kinds`].
-static PROVIDERS: [&dyn Provider; 12] = [
-    &key_pair::KeyPairs,
-    &parameter::Parameters,
-    &security_group::SecurityGroups,
-    &volume::Volumes,
-    &instance_profile::InstanceProfiles,
-    &launch_template::LaunchTemplates,
-    &load_balancing::LoadBalancing,
-    &auto_scaling::AutoScaling,
-    &database::Databases,
-    &file_system::FileSystems,
-    &instance::Instances,
-    &address::Addresses,
-];
-
 /// The module that handles `kind`.
 pub(crate) fn provider(kind: Kind) -> &'static dyn Provider {
     PROVIDERS
@@ -155,7 +127,7 @@ pub(crate) fn provider(kind: Kind) -> &'static dyn Provider {
         .unwrap_or_else(|| panic!("no provider in the registry handles {kind}"))
 }
 
-/// The providers that find `kinds`, each once, in the registry's order.
+/// The providers that find `kinds`, each once.
 pub(super) fn providers_of(
     kinds: &BTreeSet<Kind>,
 ) -> impl Iterator<Item = &'static dyn Provider> + '_ {
