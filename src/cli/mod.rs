@@ -132,7 +132,8 @@ pub enum Command {
         /// Do not ask for confirmation (required when not on a terminal).
         #[arg(long, short = 'y')]
         yes: bool,
-        /// How many resource operations may run at once.
+        /// How many resource operations may run at once. A new VM's Elastic IP and data
+        /// volume are started beside them, as soon as the run may create them.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallelism: u16,
         /// Return once the changes are applied, without waiting for the instances to report
@@ -175,6 +176,7 @@ pub enum Command {
         /// Do not ask for confirmation (required when not on a terminal).
         #[arg(long, short = 'y')]
         yes: bool,
+        /// How many deletions may run at once.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallelism: u16,
         /// Also delete data: volumes and file systems (kept by default, so a later `up` finds
