@@ -335,7 +335,10 @@ fn a_restarted_monitor_adopts_the_running_pool_and_launches_nothing() {
 
     // The monitor dies; its pool is only in the fleet now.
     first.shutdown_background();
-    std::thread::sleep(Duration::from_millis(300));
+    // Its port is free again once its runtime has dropped the listener.
+    wait_sync("the first monitor's port", Duration::from_secs(10), || {
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+    });
 
     let (second, shared) = start_monitor(quiet_policy(2, 4), port, None, fleet.clone());
     // At once: both instances adopted (booting, so they count), before any agent reconnected.
