@@ -23,7 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
             continue;
         };
-        if path.extension().is_some_and(|x| x == "rs") && stem != "mod" {
+        // A module's name is an identifier: an editor's `.#name.rs` lock file is no module.
+        if path.extension().is_some_and(|x| x == "rs") && stem != "mod" && is_identifier(stem) {
             modules.push((stem.to_string(), path.clone()));
         }
     }
@@ -55,6 +56,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(&target, out)?;
     }
     Ok(())
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 fn declares_provider(path: &Path) -> std::io::Result<bool> {
