@@ -11,15 +11,27 @@ use std::path::{Path, PathBuf};
 /// The line a provider module declares its provider with.
 const MARK: &str = "pub(super) const PROVIDER:";
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// An I/O error with the path it concerns.
+fn at(path: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{}: {e}", path.display())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let dir = manifest_dir.join("src/aws/provider");
     // A directory: Cargo reruns this when any file in it changes, or one is added.
     println!("cargo:rerun-if-changed={}", dir.display());
 
     let mut modules: Vec<(String, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(&dir)? {
-        let path = entry?.path();
+    for entry in std::fs::read_dir(&dir).map_err(at(&dir))? {
+        let path = entry.map_err(at(&dir))?.path();
         let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
             continue;
         };
@@ -53,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let target = PathBuf::from(std::env::var("OUT_DIR")?).join("providers.rs");
     // Rewritten only when it changes, so an edit inside a module rebuilds no more than it must.
     if std::fs::read_to_string(&target).ok().as_deref() != Some(out.as_str()) {
-        std::fs::write(&target, out)?;
+        std::fs::write(&target, out).map_err(at(&target))?;
     }
     Ok(())
 }
@@ -66,17 +78,14 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-fn declares_provider(path: &Path) -> std::io::Result<bool> {
-    let text = std::fs::read_to_string(path)?;
+fn declares_provider(path: &Path) -> Result<bool, String> {
+    let text = std::fs::read_to_string(path).map_err(at(path))?;
     Ok(text.lines().any(|l| l.starts_with(MARK)))
 }
 
-fn absolute(path: &Path) -> std::io::Result<String> {
-    let path = std::fs::canonicalize(path)?;
-    path.to_str().map(str::to_string).ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{} is not UTF-8", path.display()),
-        )
-    })
+fn absolute(path: &Path) -> Result<String, String> {
+    let full = std::fs::canonicalize(path).map_err(at(path))?;
+    full.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("{}: not UTF-8", full.display()))
 }
