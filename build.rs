@@ -1,6 +1,6 @@
 //! Writes the provider registry: every file in `src/aws/provider/` (but `mod.rs`) becomes a
-//! module of `aws::provider`, and each module that declares its provider, on a line of its own
-//! starting with `pub(super) const PROVIDER:`, is in `PROVIDERS`. Adding a resource kind is
+//! module of `aws::provider`, and each type a module implements `Provider` for (a line starting
+//! `impl Provider for `) is in `PROVIDERS`. Adding a resource kind is
 //! then its types in `plan::resource`, its module in that folder and the tier that uses it:
 //! no list to keep in step by hand. Plain generated Rust, `include!`d by `aws/provider/mod.rs`:
 //! nothing depends on linker sections, so it holds on every platform and with LTO.
@@ -8,8 +8,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// The line a provider module declares its provider with.
-const MARK: &str = "pub(super) const PROVIDER:";
+/// How a line implementing the trait for a provider type starts.
+const MARK: &str = "impl Provider for ";
 
 fn main() {
     if let Err(e) = run() {
@@ -47,18 +47,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut providers = Vec::new();
     for (name, path) in &modules {
         writeln!(out, "#[path = {:?}]\nmod {name};", absolute(path)?)?;
-        if declares_provider(path)? {
-            providers.push(name);
+        for provider in providers_in(path)? {
+            providers.push(format!("{name}::{provider}"));
         }
     }
     writeln!(
         out,
-        "\n/// Every provider: one per module that declares one.\n\
+        "\n/// Every provider: each type a module implements `Provider` for.\n\
          static PROVIDERS: [&dyn Provider; {}] = [",
         providers.len()
     )?;
-    for name in providers {
-        writeln!(out, "    {name}::PROVIDER,")?;
+    for provider in providers {
+        writeln!(out, "    &{provider},")?;
     }
     out.push_str("];\n");
 
@@ -78,9 +78,18 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-fn declares_provider(path: &Path) -> Result<bool, String> {
+/// The types `path` implements `Provider` for.
+fn providers_in(path: &Path) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(path).map_err(at(path))?;
-    Ok(text.lines().any(|l| l.starts_with(MARK)))
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix(MARK))
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect())
 }
 
 fn absolute(path: &Path) -> Result<String, String> {

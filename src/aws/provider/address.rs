@@ -14,9 +14,6 @@ use crate::plan::*;
 
 pub struct Addresses;
 
-/// This module's provider, listed in the registry by `build.rs`.
-pub(super) const PROVIDER: &dyn Provider = &Addresses;
-
 #[async_trait::async_trait]
 impl Provider for Addresses {
     fn kinds(&self) -> &'static [Kind] {

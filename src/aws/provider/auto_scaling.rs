@@ -15,9 +15,6 @@ use crate::plan::*;
 
 pub struct AutoScaling;
 
-/// This module's provider, listed in the registry by `build.rs`.
-pub(super) const PROVIDER: &dyn Provider = &AutoScaling;
-
 /// How long a group's deletion (with its instances) may take.
 const GROUP_GONE: Duration = Duration::from_secs(1200);
 

@@ -17,9 +17,6 @@ use crate::plan::*;
 
 pub struct Databases;
 
-/// This module's provider, listed in the registry by `build.rs`.
-pub(super) const PROVIDER: &dyn Provider = &Databases;
-
 /// How long an Aurora cluster or instance may take to be created or deleted.
 const LONG: Duration = Duration::from_secs(40 * 60);
 

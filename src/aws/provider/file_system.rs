@@ -11,9 +11,6 @@ use crate::plan::*;
 
 pub struct FileSystems;
 
-/// This module's provider, listed in the registry by `build.rs`.
-pub(super) const PROVIDER: &dyn Provider = &FileSystems;
-
 /// How long a file system or mount target may take to be available or gone.
 const EFS: Duration = Duration::from_secs(600);
 

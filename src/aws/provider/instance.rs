@@ -23,9 +23,6 @@ use crate::plan::*;
 
 pub struct Instances;
 
-/// This module's provider, listed in the registry by `build.rs`.
-pub(super) const PROVIDER: &dyn Provider = &Instances;
-
 #[async_trait::async_trait]
 impl Provider for Instances {
     fn kinds(&self) -> &'static [Kind] {

@@ -10,9 +10,6 @@ use crate::plan::*;
 
 pub struct InstanceProfiles;
 
-/// This module's provider, listed in the registry by `build.rs`.
-pub(super) const PROVIDER: &dyn Provider = &InstanceProfiles;
-
 fn spec_hash(s: &InstanceProfileSpec) -> String {
     short_hash(serde_json::to_string(s).unwrap_or_default().as_bytes())
 }

@@ -16,9 +16,6 @@ use crate::plan::*;
 
 pub struct KeyPairs;
 
-/// This module's provider, listed in the registry by `build.rs`.
-pub(super) const PROVIDER: &dyn Provider = &KeyPairs;
-
 #[async_trait::async_trait]
 impl Provider for KeyPairs {
     fn kinds(&self) -> &'static [Kind] {

@@ -17,9 +17,6 @@ use crate::plan::*;
 
 pub struct LaunchTemplates;
 
-/// This module's provider, listed in the registry by `build.rs`.
-pub(super) const PROVIDER: &dyn Provider = &LaunchTemplates;
-
 #[async_trait::async_trait]
 impl Provider for LaunchTemplates {
     fn kinds(&self) -> &'static [Kind] {

@@ -12,9 +12,6 @@ use crate::plan::*;
 
 pub struct LoadBalancing;
 
-/// This module's provider, listed in the registry by `build.rs`.
-pub(super) const PROVIDER: &dyn Provider = &LoadBalancing;
-
 /// How long a load balancer may take to become active, or to go.
 const LOAD_BALANCER: Duration = Duration::from_secs(900);
 

@@ -13,7 +13,7 @@
 //!   instance), `file_system` (EFS and its mount targets).
 //!
 //! Adding a kind: its types in `plan::resource` (one `kinds!` line, its spec, its `Details`),
-//! its module in this folder (with the spec's `Compare` and a `PROVIDER` line), and a tier
+//! its module in this folder (its `Provider` impl and the spec's `Compare`), and a tier
 //! that declares it. The module is registered by being here: `build.rs` lists the folder.
 
 // Every file in this folder is a module, and every provider module is in `PROVIDERS`

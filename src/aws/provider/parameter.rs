@@ -13,9 +13,6 @@ use crate::plan::*;
 
 pub struct Parameters;
 
-/// This module's provider, listed in the registry by `build.rs`.
-pub(super) const PROVIDER: &dyn Provider = &Parameters;
-
 #[async_trait::async_trait]
 impl Provider for Parameters {
     fn kinds(&self) -> &'static [Kind] {

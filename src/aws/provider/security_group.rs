@@ -14,9 +14,6 @@ use crate::plan::*;
 
 pub struct SecurityGroups;
 
-/// This module's provider, listed in the registry by `build.rs`.
-pub(super) const PROVIDER: &dyn Provider = &SecurityGroups;
-
 #[async_trait::async_trait]
 impl Provider for SecurityGroups {
     fn kinds(&self) -> &'static [Kind] {

@@ -17,9 +17,6 @@ use crate::plan::*;
 
 pub struct Volumes;
 
-/// This module's provider, listed in the registry by `build.rs`.
-pub(super) const PROVIDER: &dyn Provider = &Volumes;
-
 #[async_trait::async_trait]
 impl Provider for Volumes {
     fn kinds(&self) -> &'static [Kind] {
