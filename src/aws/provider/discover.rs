@@ -41,6 +41,17 @@ impl Discovered {
             ..Default::default()
         }
     }
+
+    /// Adds what another call or round found. The resources stay in the order the kinds are
+    /// declared (`status`, `down` and the cost estimate list them so), whatever order the
+    /// providers are registered or asked in.
+    fn absorb(&mut self, more: Discovered) {
+        self.resources.extend(more.resources);
+        self.terminated_ids.extend(more.terminated_ids);
+        self.untracked.extend(more.untracked);
+        // Stable: resources of one kind keep the order they were found in.
+        self.resources.sort_by_key(|o| o.kind);
+    }
 }
 
 /// Finds every resource of `stack` through its tags (no local state), in every service.
@@ -69,8 +80,7 @@ pub async fn discover_scoped(
     };
     let missing: BTreeSet<Kind> = recorded.difference(&found_with(&asked)).copied().collect();
     if !missing.is_empty() {
-        let more = discover_kinds(aws, stack, &missing).await?;
-        found.resources.extend(more.resources);
+        found.absorb(discover_kinds(aws, stack, &missing).await?);
     }
     Ok(found)
 }
@@ -93,13 +103,8 @@ pub async fn discover_kinds(
     let found = try_join_all(providers.iter().map(|p| p.discover(aws, stack))).await?;
     let mut all = Discovered::default();
     for d in found {
-        all.resources.extend(d.resources);
-        all.terminated_ids.extend(d.terminated_ids);
-        all.untracked.extend(d.untracked);
+        all.absorb(d);
     }
-    // Listed in the order the kinds are declared (`status`, `down` and the cost estimate),
-    // whatever order the providers are registered in.
-    all.resources.sort_by_key(|o| o.kind);
     Ok(all)
 }
 
@@ -448,6 +453,36 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn what_a_second_round_finds_is_listed_in_kind_order_too() {
+        let named = |kind, id: &str| Observed {
+            id: ResourceId::new(id),
+            ..observed(kind, &[], "")
+        };
+        let mut found = Discovered::of(vec![
+            named(Kind::SecurityGroup, "web-sg"),
+            named(Kind::Instance, "web-1"),
+            named(Kind::Instance, "web-2"),
+        ]);
+        found.absorb(Discovered::of(vec![named(Kind::LaunchTemplate, "lt")]));
+        found.absorb(Discovered::of(vec![named(Kind::KeyPair, "key")]));
+        let listed: Vec<(Kind, &str)> = found
+            .resources
+            .iter()
+            .map(|o| (o.kind, o.id.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (Kind::KeyPair, "key"),
+                (Kind::SecurityGroup, "web-sg"),
+                (Kind::Instance, "web-1"),
+                (Kind::Instance, "web-2"),
+                (Kind::LaunchTemplate, "lt"),
+            ]
+        );
     }
 
     #[test]
