@@ -183,11 +183,8 @@ fn seen(p: &aws_sdk_ssm::types::Parameter) -> Seen {
 
 /// Creates the parameter if absent; false when it exists.
 async fn create(aws: &Aws, stack: &str, record: &Record) -> Result<bool, AwsError> {
-    let mut t = BTreeMap::new();
-    t.insert("Name".to_string(), format!("{stack}-lock"));
-    t.insert(tags::STACK.to_string(), stack.to_string());
+    let mut t = tags::stack_tags(stack, "lock", &BTreeMap::new());
     t.insert(tags::ID.to_string(), "lock".to_string());
-    t.insert(tags::MANAGED_BY.to_string(), "iac".to_string());
     let tag_list = t
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())

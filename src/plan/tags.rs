@@ -44,6 +44,20 @@ pub fn belongs(value: Option<&str>, stack: &str) -> bool {
     value == Some(stack)
 }
 
+/// The tags everything `iac` makes for `stack` carries (its resources, the instances a scaler
+/// launches, the lock): `extra`, the name `<stack>-<name>`, the stack and `managed-by`.
+pub fn stack_tags(
+    stack: &str,
+    name: &str,
+    extra: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut t = extra.clone();
+    t.insert("Name".to_string(), format!("{stack}-{name}"));
+    t.insert(STACK.to_string(), stack.to_string());
+    t.insert(MANAGED_BY.to_string(), "iac".to_string());
+    t
+}
+
 /// The tags every resource of `stack` carries, plus the user's extra tags.
 pub fn identity(
     stack: &str,
@@ -51,12 +65,9 @@ pub fn identity(
     kind: Kind,
     extra: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
-    let mut t = extra.clone();
-    t.insert("Name".to_string(), format!("{stack}-{id}"));
-    t.insert(STACK.to_string(), stack.to_string());
+    let mut t = stack_tags(stack, id.as_str(), extra);
     t.insert(ID.to_string(), id.to_string());
     t.insert(KIND.to_string(), kind.as_str().to_string());
-    t.insert(MANAGED_BY.to_string(), "iac".to_string());
     t
 }
 

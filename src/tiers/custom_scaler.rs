@@ -75,10 +75,7 @@ pub fn launch_template_name(stack: &str) -> String {
 
 /// Tags every pool instance (and its volume) carries from creation.
 pub fn pool_tags(stack: &str, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    let mut t = extra.clone();
-    t.insert("Name".to_string(), format!("{stack}-agent"));
-    t.insert(crate::plan::tags::STACK.to_string(), stack.to_string());
-    t.insert(crate::plan::tags::MANAGED_BY.to_string(), "iac".to_string());
+    let mut t = tags::stack_tags(stack, AGENT_ROLE_VALUE, extra);
     t.insert(ROLE_TAG.to_string(), AGENT_ROLE_VALUE.to_string());
     t.insert(SCALER_TAG.to_string(), POOL_VALUE.to_string());
     t
@@ -86,8 +83,7 @@ pub fn pool_tags(stack: &str, extra: &BTreeMap<String, String>) -> BTreeMap<Stri
 
 /// Whether a set of tags marks a pool instance.
 pub fn is_pool(tags: &BTreeMap<String, String>) -> bool {
-    tags.get(SCALER_TAG).map(String::as_str) == Some(POOL_VALUE)
-        && !tags.contains_key(crate::plan::tags::ID)
+    tags.get(SCALER_TAG).map(String::as_str) == Some(POOL_VALUE) && !tags.contains_key(tags::ID)
 }
 
 /// The instances of `untracked` (see `Discovered::untracked`) that the monitor launched,
@@ -139,16 +135,10 @@ pub fn roles(stack: &Stack) -> Vec<super::MachineRole> {
     }];
     if managed_monitor {
         let mut template_tags = BTreeMap::new();
-        template_tags.insert(
-            crate::plan::tags::STACK.to_string(),
-            stack.name().to_string(),
-        );
-        template_tags.insert(crate::plan::tags::ID.to_string(), LT.to_string());
+        template_tags.insert(tags::STACK.to_string(), stack.name().to_string());
+        template_tags.insert(tags::ID.to_string(), LT.to_string());
         let mut pool = BTreeMap::new();
-        pool.insert(
-            crate::plan::tags::STACK.to_string(),
-            stack.name().to_string(),
-        );
+        pool.insert(tags::STACK.to_string(), stack.name().to_string());
         pool.insert(SCALER_TAG.to_string(), POOL_VALUE.to_string());
         out.push(super::MachineRole {
             name: MONITOR_ROLE,
