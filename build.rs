@@ -1,9 +1,9 @@
 //! Writes the provider registry: every file in `src/aws/provider/` (but `mod.rs`) becomes a
 //! module of `aws::provider`, and each type a module implements `Provider` for (a line starting
-//! `impl Provider for `) is in `PROVIDERS`. Adding a resource kind is
-//! then its types in `plan::resource`, its module in that folder and the tier that uses it:
-//! no list to keep in step by hand. Plain generated Rust, `include!`d by `aws/provider/mod.rs`:
-//! nothing depends on linker sections, so it holds on every platform and with LTO.
+//! `impl Provider for `) is in `PROVIDERS`. Adding a resource kind is then its types in
+//! `plan::resource`, its module in that folder and the tier that uses it: no list to keep in
+//! step by hand. Plain generated Rust, `include!`d by `aws/provider/mod.rs`: nothing depends on
+//! linker sections, so it holds on every platform and with LTO.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
