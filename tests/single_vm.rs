@@ -742,6 +742,10 @@ async fn up_killed_part_way_converges_without_duplicates() {
     }
     child.kill().expect("SIGKILL");
     let _ = child.wait();
+    // The proxy holds each request back: what the killed run sent (its RunInstances among
+    // them) reaches the emulator only now. Real AWS would match the retried launch by its
+    // client token; the emulator does not, so the next run starts once all of it has landed.
+    proxy.wait_idle(Duration::from_secs(30));
     assert!(
         seen.iter()
             .any(|l| l.contains("\"event\":\"done\"") && l.contains("web-sg")),

@@ -415,12 +415,17 @@ impl StackFile {
 /// how parallelism hides latency).
 pub struct SlowProxy {
     pub url: String,
+    /// The directions of connections still being pumped (two per connection).
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SlowProxy {
     pub fn start(upstream_port: u16, delay: Duration) -> SlowProxy {
+        use std::sync::atomic::Ordering;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = open.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
@@ -430,12 +435,35 @@ impl SlowProxy {
                     (Ok(c), Ok(s)) => (c, s),
                     _ => continue,
                 };
-                std::thread::spawn(move || pump(client, server, Some(delay)));
-                std::thread::spawn(move || pump(s2, c2, None));
+                counter.fetch_add(2, Ordering::SeqCst);
+                let (up, down) = (counter.clone(), counter.clone());
+                std::thread::spawn(move || {
+                    pump(client, server, Some(delay));
+                    up.fetch_sub(1, Ordering::SeqCst);
+                });
+                std::thread::spawn(move || {
+                    pump(s2, c2, None);
+                    down.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
         SlowProxy {
             url: format!("http://127.0.0.1:{port}"),
+            open,
+        }
+    }
+
+    /// Waits until every connection is done both ways: what a killed client had sent, still
+    /// held back by the delay, has reached the emulator and been answered.
+    pub fn wait_idle(&self, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while self.open.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the proxy still had {} open directions after {within:?}",
+                self.open.load(std::sync::atomic::Ordering::SeqCst)
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
