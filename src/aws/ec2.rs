@@ -10,7 +10,6 @@ use base64::Engine;
 use super::error::{sdk as err, AwsError, ErrorClass};
 use super::tags;
 use super::Aws;
-use crate::plan::{Details, Kind, Observed, ResourceId};
 
 pub(crate) fn stack_filter(stack: &str) -> Filter {
     Filter::builder()
@@ -41,32 +40,7 @@ pub(crate) fn of_stack(t: &[Tag], stack: &str) -> bool {
 }
 
 pub(crate) fn tag_map(t: &[Tag]) -> BTreeMap<String, String> {
-    t.iter()
-        .filter_map(|t| {
-            Some((
-                t.key()?.to_string(),
-                t.value().unwrap_or_default().to_string(),
-            ))
-        })
-        .collect()
-}
-
-pub(crate) fn observed(
-    t: BTreeMap<String, String>,
-    kind: Kind,
-    physical_id: String,
-    state: String,
-    details: Details,
-) -> Option<Observed> {
-    let id = ResourceId::new(t.get(tags::ID)?.clone());
-    Some(Observed {
-        id,
-        kind,
-        physical_id,
-        state,
-        details,
-        tags: t,
-    })
+    tags::collect(t.iter().map(|t| (t.key(), t.value())))
 }
 
 /// The id of the account's default VPC in the region.

@@ -34,14 +34,7 @@ fn elb_tags(t: &BTreeMap<String, String>) -> Vec<Tag> {
 }
 
 fn tag_map(t: &[Tag]) -> BTreeMap<String, String> {
-    t.iter()
-        .filter_map(|t| {
-            Some((
-                t.key()?.to_string(),
-                t.value().unwrap_or_default().to_string(),
-            ))
-        })
-        .collect()
+    tags::collect(t.iter().map(|t| (t.key(), t.value())))
 }
 
 /// Tags of many resources, by ARN (DescribeTags in batches of 20). A resource deleted since it
@@ -90,24 +83,6 @@ async fn describe_tags(
 
 fn in_stack(t: &BTreeMap<String, String>, stack: &str) -> bool {
     tags::belongs(t.get(tags::STACK).map(String::as_str), stack)
-}
-
-fn observed(
-    t: BTreeMap<String, String>,
-    kind: Kind,
-    physical_id: String,
-    state: String,
-    details: Details,
-) -> Option<Observed> {
-    let id = ResourceId::new(t.get(tags::ID)?.clone());
-    Some(Observed {
-        id,
-        kind,
-        physical_id,
-        state,
-        details,
-        tags: t,
-    })
 }
 
 /// The listener action in the same string form as `Details::Listener.action`:
@@ -230,7 +205,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
             .and_then(|s| s.code())
             .map(|c| c.as_str().to_string())
             .unwrap_or_default();
-        out.extend(observed(t, Kind::LoadBalancer, arn, state, details));
+        out.extend(Observed::tagged(t, Kind::LoadBalancer, arn, state, details));
     }
     out.extend(listeners.into_iter().flatten());
     Ok(out)
@@ -262,7 +237,7 @@ async fn target_group(
             .to_string(),
         deregistration_delay_s,
     };
-    Ok(observed(
+    Ok(Observed::tagged(
         t,
         Kind::TargetGroup,
         arn,

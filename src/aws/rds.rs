@@ -11,9 +11,7 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use super::error::{sdk as err, AwsError, ErrorClass, IgnoreNotFound};
 use super::tags;
 use super::Aws;
-use crate::plan::{
-    DbClusterSpec, DbInstanceSpec, DbSubnetGroupSpec, Details, Kind, Observed, ResourceId,
-};
+use crate::plan::{DbClusterSpec, DbInstanceSpec, DbSubnetGroupSpec, Details, Kind, Observed};
 
 fn to_tags(t: &BTreeMap<String, String>) -> Vec<Tag> {
     t.iter()
@@ -22,14 +20,7 @@ fn to_tags(t: &BTreeMap<String, String>) -> Vec<Tag> {
 }
 
 fn tag_map(t: &[Tag]) -> BTreeMap<String, String> {
-    t.iter()
-        .filter_map(|t| {
-            Some((
-                t.key()?.to_string(),
-                t.value().unwrap_or_default().to_string(),
-            ))
-        })
-        .collect()
+    tags::collect(t.iter().map(|t| (t.key(), t.value())))
 }
 
 /// An `Observed` when the tags belong to `stack` and carry a logical id.
@@ -44,15 +35,7 @@ fn observed(
     if !tags::belongs(t.get(tags::STACK).map(String::as_str), stack) {
         return None;
     }
-    let id = ResourceId::new(t.get(tags::ID)?.clone());
-    Some(Observed {
-        id,
-        kind,
-        physical_id,
-        state,
-        details,
-        tags: t,
-    })
+    Observed::tagged(t, kind, physical_id, state, details)
 }
 
 async fn list_tags(aws: &Aws, arn: &str) -> Result<BTreeMap<String, String>, AwsError> {

@@ -431,6 +431,25 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// What discovery found, under the logical id its `iac:id` tag gives; `None` without that
+    /// tag (not a resource `iac` made, or one whose tags are not written yet).
+    pub fn tagged(
+        tags: BTreeMap<String, String>,
+        kind: Kind,
+        physical_id: String,
+        state: String,
+        details: Details,
+    ) -> Option<Self> {
+        Some(Observed {
+            id: ResourceId::new(tags.get(super::tags::ID)?.clone()),
+            kind,
+            physical_id,
+            state,
+            details,
+            tags,
+        })
+    }
+
     /// Whether `protect: true` is on this resource (see the stack file's `protect`).
     pub fn is_protected(&self) -> bool {
         matches!(

@@ -44,6 +44,17 @@ pub fn belongs(value: Option<&str>, stack: &str) -> bool {
     value == Some(stack)
 }
 
+/// A resource's tags as SDKs list them (key and value, each optional), as a map. An entry with
+/// no key is left out; one with no value maps to "".
+pub fn collect<'a>(
+    pairs: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>,
+) -> BTreeMap<String, String> {
+    pairs
+        .into_iter()
+        .filter_map(|(k, v)| Some((k?.to_string(), v.unwrap_or_default().to_string())))
+        .collect()
+}
+
 /// The tags everything `iac` makes for `stack` carries (its resources, the instances a scaler
 /// launches, the lock): `extra`, the name `<stack>-<name>`, the stack and `managed-by`.
 pub fn stack_tags(
@@ -82,5 +93,38 @@ mod tests {
         assert!(!belongs(Some("bookstore-vm"), "bookstore-?m"));
         assert!(!belongs(Some("bookstore-vm2"), "bookstore-vm"));
         assert!(!belongs(None, "bookstore-vm"));
+    }
+
+    #[test]
+    fn listed_tags_without_a_key_are_dropped_and_without_a_value_are_empty() {
+        let t = collect([
+            (Some(ID), Some("web-sg")),
+            (None, Some("orphan")),
+            (Some("Name"), None),
+        ]);
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(t[ID], "web-sg");
+        assert_eq!(t["Name"], "");
+    }
+
+    #[test]
+    fn only_what_carries_a_logical_id_is_observed() {
+        use crate::plan::{Details, Observed};
+        let details = Details::KeyPair {
+            fingerprint_tag: None,
+        };
+        let found = |t| {
+            Observed::tagged(
+                t,
+                Kind::KeyPair,
+                "k".into(),
+                "present".into(),
+                details.clone(),
+            )
+        };
+        let tagged = found(collect([(Some(ID), Some("key"))])).expect("tagged");
+        assert_eq!(tagged.id, ResourceId::new("key"));
+        assert_eq!(tagged.tags[ID], "key");
+        assert_eq!(found(collect([(Some(STACK), Some("s"))])), None);
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::types::ResourceType;
 
 use super::{ignore_gone, not_mine, Applier, Discovered, Early, Known, Provider};
-use crate::aws::ec2::{self, observed, of_stack, stack_filter, tag_map, tag_spec};
+use crate::aws::ec2::{self, of_stack, stack_filter, tag_map, tag_spec};
 use crate::aws::error::{sdk as err, AwsError, ErrorClass};
 use crate::aws::{route53, tags, Aws};
 use crate::plan::compare::{kind_changed, Compare, Context};
@@ -247,7 +247,7 @@ pub async fn discover_addresses(aws: &Aws, stack: &str) -> Result<Vec<Observed>,
             } else {
                 "allocated"
             };
-            observed(
+            Observed::tagged(
                 tag_map(a.tags()),
                 Kind::ElasticIp,
                 a.allocation_id()?.to_string(),

@@ -14,7 +14,7 @@ use base64::Engine;
 use super::{ignore_gone, not_mine, wait_err, Applier, Discovered, Known, Provider};
 use crate::apply::events::Event;
 use crate::apply::wait::{self, Backoff, Poll};
-use crate::aws::ec2::{self, launched_id, observed, of_stack, stack_filter, tag_map, tag_spec};
+use crate::aws::ec2::{self, launched_id, of_stack, stack_filter, tag_map, tag_spec};
 use crate::aws::error::{sdk as err, AwsError, ErrorClass};
 use crate::aws::{tags, Aws};
 use crate::plan::compare::{kind_changed, Compare, Context};
@@ -274,8 +274,13 @@ pub async fn discover_instances(aws: &Aws, stack: &str) -> Result<InstanceScan, 
         };
         let physical_id = i.instance_id().unwrap_or_default().to_string();
         if t.contains_key(tags::ID) {
-            scan.live
-                .extend(observed(t, Kind::Instance, physical_id, state, details));
+            scan.live.extend(Observed::tagged(
+                t,
+                Kind::Instance,
+                physical_id,
+                state,
+                details,
+            ));
         } else {
             scan.untracked.push(Observed {
                 id: ResourceId::new(""),

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::types::ResourceType;
 
 use super::{not_mine, Applier, Discovered, Known, Provider};
-use crate::aws::ec2::{observed, of_stack, stack_filter, tag_map, tag_spec};
+use crate::aws::ec2::{of_stack, stack_filter, tag_map, tag_spec};
 use crate::aws::error::{sdk as err, AwsError, ErrorClass};
 use crate::aws::{tags, Aws};
 use crate::plan::compare::{kind_changed, Compare, Context};
@@ -81,7 +81,7 @@ pub async fn discover_key_pairs(aws: &Aws, stack: &str) -> Result<Vec<Observed>,
         .filter_map(|k| {
             let t = tag_map(k.tags());
             let fingerprint_tag = t.get(tags::KEY_FINGERPRINT).cloned();
-            observed(
+            Observed::tagged(
                 t,
                 Kind::KeyPair,
                 k.key_name()?.to_string(),

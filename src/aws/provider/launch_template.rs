@@ -8,7 +8,7 @@ use base64::Engine;
 
 use super::{not_mine, Applier, Discovered, Known, Provider};
 use crate::apply::events::Event;
-use crate::aws::ec2::{self, observed, of_stack, stack_filter, tag_map, tag_spec};
+use crate::aws::ec2::{self, of_stack, stack_filter, tag_map, tag_spec};
 use crate::aws::error::{sdk as err, AwsError, ErrorClass};
 use crate::aws::{tags, Aws};
 use crate::plan::compare::{kind_changed, update_if, Compare, Context};
@@ -139,7 +139,7 @@ pub async fn discover_launch_templates(aws: &Aws, stack: &str) -> Result<Vec<Obs
                 latest_version: lt.latest_version_number().unwrap_or(0),
                 default_version: lt.default_version_number().unwrap_or(0),
             };
-            observed(
+            Observed::tagged(
                 t,
                 Kind::LaunchTemplate,
                 lt.launch_template_id()?.to_string(),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, ResourceType, UserIdGroupPair};
 
 use super::{ignore_gone, known_of, not_mine, Applier, Discovered, Known, Provider};
-use crate::aws::ec2::{observed, of_stack, stack_filter, tag_map, tag_spec};
+use crate::aws::ec2::{of_stack, stack_filter, tag_map, tag_spec};
 use crate::aws::error::{sdk as err, AwsError, ErrorClass};
 use crate::aws::{tags, Aws};
 use crate::plan::compare::{kind_changed, update_if, Compare, Context};
@@ -186,7 +186,7 @@ pub async fn discover_security_groups(aws: &Aws, stack: &str) -> Result<Vec<Obse
                     });
                 }
             }
-            observed(
+            Observed::tagged(
                 tag_map(g.tags()),
                 Kind::SecurityGroup,
                 g.group_id()?.to_string(),

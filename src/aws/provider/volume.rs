@@ -9,7 +9,7 @@ use aws_sdk_ec2::types::{Filter, ResourceType, VolumeType};
 use super::instance::release_volume;
 use super::{ignore_gone, not_mine, wait_err, Applier, Discovered, Early, Known, Provider};
 use crate::apply::wait::{self, Backoff, Poll};
-use crate::aws::ec2::{self, observed, of_stack, stack_filter, tag_map, tag_spec};
+use crate::aws::ec2::{self, of_stack, stack_filter, tag_map, tag_spec};
 use crate::aws::error::{sdk as err, AwsError, ErrorClass};
 use crate::aws::{tags, Aws};
 use crate::plan::compare::{kind_changed, protection, update_if, Compare, Context};
@@ -215,7 +215,7 @@ pub async fn discover_volumes(aws: &Aws, stack: &str) -> Result<Vec<Observed>, A
                 keep_on_down: t.get(tags::DATA).is_some_and(|d| d == "true"),
                 protected: t.get(tags::PROTECTED).is_some_and(|d| d == "true"),
             };
-            observed(t, Kind::Volume, v.volume_id()?.to_string(), state, details)
+            Observed::tagged(t, Kind::Volume, v.volume_id()?.to_string(), state, details)
         })
         .collect())
 }
