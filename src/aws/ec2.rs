@@ -2,7 +2,7 @@
 //! instance's state and console output. What belongs to one kind lives in its provider module
 //! (`provider::instance`, `provider::security_group`, …).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use base64::Engine;
@@ -107,10 +107,7 @@ pub async fn subnets(aws: &Aws, vpc_id: &str) -> Result<Vec<(String, String)>, A
 }
 
 /// The availability zones of the region that offer every one of `types`.
-pub async fn zones_offering(
-    aws: &Aws,
-    types: &[String],
-) -> Result<std::collections::BTreeSet<String>, AwsError> {
+pub async fn zones_offering(aws: &Aws, types: &[String]) -> Result<BTreeSet<String>, AwsError> {
     use aws_sdk_ec2::types::LocationType;
     let pages = aws
         .ec2
@@ -127,7 +124,7 @@ pub async fn zones_offering(
         .try_collect()
         .await
         .map_err(err("ec2:DescribeInstanceTypeOfferings"))?;
-    let mut by_zone: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    let mut by_zone: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for o in pages.iter().flat_map(|p| p.instance_type_offerings()) {
         if let (Some(zone), Some(t)) = (o.location(), o.instance_type()) {
             by_zone
@@ -358,25 +355,32 @@ pub async fn subnets_by_id(aws: &Aws, ids: &[String]) -> Result<Vec<(String, Str
         .collect()
 }
 
+/// Filters selecting `ids` by `name` (`instance-id`, `volume-id`): one per 200 ids, the most a
+/// filter takes.
+fn id_filters(name: &str, ids: &BTreeSet<String>) -> Vec<Filter> {
+    let ids: Vec<String> = ids.iter().cloned().collect();
+    ids.chunks(200)
+        .map(|chunk| {
+            Filter::builder()
+                .name(name)
+                .set_values(Some(chunk.to_vec()))
+                .build()
+        })
+        .collect()
+}
+
 /// The state and private IP of each of `ids` that EC2 lists (one call, by filter: an id EC2
 /// does not know yet is left out rather than failing the others).
 pub async fn instance_states(
     aws: &Aws,
-    ids: &std::collections::BTreeSet<String>,
+    ids: &BTreeSet<String>,
 ) -> Result<BTreeMap<String, (String, Option<String>)>, AwsError> {
     let mut states = BTreeMap::new();
-    // A filter takes at most 200 values.
-    let ids: Vec<&String> = ids.iter().collect();
-    for chunk in ids.chunks(200) {
+    for filter in id_filters("instance-id", ids) {
         let pages = aws
             .ec2
             .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name("instance-id")
-                    .set_values(Some(chunk.iter().map(|s| s.to_string()).collect()))
-                    .build(),
-            )
+            .filters(filter)
             .into_paginator()
             .send()
             .try_collect()
@@ -399,6 +403,33 @@ pub async fn instance_states(
         }
     }
     Ok(states)
+}
+
+/// The size in GiB of each of `ids` that EC2 lists (by filter, 200 ids a call: a volume
+/// deleted meanwhile is left out rather than failing the others).
+pub async fn volume_sizes(
+    aws: &Aws,
+    ids: &BTreeSet<String>,
+) -> Result<BTreeMap<String, u32>, AwsError> {
+    let mut sizes = BTreeMap::new();
+    for filter in id_filters("volume-id", ids) {
+        let pages = aws
+            .ec2
+            .describe_volumes()
+            .filters(filter)
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await
+            .map_err(err("ec2:DescribeVolumes"))?;
+        sizes.extend(
+            pages
+                .iter()
+                .flat_map(|p| p.volumes())
+                .filter_map(|v| Some((v.volume_id()?.to_string(), v.size()?.max(0) as u32))),
+        );
+    }
+    Ok(sizes)
 }
 
 /// State and private IP of an instance; `None` when it does not exist.

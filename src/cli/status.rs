@@ -1,17 +1,19 @@
 //! `iac status`: every resource of the stack, its state, and the outputs.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
 use anyhow::Context;
 
 use super::output::Printer;
 use super::stack_args::StackArgs;
 use super::table::Table;
 use super::{down, Exit, Global};
-use std::sync::Arc;
 
 use crate::apply::Reporter;
 use crate::aws::provider::Applier;
-use crate::aws::{provider, Aws};
-use crate::plan::{Kind, Observed};
+use crate::aws::{ec2, provider, Aws, AwsError};
+use crate::plan::{Details, Kind, Observed};
 use crate::stack::{Stack, Tier};
 
 pub async fn run(
@@ -61,13 +63,14 @@ pub async fn run(
         pool_report(printer, &pool);
     }
     boot_states(printer, &aws, &name).await;
+    let launched = crate::tiers::launched(&found.untracked, &found.resources);
+    let root_gb = root_volume_sizes(&aws, found.resources.iter().chain(&launched))
+        .await
+        .context("reading the size of the instances' root volumes")?;
     super::plan::print_cost(
         printer,
         &aws.region,
-        &crate::cost::items_from_observed(
-            &found.resources,
-            &crate::tiers::launched(&found.untracked, &found.resources),
-        ),
+        &crate::cost::items_from_observed(&found.resources, &launched, &root_gb),
     );
     printer.outputs(&outputs);
     if let Some(stack) = loaded.as_ref().filter(|s| s.spec.tier == Tier::Swarm) {
@@ -78,6 +81,23 @@ pub async fn run(
     }
     super::output::summary(printer, "status", &aws, started);
     Ok(Exit::Ok)
+}
+
+/// The size of the root volume of each of `instances` (none asked when there is none).
+async fn root_volume_sizes(
+    aws: &Aws,
+    instances: impl Iterator<Item = &Observed>,
+) -> Result<BTreeMap<String, u32>, AwsError> {
+    let ids: BTreeSet<String> = instances
+        .filter_map(|o| match &o.details {
+            Details::Instance { root_volume_id, .. } => root_volume_id.clone(),
+            _ => None,
+        })
+        .collect();
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    ec2::volume_sizes(aws, &ids).await
 }
 
 /// Nodes and service replicas as the swarm leader reports them, through SSM Run Command (the

@@ -153,48 +153,74 @@ pub fn items_from_resources(resources: &[Resource]) -> Vec<Item> {
 
 /// What the resources found by discovery cost (the status view), and the instances launched
 /// on the stack's behalf (an Auto Scaling group's, a scaler's pool), each with the logical id
-/// of what launched it: priced by type, one line per launcher and type. Root volumes are not
-/// discovered, so they are not counted here.
-pub fn items_from_observed(found: &[Observed], launched: &[Observed]) -> Vec<Item> {
-    let mut groups: Vec<(String, String, u32)> = Vec::new();
-    for o in launched {
-        if let Details::Instance { instance_type, .. } = &o.details {
-            match groups
-                .iter_mut()
-                .find(|(id, t, _)| *id == o.id.as_str() && t == instance_type)
-            {
-                Some((_, _, n)) => *n += 1,
-                None => groups.push((o.id.to_string(), instance_type.clone(), 1)),
-            }
-        }
-    }
-    let launched = groups
+/// of what launched it: priced by type, one line per launcher and type. `root_gb` holds the
+/// size of the instances' root volumes by volume id (see `Details::Instance`): each is priced
+/// beside its instance, as the plan does (one line per launcher and size for launched ones).
+pub fn items_from_observed(
+    found: &[Observed],
+    launched: &[Observed],
+    root_gb: &BTreeMap<String, u32>,
+) -> Vec<Item> {
+    let root_of = |o: &Observed| match &o.details {
+        Details::Instance {
+            root_volume_id: Some(v),
+            ..
+        } => root_gb.get(v).copied(),
+        _ => None,
+    };
+    let types = tally(launched.iter().filter_map(|o| match &o.details {
+        Details::Instance { instance_type, .. } => Some((o.id.as_str(), instance_type.as_str())),
+        _ => None,
+    }));
+    let roots = tally(
+        launched
+            .iter()
+            .filter_map(|o| Some((o.id.as_str(), root_of(o)?))),
+    );
+    let launched = types
         .into_iter()
-        .map(|(id, t, n)| instance(&format!("{id} (instances)"), Some(&t), n));
+        .map(|((id, t), n)| instance(&format!("{id} (instances)"), Some(t), n))
+        .chain(roots.into_iter().map(|((id, gb), n)| root(id, gb, n)));
     found
         .iter()
-        .filter_map(|o| {
+        .flat_map(|o| {
             let id = o.id.to_string();
             let priced = match &o.details {
-                Details::Instance { instance_type, .. } => Priced::Instance {
+                Details::Instance { instance_type, .. } => Some(Priced::Instance {
                     instance_type: Some(instance_type.clone()),
                     count: 1,
-                },
-                Details::Volume { size_gb, .. } => Priced::Volume {
+                }),
+                Details::Volume { size_gb, .. } => Some(Priced::Volume {
                     gb: *size_gb,
                     count: 1,
-                },
-                Details::DbInstance { instance_class, .. } => Priced::DbInstance {
+                }),
+                Details::DbInstance { instance_class, .. } => Some(Priced::DbInstance {
                     class: instance_class.clone(),
-                },
+                }),
                 // The group's instances come with `launched`.
-                Details::AutoScalingGroup { .. } => return None,
-                _ => flat(o.kind)?,
+                Details::AutoScalingGroup { .. } => None,
+                _ => flat(o.kind),
             };
-            Some(Item { id, priced })
+            let root = root_of(o).map(|gb| root(&id, gb, 1));
+            priced
+                .map(|priced| Item { id, priced })
+                .into_iter()
+                .chain(root)
         })
         .chain(launched)
         .collect()
+}
+
+/// How many times each key comes, in the order keys first come.
+fn tally<K: PartialEq>(keys: impl IntoIterator<Item = K>) -> Vec<(K, u32)> {
+    let mut counts: Vec<(K, u32)> = Vec::new();
+    for k in keys {
+        match counts.iter_mut().find(|(seen, _)| *seen == k) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((k, 1)),
+        }
+    }
+    counts
 }
 
 fn instance(id: &str, instance_type: Option<&str>, count: u32) -> Item {
@@ -344,9 +370,20 @@ mod tests {
                 spec_hash: None,
                 public_ip: None,
                 private_ip: None,
+                root_volume_id: Some(format!("vol-{phys}")),
             },
             tags: Default::default(),
         };
+        // i-4's root volume is gone since the instances were listed: it is left out.
+        let root_gb = [
+            ("vol-i-0", 20),
+            ("vol-i-1", 8),
+            ("vol-i-2", 16),
+            ("vol-i-3", 8),
+        ]
+        .into_iter()
+        .map(|(v, gb)| (v.to_string(), gb))
+        .collect();
         let items = items_from_observed(
             &[vm("monitor", "i-0", "t3.small")],
             &[
@@ -355,25 +392,30 @@ mod tests {
                 vm("pool", "i-3", "t3.micro"),
                 vm("pool", "i-4", "t3.small"),
             ],
+            &root_gb,
         );
-        let shown: Vec<(String, Option<String>, u32)> = items
+        let shown: Vec<(String, String, u32)> = items
             .into_iter()
             .map(|i| match i.priced {
                 Priced::Instance {
-                    instance_type,
+                    instance_type: Some(t),
                     count,
-                } => (i.id, instance_type, count),
+                } => (i.id, t, count),
+                Priced::Volume { gb, count } => (i.id, format!("{gb} GB"), count),
                 other => panic!("{other:?}"),
             })
             .collect();
-        let t = |s: &str| Some(s.to_string());
+        let line = |id: &str, what: &str, n| (id.to_string(), what.to_string(), n);
         assert_eq!(
             shown,
             vec![
-                ("monitor".into(), t("t3.small"), 1),
-                ("pool (instances)".into(), t("t3.micro"), 2),
-                ("asg (instances)".into(), t("t3.micro"), 1),
-                ("pool (instances)".into(), t("t3.small"), 1),
+                line("monitor", "t3.small", 1),
+                line("monitor (root volume)", "20 GB", 1),
+                line("pool (instances)", "t3.micro", 2),
+                line("asg (instances)", "t3.micro", 1),
+                line("pool (instances)", "t3.small", 1),
+                line("pool (root volume)", "8 GB", 2),
+                line("asg (root volume)", "16 GB", 1),
             ]
         );
     }

@@ -137,6 +137,7 @@ mod tests {
                 spec_hash: Some(super::super::diff::instance_spec_hash(&s)),
                 public_ip: None,
                 private_ip: None,
+                root_volume_id: None,
             },
             tags: BTreeMap::new(),
         }

@@ -507,6 +507,8 @@ pub enum Details {
         spec_hash: Option<String>,
         public_ip: Option<String>,
         private_ip: Option<String>,
+        /// The EBS volume at its root device, deleted with it (what `status` prices beside it).
+        root_volume_id: Option<String>,
     },
     ElasticIp {
         public_ip: String,

@@ -435,6 +435,7 @@ mod tests {
                 spec_hash: None,
                 public_ip: None,
                 private_ip: None,
+                root_volume_id: None,
             },
             _ => Details::LaunchTemplate {
                 spec_hash: None,

@@ -271,6 +271,13 @@ pub async fn discover_instances(aws: &Aws, stack: &str) -> Result<InstanceScan, 
             spec_hash: t.get(tags::SPEC_HASH).cloned(),
             public_ip: i.public_ip_address().map(str::to_string),
             private_ip: i.private_ip_address().map(str::to_string),
+            root_volume_id: i.root_device_name().and_then(|root| {
+                i.block_device_mappings()
+                    .iter()
+                    .find(|m| m.device_name() == Some(root))
+                    .and_then(|m| m.ebs()?.volume_id())
+                    .map(str::to_string)
+            }),
         };
         let physical_id = i.instance_id().unwrap_or_default().to_string();
         if t.contains_key(tags::ID) {
