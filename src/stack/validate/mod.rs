@@ -307,14 +307,7 @@ fn check_network(c: &mut Checker, n: &Network) {
 
 fn check_instance(c: &mut Checker, stack: &Stack) {
     let i = &stack.spec.instance;
-    if !is_instance_type(&i.instance_type) {
-        c.err(
-            "instance.type",
-            format!("`{}` is not an EC2 instance type", i.instance_type),
-            "a type such as `t3.micro`",
-            "AWS Academy allows t2/t3 micro to medium",
-        );
-    }
+    check_type(c, "instance.type", &Some(i.instance_type.clone()));
     let alias_ok = IMAGE_ALIASES.iter().any(|(a, _)| *a == i.image);
     if !alias_ok && !is_aws_id(&i.image, "ami-") {
         let aliases: Vec<_> = IMAGE_ALIASES.iter().map(|(a, _)| *a).collect();
@@ -406,27 +399,51 @@ fn check_instance(c: &mut Checker, stack: &Stack) {
     }
 }
 
-fn is_instance_type(t: &str) -> bool {
-    let parts: Vec<&str> = t.split('.').collect();
-    parts.len() == 2
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
-        })
+/// The sizes EC2 names its types with, beside `<n>xlarge` and `metal-<n>xl`.
+const SIZES: &[&str] = &[
+    "nano", "micro", "small", "medium", "large", "xlarge", "metal",
+];
+
+/// Why `t` is not an EC2 instance type (`<family>.<size>`), or `None` when it is one.
+fn instance_type_problem(t: &str) -> Option<String> {
+    let Some((family, size)) = t.split_once('.') else {
+        return Some("it has no `.` between its family and its size".to_string());
+    };
+    let family_ok = family.starts_with(|ch: char| ch.is_ascii_lowercase())
+        && family
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-');
+    if family.is_empty() {
+        return Some("it has no family before its `.`".to_string());
+    }
+    if !family_ok {
+        return Some(format!("`{family}` is not an instance family"));
+    }
+    let counted = |suffix: &str, prefix: &str| {
+        size.strip_prefix(prefix)
+            .and_then(|s| s.strip_suffix(suffix))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let size_ok = SIZES.contains(&size) || counted("xlarge", "") || counted("xl", "metal-");
+    (!size_ok).then(|| match did_you_mean(size, SIZES) {
+        Some(near) => format!("`{size}` is not a size (did you mean `{family}.{near}`?)"),
+        None => format!("`{size}` is not a size"),
+    })
 }
 
 fn check_type(c: &mut Checker, path: &str, t: &Option<String>) {
-    if let Some(t) = t {
-        if !is_instance_type(t) {
-            c.err(
-                path,
-                format!("`{t}` is not an EC2 instance type"),
-                "a type such as `t3.micro`",
-                "AWS Academy allows t2/t3 micro to medium",
-            );
-        }
-    }
+    let Some((t, why)) = t
+        .as_ref()
+        .and_then(|t| Some((t, instance_type_problem(t)?)))
+    else {
+        return;
+    };
+    c.err(
+        path,
+        format!("`{t}` is not an EC2 instance type: {why}"),
+        "`<family>.<size>` such as `t3.micro`; sizes are nano, micro, small, medium, large, xlarge, <n>xlarge and metal",
+        "AWS Academy allows t2/t3 micro to medium",
+    );
 }
 
 fn check_domain(c: &mut Checker, d: &Domain) {
@@ -776,6 +793,40 @@ mod tests {
         assert!(!is_region("useast1"));
         assert!(is_aws_id("vpc-0a1b2c3d", "vpc-"));
         assert!(!is_aws_id("vpc-XYZ", "vpc-"));
+    }
+
+    #[test]
+    fn instance_types() {
+        for t in [
+            "t3.micro",
+            "m5.24xlarge",
+            "u-6tb1.metal",
+            "c7i.metal-48xl",
+            "t4g.nano",
+        ] {
+            assert_eq!(instance_type_problem(t), None, "{t}");
+        }
+        let why = |t| instance_type_problem(t).unwrap_or_default();
+        assert_eq!(why("t3.tiny"), "`tiny` is not a size");
+        assert_eq!(
+            why("t3.mirco"),
+            "`mirco` is not a size (did you mean `t3.micro`?)"
+        );
+        assert_eq!(
+            why("t3.micr"),
+            "`micr` is not a size (did you mean `t3.micro`?)"
+        );
+        assert_eq!(
+            why("t3.large2"),
+            "`large2` is not a size (did you mean `t3.large`?)"
+        );
+        assert!(why("t3.nano.x").starts_with("`nano.x` is not a size"));
+        assert_eq!(
+            why("t3micro"),
+            "it has no `.` between its family and its size"
+        );
+        assert_eq!(why("T3.micro"), "`T3` is not an instance family");
+        assert_eq!(why(".micro"), "it has no family before its `.`");
     }
 
     #[test]
