@@ -616,3 +616,51 @@ async fn alb_asg_no_op_up_reads_each_kind_once() {
 async fn custom_scaler_no_op_up_reads_each_kind_once() {
     no_op_up_reads_each_kind_once("stacks/custom-scaler.yaml", "noop-scaler");
 }
+
+/// `vpc: default` costs one listing of the region's subnets and no VPC read: the default VPC is
+/// the one whose subnets are default for their zone. Another VPC's subnet in the same zone, made
+/// first, is not used.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_vpc_and_its_subnets_come_from_one_listing() {
+    let emu = Emulator::start();
+    let ec2 = emu.ec2().await;
+    let default_vpc = ec2
+        .describe_vpcs()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("is-default")
+                .values("true")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe vpcs")
+        .vpcs()[0]
+        .vpc_id()
+        .expect("vpc id")
+        .to_string();
+    let other = ec2
+        .create_vpc()
+        .cidr_block("10.9.0.0/16")
+        .send()
+        .await
+        .expect("create vpc");
+    let other = other.vpc().and_then(|v| v.vpc_id()).expect("vpc id");
+    ec2.create_subnet()
+        .vpc_id(other)
+        .cidr_block("10.9.1.0/24")
+        .availability_zone("us-east-1a")
+        .send()
+        .await
+        .expect("create subnet");
+    let proxy = AwsProxy::logging(&emu);
+    let stack = "order-default-vpc";
+    let file = StackFile::example(stack, &[]);
+    iac_up(&emu, &proxy.url, file.path());
+    let calls = proxy.calls();
+    let sent = |op: &str| calls.0.iter().filter(|c| c.op == op).count();
+    assert_eq!(sent("ec2:DescribeSubnets"), 1, "{}", calls.changes());
+    assert_eq!(sent("ec2:DescribeVpcs"), 0, "{}", calls.changes());
+    let vm = &instances_by_logical_id(&ec2, stack).await["vm"];
+    assert_eq!(vm.vpc_id(), Some(default_vpc.as_str()));
+}

@@ -82,18 +82,53 @@ pub async fn vpc_exists(aws: &Aws, vpc_id: &str) -> Result<bool, AwsError> {
 
 /// Subnets of a VPC as (subnet id, availability zone), default-for-AZ subnets first.
 pub async fn subnets(aws: &Aws, vpc_id: &str) -> Result<Vec<(String, String)>, AwsError> {
+    let listed = list_subnets(aws, Some(vpc_id)).await?;
+    Ok(default_first(listed.iter()))
+}
+
+/// The account's default VPC and its subnets (as `subnets` gives them), from one listing of
+/// the region's subnets: the VPC holding the default-for-AZ subnets is the default one. Only
+/// when no subnet is default-for-AZ is the default VPC asked for, to tell a default VPC without
+/// default subnets from none.
+pub async fn default_vpc_subnets(aws: &Aws) -> Result<(String, Vec<(String, String)>), AwsError> {
+    let listed = list_subnets(aws, None).await?;
+    let vpc_id = match listed
+        .iter()
+        .find(|s| s.default_for_az() == Some(true))
+        .and_then(|s| s.vpc_id())
+    {
+        Some(v) => v.to_string(),
+        None => default_vpc(aws).await?,
+    };
+    let subnets = default_first(listed.iter().filter(|s| s.vpc_id() == Some(&vpc_id)));
+    Ok((vpc_id, subnets))
+}
+
+async fn list_subnets(
+    aws: &Aws,
+    vpc_id: Option<&str>,
+) -> Result<Vec<aws_sdk_ec2::types::Subnet>, AwsError> {
+    let vpc = vpc_id.map(|v| Filter::builder().name("vpc-id").values(v).build());
     let pages = aws
         .ec2
         .describe_subnets()
-        .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
+        .set_filters(vpc.map(|f| vec![f]))
         .into_paginator()
         .send()
         .try_collect()
         .await
         .map_err(err("ec2:DescribeSubnets"))?;
-    let mut out: Vec<(bool, String, String)> = pages
-        .iter()
-        .flat_map(|p| p.subnets())
+    Ok(pages
+        .into_iter()
+        .flat_map(|p| p.subnets.unwrap_or_default())
+        .collect())
+}
+
+/// (subnet id, zone) pairs, default-for-AZ subnets first, then by id.
+fn default_first<'a>(
+    subnets: impl Iterator<Item = &'a aws_sdk_ec2::types::Subnet>,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(bool, String, String)> = subnets
         .filter_map(|s| {
             Some((
                 !s.default_for_az().unwrap_or(false),
@@ -103,7 +138,7 @@ pub async fn subnets(aws: &Aws, vpc_id: &str) -> Result<Vec<(String, String)>, A
         })
         .collect();
     out.sort();
-    Ok(out.into_iter().map(|(_, id, az)| (id, az)).collect())
+    out.into_iter().map(|(_, id, az)| (id, az)).collect()
 }
 
 /// The availability zones of the region that offer every one of `types`.

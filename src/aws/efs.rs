@@ -23,11 +23,6 @@ fn gone(state: &LifeCycleState) -> bool {
     matches!(state, LifeCycleState::Deleting | LifeCycleState::Deleted)
 }
 
-/// The logical id of the mount target of a stack's file system in `subnet_id`.
-pub fn mount_target_logical_id(subnet_id: &str) -> String {
-    format!("mount-{subnet_id}")
-}
-
 /// Mount targets of one file system, as described (paginated).
 async fn mount_targets(
     aws: &Aws,
@@ -93,7 +88,7 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
         });
         for m in targets.iter().filter(|m| !gone(m.life_cycle_state())) {
             found.push(Observed {
-                id: ResourceId::new(mount_target_logical_id(m.subnet_id())),
+                id: ResourceId::mount_target(m.subnet_id()),
                 kind: Kind::MountTarget,
                 physical_id: m.mount_target_id().to_string(),
                 state: m.life_cycle_state().as_str().to_string(),

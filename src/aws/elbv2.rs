@@ -126,7 +126,7 @@ fn observed_action_key(actions: &[Action]) -> String {
 /// Load balancers and target groups are listed at the same time, and their tags read together;
 /// then the stack's target groups' attributes and its load balancers' listeners are all asked at
 /// once. Listeners' logical id comes from their `iac:id` tag, falling back to
-/// `listener-<port>` for an untagged one.
+/// `ResourceId::listener` (by port) for an untagged one.
 pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError> {
     let lbs = async {
         aws.elbv2
@@ -278,10 +278,9 @@ async fn listeners_of(aws: &Aws, lb_arn: &str) -> Result<Vec<Observed>, AwsError
             let t = listener_tags.remove(arn).unwrap_or_default();
             let id = t
                 .get(tags::ID)
-                .cloned()
-                .unwrap_or_else(|| format!("listener-{port}"));
+                .map_or_else(|| ResourceId::listener(port), ResourceId::new);
             Some(Observed {
-                id: ResourceId::new(id),
+                id,
                 kind: Kind::Listener,
                 physical_id: arn.to_string(),
                 state: "available".to_string(),

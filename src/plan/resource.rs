@@ -23,6 +23,17 @@ impl ResourceId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A load balancer's listener on `port` (also the id discovery gives a listener without an
+    /// `iac:id` tag).
+    pub fn listener(port: u16) -> Self {
+        ResourceId(format!("listener-{port}"))
+    }
+
+    /// A file system's mount target in `subnet_id` (mount targets cannot be tagged).
+    pub fn mount_target(subnet_id: &str) -> Self {
+        ResourceId(format!("mount-{subnet_id}"))
+    }
 }
 
 impl fmt::Display for ResourceId {

@@ -33,14 +33,6 @@ pub const ALB: &str = "alb";
 pub const ASG: &str = "asg";
 pub const POLICY: &str = "cpu-policy";
 
-pub fn listener_id(port: u16) -> String {
-    format!("listener-{port}")
-}
-
-pub fn mount_id(subnet: &str) -> String {
-    format!("mount-{subnet}")
-}
-
 fn param(stack: &Stack, leaf: &str, of: &str, attr: &str) -> Resource {
     Resource::new(
         leaf,
@@ -176,7 +168,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
     ));
     let mut mounts = Vec::new();
     for subnet in &subnet_ids {
-        let id = mount_id(subnet);
+        let id = ResourceId::mount_target(subnet).to_string();
         out.push(Resource::new(
             &id,
             Spec::MountTarget(MountTargetSpec {
@@ -222,7 +214,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
         ListenerAction::Forward(ResourceId::new(TG))
     };
     out.push(Resource::new(
-        &listener_id(80),
+        ResourceId::listener(80).as_str(),
         Spec::Listener(ListenerSpec {
             load_balancer: ResourceId::new(ALB),
             port: 80,
@@ -233,7 +225,7 @@ pub fn desired(stack: &Stack, inputs: &Inputs) -> Result<Vec<Resource>, TierErro
     ));
     if let Some(cert) = &lb.certificate_arn {
         out.push(Resource::new(
-            &listener_id(443),
+            ResourceId::listener(443).as_str(),
             Spec::Listener(ListenerSpec {
                 load_balancer: ResourceId::new(ALB),
                 port: 443,

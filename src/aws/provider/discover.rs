@@ -120,6 +120,9 @@ pub async fn resolve_network(
     let types = instance_types(spec);
     // The zones offering the types depend on nothing else: asked beside the VPC and subnets.
     let vpc_and_subnets = async {
+        if network.vpc == "default" && network.subnets.is_empty() {
+            return ec2::default_vpc_subnets(aws).await;
+        }
         let vpc_id = if network.vpc == "default" {
             ec2::default_vpc(aws).await?
         } else if ec2::vpc_exists(aws, &network.vpc).await? {
