@@ -1,6 +1,6 @@
-//! What users see, snapshotted: the plan of every example stack, a status table, the help
-//! texts; and how plan shows unchanged resources, how status reports a call the endpoint does
-//! not support. Snapshots are normalised (ids, ARNs, the emulator's port), keeping each
+//! What users see, snapshotted: the plan of every example stack, a status table, what `down`
+//! lists, the help texts; and how plan shows unchanged resources, how status reports a call the
+//! endpoint does not support. Snapshots are normalised (ids, ARNs, the emulator's port), keeping each
 //! value's width so that a table's alignment is part of what is checked.
 
 mod common;
@@ -12,7 +12,8 @@ use common::*;
 use regex::{Captures, Regex};
 
 /// `text` with what varies from run to run replaced by `x`s of the same width: EC2 and EFS
-/// ids, the random parts of ARNs and of RDS endpoints, and the emulator's port.
+/// ids, the random parts of ARNs and of RDS endpoints, the time in a final snapshot's name and
+/// the emulator's port.
 fn normalise(text: &str) -> String {
     let same_width = |caps: &Captures| {
         let prefix = caps.get(1).map_or("", |m| m.as_str());
@@ -31,6 +32,8 @@ fn normalise(text: &str) -> String {
         r"(\.cluster-(?:ro-)?)([a-z0-9]{12})\b",
         // The emulator's port.
         r"(127\.0\.0\.1:)([0-9]+)",
+        // The time in the name of a final Aurora snapshot.
+        r"(-final-)([0-9]{10})\b",
     ];
     let mut out = text.to_string();
     for p in patterns {
@@ -304,5 +307,43 @@ async fn a_closed_pipe_is_success_for_the_commands_that_talk_to_aws() {
             .await
             .is_err(),
         "the lock was left behind"
+    );
+}
+
+/// `down` lists what it deletes by kind, then by id (the same on every run, whatever order AWS
+/// answered in), names each AWS id once in its progress lines, and says what data it kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn down_lists_what_it_deletes_in_a_stable_order() {
+    let emu = Emulator::start();
+    let file = StackFile::from_example("stacks/bookstore-asg.yaml", "bookstore-asg", &[]);
+    let up = iac_run(&emu, &["up", "--yes", "--no-wait"], file.path());
+    assert_eq!(up.code, 0, "{}\n{}", up.stdout, up.stderr);
+    let d = iac_run(&emu, &["down", "--yes"], file.path());
+    let done: Vec<&str> = d
+        .stderr
+        .lines()
+        .filter(|l| l.contains(": delete done"))
+        .collect();
+    assert!(done.len() > 10, "{}", d.stderr);
+    for l in done {
+        assert!(!l.contains("delete done:"), "the AWS id twice: {l}");
+    }
+    let listed = d
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- "));
+    let keys: Vec<(String, String)> = listed
+        .map(|l| {
+            let mut w = l.split_whitespace().skip(1);
+            (w.next().unwrap_or("").into(), w.next().unwrap_or("").into())
+        })
+        .collect();
+    let ids_in_kind_order = keys
+        .windows(2)
+        .all(|w| w[0].0 != w[1].0 || w[0].1 <= w[1].1);
+    assert!(ids_in_kind_order, "{}", d.stdout);
+    insta::assert_snapshot!(
+        "down-bookstore-asg",
+        normalise(&format!("exit code: {}\n--- stdout\n{}", d.code, d.stdout))
     );
 }

@@ -183,7 +183,9 @@ async fn delete(
     } else {
         printer.line(printer.bold(&format!("Deleting stack `{name}` in {}:", aws.region)));
         let mut table = Table::new(4);
-        for o in &doomed {
+        let mut rows: Vec<&Observed> = doomed.iter().collect();
+        rows.sort_by(|a, b| a.listing_key().cmp(&b.listing_key()));
+        for o in rows {
             table.row([
                 "-",
                 o.kind.as_str(),

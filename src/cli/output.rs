@@ -132,6 +132,8 @@ fn describe(event: &Event) -> String {
             "{id}: {action} done{} ({:.1}s)",
             physical_id
                 .as_deref()
+                // A deletion's id already names what it deleted: `web-sg (sg-…)`.
+                .filter(|p| !id.as_str().ends_with(&format!("({p})")))
                 .map(|p| format!(": {p}"))
                 .unwrap_or_default(),
             *elapsed_ms as f64 / 1000.0
@@ -248,4 +250,37 @@ pub fn summary(
         "mutating_calls": mutating,
     }));
     tracing::info!(total = calls.values().sum::<u64>(), "aws calls");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Kind, ResourceId};
+
+    fn done(id: &str, physical_id: &str) -> String {
+        describe(&Event::Done {
+            id: ResourceId::new(id),
+            kind: Kind::SecurityGroup,
+            action: "delete".to_string(),
+            physical_id: Some(physical_id.to_string()),
+            elapsed_ms: 1200,
+        })
+    }
+
+    #[test]
+    fn a_done_line_names_the_aws_id_once() {
+        assert_eq!(done("web-sg", "sg-1"), "web-sg: delete done: sg-1 (1.2s)");
+        assert_eq!(
+            done("web-sg (sg-1)", "sg-1"),
+            "web-sg (sg-1): delete done (1.2s)"
+        );
+        assert_eq!(
+            done("web-sg#old (sg-1)", "sg-1"),
+            "web-sg#old (sg-1): delete done (1.2s)"
+        );
+        assert_eq!(
+            done("web-sg (sg-1)", "sg-2"),
+            "web-sg (sg-1): delete done: sg-2 (1.2s)"
+        );
+    }
 }

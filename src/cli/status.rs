@@ -51,7 +51,7 @@ pub async fn run(
         printer.line(printer.bold(&format!("Stack `{name}` in {}:", aws.region)));
         // In creation order, the same on every run; the AWS id last: ARNs are long.
         let mut rows: Vec<&Observed> = found.resources.iter().collect();
-        rows.sort_by(|a, b| (a.kind, &a.id, &a.physical_id).cmp(&(b.kind, &b.id, &b.physical_id)));
+        rows.sort_by(|a, b| a.listing_key().cmp(&b.listing_key()));
         let mut t = Table::new(2).header(&["KIND", "ID", "STATE", "AWS ID"]);
         for o in rows {
             t.row([o.kind.as_str(), o.id.as_str(), &o.state, &o.physical_id]);

@@ -442,6 +442,12 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// The order resources are listed in for people (`status`, `down`): by kind in creation
+    /// order, then by logical id and AWS id, the same on every run whatever order AWS answered in.
+    pub fn listing_key(&self) -> (Kind, &ResourceId, &str) {
+        (self.kind, &self.id, &self.physical_id)
+    }
+
     /// What discovery found, under the logical id its `iac:id` tag gives; `None` without that
     /// tag (not a resource `iac` made, or one whose tags are not written yet).
     pub fn tagged(
