@@ -83,7 +83,7 @@ pub async fn run(
     Ok(Exit::Ok)
 }
 
-/// The size of the root volume of each of `instances` (none asked when there is none).
+/// The size of the root volume of each of `instances`.
 async fn root_volume_sizes(
     aws: &Aws,
     instances: impl Iterator<Item = &Observed>,
@@ -94,9 +94,6 @@ async fn root_volume_sizes(
             _ => None,
         })
         .collect();
-    if ids.is_empty() {
-        return Ok(Default::default());
-    }
     ec2::volume_sizes(aws, &ids).await
 }
 
