@@ -17,7 +17,7 @@ const OTHER: &str = "other-shop";
 /// A provider connection to a fresh emulator, two subnets in two AZs of the default VPC and a
 /// security group.
 struct Env {
-    _emu: common::Emulator,
+    emu: common::Emulator,
     aws: Aws,
     subnets: Vec<String>,
     sg: String,
@@ -53,7 +53,7 @@ async fn env() -> Env {
         .expect("group id")
         .to_string();
     Env {
-        _emu: emu,
+        emu,
         aws,
         subnets,
         sg,
@@ -124,7 +124,7 @@ async fn aurora_subnet_group_cluster_and_instance() {
     assert_eq!(group_name, "shop-db");
     let other_group = rds::create_subnet_group(
         aws,
-        &subnet_group_spec("other-db", &env.subnets),
+        &subnet_group_spec("other-shop-db", &env.subnets),
         &identity(OTHER, "db-subnets", Kind::DbSubnetGroup),
     )
     .await
@@ -229,7 +229,7 @@ async fn aurora_subnet_group_cluster_and_instance() {
     // A second cluster, of another stack, with no instance.
     rds::create_cluster(
         aws,
-        &cluster_spec("other-db", "db-subnets"),
+        &cluster_spec("other-shop-db", "db-subnets"),
         &other_group,
         vec![env.sg.clone()],
         &identity(OTHER, "db", Kind::DbCluster),
@@ -334,11 +334,11 @@ async fn aurora_subnet_group_cluster_and_instance() {
     assert!(gone.is(ErrorClass::NotFound), "{gone:?}");
 
     // The other cluster without a snapshot: no manual snapshot appears.
-    rds::delete_cluster(aws, "other-db", None)
+    rds::delete_cluster(aws, "other-shop-db", None)
         .await
         .expect("delete the other cluster");
     assert_eq!(
-        rds::cluster_state(aws, "other-db")
+        rds::cluster_state(aws, "other-shop-db")
             .await
             .expect("cluster state"),
         None
@@ -350,7 +350,7 @@ async fn aurora_subnet_group_cluster_and_instance() {
         .filter(|s| !s.starts_with("rds:"))
         .collect();
     assert_eq!(manual, vec!["shop-db-final-1".to_string()]);
-    assert!(rds::cluster_snapshots(aws, "other-db")
+    assert!(rds::cluster_snapshots(aws, "other-shop-db")
         .await
         .expect("snapshots")
         .is_empty());
@@ -359,14 +359,14 @@ async fn aurora_subnet_group_cluster_and_instance() {
     // backend after answering (it pops it and never puts it back), so this is done last, on
     // the other stack's group: the answer must be a success, and the group, if still listed,
     // must carry the change.
-    let mut changed_group = subnet_group_spec("other-db", &env.subnets[..1]);
+    let mut changed_group = subnet_group_spec("other-shop-db", &env.subnets[..1]);
     changed_group.description = "changed".to_string();
     rds::update_subnet_group(aws, &changed_group)
         .await
         .expect("update subnet group");
     match sdk
         .describe_db_subnet_groups()
-        .db_subnet_group_name("other-db")
+        .db_subnet_group_name("other-shop-db")
         .send()
         .await
     {
@@ -397,6 +397,46 @@ async fn aurora_subnet_group_cluster_and_instance() {
         .await
         .expect("discover")
         .is_empty());
+}
+
+/// Subnet group listings carry no tags, and an account holds groups of its own and of other
+/// stacks: only the tags of groups named after the stack (`shop-...`) are read. `shop-staging`'s
+/// group is named so too; its tags tell it apart.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_subnet_groups_named_after_the_stack_have_their_tags_read() {
+    let env = env().await;
+    let groups = [
+        ("shop-db", Some(STACK)),
+        ("shop-staging-db", Some("shop-staging")),
+        ("other-shop-db", Some(OTHER)),
+        ("legacy-db", None),
+        ("shopfront", None),
+    ];
+    for (name, stack) in groups {
+        let spec = subnet_group_spec(name, &env.subnets);
+        let tags = stack
+            .map(|s| identity(s, "db-subnets", Kind::DbSubnetGroup))
+            .unwrap_or_default();
+        rds::create_subnet_group(&env.aws, &spec, &tags)
+            .await
+            .expect("create subnet group");
+    }
+    let proxy = common::AwsProxy::logging(&env.emu);
+    let found = rds::discover(&common::aws_at(&proxy.url).await, STACK)
+        .await
+        .expect("discover");
+    let names: Vec<&str> = found.iter().map(|o| o.physical_id.as_str()).collect();
+    assert_eq!(names, ["shop-db"]);
+    let calls = proxy.calls();
+    let read: Vec<&str> = calls
+        .of("rds:ListTagsForResource", "")
+        .iter()
+        .flat_map(|c| &c.ids)
+        .filter_map(|arn| arn.rsplit_once(":subgrp:").map(|(_, name)| name))
+        .collect();
+    let mut read = read;
+    read.sort();
+    assert_eq!(read, ["shop-db", "shop-staging-db"], "{}", calls.changes());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -52,7 +52,7 @@ async fn list_tags(aws: &Aws, arn: &str) -> Result<BTreeMap<String, String>, Aws
 /// DB subnet groups, Aurora clusters and DB instances tagged `iac:stack=<stack>`.
 ///
 /// Clusters and instances carry their tags in the describe output; subnet groups do not, so
-/// each subnet group costs one ListTagsForResource. Clusters and instances being deleted are
+/// each subnet group named after the stack costs one ListTagsForResource. Clusters and instances being deleted are
 /// not listed.
 pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError> {
     // The three listings at the same time.
@@ -130,8 +130,8 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
     Ok(found)
 }
 
-/// The stack's DB subnet groups. Their listing has no tags: those of every group are asked
-/// together.
+/// The stack's DB subnet groups. Their listing has no tags: those of the groups named after the
+/// stack ([`tags::named_for`]) are asked together, not those of every group in the region.
 async fn subnet_groups(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError> {
     let pages = aws
         .rds
@@ -145,8 +145,9 @@ async fn subnet_groups(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError
         .iter()
         .flat_map(|p| p.db_subnet_groups())
         .filter_map(|g| Some((g, g.db_subnet_group_name()?, g.db_subnet_group_arn()?)))
+        .filter(|(_, name, _)| tags::named_for(name, stack))
         .collect();
-    // At most 8 at a time: the account may hold many groups that are not the stack's.
+    // At most 8 at a time: stacks named `shop`, `shop-a`, `shop-b`, ... all match `shop-`.
     let arns: Vec<String> = groups.iter().map(|(_, _, arn)| arn.to_string()).collect();
     let tagged: Vec<_> = stream::iter(arns.into_iter().map(|arn| tags_unless_gone(aws, arn)))
         .buffered(8)

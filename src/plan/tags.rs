@@ -44,6 +44,16 @@ pub fn belongs(value: Option<&str>, stack: &str) -> bool {
     value == Some(stack)
 }
 
+/// Whether a resource named `name` may belong to `stack`, before its tags are read. The names
+/// `iac` gives (load balancers, security groups, RDS identifiers, ...) start with `<stack>-`
+/// (a test holds every example's graph to it). A listing without tags (RDS subnet groups) is narrowed with this,
+/// so that the tags of other stacks' and the user's resources are never asked for; the tags
+/// still decide ([`belongs`]): `shop-` also matches stack `shop-test`'s names.
+pub fn named_for(name: &str, stack: &str) -> bool {
+    name.strip_prefix(stack)
+        .is_some_and(|rest| rest.starts_with('-'))
+}
+
 /// A resource's tags as SDKs list them (key and value, each optional), as a map. An entry with
 /// no key is left out; one with no value maps to "".
 pub fn collect<'a>(
@@ -93,6 +103,19 @@ mod tests {
         assert!(!belongs(Some("bookstore-vm"), "bookstore-?m"));
         assert!(!belongs(Some("bookstore-vm2"), "bookstore-vm"));
         assert!(!belongs(None, "bookstore-vm"));
+    }
+
+    #[test]
+    fn a_name_after_the_stack_starts_with_its_name_and_a_hyphen() {
+        assert!(named_for("shop-db", "shop"));
+        assert!(
+            named_for("shop-test-db", "shop"),
+            "narrows; the tags decide"
+        );
+        assert!(!named_for("shop", "shop"));
+        assert!(!named_for("shopping-db", "shop"));
+        assert!(!named_for("default", "shop"));
+        assert!(!named_for("other-shop-db", "shop"));
     }
 
     #[test]

@@ -428,8 +428,8 @@ mod tests {
         crate::stack::load(&path).expect("the example loads")
     }
 
-    #[test]
-    fn the_kinds_known_from_the_file_are_those_of_the_graph_with_any_inputs() {
+    /// The example stack files (`stacks/*.yaml`), by name.
+    fn example_files() -> Vec<String> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("stacks");
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .expect("stacks/")
@@ -438,7 +438,12 @@ mod tests {
             .collect();
         files.sort();
         assert!(files.len() >= 5, "{files:?}");
-        for f in files {
+        files
+    }
+
+    #[test]
+    fn the_kinds_known_from_the_file_are_those_of_the_graph_with_any_inputs() {
+        for f in example_files() {
             let stack = example(&f);
             let known = match kinds(&stack) {
                 Ok(known) => known,
@@ -507,6 +512,51 @@ mod tests {
             }),
             &[],
         )
+    }
+
+    /// Every name a tier gives a resource that is unique in the account starts with `<stack>-`:
+    /// discovery narrows untagged listings (RDS subnet groups) by it ([`tags::named_for`]).
+    #[test]
+    fn every_example_names_its_resources_after_the_stack() {
+        let inputs = Inputs {
+            vpc_id: "vpc-1".to_string(),
+            subnet_id: Some("subnet-1".to_string()),
+            subnets: vec![
+                ("subnet-1".to_string(), "us-east-1a".to_string()),
+                ("subnet-2".to_string(), "us-east-1b".to_string()),
+            ],
+            image_id: "ami-1".to_string(),
+            root_device: "/dev/xvda".to_string(),
+            hosted_zone_id: Some("Z1".to_string()),
+        };
+        let mut named = 0;
+        for file in example_files() {
+            let stack = example(&file);
+            let Ok(graph) = desired(&stack, &inputs) else {
+                continue;
+            };
+            for r in &graph {
+                let name = match &r.spec {
+                    Spec::DbSubnetGroup(s) => &s.name,
+                    Spec::DbCluster(s) => &s.identifier,
+                    Spec::DbInstance(s) => &s.identifier,
+                    Spec::TargetGroup(s) => &s.name,
+                    Spec::LoadBalancer(s) => &s.name,
+                    Spec::LaunchTemplate(s) => &s.name,
+                    Spec::AutoScalingGroup(s) => &s.name,
+                    Spec::InstanceProfile(s) => &s.name,
+                    _ => continue,
+                };
+                named += 1;
+                assert!(
+                    crate::plan::tags::named_for(name, &stack.spec.name),
+                    "{file}: {} is named {name}",
+                    r.id
+                );
+            }
+        }
+        // The RDS kinds among them: alb-asg's subnet group, cluster and instance.
+        assert!(named >= 8, "{named}");
     }
 
     #[test]
