@@ -119,7 +119,7 @@ ID_KEYS = {
     "AutoScalingGroupNames", "LaunchTemplateName", "LaunchTemplateId", "DBClusterIdentifier",
     "DBInstanceIdentifier", "DBSubnetGroupName", "FileSystemId", "MountTargetId", "Name", "Names",
     "Path", "RoleName", "InstanceProfileName", "PolicyName", "CommandId", "ResourceId",
-    "ResourceIds", "ResourceName",
+    "ResourceIds", "ResourceName", "ResourceArns",
 }
 # Parameter trees that describe, not identify: filters and tags.
 SKIP_ROOTS = {"Filter", "Filters", "TagSpecification", "TagSpecifications", "Tag", "Tags",

@@ -949,6 +949,81 @@ impl RefreshStub {
     }
 }
 
+/// The name in a load balancer's or target group's ARN (`.../app/<name>/<id>`,
+/// `...:targetgroup/<name>/<id>`).
+fn name_in(arn: &str) -> &str {
+    arn.rsplit('/').nth(1).unwrap_or_default()
+}
+
+/// Load balancer and target group listings carry no tags, and an account holds its own and other
+/// stacks': only the tags of those named after the stack (`elbtest-...`) are read.
+/// `elbtest-staging`'s are named so too; their tags tell them apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_balancers_and_target_groups_named_after_the_stack_have_their_tags_read() {
+    let emu = common::Emulator::start();
+    let aws = connect(&emu.url).await;
+    let vpc = ec2::default_vpc(&aws).await.expect("default vpc");
+    let mut zones = BTreeMap::new();
+    for (id, az) in ec2::subnets(&aws, &vpc).await.expect("subnets") {
+        zones.entry(az).or_insert(id);
+    }
+    let subnet_ids: Vec<String> = zones.into_values().take(2).collect();
+    let owners = [
+        ("elbtest", Some(STACK)),
+        ("elbtest-staging", Some("elbtest-staging")),
+        ("otherstack", Some("otherstack")),
+        ("users", None),
+    ];
+    for (prefix, stack) in owners {
+        let identity = |id: &str, kind| {
+            stack
+                .map(|s| tags::identity(s, &ResourceId::new(id), kind, &BTreeMap::new()))
+                .unwrap_or_default()
+        };
+        let tg = TargetGroupSpec {
+            name: format!("{prefix}-tg"),
+            ..tg_spec(&vpc)
+        };
+        elbv2::create_target_group(&aws, &tg, &identity("web-tg", Kind::TargetGroup))
+            .await
+            .expect("create target group");
+        let lb = LoadBalancerSpec {
+            name: format!("{prefix}-alb"),
+            subnet_ids: subnet_ids.clone(),
+            security_groups: vec![],
+        };
+        elbv2::create_load_balancer(&aws, &lb, vec![], &identity("lb", Kind::LoadBalancer))
+            .await
+            .expect("create load balancer");
+    }
+    let proxy = common::AwsProxy::logging(&emu);
+    let found = elbv2::discover(&connect(&proxy.url).await, STACK)
+        .await
+        .expect("discover");
+    let mut names: Vec<&str> = found.iter().map(|o| name_in(&o.physical_id)).collect();
+    names.sort();
+    assert_eq!(names, ["elbtest-alb", "elbtest-tg"], "{found:#?}");
+    let calls = proxy.calls();
+    let mut read: Vec<&str> = calls
+        .of("elasticloadbalancing:DescribeTags", "")
+        .iter()
+        .flat_map(|c| &c.ids)
+        .map(|arn| name_in(arn))
+        .collect();
+    read.sort();
+    assert_eq!(
+        read,
+        [
+            "elbtest-alb",
+            "elbtest-staging-alb",
+            "elbtest-staging-tg",
+            "elbtest-tg"
+        ],
+        "{}",
+        calls.changes()
+    );
+}
+
 fn decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::new();

@@ -123,7 +123,8 @@ fn observed_action_key(actions: &[Action]) -> String {
 
 /// Target groups, load balancers and listeners tagged `iac:stack=<stack>`.
 ///
-/// Load balancers and target groups are listed at the same time, and their tags read together;
+/// Load balancers and target groups are listed at the same time, and the tags of those named
+/// after the stack ([`tags::named_for`]) read together, not those of every one in the region;
 /// then the stack's target groups' attributes and its load balancers' listeners are all asked at
 /// once. Listeners' logical id comes from their `iac:id` tag, falling back to
 /// `ResourceId::listener` (by port) for an untagged one.
@@ -147,13 +148,16 @@ pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError>
             .map_err(err("elasticloadbalancing:DescribeTargetGroups"))
     };
     let (lbs, tgs) = tokio::try_join!(lbs, tgs)?;
+    let named = |name: Option<&str>| name.is_some_and(|n| tags::named_for(n, stack));
     let lbs: Vec<_> = lbs
         .into_iter()
         .flat_map(|p| p.load_balancers.unwrap_or_default())
+        .filter(|l| named(l.load_balancer_name()))
         .collect();
     let tgs: Vec<_> = tgs
         .into_iter()
         .flat_map(|p| p.target_groups.unwrap_or_default())
+        .filter(|t| named(t.target_group_name()))
         .collect();
     let arns: Vec<String> = tgs
         .iter()

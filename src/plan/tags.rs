@@ -46,7 +46,7 @@ pub fn belongs(value: Option<&str>, stack: &str) -> bool {
 
 /// Whether a resource named `name` may belong to `stack`, before its tags are read. The names
 /// `iac` gives (load balancers, security groups, RDS identifiers, ...) start with `<stack>-`
-/// (a test holds every example's graph to it). A listing without tags (RDS subnet groups) is narrowed with this,
+/// (a test holds every example's graph to it). A listing without tags (RDS subnet groups, load balancers, target groups) is narrowed with this,
 /// so that the tags of other stacks' and the user's resources are never asked for; the tags
 /// still decide ([`belongs`]): `shop-` also matches stack `shop-test`'s names.
 pub fn named_for(name: &str, stack: &str) -> bool {
