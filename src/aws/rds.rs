@@ -52,8 +52,8 @@ async fn list_tags(aws: &Aws, arn: &str) -> Result<BTreeMap<String, String>, Aws
 /// DB subnet groups, Aurora clusters and DB instances tagged `iac:stack=<stack>`.
 ///
 /// Clusters and instances carry their tags in the describe output; subnet groups do not, so
-/// each subnet group named after the stack costs one ListTagsForResource. Clusters and instances being deleted are
-/// not listed.
+/// each subnet group named after the stack costs one ListTagsForResource. Clusters and
+/// instances being deleted are not listed.
 pub async fn discover(aws: &Aws, stack: &str) -> Result<Vec<Observed>, AwsError> {
     // The three listings at the same time.
     let clusters = async {

@@ -45,10 +45,11 @@ pub fn belongs(value: Option<&str>, stack: &str) -> bool {
 }
 
 /// Whether a resource named `name` may belong to `stack`, before its tags are read. The names
-/// `iac` gives (load balancers, security groups, RDS identifiers, ...) start with `<stack>-`
-/// (a test holds every example's graph to it). A listing without tags (RDS subnet groups, load balancers, target groups) is narrowed with this,
-/// so that the tags of other stacks' and the user's resources are never asked for; the tags
-/// still decide ([`belongs`]): `shop-` also matches stack `shop-test`'s names.
+/// `iac` gives its security groups, load balancers, target groups, RDS identifiers, launch
+/// templates, groups and profiles start with `<stack>-` (a test holds every example's graph to
+/// it). Listings without tags (RDS subnet groups, load balancers, target groups) are narrowed
+/// with this, so that the tags of other stacks' and the user's resources are never asked for;
+/// the tags still decide ([`belongs`]): `shop-` also matches stack `shop-test`'s names.
 pub fn named_for(name: &str, stack: &str) -> bool {
     name.strip_prefix(stack)
         .is_some_and(|rest| rest.starts_with('-'))

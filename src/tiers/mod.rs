@@ -515,7 +515,8 @@ mod tests {
     }
 
     /// Every name a tier gives a resource that is unique in the account starts with `<stack>-`:
-    /// discovery narrows untagged listings (RDS subnet groups) by it ([`tags::named_for`]).
+    /// discovery narrows the untagged listings (RDS subnet groups, load balancers, target
+    /// groups) by it ([`crate::plan::tags::named_for`]).
     #[test]
     fn every_example_names_its_resources_after_the_stack() {
         let inputs = Inputs {
@@ -530,6 +531,7 @@ mod tests {
             hosted_zone_id: Some("Z1".to_string()),
         };
         let mut named = 0;
+        let mut kinds = std::collections::BTreeSet::new();
         for file in example_files() {
             let stack = example(&file);
             let Ok(graph) = desired(&stack, &inputs) else {
@@ -537,6 +539,7 @@ mod tests {
             };
             for r in &graph {
                 let name = match &r.spec {
+                    Spec::SecurityGroup(s) => &s.group_name,
                     Spec::DbSubnetGroup(s) => &s.name,
                     Spec::DbCluster(s) => &s.identifier,
                     Spec::DbInstance(s) => &s.identifier,
@@ -548,6 +551,7 @@ mod tests {
                     _ => continue,
                 };
                 named += 1;
+                kinds.insert(r.kind());
                 assert!(
                     crate::plan::tags::named_for(name, &stack.spec.name),
                     "{file}: {} is named {name}",
@@ -555,8 +559,11 @@ mod tests {
                 );
             }
         }
-        // The RDS kinds among them: alb-asg's subnet group, cluster and instance.
         assert!(named >= 8, "{named}");
+        // The examples cover every kind whose listing is narrowed by name.
+        for kind in [Kind::DbSubnetGroup, Kind::LoadBalancer, Kind::TargetGroup] {
+            assert!(kinds.contains(&kind), "no example has a {kind}: {kinds:?}");
+        }
     }
 
     #[test]

@@ -307,7 +307,7 @@ fn check_network(c: &mut Checker, n: &Network) {
 
 fn check_instance(c: &mut Checker, stack: &Stack) {
     let i = &stack.spec.instance;
-    check_type(c, "instance.type", &Some(i.instance_type.clone()));
+    check_type(c, "instance.type", Some(&i.instance_type));
     let alias_ok = IMAGE_ALIASES.iter().any(|(a, _)| *a == i.image);
     if !alias_ok && !is_aws_id(&i.image, "ami-") {
         let aliases: Vec<_> = IMAGE_ALIASES.iter().map(|(a, _)| *a).collect();
@@ -431,11 +431,8 @@ fn instance_type_problem(t: &str) -> Option<String> {
     })
 }
 
-fn check_type(c: &mut Checker, path: &str, t: &Option<String>) {
-    let Some((t, why)) = t
-        .as_ref()
-        .and_then(|t| Some((t, instance_type_problem(t)?)))
-    else {
+fn check_type(c: &mut Checker, path: &str, t: Option<&str>) {
+    let Some((t, why)) = t.and_then(|t| Some((t, instance_type_problem(t)?))) else {
         return;
     };
     c.err(

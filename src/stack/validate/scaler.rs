@@ -240,7 +240,7 @@ pub(super) fn check_custom_scaler(c: &mut Checker, s: &StackFile) {
             Ok(_) => {}
         }
     }
-    check_type(c, "scaler.monitor.type", &m.instance_type);
+    check_type(c, "scaler.monitor.type", m.instance_type.as_deref());
     if let Some(b) = &m.binary {
         check_download(c, "scaler.monitor.binary", b);
     }

@@ -44,16 +44,16 @@ pub(super) fn check_lb_vms(c: &mut Checker, s: &StackFile) {
         Some(_) => {}
     }
     if let Some(w) = &s.web {
-        check_type(c, "web.type", &w.instance_type);
+        check_type(c, "web.type", w.instance_type.as_deref());
     }
     if let Some(b) = &s.balancer {
-        check_type(c, "balancer.type", &b.instance_type);
+        check_type(c, "balancer.type", b.instance_type.as_deref());
     }
     if s.instance.instance_profile.is_none() {
         c.err("instance", "the lb-vms VMs read the database address and password from SSM at boot, but no instance profile is given", "`instance.instance_profile`", "AWS Academy accounts have `LabInstanceProfile`");
     }
     if let Some(db) = &s.database {
-        check_type(c, "database.type", &db.instance_type);
+        check_type(c, "database.type", db.instance_type.as_deref());
         if db.password.is_some() {
             c.err("database.password", "the lb-vms tier generates the database password itself", "no `password` key", "iac stores it as an SSM SecureString under /iac/<stack>/db-password; it never appears in files or output");
         }
@@ -382,8 +382,8 @@ pub(super) fn check_swarm(c: &mut Checker, s: &StackFile) {
             "",
         );
     }
-    check_type(c, "swarm.manager_type", &sw.manager_type);
-    check_type(c, "swarm.worker_type", &sw.worker_type);
+    check_type(c, "swarm.manager_type", sw.manager_type.as_deref());
+    check_type(c, "swarm.worker_type", sw.worker_type.as_deref());
     if s.instance.instance_profile.is_none() {
         c.err(
             "instance",
